@@ -1,0 +1,24 @@
+# Every target makes or refreshes .venv by itself, so a fresh clone needs nothing but CPython 3.11.
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test test-slow lint
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@$(BIN)/python -c 'import sys; assert sys.version_info[:2] == (3, 11), "CPython 3.11 is required, found " + sys.version' 
+	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev]'
+	@touch $@
+
+install: $(STAMP)  ## the development venv (workstation + tests)
+
+test: $(STAMP)  ## the default test suite (fast: small inputs, shared builds)
+	$(BIN)/python -m pytest
+
+test-slow: $(STAMP)  ## heavy cases: 224 px builds, long soaks
+	$(BIN)/python -m pytest -m slow
+
+lint: $(STAMP)
+	$(BIN)/ruff check .

@@ -1,0 +1,1 @@
+"""Test bench: recorded or scripted flights as a live MAVLink vehicle, with a rendered camera."""

@@ -1,0 +1,105 @@
+"""Data that flows through the payload, shared with the simulator.
+
+Plain frozen dataclasses and numpy arrays: no I/O, no clocks, cheap to pass between threads.
+
+Conventions (the simulator renders with the same ones the payload inverts):
+- Pixels are RGB uint8, shape (H, W, 3). OpenCV's BGR is converted at the frame source.
+- Angles are radians; attitude is aerospace Z-Y-X (yaw, pitch, roll) of the body in the local
+  North-East-Down frame, as MAVLink ATTITUDE reports it. Yaw 0 = nose north, positive clockwise.
+- Altitudes are metres above mean sea level, as MAVLink GLOBAL_POSITION_INT.alt reports them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Pose:
+    """Where the vehicle is and how it is oriented at one instant."""
+
+    lat_deg: float
+    lon_deg: float
+    alt_m: float
+    roll_rad: float = 0.0
+    pitch_rad: float = 0.0
+    yaw_rad: float = 0.0
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One camera image, stamped the moment it was captured.
+
+    `t_mono` (time.monotonic) orders frames and matches telemetry; `t_wall` (time.time) is for
+    people and file names. `seq` counts frames captured by the source, so gaps show drops.
+    """
+
+    pixels: np.ndarray
+    seq: int
+    t_mono: float
+    t_wall: float
+    source: str = ""
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+
+@dataclass(frozen=True)
+class TileBox:
+    """A tile of a frame in pixel coordinates (x, y of the top-left corner, width, height)."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+    row: int = 0
+    col: int = 0
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return (self.x + self.w / 2.0, self.y + self.h / 2.0)
+
+
+@dataclass(frozen=True)
+class TileResult:
+    """The classifier's verdict on one tile.
+
+    `scores` are dequantized probabilities in 0-1, one per label. `flagged` is True when a disease
+    class passed its per-class decision threshold from the model card.
+    """
+
+    box: TileBox
+    scores: np.ndarray
+    label: str
+    confidence: float
+    flagged: bool
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """Everything the inference worker learned about one frame."""
+
+    frame: Frame
+    tiles: tuple[TileResult, ...]
+    inference_ms: float
+    backend: str
+    t_inferred_mono: float
+    extras: dict = field(default_factory=dict)
+
+
+class ResultHandler(Protocol):
+    """What the writer thread hands each FrameResult to (JSONL records, geotagging, sinks)."""
+
+    def handle(self, result: FrameResult) -> None:
+        """Record one frame's results; must flush what it writes before returning."""
+
+    def close(self) -> None:
+        """Flush and release everything; called once at shutdown."""

@@ -1,0 +1,1 @@
+"""Small command-line helpers over the three packages (bench, plots, reports)."""
