@@ -57,3 +57,15 @@ def test_no_hotspots_and_p95() -> None:
 def test_negative_tolerance_rejected() -> None:
     with pytest.raises(ValueError):
         score_mission([], [], -1.0)
+
+
+def test_map_png_is_written(tmp_path) -> None:
+    from tools.mission.mapplot import draw_mission_map
+
+    patches = [TruePatch("rust", 30, 40, 5), TruePatch("powdery_mildew", 80, 70, 6)]
+    hs = [FoundHotspot("rust", 31, 41), FoundHotspot("rust", 10, 90)]
+    s = score_mission(patches, hs, 3.0)
+    out = draw_mission_map(tmp_path / "m.png", 100, 100, patches, hs, [(0, 10), (100, 10)],
+                           [[(0, 0), (10, 0), (10, 10), (0, 10)]], s)
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
