@@ -1,0 +1,291 @@
+"""Camera geometry: pixels <-> points on flat ground, for a camera carried by the vehicle.
+
+Pure numpy (plus pymap3d for lat/lon <-> local ENU); no I/O and no clocks, so the simulator can
+render with exactly the model the payload inverts (docs/CONTRACTS.md section 2).
+
+Frames
+- World: local tangent plane East-North-Up whose origin is the ground point under the camera.
+- Vehicle body: Forward-Right-Down, attitude Z-Y-X (yaw, pitch, roll) relative to North-East-Down
+  as MAVLink ATTITUDE reports it (radians).
+- Camera: OpenCV convention, x right in the image, y down in the image, z along the optical axis.
+- Mount: the camera's orientation relative to the body, as Z-Y-X (yaw, pitch, roll) in degrees
+  applied to the nadir mount. With mount (0, 0, 0) the optical axis is body-down, the top of the
+  image is body-forward and image u grows to body-right. A positive mount pitch tilts the view
+  forward of nadir, a positive mount roll tilts it to the left (the same sense as the body's).
+- Pixels: continuous (u, v); (0, 0) is the top-left corner of the top-left pixel, the image
+  centre is (W/2, H/2). OpenCV calibrations use pixel-centre integers, so `from_calibration`
+  shifts the principal point by +0.5 px.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pymap3d
+
+from payload.types import Pose
+
+# Camera axes (x right, y down, z optical) expressed in the body frame for the nadir mount:
+# x -> body right, y -> body backward (image top is forward), z -> body down.
+_NADIR_BODY_FROM_CAM = np.array(
+    [
+        [0.0, -1.0, 0.0],
+        [1.0, 0.0, 0.0],
+        [0.0, 0.0, 1.0],
+    ]
+)
+
+_UNDISTORT_ITERATIONS = 40
+
+
+def rot_zyx(roll: float, pitch: float, yaw: float) -> np.ndarray:
+    """Rotation taking body-frame vectors to the parent frame for Z-Y-X (yaw, pitch, roll) angles."""
+    cr, sr = math.cos(roll), math.sin(roll)
+    cp, sp = math.cos(pitch), math.sin(pitch)
+    cy, sy = math.cos(yaw), math.sin(yaw)
+    rz = np.array([[cy, -sy, 0.0], [sy, cy, 0.0], [0.0, 0.0, 1.0]])
+    ry = np.array([[cp, 0.0, sp], [0.0, 1.0, 0.0], [-sp, 0.0, cp]])
+    rx = np.array([[1.0, 0.0, 0.0], [0.0, cr, -sr], [0.0, sr, cr]])
+    return rz @ ry @ rx
+
+
+@dataclass(frozen=True)
+class CameraModel:
+    """Pinhole intrinsics, optional OpenCV distortion and the camera's mount on the body."""
+
+    width: int
+    height: int
+    K: np.ndarray
+    dist: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    mount_rpy_deg: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    def __post_init__(self) -> None:
+        if self.width <= 0 or self.height <= 0:
+            raise ValueError(f"camera size must be positive, got {self.width}x{self.height}")
+        k = np.asarray(self.K, dtype=float)
+        if k.shape != (3, 3) or k[0, 0] <= 0 or k[1, 1] <= 0:
+            raise ValueError(f"K must be a 3x3 camera matrix with positive focal lengths, got {k.tolist()}")
+        d = np.asarray(self.dist, dtype=float).ravel()
+        if d.size not in (0, 4, 5, 8) or not np.all(np.isfinite(d)):
+            raise ValueError(f"distortion must hold 0, 4, 5 or 8 finite OpenCV coefficients, got {d.tolist()}")
+        object.__setattr__(self, "K", k)
+        object.__setattr__(self, "dist", d)
+        object.__setattr__(self, "mount_rpy_deg", tuple(float(a) for a in self.mount_rpy_deg))
+
+    @classmethod
+    def from_hfov(
+        cls, width: int, height: int, hfov_deg: float, mount_rpy_deg: Sequence[float] = (0.0, 0.0, 0.0)
+    ) -> CameraModel:
+        """An ideal camera (square pixels, centred principal point, no distortion) from its width's FOV."""
+        if not 0.0 < hfov_deg < 180.0:
+            raise ValueError(f"horizontal field of view must be between 0 and 180 degrees, got {hfov_deg}")
+        f = (width / 2.0) / math.tan(math.radians(hfov_deg) / 2.0)
+        k = np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
+        return cls(int(width), int(height), k, np.zeros(0), tuple(mount_rpy_deg))  # type: ignore[arg-type]
+
+    @classmethod
+    def from_calibration(
+        cls,
+        width: int,
+        height: int,
+        K: Sequence[Sequence[float]] | np.ndarray,
+        dist: Sequence[float] | np.ndarray = (),
+        mount_rpy_deg: Sequence[float] = (0.0, 0.0, 0.0),
+    ) -> CameraModel:
+        """A camera from an OpenCV calibration (K with pixel-centre integers, dist k1 k2 p1 p2 [k3 [k4 k5 k6]])."""
+        k = np.array(K, dtype=float).reshape(3, 3).copy()
+        k[0, 2] += 0.5  # OpenCV: pixel (0,0) centre is at 0; here its top-left corner is.
+        k[1, 2] += 0.5
+        return cls(int(width), int(height), k, np.asarray(dist, dtype=float), tuple(mount_rpy_deg))  # type: ignore[arg-type]
+
+    @property
+    def hfov_deg(self) -> float:
+        """Horizontal field of view of the undistorted pinhole (for logs and reports)."""
+        return math.degrees(2.0 * math.atan((self.width / 2.0) / self.K[0, 0]))
+
+    def body_from_cam(self) -> np.ndarray:
+        """Rotation taking camera-frame vectors into the body frame (mount included)."""
+        r, p, y = (math.radians(a) for a in self.mount_rpy_deg)
+        return rot_zyx(r, p, y) @ _NADIR_BODY_FROM_CAM
+
+    def with_mount(self, mount_rpy_deg: Sequence[float]) -> CameraModel:
+        """The same camera on another mount (used for gimbal angles reported in flight)."""
+        return CameraModel(self.width, self.height, self.K, self.dist, tuple(mount_rpy_deg))  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- distortion (OpenCV model)
+
+
+def _dist8(dist: np.ndarray) -> np.ndarray:
+    d = np.zeros(8)
+    d[: dist.size] = dist
+    return d
+
+
+def _distort(cam: CameraModel, xy: np.ndarray) -> np.ndarray:
+    """Normalised undistorted coordinates -> distorted ones (OpenCV's projectPoints model)."""
+    if cam.dist.size == 0 or not np.any(cam.dist):
+        return xy
+    k1, k2, p1, p2, k3, k4, k5, k6 = _dist8(cam.dist)
+    x, y = xy[:, 0], xy[:, 1]
+    r2 = x * x + y * y
+    radial = (1 + r2 * (k1 + r2 * (k2 + r2 * k3))) / (1 + r2 * (k4 + r2 * (k5 + r2 * k6)))
+    xd = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
+    yd = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
+    return np.stack([xd, yd], axis=1)
+
+
+def _undistort(cam: CameraModel, xyd: np.ndarray) -> np.ndarray:
+    """Distorted normalised coordinates -> undistorted, by the fixed-point iteration OpenCV uses."""
+    if cam.dist.size == 0 or not np.any(cam.dist):
+        return xyd
+    k1, k2, p1, p2, k3, k4, k5, k6 = _dist8(cam.dist)
+    xd, yd = xyd[:, 0], xyd[:, 1]
+    x, y = xd.copy(), yd.copy()
+    for _ in range(_UNDISTORT_ITERATIONS):
+        r2 = x * x + y * y
+        icdist = (1 + r2 * (k4 + r2 * (k5 + r2 * k6))) / (1 + r2 * (k1 + r2 * (k2 + r2 * k3)))
+        dx = 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
+        dy = p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
+        x = (xd - dx) * icdist
+        y = (yd - dy) * icdist
+    return np.stack([x, y], axis=1)
+
+
+# ---------------------------------------------------------------- local metric geometry
+
+
+def _ned_from_cam(cam: CameraModel, roll: float, pitch: float, yaw: float) -> np.ndarray:
+    return rot_zyx(roll, pitch, yaw) @ cam.body_from_cam()
+
+
+def pixels_to_rays_cam(cam: CameraModel, uv: np.ndarray) -> np.ndarray:
+    """(N,2) pixels -> (N,3) camera-frame ray directions with z = 1."""
+    uv = np.asarray(uv, dtype=float).reshape(-1, 2)
+    kinv = np.linalg.inv(cam.K)
+    xy = uv @ kinv[:2, :2].T + kinv[:2, 2]
+    xy = _undistort(cam, xy)
+    return np.concatenate([xy, np.ones((xy.shape[0], 1))], axis=1)
+
+
+def pixels_to_ground_offsets(
+    cam: CameraModel, uv: np.ndarray, roll: float, pitch: float, yaw: float, height_agl_m: float
+) -> np.ndarray:
+    """(N,2) pixels -> (N,2) east, north metres from the ground point under the camera.
+
+    Flat ground `height_agl_m` below the camera; rows whose ray does not reach the ground (at or
+    above the horizon) are NaN.
+    """
+    rays = pixels_to_rays_cam(cam, uv)
+    ned = rays @ _ned_from_cam(cam, roll, pitch, yaw).T
+    down = ned[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(down > 1e-12, height_agl_m / down, np.nan)
+    if not height_agl_m > 0:
+        t = np.full_like(t, np.nan)
+    return np.stack([ned[:, 1] * t, ned[:, 0] * t], axis=1)
+
+
+def ground_offsets_to_pixels(
+    cam: CameraModel, en: np.ndarray, roll: float, pitch: float, yaw: float, height_agl_m: float
+) -> np.ndarray:
+    """(N,2) east, north ground offsets -> (N,2) pixels (u, v); NaN rows behind the camera.
+
+    The inverse of `pixels_to_ground_offsets`; points outside the image still get their
+    (out-of-range) pixel coordinates so that callers can decide what is visible.
+    """
+    en = np.asarray(en, dtype=float).reshape(-1, 2)
+    p_ned = np.stack([en[:, 1], en[:, 0], np.full(en.shape[0], float(height_agl_m))], axis=1)
+    p_cam = p_ned @ _ned_from_cam(cam, roll, pitch, yaw)  # == (R^T p^T)^T
+    z = p_cam[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xy = np.where((z > 1e-12)[:, None], p_cam[:, :2] / z[:, None], np.nan)
+    xy = _distort(cam, xy)
+    return xy @ cam.K[:2, :2].T + cam.K[:2, 2]
+
+
+# ---------------------------------------------------------------- geodetic wrappers
+
+
+def _height_agl(pose: Pose, ground_alt_m: float) -> float:
+    return float(pose.alt_m) - float(ground_alt_m)
+
+
+def pixels_to_latlon(cam: CameraModel, uv: np.ndarray, pose: Pose, ground_alt_m: float) -> np.ndarray:
+    """(N,2) pixels -> (N,2) lat, lon degrees on flat ground at `ground_alt_m` (NaN where missed)."""
+    en = pixels_to_ground_offsets(cam, uv, pose.roll_rad, pose.pitch_rad, pose.yaw_rad, _height_agl(pose, ground_alt_m))
+    lat, lon, _ = pymap3d.enu2geodetic(
+        en[:, 0], en[:, 1], np.zeros(en.shape[0]), pose.lat_deg, pose.lon_deg, float(ground_alt_m)
+    )
+    return np.stack([np.asarray(lat, dtype=float), np.asarray(lon, dtype=float)], axis=1)
+
+
+def latlon_to_pixels(cam: CameraModel, latlon: np.ndarray, pose: Pose, ground_alt_m: float) -> np.ndarray:
+    """(N,2) lat, lon degrees on the ground -> (N,2) pixels (NaN behind the camera)."""
+    latlon = np.asarray(latlon, dtype=float).reshape(-1, 2)
+    e, n, _ = pymap3d.geodetic2enu(
+        latlon[:, 0], latlon[:, 1], float(ground_alt_m), pose.lat_deg, pose.lon_deg, float(ground_alt_m)
+    )
+    en = np.stack([np.asarray(e, dtype=float), np.asarray(n, dtype=float)], axis=1)
+    return ground_offsets_to_pixels(
+        cam, en, pose.roll_rad, pose.pitch_rad, pose.yaw_rad, _height_agl(pose, ground_alt_m)
+    )
+
+
+def pixel_to_ground(
+    cam: CameraModel, u: float, v: float, pose: Pose, ground_alt_m: float
+) -> tuple[float, float] | None:
+    """The lat, lon seen at pixel (u, v), or None when that ray does not reach the ground."""
+    ll = pixels_to_latlon(cam, np.array([[u, v]]), pose, ground_alt_m)[0]
+    if not np.all(np.isfinite(ll)):
+        return None
+    return float(ll[0]), float(ll[1])
+
+
+def ground_to_pixel(
+    cam: CameraModel, lat: float, lon: float, pose: Pose, ground_alt_m: float
+) -> tuple[float, float] | None:
+    """The pixel where ground point (lat, lon) appears, or None when it is behind the camera."""
+    uv = latlon_to_pixels(cam, np.array([[lat, lon]]), pose, ground_alt_m)[0]
+    if not np.all(np.isfinite(uv)):
+        return None
+    return float(uv[0]), float(uv[1])
+
+
+def box_corners(x: float, y: float, w: float, h: float) -> np.ndarray:
+    """Pixel corners of a box, clockwise from top-left as seen in the image."""
+    return np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], dtype=float)
+
+
+def footprint(
+    cam: CameraModel, pose: Pose, ground_alt_m: float, box: tuple[float, float, float, float] | None = None
+) -> list[tuple[float, float]] | None:
+    """Corner lat, lon polygon of the image (or of pixel box x, y, w, h) on the ground.
+
+    Corners in image order top-left, top-right, bottom-right, bottom-left. None when a corner's ray
+    does not reach the ground: the area is unbounded and no polygon would be honest.
+    """
+    corners = box_corners(0, 0, cam.width, cam.height) if box is None else box_corners(*box)
+    ll = pixels_to_latlon(cam, corners, pose, ground_alt_m)
+    if not np.all(np.isfinite(ll)):
+        return None
+    return [(float(a), float(b)) for a, b in ll]
+
+
+def ground_sample_distance(cam: CameraModel, height_agl_m: float) -> float:
+    """Metres of ground per pixel at the image centre of a nadir view (height / focal length)."""
+    return float(height_agl_m) / float(cam.K[0, 0])
+
+
+def gimbal_mount_rpy_deg(
+    gimbal_roll_deg: float, gimbal_pitch_deg: float, gimbal_yaw_deg: float
+) -> tuple[float, float, float]:
+    """MAVLink gimbal angles (pitch -90 = straight down, 0 = forward) as this module's mount angles.
+
+    MOUNT_STATUS reports body-relative angles for a non-stabilised mount; mount pitch here is 0 at
+    nadir, so it is the gimbal's pitch + 90 degrees.
+    """
+    return (float(gimbal_roll_deg), float(gimbal_pitch_deg) + 90.0, float(gimbal_yaw_deg))
