@@ -34,6 +34,7 @@ class SourceSection(StrictModel):
     )
     rate_hz: float | None = Field(default=None, gt=0, description="folder: frames per second when no time is known")
     time_from: Literal["exif", "filename", "rate"] = "exif"
+    realtime: bool = Field(default=False, description="folder: release frames at their recorded capture pace")
     reconnect_min_s: float = Field(default=0.5, gt=0)
     reconnect_max_s: float = Field(default=10.0, gt=0)
 
@@ -58,6 +59,7 @@ class OutputSection(StrictModel):
     """Where records go."""
 
     dir: Path = Path("flight_output")
+    records: str = Field(default="classifications.jsonl", description="JSONL file of per-frame, per-tile results")
 
 
 class PayloadConfig(StrictModel):

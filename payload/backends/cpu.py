@@ -1,0 +1,26 @@
+"""CPU backend: the plain int8 model on ai-edge-litert (or tflite-runtime), XNNPACK threads.
+
+Never the `_edgetpu.tflite` file: its `edgetpu-custom-op` cannot run without the accelerator.
+"""
+
+from __future__ import annotations
+
+from payload.backends.base import TFLiteClassifier
+from payload.backends.runtime import import_runtime
+from payload.bundle import Bundle
+from payload.errors import BundleError
+
+
+class CpuClassifier(TFLiteClassifier):
+    """The bundle's model_int8.tflite on the CPU."""
+
+    def __init__(self, bundle: Bundle, num_threads: int = 2) -> None:
+        runtime_name, rt = import_runtime()
+        model = bundle.cpu_model
+        try:
+            interp = rt.Interpreter(model_path=str(model), num_threads=num_threads)
+        except (ValueError, RuntimeError) as err:
+            raise BundleError(f"{model}: the TFLite runtime cannot read this model ({err}); rebuild the bundle") from None
+        super().__init__(interp, bundle, model, name=f"cpu ({runtime_name}, {num_threads} threads)")
+        self.runtime = runtime_name
+        self.num_threads = num_threads
