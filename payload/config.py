@@ -62,6 +62,90 @@ class OutputSection(StrictModel):
     records: str = Field(default="classifications.jsonl", description="JSONL file of per-frame, per-tile results")
 
 
+class TelemetrySection(StrictModel):
+    """The MAVLink link to the flight controller (dronekit), owned by payload/telemetry.py."""
+
+    connection: str | None = Field(
+        default=None,
+        description="dronekit connection string: udp:127.0.0.1:14550 (listen), udpout:H:P, tcp:H:P, "
+        "/dev/ttyAMA0 (serial, with baud); null = no link (detections are recorded and flagged)",
+    )
+    baud: int = Field(default=921600, ge=1200)
+    connect_timeout_s: float = Field(default=30.0, gt=0, description="give up connecting after this")
+    link_timeout_s: float = Field(default=3.0, gt=0, description="no message for this long = link lost")
+    reconnect: bool = True
+    reconnect_max_s: float = Field(default=10.0, gt=0, description="longest wait between reconnect attempts")
+    gps_lag_s: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=2.0,
+        description="how far GLOBAL_POSITION_INT lags the truth; ArduPilot's EKF output is already "
+        "lag-compensated, raw-GPS autopilots want ~0.2",
+    )
+    buffer_s: float = Field(default=60.0, gt=1.0, description="seconds of telemetry kept for interpolation")
+    timesync: bool = Field(default=True, description="also estimate the clock offset with MAVLink TIMESYNC")
+    source_system: int = Field(default=255, ge=1, le=255)
+    source_component: int = Field(default=0, ge=0, le=255)
+
+
+class CameraSection(StrictModel):
+    """The camera's intrinsics and mount (payload/camera.py)."""
+
+    hfov_deg: float = Field(default=62.2, gt=0, lt=180, description="horizontal field of view (ideal camera)")
+    width: int | None = Field(default=None, ge=1, description="calibrated image width; null = frame width")
+    height: int | None = Field(default=None, ge=1, description="calibrated image height; null = frame height")
+    K: list[list[float]] | None = Field(default=None, description="OpenCV 3x3 camera matrix; overrides hfov_deg")
+    dist: list[float] = Field(default_factory=list, description="OpenCV distortion k1 k2 p1 p2 [k3 [k4 k5 k6]]")
+    mount_rpy_deg: tuple[float, float, float] = Field(
+        default=(0.0, 0.0, 0.0), description="mount roll, pitch, yaw from nadir (pitch + = looks forward)"
+    )
+    use_gimbal: bool = Field(default=False, description="take the mount angles from MOUNT_STATUS when present")
+
+
+class GeotagSection(StrictModel):
+    """How detections are placed on the ground and when a pose is not trusted."""
+
+    ground: Literal["home", "agl"] = Field(
+        default="home", description="home: flat ground at home altitude; agl: fixed height_agl_m below the camera"
+    )
+    height_agl_m: float | None = Field(default=None, gt=0, description="needed when ground is agl")
+    max_pose_age_s: float = Field(default=0.5, gt=0, description="older poses are flagged pose_stale")
+    min_fix_type: int = Field(default=3, ge=0, le=6, description="GPS fix below this is flagged (3 = 3D)")
+    max_hdop: float = Field(default=5.0, gt=0, description="HDOP above this is flagged")
+
+
+class SinksSection(StrictModel):
+    """Output layers besides detections.jsonl (which is always written)."""
+
+    formats: list[Literal["geojson", "kml", "csv"]] = Field(default_factory=lambda: ["geojson", "kml", "csv"])
+    layers_interval_s: float = Field(default=5.0, ge=0, description="rewrite the layers at most this often")
+    crops: bool = Field(default=False, description="save a JPEG of each flagged tile with EXIF GPS tags")
+    crop_quality: int = Field(default=90, ge=10, le=100)
+
+
+class HotspotsSection(StrictModel):
+    """Merging detections of one disease into hotspots."""
+
+    radius_m: float = Field(default=5.0, gt=0, description="a detection this close to a hotspot joins it")
+    include_untrusted: bool = Field(default=False, description="let detections with a flagged pose join")
+
+
+class AlertsSection(StrictModel):
+    """Live STATUSTEXT to the ground station for each new hotspot."""
+
+    enabled: bool = True
+    severity: Literal["EMERGENCY", "ALERT", "CRITICAL", "ERROR", "WARNING", "NOTICE", "INFO", "DEBUG"] = "WARNING"
+    min_interval_s: float = Field(default=5.0, ge=0, description="at most one alert per this many seconds")
+
+
+class PreflightSection(StrictModel):
+    """Checks before the first frame."""
+
+    min_free_disk_mb: float = Field(default=500.0, ge=0)
+    strict: bool = Field(default=False, description="refuse to start when a check fails (else warn and fly)")
+    wait_fix_s: float = Field(default=0.0, ge=0, description="wait this long for a GPS fix before reporting")
+
+
 class PayloadConfig(StrictModel):
     """The whole payload configuration."""
 
@@ -70,6 +154,13 @@ class PayloadConfig(StrictModel):
     tiling: TilingSection = TilingSection()
     scheduler: SchedulerSection = SchedulerSection()
     output: OutputSection = OutputSection()
+    telemetry: TelemetrySection = TelemetrySection()
+    camera: CameraSection = CameraSection()
+    geotag: GeotagSection = GeotagSection()
+    sinks: SinksSection = SinksSection()
+    hotspots: HotspotsSection = HotspotsSection()
+    alerts: AlertsSection = AlertsSection()
+    preflight: PreflightSection = PreflightSection()
 
 
 def load_payload_config(path: str | Path) -> PayloadConfig:
