@@ -23,7 +23,83 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("validate-config", help="check a payload YAML file and print it resolved")
     p.add_argument("config", help="path of the payload YAML file")
+
+    p = sub.add_parser("run", help="classify camera frames until the stream ends or SIGINT/SIGTERM")
+    p.add_argument("--config", required=True, help="path of the payload YAML file")
+
+    p = sub.add_parser("classify", help="classify whole images and print class, confidence and all scores")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format OpenCV reads)")
+    p.add_argument("--bundle", help="model bundle folder (default: model.bundle of --config)")
+    p.add_argument("--config", help="payload YAML file to take bundle/backend/device/threads from")
+    p.add_argument("--backend", choices=("auto", "edgetpu", "cpu"), help="override model.backend")
+    p.add_argument("--device", help="Edge TPU device: usb, usb:N, pci, pci:N")
+    p.add_argument("--threads", type=int, help="CPU threads")
+    p.add_argument("--json", action="store_true", help="one JSON object per image instead of text")
+
+    sub.add_parser("devices", help="list the Coral Edge TPUs this machine can see, or say why none")
     return parser
+
+
+def _classify(args: argparse.Namespace) -> int:
+    import json
+
+    import cv2
+
+    from payload.backends import open_classifier
+    from payload.bundle import load_bundle
+    from payload.errors import CameraError, UserError
+    from payload.sources import UnreadableFrameError, to_rgb
+    from payload.tiling import resize_whole
+
+    cfg = load_payload_config(args.config) if args.config else None
+    bundle_path = args.bundle or (cfg.model.bundle if cfg else None)
+    if bundle_path is None:
+        raise UserError("no model bundle given; pass --bundle DIR or --config FILE")
+    backend = args.backend or (cfg.model.backend if cfg else "auto")
+    device = args.device or (cfg.model.device if cfg else None)
+    threads = args.threads or (cfg.model.num_threads if cfg else 2)
+    bundle = load_bundle(bundle_path)
+    clf = open_classifier(bundle, backend, device, threads)
+    failed = []
+    try:
+        for path in args.images:
+            img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+            try:
+                rgb = to_rgb(img, "bgr")
+            except UnreadableFrameError as err:
+                print(f"{path}: cannot read the image ({err})", file=sys.stderr)
+                failed.append(path)
+                continue
+            scores = clf.classify_batch(resize_whole(rgb, (bundle.input_height, bundle.input_width)))
+            d = bundle.decide(scores)[0]
+            all_scores = {name: round(float(s), 4) for name, s in zip(bundle.labels, scores[0], strict=True)}
+            if args.json:
+                print(json.dumps({"image": path, "label": d.label, "confidence": round(d.confidence, 4),
+                                  "flagged": d.flagged, "scores": all_scores, "backend": clf.name}))
+            else:
+                listed = "  ".join(f"{k} {v:.3f}" for k, v in all_scores.items())
+                flag = "  DISEASE" if d.flagged else ""
+                print(f"{path}: {d.label} {d.confidence:.3f}{flag}  |  {listed}")
+    finally:
+        clf.close()
+    if failed:
+        raise CameraError(f"{len(failed)} of {len(args.images)} image(s) could not be read: {', '.join(failed)}; "
+                          "check that they are image files")
+    return 0
+
+
+def _devices() -> int:
+    from payload.backends.devices import list_edge_tpus, runtime_library_status
+
+    found, how = list_edge_tpus()
+    status = runtime_library_status()
+    if found:
+        for dev in found:
+            print(f"{dev.type}\t{dev.path}\t{dev.detail}")
+        print(f"({how}; {status})")
+    else:
+        print(f"no Edge TPU found ({how}); {status}. The payload will run on the CPU with model.backend: auto.")
+    return 0
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -33,6 +109,15 @@ def _main(argv: Sequence[str] | None) -> int:
         cfg = load_payload_config(args.config)
         print(cfg.model_dump_json(indent=2))
         return 0
+    if args.command == "run":
+        from payload.runner import run_payload
+
+        run_payload(load_payload_config(args.config))
+        return 0
+    if args.command == "classify":
+        return _classify(args)
+    if args.command == "devices":
+        return _devices()
     raise AssertionError(f"unhandled command {args.command}")
 
 

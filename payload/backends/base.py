@@ -47,7 +47,9 @@ class TFLiteClassifier:
         try:
             interpreter.allocate_tensors()
         except (RuntimeError, ValueError) as err:
-            raise BundleError(f"{model_file}: the runtime cannot allocate this model ({err}); rebuild the bundle") from None
+            raise BundleError(
+                f"{model_file}: the runtime cannot allocate this model ({err}); rebuild the bundle"
+            ) from None
         ins = interpreter.get_input_details()
         outs = interpreter.get_output_details()
         if len(ins) != 1 or len(outs) < 1:

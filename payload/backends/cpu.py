@@ -20,7 +20,9 @@ class CpuClassifier(TFLiteClassifier):
         try:
             interp = rt.Interpreter(model_path=str(model), num_threads=num_threads)
         except (ValueError, RuntimeError) as err:
-            raise BundleError(f"{model}: the TFLite runtime cannot read this model ({err}); rebuild the bundle") from None
+            raise BundleError(
+                f"{model}: the TFLite runtime cannot read this model ({err}); rebuild the bundle"
+            ) from None
         super().__init__(interp, bundle, model, name=f"cpu ({runtime_name}, {num_threads} threads)")
         self.runtime = runtime_name
         self.num_threads = num_threads

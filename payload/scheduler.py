@@ -1,0 +1,285 @@
+"""The real-time pipeline: capture thread -> newest-frame mailbox -> inference -> bounded queue -> writer.
+
+A stale frame is worth less than a fresh one, so capture never waits for inference: it overwrites
+the single-slot mailbox, and every overwritten frame is counted as a drop. Inference results go to
+the writer through a bounded queue that blocks when full (nothing classified is ever thrown away;
+back-pressure ends up as mailbox drops). On stop (SIGINT/SIGTERM), capture stops, the frame in flight
+and the one waiting are finished, the writer flushes, and `run()` returns the final statistics.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+from payload.backends.base import Classifier
+from payload.bundle import Bundle
+from payload.sources import FrameSource
+from payload.stats import PipelineStats, Window
+from payload.tiling import Tiler
+from payload.types import Frame, FrameResult, ResultHandler, TileResult
+
+log = logging.getLogger("payload.scheduler")
+
+_END = object()
+
+
+class Mailbox:
+    """A single slot holding the newest frame; putting over an unread frame counts a drop."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._frame: Frame | None = None
+        self._closed = False
+        self.dropped = 0
+
+    def put(self, frame: Frame) -> bool:
+        """Store `frame`; return True if it replaced one that was never read."""
+        with self._cond:
+            replaced = self._frame is not None
+            if replaced:
+                self.dropped += 1
+            self._frame = frame
+            self._cond.notify()
+            return replaced
+
+    def get(self, timeout: float | None = None) -> Frame | None:
+        """Take the newest frame, waiting up to `timeout`; None on timeout or when closed and empty."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._frame is not None or self._closed, timeout)
+            frame, self._frame = self._frame, None
+            return frame
+
+    def close(self) -> None:
+        """No more frames will come; wakes the reader (a frame still inside can be taken)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        with self._cond:
+            return self._closed and self._frame is None
+
+
+class Pipeline:
+    """Runs a source, a classifier and a result handler on three threads until stopped or exhausted.
+
+    `fallback` builds a replacement classifier (the CPU) if the current one raises during
+    inference (an Edge TPU unplugged in flight); the frame is then retried on the new one.
+    """
+
+    def __init__(
+        self,
+        source: FrameSource,
+        classifier: Classifier,
+        handler: ResultHandler,
+        bundle: Bundle,
+        tiler: Tiler,
+        *,
+        queue_size: int = 64,
+        max_rate_hz: float | None = None,
+        stats_interval_s: float = 10.0,
+        fallback: Callable[[], Classifier] | None = None,
+        join_timeout_s: float = 5.0,
+    ) -> None:
+        self.source = source
+        self.classifier = classifier
+        self.handler = handler
+        self.bundle = bundle
+        self.tiler = tiler
+        self.max_rate_hz = max_rate_hz
+        self.stats_interval_s = stats_interval_s
+        self.fallback = fallback
+        self.join_timeout_s = join_timeout_s
+        self.mailbox = Mailbox()
+        self.results: queue.Queue[object] = queue.Queue(maxsize=queue_size)
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._errors: list[BaseException] = []
+        self._lock = threading.Lock()
+        self.processed = 0
+        self.written = 0
+        self.tiles = 0
+        self.handler_errors = 0
+        self.failovers = 0
+        self.inference_ms = Window()
+        self.tile_ms = Window()
+        self.latency_ms = Window()
+        self._t_start = time.monotonic()
+
+    # -- control -----------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the pipeline to stop (safe from a signal handler): capture ends, in-flight work finishes."""
+        self._stop.set()
+        self.source.stop()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def stats(self) -> PipelineStats:
+        elapsed = max(time.monotonic() - self._t_start, 1e-9)
+        c = self.source.counters
+        return PipelineStats(
+            backend=self.classifier.name,
+            elapsed_s=round(elapsed, 3),
+            frames_captured=c.captured,
+            frames_processed=self.processed,
+            frames_dropped=self.mailbox.dropped,
+            frames_unreadable=c.unreadable,
+            camera_reconnects=c.reconnects,
+            tiles=self.tiles,
+            tiles_per_s=self.tiles / elapsed,
+            inference_ms_p50=self.inference_ms.percentile(50),
+            inference_ms_p95=self.inference_ms.percentile(95),
+            tile_ms_p50=self.tile_ms.percentile(50),
+            latency_ms_p50=self.latency_ms.percentile(50),
+            latency_ms_p95=self.latency_ms.percentile(95),
+            handler_errors=self.handler_errors,
+            backend_failovers=self.failovers,
+        )
+
+    # -- threads -----------------------------------------------------------------------------------
+    def _fail(self, where: str, err: BaseException) -> None:
+        log.error("%s failed: %s: %s; stopping the pipeline", where, type(err).__name__, err, exc_info=err)
+        with self._lock:
+            self._errors.append(err)
+        self.stop()
+
+    def _capture(self) -> None:
+        try:
+            while not self._stop.is_set():
+                frame = self.source.read()
+                if frame is None:
+                    break
+                self.mailbox.put(frame)
+        except Exception as err:  # noqa: BLE001 - reported and re-raised by run()
+            self._fail("capture", err)
+        finally:
+            self.mailbox.close()
+
+    def _classify(self, tiles) -> object:  # noqa: ANN001 - numpy batch
+        try:
+            return self.classifier.classify_batch(tiles)
+        except Exception as err:
+            if self.fallback is None:
+                raise
+            old = self.classifier.name
+            log.error("backend %s failed during inference (%s: %s); handing over to the CPU", old,
+                      type(err).__name__, err)
+            try:
+                self.classifier.close()
+            except Exception:  # noqa: BLE001 - the failed backend may not close cleanly
+                log.debug("closing the failed backend raised", exc_info=True)
+            self.classifier = self.fallback()
+            self.fallback = None
+            self.failovers += 1
+            log.warning("backend now %s", self.classifier.name)
+            return self.classifier.classify_batch(tiles)
+
+    def _infer(self) -> None:
+        next_due = 0.0
+        period = 1.0 / self.max_rate_hz if self.max_rate_hz else 0.0
+        try:
+            while True:
+                if period:
+                    wait = next_due - time.monotonic()
+                    if wait > 0:
+                        self._stop.wait(wait)
+                frame = self.mailbox.get(timeout=0.5)
+                if frame is None:
+                    if self.mailbox.closed:
+                        break
+                    continue
+                next_due = time.monotonic() + period
+                boxes, batch = self.tiler.tiles(frame.pixels)
+                t0 = time.perf_counter()
+                scores = self._classify(batch)
+                ms = (time.perf_counter() - t0) * 1000.0
+                decisions = self.bundle.decide(scores)
+                tiles = tuple(
+                    TileResult(box, scores[i].copy(), d.label, d.confidence, d.flagged)
+                    for i, (box, d) in enumerate(zip(boxes, decisions, strict=True))
+                )
+                result = FrameResult(frame, tiles, ms, self.classifier.name, time.monotonic())
+                self.inference_ms.add(ms)
+                self.tile_ms.add(ms / max(len(tiles), 1))
+                self.processed += 1
+                self.tiles += len(tiles)
+                self.results.put(result)
+        except Exception as err:  # noqa: BLE001 - reported and re-raised by run()
+            self._fail("inference", err)
+        finally:
+            self.results.put(_END)
+
+    def _write(self) -> None:
+        try:
+            while True:
+                item = self.results.get()
+                if item is _END:
+                    break
+                assert isinstance(item, FrameResult)
+                try:
+                    self.handler.handle(item)
+                except Exception as err:  # noqa: BLE001 - one bad write must not end the flight
+                    self.handler_errors += 1
+                    log.error("result handler failed on frame %d: %s: %s", item.frame.seq, type(err).__name__, err)
+                    continue
+                self.written += 1
+                self.latency_ms.add((time.monotonic() - item.frame.t_mono) * 1000.0)
+        finally:
+            try:
+                self.handler.close()
+            except Exception as err:  # noqa: BLE001
+                self._fail("closing the result handler", err)
+            self._done.set()
+
+    # -- main --------------------------------------------------------------------------------------
+    def run(self) -> PipelineStats:
+        """Open the source, run until the stream ends or `stop()`, and return the final statistics.
+
+        Must be called from the main thread when signal handlers are to work (they only set a flag).
+        Raises the first error of a worker thread after everything has been flushed.
+        """
+        self.source.open()
+        self._t_start = time.monotonic()
+        threads = {
+            "capture": threading.Thread(target=self._capture, name="capture", daemon=True),
+            "inference": threading.Thread(target=self._infer, name="inference", daemon=True),
+            "writer": threading.Thread(target=self._write, name="writer", daemon=True),
+        }
+        for t in threads.values():
+            t.start()
+        next_stats = time.monotonic() + self.stats_interval_s
+        stop_seen_at: float | None = None
+        try:
+            while not self._done.wait(0.2):
+                now = time.monotonic()
+                if now >= next_stats:
+                    log.info("stats: %s", self.stats().line())
+                    next_stats = now + self.stats_interval_s
+                if self._stop.is_set():
+                    if stop_seen_at is None:
+                        stop_seen_at = now
+                        log.info("stopping: capture ends, finishing the frame in flight and flushing records")
+                    elif threads["capture"].is_alive() and now - stop_seen_at > self.join_timeout_s:
+                        log.warning("capture thread stuck in a camera read for %.0f s; closing the mailbox without it",
+                                    self.join_timeout_s)
+                        self.mailbox.close()
+        finally:
+            for name in ("capture", "inference", "writer"):
+                threads[name].join(self.join_timeout_s)
+            self.source.close()
+            try:
+                self.classifier.close()
+            except Exception:  # noqa: BLE001
+                log.debug("closing the backend raised", exc_info=True)
+        final = self.stats()
+        log.info("final stats: %s", final.line())
+        if self._errors:
+            raise self._errors[0]
+        return final
