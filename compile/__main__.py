@@ -1,0 +1,3 @@
+from compile.cli import main
+
+main()

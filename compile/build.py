@@ -1,0 +1,257 @@
+"""One bundle build: data -> training -> evaluation -> int8 -> pre-check -> compiler -> bundle.
+
+Order matters for the operator: everything that can fail on bad input (config, data, weights)
+fails before training starts; the agreement floor fails before anything is written over an
+existing bundle; a missing compiler fails only after the complete int8 bundle is in place, since
+that bundle is useful on its own (CPU fallback, Coral's web compiler).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import resource
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import report
+from .bundle import finalize, staging_dir
+from .config import BuildConfig
+from .data import iterate_images, make_splits
+from .edgetpu import run_compiler
+from .errors import CompilerError, CompilerNotFoundError, QuantizationError
+from .metrics import DISEASES, choose_thresholds, classification_report, cost_table, decide
+from .synthetic import CLASSES, HEALTHY
+from .tflite_check import check_model
+
+log = logging.getLogger(__name__)
+INT8_NAME = "model_int8.tflite"
+
+
+@dataclass
+class BuildResult:
+    bundle: Path
+    card: dict[str, Any]
+    compiler_error: CompilerError | None
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def int8_scores(path: Path, split, size: int, base_seed: int) -> tuple[np.ndarray, np.ndarray, tuple[float, int]]:
+    """Scores of the int8 model on a split, image by image as on the drone."""
+    from .quantize import Int8Runner
+
+    runner = Int8Runner(path)
+    scores, labels = [], []
+    for img, label in iterate_images(split, size, base_seed):
+        scores.append(runner.scores(img))
+        labels.append(label)
+    return np.asarray(scores, dtype=np.float64), np.asarray(labels), runner.input_quantization
+
+
+def _evaluate(scores: np.ndarray, y: np.ndarray, thresholds: dict[str, float], cfg: BuildConfig) -> dict[str, Any]:
+    argmax = classification_report(y, scores.argmax(axis=1))
+    at_thr = classification_report(y, decide(scores, thresholds))
+    return {
+        "argmax": argmax,
+        "at_thresholds": at_thr,
+        "cost": cost_table(y, decide(scores, thresholds), cfg.evaluate.cost_missed_disease,
+                           cfg.evaluate.cost_false_alarm),
+    }
+
+
+def run_build(cfg: BuildConfig, out: Path, profile: str = "default", cpu_only: bool = False) -> BuildResult:
+    """Build a bundle into `out`. Raises UserError subclasses for operator-fixable problems."""
+    from .model import export_model
+    from .quantize import convert_int8
+    from .train import predict_split, train
+
+    t0 = time.monotonic()
+    cpu_only = cpu_only or cfg.edgetpu.cpu_only
+    splits = make_splits(cfg.data)
+    log.info("data (%s): %s", splits.source, json.dumps(splits.summary()["counts"]))
+    size, seed = cfg.model.input_size, cfg.data.seed
+    staging = staging_dir(out)
+    workdir = Path(tempfile.mkdtemp(prefix="cropscout-train-"))
+    try:
+        (staging / "report").mkdir()
+        t_train = time.monotonic()
+        trained, history, train_facts = train(cfg, splits, workdir)
+        train_s = time.monotonic() - t_train
+        model = export_model(trained)
+
+        log.info("evaluating the float model on validation (%d) and test (%d)", len(splits.val), len(splits.test))
+        val_f, y_val = predict_split(model, splits.val, size, seed)
+        test_f, y_test = predict_split(model, splits.test, size, seed)
+
+        log.info("quantizing to full int8 (%d representative images)", cfg.quantize.representative_images)
+        t_q = time.monotonic()
+        int8_path = staging / INT8_NAME
+        rep = (img for img, _ in iterate_images(splits.train, size, seed, cfg.quantize.representative_images))
+        convert_int8(model, rep, int8_path)
+        quant_s = time.monotonic() - t_q
+        log.info("quantized in %.1f s; evaluating the int8 model", quant_s)
+        val_q, _, in_q = int8_scores(int8_path, splits.val, size, seed)
+        test_q, _, _ = int8_scores(int8_path, splits.test, size, seed)
+
+        # thresholds for the model that ships (int8), chosen on validation only
+        chosen = choose_thresholds(val_q, y_val, cfg.evaluate.target_recall, cfg.evaluate.cost_missed_disease,
+                                   cfg.evaluate.cost_false_alarm)
+        chosen_float = choose_thresholds(val_f, y_val, cfg.evaluate.target_recall,
+                                         cfg.evaluate.cost_missed_disease, cfg.evaluate.cost_false_alarm)
+        thresholds = chosen["thresholds"]
+        m_float = _evaluate(test_f, y_test, chosen_float["thresholds"], cfg)
+        m_int8 = _evaluate(test_q, y_test, thresholds, cfg)
+        agreement = float(np.mean(test_f.argmax(1) == test_q.argmax(1)))
+        fidelity = {
+            "agreement": agreement,
+            "accuracy_delta": m_int8["argmax"]["accuracy"] - m_float["argmax"]["accuracy"],
+            "agreement_floor": cfg.quantize.agreement_floor,
+            "max_abs_score_diff": float(np.abs(test_f - test_q).max()),
+        }
+        log.info(
+            "test accuracy float %.4f int8 %.4f, agreement %.4f; int8 disease recall at thresholds %.4f",
+            m_float["argmax"]["accuracy"], m_int8["argmax"]["accuracy"], agreement,
+            m_int8["at_thresholds"]["disease_recall"],
+        )
+        if agreement < cfg.quantize.agreement_floor:
+            raise QuantizationError(
+                f"int8 and float models agree on only {agreement:.3f} of the test images (floor "
+                f"{cfg.quantize.agreement_floor}); raise quantize.representative_images, train longer, or lower "
+                "quantize.agreement_floor knowingly"
+            )
+        precheck = check_model(int8_path, cfg.edgetpu.min_runtime_version)
+        log.info("pre-check: %s", "OK" if precheck.ok else "; ".join(precheck.errors))
+
+        compiler_error: CompilerError | None = None
+        summary = None
+        if cpu_only:
+            reason = "built with --cpu-only (edgetpu_compiler not run)"
+        else:
+            log.info("running edgetpu_compiler")
+            try:
+                summary = run_compiler(int8_path, staging, cfg.edgetpu.compiler, cfg.edgetpu.min_runtime_version,
+                                       cfg.edgetpu.timeout_s)
+                reason = None
+                if not summary.get("fully_mapped", True):
+                    log.warning("only %s of %s ops run on the Edge TPU", summary.get("ops_on_tpu"),
+                                summary.get("total_ops"))
+            except CompilerNotFoundError as err:
+                compiler_error, reason = err, "edgetpu_compiler not found"
+            except CompilerError as err:
+                compiler_error, reason = err, f"edgetpu_compiler failed: {err}"
+                for stray in staging.glob("*_edgetpu.*"):
+                    stray.unlink()  # a failed compile must not leave a half-written model in the bundle
+
+        (staging / "labels.txt").write_text("\n".join(CLASSES) + "\n", encoding="utf-8")
+        metrics = {"float": m_float, "int8": m_int8, "fidelity": fidelity,
+                   "thresholds_int8": chosen, "thresholds_float": chosen_float,
+                   "data": splits.summary()}
+        (staging / "report" / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+        (staging / "report" / "history.json").write_text(json.dumps(history, indent=1) + "\n")
+        report.confusion_png(m_float["argmax"]["confusion_matrix"], "float, test, argmax",
+                             staging / "report" / "confusion_matrix_float.png")
+        report.confusion_png(m_int8["at_thresholds"]["confusion_matrix"], "int8, test, at thresholds",
+                             staging / "report" / "confusion_matrix_int8.png")
+        report.training_png(history, staging / "report" / "training_curves.png")
+        report.threshold_png(val_q, y_val, chosen, cfg.evaluate.target_recall,
+                             staging / "report" / "threshold_recall.png")
+        build_s = time.monotonic() - t0
+        card = {
+            "format_version": 1,
+            "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "profile": profile,
+            "classes": list(CLASSES),
+            "healthy_class": HEALTHY,
+            "disease_classes": list(DISEASES),
+            "input": {"height": size, "width": size, "channels": 3, "dtype": "uint8", "color": "RGB",
+                      "quantization": {"scale": in_q[0], "zero_point": in_q[1]},
+                      "preprocessing": "inside the graph: RGB->BGR and ImageNet mean (caffe), one 1x1 conv"},
+            "output": {"dtype": "uint8", "meaning": "softmax scores, dequantize to 0-1"},
+            "thresholds": thresholds,
+            "threshold_selection": {k: v for k, v in chosen.items() if k != "thresholds"},
+            "edgetpu": {
+                "compiled": summary is not None,
+                "cpu_only": cpu_only,
+                "reason": reason,
+                "summary": summary,
+                "precheck": precheck.to_dict() | {"inputs": None, "outputs": None},
+                "min_runtime_version": cfg.edgetpu.min_runtime_version,
+            },
+            "metrics": {
+                "float": _card_metrics(m_float),
+                "int8": _card_metrics(m_int8),
+                "agreement": agreement,
+                "accuracy_delta": fidelity["accuracy_delta"],
+                "test_images": int(len(y_test)),
+                "validation_images": int(len(y_val)),
+            },
+            "training": train_facts | {
+                "backbone": "ResNet50",
+                "weights": cfg.model.weights,
+                "trainable_stages": cfg.model.trainable_stages,
+                "head_units": cfg.model.head_units,
+                "data": splits.summary(),
+                "augment": cfg.augment.model_dump(mode="json"),
+                "seed": seed,
+                "train_seconds": round(train_s, 1),
+                "quantize_seconds": round(quant_s, 1),
+                "build_seconds": round(build_s, 1),
+                "peak_rss_mb": round(peak_rss_mb(), 1),
+                "representative_images": cfg.quantize.representative_images,
+                "config": cfg.model_dump(mode="json", exclude={"profiles"}),
+            },
+            "tools": {
+                "tensorflow": _version("tensorflow-cpu") or _version("tensorflow"),
+                "keras": _version("keras"),
+                "ai_edge_litert": _version("ai-edge-litert"),
+                "numpy": np.__version__,
+                "python": platform.python_version(),
+                "edgetpu_compiler": (summary or {}).get("version"),
+            },
+        }
+        finalize(staging, out, card)
+        log.info("bundle written to %s in %.0f s (peak RSS %.0f MB)", out, build_s, peak_rss_mb())
+        return BuildResult(out, card, compiler_error)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _card_metrics(m: dict[str, Any]) -> dict[str, Any]:
+    """The headline numbers for the card (the full report is report/metrics.json)."""
+    a, t = m["argmax"], m["at_thresholds"]
+    return {
+        "accuracy": a["accuracy"],
+        "macro_f1": a["macro_f1"],
+        "weighted_f1": a["weighted_f1"],
+        "recall": {c: a["per_class"][c]["recall"] for c in CLASSES},
+        "at_thresholds": {
+            "accuracy": t["accuracy"],
+            "disease_recall": t["disease_recall"],
+            "false_alarm_rate": t["false_alarm_rate"],
+            "recall": {c: t["per_class"][c]["recall"] for c in CLASSES},
+            "precision": {c: t["per_class"][c]["precision"] for c in CLASSES},
+        },
+        "cost": m["cost"],
+    }

@@ -1,0 +1,106 @@
+"""`cropscout-build` / `python -m compile`: build, check and configure model bundles."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from payload.cliutil import run_cli
+from payload.logsetup import add_log_level_argument, setup_logging
+
+DEFAULT_CONFIG = Path("configs/build.yaml")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cropscout-build",
+        description="Build the crop-disease model bundle: ResNet-50 -> full int8 TFLite -> edgetpu_compiler.",
+    )
+    add_log_level_argument(parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("build", help="train, evaluate, quantize, compile and write a model bundle")
+    p.add_argument("--config", help=f"build YAML file (default: {DEFAULT_CONFIG} if present, else built-in)")
+    p.add_argument("--profile", default="default", help="default | quick | a profile defined in the file")
+    p.add_argument("--out", default="build/bundle", help="bundle folder to write (default build/bundle)")
+    p.add_argument("--cpu-only", action="store_true", help="do not run edgetpu_compiler; say so in the model card")
+    p.add_argument("--compiler", help="edgetpu_compiler name or path (overrides edgetpu.compiler)")
+
+    p = sub.add_parser("check", help="Edge TPU pre-check of a .tflite model (no compiler needed)")
+    p.add_argument("model", help="path of a .tflite file")
+    p.add_argument("--min-runtime", type=int, default=14, help="Edge TPU runtime version to target (default 14)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--verbose", action="store_true", help="list every op")
+
+    p = sub.add_parser("validate-config", help="check a build YAML file and print it resolved")
+    p.add_argument("config", help="path of the build YAML file")
+    p.add_argument("--profile", default="default", help="profile to apply before printing")
+    return parser
+
+
+def _build(args: argparse.Namespace) -> int:
+    import logging
+
+    from .build import run_build
+    from .config import deep_merge, load_build_config
+
+    config = args.config or (str(DEFAULT_CONFIG) if DEFAULT_CONFIG.is_file() else None)
+    cfg = load_build_config(config, args.profile)
+    if args.compiler:
+        cfg = type(cfg).model_validate(deep_merge(cfg.model_dump(), {"edgetpu": {"compiler": args.compiler}}))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    result = run_build(cfg, Path(args.out), profile=args.profile, cpu_only=args.cpu_only)
+    card = result.card
+    m = card["metrics"]
+    print(f"bundle: {result.bundle}")
+    print(f"test accuracy: float {m['float']['accuracy']:.4f}, int8 {m['int8']['accuracy']:.4f}, "
+          f"agreement {m['agreement']:.4f}")
+    print(f"thresholds: {json.dumps(card['thresholds'])}; int8 disease recall at thresholds "
+          f"{m['int8']['at_thresholds']['disease_recall']:.4f}")
+    edgetpu = card["edgetpu"]
+    if edgetpu["compiled"]:
+        s = edgetpu["summary"]
+        print(f"edge tpu: {s.get('ops_on_tpu')} ops on the TPU, {s.get('ops_on_cpu')} on the CPU")
+    else:
+        print(f"edge tpu: not compiled ({edgetpu['reason']})")
+    if result.compiler_error is not None:
+        logging.getLogger("compile").error("the int8 bundle is complete at %s, but:", result.bundle)
+        raise result.compiler_error
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .tflite_check import check_model, format_report
+
+    report = check_model(args.model, args.min_runtime)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1))
+    else:
+        print(format_report(report, verbose=args.verbose))
+    return 0 if report.ok else 1
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from .config import load_build_config
+
+    cfg = load_build_config(args.config, args.profile)
+    print(f"{args.config}: valid (profile {args.profile})")
+    print(json.dumps(cfg.model_dump(mode="json", exclude={"profiles"}), indent=1))
+    return 0
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    return {"build": _build, "check": _check, "validate-config": _validate}[args.command](args)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    sys.exit(run_cli(_main, argv))
+
+
+if __name__ == "__main__":
+    main()

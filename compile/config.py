@@ -1,0 +1,178 @@
+"""The build configuration: one YAML file, validated strictly, with named profiles.
+
+A profile is a set of overrides on top of the file's values: `default` is the file as written,
+`quick` shrinks input size, data and epochs so a real bundle builds in minutes (demo, tests).
+The file may redefine a profile under `profiles:`; built-in profiles fill in what it does not.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, model_validator
+
+from payload.configio import StrictModel, validate_config
+from payload.errors import ConfigError
+
+from .synthetic import CLASSES
+
+
+class DataConfig(StrictModel):
+    """Where images come from and how they are split."""
+
+    source: Literal["synthetic", "folder"] = "synthetic"
+    folder: str | None = None  # PlantVillage layout: one sub-folder per class
+    # folder name -> model class; folder classes not listed are ignored (and reported)
+    class_map: dict[str, Literal["healthy", "rust", "powdery_mildew"]] = Field(default_factory=dict)
+    synthetic_per_class: int = Field(600, ge=3, description="synthetic images per class, all splits")
+    val_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(0.15, gt=0, lt=0.5)
+    seed: int = 1234
+
+    @model_validator(mode="after")
+    def _folder_needs_path(self) -> DataConfig:
+        if self.source == "folder" and not self.folder:
+            raise ValueError("data.source 'folder' needs data.folder (the path of the image folder)")
+        return self
+
+
+class AugmentConfig(StrictModel):
+    """Keras preprocessing layers, applied in training only."""
+
+    enabled: bool = True
+    rotation_deg: float = Field(20.0, ge=0, le=180)
+    shift: float = Field(0.2, ge=0, lt=1)
+    zoom: float = Field(0.2, ge=0, lt=1)
+    horizontal_flip: bool = True
+    brightness: tuple[float, float] = (0.7, 1.3)
+    contrast: float = Field(0.1, ge=0, lt=1)
+    shear: float = Field(0.1, ge=0, lt=1)
+
+
+class ModelConfig(StrictModel):
+    """Backbone, which stages learn, and the classification head."""
+
+    input_size: int = Field(224, ge=32, le=640)
+    weights: str = Field("imagenet", description="imagenet | none | path of a .h5/.weights.h5 file")
+    trainable_stages: list[Literal["conv1", "conv2", "conv3", "conv4", "conv5"]] = Field(
+        default_factory=lambda: ["conv4", "conv5"]
+    )
+    head_units: list[int] = Field(default_factory=lambda: [256, 128])
+    head_dropout: list[float] = Field(default_factory=lambda: [0.3, 0.2])
+
+    @model_validator(mode="after")
+    def _head_lengths(self) -> ModelConfig:
+        if len(self.head_units) != len(self.head_dropout):
+            raise ValueError("model.head_units and model.head_dropout need the same number of entries")
+        return self
+
+
+class TrainConfig(StrictModel):
+    """Optimiser and schedule."""
+
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(16, ge=1)
+    steps_per_epoch: int | None = Field(None, ge=1, description="null = one pass over the training split")
+    learning_rate: float = Field(1e-3, gt=0)
+    early_stopping_patience: int = Field(5, ge=1)
+    reduce_lr_patience: int = Field(2, ge=1)
+    reduce_lr_factor: float = Field(0.3, gt=0, lt=1)
+    class_weights: bool = True
+
+
+class EvalConfig(StrictModel):
+    """How decision thresholds are chosen (on the validation split)."""
+
+    target_recall: float = Field(0.99, gt=0, le=1)
+    cost_missed_disease: float = Field(75000.0, ge=0)
+    cost_false_alarm: float = Field(20.0, ge=0)
+
+
+class QuantizeConfig(StrictModel):
+    """Full-integer post-training quantization."""
+
+    representative_images: int = Field(200, ge=1)
+    agreement_floor: float = Field(0.98, ge=0, le=1)
+
+
+class EdgeTpuConfig(StrictModel):
+    """Running edgetpu_compiler."""
+
+    compiler: str = "edgetpu_compiler"  # a name on PATH or a path
+    min_runtime_version: int = Field(14, ge=10, le=16)
+    timeout_s: float = Field(600.0, gt=0)
+    cpu_only: bool = False
+
+
+class BuildConfig(StrictModel):
+    """Everything one bundle build needs."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvalConfig = Field(default_factory=EvalConfig)
+    quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
+    edgetpu: EdgeTpuConfig = Field(default_factory=EdgeTpuConfig)
+    # profile name -> overrides in the same shape as this file; validated when applied
+    profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+# Small input, small data, few steps, three stages frozen: a real bundle in well under 3 minutes.
+QUICK_PROFILE: dict[str, Any] = {
+    "data": {"synthetic_per_class": 60},
+    "model": {"input_size": 64, "trainable_stages": ["conv5"]},
+    "train": {"epochs": 3, "batch_size": 16, "steps_per_epoch": 6, "learning_rate": 2e-3},
+    "quantize": {"representative_images": 24},
+}
+BUILTIN_PROFILES: dict[str, dict[str, Any]] = {"default": {}, "quick": QUICK_PROFILE}
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Return `base` with `over` merged in (nested mappings merge, everything else replaces)."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_build_data(path: str | Path | None) -> tuple[dict[str, Any], str]:
+    """Raw mapping from a YAML file (or the built-in defaults when path is None) and its name."""
+    if path is None:
+        return {}, "<built-in defaults>"
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: configuration file not found; pass the path of a YAML file")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{p}: not valid YAML ({err}); fix the syntax") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{p}: invalid configuration\n  - the file must hold a mapping of keys to values, not {type(data).__name__}"
+        )
+    return data, str(p)
+
+
+def load_build_config(path: str | Path | None = None, profile: str = "default") -> BuildConfig:
+    """Validate the file, then apply the named profile's overrides and validate again."""
+    data, source = read_build_data(path)
+    base = validate_config(data, BuildConfig, source)  # errors name the file's own fields
+    profiles = {**BUILTIN_PROFILES, **base.profiles}
+    if profile not in profiles:
+        raise ConfigError(f"{source}: unknown profile {profile!r}; choose one of {', '.join(sorted(profiles))}")
+    merged = deep_merge(data, profiles[profile])
+    return validate_config(merged, BuildConfig, f"{source} (profile {profile})")
+
+
+def class_names() -> list[str]:
+    """The model's output classes, in output order."""
+    return list(CLASSES)

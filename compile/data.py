@@ -1,0 +1,242 @@
+"""Data sets that stream through tf.data: the synthetic generator and a PlantVillage-style folder.
+
+Nothing here holds a whole data set in memory: a split is a list of small records (a class index
+and a seed, or a file path) and images are made or decoded batch by batch. Splits are stratified
+by class with a fixed seed so that validation (threshold choice) and test (reported metrics) are
+stable from build to build.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import DataConfig
+from .errors import DataError
+from .synthetic import CLASSES, leaf_image
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Split:
+    """One split: per item a label and either a file path or a synthetic seed."""
+
+    labels: np.ndarray
+    paths: list[str] | None = None  # folder source
+    seeds: np.ndarray | None = None  # synthetic source
+
+    def __len__(self) -> int:
+        return int(self.labels.size)
+
+    def counts(self) -> dict[str, int]:
+        c = Counter(int(x) for x in self.labels)
+        return {name: c.get(i, 0) for i, name in enumerate(CLASSES)}
+
+
+@dataclass
+class DataSplits:
+    """The three splits plus what the folder scan skipped."""
+
+    source: str
+    train: Split
+    val: Split
+    test: Split
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "source": self.source,
+            "counts": {name: getattr(self, name).counts() for name in SPLITS},
+            "skipped": dict(self.skipped),
+        }
+
+
+def stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int) -> list[np.ndarray]:
+    """Indices of train/val/test with every class split in the same proportions.
+
+    Each class with at least 3 items gives at least one item to every split, so that per-class
+    thresholds and recall can always be measured.
+    """
+    rng = np.random.default_rng(seed)
+    parts: list[list[int]] = [[], [], []]
+    for cls in np.unique(labels):
+        idx = np.flatnonzero(labels == cls)
+        rng.shuffle(idx)
+        n = idx.size
+        n_val = max(int(round(n * val_fraction)), 1 if n >= 3 else 0)
+        n_test = max(int(round(n * test_fraction)), 1 if n >= 3 else 0)
+        parts[1] += idx[:n_val].tolist()
+        parts[2] += idx[n_val : n_val + n_test].tolist()
+        parts[0] += idx[n_val + n_test :].tolist()
+    return [np.array(sorted(p), dtype=np.int64) for p in parts]
+
+
+def class_weights(labels: np.ndarray, n_classes: int = len(CLASSES)) -> dict[int, float]:
+    """Inverse-frequency weights (mean 1 over the samples) so a rare class is not ignored."""
+    counts = np.bincount(labels, minlength=n_classes).astype(float)
+    total = counts.sum()
+    return {i: (float(total / (n_classes * c)) if c > 0 else 0.0) for i, c in enumerate(counts)}
+
+
+def synthetic_splits(cfg: DataConfig) -> DataSplits:
+    """Synthetic records: equal classes, each image identified by a seed derived from data.seed."""
+    n = cfg.synthetic_per_class
+    labels = np.repeat(np.arange(len(CLASSES)), n)
+    seeds = np.arange(labels.size, dtype=np.int64)
+    tr, va, te = stratified_split(labels, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    return DataSplits(
+        "synthetic",
+        Split(labels[tr], seeds=seeds[tr]),
+        Split(labels[va], seeds=seeds[va]),
+        Split(labels[te], seeds=seeds[te]),
+    )
+
+
+def _readable(path: Path) -> bool:
+    """Cheap integrity check without decoding the pixels (PIL's verify reads the structure)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.verify()
+        return True
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return False
+
+
+def scan_folder(cfg: DataConfig) -> DataSplits:
+    """List a PlantVillage-style folder, map its class folders onto the model's classes, split it."""
+    root = Path(cfg.folder or "")
+    if not root.is_dir():
+        raise DataError(f"data folder {root} does not exist; set data.folder to a folder with one sub-folder per class")
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir())
+    if not subdirs:
+        raise DataError(f"data folder {root} has no class sub-folders; put each class's images in its own sub-folder")
+    mapping = dict(cfg.class_map) if cfg.class_map else {d.name: d.name for d in subdirs if d.name in CLASSES}
+    if not mapping:
+        raise DataError(
+            f"data folder {root}: no sub-folder maps onto the classes {', '.join(CLASSES)} "
+            f"(found {', '.join(d.name for d in subdirs)}); add data.class_map entries 'folder name: class'"
+        )
+    missing_dirs = [name for name in mapping if not (root / name).is_dir()]
+    if missing_dirs:
+        raise DataError(
+            f"data folder {root}: data.class_map names folders that do not exist: {', '.join(missing_dirs)}"
+        )
+    ignored = [d.name for d in subdirs if d.name not in mapping]
+    if ignored:
+        log.warning("ignoring class folders not in data.class_map: %s", ", ".join(ignored))
+    paths: list[str] = []
+    labels: list[int] = []
+    skipped: Counter[str] = Counter()
+    for folder_name, cls in sorted(mapping.items()):
+        files = sorted(p for p in (root / folder_name).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        for p in files:
+            if _readable(p):
+                paths.append(str(p))
+                labels.append(CLASSES.index(cls))
+            else:
+                skipped[folder_name] += 1
+    for folder_name, n in skipped.items():
+        log.warning("skipped %d unreadable image(s) in %s", n, root / folder_name)
+    label_arr = np.array(labels, dtype=np.int64)
+    empty = [c for i, c in enumerate(CLASSES) if c in mapping.values() and not np.any(label_arr == i)]
+    if not paths:
+        raise DataError(f"data folder {root}: no readable .jpg/.png images found (skipped {sum(skipped.values())})")
+    absent = [c for c in CLASSES if c not in mapping.values()]
+    if empty or absent:
+        raise DataError(
+            f"data folder {root}: no readable images for class(es) {', '.join(empty + absent)} "
+            f"(unreadable skipped: {dict(skipped) or 0}); every class needs images, check data.class_map"
+        )
+    tr, va, te = stratified_split(label_arr, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    arr = np.array(paths, dtype=object)
+    return DataSplits(
+        "folder",
+        Split(label_arr[tr], paths=arr[tr].tolist()),
+        Split(label_arr[va], paths=arr[va].tolist()),
+        Split(label_arr[te], paths=arr[te].tolist()),
+        skipped=dict(skipped),
+    )
+
+
+def make_splits(cfg: DataConfig) -> DataSplits:
+    """The splits for the configured source."""
+    return synthetic_splits(cfg) if cfg.source == "synthetic" else scan_folder(cfg)
+
+
+def synthetic_image(label: int, seed: int, size: int, base_seed: int) -> np.ndarray:
+    """The synthetic image of one record: the same (label, seed) always gives the same pixels."""
+    rng = np.random.default_rng([base_seed, int(seed)])
+    return leaf_image(CLASSES[int(label)], size, rng)
+
+
+def make_dataset(
+    split: Split,
+    size: int,
+    batch_size: int,
+    base_seed: int,
+    shuffle: bool = False,
+    repeat: bool = False,
+    one_hot: bool = True,
+):
+    """A batched tf.data pipeline of (float32 0-255 RGB images, labels) for one split."""
+    import tensorflow as tf
+
+    n_classes = len(CLASSES)
+    labels = split.labels.astype(np.int32)
+    if split.seeds is not None:
+        seeds = split.seeds.astype(np.int64)
+        ds = tf.data.Dataset.from_tensor_slices((labels, seeds))
+        if shuffle:
+            ds = ds.shuffle(len(split), seed=base_seed, reshuffle_each_iteration=True)
+
+        def _make(label, seed):
+            img = tf.numpy_function(
+                lambda lab, s: synthetic_image(int(lab), int(s), size, base_seed), [label, seed], tf.uint8
+            )
+            img = tf.ensure_shape(img, (size, size, 3))
+            return tf.cast(img, tf.float32), label
+
+        ds = ds.map(_make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((list(split.paths or []), labels))
+        if shuffle:
+            ds = ds.shuffle(len(split), seed=base_seed, reshuffle_each_iteration=True)
+
+        def _load(path, label):
+            raw = tf.io.read_file(path)
+            img = tf.io.decode_image(raw, channels=3, expand_animations=False)
+            img = tf.image.resize(img, (size, size), antialias=True)
+            return tf.clip_by_value(img, 0.0, 255.0), label
+
+        ds = ds.map(_load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.ignore_errors(log_warning=True)  # a file that passed the scan but fails to decode
+    if one_hot:
+        ds = ds.map(lambda x, y: (x, tf.one_hot(y, n_classes)))
+    if repeat:
+        ds = ds.repeat()
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def iterate_images(split: Split, size: int, base_seed: int, limit: int | None = None):
+    """Yield (uint8 image, label) one by one without TensorFlow (int8 evaluation, representative set)."""
+    n = len(split) if limit is None else min(limit, len(split))
+    for i in range(n):
+        label = int(split.labels[i])
+        if split.seeds is not None:
+            yield synthetic_image(label, int(split.seeds[i]), size, base_seed), label
+        else:
+            from PIL import Image
+
+            with Image.open((split.paths or [])[i]) as im:
+                img = im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+            yield np.asarray(img, dtype=np.uint8), label

@@ -1,0 +1,159 @@
+"""ResNet-50 classifier with its preprocessing inside the graph, in an Edge-TPU-friendly form.
+
+The deployed model takes RGB 0-255. Keras' ResNet50 ImageNet weights expect "caffe" inputs: BGR
+channel order with the ImageNet mean subtracted. `preprocess_input` does the flip with a strided
+slice and a pack, which the Edge TPU compiler maps poorly; here the flip and the mean are one
+fixed 1x1 convolution (a 3x3 permutation matrix and a bias), which quantizes to a single CONV_2D.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import layers
+
+from .config import AugmentConfig, ModelConfig
+from .errors import WeightsError
+from .synthetic import CLASSES
+
+log = logging.getLogger(__name__)
+
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+STAGES = ("conv1", "conv2", "conv3", "conv4", "conv5")
+
+
+def caffe_preprocess_kernel() -> tuple[np.ndarray, np.ndarray]:
+    """Kernel (1,1,3,3) and bias (3,) of the 1x1 conv equal to caffe-style `preprocess_input`.
+
+    Output channel j (B, G, R) takes input channel 2 - j (R, G, B) and subtracts the BGR mean.
+    """
+    kernel = np.zeros((1, 1, 3, 3), dtype=np.float32)
+    for out_c in range(3):
+        kernel[0, 0, 2 - out_c, out_c] = 1.0
+    bias = -np.array(CAFFE_MEAN_BGR, dtype=np.float32)
+    return kernel, bias
+
+
+def stage_of(layer_name: str) -> str | None:
+    """ResNet50 layer names start with their stage (conv1_..., conv4_block3_..., pool1_...)."""
+    head = layer_name.split("_", 1)[0]
+    if head == "pool1":
+        return "conv1"
+    return head if head in STAGES else None
+
+
+def _backbone(cfg: ModelConfig, size: int):
+    weights = cfg.weights
+    if weights.lower() == "none":
+        return keras.applications.ResNet50(include_top=False, weights=None, input_shape=(size, size, 3))
+    if weights.lower() == "imagenet":
+        try:
+            return keras.applications.ResNet50(include_top=False, weights="imagenet", input_shape=(size, size, 3))
+        except Exception as err:  # Keras raises a bare Exception on a failed download
+            if "URL fetch failure" in str(err) or "fetch" in str(err).lower() or isinstance(err, OSError):
+                raise WeightsError(
+                    "model.weights 'imagenet' needs to download the ResNet50 ImageNet weights and this machine "
+                    f"is offline ({str(err).splitlines()[0][:160]}); set model.weights to the path of a local "
+                    "'resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5' file, or to 'none' for random init"
+                ) from None
+            raise
+    path = Path(weights)
+    if not path.is_file():
+        raise WeightsError(
+            f"model.weights {weights!r} is neither 'imagenet', 'none' nor an existing file; give the path of a "
+            "ResNet50 (include_top=False) weights file"
+        )
+    base = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(size, size, 3))
+    try:
+        base.load_weights(str(path))
+    except Exception as err:  # h5py/keras raise ValueError, OSError, KeyError... for a mismatched file
+        raise WeightsError(
+            f"model.weights {path} does not fit ResNet50 without its top ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:200]}); use a 'notop' ResNet50 weights file saved by Keras"
+        ) from None
+    return base
+
+
+def build_model(cfg: ModelConfig, aug: AugmentConfig | None = None, seed: int = 0):
+    """The trainable Keras model: 0-255 RGB in, softmax over CLASSES out.
+
+    Augmentation layers are active only in training (Keras random layers are the identity at
+    inference), so the exported graph holds none of them; `export_model` drops them anyway.
+    """
+    size = cfg.input_size
+    inputs = keras.Input((size, size, 3), name="image_rgb_0_255")
+    x = inputs
+    if aug is not None and aug.enabled:
+        x = augmentation_block(aug, seed)(x)
+    kernel, bias = caffe_preprocess_kernel()
+    pre = layers.Conv2D(3, 1, name="caffe_preprocess", trainable=False)
+    x = pre(x)
+    pre.set_weights([kernel, bias])
+    base = _backbone(cfg, size)
+    for layer in base.layers:
+        layer.trainable = stage_of(layer.name) in cfg.trainable_stages
+    x = base(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    for i, (units, drop) in enumerate(zip(cfg.head_units, cfg.head_dropout, strict=True)):
+        x = layers.Dense(units, activation="relu", name=f"head_dense{i}")(x)
+        x = layers.Dropout(drop, seed=seed + i, name=f"head_dropout{i}")(x)
+    outputs = layers.Dense(len(CLASSES), activation="softmax", name="scores")(x)
+    return keras.Model(inputs, outputs, name="cropscout_resnet50")
+
+
+def augmentation_block(aug: AugmentConfig, seed: int):
+    """Random geometric and photometric changes a drone camera produces (no vertical flips)."""
+    parts = []
+    if aug.horizontal_flip:
+        parts.append(layers.RandomFlip("horizontal", seed=seed))
+    if aug.rotation_deg > 0:
+        parts.append(layers.RandomRotation(aug.rotation_deg / 360.0, fill_mode="reflect", seed=seed + 1))
+    if aug.shift > 0:
+        parts.append(layers.RandomTranslation(aug.shift, aug.shift, fill_mode="reflect", seed=seed + 2))
+    if aug.zoom > 0:
+        parts.append(layers.RandomZoom(aug.zoom, fill_mode="reflect", seed=seed + 3))
+    if aug.shear > 0:
+        parts.append(layers.RandomShear(aug.shear, aug.shear, fill_mode="reflect", seed=seed + 4))
+    lo, hi = aug.brightness
+    if (lo, hi) != (1.0, 1.0):
+        parts.append(RandomGain(lo, hi, seed=seed + 5, name="random_gain"))
+    if aug.contrast > 0:
+        parts.append(layers.RandomContrast(aug.contrast, value_range=(0, 255), seed=seed + 6))
+    return keras.Sequential(parts, name="augment")
+
+
+@keras.saving.register_keras_serializable(package="cropscout")
+class RandomGain(keras.layers.Layer):
+    """Multiply each image by a random factor in [lo, hi] in training only.
+
+    Keras' RandomBrightness adds an offset; an exposure change multiplies.
+    """
+
+    def __init__(self, lo: float, hi: float, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.lo, self.hi, self.seed = float(lo), float(hi), seed
+        self._gen = keras.random.SeedGenerator(seed)
+
+    def call(self, x, training=None):
+        if not training:
+            return x
+        shape = (keras.ops.shape(x)[0], 1, 1, 1)
+        factor = keras.random.uniform(shape, self.lo, self.hi, seed=self._gen)
+        return keras.ops.clip(x * factor, 0.0, 255.0)
+
+    def get_config(self):
+        return {**super().get_config(), "lo": self.lo, "hi": self.hi, "seed": self.seed}
+
+
+def export_model(trained):
+    """The inference graph of a trained model: the same layers and weights without augmentation."""
+    inputs = keras.Input(trained.input_shape[1:], name="image_rgb_0_255")
+    x = inputs
+    for layer in trained.layers[1:]:
+        if layer.name == "augment":
+            continue
+        x = layer(x)
+    return keras.Model(inputs, x, name="cropscout_resnet50_inference")

@@ -1,0 +1,116 @@
+"""Training under a tf.distribute strategy, with the usual guards against over- and under-training.
+
+The same code trains on a laptop CPU and on a multi-GPU box: with several GPUs the model is
+built under MirroredStrategy and the global batch is split across them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import BuildConfig
+from .data import DataSplits, class_weights, iterate_images, make_dataset
+from .model import build_model
+
+log = logging.getLogger(__name__)
+
+
+def pick_strategy():
+    """MirroredStrategy over several GPUs, else the default (single-device) strategy."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1:
+        log.info("training on %d GPUs with MirroredStrategy", len(gpus))
+        return tf.distribute.MirroredStrategy()
+    log.info("training on %s", "1 GPU" if gpus else "the CPU")
+    return tf.distribute.get_strategy()
+
+
+def set_seeds(seed: int) -> None:
+    """Seed Python, numpy and TensorFlow so a build is as repeatable as the kernels allow."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+
+
+def train(cfg: BuildConfig, splits: DataSplits, workdir: Path) -> tuple[Any, dict[str, list[float]], dict[str, Any]]:
+    """Train the classifier; return (best Keras model, history, training facts for the model card)."""
+    import keras
+
+    set_seeds(cfg.data.seed)
+    strategy = pick_strategy()
+    size, bs = cfg.model.input_size, cfg.train.batch_size
+    global_bs = bs * strategy.num_replicas_in_sync
+    steps = cfg.train.steps_per_epoch or max(math.ceil(len(splits.train) / global_bs), 1)
+    train_ds = make_dataset(splits.train, size, global_bs, cfg.data.seed, shuffle=True, repeat=True)
+    val_ds = make_dataset(splits.val, size, global_bs, cfg.data.seed + 1)
+    with strategy.scope():
+        model = build_model(cfg.model, cfg.augment, seed=cfg.data.seed)
+        model.compile(
+            optimizer=keras.optimizers.Adam(cfg.train.learning_rate),
+            loss="categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+    ckpt = workdir / "best.weights.h5"
+    callbacks = [
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=cfg.train.early_stopping_patience, restore_best_weights=True
+        ),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=cfg.train.reduce_lr_factor, patience=cfg.train.reduce_lr_patience, verbose=1
+        ),
+        keras.callbacks.ModelCheckpoint(str(ckpt), monitor="val_loss", save_best_only=True, save_weights_only=True),
+        keras.callbacks.CSVLogger(str(workdir / "history.csv")),
+    ]
+    weights = class_weights(splits.train.labels) if cfg.train.class_weights else None
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    total = sum(int(np.prod(w.shape)) for w in model.weights)
+    log.info(
+        "training %d epochs x %d steps, batch %d, input %d px, %d of %d parameters trainable",
+        cfg.train.epochs, steps, global_bs, size, trainable, total,
+    )
+    hist = model.fit(
+        train_ds,
+        epochs=cfg.train.epochs,
+        steps_per_epoch=steps,
+        validation_data=val_ds,
+        class_weight=weights,
+        callbacks=callbacks,
+        verbose=2 if log.getEffectiveLevel() > logging.DEBUG else 1,
+    )
+    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    (workdir / "history.json").write_text(json.dumps(history, indent=1))
+    facts = {
+        "epochs_run": len(history.get("loss", [])),
+        "epochs_max": cfg.train.epochs,
+        "steps_per_epoch": steps,
+        "batch_size": global_bs,
+        "replicas": strategy.num_replicas_in_sync,
+        "learning_rate": cfg.train.learning_rate,
+        "class_weights": {str(k): round(v, 4) for k, v in (weights or {}).items()},
+        "parameters": total,
+        "trainable_parameters": trainable,
+        "best_val_loss": min(history.get("val_loss", [float("nan")])),
+    }
+    return model, history, facts
+
+
+def predict_split(model, split, size: int, base_seed: int, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Float scores for a split, batch by batch, from the same uint8 images the int8 model sees."""
+    scores, labels, buf = [], [], []
+    for img, label in iterate_images(split, size, base_seed):
+        buf.append(img)
+        labels.append(label)
+        if len(buf) == batch:
+            scores.append(model.predict_on_batch(np.stack(buf).astype(np.float32)))
+            buf = []
+    if buf:
+        scores.append(model.predict_on_batch(np.stack(buf).astype(np.float32)))
+    return np.concatenate(scores).astype(np.float64), np.asarray(labels)
