@@ -1,0 +1,406 @@
+"""A MAVLink vehicle that the unchanged dronekit library connects to, driven by a Timeline.
+
+`udp:HOST:PORT` sends to a client listening there (dronekit's `connect('udp:HOST:PORT')` listens);
+`tcp:HOST:PORT` listens for clients (dronekit's `connect('tcp:HOST:PORT')` connects out). One
+thread runs a select loop: it sends the timeline's messages when the shared SimClock reaches
+them and answers what dronekit asks during `wait_ready` (parameters, capabilities), so the client
+never hangs. Everything the clients send is recorded (`received()`, `statustexts()`) so tests
+can check what the payload told the ground station.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import selectors
+import socket
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Any
+
+from flight_sim import mav
+from flight_sim.clock import AtEnd, SimClock
+from flight_sim.errors import EndpointError
+from flight_sim.timeline import Event, Timeline
+
+log = logging.getLogger(__name__)
+
+MAV_CMD_REQUEST_AUTOPILOT_CAPABILITIES = 520
+MAV_CMD_REQUEST_MESSAGE = 512
+MAV_CMD_SET_MESSAGE_INTERVAL = 511
+MAV_CMD_GET_HOME_POSITION = 410
+MAV_RESULT_ACCEPTED, MAV_RESULT_FAILED, MAV_RESULT_UNSUPPORTED = 0, 4, 3
+# MISSION_FLOAT, PARAM_FLOAT, MISSION_INT, COMMAND_INT, SET_ATTITUDE_TARGET, SET_POSITION_TARGET_LOCAL_NED,
+# SET_POSITION_TARGET_GLOBAL_INT, TERRAIN, FLIGHT_TERMINATION, COMPASS_CALIBRATION (no MAVLINK2: we send v1)
+CAPABILITIES = 1 | 2 | 4 | 8 | 64 | 128 | 256 | 512 | 2048 | 4096
+ARDUPILOT_4_5_0 = (4 << 24) | (5 << 16) | (0 << 8) | 255
+
+
+@dataclass(frozen=True)
+class Received:
+    """A message a client sent the vehicle."""
+
+    t_mono: float
+    sim_t: float
+    name: str
+    fields: dict[str, Any]
+    src_system: int
+    src_component: int
+
+
+def parse_address(addr: str) -> tuple[str, str, int]:
+    """('udp'|'tcp', host, port) from 'udp:HOST:PORT' / 'tcp:HOST:PORT' (also udpout:/tcpin:)."""
+    kind, _, rest = addr.partition(":")
+    kind = {"udp": "udp", "udpout": "udp", "tcp": "tcp", "tcpin": "tcp"}.get(kind.lower(), "")
+    host, _, port_s = rest.rpartition(":")
+    if not kind or not host or not port_s.isdigit() or not 0 < int(port_s) < 65536:
+        raise EndpointError(
+            f"bad vehicle address {addr!r}; use udp:HOST:PORT (send to a client listening there, e.g. "
+            "udp:127.0.0.1:14550) or tcp:HOST:PORT (listen for clients, e.g. tcp:127.0.0.1:5760)"
+        )
+    return kind, host, int(port_s)
+
+
+class _Peer:
+    """One client: where to send, and its own MAVLink parser (a stream may split packets)."""
+
+    def __init__(self, sock: socket.socket, addr: tuple[str, int] | None) -> None:
+        self.sock = sock
+        self.addr = addr
+        self.parser = mav.new_parser()
+
+
+class VehicleEndpoint:
+    """Streams a Timeline as a live vehicle over UDP or TCP. Use as a context manager or start()/stop()."""
+
+    def __init__(
+        self,
+        timeline: Timeline,
+        out: str,
+        speed: float = 1.0,
+        start_s: float = 0.0,
+        end_s: float | None = None,
+        at_end: AtEnd = "stop",
+        wait_for_client: bool = False,
+        hold_period_s: float = 1.0,
+        clock: SimClock | None = None,
+    ) -> None:
+        self.timeline = timeline
+        self.kind, self.host, self.port = parse_address(out)
+        end = timeline.duration if end_s is None else min(float(end_s), timeline.duration)
+        if start_s < 0 or start_s >= max(end, 1e-9) and timeline.duration > 0:
+            raise EndpointError(
+                f"start {start_s} s is outside the flight (0..{timeline.duration:.1f} s); choose a start inside it"
+            )
+        try:
+            self.clock = clock or SimClock(speed, start_s, end, at_end)
+        except ValueError as err:
+            raise EndpointError(f"{err}; choose a speed between 0.1 and 50 and an end after the start") from None
+        self.wait_for_client = wait_for_client
+        self.hold_period_s = hold_period_s
+        self.encoder = mav.Encoder(timeline.sysid, timeline.compid)
+        self.params = list(timeline.params)
+        self._param_index = {p.name: i for i, p in enumerate(self.params)}
+        self.sent_counts: Counter[str] = Counter()
+        self.send_log: deque[tuple[float, float, str]] = deque(maxlen=200_000)
+        self.last_sent: dict[str, dict[str, Any]] = {}
+        self._received: deque[Received] = deque(maxlen=20_000)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._sel = selectors.DefaultSelector()
+        self._listener: socket.socket | None = None
+        self._udp: socket.socket | None = None
+        self._peers: list[_Peer] = []
+        self.error: BaseException | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def start(self) -> VehicleEndpoint:
+        """Open the socket (EndpointError if the port is taken) and start streaming in a thread."""
+        if self.kind == "tcp":
+            srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                srv.bind((self.host, self.port))
+            except OSError as err:
+                srv.close()
+                raise _bind_error("tcp", self.host, self.port, err) from None
+            srv.listen(4)
+            srv.setblocking(False)
+            self._listener = srv
+            self._sel.register(srv, selectors.EVENT_READ, "accept")
+        else:
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                udp.bind((self.host if self.host not in ("localhost",) else "127.0.0.1", 0))
+            except OSError as err:
+                udp.close()
+                raise EndpointError(f"udp:{self.host}:{self.port}: cannot send from {self.host} ({err})") from None
+            udp.setblocking(False)
+            self._udp = udp
+            self._peers.append(_Peer(udp, (self.host, self.port)))
+            self._sel.register(udp, selectors.EVENT_READ, "udp")
+        self._thread = threading.Thread(target=self._run_safe, name="flight-sim-vehicle", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop streaming and close every socket."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
+        for key in list(self._sel.get_map().values()):
+            try:
+                key.fileobj.close()  # type: ignore[union-attr]
+            except OSError:
+                pass
+        self._sel.close()
+
+    def __enter__(self) -> VehicleEndpoint:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def wait_done(self, timeout: float | None = None) -> bool:
+        """Block until a non-looping, non-holding flight has been sent to its end."""
+        return self.done.wait(timeout)
+
+    @property
+    def url(self) -> str:
+        return f"{self.kind}:{self.host}:{self.port}"
+
+    # ---- what clients sent -----------------------------------------------------------------
+    def received(self, name: str | None = None) -> list[Received]:
+        """Messages clients sent (the newest 20,000), optionally of one type."""
+        with self._lock:
+            items = list(self._received)
+        return [r for r in items if name is None or r.name == name]
+
+    def statustexts(self) -> list[tuple[int, str]]:
+        """(severity, text) of every STATUSTEXT the payload sent: its alerts to the ground station."""
+        return [(r.fields["severity"], r.fields["text"]) for r in self.received("STATUSTEXT")]
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def _run_safe(self) -> None:
+        try:
+            self._run()
+        except BaseException as err:  # noqa: BLE001 - reported to the caller through .error and done
+            log.exception("vehicle endpoint stopped by an error")
+            self.error = err
+        finally:
+            self.done.set()
+
+    def _run(self) -> None:
+        tl, clock = self.timeline, self.clock
+        events = tl.events
+        first_idx = tl.index_at(clock.start_s)
+        end_idx = tl.index_at(clock.end_s)
+        idx = first_idx
+        lap = 0
+        next_idle = 0.0
+        next_hold = 0.0
+        if not self.wait_for_client:
+            clock.begin()
+            self._send_state(clock.start_s)
+        while not self._stop.is_set():
+            now = time.monotonic()
+            timeout = 0.1
+            if not clock.started:
+                if now >= next_idle:  # announce ourselves so a client can find us, frozen at the start
+                    self._send_state(clock.start_s)
+                    next_idle = now + 1.0
+                timeout = min(timeout, next_idle - now)
+            else:
+                cur_lap = clock.lap(now)
+                if cur_lap != lap:
+                    lap, idx = cur_lap, first_idx
+                    self._send_state(clock.start_s)
+                t = clock.now(now)
+                while idx < end_idx and events[idx].t <= t:
+                    self._send_event(events[idx], now)
+                    idx += 1
+                if idx >= end_idx and clock.finished(now):
+                    if clock.at_end == "stop":
+                        self.done.set()
+                        log.info("flight sent to its end (t=%.1f s)", clock.end_s)
+                        break
+                    if clock.at_end == "hold" and now >= next_hold:
+                        self._send_state(clock.end_s)
+                        next_hold = now + self.hold_period_s
+                        timeout = min(timeout, self.hold_period_s)
+                elif idx < end_idx:
+                    timeout = min(timeout, clock.wall_at(events[idx].t, lap) - now)
+                else:
+                    timeout = min(timeout, clock.wall_at(clock.end_s, lap) - now)
+            for key, _ in self._sel.select(max(timeout, 0.0)):
+                self._on_readable(key)
+
+    def _send_state(self, t: float) -> None:
+        """Send the latest message of every streamed type at time t (a client joining mid-flight)."""
+        state = self.timeline.state_at(t)
+        now = time.monotonic()
+        for e in sorted(state.values(), key=lambda e: e.t):
+            self._send_event(e, now)
+
+    def _send_event(self, e: Event, now: float) -> None:
+        self._send(e.name, e.fields)
+        self.send_log.append((now, e.t, e.name))
+
+    def _send(self, name: str, fields: dict[str, Any], peer: _Peer | None = None) -> None:
+        data = self.encoder.pack(name, fields)
+        self.sent_counts[name] += 1
+        self.last_sent[name] = fields
+        for p in [peer] if peer is not None else list(self._peers):
+            self._write(p, data)
+
+    def _write(self, p: _Peer, data: bytes) -> None:
+        try:
+            if p.addr is not None and p.sock.type == socket.SOCK_DGRAM:
+                p.sock.sendto(data, p.addr)
+            else:
+                p.sock.sendall(data)
+        except (BlockingIOError, ConnectionRefusedError):
+            pass  # UDP with nobody listening yet, or a full buffer: telemetry is lossy anyway
+        except OSError as err:
+            if p.sock.type == socket.SOCK_STREAM:
+                log.info("client %s gone (%s)", p.addr, err)
+                self._drop(p)
+
+    def _drop(self, p: _Peer) -> None:
+        if p in self._peers:
+            self._peers.remove(p)
+            try:
+                self._sel.unregister(p.sock)
+            except (KeyError, ValueError):
+                pass
+            p.sock.close()
+
+    def _on_readable(self, key: selectors.SelectorKey) -> None:
+        if key.data == "accept":
+            assert self._listener is not None
+            try:
+                conn, addr = self._listener.accept()
+            except BlockingIOError:
+                return
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.settimeout(2.0)
+            peer = _Peer(conn, None)
+            self._peers.append(peer)
+            self._sel.register(conn, selectors.EVENT_READ, peer)
+            log.info("client connected from %s:%s", *addr[:2])
+            if not self.clock.started:
+                self.clock.begin()
+            self._send_state(self.clock.now())
+            return
+        if key.data == "udp":
+            peer = self._peers[0]
+            try:
+                data, _addr = peer.sock.recvfrom(65536)
+            except (BlockingIOError, ConnectionRefusedError, OSError):
+                return
+        else:
+            peer = key.data
+            try:
+                data = peer.sock.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                log.info("client disconnected")
+                self._drop(peer)
+                return
+        msgs = peer.parser.parse_buffer(data) or []
+        for msg in msgs:
+            if msg.get_type() != "BAD_DATA":
+                self._on_message(peer, msg)
+
+    def _on_message(self, peer: _Peer, msg: Any) -> None:
+        name = msg.get_type()
+        if not self.clock.started:
+            self.clock.begin()
+        try:
+            fields = mav.fields_of(msg)
+        except KeyError:  # a MAVLink 2-only message: keep what pymavlink decoded
+            fields = msg.to_dict()
+            fields.pop("mavpackettype", None)
+        rec = Received(time.monotonic(), self.clock.now(), name, fields, msg.get_srcSystem(), msg.get_srcComponent())
+        with self._lock:
+            self._received.append(rec)
+        if name == "STATUSTEXT":
+            log.info("payload says (severity %s): %s", fields.get("severity"), fields.get("text"))
+        target = fields.get("target_system", 0)
+        if target not in (0, self.timeline.sysid):
+            return
+        if name == "PARAM_REQUEST_LIST":
+            for i in range(len(self.params)):
+                self._send_param(i, peer)
+        elif name == "PARAM_REQUEST_READ":
+            i = int(fields["param_index"])
+            if i < 0:
+                i = self._param_index.get(fields["param_id"], -1)
+            if 0 <= i < len(self.params):
+                self._send_param(i, peer)
+        elif name == "PARAM_SET":
+            i = self._param_index.get(fields["param_id"], -1)
+            if i >= 0:
+                old = self.params[i]
+                self.params[i] = type(old)(old.name, float(fields["param_value"]), old.type)
+                self._send_param(i, peer)
+        elif name == "COMMAND_LONG":
+            self._on_command(peer, fields)
+
+    def _send_param(self, i: int, peer: _Peer) -> None:
+        p = self.params[i]
+        self._send(
+            "PARAM_VALUE",
+            {
+                "param_id": p.name,
+                "param_value": p.value,
+                "param_type": p.type,
+                "param_count": len(self.params),
+                "param_index": i,
+            },
+            peer,
+        )
+
+    def _on_command(self, peer: _Peer, f: dict[str, Any]) -> None:
+        cmd = int(f["command"])
+        result = MAV_RESULT_UNSUPPORTED
+        if cmd == MAV_CMD_REQUEST_AUTOPILOT_CAPABILITIES or (
+            cmd == MAV_CMD_REQUEST_MESSAGE and int(f["param1"]) == 148
+        ):
+            self._send("AUTOPILOT_VERSION", self._autopilot_version(), peer)
+            result = MAV_RESULT_ACCEPTED
+        elif cmd == MAV_CMD_GET_HOME_POSITION or (cmd == MAV_CMD_REQUEST_MESSAGE and int(f["param1"]) == 242):
+            home = self.timeline.latest("HOME_POSITION", self.clock.now())
+            if home is not None:
+                self._send("HOME_POSITION", home.fields, peer)
+                result = MAV_RESULT_ACCEPTED
+            else:
+                result = MAV_RESULT_FAILED
+        elif cmd == MAV_CMD_SET_MESSAGE_INTERVAL:
+            result = MAV_RESULT_ACCEPTED  # streams keep their recorded rates; the request is recorded
+        self._send("COMMAND_ACK", {"command": cmd, "result": result}, peer)
+
+    def _autopilot_version(self) -> dict[str, Any]:
+        if self.timeline.autopilot_version is not None:
+            return self.timeline.autopilot_version
+        return {
+            "capabilities": CAPABILITIES,
+            "flight_sw_version": ARDUPILOT_4_5_0,
+            "uid": self.timeline.sysid,
+            "vendor_id": 0,
+            "product_id": 0,
+        }
+
+
+def _bind_error(kind: str, host: str, port: int, err: OSError) -> EndpointError:
+    if err.errno == errno.EADDRINUSE:
+        return EndpointError(
+            f"{kind}:{host}:{port}: port {port} is already in use (another flight-sim, SITL or ground station?); "
+            f"stop that program or choose another port"
+        )
+    return EndpointError(f"{kind}:{host}:{port}: cannot listen there ({err.strerror}); use a local address and a free port")
