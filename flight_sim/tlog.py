@@ -166,7 +166,9 @@ def read_tlog(
             f"skipped {tl.bad_crc} packets with a bad CRC (message ids {sorted(bad_crc)}; usually a dialect change)"
         )
     if unknown:
-        tl.notes.append(f"skipped {sum(unknown.values())} packets of message ids unknown to pymavlink {sorted(unknown)}")
+        tl.notes.append(
+            f"skipped {sum(unknown.values())} packets of message ids unknown to pymavlink {sorted(unknown)}"
+        )
     if records.resync_bytes:
         tl.notes.append(f"skipped {records.resync_bytes} bytes of garbage between records")
     if records.truncated_at is not None:
@@ -249,7 +251,9 @@ def _build_timeline(p: Path, decoded: list[tuple[float, Any]], sysid: int, compi
         events.append(Event(round(t, 6), name, fields))
     notes: list[str] = []
     if backwards:
-        notes.append(f"{backwards} timestamps went backwards (clock adjusted while recording); held at the previous one")
+        notes.append(
+            f"{backwards} timestamps went backwards (clock adjusted while recording); held at the previous one"
+        )
     if not counts["HOME_POSITION"]:
         events, note = _synthesise_home(events)
         notes.append(note)

@@ -403,4 +403,6 @@ def _bind_error(kind: str, host: str, port: int, err: OSError) -> EndpointError:
             f"{kind}:{host}:{port}: port {port} is already in use (another flight-sim, SITL or ground station?); "
             f"stop that program or choose another port"
         )
-    return EndpointError(f"{kind}:{host}:{port}: cannot listen there ({err.strerror}); use a local address and a free port")
+    return EndpointError(
+        f"{kind}:{host}:{port}: cannot listen there ({err.strerror}); use a local address and a free port"
+    )
