@@ -1,0 +1,65 @@
+"""`payload export OUT_DIR`: rebuild every layer from detections.jsonl (after a crash, or to re-cluster).
+
+detections.jsonl is fsync'd record by record during the flight; the GeoJSON/KML/CSV layers are
+only rewritten every few seconds. After a power cut the JSONL is complete up to the last record
+(its torn last line, if any, is reported and skipped) and this command makes the layers match it.
+JPEG crops are images, not derived data: they are left as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from payload.errors import UserError
+from payload.hotspots import merge_hotspots
+from payload.sinks.jsonl import DETECTIONS_FILE, read_jsonl
+from payload.sinks.layers import FORMATS, atomic_write_text, summary_json, write_layers
+
+log = logging.getLogger(__name__)
+
+
+class ExportError(UserError):
+    """The output folder has no readable detections.jsonl."""
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    records: int
+    bad_lines: list[tuple[int, str]]
+    torn_last_line: bool
+    hotspots: int
+    written: list[Path]
+
+    def text(self) -> str:
+        lines = [f"exported {self.records} detections and {self.hotspots} hotspots"]
+        if self.torn_last_line:
+            lines.append(f"  skipped the torn last line {self.bad_lines[-1][0]} (the run was cut while writing it)")
+        others = [b for b in self.bad_lines if not (self.torn_last_line and b is self.bad_lines[-1])]
+        for n, why in others:
+            lines.append(f"  skipped unreadable line {n}: {why}")
+        lines += [f"  wrote {p}" for p in self.written]
+        return "\n".join(lines)
+
+
+def export_layers(
+    out_dir: str | Path,
+    radius_m: float = 5.0,
+    include_untrusted: bool = False,
+    formats: tuple[str, ...] | list[str] = FORMATS,
+) -> ExportReport:
+    """Rebuild hotspots and every layer in `out_dir` from its detections.jsonl."""
+    out = Path(out_dir)
+    path = out / DETECTIONS_FILE
+    if not path.is_file():
+        raise ExportError(f"{path}: not found; pass the output folder of a run (output.dir in the payload config)")
+    res = read_jsonl(path)
+    for n, why in res.bad_lines:
+        log.warning("%s line %d skipped: %s", path, n, why)
+    records = [r for r in res.records if r.get("schema", "").startswith("cropscout.detection/")]
+    hotspots = merge_hotspots(records, radius_m, include_untrusted)
+    written = write_layers(out, records, hotspots, formats)
+    atomic_write_text(out / "summary.json", summary_json(records, hotspots) + "\n")
+    written.append(out / "summary.json")
+    return ExportReport(len(records), res.bad_lines, res.torn_last_line, len(hotspots), written)

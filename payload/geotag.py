@@ -1,0 +1,171 @@
+"""The ResultHandler that turns classified frames into geotagged detections, layers and alerts.
+
+The payload runtime's writer thread calls `handle(FrameResult)` for every frame. For each flagged
+tile: the vehicle state at the frame's capture time (telemetry.state_at(frame.t_mono)) -> the
+tile centre's ground point and the tile's footprint -> a detection record -> detections.jsonl
+(fsync'd: the source of truth) -> hotspot merging -> a STATUSTEXT for each new hotspot. The GIS
+layers are rewritten from the records at most every `sinks.layers_interval_s` and at close.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from payload.alerts import AlertSender, hotspot_text
+from payload.config import PayloadConfig
+from payload.detections import DetectionContext, build_detection
+from payload.hotspots import HotspotTracker
+from payload.poseinterp import PoseEstimate
+from payload.sinks.crops import write_crop
+from payload.sinks.jsonl import DETECTIONS_FILE, JsonlWriter, read_jsonl
+from payload.sinks.layers import write_layers
+from payload.types import FrameResult
+
+log = logging.getLogger(__name__)
+
+
+class GeotagHandler:
+    """ResultHandler (payload/types.py) writing geotagged detections for flagged tiles."""
+
+    def __init__(
+        self,
+        cfg: PayloadConfig,
+        *,
+        labels: Sequence[str],
+        model_sha256: str,
+        telemetry: Any = None,
+        out_dir: str | Path | None = None,
+        run_id: str | None = None,
+        owns_telemetry: bool = False,
+        clock: Any = time.monotonic,
+    ) -> None:
+        self.cfg = cfg
+        self.out_dir = Path(out_dir if out_dir is not None else cfg.output.dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.run_id = run_id or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+        self.ctx = DetectionContext(list(labels), model_sha256, self.run_id, cfg.camera, cfg.geotag)
+        self.telemetry = telemetry
+        self._owns_telemetry = owns_telemetry
+        self._clock = clock
+        path = self.out_dir / DETECTIONS_FILE
+        # a restart after a crash continues the same file: earlier records stay in the layers and
+        # hotspots (without alerting again)
+        self.records: list[dict[str, Any]] = read_jsonl(path).records if path.exists() else []
+        self.tracker = HotspotTracker(cfg.hotspots.radius_m, cfg.hotspots.include_untrusted)
+        for rec in self.records:
+            self.tracker.add(rec)
+        self.jsonl = JsonlWriter(path)
+        self.alerts: AlertSender | None = None
+        if cfg.alerts.enabled and telemetry is not None:
+            self.alerts = AlertSender(telemetry.send_statustext, cfg.alerts.severity, cfg.alerts.min_interval_s)
+        self._last_layers = -1e18
+        self._dirty = False
+        self._last_flags: tuple[str, ...] = ()
+        self.untrusted = 0
+        self.written = 0
+
+    def _state_at(self, t_mono: float) -> PoseEstimate | None:
+        if self.telemetry is None:
+            return None
+        try:
+            return self.telemetry.state_at(t_mono)
+        except Exception:  # noqa: BLE001 - a telemetry fault must not lose the detection
+            log.exception("telemetry state_at failed; recording the detection without a pose")
+            return None
+
+    def handle(self, result: FrameResult) -> None:
+        """Record every flagged tile of one frame (flushed and fsync'd before returning)."""
+        flagged = [t for t in result.tiles if t.flagged]
+        if flagged:
+            est = self._state_at(result.frame.t_mono)
+            for tile in flagged:
+                det = build_detection(self.ctx, result.frame, tile, est, result.backend)
+                if self.cfg.sinks.crops:
+                    try:
+                        det["crop"] = write_crop(self.out_dir, det, result.frame.pixels, self.cfg.sinks.crop_quality)
+                    except (OSError, ValueError) as err:
+                        log.warning("crop not saved for %s: %s", det["id"], err)
+                self.jsonl.write(det)
+                self.records.append(det)
+                self.written += 1
+                self._dirty = True
+                self._note_trust(det)
+                hotspot, is_new = self.tracker.add(det)
+                if is_new and hotspot is not None:
+                    log.info("new hotspot %s at %.6f, %.6f", hotspot.id, *hotspot.centroid)
+                    if self.alerts is not None:
+                        self.alerts.notify(hotspot_text(hotspot.as_dict()))
+        if self.alerts is not None:
+            self.alerts.tick()
+        self._maybe_write_layers()
+
+    def _note_trust(self, det: dict[str, Any]) -> None:
+        flags = tuple(det["flags"])
+        if flags:
+            self.untrusted += 1
+        if flags != self._last_flags:
+            if flags:
+                log.warning("detections recorded with an untrusted pose (flags: %s)", ", ".join(flags))
+            else:
+                log.info("pose trusted again; detections are placed normally")
+            self._last_flags = flags
+
+    def _maybe_write_layers(self, force: bool = False) -> None:
+        now = self._clock()
+        if not force and (not self._dirty or now - self._last_layers < self.cfg.sinks.layers_interval_s):
+            return
+        try:
+            write_layers(self.out_dir, self.records, self.tracker.hotspots, self.cfg.sinks.formats)
+            self._dirty = False
+            self._last_layers = now
+        except (OSError, ValueError) as err:
+            # detections.jsonl is safe; `payload export` can rebuild the layers later
+            log.error("could not write GIS layers (%s); run `payload export %s` after the flight", err, self.out_dir)
+
+    def close(self) -> None:
+        """Write the final layers, close the JSONL, stop the telemetry link if this handler opened it."""
+        try:
+            if self.alerts is not None:
+                self.alerts.tick()
+            self._maybe_write_layers(force=True)
+        finally:
+            self.jsonl.close()
+            if self._owns_telemetry and self.telemetry is not None:
+                self.telemetry.close()
+        log.info(
+            "geotag: %d detections recorded (%d with an untrusted pose), %d hotspots, in %s",
+            self.written,
+            self.untrusted,
+            len(self.tracker.hotspots),
+            self.out_dir,
+        )
+
+
+def create_geotag_handler(
+    cfg: PayloadConfig,
+    *,
+    labels: Sequence[str],
+    model_sha256: str,
+    out_dir: str | Path | None = None,
+    telemetry: Any = None,
+) -> GeotagHandler:
+    """The handler `payload run` installs: opens the telemetry link in the background if configured.
+
+    The link is supervised in the background (connect, lose, reconnect) so a missing autopilot
+    never stops the camera: until it is up, detections are recorded with the flag `no_telemetry`.
+    """
+    owns = False
+    if telemetry is None and cfg.telemetry.connection:
+        from payload.telemetry import Telemetry
+
+        telemetry = Telemetry(cfg.telemetry)
+        telemetry.start_background()
+        owns = True
+    return GeotagHandler(
+        cfg, labels=labels, model_sha256=model_sha256, telemetry=telemetry, out_dir=out_dir, owns_telemetry=owns
+    )

@@ -1,0 +1,148 @@
+"""Merge detections of one disease that lie close together into hotspots.
+
+An agronomist walks to places, not to 400 tile sightings: sightings of the same class within
+`radius_m` of a hotspot's centroid (across frames) join it. The same tracker runs in flight (to
+raise one live alert per new hotspot) and in `payload export` (replaying detections.jsonl in
+order), so both give the same hotspots.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pymap3d
+
+
+@dataclass
+class Hotspot:
+    """A cluster of sightings of one class. Centroid is the mean of member positions."""
+
+    id: str
+    label: str
+    anchor_lat: float
+    anchor_lon: float
+    count: int = 0
+    sum_e: float = 0.0
+    sum_n: float = 0.0
+    sum_conf: float = 0.0
+    max_confidence: float = 0.0
+    first_seen: float = math.inf
+    last_seen: float = -math.inf
+    first_utc: str = ""
+    last_utc: str = ""
+    detection_ids: list[str] = field(default_factory=list)
+    _members_en: list[tuple[float, float]] = field(default_factory=list, repr=False)
+
+    @property
+    def centroid_en(self) -> tuple[float, float]:
+        return self.sum_e / self.count, self.sum_n / self.count
+
+    @property
+    def centroid(self) -> tuple[float, float]:
+        """Centroid (lat, lon) degrees."""
+        e, n = self.centroid_en
+        lat, lon, _ = pymap3d.enu2geodetic(e, n, 0.0, self.anchor_lat, self.anchor_lon, 0.0)
+        return float(lat), float(lon)
+
+    @property
+    def mean_confidence(self) -> float:
+        return self.sum_conf / self.count
+
+    @property
+    def extent_m(self) -> float:
+        """Largest distance from the centroid to a member (how spread the sightings are)."""
+        ce, cn = self.centroid_en
+        return max((math.hypot(e - ce, n - cn) for e, n in self._members_en), default=0.0)
+
+    def offset_of(self, lat: float, lon: float) -> tuple[float, float]:
+        e, n, _ = pymap3d.geodetic2enu(lat, lon, 0.0, self.anchor_lat, self.anchor_lon, 0.0)
+        return float(e), float(n)
+
+    def as_dict(self) -> dict[str, Any]:
+        lat, lon = self.centroid
+        return {
+            "id": self.id,
+            "label": self.label,
+            "count": self.count,
+            "max_confidence": round(self.max_confidence, 5),
+            "mean_confidence": round(self.mean_confidence, 5),
+            "lat": round(lat, 8),
+            "lon": round(lon, 8),
+            "extent_m": round(self.extent_m, 3),
+            "first_seen": self.first_utc,
+            "last_seen": self.last_utc,
+            "first_seen_t": self.first_seen,
+            "last_seen_t": self.last_seen,
+        }
+
+
+def usable(det: Mapping[str, Any], include_untrusted: bool) -> bool:
+    """Whether a detection record may join a hotspot (it needs a ground position)."""
+    if det.get("lat") is None or det.get("lon") is None:
+        return False
+    return include_untrusted or bool(det.get("trusted"))
+
+
+class HotspotTracker:
+    """Incremental hotspot merging; `add` says whether a detection opened a new hotspot."""
+
+    def __init__(self, radius_m: float, include_untrusted: bool = False) -> None:
+        if radius_m <= 0:
+            raise ValueError("radius_m must be positive")
+        self.radius_m = radius_m
+        self.include_untrusted = include_untrusted
+        self.hotspots: list[Hotspot] = []
+        self._per_label: dict[str, int] = {}
+
+    def add(self, det: Mapping[str, Any]) -> tuple[Hotspot | None, bool]:
+        """Merge one detection record; returns (its hotspot or None if unusable, is_new)."""
+        if not usable(det, self.include_untrusted):
+            return None, False
+        lat, lon = float(det["lat"]), float(det["lon"])
+        label = str(det["label"])
+        best: tuple[float, Hotspot, tuple[float, float]] | None = None
+        for h in self.hotspots:
+            if h.label != label:
+                continue
+            e, n = h.offset_of(lat, lon)
+            ce, cn = h.centroid_en
+            d = math.hypot(e - ce, n - cn)
+            if d <= self.radius_m and (best is None or d < best[0]):
+                best = (d, h, (e, n))
+        is_new = best is None
+        if best is None:
+            k = self._per_label.get(label, 0) + 1
+            self._per_label[label] = k
+            h = Hotspot(id=f"{label}-{k}", label=label, anchor_lat=lat, anchor_lon=lon)
+            self.hotspots.append(h)
+            en = (0.0, 0.0)
+        else:
+            _, h, en = best
+        conf = float(det.get("confidence", 0.0))
+        frame = det.get("frame") or {}
+        t = float(frame.get("t_wall", 0.0))
+        h.count += 1
+        h.sum_e += en[0]
+        h.sum_n += en[1]
+        h._members_en.append(en)
+        h.sum_conf += conf
+        h.max_confidence = max(h.max_confidence, conf)
+        if t < h.first_seen:
+            h.first_seen, h.first_utc = t, str(frame.get("utc", ""))
+        if t > h.last_seen:
+            h.last_seen, h.last_utc = t, str(frame.get("utc", ""))
+        h.detection_ids.append(str(det.get("id", "")))
+        return h, is_new
+
+
+def merge_hotspots(
+    detections: Iterable[Mapping[str, Any]], radius_m: float, include_untrusted: bool = False
+) -> list[Hotspot]:
+    """All hotspots of a sequence of detection records (in recording order)."""
+    tracker = HotspotTracker(radius_m, include_untrusted)
+    for det in detections:
+        tracker.add(det)
+    return tracker.hotspots

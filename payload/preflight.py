@@ -1,0 +1,155 @@
+"""Preflight: the checks an operator wants to see once, in one block, before the drone takes off.
+
+GPS fix, home position, telemetry link and clock, camera open, model loaded, free disk above a
+floor. Printed and logged as one block; with `preflight.strict` a failed check stops the start
+(PreflightError, a UserError naming the failed checks), otherwise the run goes on and every
+detection carries flags for what was wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from payload.config import GeotagSection, PreflightSection
+from payload.errors import UserError
+from payload.poseinterp import GPS_FIX_NAMES
+
+log = logging.getLogger(__name__)
+
+
+class PreflightError(UserError):
+    """A preflight check failed while preflight.strict is set."""
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+@dataclass
+class PreflightReport:
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok]
+
+    def block(self) -> str:
+        """The human-readable block (one line per check)."""
+        width = max((len(c.name) for c in self.checks), default=4)
+        lines = [f"PREFLIGHT {'OK' if self.ok else 'NOT OK'}"]
+        for c in self.checks:
+            line = f"  [{'ok' if c.ok else 'FAIL'}] {c.name:<{width}}  {c.detail}"
+            if not c.ok and c.fix:
+                line += f" -> {c.fix}"
+            lines.append(line)
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "checks": [c.__dict__ for c in self.checks]}
+
+
+def check_disk(path: str | Path, min_free_mb: float) -> Check:
+    p = Path(path)
+    probe = p
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free_mb = shutil.disk_usage(probe).free / 1e6
+    return Check(
+        "free disk",
+        free_mb >= min_free_mb,
+        f"{free_mb:,.0f} MB free at {probe} (floor {min_free_mb:,.0f} MB)",
+        "free space on the card or lower preflight.min_free_disk_mb",
+    )
+
+
+def check_telemetry(telemetry: Any, geotag: GeotagSection, wait_s: float = 0.0) -> list[Check]:
+    """Link, clock, GPS fix and home position from a Telemetry (or None when none is configured)."""
+    if telemetry is None:
+        return [Check("telemetry", False, "no telemetry link configured", "set telemetry.connection")]
+    deadline = time.monotonic() + wait_s
+    while True:
+        s = telemetry.summary()
+        fix = s.get("fix_type")
+        fix_ok = fix is not None and fix >= geotag.min_fix_type
+        if (fix_ok and s.get("home") is not None) or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    checks = []
+    err = getattr(telemetry, "last_error", None)
+    link_detail = f"{s['connection']}: " + (
+        f"connected in {s['connect_time_s']:.2f} s, last message {s['last_message_age_s']} s ago"
+        if s.get("connect_time_s") is not None
+        else f"not connected ({err or 'still trying'})"
+    )
+    checks.append(
+        Check("telemetry link", bool(s.get("link_ok")), link_detail, "check telemetry.connection and the cable/radio")
+    )
+    checks.append(
+        Check(
+            "clock sync",
+            s.get("clock_offset_source") not in (None, "none"),
+            f"autopilot clock offset from {s.get('clock_offset_source')}",
+            "needs GLOBAL_POSITION_INT/ATTITUDE/SYSTEM_TIME from the autopilot",
+        )
+    )
+    hdop = s.get("hdop")
+    fix_name = "none" if fix is None else GPS_FIX_NAMES.get(fix, str(fix))
+    checks.append(
+        Check(
+            "GPS fix",
+            fix_ok and (hdop is None or hdop <= geotag.max_hdop),
+            f"fix {fix_name}, HDOP {hdop}, {s.get('satellites')} satellites (need fix >= {geotag.min_fix_type}, "
+            f"HDOP <= {geotag.max_hdop})",
+            "wait for a 3D fix under open sky",
+        )
+    )
+    home = s.get("home")
+    checks.append(
+        Check(
+            "home position",
+            home is not None,
+            "none received" if home is None else f"{home[0]:.7f}, {home[1]:.7f}, {home[2]:.1f} m MSL",
+            "arm once or set home in the GCS (ground altitude falls back to GLOBAL_POSITION_INT)",
+        )
+    )
+    return checks
+
+
+def run_preflight(
+    cfg: PreflightSection,
+    geotag: GeotagSection,
+    out_dir: str | Path,
+    telemetry: Any = None,
+    camera: tuple[bool, str] | None = None,
+    model: tuple[bool, str] | None = None,
+) -> PreflightReport:
+    """Run every check, log the block, and raise PreflightError when strict and anything failed.
+
+    `camera` and `model` are (ok, detail) from whoever opened them (the runtime); None = not checked.
+    """
+    report = PreflightReport()
+    report.checks += check_telemetry(telemetry, geotag, cfg.wait_fix_s)
+    if camera is not None:
+        report.checks.append(Check("camera", camera[0], camera[1], "check source.uri and the camera cable"))
+    if model is not None:
+        report.checks.append(Check("model", model[0], model[1], "check model.bundle"))
+    report.checks.append(check_disk(out_dir, cfg.min_free_disk_mb))
+    block = report.block()
+    (log.info if report.ok else log.warning)("%s", block)
+    if cfg.strict and not report.ok:
+        names = ", ".join(c.name for c in report.failed)
+        raise PreflightError(f"preflight failed ({names}):\n{block}\nfix these or set preflight.strict: false")
+    return report

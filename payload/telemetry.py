@@ -1,0 +1,391 @@
+"""The MAVLink link to the flight controller, through dronekit, feeding the pose buffer.
+
+Why not plain `dronekit.connect(..., wait_ready=True)`: it can wait forever (for a first
+heartbeat with a valid mode, and for parameters that a vehicle never sends), and when its own
+timeout fires the caller never gets the half-open connection to close. Here the same steps run in
+a worker thread with the objects kept where the caller can close them, so the connect timeout is
+real, and the failure message says which step the vehicle never completed.
+
+The listeners only decode messages into samples (payload/poseinterp.py holds the time logic).
+A supervisor thread watches the link: silence longer than `link_timeout_s` marks it lost; a dead
+or long-silent link is closed and reopened with a growing back-off, keeping the pose history
+(time_boot_ms carries on unless the autopilot rebooted, which the buffer detects).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from payload.config import TelemetrySection
+from payload.errors import TelemetryError
+from payload.poseinterp import (
+    AttitudeSample,
+    GimbalSample,
+    GpsSample,
+    PoseEstimate,
+    PositionSample,
+    StateBuffer,
+)
+
+log = logging.getLogger(__name__)
+
+MAV_CMD_GET_HOME_POSITION = 410
+_LISTENED = (
+    "GLOBAL_POSITION_INT",
+    "ATTITUDE",
+    "GPS_RAW_INT",
+    "SYSTEM_TIME",
+    "TIMESYNC",
+    "MOUNT_STATUS",
+    "MOUNT_ORIENTATION",
+    "HOME_POSITION",
+)
+
+
+def _normalise_connection(conn: str) -> str:
+    """Accept `serial:/dev/ttyX` as well as dronekit's own forms."""
+    conn = conn.strip()
+    if conn.startswith("serial:"):
+        return conn[len("serial:") :]
+    return conn
+
+
+def _close_quietly(obj: Any) -> None:
+    if obj is None:
+        return
+    try:
+        obj.close()
+    except Exception as err:  # noqa: BLE001 - closing a broken link must not raise over the real error
+        log.debug("closing telemetry link: %s", err)
+
+
+def _diagnose(vehicle: Any) -> str:
+    """Which step of dronekit's handshake the vehicle never completed."""
+    if vehicle is None:
+        return "the link could not be opened"
+    if getattr(vehicle, "_heartbeat_system", None) is None:
+        return "no HEARTBEAT from a vehicle arrived (wrong address/port/baud, or the autopilot is off)"
+    if getattr(vehicle, "_flightmode", None) in (None, "INITIALISING", "MAV"):
+        return "the vehicle's HEARTBEAT has no valid flight mode for its type (custom_mode)"
+    if getattr(vehicle, "_params_count", -1) < 0:
+        return "the vehicle does not answer PARAM_REQUEST_LIST with PARAM_VALUE"
+    ready = set(getattr(vehicle, "_ready_attrs", set()))
+    missing = sorted(set(getattr(vehicle, "_default_ready_attrs", [])) - ready)
+    if missing:
+        return "still waiting for " + ", ".join(missing) + " (parameters / GPS_RAW_INT / HEARTBEAT / ATTITUDE)"
+    return "the handshake did not finish"
+
+
+def open_vehicle(
+    connection: str,
+    *,
+    baud: int = 115200,
+    timeout_s: float = 30.0,
+    source_system: int = 255,
+    source_component: int = 0,
+    on_created: Any = None,
+) -> Any:
+    """dronekit's connect(wait_ready=True) with a timeout that holds, returning the Vehicle.
+
+    `on_created(vehicle)` runs before the handshake so listeners see the first messages.
+    Raises TelemetryError naming the connection, the step that failed and what to check.
+    """
+    from dronekit import Vehicle
+    from dronekit.mavlink import MAVConnection
+
+    conn = _normalise_connection(connection)
+    holder: dict[str, Any] = {}
+    done = threading.Event()
+    t0 = time.monotonic()
+
+    def work() -> None:
+        try:
+            handler = MAVConnection(conn, baud=baud, source_system=source_system, source_component=source_component)
+            holder["handler"] = handler
+            vehicle = Vehicle(handler)
+            holder["vehicle"] = vehicle
+            if on_created is not None:
+                on_created(vehicle)
+            vehicle.initialize(rate=4, heartbeat_timeout=timeout_s)
+            remaining = max(0.1, timeout_s - (time.monotonic() - t0))
+            vehicle.wait_ready(True, timeout=remaining, raise_exception=True)
+            holder["ok"] = True
+        except BaseException as err:  # noqa: BLE001 - reported to the caller below
+            holder["error"] = err
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=work, name="telemetry-connect", daemon=True)
+    worker.start()
+    finished = done.wait(timeout_s)
+    if finished and holder.get("ok"):
+        return holder["vehicle"]
+    why = _diagnose(holder.get("vehicle"))
+    err = holder.get("error")
+    # close what was opened so that a retry can bind the same port; the worker (stuck inside
+    # dronekit's handshake loops if it timed out) is a daemon and finds a dead link
+    _close_quietly(holder.get("handler"))
+    if err is not None and holder.get("vehicle") is None:
+        raise TelemetryError(
+            f"telemetry: cannot open '{connection}': {err}. Check telemetry.connection "
+            f"(udp:HOST:PORT to listen, udpout:HOST:PORT, tcp:HOST:PORT, or a serial device with telemetry.baud)"
+        ) from None
+    raise TelemetryError(
+        f"telemetry: no usable MAVLink vehicle on '{connection}' within {timeout_s:g} s: {why}. "
+        f"Check that the autopilot is powered and streaming on that link (and the baud rate for serial), "
+        f"or raise telemetry.connect_timeout_s"
+    ) from None
+
+
+class Telemetry:
+    """A supervised dronekit link whose listeners feed a StateBuffer; `state_at` reads it."""
+
+    def __init__(self, cfg: TelemetrySection) -> None:
+        self.cfg = cfg
+        self.buffer = StateBuffer(horizon_s=cfg.buffer_s, gps_lag_s=cfg.gps_lag_s)
+        self._vehicle: Any = None
+        self._vehicle_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._supervisor: threading.Thread | None = None
+        self._last_rx_mono: float | None = None
+        self._timesync_pending: dict[int, float] = {}
+        self._system_id: int | None = None
+        self.connect_time_s: float | None = None
+        self.link_lost_count = 0
+        self.reconnect_count = 0
+        self.last_error: str | None = None
+        self._lost = False
+
+    # ------------------------------------------------------------ lifecycle
+    @property
+    def vehicle(self) -> Any:
+        """The dronekit Vehicle (None while disconnected)."""
+        with self._vehicle_lock:
+            return self._vehicle
+
+    def connect(self) -> None:
+        """Open the link (raises TelemetryError after cfg.connect_timeout_s)."""
+        if not self.cfg.connection:
+            raise TelemetryError(
+                "telemetry: no connection configured; set telemetry.connection (e.g. udp:127.0.0.1:14550)"
+            )
+        t0 = time.monotonic()
+        vehicle = open_vehicle(
+            self.cfg.connection,
+            baud=self.cfg.baud,
+            timeout_s=self.cfg.connect_timeout_s,
+            source_system=self.cfg.source_system,
+            source_component=self.cfg.source_component,
+            on_created=self._attach,
+        )
+        self.connect_time_s = time.monotonic() - t0
+        self._system_id = getattr(vehicle, "_heartbeat_system", None)
+        with self._vehicle_lock:
+            self._vehicle = vehicle
+        self._lost = False
+        log.info("telemetry: connected to %s in %.2f s", self.cfg.connection, self.connect_time_s)
+        self._request_home()
+
+    def start(self) -> None:
+        """Connect, then supervise the link in the background until `close()`."""
+        self.connect()
+        self._supervisor = threading.Thread(target=self._supervise, name="telemetry-supervisor", daemon=True)
+        self._supervisor.start()
+
+    def start_background(self) -> None:
+        """Supervise (and keep trying to connect) without blocking the caller on the first connect."""
+        self._supervisor = threading.Thread(
+            target=self._supervise, kwargs={"connect_first": True}, name="telemetry-supervisor", daemon=True
+        )
+        self._supervisor.start()
+
+    def close(self) -> None:
+        """Stop supervising and close the link."""
+        self._stop.set()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=self.cfg.connect_timeout_s + 5)
+        with self._vehicle_lock:
+            vehicle, self._vehicle = self._vehicle, None
+        _close_quietly(vehicle)
+
+    # ------------------------------------------------------------ reading
+    def state_at(self, t_mono: float) -> PoseEstimate | None:
+        """Vehicle state at companion time `t_mono` (None before any position and attitude)."""
+        return self.buffer.state_at(t_mono)
+
+    def last_rx_age_s(self, now: float | None = None) -> float | None:
+        if self._last_rx_mono is None:
+            return None
+        return (time.monotonic() if now is None else now) - self._last_rx_mono
+
+    @property
+    def link_ok(self) -> bool:
+        age = self.last_rx_age_s()
+        return self.vehicle is not None and age is not None and age <= self.cfg.link_timeout_s
+
+    def summary(self) -> dict[str, Any]:
+        """The link's health for logs and the preflight block."""
+        gps = self.buffer.latest_gps()
+        age = self.last_rx_age_s()
+        return {
+            "connection": self.cfg.connection,
+            "link_ok": self.link_ok,
+            "connect_time_s": self.connect_time_s,
+            "last_message_age_s": None if age is None else round(age, 3),
+            "clock_offset_source": self.buffer.clock.source,
+            "fix_type": None if gps is None else gps.fix_type,
+            "hdop": None if gps is None else gps.hdop,
+            "satellites": None if gps is None else gps.satellites,
+            "home": self.buffer.home,
+            "link_lost_count": self.link_lost_count,
+            "reconnect_count": self.reconnect_count,
+            "samples": self.buffer.counts(),
+        }
+
+    def send_statustext(self, severity: int, text: str) -> bool:
+        """Send a STATUSTEXT to the ground station through the autopilot; False without a link."""
+        vehicle = self.vehicle
+        if vehicle is None:
+            return False
+        msg = vehicle.message_factory.statustext_encode(int(severity), text.encode("ascii", "replace")[:50])
+        vehicle.send_mavlink(msg)
+        return True
+
+    # ------------------------------------------------------------ listeners
+    def _attach(self, vehicle: Any) -> None:
+        vehicle.add_message_listener("*", self._on_any)
+        for name in _LISTENED:
+            vehicle.add_message_listener(name, self._on_message)
+
+    def _on_any(self, _vehicle: Any, _name: str, msg: Any) -> None:
+        if self._system_id is None or msg.get_srcSystem() == self._system_id:
+            self._last_rx_mono = time.monotonic()
+
+    def _boot_now(self, t_rx: float) -> float:
+        t = self.buffer.now_boot(t_rx)
+        if t is not None:
+            return t
+        latest = self.buffer.latest_boot_s()
+        return latest if latest is not None else 0.0
+
+    def _on_message(self, vehicle: Any, name: str, msg: Any) -> None:
+        t_rx = time.monotonic()
+        sysid = self._system_id if self._system_id is not None else getattr(vehicle, "_heartbeat_system", None)
+        if sysid is not None and msg.get_srcSystem() != sysid:
+            return
+        b = self.buffer
+        if name == "GLOBAL_POSITION_INT":
+            b.add_position(
+                PositionSample(
+                    msg.time_boot_ms / 1000.0,
+                    msg.lat / 1e7,
+                    msg.lon / 1e7,
+                    msg.alt / 1000.0,
+                    msg.relative_alt / 1000.0,
+                    msg.vx / 100.0,
+                    msg.vy / 100.0,
+                    msg.vz / 100.0,
+                ),
+                t_rx_mono=t_rx,
+            )
+        elif name == "ATTITUDE":
+            b.add_attitude(AttitudeSample(msg.time_boot_ms / 1000.0, msg.roll, msg.pitch, msg.yaw), t_rx_mono=t_rx)
+        elif name == "GPS_RAW_INT":
+            hdop = None if msg.eph in (65535, None) else msg.eph / 100.0
+            sats = None if msg.satellites_visible in (255, None) else int(msg.satellites_visible)
+            b.add_gps(GpsSample(self._boot_now(t_rx), int(msg.fix_type), hdop, sats))
+        elif name == "SYSTEM_TIME":
+            b.observe_clock(msg.time_boot_ms / 1000.0, t_rx)
+        elif name == "TIMESYNC":
+            if msg.tc1 != 0:
+                t_send = self._timesync_pending.pop(int(msg.ts1), None)
+                if t_send is not None:
+                    b.observe_timesync(t_send, msg.tc1 / 1e9, t_rx)
+        elif name == "MOUNT_STATUS":
+            b.add_gimbal(
+                GimbalSample(
+                    self._boot_now(t_rx), msg.pointing_b / 100.0, msg.pointing_a / 100.0, msg.pointing_c / 100.0
+                )
+            )
+        elif name == "MOUNT_ORIENTATION":
+            b.add_gimbal(GimbalSample(msg.time_boot_ms / 1000.0, msg.roll, msg.pitch, msg.yaw))
+        elif name == "HOME_POSITION":
+            b.set_home(msg.latitude / 1e7, msg.longitude / 1e7, msg.altitude / 1000.0)
+
+    # ------------------------------------------------------------ supervision
+    def _request_home(self) -> None:
+        vehicle = self.vehicle
+        if vehicle is None or self.buffer.home is not None:
+            return
+        msg = vehicle.message_factory.command_long_encode(0, 0, MAV_CMD_GET_HOME_POSITION, 0, 0, 0, 0, 0, 0, 0, 0)
+        vehicle.send_mavlink(msg)
+
+    def _send_timesync(self) -> None:
+        vehicle = self.vehicle
+        if vehicle is None:
+            return
+        t = time.monotonic()
+        ts1 = int(t * 1e9)
+        self._timesync_pending[ts1] = t
+        for k in [k for k, v in self._timesync_pending.items() if t - v > 5.0]:
+            self._timesync_pending.pop(k, None)
+        vehicle.send_mavlink(vehicle.message_factory.timesync_encode(0, ts1))
+
+    def _link_dead(self) -> bool:
+        vehicle = self.vehicle
+        if vehicle is None:
+            return True
+        handler = getattr(vehicle, "_handler", None)
+        return handler is not None and not getattr(handler, "_alive", True)
+
+    def _supervise(self, connect_first: bool = False) -> None:
+        backoff = 0.5
+        next_try = time.monotonic()
+        next_sync = 0.0
+        next_home = 0.0
+        needs_connect = connect_first
+        while not self._stop.wait(0.2):
+            now = time.monotonic()
+            if needs_connect:
+                if now < next_try or not self.cfg.reconnect and not connect_first:
+                    continue
+                try:
+                    self.connect()
+                    needs_connect = False
+                    connect_first = False
+                    backoff = 0.5
+                    if self.link_lost_count:
+                        self.reconnect_count += 1
+                        log.warning("telemetry: link restored (reconnect %d)", self.reconnect_count)
+                except TelemetryError as err:
+                    self.last_error = str(err)
+                    log.warning("%s; retrying in %.1f s", err, backoff)
+                    next_try = time.monotonic() + backoff
+                    backoff = min(backoff * 2, self.cfg.reconnect_max_s)
+                continue
+            age = self.last_rx_age_s(now)
+            silent = age is not None and age > self.cfg.link_timeout_s
+            if silent and not self._lost:
+                self._lost = True
+                self.link_lost_count += 1
+                log.warning("telemetry: link lost (no message for %.1f s)", age)
+            elif not silent and self._lost:
+                self._lost = False
+                log.warning("telemetry: link back after a silence")
+            if self._link_dead() or (silent and age > 2 * self.cfg.link_timeout_s):
+                if self.cfg.reconnect:
+                    with self._vehicle_lock:
+                        vehicle, self._vehicle = self._vehicle, None
+                    threading.Thread(target=_close_quietly, args=(vehicle,), daemon=True).start()
+                    needs_connect = True
+                    next_try = now
+                continue
+            if self.cfg.timesync and now >= next_sync:
+                next_sync = now + 1.0
+                self._send_timesync()
+            if now >= next_home and self.buffer.home is None:
+                next_home = now + 5.0
+                self._request_home()

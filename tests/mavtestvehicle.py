@@ -1,0 +1,244 @@
+"""A small MAVLink vehicle (pymavlink) that dronekit can connect to with wait_ready=True.
+
+Test double for the payload's telemetry: it sends HEARTBEAT (quadrotor, ArduPilot, a valid copter
+mode), answers PARAM_REQUEST_LIST / PARAM_REQUEST_READ with PARAM_VALUE, COMMAND_LONG 520 with
+AUTOPILOT_VERSION, 410 with HOME_POSITION, TIMESYNC requests, and streams GPS_RAW_INT,
+GLOBAL_POSITION_INT, ATTITUDE, VFR_HUD and SYSTEM_TIME from a trajectory function. It records the
+STATUSTEXT messages it receives (the ground-station side of the live alerts). Loopback only.
+
+Knobs for bad input: `answer_params=False` (a vehicle dronekit would wait for forever),
+`fix_type`, `zero_latlon`, `nan_attitude`, `paused` (stops streaming: stale telemetry).
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pymavlink import mavutil
+
+mavlink = mavutil.mavlink
+
+
+@dataclass(frozen=True)
+class VehicleState:
+    """Truth at one boot time: position (deg, m MSL), NED velocity (m/s), attitude (rad)."""
+
+    lat: float
+    lon: float
+    alt: float
+    vn: float = 0.0
+    ve: float = 0.0
+    vd: float = 0.0
+    roll: float = 0.0
+    pitch: float = 0.0
+    yaw: float = 0.0
+
+
+def free_udp_port() -> int:
+    """A UDP port on 127.0.0.1 that nothing is bound to right now."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return int(port)
+
+
+class MavTestVehicle:
+    """Streams a trajectory to a payload listening on udp:127.0.0.1:PORT (the vehicle sends first)."""
+
+    def __init__(
+        self,
+        port: int,
+        trajectory: Callable[[float], VehicleState],
+        *,
+        home: tuple[float, float, float],
+        rate_hz: float = 10.0,
+        boot_offset_s: float = 1000.0,
+        n_params: int = 20,
+        answer_params: bool = True,
+        sysid: int = 1,
+    ) -> None:
+        self.port = port
+        self.trajectory = trajectory
+        self.home = home
+        self.rate_hz = rate_hz
+        self.n_params = n_params
+        self.answer_params = answer_params
+        # boot clock = companion monotonic - boot_start: the two clocks differ, as on a real drone
+        self.boot_start = time.monotonic() - boot_offset_s
+        self.fix_type = 3
+        self.satellites = 12
+        self.eph = 80
+        self.zero_latlon = False
+        self.nan_attitude = False
+        self.paused = False
+        self.statustexts: list[tuple[int, str]] = []
+        self.received_counts: dict[str, int] = {}
+        self.sent_counts: dict[str, int] = {}
+        self._mav = mavutil.mavlink_connection(
+            f"udpout:127.0.0.1:{port}", source_system=sysid, source_component=1, dialect="ardupilotmega"
+        )
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    # ------------------------------------------------------------ clock
+    def boot_s(self, t_mono: float | None = None) -> float:
+        return (time.monotonic() if t_mono is None else t_mono) - self.boot_start
+
+    def _boot_ms(self) -> int:
+        return int(self.boot_s() * 1000)
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> MavTestVehicle:
+        for target in (self._stream, self._receive):
+            t = threading.Thread(target=target, daemon=True, name=f"mavtestvehicle-{target.__name__}")
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=5)
+        self._mav.close()
+
+    def __enter__(self) -> MavTestVehicle:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------ sending
+    def _send(self, msg) -> None:  # noqa: ANN001
+        with self._lock:
+            self._mav.mav.send(msg)
+        self.sent_counts[msg.get_type()] = self.sent_counts.get(msg.get_type(), 0) + 1
+
+    def _heartbeat(self) -> None:
+        self._send(
+            self._mav.mav.heartbeat_encode(
+                mavlink.MAV_TYPE_QUADROTOR,
+                mavlink.MAV_AUTOPILOT_ARDUPILOTMEGA,
+                mavlink.MAV_MODE_FLAG_CUSTOM_MODE_ENABLED | mavlink.MAV_MODE_FLAG_SAFETY_ARMED,
+                3,  # ArduCopter AUTO
+                mavlink.MAV_STATE_ACTIVE,
+            )
+        )
+
+    def _stream_state(self) -> None:
+        boot_ms = self._boot_ms()
+        s = self.trajectory(boot_ms / 1000.0)
+        lat, lon = (0.0, 0.0) if self.zero_latlon else (s.lat, s.lon)
+        roll, pitch, yaw = (math.nan,) * 3 if self.nan_attitude else (s.roll, s.pitch, s.yaw)
+        m = self._mav.mav
+        self._send(
+            m.gps_raw_int_encode(
+                boot_ms * 1000,
+                self.fix_type,
+                int(lat * 1e7),
+                int(lon * 1e7),
+                int(s.alt * 1000),
+                self.eph,
+                120,
+                int(math.hypot(s.vn, s.ve) * 100),
+                0,
+                self.satellites,
+            )
+        )
+        self._send(
+            m.global_position_int_encode(
+                boot_ms,
+                int(round(lat * 1e7)),
+                int(round(lon * 1e7)),
+                int(round(s.alt * 1000)),
+                int(round((s.alt - self.home[2]) * 1000)),
+                int(round(s.vn * 100)),
+                int(round(s.ve * 100)),
+                int(round(s.vd * 100)),
+                int(math.degrees(s.yaw) % 360 * 100),
+            )
+        )
+        self._send(m.attitude_encode(boot_ms, roll, pitch, yaw, 0.0, 0.0, 0.0))
+        self._send(
+            m.vfr_hud_encode(
+                math.hypot(s.vn, s.ve),
+                math.hypot(s.vn, s.ve),
+                int(math.degrees(s.yaw) % 360),
+                50,
+                s.alt,
+                -s.vd,
+            )
+        )
+
+    def _stream(self) -> None:
+        period = 1.0 / self.rate_hz
+        next_hb = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_hb:
+                next_hb = now + 1.0
+                self._heartbeat()
+                if not self.paused:
+                    self._send(self._mav.mav.system_time_encode(int(time.time() * 1e6), self._boot_ms()))
+            if not self.paused:
+                self._stream_state()
+            self._stop.wait(period)
+
+    # ------------------------------------------------------------ receiving
+    def _param_value(self, index: int):  # noqa: ANN202
+        name = f"TEST_PARAM_{index:02d}".encode()
+        return self._mav.mav.param_value_encode(name, float(index), mavlink.MAV_PARAM_TYPE_REAL32, self.n_params, index)
+
+    def _receive(self) -> None:
+        while not self._stop.is_set():
+            try:
+                msg = self._mav.recv_match(blocking=True, timeout=0.1)
+            except OSError:
+                continue
+            if msg is None:
+                continue
+            name = msg.get_type()
+            self.received_counts[name] = self.received_counts.get(name, 0) + 1
+            m = self._mav.mav
+            if name == "PARAM_REQUEST_LIST" and self.answer_params:
+                for i in range(self.n_params):
+                    self._send(self._param_value(i))
+            elif name == "PARAM_REQUEST_READ" and self.answer_params:
+                if 0 <= msg.param_index < self.n_params:
+                    self._send(self._param_value(msg.param_index))
+            elif name == "COMMAND_LONG":
+                if msg.command == mavlink.MAV_CMD_REQUEST_AUTOPILOT_CAPABILITIES:
+                    self._send(
+                        m.autopilot_version_encode(
+                            mavlink.MAV_PROTOCOL_CAPABILITY_MAVLINK2,
+                            0x040500FF,
+                            0,
+                            0,
+                            0,
+                            [0] * 8,
+                            [0] * 8,
+                            [0] * 8,
+                            0,
+                            0,
+                            0,
+                        )
+                    )
+                elif msg.command == 410:  # MAV_CMD_GET_HOME_POSITION
+                    lat, lon, alt = self.home
+                    self._send(
+                        m.home_position_encode(
+                            int(lat * 1e7), int(lon * 1e7), int(alt * 1000), 0, 0, 0, [1, 0, 0, 0], 0, 0, 0
+                        )
+                    )
+                self._send(m.command_ack_encode(msg.command, mavlink.MAV_RESULT_ACCEPTED))
+            elif name == "TIMESYNC" and msg.tc1 == 0 and not self.paused:
+                self._send(m.timesync_encode(int(self.boot_s() * 1e9), msg.ts1))
+            elif name == "STATUSTEXT":
+                text = msg.text if isinstance(msg.text, str) else msg.text.decode("ascii", "replace")
+                self.statustexts.append((int(msg.severity), text.rstrip("\x00")))
