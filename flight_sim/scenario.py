@@ -108,8 +108,9 @@ def check_scenario(s: Scenario, source: str) -> Scenario:
     px = (f.width_m / f.m_per_px) * (f.height_m / f.m_per_px)
     if px > MAX_FIELD_PIXELS:
         problems.append(
-            f"field 'field.m_per_px': {f.m_per_px} makes a {f.width_m / f.m_per_px:.0f} x {f.height_m / f.m_per_px:.0f} "
-            f"px raster ({px / 1e6:.0f} Mpx, limit {MAX_FIELD_PIXELS / 1e6:.0f}); raise m_per_px or shrink the field"
+            f"field 'field.m_per_px': {f.m_per_px} makes a "
+            f"{f.width_m / f.m_per_px:.0f} x {f.height_m / f.m_per_px:.0f} px raster ({px / 1e6:.0f} Mpx, "
+            f"limit {MAX_FIELD_PIXELS / 1e6:.0f}); raise m_per_px or shrink the field"
         )
     if problems:
         raise ConfigError(f"{source}: invalid scenario\n" + "\n".join(f"  - {m}" for m in problems))

@@ -1,0 +1,129 @@
+"""The simulated camera: the frame the payload's camera would capture at the vehicle's TRUE pose.
+
+Rendering inverts nothing of its own: every frame pixel is sent through the payload's camera
+model (`payload.camera.pixels_to_ground_offsets`) at the true pose to a point on the field, and
+the field raster is sampled there with cv2.remap. A geometry error in the model would therefore
+show up in the payload's geotags and in the simulator alike, which is what the geometry tests
+check against `ground_to_pixel`. The pixel grid is precomputed; per frame it costs one vectorised
+call of the camera model, one remap and (for the stream) one JPEG encode.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import pymap3d
+
+from flight_sim.field import LABEL_OUTSIDE, SOIL_RGB, Field
+from flight_sim.scenario import Scenario
+from payload.camera import CameraModel, pixels_to_ground_offsets
+from payload.types import Pose
+
+SKY_RGB = (170, 200, 230)
+
+
+@dataclass(frozen=True)
+class GroundMap:
+    """Where each frame pixel looks: field raster coordinates (cv2.remap maps), NaN-free."""
+
+    map_x: np.ndarray  # (H, W) float32 raster column, pixel centres at integers
+    map_y: np.ndarray  # (H, W) float32 raster row
+    sky: np.ndarray  # (H, W) bool: the ray misses the ground
+
+
+class FieldRenderer:
+    """Renders a Field through a CameraModel; the field is flat at the origin's altitude."""
+
+    def __init__(self, field: Field, cam: CameraModel, origin_lat: float, origin_lon: float, origin_alt: float) -> None:
+        self.field = field
+        self.cam = cam
+        self.origin = (float(origin_lat), float(origin_lon), float(origin_alt))
+        u = np.arange(cam.width, dtype=np.float64) + 0.5  # pixel centres in the continuous convention
+        v = np.arange(cam.height, dtype=np.float64) + 0.5
+        uu, vv = np.meshgrid(u, v)
+        self._uv = np.stack([uu.ravel(), vv.ravel()], axis=1)
+        self._rgb = np.ascontiguousarray(field.rgb)
+        self._labels = np.ascontiguousarray(field.labels)
+
+    @classmethod
+    def for_scenario(cls, s: Scenario, field: Field) -> FieldRenderer:
+        """The renderer for a scenario's camera (nadir mount) over its field."""
+        cam = CameraModel.from_hfov(s.camera.width, s.camera.height, s.camera.hfov_deg)
+        return cls(field, cam, s.origin.lat, s.origin.lon, s.origin.alt)
+
+    def camera_en_agl(self, pose: Pose) -> tuple[float, float, float]:
+        """The camera's east, north from the field origin and its height above the field."""
+        e, n, u = pymap3d.geodetic2enu(pose.lat_deg, pose.lon_deg, pose.alt_m, *self.origin)
+        return float(e), float(n), float(u)
+
+    def ground_offsets(self, pose: Pose) -> np.ndarray:
+        """(H*W, 2) east/north metres from the field origin seen by each pixel (NaN above the horizon)."""
+        e, n, agl = self.camera_en_agl(pose)
+        off = pixels_to_ground_offsets(self.cam, self._uv, pose.roll_rad, pose.pitch_rad, pose.yaw_rad, agl)
+        off[:, 0] += e
+        off[:, 1] += n
+        return off
+
+    def ground_map(self, pose: Pose) -> GroundMap:
+        """Field raster coordinates of every frame pixel at `pose`."""
+        en = self.ground_offsets(pose)
+        col, row = self.field.en_to_colrow(en[:, 0], en[:, 1])
+        sky = ~np.isfinite(col) | ~np.isfinite(row)
+        col = np.where(sky, -1e6, col).astype(np.float32).reshape(self.cam.height, self.cam.width)
+        row = np.where(sky, -1e6, row).astype(np.float32).reshape(self.cam.height, self.cam.width)
+        return GroundMap(col, row, sky.reshape(self.cam.height, self.cam.width))
+
+    def render(self, pose: Pose, gm: GroundMap | None = None) -> np.ndarray:
+        """The RGB frame (H, W, 3) uint8 at `pose`: field texture, soil outside it, sky above the horizon."""
+        gm = gm or self.ground_map(pose)
+        out = cv2.remap(
+            self._rgb, gm.map_x, gm.map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=SOIL_RGB
+        )
+        if gm.sky.any():
+            out[gm.sky] = SKY_RGB
+        return out
+
+    def render_labels(self, pose: Pose, gm: GroundMap | None = None) -> np.ndarray:
+        """The true class index of every frame pixel (255 outside the field or above the horizon)."""
+        gm = gm or self.ground_map(pose)
+        out = cv2.remap(
+            self._labels,
+            gm.map_x,
+            gm.map_y,
+            cv2.INTER_NEAREST,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=LABEL_OUTSIDE,
+        )
+        out[gm.sky] = LABEL_OUTSIDE
+        return out
+
+
+class SensorNoise:
+    """Read noise added to rendered frames, drawn from a small precomputed bank (cheap per frame)."""
+
+    def __init__(self, shape: tuple[int, int, int], sigma: float, seed: int, bank: int = 4) -> None:
+        rng = np.random.default_rng(seed)
+        self.sigma = float(sigma)
+        self._bank = [rng.normal(0.0, sigma, shape).astype(np.int16) for _ in range(bank)] if sigma > 0 else []
+        self._i = 0
+
+    def apply(self, img: np.ndarray) -> np.ndarray:
+        if not self._bank:
+            return img
+        noise = self._bank[self._i % len(self._bank)]
+        self._i += 1
+        return np.clip(img.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+
+
+def footprint_size_m(cam: CameraModel, height_agl_m: float) -> tuple[float, float]:
+    """Ground width and height a nadir ideal camera covers from `height_agl_m` (analytic)."""
+    fx, fy = cam.K[0, 0], cam.K[1, 1]
+    return height_agl_m * cam.width / fx, height_agl_m * cam.height / fy
+
+
+def hfov_footprint_width_m(hfov_deg: float, height_agl_m: float) -> float:
+    """2 h tan(hfov / 2): the analytic ground width of a nadir frame."""
+    return 2.0 * height_agl_m * math.tan(math.radians(hfov_deg) / 2.0)
