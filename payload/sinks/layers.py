@@ -25,6 +25,8 @@ import simplekml
 from payload.hotspots import Hotspot
 
 FORMATS = ("geojson", "kml", "csv")
+# 1e-7 degree is ~1 cm: enough for the geometry, well short of float noise
+COORD_DECIMALS = 7
 
 # KML colours are aabbggrr
 _LABEL_COLOURS = ["ff0000ff", "ff00a5ff", "ffff00ff", "ff00ffff", "ffff0000", "ff00ff00"]
@@ -96,7 +98,7 @@ def _ccw_ring(lonlat: list[tuple[float, float]]) -> list[tuple[float, float]]:
 def detections_geojson(dets: Sequence[Mapping[str, Any]]) -> geojson.FeatureCollection:
     feats = []
     for d in dets:
-        geom = geojson.Point((d["lon"], d["lat"])) if d.get("lat") is not None else None
+        geom = geojson.Point((d["lon"], d["lat"]), precision=COORD_DECIMALS) if d.get("lat") is not None else None
         feats.append(geojson.Feature(geometry=geom, properties=flat_properties(d), id=d.get("id")))
     return geojson.FeatureCollection(feats)
 
@@ -110,7 +112,11 @@ def footprints_geojson(dets: Sequence[Mapping[str, Any]]) -> geojson.FeatureColl
         ring = _ccw_ring([(float(lon), float(lat)) for lat, lon in fp])
         props = {"id": d.get("id"), "label": d.get("label"), "confidence": d.get("confidence")}
         props["trusted"] = bool(d.get("trusted"))
-        feats.append(geojson.Feature(geometry=geojson.Polygon([ring]), properties=props, id=d.get("id")))
+        feats.append(
+            geojson.Feature(
+                geometry=geojson.Polygon([ring], precision=COORD_DECIMALS), properties=props, id=d.get("id")
+            )
+        )
     return geojson.FeatureCollection(feats)
 
 
@@ -126,7 +132,9 @@ def hotspot_rows(hotspots: Sequence[Hotspot]) -> list[dict[str, Any]]:
 
 def hotspots_geojson(hotspots: Sequence[Hotspot]) -> geojson.FeatureCollection:
     feats = [
-        geojson.Feature(geometry=geojson.Point((r["lon"], r["lat"])), properties=r, id=r["id"])
+        geojson.Feature(
+            geometry=geojson.Point((r["lon"], r["lat"]), precision=COORD_DECIMALS), properties=r, id=r["id"]
+        )
         for r in hotspot_rows(hotspots)
     ]
     return geojson.FeatureCollection(feats)

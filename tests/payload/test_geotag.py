@@ -1,0 +1,234 @@
+"""GeotagHandler end to end without a link: positions, trust flags, layers, crops, hotspots, alerts, export."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import geojson
+import numpy as np
+import piexif
+import pymap3d
+import pytest
+
+from payload.config import PayloadConfig
+from payload.export import ExportError, export_layers
+from payload.geotag import GeotagHandler
+from payload.sinks.jsonl import read_jsonl
+from tests.payload.geotagdoubles import HOME, LABELS, ScriptedTelemetry, frame_result
+
+KML = "{http://www.opengis.net/kml/2.2}"
+
+
+def _cfg(tmp_path: Path, **sections) -> PayloadConfig:
+    data = {"model": {"bundle": str(tmp_path / "bundle")}, "output": {"dir": str(tmp_path / "out")}}
+    data["sinks"] = {"layers_interval_s": 0}
+    data.update(sections)
+    return PayloadConfig.model_validate(data)
+
+
+def _handler(tmp_path: Path, telemetry, **sections) -> GeotagHandler:
+    return GeotagHandler(
+        _cfg(tmp_path, **sections), labels=LABELS, model_sha256="ab" * 32, telemetry=telemetry, run_id="run1"
+    )
+
+
+def _records(out: Path) -> list[dict]:
+    return read_jsonl(out / "detections.jsonl").records
+
+
+def test_tile_centre_lands_where_the_camera_geometry_says(tmp_path: Path) -> None:
+    tel = ScriptedTelemetry(yaw_deg=90.0)  # nose east: image top looks east, image right looks south
+    h = _handler(tmp_path, tel)
+    h.handle(frame_result(1, 5.05, [(448, 64, 64, 64)]))  # centre (480, 96)
+    h.close()
+    (det,) = _records(tmp_path / "out")
+    f = (640 / 2) / math.tan(math.radians(62.2) / 2)
+    right_m, fwd_m = (480 - 320) / f * 30.0, (240 - 96) / f * 30.0
+    lat, lon, _ = pymap3d.enu2geodetic(fwd_m, -right_m, 0, HOME[0], HOME[1], HOME[2])  # east = fwd, north = -right
+    e, n, _ = pymap3d.geodetic2enu(det["lat"], det["lon"], HOME[2], lat, lon, HOME[2])
+    assert math.hypot(e, n) < 0.01
+    assert det["trusted"] and det["flags"] == []
+    assert det["label"] == "rust" and det["scores"] == {"healthy": 0.1, "rust": 0.9, "powdery_mildew": 0.0}
+    assert det["height_agl_m"] == pytest.approx(30.0)
+    assert det["gsd_m"] == pytest.approx(30.0 / f, rel=1e-3)
+    assert det["model_sha256"] == "ab" * 32 and det["frame"]["seq"] == 1
+    assert det["pose"]["age_s"] == pytest.approx(0.05, abs=1e-6)
+    assert det["fix"] == {"type": 3, "name": "3d", "hdop": 0.8, "satellites": 11}
+    assert len(det["footprint"]) == 4
+    # only flagged tiles became records
+    assert len(_records(tmp_path / "out")) == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "t", "flag", "placed"),
+    [
+        ({"fix_type": 1}, 5.0, "no_fix", True),
+        ({"hdop": 9.0}, 5.0, "hdop_high", True),
+        ({"lat": 0.0, "lon": 0.0}, 5.0, "latlon_zero", True),
+        ({"attitude": (math.nan, 0.0, 0.0)}, 5.0, "attitude_nan", False),
+        ({"t_end": 3.0}, 5.0, "pose_stale", True),
+        ({"alt": HOME[2] - 1.0}, 5.0, "not_above_ground", False),
+        ({"attitude": (0.0, math.radians(89), 0.0)}, 5.0, "ray_misses_ground", False),
+    ],
+)
+def test_untrustworthy_pose_is_recorded_and_flagged(tmp_path: Path, kwargs, t, flag, placed) -> None:
+    h = _handler(tmp_path, ScriptedTelemetry(**kwargs))
+    h.handle(frame_result(7, t, [(0, 0, 64, 64)]))
+    h.close()
+    (det,) = _records(tmp_path / "out")
+    assert flag in det["flags"] and det["trusted"] is False
+    assert (det["lat"] is not None) == placed
+    # untrusted detections do not make hotspots (and so no alert)
+    assert json.loads((tmp_path / "out" / "hotspots.geojson").read_text())["features"] == []
+
+
+def test_no_telemetry_still_records(tmp_path: Path) -> None:
+    h = _handler(tmp_path, None)
+    h.handle(frame_result(1, 1.0, [(0, 0, 64, 64), (64, 0, 64, 64)]))
+    h.close()
+    dets = _records(tmp_path / "out")
+    assert len(dets) == 2 and all(d["flags"] == ["no_telemetry"] and d["lat"] is None for d in dets)
+    fc = geojson.loads((tmp_path / "out" / "detections.geojson").read_text())
+    assert fc.is_valid and all(f["geometry"] is None for f in fc["features"])
+
+
+def _run_flight(tmp_path: Path, **sections) -> tuple[GeotagHandler, ScriptedTelemetry]:
+    tel = ScriptedTelemetry()
+    h = _handler(tmp_path, tel, **sections)
+    # two patches: rust near the centre (seen in 3 frames), mildew at the top-left (1 frame)
+    for i in range(3):
+        h.handle(frame_result(i, 1.0 + i, [(300 + 4 * i, 220, 40, 40)], "rust", 0.8 + 0.05 * i))
+    h.handle(frame_result(10, 4.0, [(0, 0, 64, 64)], "powdery_mildew", 0.7))
+    return h, tel
+
+
+def test_layers_load_with_real_readers(tmp_path: Path) -> None:
+    h, _ = _run_flight(tmp_path)
+    h.close()
+    out = tmp_path / "out"
+    dets = _records(out)
+    fc = geojson.loads((out / "detections.geojson").read_text())
+    assert fc.is_valid and fc["type"] == "FeatureCollection" and "crs" not in fc
+    assert len(fc["features"]) == 4
+    raw = json.loads((out / "detections.geojson").read_text())  # geojson.loads re-rounds to 6 decimals
+    for f, d in zip(raw["features"], dets, strict=True):
+        assert f["geometry"]["coordinates"] == pytest.approx([d["lon"], d["lat"]], abs=1e-7)  # lon, lat order
+        assert f["properties"]["score_rust"] == d["scores"]["rust"]
+    fp = geojson.loads((out / "footprints.geojson").read_text())
+    assert fp.is_valid
+    ring = np.array(fp["features"][0]["geometry"]["coordinates"][0])
+    assert (ring[0] == ring[-1]).all()
+    x, y = ring[:, 0], ring[:, 1]
+    assert np.sum(x[:-1] * y[1:] - x[1:] * y[:-1]) > 0  # counter-clockwise exterior (RFC 7946)
+
+    root = ET.parse(out / "detections.kml").getroot()
+    assert root.tag == KML + "kml"
+    by_id = {}
+    for pm in root.iter(KML + "Placemark"):
+        coords = pm.find(f"{KML}Point/{KML}coordinates")
+        if coords is None:
+            continue  # footprint polygons
+        data = {d.get("name"): d.findtext(KML + "value") for d in pm.iter(KML + "Data")}
+        lon, lat, _ = (float(v) for v in coords.text.strip().split(","))
+        by_id[data["id"]] = (lat, lon, pm.findtext(f"{KML}TimeStamp/{KML}when"))
+    assert len(by_id) == 4
+    for d in dets:
+        lat, lon, when = by_id[d["id"]]
+        assert (lat, lon) == pytest.approx((d["lat"], d["lon"]), abs=1e-8)
+        assert when == d["frame"]["utc"]
+    assert len(root.findall(f".//{KML}Placemark/{KML}Polygon")) == 4
+
+    hs = geojson.loads((out / "hotspots.geojson").read_text())
+    assert hs.is_valid
+    props = sorted((f["properties"]["label"], f["properties"]["count"]) for f in hs["features"])
+    assert props == [("powdery_mildew", 1), ("rust", 3)]
+    rust = next(f["properties"] for f in hs["features"] if f["properties"]["label"] == "rust")
+    assert rust["max_confidence"] == pytest.approx(0.9) and rust["mean_confidence"] == pytest.approx(0.85)
+    assert rust["first_seen"] < rust["last_seen"]
+    hk = ET.parse(out / "hotspots.kml").getroot()
+    assert len(hk.findall(f".//{KML}Placemark")) == 2
+
+    with open(out / "detections.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and float(rows[0]["lat"]) == pytest.approx(dets[0]["lat"])
+    with open(out / "hotspots.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 2
+
+
+@pytest.mark.skipif(shutil.which("ogrinfo") is None, reason="GDAL's ogrinfo is not installed")
+def test_gdal_reads_the_layers(tmp_path: Path) -> None:
+    h, _ = _run_flight(tmp_path)
+    h.close()
+    out = tmp_path / "out"
+    for name, n in (
+        ("detections.geojson", 4),
+        ("hotspots.geojson", 2),
+        ("detections.kml", 4),
+        ("footprints.geojson", 4),
+    ):
+        res = subprocess.run(
+            ["ogrinfo", "-ro", "-al", "-so", str(out / name)], capture_output=True, text=True, timeout=60
+        )
+        assert res.returncode == 0, res.stderr
+        counts = [int(line.split(":")[1]) for line in res.stdout.splitlines() if line.startswith("Feature Count")]
+        assert sum(counts) == n, res.stdout
+
+
+def test_new_hotspots_raise_rate_limited_alerts(tmp_path: Path) -> None:
+    h, tel = _run_flight(tmp_path, alerts={"severity": "NOTICE", "min_interval_s": 0})
+    h.close()
+    assert [s for s, _ in tel.statustexts] == [5, 5]
+    texts = [t for _, t in tel.statustexts]
+    assert texts[0].startswith("rust H1 ") and texts[1].startswith("powdery_mildew H1 ")
+    assert all(len(t) <= 50 for t in texts)
+
+
+def test_crops_carry_exif_gps_only_when_trusted(tmp_path: Path) -> None:
+    h, _ = _run_flight(tmp_path, sinks={"crops": True, "layers_interval_s": 0})
+    h.close()
+    det = _records(tmp_path / "out")[0]
+    exif = piexif.load(str(tmp_path / "out" / det["crop"]))
+    gps = exif["GPS"]
+
+    def deg(v):
+        return sum(n / d / 60**i for i, (n, d) in enumerate(v))
+
+    assert deg(gps[piexif.GPSIFD.GPSLatitude]) == pytest.approx(det["lat"], abs=1e-6)
+    assert gps[piexif.GPSIFD.GPSLongitudeRef] == b"E"
+    assert deg(gps[piexif.GPSIFD.GPSLongitude]) == pytest.approx(det["lon"], abs=1e-6)
+    # no fix: the crop is saved, without GPS tags
+    h2 = _handler(tmp_path / "b", ScriptedTelemetry(fix_type=0), sinks={"crops": True})
+    h2.handle(frame_result(3, 2.0, [(0, 0, 64, 64)]))
+    h2.close()
+    det2 = _records(tmp_path / "b" / "out")[0]
+    assert piexif.load(str(tmp_path / "b" / "out" / det2["crop"]))["GPS"] == {}
+
+
+def test_export_rebuilds_layers_and_skips_a_torn_line(tmp_path: Path) -> None:
+    h, _ = _run_flight(tmp_path, sinks={"layers_interval_s": 3600})  # layers written once, then stale
+    h.jsonl.close()  # the process "dies": no close(), so the layers miss the later records
+    out = tmp_path / "out"
+    with open(out / "detections.jsonl", "a") as f:
+        f.write('{"schema":"cropscout.detection/1","id":"torn","lab')
+    assert len(geojson.loads((out / "detections.geojson").read_text())["features"]) == 1
+    rep = export_layers(out, radius_m=5.0)
+    assert rep.records == 4 and rep.torn_last_line and rep.hotspots == 2
+    assert "torn last line" in rep.text()
+    assert len(geojson.loads((out / "detections.geojson").read_text())["features"]) == 4
+    # a new run appends after the torn line without gluing onto it
+    h2 = _handler(tmp_path, ScriptedTelemetry())
+    h2.handle(frame_result(20, 2.0, [(0, 0, 64, 64)]))
+    h2.close()
+    res = read_jsonl(out / "detections.jsonl")
+    assert len(res.records) == 5 and len(res.bad_lines) == 1 and not res.torn_last_line
+
+
+def test_export_of_a_folder_without_records_says_what_to_pass(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="detections.jsonl: not found"):
+        export_layers(tmp_path)
