@@ -72,7 +72,7 @@ class CameraSection(StrictModel):
     width: int = Field(default=640, ge=16, le=8192)
     height: int = Field(default=480, ge=16, le=8192)
     hfov_deg: float = Field(default=60.0, gt=1, lt=170)
-    fps: float = Field(default=5.0, gt=0, le=60, description="frames per second of wall-clock time")
+    fps: float = Field(default=5.0, gt=0, le=60, description="frames per second of flight time")
     tile_rows: int = Field(default=3, ge=1, le=32, description="the payload's tiling grid (payload tiling.rows)")
     tile_cols: int = Field(default=4, ge=1, le=32, description="the payload's tiling grid (payload tiling.cols)")
     noise_sigma: float = Field(default=3.0, ge=0, le=50, description="sensor read noise, 0-255 units")

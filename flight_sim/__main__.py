@@ -1,0 +1,3 @@
+from flight_sim.cli import main
+
+main()

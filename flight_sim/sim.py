@@ -1,0 +1,145 @@
+"""One call to start a simulated flight: the MAVLink vehicle and (with a scenario) its camera stream.
+
+A mission runner does:
+
+    from flight_sim.sim import Simulation
+    sim = Simulation.survey("configs/scenarios/default.yaml", out="tcp:127.0.0.1:5760", speed=5).start()
+    # payload: dronekit.connect("tcp:127.0.0.1:5760", wait_ready=True); cv2.VideoCapture(sim.camera_url)
+    sim.wait_done(timeout=...)   # or poll sim.sim_time / sim.finished
+    sim.stop()
+
+Vehicle and camera share one SimClock, so the frame served at any moment is rendered at the pose
+the vehicle is reporting at that moment (the camera uses the TRUE pose; the telemetry carries
+the GPS/EKF error the payload has to live with).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from flight_sim.clock import AtEnd
+from flight_sim.field import Field, build_field
+from flight_sim.render import FieldRenderer, SensorNoise
+from flight_sim.scenario import Scenario, load_scenario
+from flight_sim.stream import CameraStreamer, MjpegServer, SimCamera
+from flight_sim.survey import survey_timeline
+from flight_sim.timeline import Timeline
+from flight_sim.tlog import read_tlog
+from flight_sim.vehicle import VehicleEndpoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CameraRig:
+    """The field, its renderer and the in-process camera for one scenario."""
+
+    scenario: Scenario
+    field: Field
+    renderer: FieldRenderer
+    camera: SimCamera
+
+    @classmethod
+    def build(cls, scenario: Scenario, timeline: Timeline) -> CameraRig:
+        field = build_field(scenario)
+        renderer = FieldRenderer.for_scenario(scenario, field)
+        c = scenario.camera
+        noise = SensorNoise((c.height, c.width, 3), c.noise_sigma, scenario.seed)
+        return cls(scenario, field, renderer, SimCamera(renderer.render, timeline.pose_at, noise.apply))
+
+
+class Simulation:
+    """A running vehicle endpoint, plus an MJPEG camera when a scenario gives the field."""
+
+    def __init__(
+        self,
+        timeline: Timeline,
+        out: str,
+        speed: float = 1.0,
+        scenario: Scenario | None = None,
+        start_s: float = 0.0,
+        end_s: float | None = None,
+        at_end: AtEnd = "stop",
+        wait_for_client: bool = False,
+        camera_host: str = "127.0.0.1",
+        camera_port: int = 0,
+        max_camera_fps: float = 30.0,
+    ) -> None:
+        self.timeline = timeline
+        self.scenario = scenario
+        self.vehicle = VehicleEndpoint(
+            timeline, out, speed=speed, start_s=start_s, end_s=end_s, at_end=at_end, wait_for_client=wait_for_client
+        )
+        self.clock = self.vehicle.clock
+        self.rig: CameraRig | None = None
+        self.server: MjpegServer | None = None
+        self.streamer: CameraStreamer | None = None
+        if scenario is not None:
+            self.rig = CameraRig.build(scenario, timeline)
+            self.server = MjpegServer(camera_host, camera_port)
+            self.streamer = CameraStreamer(
+                self.rig.camera,
+                self.clock,
+                self.server,
+                scenario.camera.fps,
+                scenario.camera.jpeg_quality,
+                max_camera_fps,
+            )
+
+    @classmethod
+    def survey(cls, scenario: Scenario | str | Path, out: str, speed: float = 1.0, **kw: object) -> Simulation:
+        """A scripted survey of a scenario (object or YAML path) with its camera stream."""
+        s = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+        return cls(survey_timeline(s), out, speed, scenario=s, **kw)  # type: ignore[arg-type]
+
+    @classmethod
+    def replay(
+        cls, tlog: str | Path, out: str, speed: float = 1.0, sysid: int | None = None, **kw: object
+    ) -> Simulation:
+        """A recorded flight; pass scenario=... to also render its field under the recorded track."""
+        return cls(read_tlog(tlog, sysid=sysid), out, speed, **kw)  # type: ignore[arg-type]
+
+    @property
+    def camera_url(self) -> str | None:
+        """The MJPEG URL for cv2.VideoCapture / the payload's source.uri (None without a scenario)."""
+        return self.server.url if self.server is not None else None
+
+    @property
+    def vehicle_url(self) -> str:
+        return self.vehicle.url
+
+    @property
+    def sim_time(self) -> float:
+        return self.clock.now()
+
+    def start(self) -> Simulation:
+        """Open the camera server first (so its URL is valid), then the vehicle; EndpointError if a port is taken."""
+        if self.server is not None:
+            self.server.start()
+        try:
+            self.vehicle.start()
+        except BaseException:
+            if self.server is not None:
+                self.server.stop()
+            raise
+        if self.streamer is not None:
+            self.streamer.start()
+        return self
+
+    def wait_done(self, timeout: float | None = None) -> bool:
+        return self.vehicle.wait_done(timeout)
+
+    def stop(self) -> None:
+        if self.streamer is not None:
+            self.streamer.stop()
+        self.vehicle.stop()
+        if self.server is not None:
+            self.server.stop()
+
+    def __enter__(self) -> Simulation:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,326 @@
+"""The simulated camera as the payload meets a real one: an MJPEG-over-HTTP stream on loopback.
+
+IP cameras and companion-computer camera servers (mjpg-streamer, motion) serve
+`multipart/x-mixed-replace` JPEG streams; OpenCV opens them with
+`cv2.VideoCapture("http://127.0.0.1:PORT/stream.mjpg")` through its FFmpeg backend. Serving the
+simulator's frames that way keeps the simulator and the payload in separate processes with real
+transport delay between them. A `CameraStreamer` thread renders the frame at the shared clock's
+time at the camera's frame rate; every HTTP client gets the newest frame (a slow client skips
+frames instead of queueing them, as with a real camera). `/frame.jpg` serves one still.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from flight_sim.clock import SimClock
+from flight_sim.errors import EndpointError
+from payload.types import Frame, Pose
+
+log = logging.getLogger(__name__)
+
+BOUNDARY = "cropscoutframe"
+STREAM_PATH = "/stream.mjpg"
+STILL_PATH = "/frame.jpg"
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
+    """JPEG bytes of an RGB frame."""
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:  # pragma: no cover - imencode fails only for empty images
+        raise RuntimeError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+class _Latest:
+    """The newest JPEG and a condition to wait for the next one."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.jpeg: bytes | None = None
+        self.seq = 0
+        self.sim_t = 0.0
+        self.closed = False
+
+    def publish(self, jpeg: bytes, sim_t: float) -> None:
+        with self.cond:
+            self.jpeg, self.sim_t = jpeg, sim_t
+            self.seq += 1
+            self.cond.notify_all()
+
+    def wait_newer(self, seq: int, timeout: float) -> tuple[int, bytes | None, float]:
+        with self.cond:
+            self.cond.wait_for(lambda: self.seq > seq or self.closed, timeout)
+            return self.seq, self.jpeg, self.sim_t
+
+
+class MjpegServer:
+    """A small threaded HTTP server for one MJPEG stream. port=0 picks a free port."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.latest = _Latest()
+        self.clients = 0
+        self.frames_sent = 0
+        latest, server_ref = self.latest, self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"
+
+            def log_message(self, fmt: str, *args: object) -> None:
+                log.debug("http %s", fmt % args)
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                path = self.path.split("?")[0]
+                if path == STILL_PATH:
+                    _, jpeg, sim_t = latest.wait_newer(0, 5.0)
+                    if jpeg is None:
+                        self.send_error(503, "no frame yet")
+                        return
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/jpeg")
+                    self.send_header("Content-Length", str(len(jpeg)))
+                    self.send_header("X-Sim-Time", f"{sim_t:.3f}")
+                    self.end_headers()
+                    self.wfile.write(jpeg)
+                    return
+                if path not in (STREAM_PATH, "/", "/stream", "/video"):
+                    self.send_error(404, f"the stream is at {STREAM_PATH}")
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+                self.send_header("Cache-Control", "no-cache, private")
+                self.send_header("Pragma", "no-cache")
+                self.end_headers()
+                server_ref.clients += 1
+                seq = 0
+                try:
+                    while not latest.closed:
+                        seq, jpeg, sim_t = latest.wait_newer(seq, 1.0)
+                        if jpeg is None:
+                            continue
+                        head = (
+                            f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n"
+                            f"X-Sim-Time: {sim_t:.3f}\r\n\r\n"
+                        ).encode("ascii")
+                        self.wfile.write(head + jpeg + b"\r\n")
+                        self.wfile.flush()
+                        server_ref.frames_sent += 1
+                except (BrokenPipeError, ConnectionResetError, OSError):
+                    pass
+                finally:
+                    server_ref.clients -= 1
+
+        try:
+            self._httpd = ThreadingHTTPServer((host, port), Handler)
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise EndpointError(
+                    f"camera stream http://{host}:{port}{STREAM_PATH}: port {port} is already in use; stop the "
+                    "program using it or choose another port with --camera-port (0 picks a free one)"
+                ) from None
+            raise EndpointError(f"camera stream on {host}:{port}: cannot listen there ({err.strerror})") from None
+        self._httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """The URL to give cv2.VideoCapture (and the payload's `source.uri`)."""
+        host = self._httpd.server_address[0]
+        return f"http://{host}:{self.port}{STREAM_PATH}"
+
+    def publish(self, jpeg: bytes, sim_t: float = 0.0) -> None:
+        """Make `jpeg` the newest frame; every connected client gets it next."""
+        self.latest.publish(jpeg, sim_t)
+
+    def start(self) -> MjpegServer:
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="flight-sim-mjpeg", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        with self.latest.cond:
+            self.latest.closed = True
+            self.latest.cond.notify_all()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self) -> MjpegServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class SimCamera:
+    """Frames of a rendered camera at timeline times; usable in-process without any server.
+
+    `render_at(t)` gives the RGB frame at timeline time t from `pose_at(t)` (the TRUE pose).
+    """
+
+    def __init__(
+        self,
+        render: Callable[[Pose], np.ndarray],
+        pose_at: Callable[[float], Pose],
+        noise: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> None:
+        self._render = render
+        self._pose_at = pose_at
+        self._noise = noise
+        self.seq = 0
+
+    def render_at(self, t: float) -> np.ndarray:
+        img = self._render(self._pose_at(t))
+        return self._noise(img) if self._noise is not None else img
+
+    def frame_at(self, t: float, t_wall: float | None = None) -> Frame:
+        """A payload Frame stamped now (t_mono) and at the simulated wall time if given."""
+        pixels = self.render_at(t)
+        self.seq += 1
+        return Frame(pixels, self.seq, time.monotonic(), time.time() if t_wall is None else t_wall, "flight_sim")
+
+    def frames(self, times: Iterator[float] | list[float] | np.ndarray) -> Iterator[tuple[float, np.ndarray]]:
+        """(t, RGB frame) for each timeline time given."""
+        for t in times:
+            yield float(t), self.render_at(float(t))
+
+
+class CameraStreamer:
+    """Renders the frame at the clock's current time into an MjpegServer.
+
+    `fps` is frames per second of FLIGHT time, like a real camera's; at speed x the stream carries
+    fps * x frames per wall second, capped at `max_wall_fps` (frames beyond it are simply not taken,
+    as a payload that cannot keep up would drop them).
+    """
+
+    def __init__(
+        self,
+        camera: SimCamera,
+        clock: SimClock,
+        server: MjpegServer,
+        fps: float,
+        quality: int = 90,
+        max_wall_fps: float = 30.0,
+    ) -> None:
+        self.camera, self.clock, self.server = camera, clock, server
+        self.period = 1.0 / min(fps * clock.speed, max_wall_fps)
+        self.quality = quality
+        self.frames = 0
+        self.render_s = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def start(self) -> CameraStreamer:
+        self._thread = threading.Thread(target=self._run, name="flight-sim-camera", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
+
+    def _run(self) -> None:
+        next_t = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                t0 = time.monotonic()
+                sim_t = self.clock.now()
+                jpeg = encode_jpeg(self.camera.render_at(sim_t), self.quality)
+                self.server.publish(jpeg, sim_t)
+                self.frames += 1
+                self.render_s += time.monotonic() - t0
+                next_t += self.period
+                delay = next_t - time.monotonic()
+                if delay < -self.period:  # fell behind: drop frames rather than burst
+                    next_t = time.monotonic()
+                self._stop.wait(max(delay, 0.0))
+        except BaseException as err:  # noqa: BLE001 - reported through .error
+            log.exception("camera streamer stopped by an error")
+            self.error = err
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A currently free TCP port on host (for tests and `--camera-port 0`)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def write_image_folder(
+    frames: Iterator[tuple[float, np.ndarray]], folder: str | Path, t0_unix: float, quality: int = 90
+) -> list[Path]:
+    """Write frames as JPEGs named and EXIF-stamped with their simulated capture time (UTC).
+
+    Names look like IMG_20260601_100012_250.jpg, which payload's FolderSource reads with
+    time_from=filename; the EXIF DateTimeOriginal/SubSecTimeOriginal serve time_from=exif.
+    """
+    import piexif
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for t, rgb in frames:
+        ts = t0_unix + t
+        whole = int(ts)
+        ms = int(round((ts - whole) * 1000))
+        if ms == 1000:
+            whole, ms = whole + 1, 0
+        stamp = time.strftime("%Y%m%d_%H%M%S", time.gmtime(whole))
+        p = out / f"IMG_{stamp}_{ms:03d}.jpg"
+        exif = piexif.dump(
+            {
+                "Exif": {
+                    piexif.ExifIFD.DateTimeOriginal: time.strftime("%Y:%m:%d %H:%M:%S", time.gmtime(whole)).encode(),
+                    piexif.ExifIFD.SubSecTimeOriginal: f"{ms:03d}".encode(),
+                    36881: b"+00:00",  # OffsetTimeOriginal
+                }
+            }
+        )
+        p.write_bytes(_insert_exif(encode_jpeg(rgb, quality), exif))
+        paths.append(p)
+    return paths
+
+
+def _insert_exif(jpeg: bytes, exif: bytes) -> bytes:
+    import io
+
+    import piexif
+
+    buf = io.BytesIO()
+    piexif.insert(exif, jpeg, buf)
+    return buf.getvalue()
+
+
+def write_video(frames: Iterator[tuple[float, np.ndarray]], path: str | Path, fps: float) -> Path:
+    """Write frames as an MJPG AVI (OpenCV's VideoWriter; plays anywhere, opens in cv2.VideoCapture)."""
+    p = Path(path)
+    writer = None
+    try:
+        for _, rgb in frames:
+            if writer is None:
+                h, w = rgb.shape[:2]
+                writer = cv2.VideoWriter(str(p), cv2.VideoWriter_fourcc(*"MJPG"), float(fps), (w, h))
+                if not writer.isOpened():
+                    raise EndpointError(
+                        f"{p}: OpenCV cannot write a video there; use an .avi path in a writable folder"
+                    )
+            writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    finally:
+        if writer is not None:
+            writer.release()
+    return p
