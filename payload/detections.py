@@ -40,6 +40,10 @@ FLAG_POSE_STALE = "pose_stale"
 FLAG_NOT_ABOVE_GROUND = "not_above_ground"
 FLAG_MISSES_GROUND = "ray_misses_ground"
 
+# A receiver without a fix reports 0, 0; interpolation and dead reckoning move that by metres, so
+# anything within ~1 km of "Null Island" (open sea in the Gulf of Guinea, no crops) is that case.
+NULL_ISLAND_DEG = 0.01
+
 
 def _finite(*xs: float | None) -> bool:
     return all(x is not None and math.isfinite(x) for x in xs)
@@ -81,7 +85,7 @@ def pose_flags(est: PoseEstimate | None, geotag: GeotagSection) -> list[str]:
         flags.append(FLAG_HDOP_HIGH)
     if not _finite(p.lat_deg, p.lon_deg, p.alt_m):
         flags.append(FLAG_POSITION_NAN)
-    elif abs(p.lat_deg) < 1e-7 and abs(p.lon_deg) < 1e-7:
+    elif abs(p.lat_deg) < NULL_ISLAND_DEG and abs(p.lon_deg) < NULL_ISLAND_DEG:
         flags.append(FLAG_LATLON_ZERO)
     if not _finite(p.roll_rad, p.pitch_rad, p.yaw_rad):
         flags.append(FLAG_ATTITUDE_NAN)
