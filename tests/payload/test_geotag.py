@@ -166,12 +166,16 @@ def test_gdal_reads_the_layers(tmp_path: Path) -> None:
     h, _ = _run_flight(tmp_path)
     h.close()
     out = tmp_path / "out"
-    for name, n in (
-        ("detections.geojson", 4),
-        ("hotspots.geojson", 2),
-        ("detections.kml", 4),
-        ("footprints.geojson", 4),
-    ):
+    # KML: GDAL makes one layer per folder (a folder per label, plus the footprints): 4 points + 4 polygons
+    expected = {
+        "detections.geojson": 4,
+        "hotspots.geojson": 2,
+        "footprints.geojson": 4,
+        "detections.kml": 8,
+        "hotspots.kml": 2,
+        "detections.csv": 4,
+    }
+    for name, n in expected.items():
         res = subprocess.run(
             ["ogrinfo", "-ro", "-al", "-so", str(out / name)], capture_output=True, text=True, timeout=60
         )
