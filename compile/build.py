@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 
 from . import report
-from .bundle import finalize, staging_dir
+from .bundle import CARD, finalize, staging_dir
 from .config import BuildConfig
-from .data import iterate_images, make_splits
+from .data import iterate_images, make_splits, subset
 from .edgetpu import run_compiler
-from .errors import CompilerError, CompilerNotFoundError, QuantizationError
+from .errors import BuildError, CompilerError, CompilerNotFoundError, QuantizationError
 from .metrics import DISEASES, choose_thresholds, classification_report, cost_table, decide
 from .synthetic import CLASSES, HEALTHY
 from .tflite_check import check_model
@@ -106,7 +106,8 @@ def run_build(cfg: BuildConfig, out: Path, profile: str = "default", cpu_only: b
         log.info("quantizing to full int8 (%d representative images)", cfg.quantize.representative_images)
         t_q = time.monotonic()
         int8_path = staging / INT8_NAME
-        rep = (img for img, _ in iterate_images(splits.train, size, seed, cfg.quantize.representative_images))
+        rep_split = subset(splits.train, cfg.quantize.representative_images, seed=seed)
+        rep = (img for img, _ in iterate_images(rep_split, size, seed))
         convert_int8(model, rep, int8_path)
         quant_s = time.monotonic() - t_q
         log.info("quantized in %.1f s; evaluating the int8 model", quant_s)
@@ -142,25 +143,10 @@ def run_build(cfg: BuildConfig, out: Path, profile: str = "default", cpu_only: b
         precheck = check_model(int8_path, cfg.edgetpu.min_runtime_version)
         log.info("pre-check: %s", "OK" if precheck.ok else "; ".join(precheck.errors))
 
-        compiler_error: CompilerError | None = None
-        summary = None
         if cpu_only:
             reason = "built with --cpu-only (edgetpu_compiler not run)"
         else:
-            log.info("running edgetpu_compiler")
-            try:
-                summary = run_compiler(int8_path, staging, cfg.edgetpu.compiler, cfg.edgetpu.min_runtime_version,
-                                       cfg.edgetpu.timeout_s)
-                reason = None
-                if not summary.get("fully_mapped", True):
-                    log.warning("only %s of %s ops run on the Edge TPU", summary.get("ops_on_tpu"),
-                                summary.get("total_ops"))
-            except CompilerNotFoundError as err:
-                compiler_error, reason = err, "edgetpu_compiler not found"
-            except CompilerError as err:
-                compiler_error, reason = err, f"edgetpu_compiler failed: {err}"
-                for stray in staging.glob("*_edgetpu.*"):
-                    stray.unlink()  # a failed compile must not leave a half-written model in the bundle
+            reason = "not compiled yet"
 
         (staging / "labels.txt").write_text("\n".join(CLASSES) + "\n", encoding="utf-8")
         metrics = {"float": m_float, "int8": m_int8, "fidelity": fidelity,
@@ -190,10 +176,10 @@ def run_build(cfg: BuildConfig, out: Path, profile: str = "default", cpu_only: b
             "thresholds": thresholds,
             "threshold_selection": {k: v for k, v in chosen.items() if k != "thresholds"},
             "edgetpu": {
-                "compiled": summary is not None,
+                "compiled": False,
                 "cpu_only": cpu_only,
                 "reason": reason,
-                "summary": summary,
+                "summary": None,
                 "precheck": precheck.to_dict() | {"inputs": None, "outputs": None},
                 "min_runtime_version": cfg.edgetpu.min_runtime_version,
             },
@@ -226,16 +212,75 @@ def run_build(cfg: BuildConfig, out: Path, profile: str = "default", cpu_only: b
                 "ai_edge_litert": _version("ai-edge-litert"),
                 "numpy": np.__version__,
                 "python": platform.python_version(),
-                "edgetpu_compiler": (summary or {}).get("version"),
+                "edgetpu_compiler": None,
             },
         }
         finalize(staging, out, card)
-        log.info("bundle written to %s in %.0f s (peak RSS %.0f MB)", out, build_s, peak_rss_mb())
+        log.info("int8 bundle written to %s in %.0f s (peak RSS %.0f MB)", out, build_s, peak_rss_mb())
+        compiler_error: CompilerError | None = None
+        if not cpu_only:
+            try:
+                card = attach_edgetpu(out, cfg.edgetpu.compiler, cfg.edgetpu.min_runtime_version,
+                                      cfg.edgetpu.timeout_s)
+            except CompilerError as err:
+                compiler_error = err
+                card = json.loads((out / CARD).read_text())
         return BuildResult(out, card, compiler_error)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def attach_edgetpu(bundle: Path, compiler: str = "edgetpu_compiler", min_runtime: int = 14,
+                   timeout_s: float = 600) -> dict[str, Any]:
+    """Compile a bundle's int8 model and rewrite the bundle with the Edge TPU model, log and summary.
+
+    Works on any complete bundle, so an int8 bundle built where the compiler is missing can be
+    compiled later on a machine that has it. On failure the bundle is rewritten without any
+    Edge TPU file and its card says why; the CompilerError is then raised.
+    """
+    card_path = bundle / CARD
+    if not card_path.is_file() or not (bundle / INT8_NAME).is_file():
+        raise BuildError(f"{bundle} is not a model bundle (no {CARD} or {INT8_NAME}); build one first")
+    card = json.loads(card_path.read_text())
+    staging = staging_dir(bundle)
+    try:
+        for p in bundle.rglob("*"):
+            if p.is_file() and p.name != CARD and "_edgetpu." not in p.name:
+                target = staging / p.relative_to(bundle)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(p, target)
+        edgetpu = dict(card.get("edgetpu") or {})
+        try:
+            log.info("running edgetpu_compiler on %s", bundle / INT8_NAME)
+            summary = run_compiler(staging / INT8_NAME, staging, compiler, min_runtime, timeout_s)
+        except CompilerError as err:
+            for stray in staging.glob("*_edgetpu.*"):
+                stray.unlink()  # never ship a half-written Edge TPU model
+            not_found = isinstance(err, CompilerNotFoundError)
+            edgetpu.update(compiled=False, cpu_only=False, summary=None,
+                           reason="edgetpu_compiler not found" if not_found else f"edgetpu_compiler failed: {err}")
+            card["edgetpu"] = edgetpu
+            card.setdefault("tools", {})["edgetpu_compiler"] = None
+            finalize(staging, bundle, card)
+            raise
+        edgetpu.update(compiled=True, cpu_only=False, reason=None, summary=summary, min_runtime_version=min_runtime)
+        card["edgetpu"] = edgetpu
+        card.setdefault("tools", {})["edgetpu_compiler"] = summary.get("version")
+        if not summary.get("fully_mapped", True):
+            log.warning("only %s of %s ops run on the Edge TPU; see %s", summary.get("ops_on_tpu"),
+                        summary.get("total_ops"), summary.get("log_file"))
+        return finalize_card(staging, bundle, card)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def finalize_card(staging: Path, bundle: Path, card: dict[str, Any]) -> dict[str, Any]:
+    """Finalize and return the card as written (with its file table)."""
+    finalize(staging, bundle, card)
+    return json.loads((bundle / CARD).read_text())
 
 
 def _card_metrics(m: dict[str, Any]) -> dict[str, Any]:

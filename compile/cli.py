@@ -35,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--verbose", action="store_true", help="list every op")
 
+    p = sub.add_parser("compile-bundle", help="run edgetpu_compiler on an existing bundle's int8 model")
+    p.add_argument("bundle", help="bundle folder (written by `build`)")
+    p.add_argument("--compiler", default="edgetpu_compiler", help="edgetpu_compiler name or path")
+    p.add_argument("--min-runtime", type=int, default=14, help="Edge TPU runtime version to target (default 14)")
+    p.add_argument("--timeout", type=float, default=600, help="seconds before the compiler is stopped")
+
     p = sub.add_parser("validate-config", help="check a build YAML file and print it resolved")
     p.add_argument("config", help="path of the build YAML file")
     p.add_argument("--profile", default="default", help="profile to apply before printing")
@@ -83,6 +89,16 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _compile_bundle(args: argparse.Namespace) -> int:
+    from .build import attach_edgetpu
+
+    card = attach_edgetpu(Path(args.bundle), args.compiler, args.min_runtime, args.timeout)
+    s = card["edgetpu"]["summary"]
+    print(f"{args.bundle}: compiled with edgetpu_compiler {s.get('version')}: {s.get('ops_on_tpu')} ops on the "
+          f"Edge TPU, {s.get('ops_on_cpu')} on the CPU")
+    return 0
+
+
 def _validate(args: argparse.Namespace) -> int:
     from .config import load_build_config
 
@@ -95,7 +111,8 @@ def _validate(args: argparse.Namespace) -> int:
 def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
-    return {"build": _build, "check": _check, "validate-config": _validate}[args.command](args)
+    commands = {"build": _build, "check": _check, "compile-bundle": _compile_bundle, "validate-config": _validate}
+    return commands[args.command](args)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -227,6 +227,18 @@ def make_dataset(
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+def subset(split: Split, n: int, seed: int = 0) -> Split:
+    """Up to n items drawn without replacement across the whole split (splits are class-ordered)."""
+    if n >= len(split):
+        return split
+    idx = np.sort(np.random.default_rng(seed).choice(len(split), size=n, replace=False))
+    return Split(
+        split.labels[idx],
+        paths=[split.paths[i] for i in idx] if split.paths is not None else None,
+        seeds=split.seeds[idx] if split.seeds is not None else None,
+    )
+
+
 def iterate_images(split: Split, size: int, base_seed: int, limit: int | None = None):
     """Yield (uint8 image, label) one by one without TensorFlow (int8 evaluation, representative set)."""
     n = len(split) if limit is None else min(limit, len(split))

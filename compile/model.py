@@ -94,7 +94,11 @@ def build_model(cfg: ModelConfig, aug: AugmentConfig | None = None, seed: int = 
     pre.set_weights([kernel, bias])
     base = _backbone(cfg, size)
     for layer in base.layers:
-        layer.trainable = stage_of(layer.name) in cfg.trainable_stages
+        # BatchNorm stays in inference mode everywhere (Keras' fine-tuning advice): a trainable BN
+        # uses batch statistics in training and moving ones at inference, which disagree badly
+        # after few steps; frozen BN makes the training and the exported graph compute the same.
+        is_bn = isinstance(layer, layers.BatchNormalization)
+        layer.trainable = stage_of(layer.name) in cfg.trainable_stages and not is_bn
     x = base(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     for i, (units, drop) in enumerate(zip(cfg.head_units, cfg.head_dropout, strict=True)):
@@ -149,11 +153,47 @@ class RandomGain(keras.layers.Layer):
 
 
 def export_model(trained):
-    """The inference graph of a trained model: the same layers and weights without augmentation."""
-    inputs = keras.Input(trained.input_shape[1:], name="image_rgb_0_255")
+    """The inference graph of a trained model: batch 1, no augmentation, no dropout, same weights.
+
+    Augmentation and dropout are the identity at inference, but their random-seed state is a
+    variable the TFLite calibrator cannot read; a fixed batch of 1 gives the static shapes the
+    Edge TPU needs.
+    """
+    inputs = keras.Input(trained.input_shape[1:], batch_size=1, name="image_rgb_0_255")
     x = inputs
     for layer in trained.layers[1:]:
-        if layer.name == "augment":
+        if layer.name == "augment" or isinstance(layer, layers.Dropout):
             continue
         x = layer(x)
     return keras.Model(inputs, x, name="cropscout_resnet50_inference")
+
+
+def calibrate_batchnorm(model, images: np.ndarray) -> None:
+    """Set every BatchNormalization layer's moving statistics to those of `images`.
+
+    With random initial weights (`weights: none`) the moving mean/variance are 0/1 while the real
+    activations are orders of magnitude larger, so frozen stages would feed garbage scales and
+    trainable ones would disagree between training and inference. One forward pass in training
+    mode with momentum 0 makes each layer normalise what it really sees (a data-dependent
+    initialisation); trainable flags and momenta are restored afterwards.
+    """
+    bns = [layer for layer in _all_layers(model) if isinstance(layer, layers.BatchNormalization)]
+    saved = [(bn.trainable, bn.momentum) for bn in bns]
+    for bn in bns:
+        bn.trainable = True
+        bn.momentum = 0.0
+    try:
+        model(images.astype(np.float32), training=True)
+    finally:
+        for bn, (trainable, momentum) in zip(bns, saved, strict=True):
+            bn.trainable = trainable
+            bn.momentum = momentum
+
+
+def _all_layers(model) -> list:
+    out = []
+    for layer in model.layers:
+        out.append(layer)
+        if hasattr(layer, "layers"):
+            out.extend(_all_layers(layer))
+    return out

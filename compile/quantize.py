@@ -30,14 +30,9 @@ def convert_int8(model, images: Iterable[np.ndarray], out_path: Path) -> Path:
     """Write a uint8-in/uint8-out TFLITE_BUILTINS_INT8 model of the Keras `model`."""
     import tensorflow as tf
 
-    size = model.input_shape[1:]
-
-    @tf.function(input_signature=[tf.TensorSpec([1, *size], tf.float32, name="image")])
-    def serve(x):
-        return model(x, training=False)
-
-    concrete = serve.get_concrete_function()
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+    if model.input_shape[0] != 1:
+        raise ValueError("convert_int8 needs a batch-1 model (compile.model.export_model)")
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: representative_batches(images)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

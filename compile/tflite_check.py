@@ -219,6 +219,8 @@ def check_model(path: str | Path, min_runtime_version: int = 14) -> CheckReport:
         elif t.shape and t.shape[0] != 1:
             errors.append(f"{role} '{t.name}' has batch {t.shape[0]}; the Edge TPU runs batch 1; export with batch 1")
 
+    # activations: what flows between ops (weights are constant buffers and may have rank 4)
+    activations = set(graph_in) | {t for op in ops for t in op.outputs}
     first_cpu: int | None = None
     for op in ops:
         why: list[str] = []
@@ -241,7 +243,7 @@ def check_model(path: str | Path, min_runtime_version: int = 14) -> CheckReport:
             if any(d < 0 for d in ten.shape_signature):
                 why.append(f"tensor '{ten.name}' has a dynamic shape {ten.shape_signature}")
                 break
-            if len(ten.shape) > 3 and any(d > 1 for d in ten.shape[:-3]):
+            if t in activations and len(ten.shape) > 3 and any(d > 1 for d in ten.shape[:-3]):
                 why.append(f"tensor '{ten.name}' {ten.shape} has more than 3 innermost dimensions > 1")
                 break
         if op.op == "SOFTMAX":

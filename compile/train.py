@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from .config import BuildConfig
-from .data import DataSplits, class_weights, iterate_images, make_dataset
-from .model import build_model
+from .data import DataSplits, class_weights, iterate_images, make_dataset, subset
+from .model import build_model, calibrate_batchnorm
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,12 @@ def train(cfg: BuildConfig, splits: DataSplits, workdir: Path) -> tuple[Any, dic
             loss="categorical_crossentropy",
             metrics=["accuracy"],
         )
+    if cfg.model.weights.lower() == "none":
+        n_cal = min(64 if size <= 128 else 32, len(splits.train))
+        cal = np.stack([img for img, _ in iterate_images(subset(splits.train, n_cal, seed=cfg.data.seed), size,
+                                                           cfg.data.seed)])
+        log.info("random init: calibrating BatchNorm statistics on %d training images", len(cal))
+        calibrate_batchnorm(model, cal)
     ckpt = workdir / "best.weights.h5"
     callbacks = [
         keras.callbacks.EarlyStopping(
