@@ -37,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per image instead of text")
 
     sub.add_parser("devices", help="list the Coral Edge TPUs this machine can see, or say why none")
+
+    p = sub.add_parser("export", help="rebuild GeoJSON/KML/CSV layers and hotspots from OUT_DIR/detections.jsonl")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="output folder of a run (output.dir)")
+    p.add_argument("--config", help="payload YAML file to take hotspots.radius_m and sinks.formats from")
+    p.add_argument("--radius-m", type=float, help="hotspot merge radius in metres (default: config or 5)")
     return parser
 
 
@@ -118,6 +123,10 @@ def _main(argv: Sequence[str] | None) -> int:
         return _classify(args)
     if args.command == "devices":
         return _devices()
+    if args.command == "export":
+        from payload.export import export_from_cli
+
+        return export_from_cli(args.out_dir, args.config, args.radius_m)
     raise AssertionError(f"unhandled command {args.command}")
 
 

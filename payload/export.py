@@ -63,3 +63,24 @@ def export_layers(
     atomic_write_text(out / "summary.json", summary_json(records, hotspots) + "\n")
     written.append(out / "summary.json")
     return ExportReport(len(records), res.bad_lines, res.torn_last_line, len(hotspots), written)
+
+
+def export_from_cli(out_dir: str, config: str | None = None, radius_m: float | None = None) -> int:
+    """`payload export OUT_DIR [--config FILE] [--radius-m R]`: print what was rebuilt and what was skipped."""
+    formats: tuple[str, ...] | list[str] = FORMATS
+    include_untrusted = False
+    radius = 5.0
+    if config:
+        from payload.config import load_payload_config
+
+        cfg = load_payload_config(config)
+        radius = cfg.hotspots.radius_m
+        include_untrusted = cfg.hotspots.include_untrusted
+        formats = cfg.sinks.formats
+    if radius_m is not None:
+        if radius_m <= 0:
+            raise ExportError(f"--radius-m must be positive, got {radius_m}")
+        radius = radius_m
+    report = export_layers(out_dir, radius, include_untrusted, formats)
+    print(report.text())
+    return 0

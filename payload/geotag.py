@@ -24,7 +24,7 @@ from payload.poseinterp import PoseEstimate
 from payload.sinks.crops import write_crop
 from payload.sinks.jsonl import DETECTIONS_FILE, JsonlWriter, read_jsonl
 from payload.sinks.layers import write_layers
-from payload.types import FrameResult
+from payload.types import FrameResult, ResultHandler
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ class GeotagHandler:
         self._last_flags: tuple[str, ...] = ()
         self.untrusted = 0
         self.written = 0
+        self._seen_frame = False
 
     def _state_at(self, t_mono: float) -> PoseEstimate | None:
         if self.telemetry is None:
@@ -80,6 +81,10 @@ class GeotagHandler:
 
     def handle(self, result: FrameResult) -> None:
         """Record every flagged tile of one frame (flushed and fsync'd before returning)."""
+        if not self._seen_frame:
+            self._seen_frame = True
+            f = result.frame
+            log.info("preflight camera: first frame %dx%d from %s (seq %d)", f.width, f.height, f.source, f.seq)
         flagged = [t for t in result.tiles if t.flagged]
         if flagged:
             est = self._state_at(result.frame.t_mono)
@@ -169,3 +174,59 @@ def create_geotag_handler(
     return GeotagHandler(
         cfg, labels=labels, model_sha256=model_sha256, telemetry=telemetry, out_dir=out_dir, owns_telemetry=owns
     )
+
+
+class FanOutHandler:
+    """Hands each FrameResult to several handlers in order (e.g. the per-frame records, then geotagging).
+
+    One handler failing does not starve the others: every handler is called, and the first error is
+    re-raised afterwards so the writer thread still counts it.
+    """
+
+    def __init__(self, handlers: Sequence[ResultHandler]) -> None:
+        self.handlers = list(handlers)
+
+    def handle(self, result: FrameResult) -> None:
+        first: BaseException | None = None
+        for h in self.handlers:
+            try:
+                h.handle(result)
+            except Exception as err:  # noqa: BLE001 - re-raised below after the others ran
+                first = first or err
+        if first is not None:
+            raise first
+
+    def close(self) -> None:
+        first: BaseException | None = None
+        for h in self.handlers:
+            try:
+                h.close()
+            except Exception as err:  # noqa: BLE001 - re-raised below after the others closed
+                first = first or err
+        if first is not None:
+            raise first
+
+
+def build_run_handler(cfg: PayloadConfig, bundle: Any, base: ResultHandler | None = None) -> ResultHandler:
+    """What `payload run` installs (payload/runner.py build_handler): `base` records + geotagging.
+
+    Opens the telemetry link in the background, runs the preflight block (link, clock, GPS fix,
+    home, model, free disk; the camera is opened later by the capture thread and reported when its
+    first frame arrives), and raises PreflightError when preflight.strict is set and a check failed.
+    """
+    from payload.preflight import run_preflight
+
+    geo = create_geotag_handler(cfg, labels=bundle.labels, model_sha256=bundle.model_sha256)
+    try:
+        run_preflight(
+            cfg.preflight,
+            cfg.geotag,
+            geo.out_dir,
+            telemetry=geo.telemetry,
+            model=(True, f"{bundle.path} ({', '.join(bundle.labels)}; sha256 {bundle.model_sha256[:12]})"),
+            connect_wait_s=cfg.telemetry.connect_timeout_s + 1.0,
+        )
+    except BaseException:
+        geo.close()
+        raise
+    return FanOutHandler([base, geo]) if base is not None else geo

@@ -75,10 +75,21 @@ def check_disk(path: str | Path, min_free_mb: float) -> Check:
     )
 
 
-def check_telemetry(telemetry: Any, geotag: GeotagSection, wait_s: float = 0.0) -> list[Check]:
-    """Link, clock, GPS fix and home position from a Telemetry (or None when none is configured)."""
+def check_telemetry(
+    telemetry: Any, geotag: GeotagSection, wait_s: float = 0.0, connect_wait_s: float = 0.0
+) -> list[Check]:
+    """Link, clock, GPS fix and home position from a Telemetry (or None when none is configured).
+
+    Waits up to `connect_wait_s` for a link connecting in the background to succeed or fail, then
+    up to `wait_s` more for a GPS fix and a home position.
+    """
     if telemetry is None:
-        return [Check("telemetry", False, "no telemetry link configured", "set telemetry.connection")]
+        return [Check("telemetry link", False, "no telemetry link configured", "set telemetry.connection")]
+    deadline = time.monotonic() + connect_wait_s
+    while time.monotonic() < deadline:
+        if getattr(telemetry, "connect_time_s", None) is not None or getattr(telemetry, "last_error", None):
+            break
+        time.sleep(0.1)
     deadline = time.monotonic() + wait_s
     while True:
         s = telemetry.summary()
@@ -135,13 +146,14 @@ def run_preflight(
     telemetry: Any = None,
     camera: tuple[bool, str] | None = None,
     model: tuple[bool, str] | None = None,
+    connect_wait_s: float = 0.0,
 ) -> PreflightReport:
     """Run every check, log the block, and raise PreflightError when strict and anything failed.
 
     `camera` and `model` are (ok, detail) from whoever opened them (the runtime); None = not checked.
     """
     report = PreflightReport()
-    report.checks += check_telemetry(telemetry, geotag, cfg.wait_fix_s)
+    report.checks += check_telemetry(telemetry, geotag, cfg.wait_fix_s, connect_wait_s)
     if camera is not None:
         report.checks.append(Check("camera", camera[0], camera[1], "check source.uri and the camera cable"))
     if model is not None:

@@ -32,7 +32,9 @@ log = logging.getLogger("payload.run")
 
 def build_handler(cfg: PayloadConfig, bundle: Bundle) -> ResultHandler:
     """THE hook for what the writer thread does with each FrameResult (called once per run)."""
-    return JsonlRecordHandler(Path(cfg.output.dir) / cfg.output.records, bundle)
+    from payload.geotag import build_run_handler  # per-frame records + telemetry, geotagging, sinks, alerts
+
+    return build_run_handler(cfg, bundle, JsonlRecordHandler(Path(cfg.output.dir) / cfg.output.records, bundle))
 
 
 HandlerFactory = Callable[[PayloadConfig, Bundle], ResultHandler]
