@@ -49,7 +49,9 @@ def _common_run(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument(
         "--out", default=default_out, help=f"udp:HOST:PORT sends there, tcp:HOST:PORT listens (default {default_out})"
     )
-    p.add_argument("--start", type=float, default=0.0, help="start this many seconds into the flight")
+    p.add_argument(
+        "--start", type=float, default=None, help="start this many s into the flight (default: when telemetry begins)"
+    )
     p.add_argument("--end", type=float, default=None, help="end this many seconds into the flight")
     p.add_argument("--at-end", choices=("stop", "hold", "loop"), default="stop", help="what to do at the end")
     p.add_argument("--wait-client", action="store_true", help="hold the flight at its start until a client talks")

@@ -59,7 +59,7 @@ class Simulation:
         out: str,
         speed: float = 1.0,
         scenario: Scenario | None = None,
-        start_s: float = 0.0,
+        start_s: float | None = None,
         end_s: float | None = None,
         at_end: AtEnd = "stop",
         wait_for_client: bool = False,

@@ -32,6 +32,10 @@ STREAMED = (
 )
 
 
+# What dronekit's wait_ready needs before it returns (GLOBAL_POSITION_INT for the location).
+READY_NEEDS = ("HEARTBEAT", "GPS_RAW_INT", "GLOBAL_POSITION_INT", "ATTITUDE")
+
+
 @dataclass(frozen=True)
 class Event:
     """One message the vehicle sends at time `t` (seconds from the timeline start)."""
@@ -134,6 +138,16 @@ class Timeline:
     def duration(self) -> float:
         """Seconds from the first to the last event."""
         return self.events[-1].t if self.events else 0.0
+
+    @property
+    def ready_s(self) -> float:
+        """When the vehicle's state is first complete (heartbeat, GPS, position, attitude all heard).
+
+        Recordings often open with seconds of bare heartbeats before the ground station asks for
+        telemetry streams; a replay starts here by default so a client is ready at once.
+        """
+        firsts = [self._by_name[n][0][0] for n in READY_NEEDS if n in self._by_name]
+        return max(firsts) if firsts else 0.0
 
     def names(self) -> list[str]:
         """Message types present, in the order of STREAMED."""

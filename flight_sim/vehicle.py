@@ -80,14 +80,17 @@ class VehicleEndpoint:
         timeline: Timeline,
         out: str,
         speed: float = 1.0,
-        start_s: float = 0.0,
+        start_s: float | None = None,
         end_s: float | None = None,
         at_end: AtEnd = "stop",
         wait_for_client: bool = False,
         hold_period_s: float = 1.0,
         clock: SimClock | None = None,
     ) -> None:
+        """start_s None: where the vehicle's state is first complete (Timeline.ready_s)."""
         self.timeline = timeline
+        if start_s is None:
+            start_s = timeline.ready_s
         self.kind, self.host, self.port = parse_address(out)
         end = timeline.duration if end_s is None else min(float(end_s), timeline.duration)
         if start_s < 0 or start_s >= max(end, 1e-9) and timeline.duration > 0:

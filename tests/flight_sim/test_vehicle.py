@@ -1,0 +1,199 @@
+"""dronekit (unchanged) connects to the simulated vehicle and reads exactly what the source says."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dronekit
+import numpy as np
+import pytest
+from pymavlink import mavutil
+
+from flight_sim.errors import EndpointError
+from flight_sim.timeline import Timeline
+from flight_sim.tlog import read_tlog
+from flight_sim.vehicle import VehicleEndpoint, parse_address
+from tests.flight_sim.conftest import TlogBuilder, free_tcp_port, free_udp_port
+from tests.flight_sim.test_tlog import _mixed_link
+
+CONNECT_LIMIT_S = 2.0
+
+
+@contextmanager
+def connected(ep: VehicleEndpoint, conn: str) -> Iterator[tuple[dronekit.Vehicle, float]]:
+    """Start the endpoint, connect dronekit with wait_ready=True, yield (vehicle, seconds it took)."""
+    with ep:
+        t0 = time.monotonic()
+        v = dronekit.connect(conn, wait_ready=True, timeout=10, heartbeat_timeout=10)
+        took = time.monotonic() - t0
+        try:
+            yield v, took
+        finally:
+            v.close()
+
+
+def _wait_hold(ep: VehicleEndpoint, v: dronekit.Vehicle) -> None:
+    """Wait until the window has been sent and the held state re-sent (bounded)."""
+    assert ep.wait_done(0) is False
+    deadline = time.monotonic() + 10
+    while not ep.clock.finished() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ep.clock.finished()
+    time.sleep(1.3)  # one more hold period: the client has the final state
+
+
+def _assert_reads_source(v: dronekit.Vehicle, tl: Timeline, t: float) -> None:
+    st = tl.state_at(t)
+    g, a = st["GLOBAL_POSITION_INT"].fields, st["ATTITUDE"].fields
+    loc = v.location.global_frame
+    assert abs(loc.lat - g["lat"] / 1e7) <= 1e-7 and abs(loc.lon - g["lon"] / 1e7) <= 1e-7
+    assert loc.alt == pytest.approx(g["alt"] / 1e3, abs=1e-3)
+    assert v.location.global_relative_frame.alt == pytest.approx(g["relative_alt"] / 1e3, abs=1e-3)
+    assert (v.attitude.roll, v.attitude.pitch, v.attitude.yaw) == (a["roll"], a["pitch"], a["yaw"])
+    assert v.heading == st["VFR_HUD"].fields["heading"]
+    hb = st["HEARTBEAT"].fields
+    assert v.mode.name == mavutil.mode_mapping_bynumber(hb["type"])[hb["custom_mode"]]
+    assert v.armed == bool(hb["base_mode"] & 128)
+    home = st["HOME_POSITION"].fields
+    assert v.home_location is not None
+    assert abs(v.home_location.lat - home["latitude"] / 1e7) <= 1e-7
+    assert len(v.parameters) == len(tl.params)
+
+
+def test_dronekit_connects_to_replayed_flight_over_udp_and_reads_the_source(copter: Timeline) -> None:
+    port = free_udp_port()
+    ep = VehicleEndpoint(copter, f"udp:127.0.0.1:{port}", speed=10, start_s=600, end_s=606, at_end="hold")
+    with connected(ep, f"udp:127.0.0.1:{port}") as (v, took):
+        assert took < CONNECT_LIMIT_S
+        _wait_hold(ep, v)
+        _assert_reads_source(v, copter, 606)
+        assert v.parameters["SYSID_THISMAV"] == 1
+        g = copter.state_at(606)["MOUNT_STATUS"].fields
+        assert v.gimbal.pitch == pytest.approx(g["pointing_a"] / 100)
+        # what the payload tells the ground station is recorded for the tests
+        v.message_factory.statustext_send(4, b"cropscout: rust hotspot 12 m NE")
+        deadline = time.monotonic() + 3
+        while not ep.statustexts() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ep.statustexts() == [(4, "cropscout: rust hotspot 12 m NE")]
+        assert ep.received("PARAM_REQUEST_LIST")
+        assert ep.sent_counts["AUTOPILOT_VERSION"] >= 1
+
+
+def test_dronekit_connects_to_scripted_survey_over_tcp_and_reads_it(survey: Timeline) -> None:
+    port = free_tcp_port()
+    ep = VehicleEndpoint(survey, f"tcp:127.0.0.1:{port}", speed=10, start_s=60, end_s=65, at_end="hold")
+    with connected(ep, f"tcp:127.0.0.1:{port}") as (v, took):
+        assert took < CONNECT_LIMIT_S
+        _wait_hold(ep, v)
+        _assert_reads_source(v, survey, 65)
+        assert v.mode.name == "AUTO" and v.armed
+
+
+def test_dronekit_connects_from_the_start_of_a_replay_within_2s(copter: Timeline) -> None:
+    port = free_udp_port()
+    ep = VehicleEndpoint(copter, f"udp:127.0.0.1:{port}", speed=1)
+    # the recording opens with 2.7 s of bare heartbeats; the replay starts where telemetry begins
+    assert ep.clock.start_s == copter.ready_s == copter.of("ATTITUDE")[0].t
+    with connected(ep, f"udp:127.0.0.1:{port}") as (_v, took):
+        assert took < CONNECT_LIMIT_S
+
+
+def test_plane_on_a_mixed_link_reads_plane_modes(tlog_builder: TlogBuilder, tmp_path: Path) -> None:
+    _mixed_link(tlog_builder)
+    tl = read_tlog(tlog_builder.write(tmp_path / "mixed.tlog"))
+    port = free_tcp_port()
+    ep = VehicleEndpoint(tl, f"tcp:127.0.0.1:{port}", speed=10, start_s=20, end_s=25, at_end="hold")
+    with connected(ep, f"tcp:127.0.0.1:{port}") as (v, took):
+        assert took < CONNECT_LIMIT_S
+        _wait_hold(ep, v)
+        assert v.mode.name == "AUTO"  # plane custom_mode 10, not a copter mode
+        assert v.parameters["TRIM_ARSPD_CM"] == 1500
+
+
+def _slope(xs: list[float], ys: list[float]) -> float:
+    return float(np.polyfit(np.asarray(xs), np.asarray(ys), 1)[0])
+
+
+@pytest.mark.parametrize("speed", [10.0, 50.0])
+def test_speed_factor_holds_within_5_percent(copter: Timeline, speed: float) -> None:
+    """Flight seconds per wall second, measured by a raw pymavlink client over a bounded window."""
+    t_of_boot = {e.fields["time_boot_ms"]: e.t for e in copter.of("ATTITUDE")}
+    port = free_udp_port()
+    client = mavutil.mavlink_connection(f"udpin:127.0.0.1:{port}")
+    ep = VehicleEndpoint(copter, f"udp:127.0.0.1:{port}", speed=speed, start_s=300)
+    walls: list[float] = []
+    flight: list[float] = []
+    try:
+        ep.start()
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            m = client.recv_match(type="ATTITUDE", blocking=True, timeout=0.5)
+            if m is not None and m.time_boot_ms in t_of_boot:
+                walls.append(time.monotonic())
+                flight.append(t_of_boot[m.time_boot_ms])
+    finally:
+        ep.stop()
+        client.close()
+    assert len(walls) > 20
+    measured = _slope(walls, flight)
+    assert measured / speed == pytest.approx(1.0, abs=0.05), measured
+    # the endpoint's own log agrees (what it sent, when)
+    log = [(w, t) for w, t, n in ep.send_log if n == "ATTITUDE"][5:]
+    assert _slope([w for w, _ in log], [t for _, t in log]) / speed == pytest.approx(1.0, abs=0.05)
+
+
+def test_loop_wraps_and_hold_repeats(survey: Timeline) -> None:
+    ep = VehicleEndpoint(survey, f"udp:127.0.0.1:{free_udp_port()}", speed=50, start_s=10, end_s=20, at_end="loop")
+    with ep:
+        deadline = time.monotonic() + 3
+        while ep.clock.lap() < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ep.clock.lap() >= 2 and not ep.done.is_set()
+        laps = ep.sent_counts["ATTITUDE"]
+    assert laps >= 2 * 100  # 10 s of 10 Hz attitude per lap
+
+
+def test_stop_at_end_sets_done(survey: Timeline) -> None:
+    ep = VehicleEndpoint(survey, f"udp:127.0.0.1:{free_udp_port()}", speed=50, start_s=100, end_s=105)
+    with ep:
+        assert ep.wait_done(3.0)
+    assert ep.error is None
+    assert ep.sent_counts["GLOBAL_POSITION_INT"] == len([e for e in survey.of("GLOBAL_POSITION_INT")
+                                                         if 100 <= e.t <= 105])  # fmt: skip
+
+
+def test_wait_for_client_holds_the_clock(survey: Timeline) -> None:
+    port = free_tcp_port()
+    ep = VehicleEndpoint(survey, f"tcp:127.0.0.1:{port}", speed=10, wait_for_client=True)
+    with ep:
+        time.sleep(0.3)
+        assert not ep.clock.started and ep.clock.now() == 0.0
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            assert ep.clock.wait_started(2.0)
+
+
+def test_port_in_use_is_a_clear_error(survey: Timeline) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        ep = VehicleEndpoint(survey, f"tcp:127.0.0.1:{port}")
+        with pytest.raises(EndpointError, match=f"port {port} is already in use"):
+            ep.start()
+
+
+@pytest.mark.parametrize("addr", ["127.0.0.1:5760", "serial:/dev/ttyS0:57600", "tcp:127.0.0.1:99999", "udp::14550"])
+def test_bad_address_is_a_clear_error(addr: str) -> None:
+    with pytest.raises(EndpointError, match="use udp:HOST:PORT"):
+        parse_address(addr)
+
+
+@pytest.mark.parametrize(("kw", "fragment"), [({"speed": 80}, "speed 80"), ({"start_s": 5000}, "start 5000")])
+def test_bad_speed_or_start_is_a_clear_error(survey: Timeline, kw: dict, fragment: str) -> None:
+    with pytest.raises(EndpointError, match=fragment):
+        VehicleEndpoint(survey, "udp:127.0.0.1:14550", **kw)
