@@ -135,7 +135,7 @@ def survey_timeline(s: Scenario) -> Timeline:
     n_ground = int(GROUND_S * TRUTH_HZ)
     n_climb = int(math.ceil(fl.altitude_m / fl.climb_rate_mps * TRUTH_HZ)) + 1
     climb = np.linspace(0.0, fl.altitude_m, n_climb)
-    settle = int(1.0 * TRUTH_HZ)
+    settle = int(2.0 * TRUTH_HZ)  # hover before and after the survey: longer than the smoothing reach
     up = np.concatenate(
         [
             np.zeros(n_ground),
