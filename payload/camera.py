@@ -162,12 +162,21 @@ def _ned_from_cam(cam: CameraModel, roll: float, pitch: float, yaw: float) -> np
     return rot_zyx(roll, pitch, yaw) @ cam.body_from_cam()
 
 
+def _normalised_from_pixels(cam: CameraModel, uv: np.ndarray) -> np.ndarray:
+    """(N,2) pixels -> (N,2) undistorted normalised image coordinates (x right, y down, z = 1)."""
+    uv = np.asarray(uv, dtype=float).reshape(-1, 2)
+    ki = np.linalg.inv(cam.K)
+    u, v = uv[:, 0], uv[:, 1]
+    xy = np.empty_like(uv)
+    # column arithmetic rather than (N,2)@(2,2): no BLAS threads fighting over a shared CPU
+    xy[:, 0] = ki[0, 0] * u + ki[0, 1] * v + ki[0, 2]
+    xy[:, 1] = ki[1, 0] * u + ki[1, 1] * v + ki[1, 2]
+    return _undistort(cam, xy)
+
+
 def pixels_to_rays_cam(cam: CameraModel, uv: np.ndarray) -> np.ndarray:
     """(N,2) pixels -> (N,3) camera-frame ray directions with z = 1."""
-    uv = np.asarray(uv, dtype=float).reshape(-1, 2)
-    kinv = np.linalg.inv(cam.K)
-    xy = uv @ kinv[:2, :2].T + kinv[:2, 2]
-    xy = _undistort(cam, xy)
+    xy = _normalised_from_pixels(cam, uv)
     return np.concatenate([xy, np.ones((xy.shape[0], 1))], axis=1)
 
 
@@ -179,14 +188,20 @@ def pixels_to_ground_offsets(
     Flat ground `height_agl_m` below the camera; rows whose ray does not reach the ground (at or
     above the horizon) are NaN.
     """
-    rays = pixels_to_rays_cam(cam, uv)
-    ned = rays @ _ned_from_cam(cam, roll, pitch, yaw).T
-    down = ned[:, 2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.where(down > 1e-12, height_agl_m / down, np.nan)
+    xy = _normalised_from_pixels(cam, uv)
+    x, y = xy[:, 0], xy[:, 1]
+    r = _ned_from_cam(cam, roll, pitch, yaw)
+    down = r[2, 0] * x + r[2, 1] * y + r[2, 2]
+    out = np.empty_like(xy)
     if not height_agl_m > 0:
-        t = np.full_like(t, np.nan)
-    return np.stack([ned[:, 1] * t, ned[:, 0] * t], axis=1)
+        out.fill(np.nan)
+        return out
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = height_agl_m / down
+    t[~(down > 1e-12)] = np.nan
+    out[:, 0] = (r[1, 0] * x + r[1, 1] * y + r[1, 2]) * t
+    out[:, 1] = (r[0, 0] * x + r[0, 1] * y + r[0, 2]) * t
+    return out
 
 
 def ground_offsets_to_pixels(
@@ -198,13 +213,22 @@ def ground_offsets_to_pixels(
     (out-of-range) pixel coordinates so that callers can decide what is visible.
     """
     en = np.asarray(en, dtype=float).reshape(-1, 2)
-    p_ned = np.stack([en[:, 1], en[:, 0], np.full(en.shape[0], float(height_agl_m))], axis=1)
-    p_cam = p_ned @ _ned_from_cam(cam, roll, pitch, yaw)  # == (R^T p^T)^T
-    z = p_cam[:, 2]
+    e, n = en[:, 0], en[:, 1]
+    h = float(height_agl_m)
+    r = _ned_from_cam(cam, roll, pitch, yaw)  # camera = R^T (north, east, down)
+    z = r[0, 2] * n + r[1, 2] * e + r[2, 2] * h
     with np.errstate(divide="ignore", invalid="ignore"):
-        xy = np.where((z > 1e-12)[:, None], p_cam[:, :2] / z[:, None], np.nan)
+        iz = 1.0 / z
+    iz[~(z > 1e-12)] = np.nan
+    xy = np.empty_like(en)
+    xy[:, 0] = (r[0, 0] * n + r[1, 0] * e + r[2, 0] * h) * iz
+    xy[:, 1] = (r[0, 1] * n + r[1, 1] * e + r[2, 1] * h) * iz
     xy = _distort(cam, xy)
-    return xy @ cam.K[:2, :2].T + cam.K[:2, 2]
+    k = cam.K
+    uv = np.empty_like(xy)
+    uv[:, 0] = k[0, 0] * xy[:, 0] + k[0, 1] * xy[:, 1] + k[0, 2]
+    uv[:, 1] = k[1, 0] * xy[:, 0] + k[1, 1] * xy[:, 1] + k[1, 2]
+    return uv
 
 
 # ---------------------------------------------------------------- geodetic wrappers

@@ -169,12 +169,15 @@ def test_gimbal_forward_looks_forward() -> None:
 
 
 def test_vectorised_full_frame_is_fast_enough_for_rendering() -> None:
+    """Every pixel of a 640x480 frame both ways well inside a 10 fps budget (best of 3: the CPU is shared)."""
     cam = CameraModel.from_hfov(640, 480, 62.2)
     uu, vv = np.meshgrid(np.arange(640) + 0.5, np.arange(480) + 0.5)
     uv = np.stack([uu.ravel(), vv.ravel()], axis=1)
-    t0 = time.perf_counter()
-    en = pixels_to_ground_offsets(cam, uv, 0.1, 0.05, 0.6, 30)
-    back = ground_offsets_to_pixels(cam, en, 0.1, 0.05, 0.6, 30)
-    dt = time.perf_counter() - t0
+    best = math.inf
+    for _ in range(3):
+        t0 = time.perf_counter()
+        en = pixels_to_ground_offsets(cam, uv, 0.1, 0.05, 0.6, 30)
+        back = ground_offsets_to_pixels(cam, en, 0.1, 0.05, 0.6, 30)
+        best = min(best, time.perf_counter() - t0)
     np.testing.assert_allclose(back, uv, atol=1e-6)
-    assert dt < 0.5, f"full-frame projection took {dt:.3f} s"
+    assert best < 0.1, f"full-frame projection took {best:.3f} s"
