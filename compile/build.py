@@ -79,7 +79,9 @@ def _evaluate(scores: np.ndarray, y: np.ndarray, thresholds: dict[str, float], c
     }
 
 
-def run_build(cfg: BuildConfig, out: Path, profile: str = "default", cpu_only: bool = False) -> BuildResult:
+def run_build(
+    cfg: BuildConfig, out: Path, profile: str = "default", cpu_only: bool = False, save_float: Path | None = None
+) -> BuildResult:
     """Build a bundle into `out`. Raises UserError subclasses for operator-fixable problems."""
     from .model import export_model
     from .quantize import convert_int8
@@ -98,6 +100,10 @@ def run_build(cfg: BuildConfig, out: Path, profile: str = "default", cpu_only: b
         trained, history, train_facts = train(cfg, splits, workdir)
         train_s = time.monotonic() - t_train
         model = export_model(trained)
+        if save_float is not None:
+            save_float.parent.mkdir(parents=True, exist_ok=True)
+            model.save(save_float)
+            log.info("float model saved to %s", save_float)
 
         log.info("evaluating the float model on validation (%d) and test (%d)", len(splits.val), len(splits.test))
         val_f, y_val = predict_split(model, splits.val, size, seed)

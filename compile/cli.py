@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="build/bundle", help="bundle folder to write (default build/bundle)")
     p.add_argument("--cpu-only", action="store_true", help="do not run edgetpu_compiler; say so in the model card")
     p.add_argument("--compiler", help="edgetpu_compiler name or path (overrides edgetpu.compiler)")
+    p.add_argument("--save-float", metavar="FILE", help="also save the float Keras model (.keras) outside the bundle")
 
     p = sub.add_parser("check", help="Edge TPU pre-check of a .tflite model (no compiler needed)")
     p.add_argument("model", help="path of a .tflite file")
@@ -58,7 +59,8 @@ def _build(args: argparse.Namespace) -> int:
     if args.compiler:
         cfg = type(cfg).model_validate(deep_merge(cfg.model_dump(), {"edgetpu": {"compiler": args.compiler}}))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    result = run_build(cfg, Path(args.out), profile=args.profile, cpu_only=args.cpu_only)
+    result = run_build(cfg, Path(args.out), profile=args.profile, cpu_only=args.cpu_only,
+                       save_float=Path(args.save_float) if args.save_float else None)
     card = result.card
     m = card["metrics"]
     print(f"bundle: {result.bundle}")

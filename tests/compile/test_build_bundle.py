@@ -1,0 +1,138 @@
+"""One real quick build, end to end: the bundle contract, the int8 model, hashes, missing compiler."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compile.bundle import verify_bundle
+from compile.config import load_build_config
+from compile.data import iterate_images, make_splits
+from compile.metrics import decide
+from compile.synthetic import CLASSES, leaf_image
+from compile.tflite_check import check_model
+
+
+def card_of(path: Path) -> dict:
+    return json.loads((path / "model_card.json").read_text())
+
+
+def test_missing_compiler_gives_clear_error_after_complete_int8_bundle(quick_bundle) -> None:
+    proc = quick_bundle.proc
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert "edgetpu_compiler not found" in proc.stderr
+    assert "apt-get install edgetpu-compiler" in proc.stderr and "web compiler" in proc.stderr
+    card = card_of(quick_bundle.path)
+    assert card["edgetpu"] == card["edgetpu"] | {"compiled": False, "cpu_only": False,
+                                                 "reason": "edgetpu_compiler not found", "summary": None}
+    assert not list(quick_bundle.path.glob("*_edgetpu.*"))
+    assert verify_bundle(quick_bundle.path) == []
+
+
+def test_bundle_follows_the_contract(quick_bundle) -> None:
+    b = quick_bundle.path
+    card = card_of(b)
+    assert card["format_version"] == 1 and card["profile"] == "quick"
+    assert card["classes"] == list(CLASSES) and card["healthy_class"] == "healthy"
+    assert card["disease_classes"] == ["rust", "powdery_mildew"]
+    assert card["input"]["height"] == card["input"]["width"] == 64
+    assert (card["input"]["dtype"], card["input"]["color"], card["input"]["channels"]) == ("uint8", "RGB", 3)
+    assert set(card["thresholds"]) == {"rust", "powdery_mildew"}
+    assert all(0 < t < 1 for t in card["thresholds"].values())
+    assert (b / "labels.txt").read_text().split() == list(CLASSES)
+    for rel in ("model_int8.tflite", "labels.txt", "report/metrics.json", "report/training_curves.png",
+                "report/threshold_recall.png", "report/confusion_matrix_float.png", "report/confusion_matrix_int8.png"):
+        assert rel in card["files"], rel
+        assert (b / rel).stat().st_size == card["files"][rel]["bytes"]
+    for side in ("float", "int8"):
+        m = card["metrics"][side]
+        assert set(m["recall"]) == set(CLASSES) and 0 <= m["accuracy"] <= 1
+        assert m["cost"]["cost_missed_each"] == 75000 and m["cost"]["cost_false_alarm_each"] == 20
+    assert card["metrics"]["agreement"] >= 0.9
+    assert card["metrics"]["float"]["accuracy"] > 0.6  # it learned something in 40 steps (chance is 0.33)
+    assert card["tools"]["tensorflow"] and card["tools"]["python"].startswith("3.11")
+    assert card["training"]["weights"] == "none" and card["training"]["epochs_run"] >= 1
+    metrics = json.loads((b / "report" / "metrics.json").read_text())
+    assert np.asarray(metrics["int8"]["argmax"]["confusion_matrix"]).sum() == card["metrics"]["test_images"]
+    assert not list(b.parent.glob(".bundle.staging-*"))  # staging folders are cleaned up
+
+
+def test_hashes_verify_and_tampering_is_detected(quick_bundle, tmp_path: Path) -> None:
+    copy = tmp_path / "b"
+    shutil.copytree(quick_bundle.path, copy)
+    assert verify_bundle(copy) == []
+    with (copy / "labels.txt").open("a") as f:
+        f.write("blight\n")
+    (copy / "extra.bin").write_bytes(b"x")
+    (copy / "report" / "metrics.json").unlink()
+    problems = "\n".join(verify_bundle(copy))
+    assert "labels.txt: sha256 differs" in problems
+    assert "extra.bin: present but not listed" in problems
+    assert "report/metrics.json: listed but missing" in problems
+
+
+def test_int8_model_runs_in_litert_with_uint8_io_and_agrees_with_float(quick_bundle) -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(quick_bundle.path / "model_int8.tflite"), num_threads=2)
+    interp.allocate_tensors()
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    assert inp["dtype"] == np.uint8 and out["dtype"] == np.uint8
+    assert list(inp["shape"]) == [1, 64, 64, 3] and list(out["shape"]) == [1, 3]
+    # raw camera pixels go in as they are: the calibration pinned the input range to 0-255
+    assert inp["quantization"] == (1.0, 0)
+    import keras
+
+    float_model = keras.models.load_model(quick_bundle.float_model)
+    rng = np.random.default_rng(99)
+    images = np.stack([leaf_image(CLASSES[i % 3], 64, rng) for i in range(24)])
+    f_scores = float_model.predict(images.astype(np.float32), verbose=0)
+    q_scores = []
+    for img in images:
+        interp.set_tensor(inp["index"], img[None])
+        interp.invoke()
+        raw = interp.get_tensor(out["index"])[0].astype(np.float32)
+        q_scores.append((raw - out["quantization"][1]) * out["quantization"][0])
+    q_scores = np.asarray(q_scores)
+    assert np.allclose(q_scores.sum(axis=1), 1.0, atol=0.03)
+    assert np.mean(q_scores.argmax(1) == f_scores.argmax(1)) >= 0.9
+    assert np.abs(q_scores - f_scores).mean() < 0.05
+
+
+def test_card_int8_metrics_reproduce_from_the_bundle(quick_bundle) -> None:
+    """The int8 test metrics in the card are what the shipped file and thresholds really give."""
+    from compile.quantize import Int8Runner
+
+    card = card_of(quick_bundle.path)
+    cfg = load_build_config(Path(__file__).resolve().parents[2] / "configs" / "build.yaml", "quick")
+    test = make_splits(cfg.data).test
+    runner = Int8Runner(quick_bundle.path / "model_int8.tflite")
+    scores, labels = [], []
+    for img, label in iterate_images(test, 64, cfg.data.seed):
+        scores.append(runner.scores(img))
+        labels.append(label)
+    scores, labels = np.asarray(scores), np.asarray(labels)
+    acc = float(np.mean(scores.argmax(1) == labels))
+    assert acc == pytest.approx(card["metrics"]["int8"]["accuracy"])
+    pred = decide(scores, card["thresholds"])
+    assert float(np.mean(pred == labels)) == pytest.approx(card["metrics"]["int8"]["at_thresholds"]["accuracy"])
+
+
+def test_precheck_passes_the_built_model(quick_bundle) -> None:
+    report = check_model(quick_bundle.path / "model_int8.tflite")
+    assert report.ok, report.errors
+    names = {op.op for op in report.ops}
+    assert "CONV_2D" in names and "STRIDED_SLICE" not in names and "PACK" not in names
+    assert all(op.on_tpu for op in report.ops)
+    assert card_of(quick_bundle.path)["edgetpu"]["precheck"]["ok"] is True
+
+
+def test_quick_build_is_quick(quick_bundle) -> None:
+    card = card_of(quick_bundle.path)
+    assert quick_bundle.seconds < 180, quick_bundle.seconds
+    assert card["training"]["build_seconds"] < 180

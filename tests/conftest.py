@@ -1,0 +1,48 @@
+"""Shared fixtures. Packages add theirs here by small appends."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class QuickBundle:
+    """One real quick-profile bundle built once per test session, through the CLI."""
+
+    path: Path
+    float_model: Path
+    proc: subprocess.CompletedProcess
+    seconds: float
+
+
+@pytest.fixture(scope="session")
+def quick_bundle(tmp_path_factory: pytest.TempPathFactory) -> QuickBundle:
+    """`python -m compile build --profile quick` with a compiler path that does not exist.
+
+    One build (~1 minute on 2 cores) serves every test that needs a real model: the end-to-end
+    build, the int8 model, hashes, the pre-check, and the missing-compiler path (exit 2 with the
+    install hint, after the complete int8 bundle is written).
+    """
+    import time
+
+    tmp = tmp_path_factory.mktemp("quick_bundle")
+    out = tmp / "bundle"
+    float_model = tmp / "float.keras"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    cmd = [sys.executable, "-m", "compile", "build", "--profile", "quick", "--out", str(out),
+           "--config", str(ROOT / "configs" / "build.yaml"), "--compiler", str(tmp / "missing" / "edgetpu_compiler"),
+           "--save-float", str(float_model)]
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    seconds = time.monotonic() - t0
+    if not (out / "model_card.json").is_file():
+        pytest.fail(f"quick build wrote no bundle (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    return QuickBundle(out, float_model, proc, seconds)
