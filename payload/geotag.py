@@ -95,6 +95,9 @@ class GeotagHandler:
                         det["crop"] = write_crop(self.out_dir, det, result.frame.pixels, self.cfg.sinks.crop_quality)
                     except (OSError, ValueError) as err:
                         log.warning("crop not saved for %s: %s", det["id"], err)
+                # latency of the record itself: inference finished -> record on disk (mission reports use it)
+                det["t_inferred_mono"] = round(result.t_inferred_mono, 6)
+                det["t_written_mono"] = round(time.monotonic(), 6)
                 self.jsonl.write(det)
                 self.records.append(det)
                 self.written += 1
