@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow lint
+.PHONY: install test test-slow lint edgetpu
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,3 +22,6 @@ test-slow: $(STAMP)  ## heavy cases: 224 px builds, long soaks
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+edgetpu: $(STAMP)  ## build the model bundle (default profile) into build/bundle/
+	$(BIN)/python -m compile build --config configs/build.yaml --profile default --out build/bundle

@@ -58,8 +58,8 @@ class ModelConfig(StrictModel):
     input_size: int = Field(224, ge=32, le=640)
     weights: str = Field("imagenet", description="imagenet | none | path of a .h5/.weights.h5 file")
     trainable_stages: list[Literal["conv1", "conv2", "conv3", "conv4", "conv5"]] = Field(
-        default_factory=lambda: ["conv4", "conv5"]
-    )
+        default_factory=lambda: ["conv5"]
+    )  # ResNet-50's residual stages 1-4 are conv2..conv5: stages 1-3 frozen, stage 4 learns
     head_units: list[int] = Field(default_factory=lambda: [256, 128])
     head_dropout: list[float] = Field(default_factory=lambda: [0.3, 0.2])
 
