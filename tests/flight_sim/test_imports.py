@@ -1,0 +1,17 @@
+"""The simulator imports compile.synthetic, which must not drag TensorFlow in (the sim runs on small boxes too)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.test_no_tensorflow import BLOCKER, ROOT
+
+
+def test_every_flight_sim_module_imports_without_tensorflow() -> None:
+    code = BLOCKER.replace("import payload\n", "import flight_sim as payload\n").replace('"payload."', '"flight_sim."')
+    assert "import flight_sim as payload" in code and '"flight_sim."' in code
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    modules = [p for p in (ROOT / "flight_sim").glob("*.py") if p.stem not in ("__init__", "__main__")]
+    assert int(out.stdout.strip().splitlines()[-1]) == len(modules)
