@@ -10,16 +10,18 @@ layers are rewritten from the records at most every `sinks.layers_interval_s` an
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from payload.alerts import AlertSender, hotspot_text
 from payload.config import PayloadConfig
 from payload.detections import DetectionContext, build_detection
-from payload.hotspots import HotspotTracker
+from payload.hotspots import Hotspot, HotspotTracker
 from payload.poseinterp import PoseEstimate
 from payload.sinks.crops import write_crop
 from payload.sinks.jsonl import DETECTIONS_FILE, JsonlWriter, read_jsonl
@@ -69,6 +71,7 @@ class GeotagHandler:
         self.untrusted = 0
         self.written = 0
         self._seen_frame = False
+        self._layer_thread: threading.Thread | None = None
 
     def _state_at(self, t_mono: float) -> PoseEstimate | None:
         if self.telemetry is None:
@@ -124,15 +127,42 @@ class GeotagHandler:
             self._last_flags = flags
 
     def _maybe_write_layers(self, force: bool = False) -> None:
+        """Rewrite the layers from a snapshot, in a background thread so the writer thread never waits.
+
+        Rebuilding every layer is O(records); on a long flight that takes long enough on a Pi to
+        hold up the writer thread, so it runs beside it (one at a time; `force` waits and writes
+        in the caller, as at close).
+        """
         now = self._clock()
-        if not force and (not self._dirty or now - self._last_layers < self.cfg.sinks.layers_interval_s):
-            return
-        try:
-            write_layers(self.out_dir, self.records, self.tracker.hotspots, self.cfg.sinks.formats)
+        busy = self._layer_thread is not None and self._layer_thread.is_alive()
+        if force:
+            if self._layer_thread is not None:
+                self._layer_thread.join()
+            self._write_layers(list(self.records), self._hotspot_snapshot())
             self._dirty = False
             self._last_layers = now
+            return
+        if busy or not self._dirty or now - self._last_layers < self.cfg.sinks.layers_interval_s:
+            return
+        self._dirty = False
+        self._last_layers = now
+        self._layer_thread = threading.Thread(
+            target=self._write_layers,
+            args=(list(self.records), self._hotspot_snapshot()),
+            name="geotag-layers",
+            daemon=True,
+        )
+        self._layer_thread.start()
+
+    def _hotspot_snapshot(self) -> list[Hotspot]:
+        return [replace(h, detection_ids=[], _members_en=list(h._members_en)) for h in self.tracker.hotspots]
+
+    def _write_layers(self, records: list[dict[str, Any]], hotspots: list[Hotspot]) -> None:
+        try:
+            write_layers(self.out_dir, records, hotspots, self.cfg.sinks.formats)
         except (OSError, ValueError) as err:
             # detections.jsonl is safe; `payload export` can rebuild the layers later
+            self._dirty = True
             log.error("could not write GIS layers (%s); run `payload export %s` after the flight", err, self.out_dir)
 
     def close(self) -> None:

@@ -150,31 +150,70 @@ def _colour_for(label: str, labels: list[str]) -> str:
     return _LABEL_COLOURS[labels.index(label) % len(_LABEL_COLOURS)]
 
 
+# Columns a KML balloon shows (the full set is in the GeoJSON/CSV); each ExtendedData entry costs
+# simplekml time, and a long flight has thousands of placemarks.
+_KML_FIELDS = (
+    "id",
+    "label",
+    "confidence",
+    "trusted",
+    "flags",
+    "utc",
+    "frame_seq",
+    "gsd_m",
+    "pose_age_s",
+    "fix",
+    "hdop",
+    "satellites",
+    "crop",
+)
+
+
+def _point_style(colour: str, scale: float) -> simplekml.Style:
+    style = simplekml.Style()
+    style.iconstyle.color = colour
+    style.iconstyle.scale = scale
+    return style
+
+
 def detections_kml(dets: Sequence[Mapping[str, Any]]) -> str:
+    """Points per label folder (grey when the pose was not trusted) and a hidden footprints folder.
+
+    Styles are shared (one per colour) and the XML is not pretty-printed: simplekml's pretty
+    printer goes through minidom and took seconds per thousand placemarks.
+    """
     kml = simplekml.Kml(name="cropscout detections")
     labels = sorted({str(d.get("label")) for d in dets})
     folders = {lab: kml.newfolder(name=lab) for lab in labels}
     fp_folder = kml.newfolder(name="footprints", visibility=0)
+    styles: dict[str, simplekml.Style] = {}
+    poly_styles: dict[str, simplekml.Style] = {}
     for d in dets:
         if d.get("lat") is None:
             continue
         label = str(d.get("label"))
         colour = _colour_for(label, labels) if d.get("trusted") else _UNTRUSTED_COLOUR
+        if colour not in styles:
+            styles[colour] = _point_style(colour, 0.8)
+            ps = simplekml.Style()
+            ps.polystyle.color = "33" + colour[2:]
+            ps.linestyle.color = colour
+            poly_styles[colour] = ps
         p = folders[label].newpoint(name=f"{label} {float(d.get('confidence', 0)):.2f}", coords=[(d["lon"], d["lat"])])
-        p.style.iconstyle.color = colour
-        p.style.iconstyle.scale = 0.8
+        p.style = styles[colour]
         frame = d.get("frame") or {}
         if frame.get("utc"):
             p.timestamp.when = frame["utc"]
-        for k, v in flat_properties(d).items():
+        props = flat_properties(d)
+        for k in _KML_FIELDS:
+            v = props.get(k)
             p.extendeddata.newdata(k, "" if v is None else str(v))
         fp = d.get("footprint")
         if fp:
             ring = _ccw_ring([(float(lon), float(lat)) for lat, lon in fp])
             poly = fp_folder.newpolygon(name=str(d.get("id")), outerboundaryis=ring)
-            poly.style.polystyle.color = "33" + colour[2:]
-            poly.style.linestyle.color = colour
-    return kml.kml()
+            poly.style = poly_styles[colour]
+    return kml.kml(format=False)
 
 
 def hotspots_kml(hotspots: Sequence[Hotspot]) -> str:
@@ -182,17 +221,17 @@ def hotspots_kml(hotspots: Sequence[Hotspot]) -> str:
     rows = hotspot_rows(hotspots)
     labels = sorted({r["label"] for r in rows})
     folders = {lab: kml.newfolder(name=lab) for lab in labels}
+    styles = {lab: _point_style(_colour_for(lab, labels), 1.2) for lab in labels}
     for r in rows:
         p = folders[r["label"]].newpoint(name=f"{r['id']} ({r['count']})", coords=[(r["lon"], r["lat"])])
-        p.style.iconstyle.color = _colour_for(r["label"], labels)
-        p.style.iconstyle.scale = 1.2
+        p.style = styles[r["label"]]
         p.description = (
             f"{r['count']} sightings, max confidence {r['max_confidence']:.2f}, "
             f"mean {r['mean_confidence']:.2f}, first {r['first_seen']}, last {r['last_seen']}"
         )
         for k, v in r.items():
             p.extendeddata.newdata(k, "" if v is None else str(v))
-    return kml.kml()
+    return kml.kml(format=False)
 
 
 def _csv(rows: Sequence[Mapping[str, Any]]) -> str:
