@@ -72,6 +72,7 @@ class GeotagHandler:
         self.written = 0
         self._seen_frame = False
         self._layer_thread: threading.Thread | None = None
+        self._layers_cost_s = 0.0
 
     def _state_at(self, t_mono: float) -> PoseEstimate | None:
         if self.telemetry is None:
@@ -142,7 +143,9 @@ class GeotagHandler:
             self._dirty = False
             self._last_layers = now
             return
-        if busy or not self._dirty or now - self._last_layers < self.cfg.sinks.layers_interval_s:
+        # never spend more than ~20% of the time rewriting layers (they hold the GIL while building)
+        interval = max(self.cfg.sinks.layers_interval_s, 4.0 * self._layers_cost_s)
+        if busy or not self._dirty or now - self._last_layers < interval:
             return
         self._dirty = False
         self._last_layers = now
@@ -158,8 +161,10 @@ class GeotagHandler:
         return [replace(h, detection_ids=[], _members_en=list(h._members_en)) for h in self.tracker.hotspots]
 
     def _write_layers(self, records: list[dict[str, Any]], hotspots: list[Hotspot]) -> None:
+        t0 = time.perf_counter()
         try:
             write_layers(self.out_dir, records, hotspots, self.cfg.sinks.formats)
+            self._layers_cost_s = time.perf_counter() - t0
         except (OSError, ValueError) as err:
             # detections.jsonl is safe; `payload export` can rebuild the layers later
             self._dirty = True
