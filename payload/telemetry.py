@@ -79,6 +79,25 @@ def _diagnose(vehicle: Any) -> str:
     return "the handshake did not finish"
 
 
+def _release_handshake(vehicle: Any) -> None:
+    """Let a connect worker stuck in dronekit's untimed handshake loops finish.
+
+    `Vehicle.initialize` loops without a timeout until the flight mode is known and until the
+    first PARAM_VALUE arrives; once the link is closed nothing will ever set those, so each failed
+    attempt would leave a thread spinning for the life of the process. Setting the two fields it
+    polls ends the loops; the following wait_ready then times out and the worker exits.
+    """
+    if vehicle is None:
+        return
+    try:
+        if getattr(vehicle, "_flightmode", None) in (None, "INITIALISING", "MAV"):
+            vehicle._flightmode = "LINK_CLOSED"
+        if getattr(vehicle, "_params_count", 0) < 0:
+            vehicle._params_count = 0
+    except AttributeError:  # a future dronekit without these fields: the worker is a daemon anyway
+        pass
+
+
 def open_vehicle(
     connection: str,
     *,
@@ -128,6 +147,7 @@ def open_vehicle(
     # close what was opened so that a retry can bind the same port; the worker (stuck inside
     # dronekit's handshake loops if it timed out) is a daemon and finds a dead link
     _close_quietly(holder.get("handler"))
+    _release_handshake(holder.get("vehicle"))
     if err is not None and holder.get("vehicle") is None:
         raise TelemetryError(
             f"telemetry: cannot open '{connection}': {err}. Check telemetry.connection "

@@ -7,6 +7,7 @@ TCP connection, link loss and reconnect, and a handler that records (flagged) wh
 from __future__ import annotations
 
 import math
+import threading
 import time
 from pathlib import Path
 
@@ -164,6 +165,8 @@ def test_connect_times_out_when_the_vehicle_never_sends_parameters() -> None:
         with pytest.raises(TelemetryError, match="PARAM_REQUEST_LIST"):
             tel.connect()
         assert time.monotonic() - t0 < 3.0
+    # dronekit's handshake loops have no timeout; the abandoned connect worker must still end
+    assert _wait(lambda: not any(t.name == "telemetry-connect" for t in threading.enumerate()), 5.0)
 
 
 def test_refused_tcp_connection_is_a_clear_error() -> None:
