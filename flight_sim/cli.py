@@ -60,6 +60,11 @@ def _common_run(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument(
         "--max-camera-fps", type=float, default=30.0, help="cap on frames streamed per wall-clock second (default 30)"
     )
+    p.add_argument(
+        "--restamp-time",
+        action="store_true",
+        help="stamp time_boot_ms/time_usec with the wall clock (for payload clock sync at speed != 1)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
 
 
@@ -200,6 +205,7 @@ def _main(argv: Sequence[str] | None) -> int:
         camera_host=args.camera_host,
         camera_port=args.camera_port,
         max_camera_fps=args.max_camera_fps,
+        restamp_time=args.restamp_time,
     )
     if args.command == "replay":
         tl = read_tlog(args.tlog, sysid=args.sysid)

@@ -66,11 +66,19 @@ class Simulation:
         camera_host: str = "127.0.0.1",
         camera_port: int = 0,
         max_camera_fps: float = 30.0,
+        restamp_time: bool = False,
     ) -> None:
         self.timeline = timeline
         self.scenario = scenario
         self.vehicle = VehicleEndpoint(
-            timeline, out, speed=speed, start_s=start_s, end_s=end_s, at_end=at_end, wait_for_client=wait_for_client
+            timeline,
+            out,
+            speed=speed,
+            start_s=start_s,
+            end_s=end_s,
+            at_end=at_end,
+            wait_for_client=wait_for_client,
+            restamp_time=restamp_time,
         )
         self.clock = self.vehicle.clock
         self.rig: CameraRig | None = None

@@ -86,8 +86,15 @@ class VehicleEndpoint:
         wait_for_client: bool = False,
         hold_period_s: float = 1.0,
         clock: SimClock | None = None,
+        restamp_time: bool = False,
     ) -> None:
-        """start_s None: where the vehicle's state is first complete (Timeline.ready_s)."""
+        """start_s None: where the vehicle's state is first complete (Timeline.ready_s).
+
+        restamp_time: rewrite the autopilot clock fields (time_boot_ms, GPS time_usec, SYSTEM_TIME)
+        to tick with the wall clock from the moment of sending. At speed x the recorded stamps
+        advance x times faster than the payload's clock, which defeats a clock-offset estimator
+        that assumes both clocks run at the same rate; with restamping they agree at any speed.
+        """
         self.timeline = timeline
         if start_s is None:
             start_s = timeline.ready_s
@@ -103,6 +110,9 @@ class VehicleEndpoint:
             raise EndpointError(f"{err}; choose a speed between 0.1 and 50 and an end after the start") from None
         self.wait_for_client = wait_for_client
         self.hold_period_s = hold_period_s
+        self.restamp_time = restamp_time
+        self._mono0 = time.monotonic()
+        self._unix0 = time.time()
         self.encoder = mav.Encoder(timeline.sysid, timeline.compid)
         self.params = list(timeline.params)
         self._param_index = {p.name: i for i, p in enumerate(self.params)}
@@ -250,7 +260,8 @@ class VehicleEndpoint:
             self._send_event(e, now)
 
     def _send_event(self, e: Event, now: float) -> None:
-        self._send(e.name, e.fields)
+        fields = _restamped(e.name, e.fields, now - self._mono0, self._unix0) if self.restamp_time else e.fields
+        self._send(e.name, fields)
         self.send_log.append((now, e.t, e.name))
 
     def _send(self, name: str, fields: dict[str, Any], peer: _Peer | None = None) -> None:
@@ -398,6 +409,21 @@ class VehicleEndpoint:
             "vendor_id": 0,
             "product_id": 0,
         }
+
+
+RESTAMP_BOOT_MS = 60_000  # a restamped autopilot "booted" a minute before the endpoint started
+
+
+def _restamped(name: str, fields: dict[str, Any], since_start_s: float, unix0: float) -> dict[str, Any]:
+    """A copy of `fields` with the autopilot's clock fields set from the wall clock."""
+    out = dict(fields)
+    if "time_boot_ms" in out:
+        out["time_boot_ms"] = RESTAMP_BOOT_MS + int(since_start_s * 1000)
+    if name == "GPS_RAW_INT":
+        out["time_usec"] = int((unix0 + since_start_s) * 1e6)
+    if name == "SYSTEM_TIME":
+        out["time_unix_usec"] = int((unix0 + since_start_s) * 1e6)
+    return out
 
 
 def _bind_error(kind: str, host: str, port: int, err: OSError) -> EndpointError:

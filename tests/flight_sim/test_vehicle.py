@@ -197,3 +197,25 @@ def test_bad_address_is_a_clear_error(addr: str) -> None:
 def test_bad_speed_or_start_is_a_clear_error(survey: Timeline, kw: dict, fragment: str) -> None:
     with pytest.raises(EndpointError, match=fragment):
         VehicleEndpoint(survey, "udp:127.0.0.1:14550", **kw)
+
+
+def test_restamped_clock_fields_tick_with_the_wall_clock(copter: Timeline) -> None:
+    """At 10x the recorded time_boot_ms runs 10x too fast; restamped it runs at 1 ms per wall ms."""
+    port = free_udp_port()
+    client = mavutil.mavlink_connection(f"udpin:127.0.0.1:{port}")
+    ep = VehicleEndpoint(copter, f"udp:127.0.0.1:{port}", speed=10, start_s=300, restamp_time=True)
+    walls: list[float] = []
+    boots: list[float] = []
+    try:
+        ep.start()
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            m = client.recv_match(type="ATTITUDE", blocking=True, timeout=0.5)
+            if m is not None:
+                walls.append(time.monotonic())
+                boots.append(m.time_boot_ms / 1000)
+    finally:
+        ep.stop()
+        client.close()
+    assert len(walls) > 10
+    assert _slope(walls, boots) == pytest.approx(1.0, abs=0.05)
