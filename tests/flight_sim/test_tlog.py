@@ -164,3 +164,40 @@ def test_no_autopilot(tlog_builder: TlogBuilder, tmp_path: Path) -> None:
         tlog_builder.add(k + 0.5, 1, 1, "GLOBAL_POSITION_INT", position(k, -35, 149))
     with pytest.raises(TlogError, match=r"no autopilot in this log.*255/190 \(type 6"):
         read_tlog(tlog_builder.write(tmp_path / "gcs_only.tlog"))
+
+
+def test_mavlink2_log_is_read(tmp_path: Path) -> None:
+    """MAVLink 2 packets (with extension fields and v2-only messages) are read; the replay sends v1 fields."""
+    import struct
+
+    from pymavlink.dialects.v20 import ardupilotmega as m2
+
+    class Sink:
+        def __init__(self) -> None:
+            self.buf = bytearray()
+
+        def write(self, b: bytes) -> None:
+            self.buf += b
+
+    sink = Sink()
+    enc = m2.MAVLink(sink, srcSystem=7, srcComponent=1)
+    out = bytearray()
+
+    def rec(t: float, msg: object) -> None:
+        enc.send(msg)
+        out.extend(struct.pack(">Q", int((1_700_000_000 + t) * 1e6)) + bytes(sink.buf))
+        sink.buf.clear()
+
+    for k in range(5):
+        rec(k, enc.heartbeat_encode(19, 3, 209, 3, 4, 3))  # a VTOL (MAV_TYPE_VTOL_TAILSITTER_DUOROTOR)
+        rec(k + 0.1, enc.global_position_int_encode(k * 1000, -351234567, 1491234567, 600000, 20000, 0, 0, 0, 0))
+        rec(k + 0.2, enc.attitude_encode(k * 1000, 0.1, 0.2, 0.3, 0, 0, 0))
+        rec(k + 0.3, enc.gps_raw_int_encode(k, 3, -351234567, 1491234567, 600000, 100, 100, 0, 0, 9, alt_ellipsoid=5))
+        rec(k + 0.4, enc.open_drone_id_system_update_encode(0, 0, 0, 0, 0, 0))  # id 12919: v2 only, ignored
+    p = tmp_path / "v2.tlog"
+    p.write_bytes(bytes(out))
+    tl = read_tlog(p)
+    assert (tl.sysid, tl.vehicle_type) == (7, 19)
+    assert tl.of("GLOBAL_POSITION_INT")[0].fields["lat"] == -351234567
+    assert "alt_ellipsoid" not in tl.of("GPS_RAW_INT")[0].fields
+    assert tl.bad_crc == 0
