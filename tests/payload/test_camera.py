@@ -8,6 +8,8 @@ import time
 import numpy as np
 import pymap3d
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from payload.camera import (
     CameraModel,
@@ -181,3 +183,27 @@ def test_vectorised_full_frame_is_fast_enough_for_rendering() -> None:
         best = min(best, time.perf_counter() - t0)
     np.testing.assert_allclose(back, uv, atol=1e-6)
     assert best < 0.1, f"full-frame projection took {best:.3f} s"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    roll=st.floats(-0.5, 0.5),
+    pitch=st.floats(-0.5, 0.5),
+    yaw=st.floats(-math.pi, math.pi),
+    h=st.floats(2.0, 150.0),
+    u=st.floats(0.0, 640.0),
+    v=st.floats(0.0, 480.0),
+    mount_pitch=st.floats(-20.0, 20.0),
+)
+def test_round_trip_holds_for_any_reasonable_pose(roll, pitch, yaw, h, u, v, mount_pitch) -> None:
+    cam = CameraModel.from_calibration(
+        640,
+        480,
+        [[520.0, 0, 318.2], [0, 522.0, 241.7], [0, 0, 1]],
+        [-0.2, 0.05, 0.001, -0.0005, 0.0],
+        (0, mount_pitch, 0),
+    )
+    en = pixels_to_ground_offsets(cam, np.array([[u, v]]), roll, pitch, yaw, h)
+    assume(np.all(np.isfinite(en)))  # a ray at or above the horizon has no ground point to return to
+    back = ground_offsets_to_pixels(cam, en, roll, pitch, yaw, h)
+    np.testing.assert_allclose(back, [[u, v]], atol=1e-6)
