@@ -83,7 +83,7 @@ class FrameSource(ABC):
         self._seq = 0
         self._stop = threading.Event()
 
-    def open(self) -> None:
+    def open(self) -> None:  # noqa: B027 - most sources need no opening
         """Open the device; raise CameraError when it cannot be opened."""
 
     @abstractmethod
@@ -93,7 +93,7 @@ class FrameSource(ABC):
     def stop(self) -> None:
         self._stop.set()
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - most sources hold nothing to release
         """Release the device."""
 
     def _stamp(self, pixels: np.ndarray, t_wall: float | None = None) -> Frame:
@@ -184,7 +184,7 @@ class OpenCVSource(FrameSource):
         bad = 0
         while not self._stop.is_set():
             ok, img = self._cap.read()
-            if ok and img is not None:
+            if ok:
                 try:
                     return self._stamp(to_rgb(img, "bgr"))
                 except UnreadableFrameError as err:

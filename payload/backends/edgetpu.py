@@ -84,13 +84,14 @@ def _quiet_delegate_cleanup() -> Iterator[None]:
 
 def _explain(err: Exception, lib: str, device: str | None) -> str:
     where = f"device {device!r}" if device else "the first Edge TPU"
+    text = " ".join(str(err).split())
     if isinstance(err, OSError):
         return (
-            f"{lib} could not be loaded ({type(err).__name__}: {err}); install the Edge TPU runtime "
+            f"{lib} could not be loaded ({type(err).__name__}: {text}); install the Edge TPU runtime "
             "(libedgetpu1-std from Coral's apt repository, or a feranick/libedgetpu build)"
         )
     return (
-        f"the Edge TPU delegate did not load for {where} ({type(err).__name__}: {err}); check that the "
+        f"the Edge TPU delegate did not load for {where} ({type(err).__name__}: {text}); check that the "
         "accelerator is plugged in (`payload devices` lists what is found) and that model.device is right"
     )
 
