@@ -22,8 +22,10 @@ import numpy as np
 from tqdm import tqdm
 
 from flight_sim.clock import MAX_SPEED, MIN_SPEED
+from flight_sim.render import tile_truth
 from flight_sim.scenario import load_scenario, random_scenario, scenario_to_yaml
 from flight_sim.sim import CameraRig, Simulation
+from flight_sim.stream import ImageFolderWriter, VideoFileWriter
 from flight_sim.survey import survey_timeline
 from flight_sim.timeline import Timeline
 from flight_sim.tlog import read_tlog, write_tlog
@@ -164,23 +166,32 @@ def _render(args: argparse.Namespace) -> int:
     end = tl.duration if args.end is None else min(args.end, tl.duration)
     times = np.arange(args.start, end + 1e-9, 1.0 / fps)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    from flight_sim.stream import write_image_folder, write_video
-
-    frames = list(tqdm(rig.camera.frames(times), total=len(times), unit="frame", disable=args.no_progress))
-    paths = write_image_folder(iter(frames), out, tl.t0_unix, s.camera.jpeg_quality)
-    with (out / "frames.csv").open("w", encoding="utf-8") as fh:
-        fh.write("file,t_s,unix_time,lat,lon,alt_m,roll_rad,pitch_rad,yaw_rad\n")
-        for p, (t, _) in zip(paths, frames, strict=True):
-            q = tl.pose_at(t)
-            fh.write(
-                f"{p.name},{t:.3f},{tl.t0_unix + t:.3f},{q.lat_deg:.8f},{q.lon_deg:.8f},{q.alt_m:.3f},"
-                f"{q.roll_rad:.6f},{q.pitch_rad:.6f},{q.yaw_rad:.6f}\n"
-            )
+    images = ImageFolderWriter(out, tl.t0_unix, s.camera.jpeg_quality)
+    video = VideoFileWriter(args.video, fps) if args.video else None
+    rows, cols = s.camera.tile_rows, s.camera.tile_cols
+    n = 0
+    try:
+        with (out / "frames.csv").open("w", encoding="utf-8") as fh:
+            fh.write("file,t_s,unix_time,lat,lon,alt_m,roll_rad,pitch_rad,yaw_rad,tiles\n")
+            for t in tqdm(times, unit="frame", disable=args.no_progress, file=sys.stderr):
+                q = tl.pose_at(float(t))
+                gm = rig.renderer.ground_map(q)
+                rgb = rig.camera.render_at(float(t))
+                truth = tile_truth(rig.renderer.render_labels(q, gm), rows, cols)
+                p = images.write(float(t), rgb)
+                if video is not None:
+                    video.write(rgb)
+                tiles = "/".join(" ".join(row) for row in truth)
+                fh.write(
+                    f"{p.name},{t:.3f},{tl.t0_unix + t:.3f},{q.lat_deg:.8f},{q.lon_deg:.8f},{q.alt_m:.3f},"
+                    f"{q.roll_rad:.6f},{q.pitch_rad:.6f},{q.yaw_rad:.6f},{tiles}\n"
+                )
+                n += 1
+    finally:
+        if video is not None:
+            video.close()
     (out / "scenario.yaml").write_text(scenario_to_yaml(s), encoding="utf-8")
-    if args.video:
-        write_video(iter(frames), args.video, fps)
-    print(f"wrote {len(paths)} frames to {out} (true poses in frames.csv)")
+    print(f"wrote {n} frames to {out} (true poses and per-tile truth in frames.csv)")
     return 0
 
 

@@ -261,27 +261,29 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def write_image_folder(
-    frames: Iterator[tuple[float, np.ndarray]], folder: str | Path, t0_unix: float, quality: int = 90
-) -> list[Path]:
-    """Write frames as JPEGs named and EXIF-stamped with their simulated capture time (UTC).
+class ImageFolderWriter:
+    """Writes frames as JPEGs named and EXIF-stamped with their simulated capture time (UTC).
 
     Names look like IMG_20260601_100012_250.jpg, which payload's FolderSource reads with
-    time_from=filename; the EXIF DateTimeOriginal/SubSecTimeOriginal serve time_from=exif.
+    time_from=filename; EXIF DateTimeOriginal/SubSecTimeOriginal/OffsetTimeOriginal serve time_from=exif.
     """
-    import piexif
 
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for t, rgb in frames:
-        ts = t0_unix + t
+    def __init__(self, folder: str | Path, t0_unix: float, quality: int = 90) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.t0_unix = t0_unix
+        self.quality = quality
+
+    def write(self, t: float, rgb: np.ndarray) -> Path:
+        import piexif
+
+        ts = self.t0_unix + t
         whole = int(ts)
         ms = int(round((ts - whole) * 1000))
         if ms == 1000:
             whole, ms = whole + 1, 0
         stamp = time.strftime("%Y%m%d_%H%M%S", time.gmtime(whole))
-        p = out / f"IMG_{stamp}_{ms:03d}.jpg"
+        p = self.folder / f"IMG_{stamp}_{ms:03d}.jpg"
         exif = piexif.dump(
             {
                 "Exif": {
@@ -291,9 +293,16 @@ def write_image_folder(
                 }
             }
         )
-        p.write_bytes(_insert_exif(encode_jpeg(rgb, quality), exif))
-        paths.append(p)
-    return paths
+        p.write_bytes(_insert_exif(encode_jpeg(rgb, self.quality), exif))
+        return p
+
+
+def write_image_folder(
+    frames: Iterator[tuple[float, np.ndarray]], folder: str | Path, t0_unix: float, quality: int = 90
+) -> list[Path]:
+    """Write (t, RGB) frames into an image folder (see ImageFolderWriter); returns the paths."""
+    w = ImageFolderWriter(folder, t0_unix, quality)
+    return [w.write(t, rgb) for t, rgb in frames]
 
 
 def _insert_exif(jpeg: bytes, exif: bytes) -> bytes:
@@ -306,21 +315,37 @@ def _insert_exif(jpeg: bytes, exif: bytes) -> bytes:
     return buf.getvalue()
 
 
+class VideoFileWriter:
+    """An MJPG AVI via OpenCV's VideoWriter (plays anywhere, opens in cv2.VideoCapture)."""
+
+    def __init__(self, path: str | Path, fps: float) -> None:
+        self.path = Path(path)
+        self.fps = float(fps)
+        self._writer: cv2.VideoWriter | None = None
+
+    def write(self, rgb: np.ndarray) -> None:
+        if self._writer is None:
+            h, w = rgb.shape[:2]
+            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"MJPG"), self.fps, (w, h))
+            if not self._writer.isOpened():
+                self._writer = None
+                raise EndpointError(
+                    f"{self.path}: OpenCV cannot write a video there; use an .avi path in a writable folder"
+                )
+        self._writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+
 def write_video(frames: Iterator[tuple[float, np.ndarray]], path: str | Path, fps: float) -> Path:
-    """Write frames as an MJPG AVI (OpenCV's VideoWriter; plays anywhere, opens in cv2.VideoCapture)."""
-    p = Path(path)
-    writer = None
+    """Write (t, RGB) frames as an MJPG AVI."""
+    w = VideoFileWriter(path, fps)
     try:
         for _, rgb in frames:
-            if writer is None:
-                h, w = rgb.shape[:2]
-                writer = cv2.VideoWriter(str(p), cv2.VideoWriter_fourcc(*"MJPG"), float(fps), (w, h))
-                if not writer.isOpened():
-                    raise EndpointError(
-                        f"{p}: OpenCV cannot write a video there; use an .avi path in a writable folder"
-                    )
-            writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+            w.write(rgb)
     finally:
-        if writer is not None:
-            writer.release()
-    return p
+        w.close()
+    return w.path

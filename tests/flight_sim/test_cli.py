@@ -50,7 +50,9 @@ def test_render_writes_frames_poses_and_video(tmp_path: Path) -> None:
     jpgs = sorted(out_dir.glob("IMG_*.jpg"))
     assert len(jpgs) == 5
     rows = (out_dir / "frames.csv").read_text().splitlines()
-    assert rows[0].startswith("file,t_s,unix_time,lat,lon") and len(rows) == 6
+    assert rows[0].startswith("file,t_s,unix_time,lat,lon") and rows[0].endswith(",tiles") and len(rows) == 6
+    tiles = rows[1].split(",")[-1].split("/")
+    assert len(tiles) == 3 and all(len(r.split()) == 4 for r in tiles)
     assert (tmp_path / "v.avi").stat().st_size > 0 and (out_dir / "scenario.yaml").is_file()
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from compile.synthetic import CLASSES, leaf_image
 from flight_sim.field import LABEL_OUTSIDE, SOIL_RGB, Field, build_field
-from flight_sim.render import FieldRenderer, footprint_size_m, hfov_footprint_width_m
+from flight_sim.render import FieldRenderer, footprint_size_m, hfov_footprint_width_m, tile_truth
 from flight_sim.scenario import Scenario, texture_scale_px
 from flight_sim.timeline import Timeline
 from payload.camera import CameraModel, ground_offsets_to_pixels, ground_to_pixel
@@ -197,3 +197,17 @@ def test_render_rate_on_one_core(scenario: Scenario, renderer: FieldRenderer, su
     fps = n / cpu
     print(f"render: {fps:.1f} frames per CPU second at 640x480")
     assert fps >= 10
+
+
+def test_tile_truth_follows_the_payload_grid() -> None:
+    labels = np.zeros((480, 640), np.uint8)
+    labels[:160, :160] = RUST  # tile (0, 0) fully rust
+    labels[160:320, 160:200] = MILDEW  # tile (1, 1): 25% mildew -> flagged
+    labels[160:320, 320:350] = MILDEW  # tile (1, 2): under 25% -> healthy
+    labels[320:, 480:] = LABEL_OUTSIDE  # tile (2, 3): off the field
+    labels[320:, 360:400] = LABEL_OUTSIDE  # tile (2, 2): a quarter off the field, still judged
+    assert tile_truth(labels, 3, 4) == [
+        ["rust", "healthy", "healthy", "healthy"],
+        ["healthy", "powdery_mildew", "healthy", "healthy"],
+        ["healthy", "healthy", "healthy", "-"],
+    ]
