@@ -142,10 +142,9 @@ def run_compiler(
     log_text = out_log.read_text(encoding="utf-8", errors="replace") if out_log.is_file() else ""
     text = proc.stdout + "\n" + proc.stderr
     if proc.returncode != 0 or "Compilation succeeded" not in proc.stdout or not out_model.is_file():
-        detail = next((ln.strip() for ln in text.splitlines() if "rror" in ln or "Invalid" in ln
-                       or "not quantized" in ln or "Didn't find" in ln), text.strip().splitlines()[-1:] or [""])
-        if isinstance(detail, list):
-            detail = detail[0] if detail else ""
+        markers = ("rror", "Invalid", "not quantized", "Didn't find", "could not be parsed", "Aborting")
+        lines = [ln.strip() for ln in text.splitlines() if any(m in ln for m in markers)]
+        detail = " / ".join(dict.fromkeys(lines)) or (text.strip().splitlines() or ["no output"])[-1]
         hint = next((h for k, h in _FAILURE_HINTS.items() if k in text), "see the compiler output above")
         raise CompilerError(f"edgetpu_compiler failed (exit {proc.returncode}): {detail}; {hint}")
     summary = parse_output(proc.stdout, log_text)

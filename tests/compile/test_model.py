@@ -1,0 +1,55 @@
+"""The model: caffe preprocessing folded into a 1x1 conv, stage freezing, weights errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compile.config import ModelConfig
+from compile.errors import WeightsError
+from compile.model import build_model, caffe_preprocess_kernel, export_model, stage_of
+
+
+def test_folded_preprocessing_equals_keras_caffe_preprocess() -> None:
+    import keras
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
+    expected = keras.applications.resnet50.preprocess_input(x.copy())
+    k, b = caffe_preprocess_kernel()
+    got = np.einsum("nhwc,cd->nhwd", x, k[0, 0]) + b
+    assert np.allclose(got, expected, atol=1e-4)
+
+
+def test_stage_names() -> None:
+    assert stage_of("conv4_block3_2_conv") == "conv4" and stage_of("pool1_pool") == "conv1"
+    assert stage_of("input_layer") is None
+
+
+def test_freezing_by_stage_and_export() -> None:
+    model = build_model(ModelConfig(input_size=32, weights="none", trainable_stages=["conv5"]))
+    base = model.get_layer("resnet50")
+    trainable = {layer.name.split("_")[0] for layer in base.layers if layer.trainable and layer.weights}
+    assert trainable == {"conv5"}
+    assert all(not layer.trainable for layer in base.layers if "_bn" in layer.name)
+    assert not model.get_layer("caffe_preprocess").trainable
+    assert [layer.units for layer in model.layers if layer.name.startswith("head_dense")] == [256, 128]
+    exported = export_model(model)
+    assert exported.input_shape == (1, 32, 32, 3)
+    assert not any("dropout" in layer.name for layer in exported.layers)
+    x = np.random.default_rng(1).uniform(0, 255, (1, 32, 32, 3)).astype(np.float32)
+    assert np.allclose(exported.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+
+
+def test_weights_errors(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match="neither 'imagenet', 'none' nor an existing file"):
+        build_model(ModelConfig(input_size=32, weights=str(tmp_path / "missing.h5")))
+    import keras
+
+    wrong = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    path = tmp_path / "wrong.weights.h5"
+    wrong.save_weights(path)
+    with pytest.raises(WeightsError, match="does not fit ResNet50"):
+        build_model(ModelConfig(input_size=32, weights=str(path)))
