@@ -77,6 +77,7 @@ class MavTestVehicle:
         self.zero_latlon = False
         self.nan_attitude = False
         self.paused = False
+        self.gimbal_rpy_deg: tuple[float, float, float] | None = None  # set to stream MOUNT_STATUS
         self.statustexts: list[tuple[int, str]] = []
         self.received_counts: dict[str, int] = {}
         self.sent_counts: dict[str, int] = {}
@@ -165,6 +166,9 @@ class MavTestVehicle:
             )
         )
         self._send(m.attitude_encode(boot_ms, roll, pitch, yaw, 0.0, 0.0, 0.0))
+        if self.gimbal_rpy_deg is not None:
+            gr, gp, gy = self.gimbal_rpy_deg
+            self._send(m.mount_status_encode(0, 0, int(gp * 100), int(gr * 100), int(gy * 100)))
         self._send(
             m.vfr_hud_encode(
                 math.hypot(s.vn, s.ve),

@@ -141,6 +141,25 @@ def test_bad_telemetry_is_recorded_and_flagged(tmp_path: Path, vehicle, telemetr
     assert len(read_jsonl(handler.out_dir / "detections.jsonl").records) == 4
 
 
+def test_gimbal_angles_from_mount_status_steer_the_projection(tmp_path: Path, vehicle, telemetry) -> None:
+    vehicle.gimbal_rpy_deg = (0.0, -60.0, 0.0)  # 30 deg forward of nadir
+    assert _wait(lambda: (e := telemetry.state_at(time.monotonic())) is not None and e.gimbal_rpy_deg is not None, 3.0)
+    assert telemetry.state_at(time.monotonic()).gimbal_rpy_deg == pytest.approx((0.0, -60.0, 0.0))
+    cfg = _payload_cfg(tmp_path, camera={"use_gimbal": True})
+    handler = GeotagHandler(cfg, labels=LABELS, model_sha256="cd" * 32, telemetry=telemetry)
+    t_frame = time.monotonic() - 0.05
+    handler.handle(frame_result(1, t_frame, [(288, 208, 64, 64)]))  # the image centre
+    handler.close()
+    (det,) = read_jsonl(handler.out_dir / "detections.jsonl").records
+    truth = straight_flight(vehicle.boot_s(t_frame))
+    cam = CameraModel.from_hfov(640, 480, 62.2, mount_rpy_deg=(0.0, 30.0, 0.0))
+    pose = Pose(truth.lat, truth.lon, truth.alt, truth.roll, truth.pitch, truth.yaw)
+    lat, lon = pixel_to_ground(cam, 320, 240, pose, HOME[2])
+    e, n, _ = pymap3d.geodetic2enu(det["lat"], det["lon"], HOME[2], lat, lon, HOME[2])
+    assert math.hypot(e, n) < 0.5
+    assert det["camera"]["mount_rpy_deg"] == [0.0, 30.0, 0.0]
+
+
 def test_connect_times_out_when_nothing_answers() -> None:
     port = free_udp_port()
     tel = Telemetry(_tel_cfg(port, connect_timeout_s=1.5))
