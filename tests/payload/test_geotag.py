@@ -236,3 +236,21 @@ def test_export_rebuilds_layers_and_skips_a_torn_line(tmp_path: Path) -> None:
 def test_export_of_a_folder_without_records_says_what_to_pass(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="detections.jsonl: not found"):
         export_layers(tmp_path)
+
+
+@pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool is not installed")
+def test_exiftool_reads_the_crop_position(tmp_path: Path) -> None:
+    h, _ = _run_flight(tmp_path, sinks={"crops": True, "layers_interval_s": 0})
+    h.close()
+    det = _records(tmp_path / "out")[0]
+    res = subprocess.run(
+        ["exiftool", "-j", "-n", "-GPSLatitude", "-GPSLongitude", "-GPSAltitude", str(tmp_path / "out" / det["crop"])],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    (tags,) = json.loads(res.stdout)
+    assert tags["GPSLatitude"] == pytest.approx(det["lat"], abs=1e-6)
+    assert tags["GPSLongitude"] == pytest.approx(det["lon"], abs=1e-6)
+    assert tags["GPSAltitude"] == pytest.approx(det["ground_alt_m"], abs=1e-3)
