@@ -129,6 +129,7 @@ class VehicleEndpoint:
         self._udp: socket.socket | None = None
         self._peers: list[_Peer] = []
         self.error: BaseException | None = None
+        self._closed = False
 
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self) -> VehicleEndpoint:
@@ -165,6 +166,9 @@ class VehicleEndpoint:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5.0)
+        if self._closed:
+            return
+        self._closed = True
         for key in list(self._sel.get_map().values()):
             try:
                 key.fileobj.close()  # type: ignore[union-attr]
@@ -230,6 +234,9 @@ class VehicleEndpoint:
             else:
                 cur_lap = clock.lap(now)
                 if cur_lap != lap:
+                    while idx < end_idx:  # finish the lap this loop iteration came late for
+                        self._send_event(events[idx], now)
+                        idx += 1
                     lap, idx = cur_lap, first_idx
                     self._send_state(clock.start_s)
                 t = clock.now(now)
