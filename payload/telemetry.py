@@ -148,6 +148,12 @@ def open_vehicle(
     # dronekit's handshake loops if it timed out) is a daemon and finds a dead link
     _close_quietly(holder.get("handler"))
     _release_handshake(holder.get("vehicle"))
+    if isinstance(err, ModuleNotFoundError) and err.name == "serial":
+        raise TelemetryError(
+            f"telemetry: '{connection}' is a serial link, and pymavlink needs the pyserial package for "
+            f"those, which is not installed; install pyserial (pip install pyserial==3.5) or use a "
+            f"udp:/tcp: connection (e.g. through mavlink-router)"
+        ) from None
     if err is not None and holder.get("vehicle") is None:
         raise TelemetryError(
             f"telemetry: cannot open '{connection}': {err}. Check telemetry.connection "

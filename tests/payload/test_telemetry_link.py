@@ -197,6 +197,20 @@ def test_refused_tcp_connection_is_a_clear_error() -> None:
     assert time.monotonic() - t0 < 4.0
 
 
+def test_serial_link_names_what_is_missing() -> None:
+    tel = Telemetry(TelemetrySection(connection="/dev/ttyCROPSCOUT_NONE", connect_timeout_s=2.0))
+    t0 = time.monotonic()
+    with pytest.raises(TelemetryError, match="/dev/ttyCROPSCOUT_NONE") as err:
+        tel.connect()
+    assert time.monotonic() - t0 < 3.0
+    try:
+        import serial  # noqa: F401
+    except ModuleNotFoundError:
+        assert "pyserial" in str(err.value)
+    else:
+        assert "cannot open" in str(err.value) or "no usable MAVLink vehicle" in str(err.value)
+
+
 def test_no_link_configured_is_a_user_error() -> None:
     with pytest.raises(TelemetryError, match="set telemetry.connection"):
         Telemetry(TelemetrySection()).connect()
