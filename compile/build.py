@@ -58,11 +58,14 @@ def peak_rss_mb() -> float:
 
 def int8_scores(path: Path, split, size: int, base_seed: int) -> tuple[np.ndarray, np.ndarray, tuple[float, int]]:
     """Scores of the int8 model on a split, image by image as on the drone."""
+    from tqdm import tqdm
+
     from .quantize import Int8Runner
 
     runner = Int8Runner(path)
     scores, labels = [], []
-    for img, label in iterate_images(split, size, base_seed):
+    images = iterate_images(split, size, base_seed)
+    for img, label in tqdm(images, total=len(split), desc="int8 eval", unit="img", disable=None, leave=False):
         scores.append(runner.scores(img))
         labels.append(label)
     return np.asarray(scores, dtype=np.float64), np.asarray(labels), runner.input_quantization

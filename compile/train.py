@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,7 @@ def train(cfg: BuildConfig, splits: DataSplits, workdir: Path) -> tuple[Any, dic
         validation_data=val_ds,
         class_weight=weights,
         callbacks=callbacks,
-        verbose=2 if log.getEffectiveLevel() > logging.DEBUG else 1,
+        verbose=1 if sys.stderr.isatty() else 2,  # a progress bar in a terminal, one line per epoch in logs
     )
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     (workdir / "history.json").write_text(json.dumps(history, indent=1))

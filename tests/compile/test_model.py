@@ -53,3 +53,20 @@ def test_weights_errors(tmp_path: Path) -> None:
     wrong.save_weights(path)
     with pytest.raises(WeightsError, match="does not fit ResNet50"):
         build_model(ModelConfig(input_size=32, weights=str(path)))
+
+
+def test_imagenet_offline_says_so_and_suggests_alternatives(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Simulate the download failure Keras gives offline (stack.md) without touching the network."""
+    from keras.src.applications import resnet
+
+    def offline(*args, **kwargs):
+        raise Exception(  # noqa: TRY002 - what Keras itself raises
+            "URL fetch failure on https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
+            "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5: None -- [Errno -2] Name or service not known"
+        )
+
+    monkeypatch.setattr(resnet.file_utils, "get_file", offline)
+    with pytest.raises(WeightsError) as info:
+        build_model(ModelConfig(input_size=32, weights="imagenet"))
+    msg = str(info.value)
+    assert "offline" in msg and "'none'" in msg and "notop.h5" in msg
