@@ -43,7 +43,9 @@ def fake_runtime(name: str, calls: Calls, delegate_error: BaseException | None =
             raise delegate_error
         return FakeDelegate(library, dict(options or {}))
 
-    def Interpreter(model_path: str, num_threads: int | None = None, experimental_delegates: list | None = None):
+    def Interpreter(  # noqa: N802 - the runtime's name
+        model_path: str, num_threads: int | None = None, experimental_delegates: list | None = None
+    ):
         calls.interpreters.append(
             {"runtime": name, "model_path": model_path, "num_threads": num_threads, "delegates": experimental_delegates}
         )
@@ -124,13 +126,15 @@ class FakeCapture:
 class RecordingHandler:
     """A ResultHandler that keeps every result and notes that it was closed."""
 
-    def __init__(self, fail_on: set[int] | None = None) -> None:
+    def __init__(self, fail_calls: set[int] | None = None) -> None:
         self.results: list[FrameResult] = []
         self.closed = False
-        self.fail_on = fail_on or set()
+        self.fail_calls = fail_calls or set()
+        self.calls = 0
 
     def handle(self, result: FrameResult) -> None:
-        if result.frame.seq in self.fail_on:
+        self.calls += 1
+        if self.calls in self.fail_calls:
             raise OSError("disk full (test)")
         self.results.append(result)
 
