@@ -234,11 +234,19 @@ class CameraStreamer:
         if self._thread is not None:
             self._thread.join(5.0)
 
+    IDLE_PERIOD_S = 1.0  # with no stream viewer, keep /frame.jpg fresh without burning a core
+
     def _run(self) -> None:
         next_t = time.monotonic()
+        last = -1e9
         try:
             while not self._stop.is_set():
                 t0 = time.monotonic()
+                if self.server.clients == 0 and t0 - last < self.IDLE_PERIOD_S:
+                    self._stop.wait(min(self.period, 0.05))
+                    next_t = time.monotonic()
+                    continue
+                last = t0
                 sim_t = self.clock.now()
                 jpeg = encode_jpeg(self.camera.render_at(sim_t), self.quality)
                 self.server.publish(jpeg, sim_t)

@@ -33,6 +33,8 @@ def test_opencv_reads_the_survey_camera_stream(small: Scenario) -> None:
     with sim:
         assert sim.camera_url is not None and sim.camera_url.startswith("http://127.0.0.1:")
         assert sim.camera_url.endswith("/stream.mjpg")
+        time.sleep(0.6)
+        assert sim.streamer is not None and sim.streamer.frames <= 2  # nobody watching: ~1 frame/s, not 30
         cap = cv2.VideoCapture(sim.camera_url)
         try:
             assert cap.isOpened(), f"OpenCV could not open {sim.camera_url}"
