@@ -189,7 +189,7 @@ def run_build(
                 "cpu_only": cpu_only,
                 "reason": reason,
                 "summary": None,
-                "precheck": precheck.to_dict() | {"inputs": None, "outputs": None},
+                "precheck": precheck.to_dict(),
                 "min_runtime_version": cfg.edgetpu.min_runtime_version,
             },
             "metrics": {

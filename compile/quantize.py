@@ -8,6 +8,8 @@ scale 1 and zero point 0, and raw camera pixels can be fed as they are.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -38,7 +40,11 @@ def convert_int8(model, images: Iterable[np.ndarray], out_path: Path) -> Path:
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.uint8
     converter.inference_output_type = tf.uint8
-    flat = converter.convert()
+    # Keras' export prints every captured variable to stdout; keep the build's output readable
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        flat = converter.convert()
+    log.debug("converter output:\n%s", captured.getvalue())
     out_path.write_bytes(flat)
     return out_path
 

@@ -1,0 +1,65 @@
+"""A build that fails late (int8 not faithful) leaves the good bundle in place and no debris."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compile import build as build_mod
+from compile import train as train_mod
+from compile.bundle import finalize, staging_dir, verify_bundle
+from compile.config import load_build_config
+from compile.errors import QuantizationError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _tiny_train(cfg, splits, workdir):
+    import keras
+
+    size = cfg.model.input_size
+    inp = keras.Input((size, size, 3))
+    x = keras.layers.Conv2D(4, 3, name="c")(inp)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(3, activation="softmax")(x)
+    return keras.Model(inp, out), {"loss": [1.0]}, {"epochs_run": 1}
+
+
+def test_agreement_below_floor_keeps_the_old_bundle(quick_bundle, tmp_path: Path, monkeypatch) -> None:
+    good = tmp_path / "bundle"
+    shutil.copytree(quick_bundle.path, good)
+    before = (good / "model_card.json").read_bytes()
+    monkeypatch.setattr(train_mod, "train", _tiny_train)
+    real_scores = build_mod.int8_scores
+
+    def disagreeing(*args, **kwargs):
+        scores, labels, q = real_scores(*args, **kwargs)
+        return np.roll(scores, 1, axis=1), labels, q  # every argmax changes
+
+    monkeypatch.setattr(build_mod, "int8_scores", disagreeing)
+    cfg = load_build_config(ROOT / "configs" / "build.yaml", "quick")
+    cfg = cfg.model_copy(update={
+        "model": cfg.model.model_copy(update={"input_size": 32}),
+        "data": cfg.data.model_copy(update={"synthetic_per_class": 10}),
+        "quantize": cfg.quantize.model_copy(update={"representative_images": 4}),
+    })
+    with pytest.raises(QuantizationError, match="agree on only 0.000"):
+        build_mod.run_build(cfg, good, profile="quick", cpu_only=True)
+    assert (good / "model_card.json").read_bytes() == before
+    assert verify_bundle(good) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]  # no staging or .old folders left
+
+
+def test_finalize_replaces_an_existing_bundle(tmp_path: Path) -> None:
+    dest = tmp_path / "b"
+    dest.mkdir()
+    (dest / "old.txt").write_text("old")
+    staging = staging_dir(dest)
+    (staging / "labels.txt").write_text("healthy\n")
+    finalize(staging, dest, {"format_version": 1})
+    assert sorted(p.name for p in dest.iterdir()) == ["labels.txt", "model_card.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+    assert verify_bundle(dest) == []
