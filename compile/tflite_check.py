@@ -96,6 +96,7 @@ class CheckReport:
     warnings: list[str]
     first_cpu_op: int | None
     subgraphs: int
+    tensors: list[TensorInfo] = field(default_factory=list, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -263,7 +264,14 @@ def check_model(path: str | Path, min_runtime_version: int = 14) -> CheckReport:
             f"op #{first_cpu} {bad.op}(v{bad.version}) cannot map: {'; '.join(bad.problems)}. It and the "
             f"{n_after - 1} op(s) after it will run on the CPU ('More than one subgraph is not supported')"
         )
-    return CheckReport(str(p), ops, inputs, outputs, errors, warnings, first_cpu, n_sub)
+    return CheckReport(str(p), ops, inputs, outputs, errors, warnings, first_cpu, n_sub, tensors)
+
+
+def _describe_tensor(t: TensorInfo) -> str:
+    q = ""
+    if t.scale:
+        q = f" s={t.scale[0]:.3g} zp={t.zero_point[0]}" + (f" (+{len(t.scale) - 1} ch)" if len(t.scale) > 1 else "")
+    return f"{t.dtype}{t.shape_signature}{q}"
 
 
 def format_report(report: CheckReport, verbose: bool = False) -> str:
@@ -279,8 +287,12 @@ def format_report(report: CheckReport, verbose: bool = False) -> str:
         lines.append(f"  {key:<28}{row['tpu'] + row['cpu']:>6}  {where}")
     if verbose:
         for op in report.ops:
-            shapes = " ".join(str(op_shape) for op_shape in [op.inputs, op.outputs])
-            lines.append(f"    #{op.index:<4} {op.op}(v{op.version}) {'TPU' if op.on_tpu else 'CPU'} {shapes}")
+            ins = ", ".join(_describe_tensor(report.tensors[t]) for t in op.inputs if t >= 0)
+            outs = ", ".join(_describe_tensor(report.tensors[t]) for t in op.outputs if t >= 0)
+            where = "TPU" if op.on_tpu else "CPU"
+            lines.append(f"    #{op.index:<4} {op.op}(v{op.version}) [{where}] in: {ins} -> out: {outs}")
+            for why in op.problems:
+                lines.append(f"          ! {why}")
     n_tpu = sum(op.on_tpu for op in report.ops)
     lines.append(f"  predicted: {n_tpu} of {len(report.ops)} ops on the Edge TPU")
     for w in report.warnings:
