@@ -189,7 +189,7 @@ def run_build(
                 "cpu_only": cpu_only,
                 "reason": reason,
                 "summary": None,
-                "precheck": precheck.to_dict(),
+                "precheck": precheck.to_dict() | {"path": INT8_NAME},
                 "min_runtime_version": cfg.edgetpu.min_runtime_version,
             },
             "metrics": {
