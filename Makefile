@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow lint edgetpu
+.PHONY: install test test-slow lint edgetpu bench
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,3 +25,7 @@ lint: $(STAMP)
 
 edgetpu: $(STAMP)  ## build the model bundle (default profile) into build/bundle/
 	$(BIN)/python -m compile build --config configs/build.yaml --profile default --out build/bundle
+
+bench: $(STAMP)  ## payload overhead vs the bare interpreter, RSS, startup -> build/bench.json (builds build/quick_bundle if missing)
+	@test -f build/quick_bundle/model_card.json || $(BIN)/python -m compile build --profile quick --cpu-only --out build/quick_bundle
+	$(BIN)/python -m tools.bench --bundle build/quick_bundle --out build/bench.json

@@ -1,0 +1,257 @@
+"""`make bench`: how much the payload pipeline costs over the bare TFLite interpreter, on this machine.
+
+This machine's CPU is far faster than a drone's and is shared with other work, so absolute
+milliseconds say little; what the payload controls is its overhead. In one run, on the same model
+and thread count, this measures:
+- the bare interpreter: set_tensor + invoke in a tight loop (invokes per second, ms per invoke);
+- the payload pipeline: a paced frame source -> tiling -> CPU backend -> decision -> JSONL writer
+  (tiles per second in steady state), in interleaved rounds so machine noise hits both alike;
+- a fresh `payload run` subprocess over an image folder: time from launch to the first record on
+  disk, peak RSS with the model loaded, and whether any TensorFlow library got mapped (it must not).
+
+Prints a table and writes build/bench.json (pipeline_efficiency, rss_mb, startup_s,
+inference_ms_p50 and the details). Targets from the issue: efficiency >= 0.95, rss <= 250 MB,
+startup <= 2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from payload.backends.cpu import CpuClassifier
+from payload.bundle import Bundle, load_bundle
+from payload.records import JsonlRecordHandler
+from payload.scheduler import Pipeline
+from payload.sources import InProcessSource
+from payload.tiling import Tiler
+from payload.types import FrameResult
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = {"pipeline_efficiency": (">=", 0.95), "rss_mb": ("<=", 250.0), "startup_s": ("<=", 2.0)}
+
+
+def bare_round(bundle: Bundle, threads: int, seconds: float) -> tuple[float, list[float]]:
+    """Invokes per second and per-invoke ms of the bare interpreter on random uint8 input."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(bundle.cpu_model), num_threads=threads)
+    interp.allocate_tensors()
+    idx = interp.get_input_details()[0]["index"]
+    out = interp.get_output_details()[0]["index"]
+    x = np.random.default_rng(0).integers(0, 256, (1, bundle.input_height, bundle.input_width, 3), dtype=np.uint8)
+    for _ in range(3):
+        interp.set_tensor(idx, x)
+        interp.invoke()
+    times: list[float] = []
+    t_end = time.perf_counter() + seconds
+    t0 = time.perf_counter()
+    while time.perf_counter() < t_end:
+        t = time.perf_counter()
+        interp.set_tensor(idx, x)
+        interp.invoke()
+        interp.get_tensor(out)
+        times.append((time.perf_counter() - t) * 1000.0)
+    return len(times) / (time.perf_counter() - t0), times
+
+
+class PacedFrames:
+    """A camera stand-in: hands out frames at `rate_hz`, sleeping between them as a driver blocks."""
+
+    def __init__(self, frames: list[np.ndarray], rate_hz: float) -> None:
+        self.frames, self.period = frames, 1.0 / rate_hz
+        self.i = 0
+        self.next_t = time.monotonic()
+
+    def __call__(self) -> np.ndarray:
+        wait = self.next_t - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        self.next_t = max(self.next_t + self.period, time.monotonic() - self.period)
+        self.i += 1
+        return self.frames[self.i % len(self.frames)]
+
+
+class TimingHandler:
+    """Wraps the real JSONL handler and keeps (t_inferred, n_tiles) of every frame written."""
+
+    def __init__(self, inner: JsonlRecordHandler) -> None:
+        self.inner = inner
+        self.marks: list[tuple[float, int]] = []
+
+    def handle(self, result: FrameResult) -> None:
+        self.inner.handle(result)
+        self.marks.append((result.t_inferred_mono, len(result.tiles)))
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def pipeline_round(bundle: Bundle, threads: int, seconds: float, rows: int, cols: int, frame_hz: float,
+                   workdir: Path) -> dict:
+    """Steady-state tiles per second of the whole pipeline (first frame excluded as warm-up)."""
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(4)]
+    handler = TimingHandler(JsonlRecordHandler(workdir / "bench_records.jsonl", bundle))
+    pipe = Pipeline(InProcessSource(PacedFrames(frames, frame_hz), name="bench"), CpuClassifier(bundle, threads),
+                    handler, bundle, Tiler(rows, cols, 0.0, (bundle.input_height, bundle.input_width)),
+                    stats_interval_s=3600)
+    timer = threading.Timer(seconds, pipe.stop)
+    timer.start()
+    stats = pipe.run()
+    timer.join()
+    marks = handler.marks
+    if len(marks) < 3:
+        raise SystemExit(f"pipeline produced only {len(marks)} frames in {seconds} s; run longer (--seconds)")
+    span = marks[-1][0] - marks[0][0]
+    tiles = sum(n for _, n in marks[1:])
+    return {"tiles_per_s": tiles / span, "frames": len(marks), "dropped": stats.frames_dropped,
+            "tile_ms_p50": stats.tile_ms_p50, "latency_ms_p50": stats.latency_ms_p50,
+            "latency_ms_p95": stats.latency_ms_p95}
+
+
+def startup_and_rss(bundle: Bundle, threads: int, workdir: Path, timeout: float = 120.0) -> dict:
+    """Launch `payload run` over an image folder; time to first record, peak RSS, TF libraries mapped."""
+    import cv2
+    import psutil
+    import yaml
+
+    folder = workdir / "frames"
+    folder.mkdir(exist_ok=True)
+    rng = np.random.default_rng(2)
+    for i in range(30):
+        cv2.imwrite(str(folder / f"frame_{i:04d}.jpg"), rng.integers(0, 256, (480, 640, 3), dtype=np.uint8))
+    out = workdir / "run_out"
+    cfg = {
+        "model": {"bundle": str(bundle.path.resolve()), "backend": "cpu", "num_threads": threads},
+        "source": {"kind": "folder", "uri": str(folder), "time_from": "rate", "rate_hz": 10.0, "realtime": True},
+        "tiling": {"rows": 3, "cols": 4},
+        "scheduler": {"stats_interval_s": 60},
+        "output": {"dir": str(out)},
+    }
+    cfg_path = workdir / "payload.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    records = out / "classifications.jsonl"
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "payload", "--log-level", "WARNING", "run", "--config",  # noqa: S603
+                             str(cfg_path)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ps = psutil.Process(proc.pid)
+    startup = None
+    peak = 0
+    tf_libs: set[str] = set()
+    try:
+        while proc.poll() is None and time.monotonic() - t0 < timeout:
+            try:
+                peak = max(peak, ps.memory_info().rss)
+                for m in ps.memory_maps(grouped=True):
+                    if "/tensorflow/" in m.path or "libtensorflow" in m.path:
+                        tf_libs.add(m.path)
+            except psutil.Error:
+                break
+            if startup is None and records.exists() and records.stat().st_size > 0:
+                startup = time.monotonic() - t0
+            time.sleep(0.02)
+        _, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    if proc.returncode != 0:
+        raise SystemExit(f"`payload run` failed with exit code {proc.returncode}:\n{err}")
+    if startup is None:
+        raise SystemExit("`payload run` wrote no record")
+    return {"startup_s": startup, "rss_mb": peak / 2**20, "tensorflow_loaded": bool(tf_libs),
+            "tensorflow_libraries": sorted(tf_libs)}
+
+
+def verdict(name: str, value: float) -> str:
+    op, target = TARGETS[name]
+    ok = value >= target if op == ">=" else value <= target
+    return f"{'ok ' if ok else 'MISS'} (target {op} {target})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bundle", default="build/quick_bundle", help="model bundle folder")
+    ap.add_argument("--out", default="build/bench.json")
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads for both bare and pipeline runs")
+    ap.add_argument("--seconds", type=float, default=4.0, help="length of each measuring round")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved bare/pipeline rounds")
+    ap.add_argument("--rows", type=int, default=3)
+    ap.add_argument("--cols", type=int, default=4)
+    args = ap.parse_args(argv)
+
+    bundle = load_bundle(args.bundle)
+    bare_rates, bare_ms, pipe_runs = [], [], []
+    with tempfile.TemporaryDirectory(prefix="cropscout-bench-") as tmp:
+        work = Path(tmp)
+        for r in range(args.rounds):
+            rate, times = bare_round(bundle, args.threads, args.seconds)
+            bare_rates.append(rate)
+            bare_ms += times
+            # the camera offers twice the frames the model can take, so inference never waits for one
+            frame_hz = 2.0 * rate / (args.rows * args.cols)
+            pipe_runs.append(pipeline_round(bundle, args.threads, args.seconds, args.rows, args.cols, frame_hz, work))
+            print(f"round {r + 1}: bare {rate:.1f} invokes/s, pipeline {pipe_runs[-1]['tiles_per_s']:.1f} tiles/s",
+                  file=sys.stderr)
+        proc = startup_and_rss(bundle, args.threads, work)
+
+    bare = statistics.median(bare_rates)
+    pipe = statistics.median(p["tiles_per_s"] for p in pipe_runs)
+    result = {
+        "pipeline_efficiency": round(pipe / bare, 4),
+        "rss_mb": round(proc["rss_mb"], 1),
+        "startup_s": round(proc["startup_s"], 3),
+        "inference_ms_p50": round(float(np.percentile(bare_ms, 50)), 3),
+        "inference_ms_p95": round(float(np.percentile(bare_ms, 95)), 3),
+        "bare_invokes_per_s": round(bare, 2),
+        "pipeline_tiles_per_s": round(pipe, 2),
+        "pipeline_tile_ms_p50": round(statistics.median(p["tile_ms_p50"] for p in pipe_runs), 3),
+        "pipeline_latency_ms_p50": round(statistics.median(p["latency_ms_p50"] for p in pipe_runs), 3),
+        "rounds": [{"bare_invokes_per_s": round(b, 2), "pipeline_tiles_per_s": round(p["tiles_per_s"], 2)}
+                   for b, p in zip(bare_rates, pipe_runs, strict=True)],
+        "tensorflow_loaded": proc["tensorflow_loaded"],
+        "tensorflow_libraries": proc["tensorflow_libraries"],
+        "threads": args.threads,
+        "tiles_per_frame": args.rows * args.cols,
+        "model": str(bundle.cpu_model),
+        "model_sha256": bundle.model_sha256,
+        "input": [bundle.input_height, bundle.input_width],
+        "profile": bundle.card.get("profile"),
+        "targets": {k: f"{op} {v}" for k, (op, v) in TARGETS.items()},
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+
+    rows = [
+        ("model", f"{bundle.cpu_model.name} {bundle.input_height}x{bundle.input_width} ({result['profile']})", ""),
+        ("threads", str(args.threads), ""),
+        ("bare interpreter", f"{bare:.1f} invokes/s", ""),
+        ("inference p50 / p95", f"{result['inference_ms_p50']:.2f} / {result['inference_ms_p95']:.2f} ms", ""),
+        ("pipeline", f"{pipe:.1f} tiles/s ({args.rows}x{args.cols} tiles, 640x480 frames)", ""),
+        ("pipeline_efficiency", f"{result['pipeline_efficiency']:.3f}",
+         verdict("pipeline_efficiency", result["pipeline_efficiency"])),
+        ("rss_mb", f"{result['rss_mb']:.1f}", verdict("rss_mb", result["rss_mb"])),
+        ("startup_s", f"{result['startup_s']:.2f}", verdict("startup_s", result["startup_s"])),
+        ("tensorflow loaded", "yes" if result["tensorflow_loaded"] else "no",
+         "MISS" if result["tensorflow_loaded"] else "ok "),
+    ]
+    width = max(len(r[0]) for r in rows)
+    vwidth = max(len(r[1]) for r in rows)
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:<{vwidth}}  {note}")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
