@@ -65,7 +65,8 @@ def _common_run(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument(
         "--restamp-time",
         action="store_true",
-        help="stamp time_boot_ms/time_usec with the wall clock (for payload clock sync at speed != 1)",
+        help="stamp time_boot_ms/time_usec with the wall clock, for the payload's clock sync at speed != 1 "
+        "(survey: on whenever speed != 1)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
 
@@ -230,6 +231,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.write_tlog:
             write_tlog(tl, args.write_tlog)
             log.info("survey written to %s", args.write_tlog)
+        common["restamp_time"] = args.restamp_time or args.speed != 1.0
         sim = Simulation(tl, args.out, args.speed, scenario=s, **common)  # type: ignore[arg-type]
     else:  # pragma: no cover - argparse restricts the choices
         raise AssertionError(args.command)

@@ -98,8 +98,13 @@ class Simulation:
 
     @classmethod
     def survey(cls, scenario: Scenario | str | Path, out: str, speed: float = 1.0, **kw: object) -> Simulation:
-        """A scripted survey of a scenario (object or YAML path) with its camera stream."""
+        """A scripted survey of a scenario (object or YAML path) with its camera stream.
+
+        Away from 1x its autopilot clock fields are restamped to tick with the wall clock (unless
+        restamp_time=False), so the payload's clock sync maps frames to poses correctly.
+        """
         s = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+        kw.setdefault("restamp_time", speed != 1.0)
         return cls(survey_timeline(s), out, speed, scenario=s, **kw)  # type: ignore[arg-type]
 
     @classmethod

@@ -372,6 +372,21 @@ class VehicleEndpoint:
                 self._send_param(i, peer)
         elif name == "COMMAND_LONG":
             self._on_command(peer, fields)
+        elif name == "TIMESYNC" and int(fields["tc1"]) == 0:
+            # a clock-sync request: answer with our boot clock (ns), echoing the sender's stamp
+            self._send("TIMESYNC", {"tc1": int(self.boot_s_now() * 1e9), "ts1": int(fields["ts1"])}, peer)
+
+    def boot_s_now(self) -> float:
+        """The autopilot's boot clock (seconds) right now, as its time_boot_ms fields tell it."""
+        now = time.monotonic()
+        if self.restamp_time:
+            return RESTAMP_BOOT_MS / 1000.0 + (now - self._mono0)
+        t = self.clock.now(now)
+        for name in ("ATTITUDE", "GLOBAL_POSITION_INT", "SYSTEM_TIME"):
+            e = self.timeline.latest(name, t)
+            if e is not None:
+                return e.fields["time_boot_ms"] / 1000.0 + (t - e.t)
+        return t
 
     def _send_param(self, i: int, peer: _Peer) -> None:
         p = self.params[i]

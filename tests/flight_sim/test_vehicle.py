@@ -219,3 +219,27 @@ def test_restamped_clock_fields_tick_with_the_wall_clock(copter: Timeline) -> No
         client.close()
     assert len(walls) > 10
     assert _slope(walls, boots) == pytest.approx(1.0, abs=0.05)
+
+
+@pytest.mark.parametrize("restamp", [False, True])
+def test_timesync_is_answered_with_the_boot_clock(copter: Timeline, restamp: bool) -> None:
+    port = free_udp_port()
+    client = mavutil.mavlink_connection(f"udpin:127.0.0.1:{port}", source_system=255)
+    ep = VehicleEndpoint(copter, f"udp:127.0.0.1:{port}", speed=1, start_s=300, restamp_time=restamp)
+    try:
+        ep.start()
+        assert client.recv_match(type="HEARTBEAT", blocking=True, timeout=3) is not None
+        client.mav.timesync_send(0, 424242)
+        reply = None
+        deadline = time.monotonic() + 3
+        while reply is None and time.monotonic() < deadline:
+            m = client.recv_match(type="TIMESYNC", blocking=True, timeout=0.5)
+            if m is not None and m.ts1 == 424242:
+                reply = m
+        latest = client.recv_match(type="ATTITUDE", blocking=True, timeout=3)
+    finally:
+        ep.stop()
+        client.close()
+    assert reply is not None and latest is not None
+    # the reply's boot time agrees with the time_boot_ms the vehicle is streaming (same clock)
+    assert reply.tc1 / 1e9 == pytest.approx(latest.time_boot_ms / 1000, abs=1.0)
