@@ -50,9 +50,12 @@ def build_pipeline(
     """Assemble a pipeline from the config; any part can be supplied instead (simulator, tests, bench)."""
     bundle = load_bundle(cfg.model.bundle)
     m = cfg.model
-    clf = classifier or open_classifier(bundle, m.backend, m.device, m.num_threads)
+    # The Edge TPU always runs in a watched child process in flight (a USB abort must not end the
+    # flight); when it fails for good, the CPU takes over and re-runs the frame in flight, whether the
+    # config said auto or edgetpu (edgetpu only means "do not take off without it").
+    clf = classifier or open_classifier(bundle, m.backend, m.device, m.num_threads, isolate=True)
     fallback = None
-    if m.backend == "auto" and not isinstance(clf, CpuClassifier):
+    if m.backend != "cpu" and not isinstance(clf, CpuClassifier):
 
         def fallback() -> Classifier:
             return CpuClassifier(bundle, m.num_threads)

@@ -20,16 +20,22 @@ BackendChoice = Literal["auto", "edgetpu", "cpu"]
 
 
 def open_classifier(
-    bundle: Bundle, backend: BackendChoice = "auto", device: str | None = None, num_threads: int = 2
+    bundle: Bundle, backend: BackendChoice = "auto", device: str | None = None, num_threads: int = 2,
+    *, isolate: bool = False,
 ) -> Classifier:
-    """Open the backend for `bundle` according to the selection rule; raises UserError subclasses."""
+    """Open the backend for `bundle` according to the selection rule; raises UserError subclasses.
+
+    `isolate` runs the Edge TPU in a watched child process (payload/backends/isolated.py): a USB
+    Edge TPU can abort the process natively, and `payload run` must survive that. The CPU backend
+    always runs in-process.
+    """
     if backend == "cpu":
         clf = CpuClassifier(bundle, num_threads)
         log.info("backend cpu (requested by model.backend: cpu): %s running %s", clf.name, bundle.cpu_model.name)
         return clf
     if backend == "edgetpu":
         try:
-            clf = EdgeTpuClassifier(bundle, device)
+            clf = _open_edgetpu(bundle, device, isolate)
         except EdgeTpuUnavailable as err:
             raise EdgeTpuUnavailable(
                 f"Edge TPU required (model.backend: edgetpu) but not usable: {err}; "
@@ -40,7 +46,7 @@ def open_classifier(
     if backend != "auto":
         raise ValueError(f"unknown backend {backend!r}")
     try:
-        clf = EdgeTpuClassifier(bundle, device)
+        clf = _open_edgetpu(bundle, device, isolate)
     except EdgeTpuUnavailable as err:
         cpu = CpuClassifier(bundle, num_threads)
         log.warning("backend auto: Edge TPU not used: %s; falling back to %s running %s", err, cpu.name,
@@ -48,6 +54,14 @@ def open_classifier(
         return cpu
     log.info("backend auto: Edge TPU loaded: %s running %s", clf.name, clf_model(bundle))
     return clf
+
+
+def _open_edgetpu(bundle: Bundle, device: str | None, isolate: bool) -> Classifier:
+    if not isolate:
+        return EdgeTpuClassifier(bundle, device)
+    from payload.backends.isolated import open_edgetpu_isolated
+
+    return open_edgetpu_isolated(bundle, device)
 
 
 def clf_model(bundle: Bundle) -> str:

@@ -1,0 +1,346 @@
+"""Run a Classifier in a child process under a watchdog, so an Edge TPU crash cannot end the flight.
+
+A USB Edge TPU can abort the whole process natively ("Deadline exceeded: USB transfer error 2",
+shared/notes/edgetpu.md point 7): no Python exception, no `finally`, the payload is simply gone. So
+the delegate lives in a spawned child process; the parent only sees a pipe. Tiles go to the child
+as raw bytes, and the child answers tile by tile, so a hang is caught after `tile_deadline_s` no
+matter how many tiles a frame has, and a dead child is seen at once (the pipe reaches EOF).
+
+Faults detected: the child died (abort, SIGKILL, segfault), no answer within the deadline (hang),
+an exception inside the child, and garbage output (wrong shape, NaN/inf, scores outside 0-1). On the
+first fault the child is killed and restarted once and the whole batch (the frame in flight) is run
+again. On a fault after that the wrapper raises `IsolatedBackendError`; the scheduler's fallback then
+opens the CPU backend and re-runs the same frame there, so the frame is not lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing as mp
+import signal
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any, NoReturn
+
+import numpy as np
+
+from payload.backends.base import Classifier
+
+log = logging.getLogger("payload.backend.isolated")
+
+SCORE_TOLERANCE = 1e-3  # dequantized uint8 scores sit exactly in 0-1; allow float rounding only
+
+
+class IsolatedBackendError(RuntimeError):
+    """The isolated backend faulted again after its restart (or could not be restarted)."""
+
+
+class ChildFaultError(Exception):
+    """One fault of the child: `kind` is died, hang, error or garbage."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+
+@dataclass
+class FaultEvent:
+    """One fault as seen by the parent, for the log, the stats and the reliability tests."""
+
+    kind: str
+    detail: str
+    detected_s: float  # from the start of the call (or of the stalled tile, for a hang) to detection
+    action: str  # "restart" or "give up"
+    recovered_s: float | None = None  # fault detection -> batch answered again by a new child
+
+
+# -- child side ----------------------------------------------------------------------------------------
+
+
+def _child_main(conn: Connection, factory: Callable[..., Classifier], args: tuple[Any, ...],
+                warmup: bool) -> None:
+    """Body of the child: build the classifier, then answer batches until the pipe closes."""
+    # The payload decides when the backend stops; a Ctrl-C or a systemd SIGTERM sent to the whole
+    # process group must not kill the child under the frame in flight.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        clf = factory(*args)
+        if warmup:
+            h, w = clf.input_size
+            clf.classify_batch(np.zeros((1, h, w, 3), dtype=np.uint8))
+        conn.send(("ready", clf.name, tuple(clf.input_size)))
+    except BaseException as err:  # noqa: BLE001 - everything goes back to the parent
+        with contextlib.suppress(Exception):
+            conn.send(("error", _picklable(err), traceback.format_exc()))
+        return
+    try:
+        while True:
+            try:
+                header = conn.recv()
+            except (EOFError, OSError):
+                return  # the parent is gone or closed the pipe
+            if header is None:
+                return
+            shape = tuple(header)
+            tiles = np.frombuffer(conn.recv_bytes(), dtype=np.uint8).reshape(shape)
+            for i in range(shape[0]):
+                try:
+                    scores = np.asarray(clf.classify_batch(tiles[i : i + 1]))
+                except Exception as err:  # noqa: BLE001 - reported to the parent, which decides
+                    conn.send(("error", _picklable(err), traceback.format_exc()))
+                    break
+                conn.send(("tile", i, scores))
+    finally:
+        with contextlib.suppress(Exception):
+            clf.close()
+
+
+def _picklable(err: BaseException) -> BaseException:
+    """The exception itself when it survives pickling, else a RuntimeError carrying its text."""
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(err))
+    except Exception:  # noqa: BLE001
+        return RuntimeError(f"{type(err).__name__}: {err}")
+    return err
+
+
+# -- parent side ---------------------------------------------------------------------------------------
+
+
+class IsolatedClassifier:
+    """A Classifier whose real work happens in a child process, restarted once on a fault.
+
+    `factory(*args)` runs in the child (it must be importable by name: 'spawn' start method) and
+    returns the real Classifier. Errors it raises while opening (EdgeTpuUnavailable, BundleError) are
+    re-raised here unchanged, so backend selection works as without isolation.
+    """
+
+    def __init__(
+        self,
+        factory: Callable[..., Classifier],
+        args: tuple[Any, ...],
+        n_classes: int,
+        *,
+        tile_deadline_s: float = 0.8,
+        start_timeout_s: float = 60.0,
+        restarts: int = 1,
+        warmup: bool = True,
+    ) -> None:
+        self._factory = factory
+        self._args = args
+        self.n_classes = n_classes
+        self.tile_deadline_s = tile_deadline_s
+        self.start_timeout_s = start_timeout_s
+        self.restarts_left = restarts
+        self.warmup = warmup
+        self.restarts = 0
+        self.faults: list[FaultEvent] = []
+        self._ctx = mp.get_context("spawn")
+        self._proc: Any = None
+        self._conn: Connection | None = None
+        self._failed: str | None = None
+        self.child_name = "?"
+        self.input_size: tuple[int, int] = (0, 0)
+        self.name = "isolated (starting)"
+        self._start()
+
+    # -- child lifecycle ---------------------------------------------------------------------------
+    def _start(self) -> None:
+        parent, child = self._ctx.Pipe(duplex=True)
+        proc = self._ctx.Process(target=_child_main, args=(child, self._factory, self._args, self.warmup),
+                                 name="backend-child", daemon=True)
+        proc.start()
+        child.close()
+        self._proc, self._conn = proc, parent
+        deadline = time.monotonic() + self.start_timeout_s
+        try:
+            msg = self._recv(deadline, "starting")
+        except ChildFaultError:
+            self._kill()
+            raise
+        if msg[0] == "error":
+            self._kill()
+            raise msg[1]
+        _, self.child_name, size = msg
+        self.input_size = (int(size[0]), int(size[1]))
+        self.name = f"{self.child_name} [isolated, pid {proc.pid}]"
+        log.info("backend child started: %s", self.name)
+
+    def _kill(self) -> None:
+        proc, conn = self._proc, self._conn
+        self._proc = self._conn = None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+        if proc is not None:
+            if proc.is_alive():
+                proc.kill()
+            proc.join(5.0)
+            with contextlib.suppress(Exception):
+                proc.close()
+
+    def _recv(self, deadline: float, doing: str) -> Any:
+        """Next message from the child, or ChildFaultError when it dies or misses `deadline`."""
+        conn, proc = self._conn, self._proc
+        assert conn is not None and proc is not None
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ChildFaultError("hang", f"no answer from the child while {doing}")
+            try:
+                ready = conn.poll(min(left, 0.05))
+            except (EOFError, OSError) as err:
+                raise ChildFaultError("died", self._death(err)) from None
+            if ready:
+                try:
+                    return conn.recv()
+                except (EOFError, OSError) as err:
+                    raise ChildFaultError("died", self._death(err)) from None
+            if not proc.is_alive():
+                raise ChildFaultError("died", self._death(None))
+
+    def _death(self, err: BaseException | None) -> str:
+        proc = self._proc
+        if proc is not None:
+            proc.join(0.5)
+            code = proc.exitcode
+            if code is not None and code < 0:
+                try:
+                    return f"child killed by {signal.Signals(-code).name}"
+                except ValueError:
+                    return f"child killed by signal {-code}"
+            if code is not None:
+                return f"child exited with code {code}"
+        return f"pipe to the child broke ({err})"
+
+    # -- the Classifier interface ------------------------------------------------------------------
+    def _run_once(self, tiles: np.ndarray) -> np.ndarray:
+        conn = self._conn
+        assert conn is not None
+        try:
+            conn.send(tiles.shape)
+            conn.send_bytes(memoryview(np.ascontiguousarray(tiles)).cast("B"))
+        except (OSError, ValueError) as err:
+            raise ChildFaultError("died", self._death(err)) from None
+        n = tiles.shape[0]
+        out = np.empty((n, self.n_classes), dtype=np.float32)
+        for i in range(n):
+            msg = self._recv(time.monotonic() + self.tile_deadline_s, f"classifying tile {i + 1} of {n}")
+            if msg[0] == "error":
+                raise ChildFaultError("error", f"{type(msg[1]).__name__}: {msg[1]}")
+            if msg[0] != "tile" or msg[1] != i:
+                raise ChildFaultError("garbage", f"unexpected message {msg[0]!r} for tile {i}")
+            out[i] = self._check(msg[2], i)
+        return out
+
+    def _check(self, scores: Any, i: int) -> np.ndarray:
+        arr = np.asarray(scores)
+        if arr.shape != (1, self.n_classes):
+            raise ChildFaultError("garbage", f"tile {i}: scores of shape {arr.shape}, expected (1, {self.n_classes})")
+        if arr.dtype.kind not in "fiu":
+            raise ChildFaultError("garbage", f"tile {i}: scores of dtype {arr.dtype}")
+        arr = arr.astype(np.float32)
+        if not np.all(np.isfinite(arr)):
+            raise ChildFaultError("garbage", f"tile {i}: non-finite scores {arr.tolist()}")
+        if arr.min() < -SCORE_TOLERANCE or arr.max() > 1.0 + SCORE_TOLERANCE:
+            raise ChildFaultError("garbage", f"tile {i}: scores outside 0-1 {arr.tolist()}")
+        return arr[0]
+
+    def classify_batch(self, tiles: np.ndarray) -> np.ndarray:
+        """Classify in the child; on a fault restart it once and re-run this batch, then give up."""
+        if self._failed is not None:
+            raise IsolatedBackendError(self._failed)
+        if tiles.dtype != np.uint8 or tiles.ndim != 4 or tiles.shape[1:] != (*self.input_size, 3):
+            raise ValueError(f"tiles must be uint8 (N, {self.input_size[0]}, {self.input_size[1]}, 3), got "
+                             f"{tiles.dtype} {tiles.shape}")
+        t0 = time.monotonic()
+        try:
+            return self._run_once(tiles)
+        except ChildFaultError as fault:
+            first, detected = fault, time.monotonic() - t0
+        self._kill()
+        if self.restarts_left <= 0:
+            self._give_up(first, detected)
+        event = FaultEvent(first.kind, first.detail, detected, "restart")
+        self.faults.append(event)
+        log.error("backend child fault (%s) detected after %.2f s: %s; restarting it and re-running the frame",
+                  first.kind, detected, first.detail)
+        self.restarts_left -= 1
+        self.restarts += 1
+        t_restart = time.monotonic()
+        try:
+            self._start()
+        except Exception as err:  # noqa: BLE001 - any failure to come back is final
+            self._failed = f"{self.child_name} could not be restarted: {type(err).__name__}: {err}"
+            log.error("%s", self._failed)
+            raise IsolatedBackendError(self._failed) from None
+        t1 = time.monotonic()
+        try:
+            result = self._run_once(tiles)
+        except ChildFaultError as fault:
+            detected = time.monotonic() - t1
+            self._kill()
+            self._give_up(fault, detected)
+        event.recovered_s = time.monotonic() - t_restart
+        return result
+
+    def _give_up(self, fault: ChildFaultError, detected: float) -> NoReturn:
+        self.faults.append(FaultEvent(fault.kind, fault.detail, detected, "give up"))
+        self._failed = f"{self.child_name} failed after {self.restarts} restart(s): {fault}"
+        log.error("backend child fault (%s) after %.2f s: %s; no restart left, giving the backend up",
+                  fault.kind, detected, fault.detail)
+        raise IsolatedBackendError(self._failed)
+
+    def close(self) -> None:
+        """Ask the child to finish, then make sure it is gone (the Edge TPU is released with it)."""
+        conn = self._conn
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.send(None)
+            proc = self._proc
+            if proc is not None:
+                proc.join(2.0)
+        self._kill()
+
+    @property
+    def alive(self) -> bool:
+        """Whether a child is running (False after close or a final fault)."""
+        return self._proc is not None and self._proc.is_alive()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self._kill()
+
+
+# -- the Edge TPU in a child -------------------------------------------------------------------------
+
+
+def _edgetpu_in_child(bundle: Any, device: str | None) -> Classifier:
+    """Child-side factory: the real Edge TPU backend (imported here, inside the child)."""
+    from payload.backends.edgetpu import EdgeTpuClassifier
+
+    return EdgeTpuClassifier(bundle, device)
+
+
+def open_edgetpu_isolated(bundle: Any, device: str | None, *, tile_deadline_s: float = 0.8) -> IsolatedClassifier:
+    """The bundle's Edge TPU model in a watched child; raises EdgeTpuUnavailable like the direct way.
+
+    The cheap checks (no Edge TPU model in the bundle, bad device string, no runtime for this OS)
+    run here first, so a drone without an accelerator does not pay for starting a child to learn it.
+    """
+    from payload.backends.edgetpu import EDGETPU_MODEL, EdgeTpuUnavailable, check_device, delegate_library
+
+    device = check_device(device)
+    if bundle.edgetpu_model is None:
+        raise EdgeTpuUnavailable(f"the bundle has no {EDGETPU_MODEL} ({bundle.edgetpu_note})")
+    delegate_library()
+    return IsolatedClassifier(_edgetpu_in_child, (bundle, device), len(bundle.labels),
+                              tile_deadline_s=tile_deadline_s)
