@@ -35,8 +35,7 @@ def _pose_errors(scenario: Scenario, restamp: bool) -> list[float]:
     tel = Telemetry(TelemetrySection(connection=f"tcp:127.0.0.1:{port}", connect_timeout_s=10, reconnect=False))
     sim.start()
     try:
-        tel.connect()
-        tel.start_background()
+        tel.start()  # connect, then supervise the link
         time.sleep(2.5)  # let the clock sync settle
         deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline:
@@ -51,8 +50,8 @@ def _pose_errors(scenario: Scenario, restamp: bool) -> list[float]:
             )
             errors.append(math.hypot(e, n))
     finally:
-        sim.stop()
         tel.close()
+        sim.stop()
     return errors
 
 
