@@ -243,3 +243,39 @@ def test_timesync_is_answered_with_the_boot_clock(copter: Timeline, restamp: boo
     assert reply is not None and latest is not None
     # the reply's boot time agrees with the time_boot_ms the vehicle is streaming (same clock)
     assert reply.tc1 / 1e9 == pytest.approx(latest.time_boot_ms / 1000, abs=1.0)
+
+
+def test_parameter_read_by_index_and_name_and_set(copter: Timeline) -> None:
+    port = free_udp_port()
+    client = mavutil.mavlink_connection(f"udpin:127.0.0.1:{port}", source_system=255)
+    ep = VehicleEndpoint(copter, f"udp:127.0.0.1:{port}", speed=1, start_s=300)
+
+    def reply(want: str) -> dict:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            m = client.recv_match(type="PARAM_VALUE", blocking=True, timeout=0.5)
+            if m is not None and m.param_id == want:
+                return m.to_dict()
+        raise AssertionError(f"no PARAM_VALUE {want}")
+
+    try:
+        ep.start()
+        assert client.recv_match(type="HEARTBEAT", blocking=True, timeout=3) is not None
+        p5 = copter.params[5]
+        client.mav.param_request_read_send(1, 1, b"", 5)
+        got = reply(p5.name)
+        assert (got["param_index"], got["param_count"]) == (5, 491)
+        assert got["param_value"] == pytest.approx(p5.value)
+        client.mav.param_request_read_send(1, 1, b"SYSID_THISMAV", -1)
+        assert reply("SYSID_THISMAV")["param_value"] == 1
+        client.mav.param_set_send(1, 1, b"SYSID_MYGCS", 250.0, 2)
+        assert reply("SYSID_MYGCS")["param_value"] == 250
+        client.mav.command_long_send(1, 1, 520, 0, 1, 0, 0, 0, 0, 0, 0)
+        av = client.recv_match(type="AUTOPILOT_VERSION", blocking=True, timeout=3)
+        assert av is not None and av.capabilities & 2  # PARAM_FLOAT
+    finally:
+        ep.stop()
+        client.close()
+    assert [r.name for r in ep.received() if r.name.startswith("PARAM")] == [
+        "PARAM_REQUEST_READ", "PARAM_REQUEST_READ", "PARAM_SET"
+    ]  # fmt: skip
