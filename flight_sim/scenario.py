@@ -19,6 +19,7 @@ from payload.configio import StrictModel, load_config, validate_config
 from payload.errors import ConfigError
 
 DISEASES = ("rust", "powdery_mildew")
+MIN_TEXTURE_SCALE_PX = 24  # below this a tile's worth of field cannot hold visible lesions
 MAX_FIELD_PIXELS = 40_000_000  # ~120 MB of RGB: beyond that the field raster does not fit a test machine
 
 
@@ -111,6 +112,13 @@ def check_scenario(s: Scenario, source: str) -> Scenario:
             f"field 'field.m_per_px': {f.m_per_px} makes a "
             f"{f.width_m / f.m_per_px:.0f} x {f.height_m / f.m_per_px:.0f} px raster ({px / 1e6:.0f} Mpx, "
             f"limit {MAX_FIELD_PIXELS / 1e6:.0f}); raise m_per_px or shrink the field"
+        )
+    scale = texture_scale_px(s)
+    if scale < MIN_TEXTURE_SCALE_PX:
+        problems.append(
+            f"field 'field.m_per_px': {f.m_per_px} m/px is too coarse: one classifier tile at "
+            f"{s.flight.altitude_m} m spans only {scale:.0f} field pixels (need {MIN_TEXTURE_SCALE_PX}) so "
+            "lesions cannot be painted; lower m_per_px to about the camera's ground sample distance"
         )
     if problems:
         raise ConfigError(f"{source}: invalid scenario\n" + "\n".join(f"  - {m}" for m in problems))

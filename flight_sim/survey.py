@@ -277,6 +277,13 @@ def survey_timeline(s: Scenario) -> Timeline:
         f"{fl.altitude_m} m and {fl.speed_mps} m/s; airborne {t_arm:.0f}-{t_disarm:.0f} s, survey (AUTO) "
         f"{t_auto:.0f}-{t_land:.0f} s"
     )
+    notes = [note]
+    footprint_w = 2 * fl.altitude_m * math.tan(math.radians(s.camera.hfov_deg) / 2)
+    if len(legs) > 1 and legs[1][0] - legs[0][0] > footprint_w:
+        notes.append(
+            f"line spacing {legs[1][0] - legs[0][0]:.1f} m is wider than the camera footprint "
+            f"({footprint_w:.1f} m): strips between the legs are never seen"
+        )
     return Timeline(
         events=[Event(ts, name, f) for ts, _, name, f in events],
         params=params,
@@ -287,5 +294,5 @@ def survey_timeline(s: Scenario) -> Timeline:
         truth=truth,
         source=f"survey (seed {s.seed})",
         t0_unix=T0_UNIX,
-        notes=[note],
+        notes=notes,
     )

@@ -99,3 +99,17 @@ def test_cli_gives_exit_2_and_no_traceback(tmp_path: Path) -> None:
     ok = run_cli(["-m", "flight_sim", "validate-config", str(DEFAULT_SCENARIO)])
     assert ok.returncode == 0, ok.stderr
     assert '"class": "rust"' in ok.stdout
+
+
+def test_field_too_coarse_for_lesions(tmp_path: Path) -> None:
+    p = write_yaml(tmp_path, set_path(example(), "field.m_per_px", 0.5))
+    expect_config_error(load_scenario, p, "field.m_per_px", "too coarse", "lower m_per_px")
+
+
+def test_sparse_lines_are_noted() -> None:
+    from flight_sim.survey import survey_timeline
+
+    s = load_scenario(DEFAULT_SCENARIO)
+    sparse = s.model_copy(update={"flight": s.flight.model_copy(update={"line_spacing_m": 50.0})})
+    assert any("never seen" in n for n in survey_timeline(sparse).notes)
+    assert not any("never seen" in n for n in survey_timeline(s).notes)
