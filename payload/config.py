@@ -34,7 +34,9 @@ class SourceSection(StrictModel):
     )
     rate_hz: float | None = Field(default=None, gt=0, description="folder: frames per second when no time is known")
     time_from: Literal["exif", "filename", "rate"] = "exif"
-    realtime: bool = Field(default=False, description="folder: release frames at their recorded capture pace")
+    realtime: bool = Field(
+        default=False, description="folder or video file: release frames at their recorded pace, not at once"
+    )
     reconnect_min_s: float = Field(default=0.5, gt=0)
     reconnect_max_s: float = Field(default=10.0, gt=0)
 

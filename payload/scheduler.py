@@ -245,7 +245,12 @@ class Pipeline:
         Must be called from the main thread when signal handlers are to work (they only set a flag).
         Raises the first error of a worker thread after everything has been flushed.
         """
-        self.source.open()
+        try:
+            self.source.open()
+        except BaseException:
+            self.handler.close()
+            self.classifier.close()
+            raise
         self._t_start = time.monotonic()
         threads = {
             "capture": threading.Thread(target=self._capture, name="capture", daemon=True),

@@ -129,6 +129,7 @@ class OpenCVSource(FrameSource):
         reconnect_min_s: float = 0.5,
         reconnect_max_s: float = 10.0,
         capture_factory: Callable[[int | str], Any] = cv2.VideoCapture,
+        realtime: bool = False,
     ) -> None:
         super().__init__()
         self.uri = uri
@@ -139,6 +140,10 @@ class OpenCVSource(FrameSource):
         self._factory = capture_factory
         self._cap: Any = None
         self.is_file = isinstance(self.target, str) and Path(self.target).is_file()
+        # a video file is replayed at its own frame rate when `realtime` (a live camera paces itself)
+        self.realtime = realtime and self.is_file
+        self._period = 0.0
+        self._next_due = 0.0
 
     def _hint(self) -> str:
         t = self.target
@@ -162,7 +167,19 @@ class OpenCVSource(FrameSource):
     def open(self) -> None:
         if not self._try_open():
             raise CameraError(f"camera {self.uri!r} did not open; {self._hint()}")
+        if self.realtime:
+            fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
+            self._period = 1.0 / fps if fps > 0 else 0.0
+            self._next_due = time.monotonic()
         log.info("%s opened", self.name)
+
+    def _pace(self) -> bool:
+        if self._period:
+            wait = self._next_due - time.monotonic()
+            if wait > 0 and self._stop.wait(wait):
+                return False
+            self._next_due = max(self._next_due + self._period, time.monotonic() - self._period)
+        return True
 
     def _reconnect(self) -> bool:
         delay = self.reconnect_min_s
@@ -186,7 +203,10 @@ class OpenCVSource(FrameSource):
             ok, img = self._cap.read()
             if ok:
                 try:
-                    return self._stamp(to_rgb(img, "bgr"))
+                    rgb = to_rgb(img, "bgr")
+                    if not self._pace():
+                        return None
+                    return self._stamp(rgb)
                 except UnreadableFrameError as err:
                     self._skip(str(err))
                     bad += 1
@@ -379,5 +399,5 @@ def make_source(section: Any) -> FrameSource:
     if section.kind == "folder":
         return FolderSource(section.uri, section.time_from, section.rate_hz, section.realtime)
     if section.kind == "opencv":
-        return OpenCVSource(section.uri, section.reconnect_min_s, section.reconnect_max_s)
+        return OpenCVSource(section.uri, section.reconnect_min_s, section.reconnect_max_s, realtime=section.realtime)
     raise CameraError(f"source.kind {section.kind!r} cannot be built from a config; use opencv or folder")

@@ -41,7 +41,8 @@ def open_classifier(
                 f"Edge TPU required (model.backend: edgetpu) but not usable: {err}; "
                 "or set model.backend: auto to fall back to the CPU"
             ) from None
-        log.info("backend edgetpu (requested by model.backend: edgetpu): %s running %s", clf.name, clf_model(bundle))
+        log.info("backend edgetpu (requested by model.backend: edgetpu): %s running %s", clf.name,
+                 _tpu_model_name(bundle))
         return clf
     if backend != "auto":
         raise ValueError(f"unknown backend {backend!r}")
@@ -52,7 +53,7 @@ def open_classifier(
         log.warning("backend auto: Edge TPU not used: %s; falling back to %s running %s", err, cpu.name,
                     bundle.cpu_model.name)
         return cpu
-    log.info("backend auto: Edge TPU loaded: %s running %s", clf.name, clf_model(bundle))
+    log.info("backend auto: Edge TPU loaded: %s running %s", clf.name, _tpu_model_name(bundle))
     return clf
 
 
@@ -64,5 +65,5 @@ def _open_edgetpu(bundle: Bundle, device: str | None, isolate: bool) -> Classifi
     return open_edgetpu_isolated(bundle, device)
 
 
-def clf_model(bundle: Bundle) -> str:
+def _tpu_model_name(bundle: Bundle) -> str:
     return bundle.edgetpu_model.name if bundle.edgetpu_model else "?"

@@ -12,6 +12,7 @@ import pytest
 
 from payload.backends.cpu import CpuClassifier
 from payload.bundle import load_bundle
+from payload.errors import CameraError
 from payload.records import JsonlRecordHandler
 from payload.scheduler import Mailbox, Pipeline
 from payload.sources import FrameSource, InProcessSource
@@ -179,3 +180,20 @@ def test_real_pipeline_writes_every_frame_as_jsonl(tmp_path: Path, tiny_bundle_d
     Pipeline(InProcessSource(frames[:1]), CpuClassifier(bundle, 1), handler2, bundle,
              Tiler(1, 1, 0.0, (32, 32))).run()
     assert len(out.read_text().splitlines()) == len(lines) + 1
+
+
+class ClosedCamera(FrameSource):
+    name = "closed"
+
+    def open(self) -> None:
+        raise CameraError("camera 'x' did not open (test)")
+
+    def read(self) -> Frame | None:
+        raise AssertionError("never read")
+
+
+def test_a_camera_that_will_not_open_releases_handler_and_backend(tiny_bundle_dir: Path) -> None:
+    handler, clf = RecordingHandler(), ScriptedClassifier()
+    with pytest.raises(CameraError, match="did not open"):
+        pipeline(ClosedCamera(), clf, handler, tiny_bundle_dir).run()
+    assert handler.closed and clf.closed

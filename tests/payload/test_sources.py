@@ -173,18 +173,29 @@ def test_stop_interrupts_reconnection() -> None:
     assert time.monotonic() - t0 < 5
 
 
-def test_video_file_ends_instead_of_reconnecting(tmp_path: Path) -> None:
-    path = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+def video(path: Path, n: int = 5, fps: float = 10) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (64, 48))
     assert writer.isOpened()
-    for i in range(5):
+    for i in range(n):
         writer.write(np.full((48, 64, 3), i * 40, np.uint8))
     writer.release()
-    src = OpenCVSource(str(path))
+    return path
+
+
+def test_video_file_ends_instead_of_reconnecting(tmp_path: Path) -> None:
+    src = OpenCVSource(str(video(tmp_path / "clip.avi")))
     src.open()
     frames = drain(src)
     src.close()
     assert len(frames) == 5 and frames[0].pixels.shape == (48, 64, 3) and src.counters.reconnects == 0
+
+
+def test_video_file_realtime_replays_at_its_frame_rate(tmp_path: Path) -> None:
+    src = OpenCVSource(str(video(tmp_path / "clip.avi", n=5, fps=10)), realtime=True)
+    src.open()
+    frames = drain(src)
+    assert len(frames) == 5
+    assert frames[-1].t_mono - frames[0].t_mono >= 0.35  # 4 periods of 0.1 s (a lower bound)
 
 
 def test_in_process_source() -> None:
