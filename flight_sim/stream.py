@@ -192,6 +192,24 @@ class SimCamera:
         self.seq += 1
         return Frame(pixels, self.seq, time.monotonic(), time.time() if t_wall is None else t_wall, "flight_sim")
 
+    def live(self, clock: SimClock, fps: float, max_frames: int | None = None) -> Iterator[Frame]:
+        """Frames paced in wall time at the clock's current instant, until a non-looping flight ends.
+
+        For an in-process payload: `InProcessSource(sim.rig.camera.live(sim.clock, fps))`. `fps` is
+        per wall second here (the payload's capture rate), unlike the scenario's per-flight-second fps.
+        """
+        period = 1.0 / fps
+        next_t = time.monotonic()
+        n = 0
+        while not clock.finished() and (max_frames is None or n < max_frames):
+            delay = next_t - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            next_t = max(next_t + period, time.monotonic() - period)
+            sim_t = clock.now()
+            yield self.frame_at(sim_t)
+            n += 1
+
     def frames(self, times: Iterator[float] | list[float] | np.ndarray) -> Iterator[tuple[float, np.ndarray]]:
         """(t, RGB frame) for each timeline time given."""
         for t in times:

@@ -108,3 +108,23 @@ def test_in_process_frames_for_the_payload(small: Scenario, survey: Timeline) ->
     f2 = rig.camera.frame_at(60.2)
     assert (f1.seq, f2.seq) == (1, 2) and f1.pixels.shape == (480, 640, 3) and f1.pixels.dtype == np.uint8
     assert f2.t_mono >= f1.t_mono and f1.source == "flight_sim"
+
+
+def test_live_in_process_frames_follow_the_clock(small: Scenario, survey: Timeline) -> None:
+    from flight_sim.clock import SimClock
+    from payload.sources import InProcessSource
+
+    rig = CameraRig.build(small, survey)
+    clock = SimClock(10.0, 60.0, 62.0)
+    clock.begin()
+    src = InProcessSource(rig.camera.live(clock, fps=20))
+    t0 = time.monotonic()
+    frames = []
+    while time.monotonic() - t0 < 5:
+        f = src.read()
+        if f is None:
+            break
+        frames.append(f)
+    # 2 s of flight at 10x = 0.2 s wall at 20 frames/s: about 4 frames, then the source ends
+    assert 2 <= len(frames) <= 7 and time.monotonic() - t0 < 2
+    assert [f.seq for f in frames] == list(range(1, len(frames) + 1))
