@@ -1,8 +1,9 @@
 """Wiring of `payload run`: config -> bundle -> backend -> source -> pipeline -> result handler.
 
-`build_handler` is the one place that decides what happens to each FrameResult. Today it writes
-the per-frame, per-tile JSONL classifications; the geotagging work replaces its body with a handler
-that adds pose, ground position and sinks, and nothing else here has to change.
+`build_handler` is the one place that decides what happens to each FrameResult: the per-frame,
+per-tile JSONL classifications (payload/records.py), wrapped by the geotagging handler that adds
+pose, ground position, sinks and alerts. Tests, the bench and the simulator pass their own
+`handler_factory` / `source` / `classifier` to `build_pipeline` instead of editing this wiring.
 """
 
 from __future__ import annotations
