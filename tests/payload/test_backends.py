@@ -244,3 +244,43 @@ def test_library_names_and_device_strings() -> None:
     for bad in ("gpu", "usb0", "usb:", ":"):
         with pytest.raises(EdgeTpuUnavailable, match="not a valid Edge TPU device"):
             check_device(bad)
+
+
+class QuantInterpreter:
+    """An interpreter double whose uint8 input has scale 0.5, zero point 10 (pixels must be requantized)."""
+
+    def __init__(self) -> None:
+        self.seen: list[np.ndarray] = []
+
+    def allocate_tensors(self) -> None:
+        pass
+
+    def get_input_details(self) -> list[dict]:
+        return [{"index": 0, "shape": np.array([1, 32, 32, 3]), "dtype": np.uint8, "quantization": (0.5, 10)}]
+
+    def get_output_details(self) -> list[dict]:
+        return [{"index": 1, "shape": np.array([1, 3]), "dtype": np.uint8, "quantization": (1 / 255, 0)}]
+
+    def set_tensor(self, index: int, value: np.ndarray) -> None:
+        self.seen.append(value.copy())
+
+    def invoke(self) -> None:
+        pass
+
+    def get_tensor(self, index: int) -> np.ndarray:
+        return np.array([[0, 51, 255]], np.uint8)
+
+
+def test_input_quantization_is_honoured_without_float_maths_per_pixel(tiny_bundle_dir: Path) -> None:
+    from payload.backends.base import TFLiteClassifier
+
+    interp = QuantInterpreter()
+    clf = TFLiteClassifier(interp, load_bundle(tiny_bundle_dir), Path("model.tflite"), "test")
+    batch = np.zeros((2, 32, 32, 3), np.uint8)
+    batch[0, 0, 0] = (0, 100, 255)
+    scores = clf.classify_batch(batch)
+    np.testing.assert_allclose(scores, [[0.0, 0.2, 1.0]] * 2, atol=1e-6)
+    assert interp.seen[0].dtype == np.uint8
+    # real value = 0.5 * (q - 10)  =>  q = p / 0.5 + 10, clipped to 0-255
+    assert tuple(interp.seen[0][0, 0, 0]) == (10, 210, 255)
+    assert (interp.seen[1] == 10).all()
