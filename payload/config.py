@@ -35,7 +35,9 @@ class SourceSection(StrictModel):
     rate_hz: float | None = Field(default=None, gt=0, description="folder: frames per second when no time is known")
     time_from: Literal["exif", "filename", "rate"] = "exif"
     realtime: bool = Field(
-        default=False, description="folder or video file: release frames at their recorded pace, not at once"
+        default=False,
+        description="folder or video file: true = replay at the recorded pace (stale frames dropped as live); "
+        "false = classify every frame, as fast as the classifier goes",
     )
     reconnect_min_s: float = Field(default=0.5, gt=0)
     reconnect_max_s: float = Field(default=10.0, gt=0)
@@ -87,6 +89,13 @@ class TelemetrySection(StrictModel):
     buffer_s: float = Field(default=60.0, gt=1.0, description="seconds of telemetry kept for interpolation")
     timesync: bool = Field(default=True, description="also estimate the clock offset with MAVLink TIMESYNC")
     source_system: int = Field(default=255, ge=1, le=255)
+    vehicle_sysid: int | None = Field(
+        default=None,
+        ge=1,
+        le=255,
+        description="MAVLink system id of OUR vehicle; messages from any other system (another drone on the "
+        "same radio, a spoofer) are ignored. null = the system of the first HEARTBEAT heard",
+    )
     source_component: int = Field(default=0, ge=0, le=255)
 
 

@@ -1,7 +1,9 @@
 """The real-time pipeline: capture thread -> newest-frame mailbox -> inference -> bounded queue -> writer.
 
 A stale frame is worth less than a fresh one, so capture never waits for inference: it overwrites
-the single-slot mailbox, and every overwritten frame is counted as a drop. Inference results go to
+the single-slot mailbox, and every overwritten frame is counted as a drop. (A recording replayed
+as fast as possible, `source.lossless`, is the exception: there is no "live", so capture waits and
+every frame is classified.) Inference results go to
 the writer through a bounded queue that blocks when full (nothing classified is ever thrown away;
 back-pressure ends up as mailbox drops). On stop (SIGINT/SIGTERM), capture stops, the frame in flight
 and the one waiting are finished, the writer flushes, and `run()` returns the final statistics.
@@ -36,9 +38,16 @@ class Mailbox:
         self._closed = False
         self.dropped = 0
 
-    def put(self, frame: Frame) -> bool:
-        """Store `frame`; return True if it replaced one that was never read."""
+    def put(self, frame: Frame, wait: bool = False, abort: threading.Event | None = None) -> bool:
+        """Store `frame`; return True if it replaced one that was never read.
+
+        With `wait` (a recording replayed as fast as it is classified), first wait until the slot is
+        free, so nothing is dropped; `abort` being set ends the wait (shutdown).
+        """
         with self._cond:
+            if wait:
+                while self._frame is not None and not self._closed and not (abort is not None and abort.is_set()):
+                    self._cond.wait(0.1)
             replaced = self._frame is not None
             if replaced:
                 self.dropped += 1
@@ -51,6 +60,7 @@ class Mailbox:
         with self._cond:
             self._cond.wait_for(lambda: self._frame is not None or self._closed, timeout)
             frame, self._frame = self._frame, None
+            self._cond.notify_all()  # a waiting lossless put may go on
             return frame
 
     def close(self) -> None:
@@ -156,7 +166,7 @@ class Pipeline:
                 frame = self.source.read()
                 if frame is None:
                     break
-                self.mailbox.put(frame)
+                self.mailbox.put(frame, wait=self.source.lossless, abort=self._stop)
         except Exception as err:  # noqa: BLE001 - reported and re-raised by run()
             self._fail("capture", err)
         finally:

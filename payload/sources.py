@@ -77,6 +77,9 @@ class FrameSource(ABC):
     """
 
     name: str = "source"
+    # True for a recording replayed as fast as it can be classified: the scheduler then waits for the
+    # mailbox instead of dropping frames (nothing is "stale" in a replay that is not paced)
+    lossless: bool = False
 
     def __init__(self) -> None:
         self.counters = SourceCounters()
@@ -142,6 +145,7 @@ class OpenCVSource(FrameSource):
         self.is_file = isinstance(self.target, str) and Path(self.target).is_file()
         # a video file is replayed at its own frame rate when `realtime` (a live camera paces itself)
         self.realtime = realtime and self.is_file
+        self.lossless = self.is_file and not realtime
         self._period = 0.0
         self._next_due = 0.0
 
@@ -284,7 +288,8 @@ class FolderSource(FrameSource):
 
     Capture time comes from EXIF, the file name or a fixed rate (`time_from` says which to try
     first; the others follow in that order). With `realtime`, frames are released at their
-    recorded pace; otherwise as fast as the capture thread reads them.
+    recorded pace (and may go stale like a live camera's); otherwise every image is classified, as
+    fast as the classifier goes.
     """
 
     def __init__(self, folder: str | Path, time_from: str = "exif", rate_hz: float | None = None,
@@ -296,6 +301,7 @@ class FolderSource(FrameSource):
         self.time_order = [time_from] + [t for t in order if t != time_from]
         self.rate_hz = rate_hz
         self.realtime = realtime
+        self.lossless = not realtime
         self._files: list[Path] = []
         self._index = 0
         self._t0_wall: float | None = None

@@ -83,6 +83,8 @@ def test_run_to_the_end_of_a_folder_with_unreadable_files(tmp_path: Path, tiny_b
     assert out.returncode == 0, out.stderr
     stats = json.loads((tmp_path / "out" / "run_stats.json").read_text())
     assert stats["frames_unreadable"] == 1 and stats["frames_captured"] == 3
+    assert stats["frames_processed"] == 3 and stats["frames_dropped"] == 0  # an unpaced replay loses nothing
+    assert len((tmp_path / "out" / "classifications.jsonl").read_text().splitlines()) == 3
     assert "skipped an unreadable frame (IMG_20261125_109999.jpg cannot be decoded)" in out.stderr
 
 

@@ -42,6 +42,25 @@ def test_mailbox_keeps_only_the_newest() -> None:
     assert box.closed and box.get(None) is None  # closed and empty: no wait
 
 
+def test_lossless_put_waits_for_the_reader_or_an_abort() -> None:
+    box = Mailbox()
+    box.put(frame(0))
+    done = []
+    t = threading.Thread(target=lambda: done.append(box.put(frame(1), wait=True)))
+    t.start()
+    t.join(0.3)
+    assert t.is_alive() and not done  # waiting: the slot is full
+    got = box.get(1)
+    t.join(5)
+    assert got is not None and got.seq == 0 and done == [False] and box.dropped == 0
+    abort = threading.Event()
+    t = threading.Thread(target=lambda: done.append(box.put(frame(2), wait=True, abort=abort)))
+    t.start()
+    abort.set()
+    t.join(5)
+    assert done == [False, True] and box.dropped == 1  # shutdown: the newest frame wins as usual
+
+
 def pipeline(source: FrameSource, clf, handler, bundle_dir: Path, **kw) -> Pipeline:  # noqa: ANN001
     return Pipeline(source, clf, handler, load_bundle(bundle_dir), Tiler(2, 2, 0.0, (32, 32)), **kw)
 
@@ -197,3 +216,17 @@ def test_a_camera_that_will_not_open_releases_handler_and_backend(tiny_bundle_di
     with pytest.raises(CameraError, match="did not open"):
         pipeline(ClosedCamera(), clf, handler, tiny_bundle_dir).run()
     assert handler.closed and clf.closed
+
+
+def test_unpaced_folder_replay_classifies_every_image(tmp_path: Path, tiny_bundle_dir: Path) -> None:
+    import cv2
+
+    from payload.sources import FolderSource
+
+    for i in range(8):
+        cv2.imwrite(str(tmp_path / f"img_{i}.png"), np.full((40, 40, 3), i * 20, np.uint8))
+    handler = RecordingHandler()
+    slow = ScriptedClassifier(gate=lambda: time.sleep(0.02))
+    stats = pipeline(FolderSource(tmp_path, time_from="rate", rate_hz=1.0), slow, handler, tiny_bundle_dir).run()
+    assert [r.frame.seq for r in handler.results] == list(range(8))
+    assert (stats.frames_captured, stats.frames_processed, stats.frames_dropped) == (8, 8, 0)
