@@ -17,7 +17,7 @@ import numpy as np
 
 from .config import DataConfig
 from .errors import DataError
-from .synthetic import CLASSES, leaf_image
+from .synthetic import CLASSES, training_image
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def make_splits(cfg: DataConfig) -> DataSplits:
 def synthetic_image(label: int, seed: int, size: int, base_seed: int) -> np.ndarray:
     """The synthetic image of one record: the same (label, seed) always gives the same pixels."""
     rng = np.random.default_rng([base_seed, int(seed)])
-    return leaf_image(CLASSES[int(label)], size, rng)
+    return training_image(CLASSES[int(label)], size, rng)
 
 
 def make_dataset(

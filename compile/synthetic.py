@@ -195,3 +195,62 @@ def leaf_image(cls: str, size: int, rng: np.random.Generator) -> np.ndarray:
     img = leaf_canvas(size, size, rng, scale=size)
     img = paint_lesions(img, cls, rng, scale=size)
     return add_sensor_noise(img, rng, sigma=rng.uniform(2.0, 6.0))
+
+
+# Bare soil: what a camera sees at field edges, headlands, tramlines and gaps in the canopy.
+_SOIL = np.array([112.0, 88.0, 62.0])  # dry loam, RGB
+BACKGROUND_FRACTION = 0.25  # share of "healthy" training images that are soil or a field edge
+EDGE_FRACTION = 0.1  # share of disease training images cut by a field edge
+
+
+def soil_canvas(height: int, width: int, rng: np.random.Generator, scale: float) -> np.ndarray:
+    """Bare soil of any size: brown base, moisture blotches, clods and furrows.
+
+    Brown soil is the commonest thing a disease classifier wrongly calls rust: the classifier must
+    learn it as "not diseased", and the simulator paints it around its field with this function.
+    """
+    if height <= 0 or width <= 0 or scale <= 0:
+        raise ValueError(f"height, width and scale must be positive, got {height}, {width}, {scale}")
+    base = _SOIL * rng.uniform(0.8, 1.2, size=3)
+    blotch = _smooth_noise(height, width, scale / 3.0, rng)
+    clods = _smooth_noise(height, width, max(scale / 30.0, 1.0), rng)
+    theta = rng.uniform(0.0, np.pi)
+    period = scale * rng.uniform(0.12, 0.25)
+    yy, xx = np.mgrid[0:height, 0:width]
+    furrows = np.sin(2 * np.pi * (xx * np.cos(theta) + yy * np.sin(theta)) / period)
+    shade = 1.0 + 0.15 * blotch + 0.10 * clods + 0.07 * furrows
+    return np.clip(base[None, None, :] * shade[..., None], 0, 255).astype(np.uint8)
+
+
+def edge_mask(size: int, rng: np.random.Generator, share: float) -> np.ndarray:
+    """A straight field edge at a random angle: True on the side that covers `share` of the image."""
+    theta = rng.uniform(0.0, 2 * np.pi)
+    yy, xx = np.mgrid[0:size, 0:size]
+    proj = xx * np.cos(theta) + yy * np.sin(theta)
+    return proj < np.quantile(proj, share)
+
+
+def training_image(cls: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """One training image: mostly `leaf_image`, plus the hard cases a field survey meets.
+
+    A share of "healthy" images are bare soil or a leaf cut by a field edge (hard negatives), and
+    a share of disease images are cut by a field edge (the lesions stay on the leaf part), so the
+    classifier neither flags soil as rust nor misses a patch next to a headland.
+    """
+    _check_class(cls)
+    if cls == HEALTHY and rng.random() < BACKGROUND_FRACTION:
+        soil = soil_canvas(size, size, rng, scale=size)
+        if rng.random() < 0.5:
+            img = soil
+        else:
+            img = leaf_canvas(size, size, rng, scale=size)
+            mask = edge_mask(size, rng, rng.uniform(0.2, 0.8))
+            img[mask] = soil[mask]
+        return add_sensor_noise(img, rng, sigma=rng.uniform(2.0, 6.0))
+    img = leaf_canvas(size, size, rng, scale=size)
+    img = paint_lesions(img, cls, rng, scale=size)
+    if cls != HEALTHY and rng.random() < EDGE_FRACTION:
+        soil = soil_canvas(size, size, rng, scale=size)
+        mask = edge_mask(size, rng, rng.uniform(0.1, 0.35))
+        img[mask] = soil[mask]
+    return add_sensor_noise(img, rng, sigma=rng.uniform(2.0, 6.0))

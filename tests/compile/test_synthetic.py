@@ -128,3 +128,30 @@ def test_synthetic_imports_without_tensorflow() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
+
+
+def test_soil_is_brown_textured_and_deterministic() -> None:
+    from compile.synthetic import soil_canvas
+
+    a = soil_canvas(96, 128, np.random.default_rng(5), scale=96)
+    b = soil_canvas(96, 128, np.random.default_rng(5), scale=96)
+    assert a.shape == (96, 128, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b)
+    r, g, bl = (a[..., i].astype(float).mean() for i in range(3))
+    assert r > g > bl  # brown, not green
+    assert a.astype(float).std() > 3.0  # textured, not a flat colour
+
+
+def test_training_images_include_soil_negatives_and_edge_cut_diseases() -> None:
+    from compile.synthetic import training_image
+
+    def greenness(img: np.ndarray) -> float:
+        f = img.astype(float)
+        return float(((f[..., 1] > f[..., 0] + 15)).mean())
+
+    rng = np.random.default_rng(11)
+    healthy = [greenness(training_image("healthy", 64, rng)) for _ in range(120)]
+    soil_like = sum(g < 0.85 for g in healthy)
+    assert 10 <= soil_like <= 60  # about a quarter are soil or a field edge
+    rust = [greenness(training_image("rust", 64, rng)) for _ in range(60)]
+    assert min(rust) > 0.2  # an edge never covers most of a diseased leaf
