@@ -211,7 +211,7 @@ def soil_canvas(height: int, width: int, rng: np.random.Generator, scale: float)
     """
     if height <= 0 or width <= 0 or scale <= 0:
         raise ValueError(f"height, width and scale must be positive, got {height}, {width}, {scale}")
-    base = _SOIL * rng.uniform(0.8, 1.2, size=3)
+    base = _SOIL * rng.uniform(0.8, 1.2) * rng.uniform(0.95, 1.05, size=3)  # darker/lighter, same hue
     blotch = _smooth_noise(height, width, scale / 3.0, rng)
     clods = _smooth_noise(height, width, max(scale / 30.0, 1.0), rng)
     theta = rng.uniform(0.0, np.pi)

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from compile.synthetic import CLASSES, LESION_RADII, REFERENCE_PX, leaf_canvas, paint_lesions
+from compile.synthetic import CLASSES, LESION_RADII, REFERENCE_PX, leaf_canvas, paint_lesions, soil_canvas
 from flight_sim.scenario import Scenario, texture_scale_px
 
 LABEL_OUTSIDE = 255  # label of ground outside the field
-SOIL_RGB = (112, 88, 62)  # bare soil around the field
+SOIL_RGB = (112, 88, 62)  # bare soil around the field (the edge colour; the ground beyond is `Field.soil`)
+SOIL_TILE_PX = 1024  # the soil texture around the field repeats every this many raster pixels
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Field:
     width_m: float
     height_m: float
     scale_px: float
+    soil: np.ndarray | None = None  # (S, S, 3) uint8 texture tiled over the ground outside the field
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -80,4 +82,6 @@ def build_field(s: Scenario) -> Field:
         # paint only the window around the disk: lesion density is per area of the mask anyway
         rgb[rows, cols] = paint_lesions(rgb[rows, cols], cls, rng, scale, mask=mask)
         labels[rows, cols][mask] = CLASSES.index(cls)
-    return Field(rgb, labels, m, float(s.field.width_m), float(s.field.height_m), scale)
+    # the soil around the field comes from the same generator the classifier learnt soil from
+    soil = soil_canvas(SOIL_TILE_PX, SOIL_TILE_PX, np.random.default_rng([s.seed, 1]), scale)
+    return Field(rgb, labels, m, float(s.field.width_m), float(s.field.height_m), scale, soil)

@@ -48,6 +48,7 @@ class FieldRenderer:
         self._uv = np.stack([uu.ravel(), vv.ravel()], axis=1)
         self._rgb = np.ascontiguousarray(field.rgb)
         self._labels = np.ascontiguousarray(field.labels)
+        self._soil = None if field.soil is None else np.ascontiguousarray(field.soil)
 
     @classmethod
     def for_scenario(cls, s: Scenario, field: Field) -> FieldRenderer:
@@ -83,6 +84,18 @@ class FieldRenderer:
         out = cv2.remap(
             self._rgb, gm.map_x, gm.map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=SOIL_RGB
         )
+        if self._soil is not None:
+            h, w = self._rgb.shape[:2]
+            outside = (gm.map_x < -0.5) | (gm.map_x > w - 0.5) | (gm.map_y < -0.5) | (gm.map_y > h - 0.5)
+            outside &= ~gm.sky
+            if outside.any():
+                period = 2.0 * (self._soil.shape[0] - 1)  # mirror-tiled: continuous, no seams
+
+                def fold(a: np.ndarray) -> np.ndarray:
+                    return (period / 2 - np.abs(np.mod(a, period) - period / 2)).astype(np.float32)
+
+                soil = cv2.remap(self._soil, fold(gm.map_x), fold(gm.map_y), cv2.INTER_LINEAR)
+                out[outside] = soil[outside]
         if gm.sky.any():
             out[gm.sky] = SKY_RGB
         return out

@@ -181,6 +181,21 @@ def test_sky_and_outside_field_are_marked(scenario: Scenario, renderer: FieldRen
     assert (labels[gm.sky] == LABEL_OUTSIDE).all()
 
 
+def test_ground_outside_the_field_is_textured_soil(scenario: Scenario, renderer: FieldRenderer) -> None:
+    pose = pose_at_en(scenario, -20.0, 40.0, 30.0, 0.0, 0.0, 0.0)  # over the west headland
+    rgb = renderer.render(pose).astype(float)
+    outside = renderer.render_labels(pose) == LABEL_OUTSIDE
+    assert outside.mean() > 0.3
+    soil = rgb[outside]
+    assert soil[:, 0].mean() > soil[:, 1].mean() > soil[:, 2].mean()  # brown
+    assert soil.std(axis=0).min() > 3.0  # the generator's texture, not a flat colour
+    # mirror tiling: no seam, neighbouring rows differ no more than the texture itself does
+    rows = rgb.mean(axis=2)
+    cols_out = outside.all(axis=0)
+    steps = np.abs(np.diff(rows[:, cols_out], axis=0)).mean(axis=1)
+    assert steps.max() < 6 * np.median(steps) + 2
+
+
 def test_render_rate_on_one_core(scenario: Scenario, renderer: FieldRenderer, survey: Timeline) -> None:
     """>= 10 frames/s at 640x480 measured in this process's CPU time with OpenCV on one thread."""
     threads = cv2.getNumThreads()
