@@ -62,6 +62,49 @@ def _close_quietly(obj: Any) -> None:
         log.debug("closing telemetry link: %s", err)
 
 
+def frame_udp_datagrams(vehicle: Any) -> bool:
+    """On a UDP link, let no junk datagram swallow the good packets that follow it.
+
+    MAVLink over UDP sends whole packets in each datagram, but pymavlink parses the socket as a byte
+    stream: a junk datagram holding a start marker and a large length makes the parser wait for
+    (and then discard as one bad packet) the next ~280 bytes, i.e. our vehicle's next HEARTBEAT and
+    positions. A stream of such datagrams (a noisy radio bridge, a hostile sender) kept dronekit from
+    ever hearing a heartbeat in the reliability tests. So when a new datagram arrives while the
+    parser is still waiting for the rest of an incomplete packet, that incomplete packet is dropped:
+    it can never be completed by another datagram; complete packets still buffered are parsed before
+    the next datagram is read, and bad bytes are skipped in one go (robust parsing).
+    Returns whether the link was UDP (and so got the fix).
+    """
+    master = getattr(getattr(vehicle, "_handler", None), "master", None)
+    if master is None or "udp" not in type(master).__name__.lower():
+        return False
+    recv = master.recv
+    mav = getattr(master, "mav", None)
+    if mav is None or not hasattr(mav, "buf_len") or not hasattr(mav, "expected_length"):
+        return False
+    # Junk comes back as one BAD_DATA message per run of bad bytes instead of one MAVError per byte.
+    mav.robust_parsing = True
+
+    def recv_datagram(n: int | None = None) -> Any:
+        m = master.mav  # dronekit may replace the parser object; always use the current one
+        pending = m.buf_len()
+        if pending >= m.expected_length:
+            return b""  # parse what is already buffered before reading more: no backlog can build up
+        data = recv(n) if n is not None else recv()
+        if data and pending:
+            # the parser waits for the rest of a packet that no later datagram can complete
+            m.buf = bytearray()
+            m.buf_index = 0
+            m.expected_length = _HEADER_LEN_V1 + 2
+        return data
+
+    master.recv = recv_datagram
+    return True
+
+
+_HEADER_LEN_V1 = 6  # pymavlink's HEADER_LEN_V1: the parser's initial expected_length is this + 2
+
+
 def _diagnose(vehicle: Any) -> str:
     """Which step of dronekit's handshake the vehicle never completed."""
     if vehicle is None:
@@ -178,7 +221,8 @@ class Telemetry:
         self._supervisor: threading.Thread | None = None
         self._last_rx_mono: float | None = None
         self._timesync_pending: dict[int, float] = {}
-        self._system_id: int | None = None
+        # Pinned from the config when given, so a spoofed HEARTBEAT heard first cannot take the link over.
+        self._system_id: int | None = cfg.vehicle_sysid
         self.connect_time_s: float | None = None
         self.link_lost_count = 0
         self.reconnect_count = 0
@@ -208,7 +252,8 @@ class Telemetry:
             on_created=self._attach,
         )
         self.connect_time_s = time.monotonic() - t0
-        self._system_id = getattr(vehicle, "_heartbeat_system", None)
+        if self.cfg.vehicle_sysid is None:
+            self._system_id = getattr(vehicle, "_heartbeat_system", None)
         with self._vehicle_lock:
             self._vehicle = vehicle
         self._lost = False
@@ -282,6 +327,7 @@ class Telemetry:
 
     # ------------------------------------------------------------ listeners
     def _attach(self, vehicle: Any) -> None:
+        frame_udp_datagrams(vehicle)
         vehicle.add_message_listener("*", self._on_any)
         for name in _LISTENED:
             vehicle.add_message_listener(name, self._on_message)
