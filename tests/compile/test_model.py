@@ -70,3 +70,20 @@ def test_imagenet_offline_says_so_and_suggests_alternatives(monkeypatch: pytest.
         build_model(ModelConfig(input_size=32, weights="imagenet"))
     msg = str(info.value)
     assert "offline" in msg and "'none'" in msg and "notop.h5" in msg
+
+
+def test_augmentation_is_active_in_training_only() -> None:
+    from compile.config import AugmentConfig
+    from compile.model import augmentation_block
+
+    x = np.random.default_rng(2).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
+    block = augmentation_block(AugmentConfig(), seed=3)
+    names = [layer.__class__.__name__ for layer in block.layers]
+    assert names == ["RandomFlip", "RandomRotation", "RandomTranslation", "RandomZoom", "RandomShear",
+                     "RandomGain", "RandomContrast"]
+    assert np.array_equal(np.asarray(block(x, training=False)), x)
+    y = np.asarray(block(x, training=True))
+    assert not np.allclose(y, x) and y.min() >= 0 and y.max() <= 255
+    model = build_model(ModelConfig(input_size=32, weights="none"), AugmentConfig(), seed=0)
+    assert "augment" in [layer.name for layer in model.layers]
+    assert "augment" not in [layer.name for layer in export_model(model).layers]
