@@ -1,4 +1,4 @@
-"""A build that fails late (int8 not faithful) leaves the good bundle in place and no debris."""
+"""Build paths on a tiny stand-in network: late failure keeps the old bundle, --cpu-only, compiler run."""
 
 from __future__ import annotations
 
@@ -28,6 +28,39 @@ def _tiny_train(cfg, splits, workdir):
     return keras.Model(inp, out), {"loss": [1.0]}, {"epochs_run": 1}
 
 
+def _tiny_cfg():
+    cfg = load_build_config(ROOT / "configs" / "build.yaml", "quick")
+    return cfg.model_copy(update={
+        "model": cfg.model.model_copy(update={"input_size": 32}),
+        "data": cfg.data.model_copy(update={"synthetic_per_class": 10}),
+        "quantize": cfg.quantize.model_copy(update={"representative_images": 4, "agreement_floor": 0.0}),
+    })
+
+
+def test_cpu_only_build_succeeds_and_says_so(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(train_mod, "train", _tiny_train)
+    monkeypatch.setenv("PATH", "/nonexistent")  # no compiler anywhere: --cpu-only must not look for one
+    result = build_mod.run_build(_tiny_cfg(), tmp_path / "b", profile="quick", cpu_only=True)
+    assert result.compiler_error is None
+    e = result.card["edgetpu"]
+    assert e["cpu_only"] is True and e["compiled"] is False and "--cpu-only" in e["reason"]
+    assert verify_bundle(tmp_path / "b") == []
+
+
+def test_build_with_the_compiler_ships_both_models(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(train_mod, "train", _tiny_train)
+    monkeypatch.setenv("FAKE_EDGETPU_MODE", "success")
+    cfg = _tiny_cfg()
+    cfg = cfg.model_copy(update={"edgetpu": cfg.edgetpu.model_copy(
+        update={"compiler": str(ROOT / "tests" / "compile" / "fake_edgetpu_compiler")})})
+    result = build_mod.run_build(cfg, tmp_path / "b", profile="quick")
+    assert result.compiler_error is None
+    card = result.card
+    assert card["edgetpu"]["compiled"] is True and card["edgetpu"]["summary"]["fully_mapped"] is True
+    assert {"model_int8.tflite", "model_int8_edgetpu.tflite", "model_int8_edgetpu.log"} <= set(card["files"])
+    assert verify_bundle(tmp_path / "b") == []
+
+
 def test_agreement_below_floor_keeps_the_old_bundle(quick_bundle, tmp_path: Path, monkeypatch) -> None:
     good = tmp_path / "bundle"
     shutil.copytree(quick_bundle.path, good)
@@ -40,12 +73,8 @@ def test_agreement_below_floor_keeps_the_old_bundle(quick_bundle, tmp_path: Path
         return np.roll(scores, 1, axis=1), labels, q  # every argmax changes
 
     monkeypatch.setattr(build_mod, "int8_scores", disagreeing)
-    cfg = load_build_config(ROOT / "configs" / "build.yaml", "quick")
-    cfg = cfg.model_copy(update={
-        "model": cfg.model.model_copy(update={"input_size": 32}),
-        "data": cfg.data.model_copy(update={"synthetic_per_class": 10}),
-        "quantize": cfg.quantize.model_copy(update={"representative_images": 4}),
-    })
+    cfg = _tiny_cfg()
+    cfg = cfg.model_copy(update={"quantize": cfg.quantize.model_copy(update={"agreement_floor": 0.5})})
     with pytest.raises(QuantizationError, match="agree on only 0.000"):
         build_mod.run_build(cfg, good, profile="quick", cpu_only=True)
     assert (good / "model_card.json").read_bytes() == before
