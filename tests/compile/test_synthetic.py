@@ -155,3 +155,17 @@ def test_training_images_include_soil_negatives_and_edge_cut_diseases() -> None:
     assert 10 <= soil_like <= 60  # about a quarter are soil or a field edge
     rust = [greenness(training_image("rust", 64, rng)) for _ in range(60)]
     assert min(rust) > 0.2  # an edge never covers most of a diseased leaf
+
+
+def test_a_tile_of_a_big_field_looks_like_a_training_image() -> None:
+    """The simulator paints a field at `scale`; a scale x scale tile must match leaf_image statistics."""
+    scale = 96
+    rng = _rng(11)
+    field = syn.leaf_canvas(4 * scale, 4 * scale, rng, scale)
+    field = syn.add_sensor_noise(syn.paint_lesions(field, "rust", rng, scale), rng)
+    tiles = [field[i:i + scale, j:j + scale].astype(float) for i in range(0, 4 * scale, scale)
+             for j in range(0, 4 * scale, scale)]
+    red_tiles = np.mean([np.mean(np.clip(t[..., 0] - t[..., 1], 0, None)) for t in tiles])
+    red_train, _ = _features("rust", n=16, size=scale)
+    red_healthy, _ = _features("healthy", n=16, size=scale)
+    assert abs(red_tiles - red_train) < 0.5 * (red_train - red_healthy), (red_tiles, red_train, red_healthy)
