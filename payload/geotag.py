@@ -21,6 +21,7 @@ from typing import Any
 from payload.alerts import AlertSender, hotspot_text
 from payload.config import PayloadConfig
 from payload.detections import DetectionContext, build_detection
+from payload.diskguard import DiskGuard
 from payload.hotspots import Hotspot, HotspotTracker
 from payload.poseinterp import PoseEstimate
 from payload.sinks.crops import write_crop
@@ -65,6 +66,9 @@ class GeotagHandler:
         self.alerts: AlertSender | None = None
         if cfg.alerts.enabled and telemetry is not None:
             self.alerts = AlertSender(telemetry.send_statustext, cfg.alerts.severity, cfg.alerts.min_interval_s)
+        # below the free-disk floor crops stop first and the records go on (payload/diskguard.py)
+        self.disk = DiskGuard(self.out_dir, cfg.preflight.min_free_disk_mb,
+                              send=getattr(telemetry, "send_statustext", None))
         self._last_layers = -1e18
         self._dirty = False
         self._last_flags: tuple[str, ...] = ()
@@ -90,11 +94,12 @@ class GeotagHandler:
             f = result.frame
             log.info("preflight camera: first frame %dx%d from %s (seq %d)", f.width, f.height, f.source, f.seq)
         flagged = [t for t in result.tiles if t.flagged]
+        self.disk.poll()
         if flagged:
             est = self._state_at(result.frame.t_mono)
             for tile in flagged:
                 det = build_detection(self.ctx, result.frame, tile, est, result.backend)
-                if self.cfg.sinks.crops:
+                if self.cfg.sinks.crops and self.disk.crops_allowed():
                     try:
                         det["crop"] = write_crop(self.out_dir, det, result.frame.pixels, self.cfg.sinks.crop_quality)
                     except (OSError, ValueError) as err:
@@ -102,7 +107,11 @@ class GeotagHandler:
                 # latency of the record itself: inference finished -> record on disk (mission reports use it)
                 det["t_inferred_mono"] = round(result.t_inferred_mono, 6)
                 det["t_written_mono"] = round(time.monotonic(), 6)
-                self.jsonl.write(det)
+                try:
+                    self.jsonl.write(det)
+                except OSError as err:  # disk full: the writer keeps the record queued and retries it first
+                    log.error("detections.jsonl write failed (%s); %d record(s) queued until space returns",
+                              err, len(self.jsonl.pending))
                 self.records.append(det)
                 self.written += 1
                 self._dirty = True

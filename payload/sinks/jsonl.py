@@ -18,6 +18,11 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 DETECTIONS_FILE = "detections.jsonl"
+MAX_PENDING = 10_000  # records held in memory while the disk is full (~10 MB)
+
+
+class JsonlBacklogError(RuntimeError):
+    """The disk has been full for so long that the in-memory queue of unwritten records is full."""
 
 
 class JsonlWriter:
@@ -27,9 +32,13 @@ class JsonlWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fsync = fsync
-        self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held open for the whole flight
+        # unbuffered binary: a failed write (disk full) leaves nothing queued in a Python buffer that a
+        # later flush would append behind our back; the writer truncates the partial line itself
+        self._f = open(self.path, "ab", buffering=0)  # noqa: SIM115 - held open for the whole flight
         self._repair_torn_tail()
         self.count = 0
+        self.pending: list[bytes] = []  # records that failed to write (disk full), retried first
+        self.write_errors = 0
 
     def _repair_torn_tail(self) -> None:
         """A previous run cut mid-line would glue our first record onto its torn one: start a fresh line."""
@@ -41,20 +50,53 @@ class JsonlWriter:
             last = f.read(1)
         if last != b"\n":
             log.warning("%s: last line of a previous run is torn; starting a new line after it", self.path)
-            self._f.write("\n")
-            self._f.flush()
+            self._f.write(b"\n")
 
     def write(self, record: Mapping[str, Any]) -> None:
+        """Append one record durably; on OSError (disk full) keep it queued, leave no partial line, re-raise.
+
+        Queued records are written first on the next call (order kept), so a card that fills and is
+        then freed (crops stopped, old files deleted) loses no record that was handed in meanwhile.
+        """
         line = json.dumps(record, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        self._f.write(line + "\n")
-        self._f.flush()
-        if self._fsync:
-            os.fsync(self._f.fileno())
-        self.count += 1
+        if len(self.pending) >= MAX_PENDING:
+            raise JsonlBacklogError(f"{self.path}: {len(self.pending)} records already wait for disk space; "
+                                    "record dropped")
+        self.pending.append((line + "\n").encode("utf-8"))
+        self._drain()
+
+    def _drain(self) -> None:
+        fd = self._f.fileno()
+        while self.pending:
+            data = self.pending[0]
+            start = os.fstat(fd).st_size
+            try:
+                view = memoryview(data)
+                while view:
+                    n = self._f.write(view)
+                    if not n:
+                        raise OSError(f"{self.path}: short write")
+                    view = view[n:]
+                if self._fsync:
+                    os.fsync(fd)
+            except OSError:
+                self.write_errors += 1
+                try:
+                    os.ftruncate(fd, start)  # no torn line in the middle of the file
+                except OSError as err:
+                    log.error("%s: could not remove a partial record after a failed write: %s", self.path, err)
+                raise
+            self.pending.pop(0)
+            self.count += 1
 
     def close(self) -> None:
         if not self._f.closed:
-            self._f.flush()
+            if self.pending:
+                try:
+                    self._drain()
+                except OSError as err:
+                    log.error("%s: %d record(s) could not be written at close: %s", self.path, len(self.pending),
+                              err)
             if self._fsync:
                 os.fsync(self._f.fileno())
             self._f.close()
