@@ -125,6 +125,7 @@ class OpenCVSource(FrameSource):
     """
 
     MAX_BAD_IN_A_ROW = 50
+    MAX_FAILED_READS = 3  # failed reads in a row of a live stream before it counts as lost
 
     def __init__(
         self,
@@ -203,6 +204,7 @@ class OpenCVSource(FrameSource):
 
     def read(self) -> Frame | None:
         bad = 0
+        failed = 0  # failed reads of a live stream since the last good frame
         while not self._stop.is_set():
             ok, img = self._cap.read()
             if ok:
@@ -210,6 +212,10 @@ class OpenCVSource(FrameSource):
                     rgb = to_rgb(img, "bgr")
                     if not self._pace():
                         return None
+                    if failed:
+                        # the stream went on: those reads were corrupt frames the decoder refused
+                        for _ in range(failed):
+                            self._skip("the camera sent a frame OpenCV could not decode")
                     return self._stamp(rgb)
                 except UnreadableFrameError as err:
                     self._skip(str(err))
@@ -219,7 +225,12 @@ class OpenCVSource(FrameSource):
             if self.is_file:
                 log.info("%s: end of video file", self.name)
                 return None
-            bad = 0
+            if not ok and failed < self.MAX_FAILED_READS:
+                # one corrupt JPEG in an MJPEG/RTSP stream fails one read; reconnecting for it would
+                # throw away a second of frames. A lost camera keeps failing and is reconnected below.
+                failed += 1
+                continue
+            bad = failed = 0
             if not self._reconnect():
                 return None
         return None
