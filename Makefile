@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow lint edgetpu bench
+.PHONY: install test test-slow lint edgetpu bench demo mission
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,3 +29,13 @@ edgetpu: $(STAMP)  ## build the model bundle (default profile) into build/bundle
 bench: $(STAMP)  ## payload overhead vs the bare interpreter, RSS, startup -> build/bench.json (builds build/quick_bundle if missing)
 	@test -f build/quick_bundle/model_card.json || $(BIN)/python -m compile build --profile quick --cpu-only --out build/quick_bundle
 	$(BIN)/python -m tools.bench --bundle build/quick_bundle --out build/bench.json
+
+SCENARIO ?= configs/scenarios/default.yaml
+OUT ?= build/mission
+TLOG ?=
+
+demo: $(STAMP)  ## fly the default scenario with the real payload, map and score it -> build/demo/
+	$(BIN)/python -m tools.mission --scenario configs/scenarios/default.yaml --out build/demo --bundle build/quick_bundle
+
+mission: $(STAMP)  ## the same for any scenario: make mission SCENARIO=FILE OUT=DIR [TLOG=FILE]
+	$(BIN)/python -m tools.mission --scenario $(SCENARIO) --out $(OUT) --bundle build/quick_bundle $(if $(TLOG),--tlog $(TLOG))

@@ -96,6 +96,7 @@ class HotspotTracker:
         self.include_untrusted = include_untrusted
         self.hotspots: list[Hotspot] = []
         self._per_label: dict[str, int] = {}
+        self._anchor: tuple[float, float] | None = None
 
     def add(self, det: Mapping[str, Any]) -> tuple[Hotspot | None, bool]:
         """Merge one detection record; returns (its hotspot or None if unusable, is_new)."""
@@ -103,24 +104,30 @@ class HotspotTracker:
             return None, False
         lat, lon = float(det["lat"]), float(det["lon"])
         label = str(det["label"])
-        best: tuple[float, Hotspot, tuple[float, float]] | None = None
+        # One tangent plane for the whole flight, anchored at the first usable sighting: each
+        # detection is projected once (not once per hotspot), and over a field a few km across the
+        # plane is exact to millimetres.
+        if self._anchor is None:
+            self._anchor = (lat, lon)
+        e0, n0, _ = pymap3d.geodetic2enu(lat, lon, 0.0, self._anchor[0], self._anchor[1], 0.0)
+        e, n = float(e0), float(n0)
+        best: tuple[float, Hotspot] | None = None
         for h in self.hotspots:
             if h.label != label:
                 continue
-            e, n = h.offset_of(lat, lon)
             ce, cn = h.centroid_en
             d = math.hypot(e - ce, n - cn)
             if d <= self.radius_m and (best is None or d < best[0]):
-                best = (d, h, (e, n))
+                best = (d, h)
         is_new = best is None
         if best is None:
             k = self._per_label.get(label, 0) + 1
             self._per_label[label] = k
-            h = Hotspot(id=f"{label}-{k}", label=label, anchor_lat=lat, anchor_lon=lon)
+            h = Hotspot(id=f"{label}-{k}", label=label, anchor_lat=self._anchor[0], anchor_lon=self._anchor[1])
             self.hotspots.append(h)
-            en = (0.0, 0.0)
         else:
-            _, h, en = best
+            h = best[1]
+        en = (e, n)
         conf = float(det.get("confidence", 0.0))
         frame = det.get("frame") or {}
         t = float(frame.get("t_wall", 0.0))
