@@ -76,4 +76,11 @@ def load_config(path: str | Path, model: type[M]) -> M:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ConfigError(f"{p}: not valid YAML ({err}); fix the syntax") from None
-    return validate_config(data, model, str(p))
+    except RecursionError:  # PyYAML parses nesting recursively: "[[[[..." thousands deep
+        raise ConfigError(f"{p}: not valid YAML (nested too deeply); fix the file") from None
+    except OSError as err:  # a directory, a FIFO, unreadable
+        raise ConfigError(f"{p}: cannot be read ({err.strerror or err}); pass the path of a YAML file") from None
+    try:
+        return validate_config(data, model, str(p))
+    except RecursionError:  # a YAML alias that contains itself (a: &a [*a])
+        raise ConfigError(f"{p}: invalid configuration (a value refers to itself through a YAML alias)") from None
