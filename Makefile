@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow lint edgetpu bench demo mission
+.PHONY: install test test-slow lint edgetpu bench demo mission soak
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,6 +29,9 @@ edgetpu: $(STAMP)  ## build the model bundle (default profile) into build/bundle
 bench: $(STAMP)  ## payload overhead vs the bare interpreter, RSS, startup -> build/bench.json (builds build/quick_bundle if missing)
 	@test -f build/quick_bundle/model_card.json || $(BIN)/python -m compile build --profile quick --cpu-only --out build/quick_bundle
 	$(BIN)/python -m tools.bench --bundle build/quick_bundle --out build/bench.json
+
+soak: $(STAMP)  ## 2 h accelerated flight through the real pipeline: RSS, threads, fds, stats (tools/soak.py)
+	$(BIN)/python -m tools.soak --hours 2 --json build/soak.json
 
 SCENARIO ?= configs/scenarios/default.yaml
 OUT ?= build/mission
