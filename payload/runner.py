@@ -21,6 +21,7 @@ from payload.backends.base import Classifier
 from payload.backends.cpu import CpuClassifier
 from payload.bundle import Bundle, load_bundle
 from payload.config import PayloadConfig
+from payload.paths import resolve_config_paths
 from payload.records import JsonlRecordHandler
 from payload.scheduler import Pipeline
 from payload.sources import FrameSource, make_source
@@ -49,6 +50,7 @@ def build_pipeline(
     classifier: Classifier | None = None,
 ) -> Pipeline:
     """Assemble a pipeline from the config; any part can be supplied instead (simulator, tests, bench)."""
+    cfg = resolve_config_paths(cfg)  # absolute paths; output folder writable, bundle a folder: before anything
     bundle = load_bundle(cfg.model.bundle)
     m = cfg.model
     # The Edge TPU always runs in a watched child process in flight (a USB abort must not end the
@@ -100,6 +102,7 @@ def run_with_signals(pipeline: Pipeline) -> PipelineStats:
 
 def run_payload(cfg: PayloadConfig, *, source: FrameSource | None = None) -> PipelineStats:
     """`payload run`: run until the source ends or a signal, write the final stats next to the records."""
+    cfg = resolve_config_paths(cfg)
     pipeline = build_pipeline(cfg, source=source)
     stats = run_with_signals(pipeline)
     out = Path(cfg.output.dir)
