@@ -387,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
                                     log=lambda s: print(s, flush=True))
             print(reports[key].text(), flush=True)
         if "scouting" in reports and not reports["scouting"].ok:
-            print("  note: detection records stay in memory (~8 kB each) and every layer rewrite builds the whole "
+            print("  note: detection records stay in memory (~5-8 kB each) and every layer rewrite builds the whole "
                   "KML in memory (~26 kB per detection at its peak), so RSS grows with detections, not with time")
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
