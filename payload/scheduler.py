@@ -205,8 +205,8 @@ class Pipeline:
                     if self.mailbox.closed:
                         break
                     continue
-                next_due = time.monotonic() + period
                 boxes, batch = self.tiler.tiles(frame.pixels)
+                next_due = time.monotonic() + period  # the cap spaces the starts of inference
                 t0 = time.perf_counter()
                 scores = self._classify(batch)
                 ms = (time.perf_counter() - t0) * 1000.0
