@@ -191,7 +191,7 @@ def test_spoofed_system_and_junk_bytes_are_ignored(tmp_path: Path) -> None:
     stop = threading.Event()
     counts: dict[str, int] = {}
     junk = threading.Thread(target=_junk_sender, args=(port, stop, counts), daemon=True)
-    tel = Telemetry(TelemetrySection(connection=f"udp:127.0.0.1:{port}", connect_timeout_s=15.0, link_timeout_s=1.0,
+    tel = Telemetry(TelemetrySection(connection=f"udp:127.0.0.1:{port}", connect_timeout_s=30.0, link_timeout_s=1.0,
                                      vehicle_sysid=1))
     try:
         junk.start()
