@@ -139,6 +139,9 @@ class HotspotsSection(StrictModel):
 
     radius_m: float = Field(default=5.0, gt=0, description="a detection this close to a hotspot joins it")
     include_untrusted: bool = Field(default=False, description="let detections with a flagged pose join")
+    min_detections: int = Field(
+        default=3, ge=1, le=1000, description="sightings before a cluster is a hotspot (alerted, mapped)"
+    )
 
 
 class AlertsSection(StrictModel):

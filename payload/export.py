@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from payload.errors import UserError
-from payload.hotspots import merge_hotspots
+from payload.hotspots import MIN_DETECTIONS, merge_hotspots
 from payload.sinks.jsonl import DETECTIONS_FILE, read_jsonl
 from payload.sinks.layers import FORMATS, atomic_write_text, summary_json, write_layers
 
@@ -48,6 +48,7 @@ def export_layers(
     radius_m: float = 5.0,
     include_untrusted: bool = False,
     formats: tuple[str, ...] | list[str] = FORMATS,
+    min_detections: int = MIN_DETECTIONS,
 ) -> ExportReport:
     """Rebuild hotspots and every layer in `out_dir` from its detections.jsonl."""
     out = Path(out_dir)
@@ -58,7 +59,7 @@ def export_layers(
     for n, why in res.bad_lines:
         log.warning("%s line %d skipped: %s", path, n, why)
     records = [r for r in res.records if r.get("schema", "").startswith("cropscout.detection/")]
-    hotspots = merge_hotspots(records, radius_m, include_untrusted)
+    hotspots = merge_hotspots(records, radius_m, include_untrusted, min_detections)
     written = write_layers(out, records, hotspots, formats)
     atomic_write_text(out / "summary.json", summary_json(records, hotspots) + "\n")
     written.append(out / "summary.json")
@@ -70,17 +71,19 @@ def export_from_cli(out_dir: str, config: str | None = None, radius_m: float | N
     formats: tuple[str, ...] | list[str] = FORMATS
     include_untrusted = False
     radius = 5.0
+    min_detections = MIN_DETECTIONS
     if config:
         from payload.config import load_payload_config
 
         cfg = load_payload_config(config)
         radius = cfg.hotspots.radius_m
         include_untrusted = cfg.hotspots.include_untrusted
+        min_detections = cfg.hotspots.min_detections
         formats = cfg.sinks.formats
     if radius_m is not None:
         if radius_m <= 0:
             raise ExportError(f"--radius-m must be positive, got {radius_m}")
         radius = radius_m
-    report = export_layers(out_dir, radius, include_untrusted, formats)
+    report = export_layers(out_dir, radius, include_untrusted, formats, min_detections)
     print(report.text())
     return 0

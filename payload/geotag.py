@@ -59,7 +59,8 @@ class GeotagHandler:
         # a restart after a crash continues the same file: earlier records stay in the layers and
         # hotspots (without alerting again)
         self.records: list[dict[str, Any]] = read_jsonl(path).records if path.exists() else []
-        self.tracker = HotspotTracker(cfg.hotspots.radius_m, cfg.hotspots.include_untrusted)
+        h = cfg.hotspots
+        self.tracker = HotspotTracker(h.radius_m, h.include_untrusted, h.min_detections)
         for rec in self.records:
             self.tracker.add(rec)
         self.jsonl = JsonlWriter(path)

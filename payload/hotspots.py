@@ -15,6 +15,8 @@ from typing import Any
 
 import pymap3d
 
+MIN_DETECTIONS = 3  # sightings that confirm a hotspot (the payload config's default)
+
 
 @dataclass
 class Hotspot:
@@ -87,19 +89,34 @@ def usable(det: Mapping[str, Any], include_untrusted: bool) -> bool:
 
 
 class HotspotTracker:
-    """Incremental hotspot merging; `add` says whether a detection opened a new hotspot."""
+    """Incremental hotspot merging; `add` says whether a detection confirmed a new hotspot.
 
-    def __init__(self, radius_m: float, include_untrusted: bool = False) -> None:
+    A cluster is only a candidate until `min_detections` sightings have joined it: a real patch is
+    seen in many consecutive frames, while a misclassified tile (soil, a shadow) is seen once or
+    twice, so confirmation keeps sporadic false alarms off the map and off the ground station.
+    Candidates get their id (rust-1, rust-2...) when they are confirmed.
+    """
+
+    def __init__(self, radius_m: float, include_untrusted: bool = False, min_detections: int = 1) -> None:
         if radius_m <= 0:
             raise ValueError("radius_m must be positive")
+        if min_detections < 1:
+            raise ValueError("min_detections must be at least 1")
         self.radius_m = radius_m
         self.include_untrusted = include_untrusted
-        self.hotspots: list[Hotspot] = []
+        self.min_detections = min_detections
+        self.clusters: list[Hotspot] = []
         self._per_label: dict[str, int] = {}
         self._anchor: tuple[float, float] | None = None
+        self._confirmed_order: dict[str, int] = {}
+
+    @property
+    def hotspots(self) -> list[Hotspot]:
+        """The confirmed hotspots, in the order they were confirmed."""
+        return sorted((h for h in self.clusters if h.id), key=lambda h: self._confirmed_order[h.id])
 
     def add(self, det: Mapping[str, Any]) -> tuple[Hotspot | None, bool]:
-        """Merge one detection record; returns (its hotspot or None if unusable, is_new)."""
+        """Merge one detection record; returns (its cluster or None if unusable, newly confirmed)."""
         if not usable(det, self.include_untrusted):
             return None, False
         lat, lon = float(det["lat"]), float(det["lon"])
@@ -112,19 +129,16 @@ class HotspotTracker:
         e0, n0, _ = pymap3d.geodetic2enu(lat, lon, 0.0, self._anchor[0], self._anchor[1], 0.0)
         e, n = float(e0), float(n0)
         best: tuple[float, Hotspot] | None = None
-        for h in self.hotspots:
+        for h in self.clusters:
             if h.label != label:
                 continue
             ce, cn = h.centroid_en
             d = math.hypot(e - ce, n - cn)
             if d <= self.radius_m and (best is None or d < best[0]):
                 best = (d, h)
-        is_new = best is None
         if best is None:
-            k = self._per_label.get(label, 0) + 1
-            self._per_label[label] = k
-            h = Hotspot(id=f"{label}-{k}", label=label, anchor_lat=self._anchor[0], anchor_lon=self._anchor[1])
-            self.hotspots.append(h)
+            h = Hotspot(id="", label=label, anchor_lat=self._anchor[0], anchor_lon=self._anchor[1])
+            self.clusters.append(h)
         else:
             h = best[1]
         en = (e, n)
@@ -142,14 +156,20 @@ class HotspotTracker:
         if t > h.last_seen:
             h.last_seen, h.last_utc = t, str(frame.get("utc", ""))
         h.detection_ids.append(str(det.get("id", "")))
+        is_new = not h.id and h.count >= self.min_detections
+        if is_new:
+            k = self._per_label.get(label, 0) + 1
+            self._per_label[label] = k
+            h.id = f"{label}-{k}"
+            self._confirmed_order[h.id] = len(self._confirmed_order)
         return h, is_new
 
 
 def merge_hotspots(
-    detections: Iterable[Mapping[str, Any]], radius_m: float, include_untrusted: bool = False
+    detections: Iterable[Mapping[str, Any]], radius_m: float, include_untrusted: bool = False, min_detections: int = 1
 ) -> list[Hotspot]:
-    """All hotspots of a sequence of detection records (in recording order)."""
-    tracker = HotspotTracker(radius_m, include_untrusted)
+    """All confirmed hotspots of a sequence of detection records (in recording order)."""
+    tracker = HotspotTracker(radius_m, include_untrusted, min_detections)
     for det in detections:
         tracker.add(det)
     return tracker.hotspots

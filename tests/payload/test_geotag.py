@@ -28,6 +28,7 @@ KML = "{http://www.opengis.net/kml/2.2}"
 def _cfg(tmp_path: Path, **sections) -> PayloadConfig:
     data = {"model": {"bundle": str(tmp_path / "bundle")}, "output": {"dir": str(tmp_path / "out")}}
     data["sinks"] = {"layers_interval_s": 0}
+    data["hotspots"] = {"min_detections": 1}  # these tests count single sightings as hotspots
     data.update(sections)
     return PayloadConfig.model_validate(data)
 
@@ -221,7 +222,7 @@ def test_export_rebuilds_layers_and_skips_a_torn_line(tmp_path: Path) -> None:
     with open(out / "detections.jsonl", "a") as f:
         f.write('{"schema":"cropscout.detection/1","id":"torn","lab')
     assert len(geojson.loads((out / "detections.geojson").read_text())["features"]) == 1
-    rep = export_layers(out, radius_m=5.0)
+    rep = export_layers(out, radius_m=5.0, min_detections=1)
     assert rep.records == 4 and rep.torn_last_line and rep.hotspots == 2
     assert "torn last line" in rep.text()
     assert len(geojson.loads((out / "detections.geojson").read_text())["features"]) == 4
@@ -254,3 +255,26 @@ def test_exiftool_reads_the_crop_position(tmp_path: Path) -> None:
     assert tags["GPSLatitude"] == pytest.approx(det["lat"], abs=1e-6)
     assert tags["GPSLongitude"] == pytest.approx(det["lon"], abs=1e-6)
     assert tags["GPSAltitude"] == pytest.approx(det["ground_alt_m"], abs=1e-3)
+
+
+def test_a_hotspot_is_confirmed_by_its_third_sighting() -> None:
+    from payload.hotspots import HotspotTracker
+
+    def det(i: int, lat: float, lon: float, label: str = "rust") -> dict:
+        return {"id": f"d{i}", "label": label, "lat": lat, "lon": lon, "trusted": True, "confidence": 0.9,
+                "frame": {"t_wall": float(i), "utc": f"t{i}"}}
+
+    t = HotspotTracker(radius_m=5.0, min_detections=3)
+    lat0, lon0 = -35.3632, 149.1652
+    dlat = 1.0 / 111_000  # ~1 m north
+    assert t.add(det(0, lat0 + 0.0 * dlat, lon0)) == (t.clusters[0], False)
+    assert t.add(det(1, lat0 + 40 * dlat, lon0))[1] is False  # a lone false alarm 40 m away
+    assert t.add(det(2, lat0 + 1.0 * dlat, lon0))[1] is False
+    assert t.hotspots == []  # two sightings are only a candidate: no alert, not on the map
+    h, new = t.add(det(3, lat0 + 2.0 * dlat, lon0))
+    assert new and h.id == "rust-1" and h.count == 3
+    assert t.add(det(4, lat0 + 1.5 * dlat, lon0)) == (h, False)  # joining later alerts no more
+    assert [x.id for x in t.hotspots] == ["rust-1"]  # the lone sighting never became one
+    assert len(t.clusters) == 2
+    with pytest.raises(ValueError):
+        HotspotTracker(radius_m=5.0, min_detections=0)

@@ -132,7 +132,7 @@ def test_export_after_a_killed_run_reproduces_the_layers(tmp_path: Path, capsys)
     fc = geojson.loads((out / "detections.geojson").read_text())
     assert fc.is_valid and [f["properties"]["id"] for f in fc["features"]] == [r["id"] for r in records]
     # and the hotspots are exactly what the in-flight tracker would have produced
-    want = sorted((h.id, h.count) for h in merge_hotspots(records, 5.0))
+    want = sorted((h.id, h.count) for h in merge_hotspots(records, 5.0, min_detections=3))  # the default
     got = sorted(
         (f["properties"]["id"], f["properties"]["count"])
         for f in json.loads((out / "hotspots.geojson").read_text())["features"]
