@@ -86,7 +86,10 @@ def frame_udp_datagrams(vehicle: Any) -> bool:
     mav.robust_parsing = True
 
     def recv_datagram(n: int | None = None) -> Any:
-        m = master.mav  # dronekit may replace the parser object; always use the current one
+        # pymavlink replaces the parser object when it switches to MAVLink 2 on the first packet it
+        # hears (which a junk datagram can be): always use, and set up, the current one
+        m = master.mav
+        m.robust_parsing = True
         pending = m.buf_len()
         if pending >= m.expected_length:
             return b""  # parse what is already buffered before reading more: no backlog can build up
