@@ -258,3 +258,48 @@ def test_close_is_safe_twice_and_from_another_thread() -> None:
     t.join(10)
     clf.close()
     assert not clf.alive
+
+
+def test_payload_run_wiring_fails_over_to_the_real_cpu_backend(monkeypatch: pytest.MonkeyPatch,
+                                                                tiny_tpu_bundle_dir: Path, tmp_path: Path) -> None:
+    """`build_pipeline` for backend edgetpu: the isolated child aborts on every frame from the 3rd on;
+    the runner's fallback opens the real CPU backend, which re-runs the frame; every frame has its
+    per-frame record in classifications.jsonl, in order."""
+    import json
+
+    import payload.backends.isolated as iso
+    import payload.runner as runner
+    from payload.backends.cpu import CpuClassifier
+    from payload.config import PayloadConfig
+
+    def faulty_edgetpu(bundle, device):  # noqa: ANN001, ANN202
+        return IsolatedClassifier(make_faulty, (N_CLASSES, SIZE, "abort", 1 + 2 * 4 + 1, None), N_CLASSES,
+                                  tile_deadline_s=DEADLINE_S)
+
+    monkeypatch.setattr(iso, "open_edgetpu_isolated", faulty_edgetpu)
+    cfg = PayloadConfig.model_validate({
+        "model": {"bundle": str(tiny_tpu_bundle_dir), "backend": "edgetpu", "num_threads": 1},
+        "tiling": {"rows": 2, "cols": 2}, "output": {"dir": str(tmp_path / "out")},
+        "preflight": {"min_free_disk_mb": 1}, "scheduler": {"stats_interval_s": 60},
+    })
+    n = 10
+    written: list[int] = []
+
+    def frames():  # noqa: ANN202
+        rng = np.random.default_rng(1)
+        for k in range(n):
+            deadline = time.monotonic() + 30
+            while len(written) < k and time.monotonic() < deadline:
+                recs = tmp_path / "out" / "classifications.jsonl"
+                written[:] = recs.read_text().splitlines() if recs.exists() else []
+                time.sleep(0.01)
+            yield rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+
+    pipe = runner.build_pipeline(cfg, source=InProcessSource(frames()))
+    assert isinstance(pipe.classifier, IsolatedClassifier)
+    stats = pipe.run()
+    assert stats.backend_failovers == 1 and isinstance(pipe.classifier, CpuClassifier)
+    recs = [json.loads(line) for line in (tmp_path / "out" / "classifications.jsonl").read_text().splitlines()]
+    assert [r["seq"] for r in recs] == list(range(n))
+    backends = [r.get("backend") for r in recs]
+    print(f"RUNNER FAILOVER: {n}/{n} frames recorded; backends {sorted(set(map(str, backends)))}")
