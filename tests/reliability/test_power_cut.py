@@ -138,6 +138,20 @@ def test_sigkill_mid_flight_loses_no_written_detection(tmp_path: Path, tiny_bund
     placed = [r for r in read_jsonl(dets).records if r.get("lat") is not None]  # KML holds placed ones only
     assert kml.count("<Point") == len(placed)
     assert all(f">{r['id']}<" in kml for r in placed)
+    # the payload comes back after the power cut and continues the same file: the torn line stays
+    # where it is (reported), the new records start on a fresh line
+    from payload.config import PayloadConfig
+    from payload.geotag import GeotagHandler
+    from tests.payload.geotagdoubles import LABELS, frame_result
+
+    again = GeotagHandler(PayloadConfig.model_validate({"model": {"bundle": str(bundle)}, "output": {"dir": str(out)},
+                                                        "sinks": {"layers_interval_s": 3600}}),
+                          labels=LABELS, model_sha256="ab" * 32)
+    assert len(again.records) == n_kept  # the earlier records are back in memory (layers, hotspots)
+    again.handle(frame_result(10_000, 1.0, [(0, 0, 64, 64)]))
+    again.close()
+    res2 = read_jsonl(dets)
+    assert len(res2.records) == n_kept + 1 and len(res2.bad_lines) == 1 and not res2.torn_last_line
     print(f"POWER CUT: killed after {len(records)} detections ({len(frame_seqs)} frames); export kept {n_kept}, "
           f"torn line {'real' if bad else 'simulated'}")
 
