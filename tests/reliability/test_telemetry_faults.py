@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pymap3d
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from payload.config import PayloadConfig, TelemetrySection
 from payload.geotag import GeotagHandler
@@ -221,3 +223,40 @@ def test_spoofed_system_and_junk_bytes_are_ignored(tmp_path: Path) -> None:
         tel.close()
         vehicle.stop()
         spoofer.stop()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(junk=st.lists(st.one_of(st.binary(min_size=1, max_size=300),
+                               st.binary(max_size=300).map(lambda b: b"\xfd\xff" + b),
+                               st.binary(max_size=60).map(lambda b: b"\xfe" + b)), min_size=1, max_size=5))
+def test_no_junk_datagram_swallows_the_next_good_packet(junk: list[bytes]) -> None:
+    """Property of the UDP framing fix: whatever junk datagrams come first, the HEARTBEAT datagram that
+    follows them is parsed (before the fix a datagram starting 0xFD 0xFF ate the next ~280 bytes)."""
+    from types import SimpleNamespace
+
+    from pymavlink import mavutil
+
+    from payload.telemetry import frame_udp_datagrams
+
+    master = mavutil.mavlink_connection("udpin:127.0.0.1:0", source_system=255)
+    try:
+        port = master.port.getsockname()[1]
+        assert frame_udp_datagrams(SimpleNamespace(_handler=SimpleNamespace(master=master)))
+        enc = mavutil.mavlink.MAVLink(None, srcSystem=1, srcComponent=1)
+        hb = enc.heartbeat_encode(2, 3, 0, 0, 4).pack(enc)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for j in junk:
+                s.sendto(j, ("127.0.0.1", port))
+            s.sendto(hb, ("127.0.0.1", port))
+        got = None
+        deadline = time.monotonic() + 3.0
+        while got is None and time.monotonic() < deadline:
+            try:
+                m = master.recv_match(type="HEARTBEAT", blocking=True, timeout=0.2)
+            except mavutil.mavlink.MAVError:
+                continue
+            if m is not None and m.get_srcSystem() == 1:
+                got = m
+        assert got is not None, "the HEARTBEAT after the junk was swallowed"
+    finally:
+        master.close()
