@@ -41,6 +41,7 @@ from payload.scheduler import Pipeline
 from payload.sources import InProcessSource
 from payload.tiling import Tiler
 from payload.types import FrameResult
+from tools.bench_chain import edgetpu_figures, render_figures, replay_figures
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"pipeline_efficiency": (">=", 0.95), "rss_mb": ("<=", 250.0), "startup_s": ("<=", 2.0)}
@@ -233,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"round {r + 1}: bare {bare_rates[-1]:.1f} invokes/s, pipeline {pipe_runs[-1]['tiles_per_s']:.1f} "
                   "tiles/s", file=sys.stderr)
         proc = startup_and_rss(bundle, args.threads, work)
+    print("measuring the rest of the chain: backends, replay, render", file=sys.stderr)
+    tpu = edgetpu_figures(bundle)
+    replay = replay_figures()
+    render = render_figures()
 
     bare = statistics.median(bare_rates)
     pipe = statistics.median(p["tiles_per_s"] for p in pipe_runs)
@@ -257,6 +262,13 @@ def main(argv: list[str] | None = None) -> int:
         "pipeline_tiles_per_s": round(pipe, 2),
         "pipeline_tile_ms_p50": round(statistics.median(p["tile_ms_p50"] for p in pipe_runs), 3),
         "pipeline_latency_ms_p50": round(statistics.median(p["latency_ms_p50"] for p in pipe_runs), 3),
+        "capture_to_record_ms_p50": round(statistics.median(p["latency_ms_p50"] for p in pipe_runs), 3),
+        "capture_to_record_ms_p95": round(statistics.median(p["latency_ms_p95"] for p in pipe_runs), 3),
+        "backends": {"cpu": {"available": True, "inference_ms_p50": round(float(np.percentile(bare_ms, 50)), 3),
+                             "inference_ms_p95": round(float(np.percentile(bare_ms, 95)), 3)},
+                     "edgetpu": tpu},
+        "replay": replay,
+        "render": render,
         "rounds": [{"bare_invokes_per_s": round(b, 2), "pipeline_tiles_per_s": round(p["tiles_per_s"], 2)}
                    for b, p in zip(bare_rates, pipe_runs, strict=True)],
         "tensorflow_loaded": proc["tensorflow_loaded"],
@@ -285,6 +297,14 @@ def main(argv: list[str] | None = None) -> int:
          verdict("pipeline_efficiency", result["pipeline_efficiency"])),
         ("cpu_efficiency", f"{result['cpu_efficiency']:.3f} (CPU ms per invoke {result['bare_cpu_ms_per_invoke']:.2f} "
          f"bare, {result['pipeline_cpu_ms_per_tile']:.2f} per tile in the pipeline)", ""),
+        ("capture-to-record p50 / p95", f"{result['capture_to_record_ms_p50']:.1f} / "
+         f"{result['capture_to_record_ms_p95']:.1f} ms", ""),
+        ("edge tpu", (f"{tpu['inference_ms_p50']:.2f} / {tpu['inference_ms_p95']:.2f} ms" if tpu["available"]
+                      else "not available: " + tpu["reason"][:70]), ""),
+        ("tlog replay read", f"{replay['events_per_s']:.0f} events/s "
+         f"({replay['flight_s_per_s']:.0f} s of flight per s)",
+         ""),
+        ("render 640x480", f"{render['frames_per_s_one_thread']:.1f} frames/s on one thread", ""),
         ("rss_mb", f"{result['rss_mb']:.1f}", verdict("rss_mb", result["rss_mb"])),
         ("startup_s", f"{result['startup_s']:.2f}", verdict("startup_s", result["startup_s"])),
         ("tensorflow loaded", "yes" if result["tensorflow_loaded"] else "no",

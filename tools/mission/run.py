@@ -25,7 +25,7 @@ import numpy as np
 import pymap3d
 import yaml
 
-from flight_sim.scenario import Scenario, load_scenario
+from flight_sim.scenario import Scenario, load_scenario, tile_ground_size_m
 from flight_sim.sim import Simulation
 from payload.camera import CameraModel, footprint
 from payload.errors import UserError
@@ -52,7 +52,7 @@ class MissionPlan:
     tlog: Path | None = None
     speed: float = 1.0
     tolerance_m: float = DEFAULT_TOLERANCE_M
-    hotspot_radius_m: float = 6.0
+    hotspot_radius_m: float | None = None  # None: one tile's ground size (a sighting is known to +-half a tile)
     log_level: str = "INFO"
     payload_timeout_s: float = 90.0
 
@@ -88,6 +88,7 @@ def ensure_bundle(bundle: Path, log_level: str = "INFO") -> Path:
 def payload_config(plan: MissionPlan, s: Scenario, vehicle_url: str, camera_url: str) -> dict:
     """The payload YAML the mission runs with: the scenario's camera and tiling, loopback links."""
     c = s.camera
+    radius = plan.hotspot_radius_m or round(max(tile_ground_size_m(s)), 2)
     return {
         "model": {"bundle": str(plan.bundle.resolve()), "backend": "auto", "num_threads": 2},
         "source": {"kind": "opencv", "uri": camera_url, "reconnect_min_s": 0.2, "reconnect_max_s": 2.0},
@@ -98,7 +99,7 @@ def payload_config(plan: MissionPlan, s: Scenario, vehicle_url: str, camera_url:
         "camera": {"hfov_deg": c.hfov_deg, "width": c.width, "height": c.height},
         "geotag": {"ground": "home"},
         "sinks": {"crops": True, "layers_interval_s": 5.0},
-        "hotspots": {"radius_m": plan.hotspot_radius_m},
+        "hotspots": {"radius_m": radius, "min_detections": 3},
         "alerts": {"enabled": True, "min_interval_s": 2.0},
         "preflight": {"min_free_disk_mb": 50.0, "wait_fix_s": 5.0},
     }
