@@ -72,3 +72,12 @@ def test_unreachable_target_is_reported() -> None:
     out = choose_thresholds(s, y, 0.99, 75000, 20)
     assert out["detail"]["rust"]["target_reached"] is False
     assert out["detail"]["rust"]["val_recall"] == pytest.approx(0.5)
+
+
+def test_ties_keep_the_widest_recall_margin() -> None:
+    y = np.array([R] * 5 + [H] * 5)
+    s = np.zeros((10, 3))
+    s[:5, R] = 0.9  # perfectly separated: every threshold in (0.1, 0.9] costs nothing
+    s[5:, R] = 0.1
+    s[:, H] = 1 - s[:, R]
+    assert choose_thresholds(s, y, 0.99, 75000, 20)["thresholds"]["rust"] == pytest.approx(0.11)
