@@ -121,6 +121,9 @@ class GeotagSection(StrictModel):
     )
     height_agl_m: float | None = Field(default=None, gt=0, description="needed when ground is agl")
     max_pose_age_s: float = Field(default=0.5, gt=0, description="older poses are flagged pose_stale")
+    min_height_agl_m: float = Field(
+        default=5.0, ge=0, description="below this (take-off, landing) sightings are flagged below_min_height"
+    )
     min_fix_type: int = Field(default=3, ge=0, le=6, description="GPS fix below this is flagged (3 = 3D)")
     max_hdop: float = Field(default=5.0, gt=0, description="HDOP above this is flagged")
 

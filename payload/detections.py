@@ -39,6 +39,7 @@ FLAG_ATTITUDE_NAN = "attitude_nan"
 FLAG_POSE_STALE = "pose_stale"
 FLAG_NOT_ABOVE_GROUND = "not_above_ground"
 FLAG_MISSES_GROUND = "ray_misses_ground"
+FLAG_TOO_LOW = "below_min_height"  # take-off, landing: the ground is seen at a scale the model never learnt
 
 # A receiver without a fix reports 0, 0; interpolation and dead reckoning move that by metres, so
 # anything within ~1 km of "Null Island" (open sea in the Gulf of Guinea, no crops) is that case.
@@ -156,6 +157,8 @@ def build_detection(
         if placeable and not (_finite(height_agl) and height_agl > 0):
             flags.append(FLAG_NOT_ABOVE_GROUND)
             placeable = False
+        elif placeable and height_agl < ctx.geotag.min_height_agl_m:
+            flags.append(FLAG_TOO_LOW)  # still placed on the map, but kept out of hotspots and alerts
         if placeable:
             cu, cv = tile.box.center
             ll = pixel_to_ground(cam, cu, cv, p, ground_alt)

@@ -75,6 +75,7 @@ def test_tile_centre_lands_where_the_camera_geometry_says(tmp_path: Path) -> Non
         ({"attitude": (math.nan, 0.0, 0.0)}, 5.0, "attitude_nan", False),
         ({"t_end": 3.0}, 5.0, "pose_stale", True),
         ({"alt": HOME[2] - 1.0}, 5.0, "not_above_ground", False),
+        ({"alt": HOME[2] + 3.0}, 5.0, "below_min_height", True),  # taking off: placed, but no hotspot
         ({"attitude": (0.0, math.radians(89), 0.0)}, 5.0, "ray_misses_ground", False),
     ],
 )

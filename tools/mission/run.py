@@ -97,7 +97,8 @@ def payload_config(plan: MissionPlan, s: Scenario, vehicle_url: str, camera_url:
         "output": {"dir": str(plan.out_dir.resolve())},
         "telemetry": {"connection": vehicle_url, "connect_timeout_s": 30.0},
         "camera": {"hfov_deg": c.hfov_deg, "width": c.width, "height": c.height},
-        "geotag": {"ground": "home"},
+        # sightings during take-off and landing see the ground at a scale the model never learnt
+        "geotag": {"ground": "home", "min_height_agl_m": round(0.5 * s.flight.altitude_m, 1)},
         "sinks": {"crops": True, "layers_interval_s": 5.0},
         "hotspots": {"radius_m": radius, "min_detections": 3},
         "alerts": {"enabled": True, "min_interval_s": 2.0},
