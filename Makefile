@@ -38,7 +38,7 @@ OUT ?= build/mission
 TLOG ?=
 
 demo: $(STAMP)  ## fly the default scenario with the real payload, map and score it -> build/demo/
-	$(BIN)/python -m tools.mission --scenario configs/scenarios/default.yaml --out build/demo --bundle build/quick_bundle
+	$(BIN)/python -m tools.mission --scenario configs/scenarios/default.yaml --out build/demo
 
 mission: $(STAMP)  ## the same for any scenario: make mission SCENARIO=FILE OUT=DIR [TLOG=FILE]
-	$(BIN)/python -m tools.mission --scenario $(SCENARIO) --out $(OUT) --bundle build/quick_bundle $(if $(TLOG),--tlog $(TLOG))
+	$(BIN)/python -m tools.mission --scenario $(SCENARIO) --out $(OUT) $(if $(TLOG),--tlog $(TLOG))

@@ -40,7 +40,7 @@ def test_bundle_follows_the_contract(quick_bundle) -> None:
     assert card["format_version"] == 1 and card["profile"] == "quick"
     assert card["classes"] == list(CLASSES) and card["healthy_class"] == "healthy"
     assert card["disease_classes"] == ["rust", "powdery_mildew"]
-    assert card["input"]["height"] == card["input"]["width"] == 64
+    assert card["input"]["height"] == card["input"]["width"] == 96
     assert (card["input"]["dtype"], card["input"]["color"], card["input"]["channels"]) == ("uint8", "RGB", 3)
     assert set(card["thresholds"]) == {"rust", "powdery_mildew"}
     assert all(0 < t < 1 for t in card["thresholds"].values())
@@ -83,14 +83,15 @@ def test_int8_model_runs_in_litert_with_uint8_io_and_agrees_with_float(quick_bun
     interp.allocate_tensors()
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     assert inp["dtype"] == np.uint8 and out["dtype"] == np.uint8
-    assert list(inp["shape"]) == [1, 64, 64, 3] and list(out["shape"]) == [1, 3]
+    size = card_of(quick_bundle.path)["input"]["height"]
+    assert list(inp["shape"]) == [1, size, size, 3] and list(out["shape"]) == [1, 3]
     # raw camera pixels go in as they are: the calibration pinned the input range to 0-255
     assert inp["quantization"] == (1.0, 0)
     import keras
 
     float_model = keras.models.load_model(quick_bundle.float_model)
     rng = np.random.default_rng(99)
-    images = np.stack([leaf_image(CLASSES[i % 3], 64, rng) for i in range(24)])
+    images = np.stack([leaf_image(CLASSES[i % 3], size, rng) for i in range(24)])
     f_scores = float_model.predict(images.astype(np.float32), verbose=0)
     q_scores = []
     for img in images:
@@ -113,7 +114,7 @@ def test_card_int8_metrics_reproduce_from_the_bundle(quick_bundle) -> None:
     test = make_splits(cfg.data).test
     runner = Int8Runner(quick_bundle.path / "model_int8.tflite")
     scores, labels = [], []
-    for img, label in iterate_images(test, 64, cfg.data.seed):
+    for img, label in iterate_images(test, card["input"]["height"], cfg.data.seed):
         scores.append(runner.scores(img))
         labels.append(label)
     scores, labels = np.asarray(scores), np.asarray(labels)

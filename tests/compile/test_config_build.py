@@ -24,7 +24,7 @@ def test_example_loads_with_both_profiles() -> None:
     assert isinstance(cfg, BuildConfig)
     assert cfg.model.input_size == 224 and cfg.evaluate.cost_missed_disease == 75000
     quick = load_build_config(EXAMPLE, "quick")
-    assert quick.model.input_size == 64 and quick.train.steps_per_epoch == 10
+    assert quick.model.input_size == 96 and quick.train.steps_per_epoch == 20
     assert quick.evaluate == cfg.evaluate  # what the profile does not name stays as in the file
 
 
@@ -78,7 +78,7 @@ def test_cli_validate_config_exit_codes(tmp_path: Path) -> None:
     assert "data.source" in out.stderr and "'ftp'" in out.stderr and "synthetic" in out.stderr
     ok = run_cli(["-m", "compile", "validate-config", str(EXAMPLE), "--profile", "quick"], cwd=ROOT)
     assert ok.returncode == 0, ok.stderr
-    assert '"input_size": 64' in ok.stdout
+    assert '"input_size": 96' in ok.stdout
 
 
 def test_cli_build_with_bad_config_fails_before_training(tmp_path: Path) -> None:

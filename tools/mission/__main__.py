@@ -21,18 +21,24 @@ def _main(argv: Sequence[str] | None) -> int:
     )
     ap.add_argument("--scenario", type=Path, default=Path("configs/scenarios/default.yaml"))
     ap.add_argument("--out", type=Path, default=Path("build/demo"))
-    ap.add_argument("--bundle", type=Path, default=Path("build/quick_bundle"),
-                    help="model bundle; a quick one is built here when missing")
+    ap.add_argument("--bundle", type=Path, default=None,
+                    help="model bundle (default: build/bundle from `make edgetpu` when present, else "
+                    "build/quick_bundle, built with the quick profile when missing)")
     ap.add_argument("--tlog", type=Path, default=None, help="fly this recorded flight over the field instead")
     ap.add_argument("--speed", type=float, default=1.0,
                     help="simulation speed (1 = real time, as the payload's clock mapping expects)")
     ap.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE_M,
                     help="metres beyond a patch's radius within which a hotspot centroid counts as finding it")
+    ap.add_argument("--start", type=float, default=None, help="fly only from this flight second (tlogs are long)")
+    ap.add_argument("--end", type=float, default=None, help="fly only up to this flight second")
     add_log_level_argument(ap)
     a = ap.parse_args(argv)
     setup_logging(a.log_level)
+    if a.bundle is None:
+        full = Path("build/bundle")
+        a.bundle = full if (full / "model_card.json").is_file() else Path("build/quick_bundle")
     report = run_mission(MissionPlan(a.scenario, a.out, a.bundle, a.tlog, a.speed, a.tolerance,
-                                     log_level=a.log_level))
+                                     log_level=a.log_level, start_s=a.start, end_s=a.end))
     summary = {k: report[k] for k in ("patches_total", "patches_found", "false_hotspots",
                                       "centroid_error_m_median", "centroid_error_m_p95",
                                       "frames_processed", "frames_dropped", "backend")}

@@ -55,6 +55,8 @@ class MissionPlan:
     hotspot_radius_m: float | None = None  # None: one tile's ground size (a sighting is known to +-half a tile)
     log_level: str = "INFO"
     payload_timeout_s: float = 90.0
+    start_s: float | None = None  # a window of the flight (a recorded tlog is long); None = all of it
+    end_s: float | None = None
 
 
 def _free_port() -> int:
@@ -127,14 +129,16 @@ def read_hotspots(out_dir: Path, s: Scenario) -> list[FoundHotspot]:
 
 
 def track_and_footprints(
-    sim: Simulation, s: Scenario, step_s: float = 1.0, footprint_every_s: float = 4.0
+    sim: Simulation, s: Scenario, step_s: float = 1.0, footprint_every_s: float = 4.0,
+    start_s: float | None = None, end_s: float | None = None,
 ) -> tuple[list[tuple[float, float]], list[list[tuple[float, float]]]]:
     """The true flight track and camera footprints (metres from the origin) for the map."""
     tl = sim.timeline
     cam = CameraModel.from_hfov(s.camera.width, s.camera.height, s.camera.hfov_deg)
-    t0 = float(tl.truth.t[0])
+    t0 = float(tl.truth.t[0]) if start_s is None else start_s
+    t1 = float(tl.truth.t[0]) + tl.duration if end_s is None else end_s
     track, fps = [], []
-    for t in np.arange(t0, t0 + tl.duration + 1e-9, step_s):
+    for t in np.arange(t0, t1 + 1e-9, step_s):
         pose = tl.pose_at(float(t))
         track.append(_enu(pose.lat_deg, pose.lon_deg, s))
         agl = pose.alt_m - s.origin.alt
@@ -191,10 +195,13 @@ def run_mission(plan: MissionPlan) -> dict:
     ensure_bundle(plan.bundle, plan.log_level)
 
     vehicle_url = f"tcp:127.0.0.1:{_free_port()}"
+    window: dict = {"end_s": plan.end_s}
+    if plan.start_s is not None:
+        window["start_s"] = plan.start_s
     if plan.tlog is not None:
-        sim = Simulation.replay(plan.tlog, vehicle_url, plan.speed, scenario=s, wait_for_client=True)
+        sim = Simulation.replay(plan.tlog, vehicle_url, plan.speed, scenario=s, wait_for_client=True, **window)
     else:
-        sim = Simulation.survey(s, vehicle_url, plan.speed, wait_for_client=True)
+        sim = Simulation.survey(s, vehicle_url, plan.speed, wait_for_client=True, **window)
     sim.start()
     t_start = time.monotonic()
     proc: subprocess.Popen | None = None
@@ -228,7 +235,7 @@ def run_mission(plan: MissionPlan) -> dict:
         if code != 0:
             raise MissionError(f"the payload exited with code {code}; see {out / 'payload.log'}")
         alerts = sim.vehicle.statustexts()
-        track, fps = track_and_footprints(sim, s)
+        track, fps = track_and_footprints(sim, s, start_s=plan.start_s, end_s=plan.end_s)
     finally:
         if proc is not None and proc.poll() is None:
             proc.kill()
