@@ -6,7 +6,6 @@ it is complete, so a failed build never leaves a half bundle over a good one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -15,17 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from payload.bundle import sha256_file  # one digest for build and flight
+
 from .errors import BuildError
 
 CARD = "model_card.json"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def file_table(folder: Path) -> dict[str, dict[str, Any]]:

@@ -11,10 +11,9 @@ import copy
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, model_validator
 
-from payload.configio import StrictModel, validate_config
+from payload.configio import StrictModel, read_yaml, validate_config
 from payload.errors import ConfigError
 
 from .synthetic import CLASSES
@@ -152,12 +151,7 @@ def read_build_data(path: str | Path | None) -> tuple[dict[str, Any], str]:
     if path is None:
         return {}, "<built-in defaults>"
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: configuration file not found; pass the path of a YAML file")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{p}: not valid YAML ({err}); fix the syntax") from None
+    data = read_yaml(p)
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -67,20 +67,25 @@ def validate_config(data: Any, model: type[M], source: str = "<config>") -> M:
         raise ConfigError(format_validation_error(source, err)) from None
 
 
-def load_config(path: str | Path, model: type[M]) -> M:
-    """Read a YAML file and validate it against `model`."""
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file, turning every way it can be unreadable into one ConfigError."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: configuration file not found; pass the path of a YAML file")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        return yaml.safe_load(p.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ConfigError(f"{p}: not valid YAML ({err}); fix the syntax") from None
     except RecursionError:  # PyYAML parses nesting recursively: "[[[[..." thousands deep
         raise ConfigError(f"{p}: not valid YAML (nested too deeply); fix the file") from None
     except OSError as err:  # a directory, a FIFO, unreadable
         raise ConfigError(f"{p}: cannot be read ({err.strerror or err}); pass the path of a YAML file") from None
+
+
+def load_config(path: str | Path, model: type[M]) -> M:
+    """Read a YAML file and validate it against `model`."""
+    data = read_yaml(path)
     try:
-        return validate_config(data, model, str(p))
+        return validate_config(data, model, str(path))
     except RecursionError:  # a YAML alias that contains itself (a: &a [*a])
-        raise ConfigError(f"{p}: invalid configuration (a value refers to itself through a YAML alias)") from None
+        raise ConfigError(f"{path}: invalid configuration (a value refers to itself through a YAML alias)") from None
