@@ -110,6 +110,33 @@ class HotspotTracker:
         self._anchor: tuple[float, float] | None = None
         self._confirmed_order: dict[str, int] = {}
 
+    def _absorb_neighbours(self, h: Hotspot) -> Hotspot:
+        """Merge into one the clusters of h's disease whose centroids have come within the radius.
+
+        A patch first seen from two sides can start as two clusters a few metres apart; once their
+        centroids converge they are one place to send an agronomist. The cluster confirmed first
+        (else created first) keeps its id; an alert already sent for the other is not repeated.
+        """
+        while True:
+            ce, cn = h.centroid_en
+            other = next(
+                (o for o in self.clusters
+                 if o is not h and o.label == h.label
+                 and math.hypot(o.centroid_en[0] - ce, o.centroid_en[1] - cn) <= self.radius_m),
+                None,
+            )
+            if other is None:
+                return h
+            keep, gone = (h, other) if self._rank(h) <= self._rank(other) else (other, h)
+            _merge_into(keep, gone)
+            self.clusters.remove(gone)
+            h = keep
+
+    def _rank(self, h: Hotspot) -> tuple[int, int]:
+        if h.id:
+            return (0, self._confirmed_order[h.id])
+        return (1, self.clusters.index(h))
+
     @property
     def hotspots(self) -> list[Hotspot]:
         """The confirmed hotspots, in the order they were confirmed."""
@@ -156,6 +183,7 @@ class HotspotTracker:
         if t > h.last_seen:
             h.last_seen, h.last_utc = t, str(frame.get("utc", ""))
         h.detection_ids.append(str(det.get("id", "")))
+        h = self._absorb_neighbours(h)
         is_new = not h.id and h.count >= self.min_detections
         if is_new:
             k = self._per_label.get(label, 0) + 1
@@ -163,6 +191,20 @@ class HotspotTracker:
             h.id = f"{label}-{k}"
             self._confirmed_order[h.id] = len(self._confirmed_order)
         return h, is_new
+
+
+def _merge_into(keep: Hotspot, gone: Hotspot) -> None:
+    keep.count += gone.count
+    keep.sum_e += gone.sum_e
+    keep.sum_n += gone.sum_n
+    keep._members_en.extend(gone._members_en)
+    keep.sum_conf += gone.sum_conf
+    keep.max_confidence = max(keep.max_confidence, gone.max_confidence)
+    if gone.first_seen < keep.first_seen:
+        keep.first_seen, keep.first_utc = gone.first_seen, gone.first_utc
+    if gone.last_seen > keep.last_seen:
+        keep.last_seen, keep.last_utc = gone.last_seen, gone.last_utc
+    keep.detection_ids.extend(gone.detection_ids)
 
 
 def merge_hotspots(

@@ -279,3 +279,34 @@ def test_a_hotspot_is_confirmed_by_its_third_sighting() -> None:
     assert len(t.clusters) == 2
     with pytest.raises(ValueError):
         HotspotTracker(radius_m=5.0, min_detections=0)
+
+
+def test_two_clusters_of_one_patch_merge_when_their_centroids_converge() -> None:
+    from payload.hotspots import HotspotTracker
+
+    def det(i: int, east_m: float, label: str = "rust") -> dict:
+        lat0, lon0 = -35.3632, 149.1652
+        return {"id": f"d{i}", "label": label, "lat": lat0, "lon": lon0 + east_m / 90_800.0, "trusted": True,
+                "confidence": 0.9, "frame": {"t_wall": float(i), "utc": f"t{i}"}}
+
+    t = HotspotTracker(radius_m=5.0, min_detections=2)
+    # one patch seen from its west edge, then its east edge: two clusters 8 m apart
+    for i, e in enumerate([0.0, 0.5, 8.0, 8.5]):
+        t.add(det(i, e))
+    assert [h.id for h in t.hotspots] == ["rust-1", "rust-2"]
+    # sightings of the middle (nearer the east cluster) pull it west; by hand its centroid
+    # (16.5 + 4.5 n) / (2 + n) is 5.09 m from the west one's 0.25 m after 7 sightings (apart) and
+    # 4.93 m after 9 (merged; the 8th sits on the 5 m boundary, give or take metres-per-degree rounding)
+    eastings = [0.0, 0.5, 8.0, 8.5]
+    for n in range(1, 11):
+        eastings.append(4.5)
+        t.add(det(10 + n, 4.5))
+        if n <= 7:
+            assert len(t.hotspots) == 2, n
+    (h,) = t.hotspots
+    assert h.id == "rust-1" and h.count == 14 and len(h.detection_ids) == 14
+    assert h.centroid_en[0] == pytest.approx(sum(eastings) / 14, abs=0.05)
+    # a mildew cluster at the same place is a different hotspot
+    t.add(det(20, 4.0, "powdery_mildew"))
+    t.add(det(21, 4.0, "powdery_mildew"))
+    assert sorted(x.id for x in t.hotspots) == ["powdery_mildew-1", "rust-1"]
