@@ -102,7 +102,23 @@ def frame_udp_datagrams(vehicle: Any) -> bool:
         return data
 
     master.recv = recv_datagram
+    if getattr(master, "udp_server", False) and isinstance(getattr(master, "clients", None), set):
+        master.clients = SnapshotSet(master.clients)
     return True
+
+
+class SnapshotSet(set):
+    """A set that iterates over a copy of itself.
+
+    Listening on UDP, pymavlink's `write` loops over every client address it has heard while the
+    receive thread adds new ones: a burst of datagrams from new addresses (junk, a spoofer) made
+    dronekit's sends fail with "Set changed size during iteration", so the vehicle was never asked
+    for its parameters and the connection timed out. `set.copy` runs in C under the GIL, so the
+    snapshot is consistent and adding during a write is harmless.
+    """
+
+    def __iter__(self):  # noqa: ANN204 - same signature as set.__iter__
+        return iter(set.copy(self))
 
 
 _HEADER_LEN_V1 = 6  # pymavlink's HEADER_LEN_V1: the parser's initial expected_length is this + 2

@@ -260,3 +260,30 @@ def test_no_junk_datagram_swallows_the_next_good_packet(junk: list[bytes]) -> No
         assert got is not None, "the HEARTBEAT after the junk was swallowed"
     finally:
         master.close()
+
+
+def test_udp_client_addresses_can_grow_while_a_send_is_under_way() -> None:
+    """The race behind a connect timeout under junk traffic: pymavlink's UDP server write() loops
+    over the client addresses while its receive side adds new ones."""
+    from types import SimpleNamespace
+
+    from pymavlink import mavutil
+
+    from payload.telemetry import frame_udp_datagrams
+
+    master = mavutil.mavlink_connection("udpin:127.0.0.1:0")
+    try:
+        plain = {("127.0.0.1", 1)}
+        with pytest.raises(RuntimeError):  # what pymavlink's own set does
+            for _ in plain:
+                plain.add(("127.0.0.1", 2))
+        assert frame_udp_datagrams(SimpleNamespace(_handler=SimpleNamespace(master=master)))
+        master.clients.add(("127.0.0.1", 1))
+        for i, _ in enumerate(master.clients):
+            master.clients.add(("127.0.0.1", 100 + i))  # a new sender arrives mid-write
+        assert len(master.clients) == 2
+        master.clients -= {("127.0.0.1", 1)}  # write() prunes dead clients in place
+        assert master.clients == {("127.0.0.1", 100)} and type(master.clients).__name__ == "SnapshotSet"
+        master.write(b"\\xfe")  # sends to every live client without raising
+    finally:
+        master.close()
