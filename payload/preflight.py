@@ -108,6 +108,8 @@ def check_telemetry(
     checks.append(
         Check("telemetry link", bool(s.get("link_ok")), link_detail, "check telemetry.connection and the cable/radio")
     )
+    if "signing" in s:  # a Telemetry (test doubles may not report it)
+        checks.append(check_signing(s["signing"]))
     checks.append(
         Check(
             "clock sync",
@@ -137,6 +139,30 @@ def check_telemetry(
         )
     )
     return checks
+
+
+def check_signing(signing: dict[str, Any] | None) -> Check:
+    """Whether MAVLink 2 signing is on and the vehicle's packets arrive signed (Telemetry.summary()['signing']).
+
+    Off is not a failure (it is the default), but the line says what it means. On, the check passes
+    only once signed packets from the vehicle have been accepted: until then the autopilot does not
+    sign with our key, and (unless allow_unsigned) nothing from it is believed.
+    """
+    if signing is None:
+        return Check("MAVLink signing", True, "off (telemetry.signing not set): any packet with the vehicle's "
+                     "system id is believed")
+    rejected = (f"dropped {signing['rejected_unsigned']} unsigned, {signing['rejected_bad_signature']} wrongly "
+                f"signed, {signing['rejected_replay']} replayed")
+    policy = "unsigned ACCEPTED (allow_unsigned: no spoofing protection)" if signing["allow_unsigned"] else (
+        "unsigned refused")
+    n = signing["signed_from_vehicle"]
+    return Check(
+        "MAVLink signing",
+        n > 0,
+        f"on, link_id {signing['link_id']}, {policy}; {n} signed packets from the vehicle; {rejected}",
+        "the autopilot is not signing with this key: set the same key on it (MAVProxy `signing setup "
+        "<passphrase>`, or Mission Planner's signing page) and check telemetry.signing.key_file",
+    )
 
 
 def run_preflight(

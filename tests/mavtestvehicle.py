@@ -8,6 +8,13 @@ STATUSTEXT messages it receives (the ground-station side of the live alerts). Lo
 
 Knobs for bad input: `answer_params=False` (a vehicle dronekit would wait for forever),
 `fix_type`, `zero_latlon`, `nan_attitude`, `paused` (stops streaming: stale telemetry).
+
+MAVLink 2 signing, as an ArduPilot with a signing key behaves: with `signing_key` the vehicle speaks
+MAVLink 2, signs everything it sends (link `signing_link_id`, timestamps from its own clock, which
+`signing_clock_offset_s` can put behind or ahead of the wall clock) and drops every packet it receives
+that is not validly signed (`rejected_unverified` counts them; `received_signed` / `received_unsigned`
+count what it accepted by type). A vehicle with the wrong key is a spoofer that signs.
+`mavlink2=True` alone gives an unsigned MAVLink 2 vehicle.
 """
 
 from __future__ import annotations
@@ -62,6 +69,10 @@ class MavTestVehicle:
         n_params: int = 20,
         answer_params: bool = True,
         sysid: int = 1,
+        signing_key: bytes | None = None,
+        signing_link_id: int = 0,
+        signing_clock_offset_s: float = 0.0,
+        mavlink2: bool = False,
     ) -> None:
         self.port = port
         self.trajectory = trajectory
@@ -84,6 +95,27 @@ class MavTestVehicle:
         self._mav = mavutil.mavlink_connection(
             f"udpout:127.0.0.1:{port}", source_system=sysid, source_component=1, dialect="ardupilotmega"
         )
+        self.received_signed: dict[str, int] = {}
+        self.received_unsigned: dict[str, int] = {}
+        self.received_link_ids: set[int] = set()
+        self.rejected_unverified = 0
+        if signing_key is not None or mavlink2:
+            # a MAVLink 2 parser/encoder whatever version pymavlink's globals are at, and no auto-switch
+            from pymavlink.dialects.v20 import ardupilotmega as mav2
+
+            self._mav.mav = mav2.MAVLink(self._mav, srcSystem=sysid, srcComponent=1)
+            self._mav.mav.robust_parsing = True
+            self._mav.WIRE_PROTOCOL_VERSION = "2.0"
+            self._mav.first_byte = False
+        if signing_key is not None:
+            epoch_2015 = 1420070400
+            self._mav.setup_signing(
+                signing_key,
+                sign_outgoing=True,
+                allow_unsigned_callback=self._refuse_unverified,
+                initial_timestamp=int((time.time() + signing_clock_offset_s - epoch_2015) * 100_000),
+                link_id=signing_link_id,
+            )
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -195,6 +227,16 @@ class MavTestVehicle:
             self._stop.wait(period)
 
     # ------------------------------------------------------------ receiving
+    def _refuse_unverified(self, _mav, _msg_id: int) -> bool:  # noqa: ANN001
+        """ArduPilot's rule on a signing link: nothing unsigned or wrongly signed is accepted."""
+        self.rejected_unverified += 1
+        return False
+
+    @property
+    def signing_timestamp(self) -> int:
+        """The vehicle's current signing timestamp (10 us units since 2015)."""
+        return int(self._mav.mav.signing.timestamp)
+
     def _param_value(self, index: int):  # noqa: ANN202
         name = f"TEST_PARAM_{index:02d}".encode()
         return self._mav.mav.param_value_encode(name, float(index), mavlink.MAV_PARAM_TYPE_REAL32, self.n_params, index)
@@ -209,6 +251,11 @@ class MavTestVehicle:
                 continue
             name = msg.get_type()
             self.received_counts[name] = self.received_counts.get(name, 0) + 1
+            if name != "BAD_DATA":
+                seen = self.received_signed if msg.get_signed() else self.received_unsigned
+                seen[name] = seen.get(name, 0) + 1
+                if msg.get_signed():
+                    self.received_link_ids.add(msg.get_link_id())
             m = self._mav.mav
             if name == "PARAM_REQUEST_LIST" and self.answer_params:
                 for i in range(self.n_params):

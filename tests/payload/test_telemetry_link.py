@@ -112,6 +112,7 @@ def test_vehicle_to_detections_with_correct_ground_positions(tmp_path: Path, veh
     handler.close()
     summary = telemetry.summary()
     assert summary["link_ok"] and summary["clock_offset_source"] in ("timesync", "min_latency")
+    assert summary["signing"] is None  # no telemetry.signing: the link is as it always was
     # the estimated clock offset matches the vehicle's boot clock
     assert abs(telemetry.buffer.clock.offset_s - vehicle.boot_start) < 0.02
 

@@ -117,6 +117,33 @@ def test_random_bytes_as_config(kind: str, raw: bytes, tmp_path_factory) -> None
     _load_or_config_error(loader, path)
 
 
+@FUZZ
+@given(key_bytes=st.binary(max_size=120), fields=st.dictionaries(
+    st.sampled_from(["key_format", "link_id", "allow_unsigned", "key_file", "extra"]), value, max_size=3),
+    use_file=st.booleans())
+def test_signing_block_with_any_key_file_content(key_bytes: bytes, fields: dict, use_file: bool,
+                                                 tmp_path_factory) -> None:  # noqa: ANN001
+    """telemetry.signing with hostile key files and values: a config with a 32-byte key, or a ConfigError."""
+    doc = yaml.safe_load(LOADERS["payload"][1].read_text())
+    key_file = tmp_path_factory.mktemp("key") / "signing.key"
+    key_file.write_bytes(key_bytes)
+    block = dict(fields)
+    if use_file or "key_file" not in block:
+        block["key_file"] = str(key_file)
+    doc["telemetry"]["signing"] = block
+    path = tmp_path_factory.mktemp("cfg") / "payload.yaml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    try:
+        cfg = load_payload_config(path)
+    except ConfigError as err:
+        assert str(err) and (len(key_bytes) < 16 or key_bytes.decode("latin-1") not in str(err))
+        return
+    from payload.config import read_signing_key
+
+    signing = cfg.telemetry.signing
+    assert signing is not None and len(read_signing_key(signing.key_file, signing.key_format)) == 32
+
+
 @pytest.mark.parametrize("kind", sorted(LOADERS))
 @pytest.mark.parametrize("text", [
     "[" * 5000 + "]" * 5000,  # deep nesting: RecursionError inside the YAML parser
