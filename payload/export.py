@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from payload.errors import UserError
-from payload.hotspots import MIN_DETECTIONS, merge_hotspots
-from payload.sinks.jsonl import DETECTIONS_FILE, read_jsonl
-from payload.sinks.layers import FORMATS, atomic_write_text, summary_json, write_layers
+from payload.hotspots import CANDIDATE_TTL_S, MIN_DETECTIONS, merge_hotspots
+from payload.sinks.jsonl import DETECTIONS_FILE, JsonlProblems, iter_detections
+from payload.sinks.layers import FORMATS, atomic_write_text, scan_records, summary_json, write_layers
 
 log = logging.getLogger(__name__)
 
@@ -49,21 +49,24 @@ def export_layers(
     include_untrusted: bool = False,
     formats: tuple[str, ...] | list[str] = FORMATS,
     min_detections: int = MIN_DETECTIONS,
+    candidate_ttl_s: float = CANDIDATE_TTL_S,
 ) -> ExportReport:
     """Rebuild hotspots and every layer in `out_dir` from its detections.jsonl."""
     out = Path(out_dir)
     path = out / DETECTIONS_FILE
     if not path.is_file():
         raise ExportError(f"{path}: not found; pass the output folder of a run (output.dir in the payload config)")
-    res = read_jsonl(path)
-    for n, why in res.bad_lines:
+    # streamed, pass by pass: an export of a long flight needs no more memory than a short one
+    problems = JsonlProblems()
+    hotspots = merge_hotspots(iter_detections(path, problems=problems), radius_m, include_untrusted, min_detections,
+                              candidate_ttl_s)
+    for n, why in problems.bad_lines:
         log.warning("%s line %d skipped: %s", path, n, why)
-    records = [r for r in res.records if r.get("schema", "").startswith("cropscout.detection/")]
-    hotspots = merge_hotspots(records, radius_m, include_untrusted, min_detections)
-    written = write_layers(out, records, hotspots, formats)
-    atomic_write_text(out / "summary.json", summary_json(records, hotspots) + "\n")
+    scan = scan_records(lambda: iter_detections(path))
+    written = write_layers(out, lambda: iter_detections(path), hotspots, formats, scan)
+    atomic_write_text(out / "summary.json", summary_json(scan, hotspots) + "\n")
     written.append(out / "summary.json")
-    return ExportReport(len(records), res.bad_lines, res.torn_last_line, len(hotspots), written)
+    return ExportReport(scan.count, problems.bad_lines, problems.torn_last_line, len(hotspots), written)
 
 
 def export_from_cli(out_dir: str, config: str | None = None, radius_m: float | None = None) -> int:
@@ -72,6 +75,7 @@ def export_from_cli(out_dir: str, config: str | None = None, radius_m: float | N
     include_untrusted = False
     radius = 5.0
     min_detections = MIN_DETECTIONS
+    candidate_ttl_s = CANDIDATE_TTL_S
     if config:
         from payload.config import load_payload_config
 
@@ -79,11 +83,12 @@ def export_from_cli(out_dir: str, config: str | None = None, radius_m: float | N
         radius = cfg.hotspots.radius_m
         include_untrusted = cfg.hotspots.include_untrusted
         min_detections = cfg.hotspots.min_detections
+        candidate_ttl_s = cfg.hotspots.candidate_ttl_s
         formats = cfg.sinks.formats
     if radius_m is not None:
         if radius_m <= 0:
             raise ExportError(f"--radius-m must be positive, got {radius_m}")
         radius = radius_m
-    report = export_layers(out_dir, radius, include_untrusted, formats, min_detections)
+    report = export_layers(out_dir, radius, include_untrusted, formats, min_detections, candidate_ttl_s)
     print(report.text())
     return 0

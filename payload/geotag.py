@@ -4,7 +4,9 @@ The payload runtime's writer thread calls `handle(FrameResult)` for every frame.
 tile: the vehicle state at the frame's capture time (telemetry.state_at(frame.t_mono)) -> the
 tile centre's ground point and the tile's footprint -> a detection record -> detections.jsonl
 (fsync'd: the source of truth) -> hotspot merging -> a STATUSTEXT for each new hotspot. The GIS
-layers are rewritten from the records at most every `sinks.layers_interval_s` and at close.
+layers are rewritten from detections.jsonl (streamed, so no record is held in memory: the
+handler's memory stays flat however many sightings a flight makes) at most every
+`sinks.layers_interval_s` and at close.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from payload.diskguard import DiskGuard
 from payload.hotspots import Hotspot, HotspotTracker
 from payload.poseinterp import PoseEstimate
 from payload.sinks.crops import write_crop
-from payload.sinks.jsonl import DETECTIONS_FILE, JsonlWriter, read_jsonl
+from payload.sinks.jsonl import DETECTIONS_FILE, JsonlProblems, JsonlWriter, iter_detections
 from payload.sinks.layers import write_layers
 from payload.types import FrameResult, ResultHandler
 
@@ -55,15 +56,21 @@ class GeotagHandler:
         self.telemetry = telemetry
         self._owns_telemetry = owns_telemetry
         self._clock = clock
-        path = self.out_dir / DETECTIONS_FILE
+        self.path = self.out_dir / DETECTIONS_FILE
+        h = cfg.hotspots
+        self.tracker = HotspotTracker(h.radius_m, h.include_untrusted, h.min_detections, h.candidate_ttl_s)
         # a restart after a crash continues the same file: earlier records stay in the layers and
         # hotspots (without alerting again)
-        self.records: list[dict[str, Any]] = read_jsonl(path).records if path.exists() else []
-        h = cfg.hotspots
-        self.tracker = HotspotTracker(h.radius_m, h.include_untrusted, h.min_detections)
-        for rec in self.records:
-            self.tracker.add(rec)
-        self.jsonl = JsonlWriter(path)
+        self.resumed = 0
+        if self.path.exists():
+            problems = JsonlProblems()
+            for rec in iter_detections(self.path, problems=problems):
+                self.tracker.add(rec)
+                self.resumed += 1
+            if self.resumed or problems.bad_lines:
+                log.info("continuing %s: %d earlier detections (%d unreadable lines skipped)",
+                         self.path, self.resumed, len(problems.bad_lines))
+        self.jsonl = JsonlWriter(self.path)
         self.alerts: AlertSender | None = None
         if cfg.alerts.enabled and telemetry is not None:
             self.alerts = AlertSender(telemetry.send_statustext, cfg.alerts.severity, cfg.alerts.min_interval_s)
@@ -113,7 +120,6 @@ class GeotagHandler:
                 except OSError as err:  # disk full: the writer keeps the record queued and retries it first
                     log.error("detections.jsonl write failed (%s); %d record(s) queued until space returns",
                               err, len(self.jsonl.pending))
-                self.records.append(det)
                 self.written += 1
                 self._dirty = True
                 self._note_trust(det)
@@ -149,7 +155,7 @@ class GeotagHandler:
         if force:
             if self._layer_thread is not None:
                 self._layer_thread.join()
-            self._write_layers(list(self.records), self._hotspot_snapshot())
+            self._write_layers(self.jsonl.committed_bytes, self._hotspot_snapshot())
             self._dirty = False
             self._last_layers = now
             return
@@ -161,19 +167,21 @@ class GeotagHandler:
         self._last_layers = now
         self._layer_thread = threading.Thread(
             target=self._write_layers,
-            args=(list(self.records), self._hotspot_snapshot()),
+            args=(self.jsonl.committed_bytes, self._hotspot_snapshot()),
             name="geotag-layers",
             daemon=True,
         )
         self._layer_thread.start()
 
     def _hotspot_snapshot(self) -> list[Hotspot]:
-        return [replace(h, detection_ids=[], _members_en=list(h._members_en)) for h in self.tracker.hotspots]
+        return [h.snapshot() for h in self.tracker.hotspots]
 
-    def _write_layers(self, records: list[dict[str, Any]], hotspots: list[Hotspot]) -> None:
+    def _write_layers(self, committed_bytes: int, hotspots: list[Hotspot]) -> None:
+        """Rebuild the layers from detections.jsonl up to `committed_bytes` (whole records only)."""
         t0 = time.perf_counter()
         try:
-            write_layers(self.out_dir, records, hotspots, self.cfg.sinks.formats)
+            write_layers(self.out_dir, lambda: iter_detections(self.path, end=committed_bytes), hotspots,
+                         self.cfg.sinks.formats)
             self._layers_cost_s = time.perf_counter() - t0
         except (OSError, ValueError) as err:
             # detections.jsonl is safe; `payload export` can rebuild the layers later

@@ -9,16 +9,18 @@ order), so both give the same hotspots.
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pymap3d
 
 MIN_DETECTIONS = 3  # sightings that confirm a hotspot (the payload config's default)
+CANDIDATE_TTL_S = 600.0  # flight time an unconfirmed cluster is remembered (the payload config's default)
 
 
-@dataclass
+@dataclass(slots=True)
 class Hotspot:
     """A cluster of sightings of one class. Centroid is the mean of member positions."""
 
@@ -35,8 +37,13 @@ class Hotspot:
     last_seen: float = -math.inf
     first_utc: str = ""
     last_utc: str = ""
-    detection_ids: list[str] = field(default_factory=list)
-    _members_en: list[tuple[float, float]] = field(default_factory=list, repr=False)
+    # member positions as packed doubles (e0, n0, e1, n1, ...): 16 bytes a sighting instead of ~120
+    # for a tuple in a list, so a long flight over a badly diseased field keeps the tracker small
+    _members_en: array = field(default_factory=lambda: array("d"), repr=False)
+
+    def snapshot(self) -> Hotspot:
+        """A copy another thread can read (the layer writer) while this one keeps growing."""
+        return replace(self, _members_en=array("d", self._members_en))
 
     @property
     def centroid_en(self) -> tuple[float, float]:
@@ -57,7 +64,8 @@ class Hotspot:
     def extent_m(self) -> float:
         """Largest distance from the centroid to a member (how spread the sightings are)."""
         ce, cn = self.centroid_en
-        return max((math.hypot(e - ce, n - cn) for e, n in self._members_en), default=0.0)
+        m = self._members_en
+        return max((math.hypot(m[i] - ce, m[i + 1] - cn) for i in range(0, len(m), 2)), default=0.0)
 
     def offset_of(self, lat: float, lon: float) -> tuple[float, float]:
         e, n, _ = pymap3d.geodetic2enu(lat, lon, 0.0, self.anchor_lat, self.anchor_lon, 0.0)
@@ -97,15 +105,21 @@ class HotspotTracker:
     Candidates get their id (rust-1, rust-2...) when they are confirmed.
     """
 
-    def __init__(self, radius_m: float, include_untrusted: bool = False, min_detections: int = 1) -> None:
+    def __init__(self, radius_m: float, include_untrusted: bool = False, min_detections: int = 1,
+                 candidate_ttl_s: float = math.inf) -> None:
         if radius_m <= 0:
             raise ValueError("radius_m must be positive")
         if min_detections < 1:
             raise ValueError("min_detections must be at least 1")
+        if not candidate_ttl_s > 0:
+            raise ValueError("candidate_ttl_s must be positive")
         self.radius_m = radius_m
         self.include_untrusted = include_untrusted
         self.min_detections = min_detections
+        self.candidate_ttl_s = candidate_ttl_s
         self.clusters: list[Hotspot] = []
+        self.retired = 0  # candidates forgotten unconfirmed (see _retire_stale)
+        self._last_retire_t = -math.inf
         self._per_label: dict[str, int] = {}
         self._anchor: tuple[float, float] | None = None
         self._confirmed_order: dict[str, int] = {}
@@ -132,6 +146,24 @@ class HotspotTracker:
             self.clusters.remove(gone)
             h = keep
 
+    def _retire_stale(self, t: float) -> None:
+        """Forget candidates no sighting joined for `candidate_ttl_s` of flight time.
+
+        Over a long flight the sporadic sightings (a shadow, a patch of soil) would pile up as
+        candidates, growing memory and the time of every `add` without end. A real patch is seen
+        frame after frame, or again on the next survey leg a minute or two later, so a candidate
+        left alone for ten minutes is not going to be confirmed. The sightings themselves stay in
+        detections.jsonl and every detection layer. Deterministic on the records' own times, so
+        `payload export` replaying the file forgets exactly what the flight forgot.
+        """
+        if t - self._last_retire_t < min(self.candidate_ttl_s / 10.0, 30.0):
+            return
+        self._last_retire_t = t
+        horizon = t - self.candidate_ttl_s
+        keep = [h for h in self.clusters if h.id or h.last_seen >= horizon]
+        self.retired += len(self.clusters) - len(keep)
+        self.clusters = keep
+
     def _rank(self, h: Hotspot) -> tuple[int, int]:
         if h.id:
             return (0, self._confirmed_order[h.id])
@@ -148,6 +180,10 @@ class HotspotTracker:
             return None, False
         lat, lon = float(det["lat"]), float(det["lon"])
         label = str(det["label"])
+        frame = det.get("frame") or {}
+        t = float(frame.get("t_wall", 0.0))
+        if self.candidate_ttl_s != math.inf:
+            self._retire_stale(t)
         # One tangent plane for the whole flight, anchored at the first usable sighting: each
         # detection is projected once (not once per hotspot), and over a field a few km across the
         # plane is exact to millimetres.
@@ -170,19 +206,16 @@ class HotspotTracker:
             h = best[1]
         en = (e, n)
         conf = float(det.get("confidence", 0.0))
-        frame = det.get("frame") or {}
-        t = float(frame.get("t_wall", 0.0))
         h.count += 1
         h.sum_e += en[0]
         h.sum_n += en[1]
-        h._members_en.append(en)
+        h._members_en.extend(en)
         h.sum_conf += conf
         h.max_confidence = max(h.max_confidence, conf)
         if t < h.first_seen:
             h.first_seen, h.first_utc = t, str(frame.get("utc", ""))
         if t > h.last_seen:
             h.last_seen, h.last_utc = t, str(frame.get("utc", ""))
-        h.detection_ids.append(str(det.get("id", "")))
         h = self._absorb_neighbours(h)
         is_new = not h.id and h.count >= self.min_detections
         if is_new:
@@ -204,14 +237,17 @@ def _merge_into(keep: Hotspot, gone: Hotspot) -> None:
         keep.first_seen, keep.first_utc = gone.first_seen, gone.first_utc
     if gone.last_seen > keep.last_seen:
         keep.last_seen, keep.last_utc = gone.last_seen, gone.last_utc
-    keep.detection_ids.extend(gone.detection_ids)
 
 
 def merge_hotspots(
-    detections: Iterable[Mapping[str, Any]], radius_m: float, include_untrusted: bool = False, min_detections: int = 1
+    detections: Iterable[Mapping[str, Any]],
+    radius_m: float,
+    include_untrusted: bool = False,
+    min_detections: int = 1,
+    candidate_ttl_s: float = math.inf,
 ) -> list[Hotspot]:
     """All confirmed hotspots of a sequence of detection records (in recording order)."""
-    tracker = HotspotTracker(radius_m, include_untrusted, min_detections)
+    tracker = HotspotTracker(radius_m, include_untrusted, min_detections, candidate_ttl_s)
     for det in detections:
         tracker.add(det)
     return tracker.hotspots

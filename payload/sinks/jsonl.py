@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,8 @@ class JsonlWriter:
         self._repair_torn_tail()
         self.count = 0
         self.pending: list[bytes] = []  # records that failed to write (disk full), retried first
+        # bytes of whole records on disk: a reader beside the writer stops here (iter_jsonl end=)
+        self.committed_bytes = os.fstat(self._f.fileno()).st_size
         self.write_errors = 0
 
     def _repair_torn_tail(self) -> None:
@@ -88,6 +90,7 @@ class JsonlWriter:
                 raise
             self.pending.pop(0)
             self.count += 1
+            self.committed_bytes = start + len(data)
 
     def close(self) -> None:
         if not self._f.closed:
@@ -111,23 +114,61 @@ class JsonlReadResult:
     torn_last_line: bool = False
 
 
+@dataclass
+class JsonlProblems:
+    """What `iter_jsonl` skipped, filled in as it goes (the records themselves are not kept)."""
+
+    bad_lines: list[tuple[int, str]] = field(default_factory=list)
+    torn_last_line: bool = False
+
+
+def iter_jsonl(
+    path: str | Path, end: int | None = None, problems: JsonlProblems | None = None
+) -> Iterator[dict[str, Any]]:
+    """Yield the records of a JSON-lines file one at a time, skipping (and noting) lines that do not parse.
+
+    Streaming keeps memory flat however long the flight: the layers are rebuilt from the file, not
+    from a list of every record. `end` stops at that byte offset (a size the writer reported as
+    committed), so a reader running beside the writer never sees a record still being appended.
+    """
+    pos = 0
+    with open(path, "rb") as f:
+        for i, line in enumerate(f, start=1):
+            if end is not None:
+                if pos >= end:
+                    return
+                if pos + len(line) > end:
+                    line = line[: end - pos]
+            pos += len(line)
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line.decode("utf-8"))
+                if not isinstance(rec, dict):
+                    raise ValueError("not a JSON object")
+            except (ValueError, UnicodeDecodeError) as err:
+                if problems is not None:
+                    problems.bad_lines.append((i, str(err)[:120]))
+                    # only the last line can lack its newline: the run was cut while writing it
+                    problems.torn_last_line = not line.endswith(b"\n")
+                continue
+            yield rec
+
+
+DETECTION_SCHEMA_PREFIX = "cropscout.detection/"
+
+
+def iter_detections(
+    path: str | Path, end: int | None = None, problems: JsonlProblems | None = None
+) -> Iterator[dict[str, Any]]:
+    """The detection records of detections.jsonl, streamed (other record types are passed over)."""
+    for rec in iter_jsonl(path, end, problems):
+        if str(rec.get("schema", "")).startswith(DETECTION_SCHEMA_PREFIX):
+            yield rec
+
+
 def read_jsonl(path: str | Path) -> JsonlReadResult:
-    """Read a JSON-lines file, skipping (and reporting) lines that do not parse."""
-    out = JsonlReadResult()
-    raw = Path(path).read_bytes()
-    lines = raw.split(b"\n")
-    ends_clean = raw.endswith(b"\n") or not raw
-    for i, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        is_last = i == len(lines) or (i == len(lines) - 1 and not lines[-1])
-        try:
-            rec = json.loads(line.decode("utf-8"))
-            if not isinstance(rec, dict):
-                raise ValueError("not a JSON object")
-            out.records.append(rec)
-        except (ValueError, UnicodeDecodeError) as err:
-            out.bad_lines.append((i, str(err)[:120]))
-            if is_last and not ends_clean:
-                out.torn_last_line = True
-    return out
+    """Read a whole JSON-lines file into memory (tests, tools and small files; the payload streams)."""
+    problems = JsonlProblems()
+    records = list(iter_jsonl(path, problems=problems))
+    return JsonlReadResult(records, problems.bad_lines, problems.torn_last_line)

@@ -1,8 +1,13 @@
 """GIS layers built from detection records: GeoJSON (RFC 7946), KML (Google Earth) and CSV.
 
-Every layer is rebuilt whole from the list of records (the JSONL is the source of truth) and
+Every layer is rebuilt whole from the records (detections.jsonl is the source of truth) and
 replaced atomically (write a temporary file, then rename), so a crash mid-write leaves the
-previous complete layer, never a torn one. Files in the output folder:
+previous complete layer, never a torn one. The records are STREAMED (read, written, forgotten):
+a companion computer over a badly diseased field must not hold every sighting of a long flight
+in memory, so the detection layers are written feature by feature: GeoJSON by json, KML by the
+standard library's streaming XML writer, which escapes text. (simplekml was used at first: it
+builds the whole document in memory and keeps the last one alive in a class attribute,
+Kmlable._currentroot, so it went.) Files in the output folder:
 - detections.geojson / .kml / .csv: one point per sighting (GeoJSON: null geometry when the
   sighting could not be placed; KML skips those; CSV keeps them with empty lat/lon);
 - footprints.geojson: each placed sighting's tile outline on the ground (KML: a folder);
@@ -11,16 +16,20 @@ previous complete layer, never a torn one. Files in the output folder:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
-from collections.abc import Mapping, Sequence
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+from xml.sax.saxutils import XMLGenerator
 
 import geojson
-import simplekml
 
 from payload.hotspots import Hotspot
 
@@ -33,14 +42,33 @@ _LABEL_COLOURS = ["ff0000ff", "ff00a5ff", "ffff00ff", "ff00ffff", "ffff0000", "f
 _UNTRUSTED_COLOUR = "ff888888"
 
 
+# A sequence is read as it is; a callable is called once per pass for a fresh iterator (a file)
+RecordSource = Sequence[Mapping[str, Any]] | Callable[[], Iterable[Mapping[str, Any]]]
+
+
+@contextlib.contextmanager
+def atomic_open(path: Path) -> Iterator[IO[str]]:
+    """A text file that replaces `path` only when the block ends cleanly (fsync'd, then renamed).
+
+    Readers (QGIS refreshing a layer, the ground crew copying files) see the old file or the new
+    one, never half of one; a failure mid-write removes the temporary file and keeps the old layer.
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Replace `path` with `text` so readers see the old file or the new one, never half of one."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
+    with atomic_open(path) as f:
         f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def flat_properties(det: Mapping[str, Any]) -> dict[str, Any]:
@@ -95,31 +123,6 @@ def _ccw_ring(lonlat: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return ring + [ring[0]]
 
 
-def detections_geojson(dets: Sequence[Mapping[str, Any]]) -> geojson.FeatureCollection:
-    feats = []
-    for d in dets:
-        geom = geojson.Point((d["lon"], d["lat"]), precision=COORD_DECIMALS) if d.get("lat") is not None else None
-        feats.append(geojson.Feature(geometry=geom, properties=flat_properties(d), id=d.get("id")))
-    return geojson.FeatureCollection(feats)
-
-
-def footprints_geojson(dets: Sequence[Mapping[str, Any]]) -> geojson.FeatureCollection:
-    feats = []
-    for d in dets:
-        fp = d.get("footprint")
-        if not fp:
-            continue
-        ring = _ccw_ring([(float(lon), float(lat)) for lat, lon in fp])
-        props = {"id": d.get("id"), "label": d.get("label"), "confidence": d.get("confidence")}
-        props["trusted"] = bool(d.get("trusted"))
-        feats.append(
-            geojson.Feature(
-                geometry=geojson.Polygon([ring], precision=COORD_DECIMALS), properties=props, id=d.get("id")
-            )
-        )
-    return geojson.FeatureCollection(feats)
-
-
 def hotspot_rows(hotspots: Sequence[Hotspot]) -> list[dict[str, Any]]:
     rows = []
     for h in hotspots:
@@ -150,8 +153,10 @@ def _colour_for(label: str, labels: list[str]) -> str:
     return _LABEL_COLOURS[labels.index(label) % len(_LABEL_COLOURS)]
 
 
-# Columns a KML balloon shows (the full set is in the GeoJSON/CSV); each ExtendedData entry costs
-# simplekml time, and a long flight has thousands of placemarks.
+
+
+# Columns a KML balloon shows (the full set is in the GeoJSON/CSV): a long flight has thousands of
+# placemarks and Google Earth keeps every one in memory.
 _KML_FIELDS = (
     "id",
     "label",
@@ -169,69 +174,297 @@ _KML_FIELDS = (
 )
 
 
-def _point_style(colour: str, scale: float) -> simplekml.Style:
-    style = simplekml.Style()
-    style.iconstyle.color = colour
-    style.iconstyle.scale = scale
-    return style
+@dataclass
+class RecordScan:
+    """What one cheap pass over the records tells the writers before they start (O(labels) memory)."""
+
+    count: int = 0
+    untrusted: int = 0
+    per_label: dict[str, int] = field(default_factory=dict)
+    columns: list[str] = field(default_factory=list)
+
+    @property
+    def labels(self) -> list[str]:
+        return sorted(self.per_label)
 
 
-def detections_kml(dets: Sequence[Mapping[str, Any]]) -> str:
-    """Points per label folder (grey when the pose was not trusted) and a hidden footprints folder.
+def _passes(records: RecordSource) -> Callable[[], Iterable[Mapping[str, Any]]]:
+    if callable(records):
+        return records
+    return lambda: records
 
-    Styles are shared (one per colour) and the XML is not pretty-printed: simplekml's pretty
-    printer goes through minidom and took seconds per thousand placemarks.
-    """
-    kml = simplekml.Kml(name="cropscout detections")
-    labels = sorted({str(d.get("label")) for d in dets})
-    folders = {lab: kml.newfolder(name=lab) for lab in labels}
-    fp_folder = kml.newfolder(name="footprints", visibility=0)
-    styles: dict[str, simplekml.Style] = {}
-    poly_styles: dict[str, simplekml.Style] = {}
-    for d in dets:
-        if d.get("lat") is None:
-            continue
+
+def scan_records(records: RecordSource) -> RecordScan:
+    """Counts per label and the CSV columns (their union, in first-seen order)."""
+    scan = RecordScan()
+    seen: set[str] = set()
+    for d in _passes(records)():
+        scan.count += 1
+        if not d.get("trusted"):
+            scan.untrusted += 1
         label = str(d.get("label"))
-        colour = _colour_for(label, labels) if d.get("trusted") else _UNTRUSTED_COLOUR
-        if colour not in styles:
-            styles[colour] = _point_style(colour, 0.8)
-            ps = simplekml.Style()
-            ps.polystyle.color = "33" + colour[2:]
-            ps.linestyle.color = colour
-            poly_styles[colour] = ps
-        p = folders[label].newpoint(name=f"{label} {float(d.get('confidence', 0)):.2f}", coords=[(d["lon"], d["lat"])])
-        p.style = styles[colour]
-        frame = d.get("frame") or {}
-        if frame.get("utc"):
-            p.timestamp.when = frame["utc"]
-        props = flat_properties(d)
-        for k in _KML_FIELDS:
-            v = props.get(k)
-            p.extendeddata.newdata(k, "" if v is None else str(v))
-        fp = d.get("footprint")
-        if fp:
-            ring = _ccw_ring([(float(lon), float(lat)) for lat, lon in fp])
-            poly = fp_folder.newpolygon(name=str(d.get("id")), outerboundaryis=ring)
-            poly.style = poly_styles[colour]
-    return kml.kml(format=False)
+        scan.per_label[label] = scan.per_label.get(label, 0) + 1
+        for k in flat_properties(d):
+            if k not in seen:
+                seen.add(k)
+                scan.columns.append(k)
+    return scan
+
+
+def _write_geojson_feature(f: IO[str], feature: geojson.Feature, first: bool) -> None:
+    if not feature.is_valid:
+        raise ValueError(f"invalid GeoJSON feature {feature.get('id')}: {feature.errors()}")
+    f.write("\n" if first else ",\n")
+    f.write(geojson.dumps(feature, allow_nan=False))
+
+
+_FC_HEAD = '{"type": "FeatureCollection", "features": ['
+_FC_TAIL = "\n]}\n"
+
+
+class _Kml:
+    """A thin KML vocabulary over the standard library's streaming XML writer (which escapes text)."""
+
+    def __init__(self, f: IO[str]) -> None:
+        self.g = XMLGenerator(f, encoding="utf-8", short_empty_elements=False)
+
+    def start(self, tag: str, **attrs: str) -> None:
+        self.g.startElement(tag, attrs)
+
+    def end(self, tag: str) -> None:
+        self.g.endElement(tag)
+
+    def leaf(self, tag: str, text: str) -> None:
+        self.g.startElement(tag, {})
+        self.g.characters(text)
+        self.g.endElement(tag)
+
+
+def _kml_coords(lonlat: Iterable[tuple[float, float]]) -> str:
+    return " ".join(f"{lon!r},{lat!r},0" for lon, lat in lonlat)
+
+
+def _kml_styles(k: _Kml, colours: Iterable[str]) -> None:
+    for colour in colours:
+        k.start("Style", id=f"pt-{colour}")
+        k.start("IconStyle")
+        k.leaf("color", colour)
+        k.leaf("scale", "0.8")
+        k.end("IconStyle")
+        k.end("Style")
+        k.start("Style", id=f"fp-{colour}")
+        k.start("LineStyle")
+        k.leaf("color", colour)
+        k.end("LineStyle")
+        k.start("PolyStyle")
+        k.leaf("color", "33" + colour[2:])
+        k.end("PolyStyle")
+        k.end("Style")
+
+
+def _kml_point(k: _Kml, d: Mapping[str, Any], colour: str) -> None:
+    label = str(d.get("label"))
+    k.start("Placemark")
+    k.leaf("name", f"{label} {float(d.get('confidence', 0)):.2f}")
+    frame = d.get("frame") or {}
+    if frame.get("utc"):
+        k.start("TimeStamp")
+        k.leaf("when", str(frame["utc"]))
+        k.end("TimeStamp")
+    k.leaf("styleUrl", f"#pt-{colour}")
+    props = flat_properties(d)
+    k.start("ExtendedData")
+    for name in _KML_FIELDS:
+        v = props.get(name)
+        k.start("Data", name=name)
+        k.leaf("value", "" if v is None else str(v))
+        k.end("Data")
+    k.end("ExtendedData")
+    k.start("Point")
+    k.leaf("coordinates", _kml_coords([(float(d["lon"]), float(d["lat"]))]))
+    k.end("Point")
+    k.end("Placemark")
+
+
+def _kml_footprint(k: _Kml, d: Mapping[str, Any], ring: list[tuple[float, float]], colour: str) -> None:
+    k.start("Placemark")
+    k.leaf("name", str(d.get("id")))
+    k.leaf("styleUrl", f"#fp-{colour}")
+    k.start("Polygon")
+    k.start("outerBoundaryIs")
+    k.start("LinearRing")
+    k.leaf("coordinates", _kml_coords(ring))
+    k.end("LinearRing")
+    k.end("outerBoundaryIs")
+    k.end("Polygon")
+    k.end("Placemark")
+
+
+def _footprint_ring(d: Mapping[str, Any]) -> list[tuple[float, float]] | None:
+    fp = d.get("footprint")
+    if not fp:
+        return None
+    return _ccw_ring([(float(lon), float(lat)) for lat, lon in fp])
+
+
+def _write_detection_layers(out: Path, records: RecordSource, scan: RecordScan, formats: Sequence[str]) -> list[Path]:
+    """One pass over the records writing every detection layer, feature by feature.
+
+    KML wants a folder per label but the records come in flight order, so each folder's placemarks
+    go to an anonymous temporary file in the output folder (gone even after a crash) and are
+    copied into the document at the end.
+    """
+    labels = scan.labels
+    want_geojson, want_kml, want_csv = ("geojson" in formats), ("kml" in formats), ("csv" in formats)
+    written: list[Path] = []
+    with contextlib.ExitStack() as stack:
+        gj = fpj = csv_f = None
+        if want_geojson:
+            gj = stack.enter_context(atomic_open(out / "detections.geojson"))
+            fpj = stack.enter_context(atomic_open(out / "footprints.geojson"))
+            gj.write(_FC_HEAD)
+            fpj.write(_FC_HEAD)
+        if want_csv:
+            csv_f = stack.enter_context(atomic_open(out / "detections.csv"))
+            csv_w = csv.DictWriter(csv_f, fieldnames=scan.columns, restval="", lineterminator="\n")
+            csv_w.writeheader()
+        parts: dict[str, IO[str]] = {}
+        kml_parts: dict[str, _Kml] = {}
+        if want_kml:
+            for name in [*labels, "\0footprints"]:
+                parts[name] = stack.enter_context(
+                    tempfile.TemporaryFile("w+", encoding="utf-8", newline="", dir=out, prefix=".kml-part-")
+                )
+                kml_parts[name] = _Kml(parts[name])
+        first_pt = first_fp = True
+        for d in _passes(records)():
+            ring = _footprint_ring(d)
+            placed = d.get("lat") is not None and d.get("lon") is not None
+            if gj is not None and fpj is not None:
+                geom = geojson.Point((d["lon"], d["lat"]), precision=COORD_DECIMALS) if placed else None
+                _write_geojson_feature(gj, geojson.Feature(geometry=geom, properties=flat_properties(d),
+                                                           id=d.get("id")), first_pt)
+                first_pt = False
+                if ring is not None:
+                    props = {"id": d.get("id"), "label": d.get("label"), "confidence": d.get("confidence"),
+                             "trusted": bool(d.get("trusted"))}
+                    poly = geojson.Polygon([ring], precision=COORD_DECIMALS)
+                    _write_geojson_feature(fpj, geojson.Feature(geometry=poly, properties=props, id=d.get("id")),
+                                           first_fp)
+                    first_fp = False
+            if csv_f is not None:
+                csv_w.writerow({k: ("" if v is None else v) for k, v in flat_properties(d).items()})
+            if want_kml and placed:
+                label = str(d.get("label"))
+                colour = _colour_for(label, labels) if d.get("trusted") else _UNTRUSTED_COLOUR
+                _kml_point(kml_parts[label], d, colour)
+                if ring is not None:
+                    _kml_footprint(kml_parts["\0footprints"], d, ring, colour)
+        if gj is not None and fpj is not None:
+            gj.write(_FC_TAIL)
+            fpj.write(_FC_TAIL)
+        if want_kml:
+            with atomic_open(out / "detections.kml") as f:
+                k = _Kml(f)
+                k.g.startDocument()
+                k.start("kml", xmlns="http://www.opengis.net/kml/2.2")
+                k.start("Document")
+                k.leaf("name", "cropscout detections")
+                _kml_styles(k, [*(_colour_for(lab, labels) for lab in labels), _UNTRUSTED_COLOUR])
+                for name, part in parts.items():
+                    is_fp = name == "\0footprints"
+                    k.start("Folder")
+                    k.leaf("name", "footprints" if is_fp else name)
+                    if is_fp:
+                        k.leaf("visibility", "0")
+                    part.flush()
+                    part.seek(0)
+                    shutil.copyfileobj(part, f)
+                    k.end("Folder")
+                k.end("Document")
+                k.end("kml")
+                k.g.endDocument()
+                f.write("\n")
+            written.append(out / "detections.kml")
+    if want_geojson:
+        written[:0] = [out / "detections.geojson", out / "footprints.geojson"]
+    if want_csv:
+        written.append(out / "detections.csv")
+    return written
+
+
+def write_layers(
+    out_dir: str | Path,
+    records: RecordSource,
+    hotspots: Sequence[Hotspot],
+    formats: Sequence[str] = FORMATS,
+    scan: RecordScan | None = None,
+) -> list[Path]:
+    """Write every requested layer; returns the paths written.
+
+    `records` is a list, or a callable giving a fresh iterator per pass (e.g. over detections.jsonl):
+    it is read twice (a scan for the labels and CSV columns, then the writing pass).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if scan is None:
+        scan = scan_records(records)
+    written = _write_detection_layers(out, records, scan, formats)
+
+    def put(name: str, text: str) -> None:
+        atomic_write_text(out / name, text)
+        written.append(out / name)
+
+    if "geojson" in formats:
+        put("hotspots.geojson", _dump_geojson(hotspots_geojson(hotspots)))
+    if "kml" in formats:
+        put("hotspots.kml", hotspots_kml(hotspots))
+    if "csv" in formats:
+        put("hotspots.csv", _csv(hotspot_rows(hotspots)))
+    return written
 
 
 def hotspots_kml(hotspots: Sequence[Hotspot]) -> str:
-    kml = simplekml.Kml(name="cropscout hotspots")
+    """One point per hotspot, a folder per disease; the balloon says how many sightings and when."""
     rows = hotspot_rows(hotspots)
     labels = sorted({r["label"] for r in rows})
-    folders = {lab: kml.newfolder(name=lab) for lab in labels}
-    styles = {lab: _point_style(_colour_for(lab, labels), 1.2) for lab in labels}
-    for r in rows:
-        p = folders[r["label"]].newpoint(name=f"{r['id']} ({r['count']})", coords=[(r["lon"], r["lat"])])
-        p.style = styles[r["label"]]
-        p.description = (
-            f"{r['count']} sightings, max confidence {r['max_confidence']:.2f}, "
-            f"mean {r['mean_confidence']:.2f}, first {r['first_seen']}, last {r['last_seen']}"
-        )
-        for k, v in r.items():
-            p.extendeddata.newdata(k, "" if v is None else str(v))
-    return kml.kml(format=False)
+    buf = io.StringIO()
+    k = _Kml(buf)
+    k.g.startDocument()
+    k.start("kml", xmlns="http://www.opengis.net/kml/2.2")
+    k.start("Document")
+    k.leaf("name", "cropscout hotspots")
+    for lab in labels:
+        k.start("Style", id=f"hs-{_colour_for(lab, labels)}")
+        k.start("IconStyle")
+        k.leaf("color", _colour_for(lab, labels))
+        k.leaf("scale", "1.2")
+        k.end("IconStyle")
+        k.end("Style")
+    for lab in labels:
+        k.start("Folder")
+        k.leaf("name", lab)
+        for r in (r for r in rows if r["label"] == lab):
+            k.start("Placemark")
+            k.leaf("name", f"{r['id']} ({r['count']})")
+            k.leaf("description", f"{r['count']} sightings, max confidence {r['max_confidence']:.2f}, "
+                                  f"mean {r['mean_confidence']:.2f}, first {r['first_seen']}, last {r['last_seen']}")
+            k.leaf("styleUrl", f"#hs-{_colour_for(lab, labels)}")
+            k.start("ExtendedData")
+            for name, v in r.items():
+                k.start("Data", name=name)
+                k.leaf("value", "" if v is None else str(v))
+                k.end("Data")
+            k.end("ExtendedData")
+            k.start("Point")
+            k.leaf("coordinates", _kml_coords([(float(r["lon"]), float(r["lat"]))]))
+            k.end("Point")
+            k.end("Placemark")
+        k.end("Folder")
+    k.end("Document")
+    k.end("kml")
+    k.g.endDocument()
+    return buf.getvalue() + "\n"
 
 
 def _csv(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -248,44 +481,13 @@ def _csv(rows: Sequence[Mapping[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def write_layers(
-    out_dir: str | Path,
-    dets: Sequence[Mapping[str, Any]],
-    hotspots: Sequence[Hotspot],
-    formats: Sequence[str] = FORMATS,
-) -> list[Path]:
-    """Write every requested layer for these records; returns the paths written."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-
-    def put(name: str, text: str) -> None:
-        atomic_write_text(out / name, text)
-        written.append(out / name)
-
-    if "geojson" in formats:
-        put("detections.geojson", _dump_geojson(detections_geojson(dets)))
-        put("footprints.geojson", _dump_geojson(footprints_geojson(dets)))
-        put("hotspots.geojson", _dump_geojson(hotspots_geojson(hotspots)))
-    if "kml" in formats:
-        put("detections.kml", detections_kml(dets))
-        put("hotspots.kml", hotspots_kml(hotspots))
-    if "csv" in formats:
-        put("detections.csv", _csv([flat_properties(d) for d in dets]))
-        put("hotspots.csv", _csv(hotspot_rows(hotspots)))
-    return written
-
-
-def summary_json(dets: Sequence[Mapping[str, Any]], hotspots: Sequence[Hotspot]) -> str:
+def summary_json(scan: RecordScan, hotspots: Sequence[Hotspot]) -> str:
     """A small JSON summary (counts per label, untrusted counts) for people and scripts."""
-    per_label: dict[str, int] = {}
-    for d in dets:
-        per_label[str(d.get("label"))] = per_label.get(str(d.get("label")), 0) + 1
     return json.dumps(
         {
-            "detections": len(dets),
-            "untrusted": sum(1 for d in dets if not d.get("trusted")),
-            "per_label": per_label,
+            "detections": scan.count,
+            "untrusted": scan.untrusted,
+            "per_label": scan.per_label,
             "hotspots": len(hotspots),
         },
         indent=2,

@@ -304,9 +304,50 @@ def test_two_clusters_of_one_patch_merge_when_their_centroids_converge() -> None
         if n <= 7:
             assert len(t.hotspots) == 2, n
     (h,) = t.hotspots
-    assert h.id == "rust-1" and h.count == 14 and len(h.detection_ids) == 14
+    assert h.id == "rust-1" and h.count == 14 and len(h._members_en) == 2 * 14
     assert h.centroid_en[0] == pytest.approx(sum(eastings) / 14, abs=0.05)
     # a mildew cluster at the same place is a different hotspot
     t.add(det(20, 4.0, "powdery_mildew"))
     t.add(det(21, 4.0, "powdery_mildew"))
     assert sorted(x.id for x in t.hotspots) == ["powdery_mildew-1", "rust-1"]
+
+
+def test_unconfirmed_candidates_are_forgotten_after_their_ttl_and_export_agrees(tmp_path: Path) -> None:
+    """A long flight's sporadic sightings do not pile up in memory; confirmed hotspots always stay."""
+    from payload.export import export_layers
+    from payload.hotspots import HotspotTracker, merge_hotspots
+    from payload.sinks.jsonl import JsonlWriter
+
+    lat0, lon0 = -35.3632, 149.1652
+
+    def det(i: int, t: float, north_m: float, label: str = "rust") -> dict:
+        return {"schema": "cropscout.detection/1", "id": f"d{i}", "label": label, "lat": lat0 + north_m / 111_000,
+                "lon": lon0, "trusted": True, "confidence": 0.9, "frame": {"t_wall": 1000.0 + t, "utc": f"t{i}"}}
+
+    records = [
+        det(0, 0, 0.0), det(1, 5, 1.0), det(2, 10, 2.0),  # confirmed at once: rust-1
+        det(3, 20, 50.0), det(4, 25, 51.0),  # a candidate seen twice...
+        det(5, 700, 50.5),  # ...and again 11 min later: forgotten meanwhile, so a new candidate
+        det(6, 720, 200.0), det(7, 730, 201.0),  # seen twice within the ttl...
+        det(8, 1000, 202.0),  # ...and a third time 4.5 min later: confirmed (rust-2)
+        det(9, 5000, 400.0),  # long after: rust-1 is still there
+    ]
+    t = HotspotTracker(radius_m=5.0, min_detections=3, candidate_ttl_s=600.0)
+    confirmed = [r["id"] for r in records if t.add(r)[1]]
+    assert confirmed == ["d2", "d8"]
+    assert [h.id for h in t.hotspots] == ["rust-1", "rust-2"]
+    assert t.retired == 2  # the 50 m candidate (twice: its two sightings, then the lone one later)
+    assert len(t.clusters) == 3  # rust-1, rust-2 and the newest sighting; nothing else held
+    # no ttl: the 50 m patch is confirmed by its late third sighting
+    assert [h.count for h in merge_hotspots(records, 5.0, min_detections=3)] == [3, 3, 3]
+    # export replays the file with the same rule and finds what the flight found
+    out = tmp_path / "out"
+    w = JsonlWriter(out / "detections.jsonl", fsync=False)
+    for r in records:
+        w.write(r)
+    w.close()
+    rep = export_layers(out, radius_m=5.0, min_detections=3, candidate_ttl_s=600.0)
+    assert rep.records == 10 and rep.hotspots == 2
+    assert len(json.loads((out / "detections.geojson").read_text())["features"]) == 10  # every sighting kept
+    with pytest.raises(ValueError):
+        HotspotTracker(radius_m=5.0, candidate_ttl_s=0.0)

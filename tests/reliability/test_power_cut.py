@@ -147,11 +147,14 @@ def test_sigkill_mid_flight_loses_no_written_detection(tmp_path: Path, tiny_bund
     again = GeotagHandler(PayloadConfig.model_validate({"model": {"bundle": str(bundle)}, "output": {"dir": str(out)},
                                                         "sinks": {"layers_interval_s": 3600}}),
                           labels=LABELS, model_sha256="ab" * 32)
-    assert len(again.records) == n_kept  # the earlier records are back in memory (layers, hotspots)
+    assert again.resumed == n_kept  # the earlier records are read back (hotspots; layers from the file)
     again.handle(frame_result(10_000, 1.0, [(0, 0, 64, 64)]))
     again.close()
     res2 = read_jsonl(dets)
     assert len(res2.records) == n_kept + 1 and len(res2.bad_lines) == 1 and not res2.torn_last_line
+    # the layers written at close hold the earlier flight's records and the new one
+    gj2 = json.loads((out / "detections.geojson").read_text())
+    assert {f["properties"]["id"] for f in gj2["features"]} == {r["id"] for r in res2.records}
     print(f"POWER CUT: killed after {len(records)} detections ({len(frame_seqs)} frames); export kept {n_kept}, "
           f"torn line {'real' if bad else 'simulated'}")
 

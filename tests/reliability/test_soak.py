@@ -46,3 +46,52 @@ def test_two_hour_soak(tmp_path: Path, tiny_bundle_dir: Path) -> None:
     print(scouting.text())
     assert scouting.handler_errors == 0 and scouting.frames == 7200
     assert not [f for f in scouting.failures if "RSS" not in f], scouting.failures
+
+
+def test_geotagging_holds_no_memory_per_detection(tmp_path: Path) -> None:
+    """Python-level memory of the geotag handler is flat in the number of sightings (tracemalloc, not RSS).
+
+    Before the layers were streamed from detections.jsonl every record stayed in memory (~5-8 kB
+    each); a survey that keeps flagging new places must now hold only the hotspot tracker's recent
+    candidates (forgotten after hotspots.candidate_ttl_s) and the confirmed hotspots.
+    """
+    import gc
+    import tracemalloc
+
+    from payload.config import PayloadConfig
+    from payload.geotag import GeotagHandler
+    from tests.payload.geotagdoubles import LABELS, frame_result
+    from tools.soak import SurveyTelemetry
+
+    cfg = PayloadConfig.model_validate({
+        "model": {"bundle": str(tmp_path / "bundle")}, "output": {"dir": str(tmp_path / "out")},
+        "sinks": {"crops": False, "layers_interval_s": 120.0}, "hotspots": {"candidate_ttl_s": 300.0},
+    })
+    tel = SurveyTelemetry()
+    flight_clock = [0.0]
+    h = GeotagHandler(cfg, labels=LABELS, model_sha256="ab" * 32, telemetry=tel, clock=lambda: flight_clock[0])
+    traced: dict[int, int] = {}
+    tracemalloc.start()
+    try:
+        for k in range(1400):
+            flight_clock[0] = float(k)
+            tel.advance(float(k))
+            # two flagged tiles a frame, at places that change frame to frame (a sporadic-false-alarm field)
+            boxes = [((37 * k) % 560, (53 * k) % 400, 80, 80), ((91 * k) % 560, (29 * k) % 400, 80, 80)]
+            h.handle(frame_result(k, float(k), boxes, "rust" if k % 3 else "powdery_mildew"))
+            if k in (600, 1399):
+                h._maybe_write_layers(force=True)  # noqa: SLF001 - measure after a layer rewrite too
+                gc.collect()
+                traced[k] = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+        h.close()
+    added = h.written - 2 * 601
+    growth_kb = (traced[1399] - traced[600]) / 1000.0
+    print(f"GEOTAG MEMORY: {added} detections after warm-up, traced growth {growth_kb:+.1f} kB "
+          f"({growth_kb / added * 1000:.1f} B per detection), {len(h.tracker.clusters)} clusters held, "
+          f"{h.tracker.retired} retired")
+    assert h.written == 2800
+    assert h.tracker.retired > 0
+    # the old design held ~5,000 B per record: 1,600 records would be ~8 MB
+    assert growth_kb < 250, growth_kb
