@@ -44,6 +44,13 @@ class SourceSection(StrictModel):
     )
     reconnect_min_s: float = Field(default=0.5, gt=0)
     reconnect_max_s: float = Field(default=10.0, gt=0)
+    stall_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="opencv live camera or stream: a read that has not returned after this long is a stall (a USB "
+        "camera wedged in its driver, a stream that stopped sending); it is counted and logged and the camera "
+        "reopened. Must be longer than the camera's frame interval",
+    )
 
 
 class TilingSection(StrictModel):

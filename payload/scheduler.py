@@ -7,6 +7,9 @@ every frame is classified.) Inference results go to
 the writer through a bounded queue that blocks when full (nothing classified is ever thrown away;
 back-pressure ends up as mailbox drops). On stop (SIGINT/SIGTERM), capture stops, the frame in flight
 and the one waiting are finished, the writer flushes, and `run()` returns the final statistics.
+A camera read stuck in the driver is the source's to catch (OpenCVSource's stall watchdog reopens
+the camera in flight, and its read() returns at once on stop); abandoning a capture thread still
+stuck after `join_timeout_s` at stop is the last resort for sources without a watchdog.
 """
 
 from __future__ import annotations
@@ -153,6 +156,11 @@ class Pipeline:
             backend_failovers=self.failovers,
         )
 
+    def _camera_stalls(self) -> str:
+        """Camera reads the source gave up on (stuck in the driver), for the stats line when there were any."""
+        stalls = getattr(self.source.counters, "stalls", 0)
+        return f" | camera stalls {stalls}" if stalls else ""
+
     # -- threads -----------------------------------------------------------------------------------
     def _fail(self, where: str, err: BaseException) -> None:
         log.error("%s failed: %s: %s; stopping the pipeline", where, type(err).__name__, err, exc_info=err)
@@ -275,7 +283,7 @@ class Pipeline:
             while not self._done.wait(0.2):
                 now = time.monotonic()
                 if now >= next_stats:
-                    log.info("stats: %s", self.stats().line())
+                    log.info("stats: %s%s", self.stats().line(), self._camera_stalls())
                     next_stats = now + self.stats_interval_s
                 if self._stop.is_set():
                     if stop_seen_at is None:
@@ -294,7 +302,7 @@ class Pipeline:
             except Exception:  # noqa: BLE001
                 log.debug("closing the backend raised", exc_info=True)
         final = self.stats()
-        log.info("final stats: %s", final.line())
+        log.info("final stats: %s%s", final.line(), self._camera_stalls())
         if self._errors:
             raise self._errors[0]
         return final

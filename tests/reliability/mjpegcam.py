@@ -4,7 +4,9 @@ Test double for an IP camera (what OpenCVSource opens over HTTP): multipart/x-mi
 parts at `fps`. `unplug()` closes every connection and the listening socket (the camera is gone:
 connections are refused), `replug()` listens again on the same port. `corrupt_every=N` makes every
 Nth part a corrupt JPEG (valid start/end markers, garbage inside), `truncate_every=N` a JPEG cut in
-half: what a flaky USB-to-Ethernet bridge or a radio link delivers.
+half: what a flaky USB-to-Ethernet bridge or a radio link delivers. `stall()` keeps every connection
+open but stops sending (and answers no new request) until `resume()`: a camera whose firmware hung,
+which a reader blocked in recv() never notices by itself.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class MjpegCamera:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._rng = np.random.default_rng(5)
+        self._sending = threading.Event()
+        self._sending.set()
 
     @property
     def url(self) -> str:
@@ -87,6 +91,13 @@ class MjpegCamera:
             return data[: len(data) // 2]
         return data
 
+    def _wait_while_stalled(self, stop: threading.Event) -> bool:
+        """False when the camera was unplugged meanwhile."""
+        while not self._sending.wait(0.05):
+            if stop.is_set():
+                return False
+        return not stop.is_set()
+
     def _serve(self, conn: socket.socket, stop: threading.Event) -> None:
         try:
             conn.settimeout(2.0)
@@ -96,10 +107,12 @@ class MjpegCamera:
                 if not chunk:
                     return
                 req += chunk
+            if not self._wait_while_stalled(stop):
+                return
             conn.sendall(b"HTTP/1.0 200 OK\r\nCache-Control: no-cache\r\n"
                          b"Content-Type: multipart/x-mixed-replace; boundary=" + BOUNDARY + b"\r\n\r\n")
             period = 1.0 / self.fps
-            while not stop.is_set():
+            while self._wait_while_stalled(stop):
                 k = self.sent
                 self.sent += 1
                 data = self._jpeg(k)
@@ -113,6 +126,13 @@ class MjpegCamera:
                 conn.close()
             except OSError:
                 pass
+
+    def stall(self) -> None:
+        """Stop sending on every connection, keeping them open (and answer no new request) until resume()."""
+        self._sending.clear()
+
+    def resume(self) -> None:
+        self._sending.set()
 
     def unplug(self) -> None:
         """The camera is gone: close every stream and stop listening (connections are refused)."""
