@@ -283,6 +283,12 @@ class HotspotsSection(StrictModel):
     min_detections: int = Field(
         default=3, ge=1, le=1000, description="sightings before a cluster is a hotspot (alerted, mapped)"
     )
+    candidate_ttl_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="a cluster not yet confirmed is forgotten when no sighting joined it for this long "
+        "(flight time); keeps a long flight's memory flat. Its sightings stay in every detection layer",
+    )
 
 
 class AlertsSection(StrictModel):
