@@ -145,6 +145,7 @@ class Pipeline:
             frames_dropped=self.mailbox.dropped,
             frames_unreadable=c.unreadable,
             camera_reconnects=c.reconnects,
+            camera_stalls=c.stalls,
             tiles=self.tiles,
             tiles_per_s=self.tiles / elapsed,
             inference_ms_p50=self.inference_ms.percentile(50),
@@ -155,11 +156,6 @@ class Pipeline:
             handler_errors=self.handler_errors,
             backend_failovers=self.failovers,
         )
-
-    def _camera_stalls(self) -> str:
-        """Camera reads the source gave up on (stuck in the driver), for the stats line when there were any."""
-        stalls = getattr(self.source.counters, "stalls", 0)
-        return f" | camera stalls {stalls}" if stalls else ""
 
     # -- threads -----------------------------------------------------------------------------------
     def _fail(self, where: str, err: BaseException) -> None:
@@ -283,7 +279,7 @@ class Pipeline:
             while not self._done.wait(0.2):
                 now = time.monotonic()
                 if now >= next_stats:
-                    log.info("stats: %s%s", self.stats().line(), self._camera_stalls())
+                    log.info("stats: %s", self.stats().line())
                     next_stats = now + self.stats_interval_s
                 if self._stop.is_set():
                     if stop_seen_at is None:
@@ -302,7 +298,7 @@ class Pipeline:
             except Exception:  # noqa: BLE001
                 log.debug("closing the backend raised", exc_info=True)
         final = self.stats()
-        log.info("final stats: %s%s", final.line(), self._camera_stalls())
+        log.info("final stats: %s", final.line())
         if self._errors:
             raise self._errors[0]
         return final

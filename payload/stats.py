@@ -43,6 +43,7 @@ class PipelineStats:
     frames_dropped: int
     frames_unreadable: int
     camera_reconnects: int
+    camera_stalls: int  # reads that never returned (wedged driver, silent stream): abandoned, camera reopened
     tiles: int
     tiles_per_s: float
     inference_ms_p50: float | None
@@ -64,7 +65,8 @@ class PipelineStats:
 
         return (
             f"frames captured {self.frames_captured} processed {self.frames_processed} dropped {self.frames_dropped} "
-            f"unreadable {self.frames_unreadable} reconnects {self.camera_reconnects} | tiles {self.tiles} "
+            f"unreadable {self.frames_unreadable} reconnects {self.camera_reconnects} stalls {self.camera_stalls} "
+            f"| tiles {self.tiles} "
             f"({self.tiles_per_s:.1f}/s) | inference ms p50 {ms(self.inference_ms_p50)} "
             f"p95 {ms(self.inference_ms_p95)} "
             f"| capture-to-record ms p50 {ms(self.latency_ms_p50)} p95 {ms(self.latency_ms_p95)} "

@@ -218,7 +218,7 @@ def test_pipeline_flies_on_through_wedged_camera_reads(tiny_bundle_dir: Path) ->
     finally:
         cams.release()
     t.join(5)
-    assert src.counters.stalls == 2 and stats.camera_reconnects == 2
+    assert src.counters.stalls == 2 and stats.camera_stalls == 2 and stats.camera_reconnects == 2
     assert stats.handler_errors == 0 and stats.frames_unreadable == 0
     assert stats.frames_captured == stats.frames_processed + stats.frames_dropped  # nothing captured was lost
     seqs = [r.frame.seq for r in handler.results]
