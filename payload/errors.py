@@ -28,3 +28,7 @@ class CameraError(UserError):
 
 class TelemetryError(UserError):
     """A telemetry link that cannot be opened or that gives unusable data."""
+
+
+class UnreadableFrameError(ValueError):
+    """A frame whose pixels cannot be turned into RGB uint8 (skipped and counted, never a user error)."""

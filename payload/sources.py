@@ -9,19 +9,18 @@ Two failures OpenCV does not report are caught here as well:
 - a camera read that never returns (a USB camera wedged in the kernel driver, a network stream that
   stops sending without closing): every call on a live capture runs on a thread of its own, and a
   read that does not return within `stall_timeout_s` is a stall: counted, logged, the capture left
-  behind on its thread (a blocked read cannot be killed) and the camera reopened;
+  behind on its thread (a blocked read cannot be killed) and the camera reopened
+  (payload/capturethread.py);
 - a JPEG cut short or with image data missing, which OpenCV decodes into a frame whose missing part
   is mid-grey (or, through FFmpeg, left over from the previous frame): refused by `decode_jpeg`
-  wherever the encoded bytes are at hand (image folders, MJPEG network streams).
+  (payload/jpeg.py) wherever the encoded bytes are at hand (image folders, MJPEG network streams).
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import os
-import queue
 import re
 import threading
 import time
@@ -35,16 +34,19 @@ from typing import Any
 import cv2
 import numpy as np
 
-from payload.errors import CameraError
+from payload.capturethread import CaptureThread, StallError, StoppedError, read_frame
+from payload.errors import CameraError, UnreadableFrameError
+from payload.jpeg import decode_image, decode_jpeg, inspect_jpeg
 from payload.types import Frame
+
+# re-exported: what callers and tests import from here
+__all__ = ["FolderSource", "FrameSource", "InProcessSource", "OpenCVSource", "SourceCounters", "UnreadableFrameError",
+           "decode_image", "decode_jpeg", "inspect_jpeg", "make_source", "parse_capture_target", "time_from_exif",
+           "time_from_filename", "to_rgb"]
 
 log = logging.getLogger("payload.source")
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
-
-class UnreadableFrameError(ValueError):
-    """A frame whose pixels cannot be turned into RGB uint8 (skipped and counted)."""
 
 
 def to_rgb(img: Any, order: str = "bgr") -> np.ndarray:
@@ -80,200 +82,6 @@ class SourceCounters:
     unreadable: int = 0
     reconnects: int = 0
     stalls: int = 0  # camera calls that did not return within the stall timeout (the capture was abandoned)
-
-
-# -- JPEG integrity ------------------------------------------------------------------------------------
-# libjpeg (inside OpenCV) decodes a JPEG whose image data stops early without an error: the blocks it
-# never received come out mid-grey and only a warning goes to stderr. OpenCV 5 refuses data that ends
-# before the end-of-image marker when decoding from memory, but cv2.imread still returns such a file, and a
-# JPEG cut short and then closed with an end-of-image marker (by the camera, or by the next frame's bytes)
-# decodes either way. A classifier would see a healthy grey field; these frames are refused here.
-
-_SOF_SEQUENTIAL = frozenset({0xC0, 0xC1})  # Huffman baseline / extended sequential
-_SOF_PROGRESSIVE = frozenset({0xC2})
-_SOF_DCT = frozenset({0xC0, 0xC1, 0xC2, 0xC9, 0xCA})  # restart intervals count blocks/MCUs
-_SOF_ALL = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # not DHT, JPG, DAC
-_CUT_SHORT = "the data ends before the end-of-image marker (FF D9): the JPEG was cut short"
-# bytes put before the end-of-image marker to see whether the decoder still wanted image data: a complete
-# image ignores them (libjpeg skips extraneous bytes before a marker), an incomplete one decodes them
-_PROBE_FILL = b"\xa5\x5a\x3c\xc3" * 4
-
-
-@dataclass(frozen=True)
-class JpegLayout:
-    """What `inspect_jpeg` found: where the image ends and how it is coded."""
-
-    eoi: int  # where the end-of-image marker begins (with the fill FF bytes before it, if any)
-    sof: int  # frame marker: 0xC0 baseline, 0xC2 progressive, ...
-    width: int
-    height: int
-
-
-def _restart_markers_due(sof: int, comps: dict[int, tuple[int, int]], ids: list[int], width: int, height: int,
-                         interval: int) -> int | None:
-    """How many restart markers a complete scan has (None when that cannot be known from the headers)."""
-    if not interval or not width or not height or sof not in _SOF_DCT or not comps:
-        return None
-    hmax = max(h for h, _ in comps.values())
-    vmax = max(v for _, v in comps.values())
-    if not hmax or not vmax:
-        return None
-    if len(ids) == 1:  # non-interleaved: one unit per 8x8 block of that component
-        h, v = comps.get(ids[0], (0, 0))
-        if not h or not v:
-            return None
-        units = math.ceil(math.ceil(width * h / hmax) / 8) * math.ceil(math.ceil(height * v / vmax) / 8)
-    else:
-        units = math.ceil(width / (8 * hmax)) * math.ceil(height / (8 * vmax))
-    return math.ceil(units / interval) - 1
-
-
-def inspect_jpeg(data: bytes) -> JpegLayout:
-    """Walk a JPEG's markers; raise UnreadableFrameError saying why when it is cut short or has data missing.
-
-    Checks what can be checked without decoding: the start-of-image marker, every segment lying inside
-    the data, a frame header and at least one scan before the end-of-image marker (FF D9; whatever
-    follows it, padding or a maker's trailer, is ignored), and, when the encoder used restart
-    intervals, that every restart marker is there and in sequence (a gap in the middle of the data
-    shows up as a missing one), and, for a progressive JPEG, that its scans took every coefficient of
-    every component to full precision (cut between two scans it is otherwise a valid, blurrier image).
-    A thumbnail's markers inside an APP segment are skipped, not mistaken for the image's.
-    """
-    n = len(data)
-    if n < 4 or data[0] != 0xFF or data[1] != 0xD8:
-        raise UnreadableFrameError("not a JPEG (no start-of-image marker FF D8)")
-    buf = np.frombuffer(data, np.uint8)
-    codes: np.ndarray | None = None  # marker bytes after every FF of the image data (stuffed FF 00 excluded)
-    offsets: np.ndarray | None = None
-    ends: np.ndarray | None = None  # indices into `codes` of markers other than RST0-7
-    comps: dict[int, tuple[int, int]] = {}
-    sof = width = height = interval = scans = 0
-    precision: dict[int, np.ndarray] = {}
-    pos = 2
-    while True:
-        ff = data.find(b"\xff", pos)  # like libjpeg, step over stray bytes between segments
-        if ff < 0:
-            raise UnreadableFrameError(_CUT_SHORT)
-        pos = ff
-        while pos < n and data[pos] == 0xFF:  # fill bytes
-            pos += 1
-        if pos >= n:
-            raise UnreadableFrameError(_CUT_SHORT)
-        at, marker = pos - 1, data[pos]
-        pos += 1
-        if marker == 0xD9:
-            if not scans:
-                raise UnreadableFrameError("no image data before the end-of-image marker")
-            short = [c for c, p in precision.items() if p.max() > 0]
-            if short:
-                raise UnreadableFrameError(
-                    f"the progressive JPEG ends after scan {scans}: component {short[0]} never got all its "
-                    "coefficients at full precision (the later scans are missing)")
-            return JpegLayout(ff, sof, width, height)
-        if marker == 0xD8:
-            raise UnreadableFrameError("a second start-of-image marker inside the image (two frames run together)")
-        if marker in (0x00, 0x01) or 0xD0 <= marker <= 0xD7:
-            continue  # no length: stuffing, TEM, a stray restart marker
-        if pos + 2 > n:
-            raise UnreadableFrameError(_CUT_SHORT)
-        length = (data[pos] << 8) | data[pos + 1]
-        end = pos + length
-        if length < 2:
-            raise UnreadableFrameError(f"segment FF{marker:02X} at byte {at} has an impossible length {length}")
-        if end > n:
-            raise UnreadableFrameError(_CUT_SHORT)
-        body = data[pos + 2:end]
-        if marker in _SOF_ALL:
-            if len(body) < 6 or len(body) < 6 + 3 * body[5]:
-                raise UnreadableFrameError(f"frame header FF{marker:02X} is too short")
-            sof, height, width = marker, (body[1] << 8) | body[2], (body[3] << 8) | body[4]
-            comps = {body[6 + 3 * i]: (body[7 + 3 * i] >> 4, body[7 + 3 * i] & 15) for i in range(body[5])}
-            if marker in _SOF_PROGRESSIVE:  # per component, the precision each coefficient has reached so far
-                precision = {c: np.full(64, 99, np.int16) for c in comps}
-        elif marker == 0xDD and len(body) >= 2:
-            interval = (body[0] << 8) | body[1]
-        elif marker == 0xDA:
-            if not sof:
-                raise UnreadableFrameError("image data (a scan) before the frame header")
-            if not body or len(body) < 1 + 2 * body[0]:
-                raise UnreadableFrameError("scan header FFDA is too short")
-            ids = [body[1 + 2 * i] for i in range(body[0])]
-            if precision and len(body) >= 4 + 2 * body[0]:
-                ss, se, al = body[1 + 2 * body[0]], body[2 + 2 * body[0]], body[3 + 2 * body[0]] & 15
-                for c in ids:
-                    if c in precision and ss <= se < 64:
-                        precision[c][ss:se + 1] = al
-            scans += 1
-            if codes is None:  # every marker of the image data, found once (vectorised, not a byte loop)
-                ffs = np.flatnonzero(buf[end:-1] == 0xFF) + end
-                nxt = buf[ffs + 1]
-                keep = (nxt != 0x00) & (nxt != 0xFF)
-                offsets, codes = ffs[keep], nxt[keep]
-                ends = np.flatnonzero((codes < 0xD0) | (codes > 0xD7))
-            assert offsets is not None and ends is not None
-            first = int(np.searchsorted(offsets, end))
-            k = int(np.searchsorted(ends, first))
-            if k >= len(ends):
-                raise UnreadableFrameError(_CUT_SHORT)
-            stop = int(ends[k])
-            rst = codes[first:stop].astype(np.int64) - 0xD0
-            due = np.arange(len(rst)) % 8
-            if len(rst) and not np.array_equal(rst, due):
-                j = int(np.flatnonzero(rst != due)[0])
-                raise UnreadableFrameError(
-                    f"restart marker RST{rst[j]} where RST{due[j]} was due: image data is missing from the "
-                    f"middle of scan {scans}")
-            expected = _restart_markers_due(sof, comps, ids, width, height, interval)
-            if expected is not None and len(rst) < expected:
-                raise UnreadableFrameError(
-                    f"{len(rst)} of {expected} restart markers in scan {scans}: the image data stops early")
-            pos = int(offsets[stop])  # the marker that ends the scan is read next
-            continue
-        pos = end
-
-
-def _maybe_partial(img: np.ndarray, layout: JpegLayout) -> bool:
-    """Worth a second decode? A sequential JPEG that ran out of data ends in exactly mid-grey blocks
-    (zero coefficients); a progressive one cut inside its last scan leaves blurred blocks, not grey ones."""
-    if layout.sof in _SOF_PROGRESSIVE:
-        return True
-    if layout.sof in _SOF_SEQUENTIAL and img.dtype == np.uint8:
-        return bool((img[-8:, -8:] == 128).all())
-    return False
-
-
-def decode_jpeg(data: bytes, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
-    """Decode a JPEG only if it is whole; UnreadableFrameError says what is wrong with one that is not.
-
-    Refused: no end-of-image marker (cut short; padding after the marker is fine), restart markers
-    missing or out of sequence (data lost in the middle), data OpenCV cannot decode at all, and data
-    that OpenCV decodes only in part: when a sequential JPEG's last block came out exactly mid-grey (or
-    the JPEG is progressive) it is decoded again with filler bytes before its end-of-image marker; a
-    complete image ignores them, an incomplete one decodes them as more image data and changes.
-    (flags must not rotate the image: the check looks at the last block the decoder wrote.)
-    """
-    layout = inspect_jpeg(data)
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
-    if img is None:
-        raise UnreadableFrameError("OpenCV cannot decode the JPEG data")
-    if _maybe_partial(img, layout):
-        # (a bare FF just before the marker is half of a stuffed FF 00: the fill must not make it a marker)
-        head = data[:layout.eoi].rstrip(b"\xff")
-        probe = cv2.imdecode(np.frombuffer(head + _PROBE_FILL + data[layout.eoi:], np.uint8), flags)
-        if probe is None or probe.shape != img.shape or not np.array_equal(probe, img):
-            raise UnreadableFrameError("the image data stops early: OpenCV decoded only part of the frame "
-                                       "(the rest would have come out grey)")
-    return img
-
-
-def decode_image(data: bytes, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
-    """Decode an image file's bytes (any format OpenCV reads); JPEGs go through `decode_jpeg`'s checks."""
-    if data[:2] == b"\xff\xd8":
-        return decode_jpeg(data, flags)
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
-    if img is None:
-        raise UnreadableFrameError("OpenCV cannot decode it (not an image, or damaged)")
-    return img
 
 
 class FrameSource(ABC):
@@ -331,114 +139,13 @@ _BACKEND_GRACE_S = 2.0  # backend timeouts are this much longer than ours, so a 
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 
 
-class _StoppedError(Exception):
-    """stop() was called while waiting for the camera."""
-
-
-class _StallError(Exception):
-    """A call on the camera did not return in time."""
-
-    def __init__(self, what: str, waited_s: float) -> None:
-        super().__init__(f"{what} did not return within {waited_s:.1f} s")
-        self.what = what
-        self.waited_s = waited_s
-
-
-class _Call:
-    """One call on a capture, run by its capture thread; `done` is set when it returned or raised."""
-
-    __slots__ = ("fn", "done", "result", "error")
-
-    def __init__(self, fn: Callable[[_CaptureThread], Any]) -> None:
-        self.fn = fn
-        self.done = threading.Event()
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-    def run(self, owner: _CaptureThread) -> None:
-        owner.busy_since = time.monotonic()
-        try:
-            self.result = self.fn(owner)
-        except BaseException as err:  # noqa: BLE001 - handed to the caller
-            self.error = err
-        finally:
-            owner.busy_since = None
-            self.done.set()
-
-
-class _CaptureThread:
-    """The only thread that touches one cv2.VideoCapture, so that a call stuck in the driver can be left behind.
-
-    A blocked cap.read() can be neither interrupted nor killed from Python. With every call on the
-    capture running here, the source can stop waiting after a deadline, leave this thread (a daemon)
-    to return whenever the driver lets go (it then releases its capture and ends) and open the camera
-    again on a new thread. `threaded=False` runs calls inline: video files, which have nothing to watch.
-    """
-
-    _numbers = itertools.count(1)
-
-    def __init__(self, threaded: bool, on_exit: Callable[[_CaptureThread], None] | None = None) -> None:
-        self.cap: Any = None
-        self.name = f"camera-{next(self._numbers)}"
-        self.busy_since: float | None = None
-        self.exited = False
-        self._on_exit = on_exit
-        self._calls: queue.SimpleQueue[_Call | None] | None = None
-        self.thread: threading.Thread | None = None
-        if threaded:
-            self._calls = queue.SimpleQueue()
-            self.thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-            self.thread.start()
-
-    def submit(self, fn: Callable[[_CaptureThread], Any]) -> _Call:
-        call = _Call(fn)
-        if self._calls is None:
-            call.run(self)
-        else:
-            self._calls.put(call)
-        return call
-
-    def release(self) -> None:
-        """Release the capture (on this thread, or inline)."""
-        cap, self.cap = self.cap, None
-        if cap is not None:
-            try:
-                cap.release()
-            except Exception:  # noqa: BLE001 - a capture that cannot release is dropped anyway
-                log.debug("%s: releasing the capture raised", self.name, exc_info=True)
-
-    def retire(self) -> None:
-        """No more calls: release the capture and end as soon as the call in progress (if any) returns."""
-        if self._calls is None:
-            self.release()
-            self.exited = True
-        else:
-            self._calls.put(None)
-
-    def _run(self) -> None:
-        assert self._calls is not None
-        try:
-            while (call := self._calls.get()) is not None:
-                call.run(self)
-        finally:
-            self.release()
-            if self._on_exit is not None:
-                self._on_exit(self)
-            else:
-                self.exited = True
-
-
-def _read_frame(w: _CaptureThread) -> tuple[bool, Any]:
-    return w.cap.read()
-
-
 class OpenCVSource(FrameSource):
     """cv2.VideoCapture over a V4L2 index or device path, an RTSP/HTTP URL or a video file.
 
     A video file ending is the end of the stream; a live device or stream that stops delivering is
     reconnected with exponential backoff between `reconnect_min_s` and `reconnect_max_s`.
 
-    A live camera is also watched: its capture runs on a thread of its own (`_CaptureThread`) and a
+    A live camera is also watched: its capture runs on a thread of its own (`CaptureThread`) and a
     read that does not return within `stall_timeout_s` (opening: `open_timeout_s`) is a stall:
     counted in `counters.stalls`, logged with what to check, the capture left behind on its thread
     and the camera reopened with the same backoff. At most `max_stuck_threads` threads may be stuck in
@@ -493,8 +200,8 @@ class OpenCVSource(FrameSource):
             # opening an RTSP camera waits for a key frame; give it at least 10 s
             self.open_timeout_s = float(open_timeout_s or max(2.0 * self.stall_timeout_s, 10.0))
         self.max_stuck_threads = max(1, int(max_stuck_threads))
-        self._worker: _CaptureThread | None = None
-        self._stuck: set[_CaptureThread] = set()
+        self._worker: CaptureThread | None = None
+        self._stuck: set[CaptureThread] = set()
         self._stuck_cond = threading.Condition()
         self._raw = False  # the open capture hands over encoded JPEGs (FFmpeg raw mode)
         self._raw_allowed = True
@@ -536,7 +243,7 @@ class OpenCVSource(FrameSource):
         with self._stuck_cond:
             return len(self._stuck)
 
-    def _thread_ended(self, w: _CaptureThread) -> None:
+    def _thread_ended(self, w: CaptureThread) -> None:
         with self._stuck_cond:
             w.exited = True
             was_stuck = w in self._stuck
@@ -547,14 +254,14 @@ class OpenCVSource(FrameSource):
             log.info("%s: a capture thread left stuck in the camera (%s) returned and ended; %d still stuck",
                      self.name, w.name, left)
 
-    def _leave_behind(self, w: _CaptureThread) -> None:
+    def _leave_behind(self, w: CaptureThread) -> None:
         """Abandon a capture thread whose call has not returned: it ends by itself when the call does."""
         with self._stuck_cond:
             if not w.exited:
                 self._stuck.add(w)
         w.retire()
 
-    def _ensure_worker(self) -> _CaptureThread | None:
+    def _ensure_worker(self) -> CaptureThread | None:
         """The current capture thread, started if needed; None if stop() came while waiting for a free one."""
         if self._worker is not None:
             return self._worker
@@ -571,26 +278,26 @@ class OpenCVSource(FrameSource):
                             return None
                         self._stuck_cond.wait(_POLL_S)
                 log.info("%s: a stuck capture thread returned; opening the camera again", self.name)
-        self._worker = _CaptureThread(self.stall_timeout_s is not None, self._thread_ended)
+        self._worker = CaptureThread(self.stall_timeout_s is not None, self._thread_ended)
         return self._worker
 
-    def _call(self, fn: Callable[[_CaptureThread], Any], timeout_s: float | None, what: str) -> Any:
-        """Run `fn` on the capture thread; _StallError after `timeout_s`, _StoppedError as soon as stop() is called."""
+    def _call(self, fn: Callable[[CaptureThread], Any], timeout_s: float | None, what: str) -> Any:
+        """Run `fn` on the capture thread; StallError after `timeout_s`, StoppedError as soon as stop() is called."""
         w = self._worker
         assert w is not None
         call = w.submit(fn)
         t0 = time.monotonic()
         while not call.done.wait(_POLL_S):
             if self._stop.is_set():
-                raise _StoppedError
+                raise StoppedError
             waited = time.monotonic() - t0
             if timeout_s is not None and waited >= timeout_s:
-                raise _StallError(what, waited)
+                raise StallError(what, waited)
         if call.error is not None:
             raise call.error
         return call.result
 
-    def _stalled(self, stall: _StallError) -> None:
+    def _stalled(self, stall: StallError) -> None:
         w, self._worker = self._worker, None
         self.counters.stalls += 1
         if w is not None:
@@ -613,7 +320,7 @@ class OpenCVSource(FrameSource):
             ])
         return cv2.VideoCapture(self.target)
 
-    def _open_on(self, w: _CaptureThread) -> tuple[bool, bool]:
+    def _open_on(self, w: CaptureThread) -> tuple[bool, bool]:
         """(Re)open the capture on its thread: (opened, raw JPEG mode). Touches `w` only, never the source."""
         w.release()
         w.cap = self._new_capture()
@@ -631,9 +338,9 @@ class OpenCVSource(FrameSource):
             return False
         try:
             opened, self._raw = self._call(self._open_on, self.open_timeout_s, "open")
-        except _StoppedError:
+        except StoppedError:
             return False
-        except _StallError as stall:
+        except StallError as stall:
             self._stalled(stall)
             return False
         return bool(opened)
@@ -643,9 +350,9 @@ class OpenCVSource(FrameSource):
         self._ensure_worker()
         try:
             opened, self._raw = self._call(self._open_on, self.open_timeout_s, "open")
-        except _StoppedError:
+        except StoppedError:
             return  # stopped while opening: read() ends the stream
-        except _StallError as stall:
+        except StallError as stall:
             self._stalled(stall)
             self.close()
             raise CameraError(f"camera {self.uri!r} did not answer within {stall.waited_s:.0f} s while opening; "
@@ -702,10 +409,10 @@ class OpenCVSource(FrameSource):
             if self._worker is None and not self._reconnect():  # after a stall, or an open cut short by stop
                 return None
             try:
-                ok, img = self._call(_read_frame, self.stall_timeout_s, "read")
-            except _StoppedError:
+                ok, img = self._call(read_frame, self.stall_timeout_s, "read")
+            except StoppedError:
                 return None
-            except _StallError as stall:
+            except StallError as stall:
                 self._stalled(stall)
                 bad = failed = 0
                 continue
