@@ -32,7 +32,8 @@ from payload.config import GeotagSection, TelemetrySection
 from payload.errors import TelemetryError
 from payload.poseinterp import PositionSample
 from payload.preflight import check_telemetry
-from payload.telemetry import SIGNING_NEW_STREAM_WINDOW, LinkSigning, Telemetry, signing_timestamp
+from payload.signing import SIGNING_NEW_STREAM_WINDOW, LinkSigning, signing_timestamp
+from payload.telemetry import Telemetry
 from tests.mavtestvehicle import MavTestVehicle, free_udp_port
 from tests.payload.test_telemetry_link import HOME, straight_flight
 from tests.reliability.test_telemetry_faults import far_away
