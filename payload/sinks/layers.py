@@ -239,6 +239,20 @@ class _Kml:
         self.g.characters(text)
         self.g.endElement(tag)
 
+    def extended_data(self, items: Iterable[tuple[str, Any]]) -> None:
+        """The balloon's table: every value as text, None as empty."""
+        self.start("ExtendedData")
+        for name, v in items:
+            self.start("Data", name=name)
+            self.leaf("value", "" if v is None else str(v))
+            self.end("Data")
+        self.end("ExtendedData")
+
+    def point(self, lon: float, lat: float) -> None:
+        self.start("Point")
+        self.leaf("coordinates", _kml_coords([(float(lon), float(lat))]))
+        self.end("Point")
+
 
 def _kml_coords(lonlat: Iterable[tuple[float, float]]) -> str:
     return " ".join(f"{lon!r},{lat!r},0" for lon, lat in lonlat)
@@ -273,16 +287,8 @@ def _kml_point(k: _Kml, d: Mapping[str, Any], colour: str) -> None:
         k.end("TimeStamp")
     k.leaf("styleUrl", f"#pt-{colour}")
     props = flat_properties(d)
-    k.start("ExtendedData")
-    for name in _KML_FIELDS:
-        v = props.get(name)
-        k.start("Data", name=name)
-        k.leaf("value", "" if v is None else str(v))
-        k.end("Data")
-    k.end("ExtendedData")
-    k.start("Point")
-    k.leaf("coordinates", _kml_coords([(float(d["lon"]), float(d["lat"]))]))
-    k.end("Point")
+    k.extended_data((name, props.get(name)) for name in _KML_FIELDS)
+    k.point(d["lon"], d["lat"])
     k.end("Placemark")
 
 
@@ -450,15 +456,8 @@ def hotspots_kml(hotspots: Sequence[Hotspot]) -> str:
             k.leaf("description", f"{r['count']} sightings, max confidence {r['max_confidence']:.2f}, "
                                   f"mean {r['mean_confidence']:.2f}, first {r['first_seen']}, last {r['last_seen']}")
             k.leaf("styleUrl", f"#hs-{_colour_for(lab, labels)}")
-            k.start("ExtendedData")
-            for name, v in r.items():
-                k.start("Data", name=name)
-                k.leaf("value", "" if v is None else str(v))
-                k.end("Data")
-            k.end("ExtendedData")
-            k.start("Point")
-            k.leaf("coordinates", _kml_coords([(float(r["lon"]), float(r["lat"]))]))
-            k.end("Point")
+            k.extended_data(r.items())
+            k.point(r["lon"], r["lat"])
             k.end("Placemark")
         k.end("Folder")
     k.end("Document")

@@ -31,17 +31,9 @@ from tests.mavtestvehicle import MavTestVehicle, free_udp_port
 from tests.payload import tinymodel
 from tests.payload.geotagdoubles import ScriptedTelemetry
 from tests.payload.test_telemetry_link import HOME, straight_flight
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _wait(cond, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return bool(cond())
 
 
 def test_payload_run_geotags_every_flagged_tile(tmp_path: Path, tiny_bundle_dir: Path) -> None:
@@ -87,7 +79,7 @@ def test_payload_run_geotags_every_flagged_tile(tmp_path: Path, tiny_bundle_dir:
         assert len(read_jsonl(tmp_path / "out" / "classifications.jsonl").records) == n_frames
         for name in ("detections.geojson", "hotspots.geojson", "detections.kml", "hotspots.kml", "detections.csv"):
             assert (tmp_path / "out" / name).is_file()
-        assert _wait(lambda: len(vehicle.statustexts) >= 1, 3.0)
+        assert wait_for(lambda: len(vehicle.statustexts) >= 1, 3.0)
 
 
 _KILLED_WRITER = r"""
@@ -112,7 +104,7 @@ def test_export_after_a_killed_run_reproduces_the_layers(tmp_path: Path, capsys)
     code = _KILLED_WRITER.format(root=str(ROOT), out=str(out))
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
     try:
-        ok = _wait(
+        ok = wait_for(
             lambda: (out / "detections.jsonl").exists() and len(read_jsonl(out / "detections.jsonl").records) >= 25, 60
         )
         assert ok, "the writer did not produce records"

@@ -36,6 +36,7 @@ from payload.sources import (
 from payload.types import Frame
 from tests.configtests import expect_config_error, set_path, write_yaml
 from tests.payload.doubles import FakeCapture
+from tests.waiting import wait_for
 
 BGR = np.zeros((3, 5, 3), np.uint8)
 BGR[..., 0] = 10  # blue
@@ -303,15 +304,6 @@ def old_camera_threads() -> None:
 
 def camera_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("camera-") and t not in _OLD_THREADS]
-
-
-def wait_for(cond, timeout: float = 20.0) -> bool:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def test_stalled_read_is_detected_counted_and_the_camera_reopened(caplog: pytest.LogCaptureFixture,

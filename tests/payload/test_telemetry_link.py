@@ -23,6 +23,7 @@ from payload.telemetry import Telemetry
 from payload.types import Pose
 from tests.mavtestvehicle import MavTestVehicle, VehicleState, free_udp_port
 from tests.payload.geotagdoubles import LABELS, frame_result
+from tests.waiting import wait_for
 
 HOME = (47.3977, 8.5456, 488.0)
 SPEED, HEADING = 10.0, math.radians(45)
@@ -50,15 +51,6 @@ def _payload_cfg(tmp_path: Path, **sections) -> PayloadConfig:
     return PayloadConfig.model_validate(data)
 
 
-def _wait(cond, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return bool(cond())
-
-
 @pytest.fixture()
 def vehicle():
     port = free_udp_port()
@@ -76,7 +68,7 @@ def telemetry(vehicle):
     t0 = time.monotonic()
     tel.start()
     tel.measured_connect_s = time.monotonic() - t0
-    assert _wait(lambda: tel.buffer.home is not None and tel.buffer.counts()["position"] >= 6, 10.0)
+    assert wait_for(lambda: tel.buffer.home is not None and tel.buffer.counts()["position"] >= 6, 10.0)
     yield tel
     tel.close()
 
@@ -106,7 +98,7 @@ def test_vehicle_to_detections_with_correct_ground_positions(tmp_path: Path, veh
     print(f"ground position error vs truth: max {max(errors):.3f} m over {len(errors)} detections")
     assert max(errors) < 0.5
     # the new hotspots went out as STATUSTEXT and reached the vehicle's pymavlink listener
-    assert _wait(lambda: len(vehicle.statustexts) >= 1, 3.0)
+    assert wait_for(lambda: len(vehicle.statustexts) >= 1, 3.0)
     sev, text = vehicle.statustexts[0]
     assert sev == 4 and text.startswith("rust H1 ") and len(text) <= 50
     handler.close()
@@ -144,7 +136,9 @@ def test_bad_telemetry_is_recorded_and_flagged(tmp_path: Path, vehicle, telemetr
 
 def test_gimbal_angles_from_mount_status_steer_the_projection(tmp_path: Path, vehicle, telemetry) -> None:
     vehicle.gimbal_rpy_deg = (0.0, -60.0, 0.0)  # 30 deg forward of nadir
-    assert _wait(lambda: (e := telemetry.state_at(time.monotonic())) is not None and e.gimbal_rpy_deg is not None, 3.0)
+    assert wait_for(
+        lambda: (e := telemetry.state_at(time.monotonic())) is not None and e.gimbal_rpy_deg is not None, 3.0
+    )
     assert telemetry.state_at(time.monotonic()).gimbal_rpy_deg == pytest.approx((0.0, -60.0, 0.0))
     cfg = _payload_cfg(tmp_path, camera={"use_gimbal": True})
     handler = GeotagHandler(cfg, labels=LABELS, model_sha256="cd" * 32, telemetry=telemetry)
@@ -186,7 +180,7 @@ def test_connect_times_out_when_the_vehicle_never_sends_parameters() -> None:
             tel.connect()
         assert time.monotonic() - t0 < 3.0
     # dronekit's handshake loops have no timeout; the abandoned connect worker must still end
-    assert _wait(lambda: not any(t.name == "telemetry-connect" for t in threading.enumerate()), 5.0)
+    assert wait_for(lambda: not any(t.name == "telemetry-connect" for t in threading.enumerate()), 5.0)
 
 
 def test_refused_tcp_connection_is_a_clear_error() -> None:
@@ -226,7 +220,7 @@ def test_handler_records_flagged_while_the_link_is_down(tmp_path: Path) -> None:
     assert time.monotonic() - t0 < 0.5  # the camera pipeline is never blocked by the link
     (det,) = read_jsonl(handler.out_dir / "detections.jsonl").records
     assert det["flags"] == ["no_telemetry"] and det["lat"] is None
-    assert _wait(lambda: handler.telemetry.last_error is not None, 5.0)
+    assert wait_for(lambda: handler.telemetry.last_error is not None, 5.0)
     assert "no HEARTBEAT" in handler.telemetry.last_error
     t0 = time.monotonic()
     handler.close()
@@ -237,22 +231,22 @@ def test_link_loss_then_reconnect(vehicle) -> None:
     tel = Telemetry(_tel_cfg(vehicle.port, reconnect_max_s=1.0))
     tel.start()
     try:
-        assert _wait(lambda: tel.link_ok, 3.0)
+        assert wait_for(lambda: tel.link_ok, 3.0)
         vehicle.stop()  # the autopilot goes away entirely
-        assert _wait(lambda: not tel.link_ok, 3.0)
-        assert _wait(lambda: tel.link_lost_count >= 1, 2.0)
+        assert wait_for(lambda: not tel.link_ok, 3.0)
+        assert wait_for(lambda: tel.link_lost_count >= 1, 2.0)
         # a short gap on UDP: the same socket hears the vehicle again, no reconnect needed
         with MavTestVehicle(vehicle.port, straight_flight, home=HOME, boot_offset_s=731.0):
-            assert _wait(lambda: tel.link_ok, 3.0)
-        assert _wait(lambda: not tel.link_ok, 3.0)
+            assert wait_for(lambda: tel.link_ok, 3.0)
+        assert wait_for(lambda: not tel.link_ok, 3.0)
         # a long gap: the supervisor closes the link and reopens it until a vehicle answers
-        assert _wait(lambda: tel.vehicle is None, 5.0)
+        assert wait_for(lambda: tel.vehicle is None, 5.0)
         # ... and it is an autopilot that rebooted 10 s ago: time_boot_ms went back by ~12 minutes
         with MavTestVehicle(vehicle.port, straight_flight, home=HOME, boot_offset_s=10.0) as again:
-            assert _wait(lambda: tel.reconnect_count >= 1 and tel.link_ok, 15.0), tel.summary()
+            assert wait_for(lambda: tel.reconnect_count >= 1 and tel.link_ok, 15.0), tel.summary()
             # the buffer noticed the reboot, dropped the old samples and follows the new boot clock
-            assert _wait(lambda: abs(tel.buffer.clock.offset_s - again.boot_start) < 0.02, 3.0)
+            assert wait_for(lambda: abs(tel.buffer.clock.offset_s - again.boot_start) < 0.02, 3.0)
             assert tel.buffer.reboots >= 1
-            assert _wait(lambda: (est := tel.state_at(time.monotonic())) is not None and est.age_s < 0.5, 3.0)
+            assert wait_for(lambda: (est := tel.state_at(time.monotonic())) is not None and est.age_s < 0.5, 3.0)
     finally:
         tel.close()

@@ -30,6 +30,7 @@ from payload.telemetry import Telemetry
 from tests.mavtestvehicle import MavTestVehicle, VehicleState, free_udp_port
 from tests.payload.geotagdoubles import LABELS, frame_result
 from tests.payload.test_telemetry_link import HOME, straight_flight
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(200)
 BOXES = [(0, 0, 64, 64), (288, 208, 64, 64)]
@@ -43,15 +44,6 @@ class CuttableVehicle(MavTestVehicle):
     def _send(self, msg) -> None:  # noqa: ANN001
         if not self.cut:
             super()._send(msg)
-
-
-def _wait(cond, timeout: float) -> bool:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return bool(cond())
 
 
 def _cfg(tmp_path: Path) -> PayloadConfig:
@@ -68,7 +60,7 @@ def _run_gap(tmp_path: Path, gap_s: float) -> None:
     handler = None
     try:
         tel.start()
-        assert _wait(lambda: tel.buffer.home is not None and tel.buffer.counts()["position"] >= 6, 10.0)
+        assert wait_for(lambda: tel.buffer.home is not None and tel.buffer.counts()["position"] >= 6, 10.0)
         handler = GeotagHandler(_cfg(tmp_path), labels=LABELS, model_sha256="ab" * 32, telemetry=tel)
         seq = 0
         phases: dict[int, str] = {}
@@ -100,10 +92,10 @@ def _run_gap(tmp_path: Path, gap_s: float) -> None:
         frames_for(1.5, "after")
         # GPS fix lost for 2 s
         vehicle.fix_type = 1
-        assert _wait(lambda: (g := tel.buffer.latest_gps()) is not None and g.fix_type == 1, 3.0)
+        assert wait_for(lambda: (g := tel.buffer.latest_gps()) is not None and g.fix_type == 1, 3.0)
         frames_for(2.0, "nofix")
         vehicle.fix_type = 3
-        assert _wait(lambda: (g := tel.buffer.latest_gps()) is not None and g.fix_type == 3, 3.0)
+        assert wait_for(lambda: (g := tel.buffer.latest_gps()) is not None and g.fix_type == 3, 3.0)
         frames_for(0.6, "fix_returning")  # frames captured while the last no-fix sample is current
         frames_for(1.0, "fix")
         handler.close()
@@ -198,7 +190,7 @@ def test_spoofed_system_and_junk_bytes_are_ignored(tmp_path: Path) -> None:
     try:
         junk.start()
         tel.start()
-        assert _wait(lambda: tel.buffer.counts()["position"] >= 12, 15.0)
+        assert wait_for(lambda: tel.buffer.counts()["position"] >= 12, 15.0)
         t_end = time.monotonic() + 4.0
         worst = 0.0
         n = 0

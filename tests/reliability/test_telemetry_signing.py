@@ -37,20 +37,12 @@ from payload.telemetry import Telemetry
 from tests.mavtestvehicle import MavTestVehicle, free_udp_port
 from tests.payload.test_telemetry_link import HOME, straight_flight
 from tests.reliability.test_telemetry_faults import far_away
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(200)
 KEY = hashlib.sha256(b"cropscout test passphrase").digest()  # what `signing setup cropscout test passphrase` sets
 WRONG_KEY = hashlib.sha256(b"not our passphrase").digest()
 OUR_LINK_ID = 7
-
-
-def _wait(cond, timeout: float) -> bool:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return bool(cond())
 
 
 def _key_file(tmp_path: Path, key: bytes = KEY) -> Path:
@@ -105,7 +97,7 @@ def test_signed_vehicle_accepted_and_same_sysid_spoofers_ignored(tmp_path: Path)
         t0 = time.monotonic()
         tel.start()
         connect_s = time.monotonic() - t0
-        assert _wait(lambda: tel.buffer.counts()["position"] >= 12, 15.0), tel.summary()
+        assert wait_for(lambda: tel.buffer.counts()["position"] >= 12, 15.0), tel.summary()
         worst_boot = worst_mono = 0.0
         n = 0
         t_end = time.monotonic() + 4.0
@@ -123,7 +115,7 @@ def test_signed_vehicle_accepted_and_same_sysid_spoofers_ignored(tmp_path: Path)
             n += 1
             time.sleep(0.1)
         assert tel.send_statustext(4, "rust H1 signed")
-        assert _wait(lambda: (4, "rust H1 signed") in vehicle.statustexts, 5.0)
+        assert wait_for(lambda: (4, "rust H1 signed") in vehicle.statustexts, 5.0)
         sig = tel.summary()["signing"]
         report = check_telemetry(tel, GeotagSection())
     finally:
@@ -166,16 +158,16 @@ def test_autopilot_clock_behind_and_reboot(tmp_path: Path) -> None:
     tel = Telemetry(_signed_cfg(port, tmp_path, connect_timeout_s=15.0, reconnect_max_s=1.0))
     try:
         tel.start()
-        assert _wait(lambda: tel.buffer.counts()["position"] >= 6, 10.0), tel.summary()
+        assert wait_for(lambda: tel.buffer.counts()["position"] >= 6, 10.0), tel.summary()
         first = tel.summary()["signing"]
         assert first["rejected_replay"] >= 1, first  # the day-old packets
         assert vehicle.signing_timestamp > signing_timestamp() - SIGNING_NEW_STREAM_WINDOW  # it caught up
         vehicle.stop()
-        assert _wait(lambda: tel.vehicle is None, 8.0)  # long silence: the supervisor closes and reopens
+        assert wait_for(lambda: tel.vehicle is None, 8.0)  # long silence: the supervisor closes and reopens
         with MavTestVehicle(port, straight_flight, home=HOME, rate_hz=4.0, boot_offset_s=10.0, signing_key=KEY,
                             signing_clock_offset_s=-30.0) as again:
-            assert _wait(lambda: tel.reconnect_count >= 1 and tel.link_ok, 20.0), tel.summary()
-            assert _wait(lambda: (e := tel.state_at(time.monotonic())) is not None and e.age_s < 0.5, 5.0)
+            assert wait_for(lambda: tel.reconnect_count >= 1 and tel.link_ok, 20.0), tel.summary()
+            assert wait_for(lambda: (e := tel.state_at(time.monotonic())) is not None and e.age_s < 0.5, 5.0)
             again_boot = again.boot_s()
             est = tel.buffer.state_at_boot(again_boot - 0.3)
             assert est is not None
@@ -221,12 +213,12 @@ def test_allow_unsigned_accepts_unsigned_but_never_a_wrong_signature(tmp_path: P
     forger = None
     try:
         tel.start()
-        assert _wait(lambda: tel.buffer.counts()["position"] >= 6, 10.0)
+        assert wait_for(lambda: tel.buffer.counts()["position"] >= 6, 10.0)
         forger = MavTestVehicle(port, far_away, home=HOME, rate_hz=8.0, boot_offset_s=731.0, signing_key=WRONG_KEY,
                                 signing_link_id=0).start()
-        assert _wait(lambda: tel.summary()["signing"]["rejected_bad_signature"] >= 20, 10.0)
+        assert wait_for(lambda: tel.summary()["signing"]["rejected_bad_signature"] >= 20, 10.0)
         n_before = len(recorded)
-        assert _wait(lambda: len(recorded) >= n_before + 4, 5.0)
+        assert wait_for(lambda: len(recorded) >= n_before + 4, 5.0)
         sig = tel.summary()["signing"]
         (line,) = [c for c in check_telemetry(tel, GeotagSection()) if c.name == "MAVLink signing"]
     finally:
