@@ -77,18 +77,24 @@ def test_camera_unplugged_and_back_reconnects_by_itself(tiny_bundle_dir: Path) -
           f"camera came back; {stats.frames_processed} frames processed")
 
 
+def read_frames(src: OpenCVSource, n: int, timeout: float = 15.0) -> list:
+    """Up to `n` frames (fewer if the stream is that slow); a source that ends is a failure here."""
+    frames = []
+    deadline = time.monotonic() + timeout
+    while len(frames) < n and time.monotonic() < deadline:
+        f = src.read()
+        assert f is not None
+        frames.append(f)
+    return frames
+
+
 def test_corrupt_frames_are_skipped_and_counted_not_reconnected() -> None:
     cam = MjpegCamera(fps=30).start()
     cam.corrupt_every = 4
     src = OpenCVSource(cam.url, reconnect_min_s=0.2, reconnect_max_s=1.0)
     try:
         src.open()
-        frames = []
-        deadline = time.monotonic() + 15
-        while len(frames) < 45 and time.monotonic() < deadline:
-            f = src.read()
-            assert f is not None
-            frames.append(f)
+        frames = read_frames(src, 45)
     finally:
         src.close()
         cam.stop()
@@ -119,12 +125,7 @@ def test_truncated_jpegs_in_the_stream_are_skipped_never_half_frames(caplog: pyt
         caplog.set_level(logging.INFO, logger="payload.source")
         sent0, corrupt0 = cam.sent, cam.corrupt_sent
         src.open()
-        frames = []
-        deadline = time.monotonic() + 15
-        while len(frames) < 45 and time.monotonic() < deadline:
-            f = src.read()
-            assert f is not None
-            frames.append(f)
+        frames = read_frames(src, 45)
         sent, corrupt = cam.sent - sent0, cam.corrupt_sent - corrupt0
     finally:
         src.close()
