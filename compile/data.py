@@ -32,6 +32,7 @@ class Split:
     labels: np.ndarray
     paths: list[str] | None = None  # folder source
     seeds: np.ndarray | None = None  # synthetic source
+    jpeg_quality: tuple[int, int] | None = None  # synthetic source: the camera's JPEG step (data.jpeg_quality)
 
     def __len__(self) -> int:
         return int(self.labels.size)
@@ -92,11 +93,12 @@ def synthetic_splits(cfg: DataConfig) -> DataSplits:
     labels = np.repeat(np.arange(len(CLASSES)), n)
     seeds = np.arange(labels.size, dtype=np.int64)
     tr, va, te = stratified_split(labels, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    q = cfg.jpeg_quality
     return DataSplits(
         "synthetic",
-        Split(labels[tr], seeds=seeds[tr]),
-        Split(labels[va], seeds=seeds[va]),
-        Split(labels[te], seeds=seeds[te]),
+        Split(labels[tr], seeds=seeds[tr], jpeg_quality=q),
+        Split(labels[va], seeds=seeds[va], jpeg_quality=q),
+        Split(labels[te], seeds=seeds[te], jpeg_quality=q),
     )
 
 
@@ -173,10 +175,25 @@ def make_splits(cfg: DataConfig) -> DataSplits:
     return synthetic_splits(cfg) if cfg.source == "synthetic" else scan_folder(cfg)
 
 
-def synthetic_image(label: int, seed: int, size: int, base_seed: int) -> np.ndarray:
-    """The synthetic image of one record: the same (label, seed) always gives the same pixels."""
+def jpeg_roundtrip(img: np.ndarray, quality: int) -> np.ndarray:
+    """RGB uint8 through a JPEG encode/decode (4:2:0 chroma, as cameras write), like a camera frame."""
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:  # pragma: no cover - imencode fails only for empty images
+        raise ValueError("JPEG encoding failed")
+    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def synthetic_image(
+    label: int, seed: int, size: int, base_seed: int, jpeg_quality: tuple[int, int] | None = None
+) -> np.ndarray:
+    """The synthetic image of one record: the same (label, seed, jpeg_quality) always gives the same pixels."""
     rng = np.random.default_rng([base_seed, int(seed)])
-    return training_image(CLASSES[int(label)], size, rng)
+    img = training_image(CLASSES[int(label)], size, rng)
+    if jpeg_quality is not None:
+        img = jpeg_roundtrip(img, int(rng.integers(jpeg_quality[0], jpeg_quality[1] + 1)))
+    return img
 
 
 def make_dataset(
@@ -195,13 +212,14 @@ def make_dataset(
     labels = split.labels.astype(np.int32)
     if split.seeds is not None:
         seeds = split.seeds.astype(np.int64)
+        q = split.jpeg_quality
         ds = tf.data.Dataset.from_tensor_slices((labels, seeds))
         if shuffle:
             ds = ds.shuffle(len(split), seed=base_seed, reshuffle_each_iteration=True)
 
         def _make(label, seed):
             img = tf.numpy_function(
-                lambda lab, s: synthetic_image(int(lab), int(s), size, base_seed), [label, seed], tf.uint8
+                lambda lab, s: synthetic_image(int(lab), int(s), size, base_seed, q), [label, seed], tf.uint8
             )
             img = tf.ensure_shape(img, (size, size, 3))
             return tf.cast(img, tf.float32), label
@@ -236,6 +254,7 @@ def subset(split: Split, n: int, seed: int = 0) -> Split:
         split.labels[idx],
         paths=[split.paths[i] for i in idx] if split.paths is not None else None,
         seeds=split.seeds[idx] if split.seeds is not None else None,
+        jpeg_quality=split.jpeg_quality,
     )
 
 
@@ -245,7 +264,7 @@ def iterate_images(split: Split, size: int, base_seed: int, limit: int | None = 
     for i in range(n):
         label = int(split.labels[i])
         if split.seeds is not None:
-            yield synthetic_image(label, int(split.seeds[i]), size, base_seed), label
+            yield synthetic_image(label, int(split.seeds[i]), size, base_seed, split.jpeg_quality), label
         else:
             from PIL import Image
 

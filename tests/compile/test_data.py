@@ -107,9 +107,37 @@ def test_tf_data_pipelines_stream_batches(plant_folder: Path) -> None:
     x, y = next(iter(make_dataset(syn.train, 32, 4, base_seed=1234)))
     assert tuple(x.shape) == (4, 32, 32, 3) and tuple(y.shape) == (4, 3)
     first = syn.train
-    assert np.allclose(x.numpy()[0], synthetic_image(int(first.labels[0]), int(first.seeds[0]), 32, 1234))
+    assert first.jpeg_quality == (60, 95)  # the default: every synthetic image goes through a camera's JPEG step
+    assert np.allclose(x.numpy()[0], synthetic_image(int(first.labels[0]), int(first.seeds[0]), 32, 1234,
+                                                     first.jpeg_quality))
     folder = scan_folder(DataConfig(source="folder", folder=str(plant_folder), class_map=CLASS_MAP))
     n = sum(int(b[0].shape[0]) for b in make_dataset(folder.train, 24, 3, base_seed=0, one_hot=False))
     assert n == len(folder.train)
     xb, _ = next(iter(make_dataset(folder.train, 24, 3, base_seed=0)))
     assert float(np.max(xb)) <= 255.0 and tuple(xb.shape[1:]) == (24, 24, 3)
+
+
+def test_synthetic_images_go_through_jpeg_like_camera_frames() -> None:
+    """Camera frames are JPEGs: 4:2:0 chroma smears small rust lesions, so the model must train on that."""
+    clean = synthetic_image(1, 7, 64, 1234)
+    a = synthetic_image(1, 7, 64, 1234, (60, 95))
+    assert np.array_equal(a, synthetic_image(1, 7, 64, 1234, (60, 95)))  # deterministic per record
+    assert a.shape == clean.shape and a.dtype == np.uint8
+    diff = np.abs(a.astype(int) - clean.astype(int))
+    assert 0.3 < diff.mean() < 12.0  # the same image, with compression artefacts
+    low = synthetic_image(1, 7, 64, 1234, (10, 10))
+    assert np.abs(low.astype(int) - clean.astype(int)).mean() > diff.mean()  # lower quality, more damage
+    # the pixels before the JPEG step are the ones the clean image has (same generator stream)
+    assert np.abs(synthetic_image(0, 3, 64, 1234, (100, 100)).astype(int)
+                  - synthetic_image(0, 3, 64, 1234).astype(int)).mean() < 6.0  # 4:2:0 chroma even at 100
+    folder_split = subset(make_splits(DataConfig(synthetic_per_class=10, jpeg_quality=None)).train, 5)
+    assert folder_split.jpeg_quality is None
+    assert subset(make_splits(DataConfig(synthetic_per_class=10)).train, 5).jpeg_quality == (60, 95)
+
+
+@pytest.mark.parametrize("bad", [[0, 90], [90, 60], [50, 101]])
+def test_jpeg_quality_range_is_checked(bad: list[int]) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="data.jpeg_quality must be"):
+        DataConfig(jpeg_quality=bad)
