@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from payload.configio import StrictModel, load_config
+from payload.hotspots import CANDIDATE_TTL_S, MIN_DETECTIONS
 from payload.signing import read_signing_key
 
 
@@ -204,10 +205,10 @@ class HotspotsSection(StrictModel):
     radius_m: float = Field(default=5.0, gt=0, description="a detection this close to a hotspot joins it")
     include_untrusted: bool = Field(default=False, description="let detections with a flagged pose join")
     min_detections: int = Field(
-        default=3, ge=1, le=1000, description="sightings before a cluster is a hotspot (alerted, mapped)"
+        default=MIN_DETECTIONS, ge=1, le=1000, description="sightings before a cluster is a hotspot (alerted, mapped)"
     )
     candidate_ttl_s: float = Field(
-        default=600.0,
+        default=CANDIDATE_TTL_S,
         gt=0,
         description="a cluster not yet confirmed is forgotten when no sighting joined it for this long "
         "(flight time); keeps a long flight's memory flat. Its sightings stay in every detection layer",

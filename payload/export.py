@@ -71,24 +71,18 @@ def export_layers(
 
 def export_from_cli(out_dir: str, config: str | None = None, radius_m: float | None = None) -> int:
     """`payload export OUT_DIR [--config FILE] [--radius-m R]`: print what was rebuilt and what was skipped."""
-    formats: tuple[str, ...] | list[str] = FORMATS
-    include_untrusted = False
-    radius = 5.0
-    min_detections = MIN_DETECTIONS
-    candidate_ttl_s = CANDIDATE_TTL_S
-    if config:
-        from payload.config import load_payload_config
+    from payload.config import HotspotsSection, load_payload_config
 
+    # without --config the payload's own defaults (the same ones a flight without those keys used)
+    h, formats = HotspotsSection(), FORMATS
+    if config:
         cfg = load_payload_config(config)
-        radius = cfg.hotspots.radius_m
-        include_untrusted = cfg.hotspots.include_untrusted
-        min_detections = cfg.hotspots.min_detections
-        candidate_ttl_s = cfg.hotspots.candidate_ttl_s
-        formats = cfg.sinks.formats
+        h, formats = cfg.hotspots, cfg.sinks.formats
+    radius = h.radius_m
     if radius_m is not None:
         if radius_m <= 0:
             raise ExportError(f"--radius-m must be positive, got {radius_m}")
         radius = radius_m
-    report = export_layers(out_dir, radius, include_untrusted, formats, min_detections, candidate_ttl_s)
+    report = export_layers(out_dir, radius, h.include_untrusted, formats, h.min_detections, h.candidate_ttl_s)
     print(report.text())
     return 0

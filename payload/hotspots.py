@@ -67,10 +67,6 @@ class Hotspot:
         m = self._members_en
         return max((math.hypot(m[i] - ce, m[i + 1] - cn) for i in range(0, len(m), 2)), default=0.0)
 
-    def offset_of(self, lat: float, lon: float) -> tuple[float, float]:
-        e, n, _ = pymap3d.geodetic2enu(lat, lon, 0.0, self.anchor_lat, self.anchor_lon, 0.0)
-        return float(e), float(n)
-
     def as_dict(self) -> dict[str, Any]:
         lat, lon = self.centroid
         return {
@@ -182,8 +178,7 @@ class HotspotTracker:
         label = str(det["label"])
         frame = det.get("frame") or {}
         t = float(frame.get("t_wall", 0.0))
-        if self.candidate_ttl_s != math.inf:
-            self._retire_stale(t)
+        self._retire_stale(t)
         # One tangent plane for the whole flight, anchored at the first usable sighting: each
         # detection is projected once (not once per hotspot), and over a field a few km across the
         # plane is exact to millimetres.

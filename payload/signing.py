@@ -102,7 +102,6 @@ def read_signing_key(path: Path, key_format: str = "auto") -> bytes:
     return key
 
 
-
 # ---------------------------------------------------------------- MAVLink 2 signing
 SIGNING_EPOCH_UNIX = 1420070400  # 2015-01-01T00:00:00Z: MAVLink signing timestamps count 10 us units from here
 SIGNING_NEW_STREAM_WINDOW = 6000 * 1000  # 60 s in 10 us units: how far behind ours a new stream may start

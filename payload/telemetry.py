@@ -63,6 +63,9 @@ def _close_quietly(obj: Any) -> None:
         log.debug("closing telemetry link: %s", err)
 
 
+_HEADER_LEN_V1 = 6  # pymavlink's HEADER_LEN_V1: the parser's initial expected_length is this + 2
+
+
 def frame_udp_datagrams(vehicle: Any) -> bool:
     """On a UDP link, let no junk datagram swallow the good packets that follow it.
 
@@ -121,8 +124,6 @@ class SnapshotSet(set):
     def __iter__(self):  # noqa: ANN204 - same signature as set.__iter__
         return iter(set.copy(self))
 
-
-_HEADER_LEN_V1 = 6  # pymavlink's HEADER_LEN_V1: the parser's initial expected_length is this + 2
 
 def _diagnose(vehicle: Any) -> str:
     """Which step of dronekit's handshake the vehicle never completed."""

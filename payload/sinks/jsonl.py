@@ -106,20 +106,18 @@ class JsonlWriter:
 
 
 @dataclass
-class JsonlReadResult:
-    """Records that parsed, and the lines that did not (1-based line numbers)."""
+class JsonlProblems:
+    """What `iter_jsonl` skipped (1-based line numbers), filled in as it goes."""
 
-    records: list[dict[str, Any]] = field(default_factory=list)
     bad_lines: list[tuple[int, str]] = field(default_factory=list)
     torn_last_line: bool = False
 
 
 @dataclass
-class JsonlProblems:
-    """What `iter_jsonl` skipped, filled in as it goes (the records themselves are not kept)."""
+class JsonlReadResult(JsonlProblems):
+    """A whole file read: the records that parsed, and the lines that did not."""
 
-    bad_lines: list[tuple[int, str]] = field(default_factory=list)
-    torn_last_line: bool = False
+    records: list[dict[str, Any]] = field(default_factory=list)
 
 
 def iter_jsonl(
@@ -169,6 +167,6 @@ def iter_detections(
 
 def read_jsonl(path: str | Path) -> JsonlReadResult:
     """Read a whole JSON-lines file into memory (tests, tools and small files; the payload streams)."""
-    problems = JsonlProblems()
-    records = list(iter_jsonl(path, problems=problems))
-    return JsonlReadResult(records, problems.bad_lines, problems.torn_last_line)
+    out = JsonlReadResult()
+    out.records = list(iter_jsonl(path, problems=out))
+    return out

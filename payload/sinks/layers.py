@@ -153,8 +153,6 @@ def _colour_for(label: str, labels: list[str]) -> str:
     return _LABEL_COLOURS[labels.index(label) % len(_LABEL_COLOURS)]
 
 
-
-
 # Columns a KML balloon shows (the full set is in the GeoJSON/CSV): a long flight has thousands of
 # placemarks and Google Earth keeps every one in memory.
 _KML_FIELDS = (
@@ -276,7 +274,7 @@ def _kml_styles(k: _Kml, colours: Iterable[str]) -> None:
         k.end("Style")
 
 
-def _kml_point(k: _Kml, d: Mapping[str, Any], colour: str) -> None:
+def _kml_point(k: _Kml, d: Mapping[str, Any], props: Mapping[str, Any], colour: str) -> None:
     label = str(d.get("label"))
     k.start("Placemark")
     k.leaf("name", f"{label} {float(d.get('confidence', 0)):.2f}")
@@ -286,7 +284,6 @@ def _kml_point(k: _Kml, d: Mapping[str, Any], colour: str) -> None:
         k.leaf("when", str(frame["utc"]))
         k.end("TimeStamp")
     k.leaf("styleUrl", f"#pt-{colour}")
-    props = flat_properties(d)
     k.extended_data((name, props.get(name)) for name in _KML_FIELDS)
     k.point(d["lon"], d["lat"])
     k.end("Placemark")
@@ -344,26 +341,26 @@ def _write_detection_layers(out: Path, records: RecordSource, scan: RecordScan, 
                 kml_parts[name] = _Kml(parts[name])
         first_pt = first_fp = True
         for d in _passes(records)():
+            props = flat_properties(d)  # once per record: every layer shows the same columns
             ring = _footprint_ring(d)
             placed = d.get("lat") is not None and d.get("lon") is not None
             if gj is not None and fpj is not None:
                 geom = geojson.Point((d["lon"], d["lat"]), precision=COORD_DECIMALS) if placed else None
-                _write_geojson_feature(gj, geojson.Feature(geometry=geom, properties=flat_properties(d),
+                _write_geojson_feature(gj, geojson.Feature(geometry=geom, properties=props,
                                                            id=d.get("id")), first_pt)
                 first_pt = False
                 if ring is not None:
-                    props = {"id": d.get("id"), "label": d.get("label"), "confidence": d.get("confidence"),
-                             "trusted": bool(d.get("trusted"))}
+                    fp_props = {k: props[k] for k in ("id", "label", "confidence", "trusted")}
                     poly = geojson.Polygon([ring], precision=COORD_DECIMALS)
-                    _write_geojson_feature(fpj, geojson.Feature(geometry=poly, properties=props, id=d.get("id")),
+                    _write_geojson_feature(fpj, geojson.Feature(geometry=poly, properties=fp_props, id=d.get("id")),
                                            first_fp)
                     first_fp = False
             if csv_f is not None:
-                csv_w.writerow({k: ("" if v is None else v) for k, v in flat_properties(d).items()})
+                csv_w.writerow({k: ("" if v is None else v) for k, v in props.items()})
             if want_kml and placed:
                 label = str(d.get("label"))
                 colour = _colour_for(label, labels) if d.get("trusted") else _UNTRUSTED_COLOUR
-                _kml_point(kml_parts[label], d, colour)
+                _kml_point(kml_parts[label], d, props, colour)
                 if ring is not None:
                     _kml_footprint(kml_parts["\0footprints"], d, ring, colour)
         if gj is not None and fpj is not None:
