@@ -30,6 +30,14 @@ class DataConfig(StrictModel):
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0, lt=0.5)
     seed: int = 1234
+    # Held-out generator families (synthetic source): images whose looks come from regions of the
+    # generator's parameter space that training never sees (compile/family.py HELD_OUT), scored
+    # separately. null = as many per class as the test split has; 0 = none.
+    heldout_per_class: int | None = Field(None, ge=0)
+    # Folder source: class folders (keys of data.class_map) kept out of training and scored as the
+    # held-out set, e.g. another crop's rust, or photos from another source. Every class the model
+    # knows must keep training images.
+    heldout_folders: list[str] = Field(default_factory=list)
     # Synthetic images go through a JPEG encode/decode at a quality drawn from this range, as every
     # camera frame does (MJPEG USB cameras, IP cameras, image folders). Without it a model trained on
     # clean renders lost rust recall on JPEG frames: chroma subsampling smears small orange lesions.

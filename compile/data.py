@@ -17,7 +17,8 @@ import numpy as np
 
 from .config import DataConfig
 from .errors import DataError
-from .synthetic import CLASSES, training_image
+from .family import HELD_OUT, HELD_OUT_SHAPE, Part, family_image, sample_look
+from .synthetic import CLASSES
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class Split:
     paths: list[str] | None = None  # folder source
     seeds: np.ndarray | None = None  # synthetic source
     jpeg_quality: tuple[int, int] | None = None  # synthetic source: the camera's JPEG step (data.jpeg_quality)
+    part: Part = "train"  # synthetic source: the family's training region, or its held-out regions
 
     def __len__(self) -> int:
         return int(self.labels.size)
@@ -44,19 +46,25 @@ class Split:
 
 @dataclass
 class DataSplits:
-    """The three splits plus what the folder scan skipped."""
+    """The three splits, the held-out family set (never trained on), and what the folder scan skipped."""
 
     source: str
     train: Split
     val: Split
     test: Split
     skipped: dict[str, int] = field(default_factory=dict)
+    heldout: Split | None = None
+    heldout_what: str | None = None  # what the held-out images differ in, for the report
 
     def summary(self) -> dict[str, object]:
+        counts = {name: getattr(self, name).counts() for name in SPLITS}
+        if self.heldout is not None:
+            counts["heldout"] = self.heldout.counts()
         return {
             "source": self.source,
-            "counts": {name: getattr(self, name).counts() for name in SPLITS},
+            "counts": counts,
             "skipped": dict(self.skipped),
+            "heldout": self.heldout_what,
         }
 
 
@@ -88,17 +96,30 @@ def class_weights(labels: np.ndarray, n_classes: int = len(CLASSES)) -> dict[int
 
 
 def synthetic_splits(cfg: DataConfig) -> DataSplits:
-    """Synthetic records: equal classes, each image identified by a seed derived from data.seed."""
+    """Synthetic records: equal classes, each image identified by a seed derived from data.seed.
+
+    The held-out set draws its looks from the family's held-out regions (compile.family.HELD_OUT)
+    with seeds no other split uses, so it measures generalisation to looks training never saw.
+    """
     n = cfg.synthetic_per_class
     labels = np.repeat(np.arange(len(CLASSES)), n)
     seeds = np.arange(labels.size, dtype=np.int64)
     tr, va, te = stratified_split(labels, cfg.val_fraction, cfg.test_fraction, cfg.seed)
     q = cfg.jpeg_quality
+    n_held = cfg.heldout_per_class if cfg.heldout_per_class is not None else max(int(te.size // len(CLASSES)), 1)
+    heldout = None
+    if n_held > 0:
+        h_labels = np.repeat(np.arange(len(CLASSES)), n_held)
+        h_seeds = labels.size + np.arange(h_labels.size, dtype=np.int64)
+        heldout = Split(h_labels, seeds=h_seeds, jpeg_quality=q, part="heldout")
     return DataSplits(
         "synthetic",
         Split(labels[tr], seeds=seeds[tr], jpeg_quality=q),
         Split(labels[va], seeds=seeds[va], jpeg_quality=q),
         Split(labels[te], seeds=seeds[te], jpeg_quality=q),
+        heldout=heldout,
+        heldout_what="looks from held-out regions of the generator family: "
+        + ", ".join(f"{k} {lo:.2f}-{hi:.2f}" for k, (lo, hi) in HELD_OUT.items()) + f", {HELD_OUT_SHAPE} lesions",
     )
 
 
@@ -159,14 +180,30 @@ def scan_folder(cfg: DataConfig) -> DataSplits:
             f"data folder {root}: no readable images for class(es) {', '.join(empty + absent)} "
             f"(unreadable skipped: {dict(skipped) or 0}); every class needs images, check data.class_map"
         )
-    tr, va, te = stratified_split(label_arr, cfg.val_fraction, cfg.test_fraction, cfg.seed)
     arr = np.array(paths, dtype=object)
+    held = np.array([Path(p).relative_to(root).parts[0] in cfg.heldout_folders for p in paths], dtype=bool)
+    heldout = None
+    if cfg.heldout_folders:
+        unknown = [f for f in cfg.heldout_folders if f not in mapping]
+        if unknown:
+            raise DataError(f"data.heldout_folders names folders that are not in data.class_map: {', '.join(unknown)}")
+        starved = [c for i, c in enumerate(CLASSES) if not np.any((label_arr == i) & ~held)]
+        if starved:
+            raise DataError(
+                f"data.heldout_folders leaves no training images for class(es) {', '.join(starved)}; keep at "
+                "least one folder of every class in training"
+            )
+        heldout = Split(label_arr[held], paths=arr[held].tolist())
+    keep = np.flatnonzero(~held)
+    tr, va, te = (keep[i] for i in stratified_split(label_arr[keep], cfg.val_fraction, cfg.test_fraction, cfg.seed))
     return DataSplits(
         "folder",
         Split(label_arr[tr], paths=arr[tr].tolist()),
         Split(label_arr[va], paths=arr[va].tolist()),
         Split(label_arr[te], paths=arr[te].tolist()),
         skipped=dict(skipped),
+        heldout=heldout,
+        heldout_what=f"held-out folders: {', '.join(cfg.heldout_folders)}" if heldout is not None else None,
     )
 
 
@@ -186,11 +223,12 @@ def jpeg_roundtrip(img: np.ndarray, quality: int) -> np.ndarray:
 
 
 def synthetic_image(
-    label: int, seed: int, size: int, base_seed: int, jpeg_quality: tuple[int, int] | None = None
+    label: int, seed: int, size: int, base_seed: int, jpeg_quality: tuple[int, int] | None = None,
+    part: Part = "train",
 ) -> np.ndarray:
-    """The synthetic image of one record: the same (label, seed, jpeg_quality) always gives the same pixels."""
+    """The synthetic image of one record: the same (label, seed, jpeg_quality, part) always gives the same pixels."""
     rng = np.random.default_rng([base_seed, int(seed)])
-    img = training_image(CLASSES[int(label)], size, rng)
+    img = family_image(CLASSES[int(label)], size, rng, part)
     if jpeg_quality is not None:
         img = jpeg_roundtrip(img, int(rng.integers(jpeg_quality[0], jpeg_quality[1] + 1)))
     return img
@@ -212,14 +250,14 @@ def make_dataset(
     labels = split.labels.astype(np.int32)
     if split.seeds is not None:
         seeds = split.seeds.astype(np.int64)
-        q = split.jpeg_quality
+        q, part = split.jpeg_quality, split.part
         ds = tf.data.Dataset.from_tensor_slices((labels, seeds))
         if shuffle:
             ds = ds.shuffle(len(split), seed=base_seed, reshuffle_each_iteration=True)
 
         def _make(label, seed):
             img = tf.numpy_function(
-                lambda lab, s: synthetic_image(int(lab), int(s), size, base_seed, q), [label, seed], tf.uint8
+                lambda lab, s: synthetic_image(int(lab), int(s), size, base_seed, q, part), [label, seed], tf.uint8
             )
             img = tf.ensure_shape(img, (size, size, 3))
             return tf.cast(img, tf.float32), label
@@ -255,6 +293,7 @@ def subset(split: Split, n: int, seed: int = 0) -> Split:
         paths=[split.paths[i] for i in idx] if split.paths is not None else None,
         seeds=split.seeds[idx] if split.seeds is not None else None,
         jpeg_quality=split.jpeg_quality,
+        part=split.part,
     )
 
 
@@ -264,10 +303,24 @@ def iterate_images(split: Split, size: int, base_seed: int, limit: int | None = 
     for i in range(n):
         label = int(split.labels[i])
         if split.seeds is not None:
-            yield synthetic_image(label, int(split.seeds[i]), size, base_seed, split.jpeg_quality), label
+            yield synthetic_image(label, int(split.seeds[i]), size, base_seed, split.jpeg_quality, split.part), label
         else:
             from PIL import Image
 
             with Image.open((split.paths or [])[i]) as im:
                 img = im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
             yield np.asarray(img, dtype=np.uint8), label
+
+
+def heldout_factors(split: Split, base_seed: int) -> list[str | None]:
+    """Which held-out factor each synthetic record samples (None for folder sources), for the report.
+
+    `family_image` draws the look first from the record's generator, so replaying that one draw
+    gives the factor without rendering the image.
+    """
+    if split.seeds is None:
+        return [None] * len(split)
+    return [
+        sample_look(CLASSES[int(lab)], np.random.default_rng([base_seed, int(s)]), split.part).held_out
+        for lab, s in zip(split.labels, split.seeds, strict=True)
+    ]
