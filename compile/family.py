@@ -40,7 +40,6 @@ from .synthetic import (
     HEALTHY,
     REFERENCE_PX,
     _check_class,
-    _smooth_noise,
     edge_mask,
     soil_canvas,
 )
@@ -90,6 +89,21 @@ SHAPE_STATS: dict[str, tuple[tuple[int, int], tuple[float, float], tuple[float, 
     "blotch": ((6, 18), (10.0, 30.0), (1.0, 2.0)),
     "streak": ((8, 22), (4.0, 9.0), (3.0, 7.0)),
 }
+
+
+def _smooth_noise(height: int, width: int, cell: float, rng: np.random.Generator) -> np.ndarray:
+    """Value noise in about [-1, 1] with features `cell` pixels apart: a random grid upsampled by OpenCV.
+
+    The same idea as compile.synthetic's noise, several times faster (the family renders thousands
+    of images per build, the simulator one field).
+    """
+    import cv2
+
+    cell = max(float(cell), 1.0)
+    gh, gw = int(np.ceil(height / cell)) + 2, int(np.ceil(width / cell)) + 2
+    grid = rng.uniform(-1.0, 1.0, size=(gh, gw)).astype(np.float32)
+    big = cv2.resize(grid, (int(round(gw * cell)), int(round(gh * cell))), interpolation=cv2.INTER_CUBIC)
+    return np.clip(big[:height, :width], -1.2, 1.2)
 
 
 def along(path: np.ndarray, t: float) -> np.ndarray:
@@ -175,19 +189,20 @@ def sample_look(cls: str, rng: np.random.Generator, part: Part = "train") -> Loo
 
 def _veins(h: int, w: int, rng: np.random.Generator, scale: float, kind: str) -> np.ndarray:
     """Vein strength in [0, 1]: parallel veins (one direction) or a net (two crossing sets)."""
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    warp = _smooth_noise(h, w, scale / 3.0, rng) * scale * 0.04
-    out = np.zeros((h, w))
+    yy, xx = np.ogrid[0:h, 0:w]
+    yy, xx = yy.astype(np.float32), xx.astype(np.float32)
+    warp = _smooth_noise(h, w, scale / 3.0, rng) * np.float32(scale * 0.04)
+    out = np.zeros((h, w), np.float32)
     sets = ((rng.uniform(0.05, 0.10), 0.006, 1.0),) if kind == "parallel" else \
         ((rng.uniform(0.12, 0.22), 0.012, 1.0), (rng.uniform(0.05, 0.09), 0.006, 0.45))
     angle = rng.uniform(0, np.pi)
     for i, (spacing_frac, width_frac, strength) in enumerate(sets):
         a = angle + (0 if i == 0 else rng.uniform(0.6, 1.6))
         spacing = max(scale * spacing_frac, 2.0)
-        pos = xx * np.cos(a) + yy * np.sin(a) + warp + rng.uniform(0, spacing)
-        dist = np.abs((pos / spacing) - np.round(pos / spacing)) * spacing
-        wid = max(scale * width_frac, 0.6)
-        out = np.maximum(out, strength * np.exp(-((dist / wid) ** 2)))
+        pos = (xx * np.float32(np.cos(a)) + yy * np.float32(np.sin(a)) + warp + np.float32(rng.uniform(0, spacing)))
+        pos /= np.float32(spacing)
+        dist = np.abs(pos - np.round(pos)) * np.float32(spacing / max(scale * width_frac, 0.6))
+        out = np.maximum(out, np.float32(strength) * np.exp(-(dist * dist)))
     return out
 
 
@@ -196,9 +211,9 @@ def leaf(look: Look, size: int, rng: np.random.Generator) -> np.ndarray:
     base = along(LEAF_PATH, look.leaf_t) * rng.uniform(0.9, 1.1, size=3)
     blotch = _smooth_noise(size, size, size / 4.0, rng)
     fine = _smooth_noise(size, size, max(size / 40.0, 1.0), rng)
-    img = base[None, None, :] * (1.0 + 0.12 * blotch + 0.05 * fine)[..., None]
-    veins = _veins(size, size, rng, size, look.vein_kind)[..., None] * look.vein_strength
-    vein_tint = np.clip(base * 1.35 + np.array([30.0, 20.0, 10.0]), 0, 255)  # paler, yellower than the blade
+    img = base.astype(np.float32)[None, None, :] * (1.0 + 0.12 * blotch + 0.05 * fine)[..., None]
+    veins = _veins(size, size, rng, size, look.vein_kind)[..., None] * np.float32(look.vein_strength)
+    vein_tint = np.clip(base * 1.35 + np.array([30.0, 20.0, 10.0]), 0, 255).astype(np.float32)  # paler, yellower
     return img * (1 - veins) + vein_tint * veins
 
 
@@ -210,7 +225,8 @@ def cluster_mask(size: int, coverage: float, rng: np.random.Generator) -> np.nda
     """
     if coverage >= 0.999:
         return np.ones((size, size), bool)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
+    yy, xx = np.ogrid[0:size, 0:size]
+    yy, xx = yy + 0.5, xx + 0.5
     wobble = _smooth_noise(size, size, size / 3.0, rng) * 0.25
     for _ in range(12):
         aspect = rng.uniform(0.6, 1.6)
@@ -253,8 +269,8 @@ def draw(img: np.ndarray, look: Look, mask: np.ndarray, rng: np.random.Generator
         x0, x1 = max(int(cx - reach), 0), min(int(np.ceil(cx + reach)) + 1, size)
         if y0 >= y1 or x0 >= x1:
             continue
-        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float64)
-        dy, dx = yy + 0.5 - cy, xx + 0.5 - cx
+        dy = (np.arange(y0, y1, dtype=np.float64) + 0.5 - cy)[:, None]
+        dx = (np.arange(x0, x1, dtype=np.float64) + 0.5 - cx)[None, :]
         u = dx * np.cos(ang) + dy * np.sin(ang)
         v = -dx * np.sin(ang) + dy * np.cos(ang)
         theta = np.arctan2(v, u)
@@ -288,23 +304,23 @@ def light(img: np.ndarray, look: Look, rng: np.random.Generator) -> np.ndarray:
     import cv2
 
     size = img.shape[0]
-    img = img * look.gain * np.array([1 + look.warmth, 1.0, 1 - look.warmth])
+    img = img.astype(np.float32) * np.array([1 + look.warmth, 1.0, 1 - look.warmth], np.float32) * np.float32(look.gain)
     if look.shadow > 0:
         if rng.random() < 0.5:  # soft shadow of the canopy above
             s = np.clip(_smooth_noise(size, size, size / 2.0, rng), 0, 1)
         else:  # a cast shadow with a hard edge (a stem, the drone's own shadow, a neighbour leaf)
-            s = edge_mask(size, rng, rng.uniform(0.2, 0.6)).astype(np.float64)
+            s = edge_mask(size, rng, rng.uniform(0.2, 0.6)).astype(np.float32)
             s = cv2.GaussianBlur(s, (0, 0), max(size / 100.0, 0.5))
-        img = img * (1 - look.shadow * s)[..., None]
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+        img = img * (1 - np.float32(look.shadow) * s)[..., None]
+    yy, xx = np.ogrid[0:size, 0:size]
     for _ in range(look.glare):  # specular highlights: white, smooth, no grain (unlike mildew)
         cy, cx = rng.uniform(0, size, 2)
         sy, sx = rng.uniform(0.02, 0.08, 2) * size
-        a = rng.uniform(0.35, 0.8) * np.exp(-(((yy - cy) / sy) ** 2 + ((xx - cx) / sx) ** 2))
-        img = img * (1 - a[..., None]) + 250.0 * a[..., None]
+        a = (rng.uniform(0.35, 0.8) * np.exp(-(((yy - cy) / sy) ** 2 + ((xx - cx) / sx) ** 2))).astype(np.float32)
+        img = img * (1 - a[..., None]) + np.float32(250.0) * a[..., None]
     if look.blur > 0:
         img = cv2.GaussianBlur(img, (0, 0), look.blur * size / REFERENCE_PX + 1e-3)
-    img = img + rng.normal(0.0, look.noise, size=img.shape)
+    img = img + rng.standard_normal(img.shape, dtype=np.float32) * np.float32(look.noise)
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
@@ -317,7 +333,7 @@ def family_image(cls: str, size: int, rng: np.random.Generator, part: Part = "tr
     _check_class(cls)
     look = sample_look(cls, rng, part)
     if cls == HEALTHY and rng.random() < BACKGROUND_FRACTION:
-        soil = soil_canvas(size, size, rng, scale=size).astype(np.float64)
+        soil = soil_canvas(size, size, rng, scale=size).astype(np.float32)
         if rng.random() < 0.5:
             img = soil
         else:
@@ -329,7 +345,7 @@ def family_image(cls: str, size: int, rng: np.random.Generator, part: Part = "tr
     if cls != HEALTHY:
         img = draw(img, look, cluster_mask(size, look.coverage, rng), rng)
         if look.coverage >= 0.999 and rng.random() < EDGE_FRACTION:  # never cut away a partial cluster
-            soil = soil_canvas(size, size, rng, scale=size).astype(np.float64)
+            soil = soil_canvas(size, size, rng, scale=size).astype(np.float32)
             m = edge_mask(size, rng, rng.uniform(0.1, 0.35))
             img[m] = soil[m]
     return light(img, look, rng)
