@@ -23,11 +23,11 @@ test-slow: $(STAMP)  ## heavy cases: 224 px builds, long soaks
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-edgetpu: $(STAMP)  ## build the model bundle (default profile) into build/bundle/
+edgetpu: $(STAMP)  ## build the model bundle (default profile, ImageNet weights: needs the internet once) into build/bundle/
 	$(BIN)/python -m compile build --config configs/build.yaml --profile default --out build/bundle
 
 bench: $(STAMP)  ## payload overhead vs the bare interpreter, RSS, startup -> build/bench.json (builds build/quick_bundle if missing)
-	@test -f build/quick_bundle/model_card.json || $(BIN)/python -m compile build --profile quick --cpu-only --out build/quick_bundle
+	@test -f build/quick_bundle/model_card.json || $(BIN)/python -m compile build --profile quick --weights none --cpu-only --out build/quick_bundle
 	$(BIN)/python -m tools.bench --bundle build/quick_bundle --out build/bench.json
 
 soak: $(STAMP)  ## 2 h accelerated flight through the real pipeline: RSS, threads, fds, stats (tools/soak.py)

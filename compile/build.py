@@ -30,6 +30,7 @@ from .data import heldout_factors, iterate_images, make_splits, subset
 from .edgetpu import run_compiler
 from .errors import BuildError, CompilerError, CompilerNotFoundError, QuantizationError
 from .metrics import DISEASES, choose_thresholds, classification_report, cost_table, decide
+from .roc import auc_summary, per_class_roc
 from .synthetic import CLASSES, HEALTHY
 from .tflite_check import check_model
 
@@ -117,12 +118,15 @@ def run_build(
     cfg: BuildConfig, out: Path, profile: str = "default", cpu_only: bool = False, save_float: Path | None = None
 ) -> BuildResult:
     """Build a bundle into `out`. Raises UserError subclasses for operator-fixable problems."""
-    from .model import export_model
+    from .model import check_weights, describe_weights, export_model
     from .quantize import convert_int8
     from .train import predict_split, train
 
     t0 = time.monotonic()
     cpu_only = cpu_only or cfg.edgetpu.cpu_only
+    check_weights(cfg.model)  # offline imagenet or a bad file fails here, before any data or training
+    backbone = describe_weights(cfg.model.weights)
+    warnings = random_backbone_warnings(backbone)
     splits = make_splits(cfg.data)
     log.info("data (%s): %s", splits.source, json.dumps(splits.summary()["counts"]))
     size, seed = cfg.model.input_size, cfg.data.seed
@@ -162,6 +166,9 @@ def run_build(
         thresholds = chosen["thresholds"]
         m_float = _evaluate(test_f, y_test, chosen_float["thresholds"], cfg)
         m_int8 = _evaluate(test_q, y_test, thresholds, cfg)
+        roc = {"float": per_class_roc(test_f, y_test), "int8": per_class_roc(test_q, y_test)}
+        m_float["roc_auc"] = auc_summary(roc["float"])
+        m_int8["roc_auc"] = auc_summary(roc["int8"])
         agreement = float(np.mean(test_f.argmax(1) == test_q.argmax(1)))
         fidelity = {
             "agreement": agreement,
@@ -192,7 +199,8 @@ def run_build(
         (staging / "labels.txt").write_text("\n".join(CLASSES) + "\n", encoding="utf-8")
         metrics = {"float": m_float, "int8": m_int8, "fidelity": fidelity,
                    "thresholds_int8": chosen, "thresholds_float": chosen_float,
-                   "data": splits.summary(), "heldout": heldout}
+                   "data": splits.summary(), "roc": roc, "backbone_weights": backbone, "warnings": warnings,
+                   "heldout": heldout}
         (staging / "report" / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
         (staging / "report" / "history.json").write_text(json.dumps(history, indent=1) + "\n")
         report.confusion_png(m_float["argmax"]["confusion_matrix"], "float, test, argmax",
@@ -206,11 +214,15 @@ def run_build(
         report.training_png(history, staging / "report" / "training_curves.png")
         report.threshold_png(val_q, y_val, chosen, cfg.evaluate.target_recall,
                              staging / "report" / "threshold_recall.png")
+        report.roc_png(roc, staging / "report" / "roc_curves.png")
+        feature_maps(model, splits.test, size, seed, staging / "report" / "feature_maps.png")
         build_s = time.monotonic() - t0
         card = {
             "format_version": 1,
             "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "profile": profile,
+            "backbone_weights": backbone,
+            "warnings": warnings,
             "classes": list(CLASSES),
             "healthy_class": HEALTHY,
             "disease_classes": list(DISEASES),
@@ -269,6 +281,8 @@ def run_build(
         }
         finalize(staging, out, card)
         log.info("int8 bundle written to %s in %.0f s (peak RSS %.0f MB)", out, build_s, peak_rss_mb())
+        for warning in warnings:
+            log.warning("%s", warning)
         compiler_error: CompilerError | None = None
         if not cpu_only:
             try:
@@ -335,6 +349,40 @@ def finalize_card(staging: Path, bundle: Path, card: dict[str, Any]) -> dict[str
     return json.loads((bundle / CARD).read_text())
 
 
+def random_backbone_warnings(backbone: str) -> list[str]:
+    """The loud line a random backbone earns in the card, the report and the build's output."""
+    if not backbone.startswith("none"):
+        return []
+    return ["backbone weights: none (random init): the frozen ResNet-50 stages are random features, not "
+            "ImageNet transfer learning; for offline demos and tests only, build with --weights imagenet "
+            "(or a local notop .h5 file) for a model to fly"]
+
+
+FEATURE_STAGE = "conv3"  # 28x28 at 224 px (12x12 at 96): fine enough to see lesions, deep enough to be features
+
+
+def feature_maps(model, split, size: int, base_seed: int, path: Path, stage: str = FEATURE_STAGE) -> Path | None:
+    """The feature-map figure: the first test leaf of each class through the network up to `stage`."""
+    from .model import BASE_NAME, STAGE_OUTPUT, front_model
+
+    if BASE_NAME not in [layer.name for layer in model.layers]:  # a stand-in network (tests)
+        log.info("no %s backbone in the model: no feature-map figure", BASE_NAME)
+        return None
+    picked: dict[int, np.ndarray] = {}
+    for img, label in iterate_images(split, size, base_seed):
+        picked.setdefault(label, img)
+        if len(picked) == len(CLASSES):
+            break
+    if not picked:
+        return None
+    labels = sorted(picked)
+    images = [picked[k] for k in labels]
+    probe = front_model(model, STAGE_OUTPUT[stage])
+    maps = np.concatenate([np.asarray(probe.predict_on_batch(img[None].astype(np.float32))) for img in images])
+    return report.feature_maps_png(images, [CLASSES[k] for k in labels], maps, f"{STAGE_OUTPUT[stage]} (stage "
+                                   f"{stage})", path)
+
+
 def _card_metrics(m: dict[str, Any]) -> dict[str, Any]:
     """The headline numbers for the card (the full report is report/metrics.json)."""
     a, t = m["argmax"], m["at_thresholds"]
@@ -351,4 +399,5 @@ def _card_metrics(m: dict[str, Any]) -> dict[str, Any]:
             "precision": {c: t["per_class"][c]["precision"] for c in CLASSES},
         },
         "cost": m["cost"],
+        "roc_auc": m.get("roc_auc"),
     }

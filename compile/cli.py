@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu-only", action="store_true", help="do not run edgetpu_compiler; say so in the model card")
     p.add_argument("--compiler", help="edgetpu_compiler name or path (overrides edgetpu.compiler)")
     p.add_argument("--save-float", metavar="FILE", help="also save the float Keras model (.keras) outside the bundle")
+    p.add_argument("--weights", metavar="imagenet|none|FILE",
+                   help="backbone weights, overriding model.weights: imagenet (downloads once), none (random "
+                        "init: offline demos and tests) or the path of a local ResNet50 notop .h5 file")
 
     p = sub.add_parser("check", help="Edge TPU pre-check of a .tflite model (no compiler needed)")
     p.add_argument("model", help="path of a .tflite file")
@@ -56,16 +59,29 @@ def _build(args: argparse.Namespace) -> int:
 
     config = args.config or (str(DEFAULT_CONFIG) if DEFAULT_CONFIG.is_file() else None)
     cfg = load_build_config(config, args.profile)
+    over: dict = {}
     if args.compiler:
-        cfg = type(cfg).model_validate(deep_merge(cfg.model_dump(), {"edgetpu": {"compiler": args.compiler}}))
+        over["edgetpu"] = {"compiler": args.compiler}
+    if args.weights:
+        over["model"] = {"weights": args.weights}
+    if over:
+        cfg = type(cfg).model_validate(deep_merge(cfg.model_dump(), over))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     result = run_build(cfg, Path(args.out), profile=args.profile, cpu_only=args.cpu_only,
                        save_float=Path(args.save_float) if args.save_float else None)
     card = result.card
     m = card["metrics"]
     print(f"bundle: {result.bundle}")
+    for warning in card.get("warnings", []):
+        print(f"WARNING: {warning}")
     print(f"test accuracy: float {m['float']['accuracy']:.4f}, int8 {m['int8']['accuracy']:.4f}, "
           f"agreement {m['agreement']:.4f}")
+    auc = m["int8"].get("roc_auc")
+    if auc:
+        print("int8 ROC AUC (one-vs-rest, test): " + ", ".join(f"{c} {v:.4f}" for c, v in auc.items()))
+    t = card["training"]
+    print(f"build time {t['build_seconds']:.0f} s (training {t['train_seconds']:.0f} s, activation cache: "
+          f"{t.get('activation_cache') or 'off'}); backbone weights: {card.get('backbone_weights')}")
     print(f"thresholds: {json.dumps(card['thresholds'])}; int8 disease recall at thresholds "
           f"{m['int8']['at_thresholds']['disease_recall']:.4f}")
     edgetpu = card["edgetpu"]

@@ -63,7 +63,14 @@ class DataConfig(StrictModel):
 class AugmentConfig(StrictModel):
     """Keras preprocessing layers, applied in training only."""
 
-    enabled: bool = True
+    # auto = on with real backbone weights (imagenet or a file), off with `none`: a frozen random
+    # ResNet is invariant to nothing, and augmentation then cost it 0.17-0.35 validation accuracy
+    # (configs/build.yaml history); with ImageNet features it helps as intended.
+    enabled: bool | Literal["auto"] = "auto"
+    # With the activation cache (train.activation_cache) each training image is augmented this many
+    # times, each variant pushed through the frozen stages once and reused; epochs draw one variant
+    # per image. Without the cache every pass augments afresh and this is unused.
+    variants: int = Field(4, ge=1, le=64)
     rotation_deg: float = Field(20.0, ge=0, le=180)
     shift: float = Field(0.2, ge=0, lt=1)
     zoom: float = Field(0.2, ge=0, lt=1)
@@ -71,6 +78,12 @@ class AugmentConfig(StrictModel):
     brightness: tuple[float, float] = (0.7, 1.3)
     contrast: float = Field(0.1, ge=0, lt=1)
     shear: float = Field(0.1, ge=0, lt=1)
+
+    def active(self, weights: str) -> bool:
+        """Whether augmentation runs for a backbone with these `model.weights` (resolves `auto`)."""
+        if self.enabled == "auto":
+            return weights.strip().lower() != "none"
+        return bool(self.enabled)
 
 
 class ModelConfig(StrictModel):
@@ -102,6 +115,15 @@ class TrainConfig(StrictModel):
     reduce_lr_patience: int = Field(2, ge=1)
     reduce_lr_factor: float = Field(0.3, gt=0, lt=1)
     class_weights: bool = True
+    # Frozen stages compute the same thing every epoch: with the cache on, the input of the first
+    # trainable stage is computed once per image (and augmentation variant), kept as float16, and
+    # only the trainable stages and the head train on it (compile/actcache.py). Off = every step
+    # runs the whole network, as before (for comparison, or when neither bound below fits).
+    activation_cache: bool = True
+    activation_cache_mb: int = Field(2048, ge=0, description="RAM for cached activations; larger goes to disk")
+    activation_cache_disk_mb: int = Field(
+        16384, ge=0, description="disk (np.memmap in the build's temp folder) beyond RAM; larger = cache off"
+    )
 
 
 class EvalConfig(StrictModel):
@@ -150,7 +172,9 @@ QUICK_PROFILE: dict[str, Any] = {
     "data": {"synthetic_per_class": 300, "jpeg_quality": None},
     "augment": {"enabled": False},
     # 96 px keeps lesions several pixels wide for about 20 % more time per step than 64 px; on the
-    # simulator's tiles it halved the soil false alarms and lifted disease recall of the 64-px profile
+    # simulator's tiles it halved the soil false alarms and lifted disease recall of the 64-px profile.
+    # weights none: this profile is for offline demos and tests (no download); the card and report
+    # say the backbone was random. `--weights imagenet` or a file overrides it.
     "model": {"input_size": 96, "weights": "none", "trainable_stages": ["conv5"]},
     "train": {"epochs": 8, "batch_size": 16, "steps_per_epoch": 20, "learning_rate": 1e-3},
     # a 54-image test split of a briefly trained model: one low-margin flip costs 0.019

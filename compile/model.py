@@ -23,6 +23,15 @@ log = logging.getLogger(__name__)
 
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 STAGES = ("conv1", "conv2", "conv3", "conv4", "conv5")
+# The last layer of each stage in keras.applications.ResNet50: its output is the next stage's input.
+STAGE_OUTPUT = {
+    "conv1": "pool1_pool",
+    "conv2": "conv2_block3_out",
+    "conv3": "conv3_block4_out",
+    "conv4": "conv4_block6_out",
+    "conv5": "conv5_block3_out",
+}
+BASE_NAME = "resnet50"
 
 
 def caffe_preprocess_kernel() -> tuple[np.ndarray, np.ndarray]:
@@ -45,8 +54,30 @@ def stage_of(layer_name: str) -> str | None:
     return head if head in STAGES else None
 
 
+def describe_weights(weights: str) -> str:
+    """How the card and report name the backbone's initial weights; a random one is said loudly."""
+    w = weights.strip()
+    if w.lower() == "none":
+        return "none (random init)"
+    if w.lower() == "imagenet":
+        return "imagenet"
+    return f"file: {Path(w).name}"
+
+
+def check_weights(cfg: ModelConfig) -> None:
+    """Fail fast on backbone weights that cannot be had, before any data is made or trained on.
+
+    Builds the backbone once at the smallest input ResNet50 accepts (the weights do not depend
+    on the input size): `imagenet` downloads (or finds Keras' cached copy of) the notop file, a
+    path is loaded and must fit. Raises WeightsError with the fix; a second or so when it works.
+    """
+    if cfg.weights.strip().lower() == "none":
+        return
+    _backbone(cfg, 32)
+
+
 def _backbone(cfg: ModelConfig, size: int):
-    weights = cfg.weights
+    weights = cfg.weights.strip()
     if weights.lower() == "none":
         return keras.applications.ResNet50(include_top=False, weights=None, input_shape=(size, size, 3))
     if weights.lower() == "imagenet":
@@ -56,8 +87,9 @@ def _backbone(cfg: ModelConfig, size: int):
             if "URL fetch failure" in str(err) or "fetch" in str(err).lower() or isinstance(err, OSError):
                 raise WeightsError(
                     "model.weights 'imagenet' needs to download the ResNet50 ImageNet weights and this machine "
-                    f"is offline ({str(err).splitlines()[0][:160]}); set model.weights to the path of a local "
-                    "'resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5' file, or to 'none' for random init"
+                    f"is offline ({str(err).splitlines()[0][:160]}); build with `--weights none` (random init, "
+                    "for offline demos and tests) or `--weights PATH` of a local "
+                    "'resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5' file (or set model.weights)"
                 ) from None
             raise
     path = Path(weights)
@@ -82,11 +114,12 @@ def build_model(cfg: ModelConfig, aug: AugmentConfig | None = None, seed: int = 
 
     Augmentation layers are active only in training (Keras random layers are the identity at
     inference), so the exported graph holds none of them; `export_model` drops them anyway.
+    `augment.enabled: auto` resolves against `cfg.weights` (off for a random backbone).
     """
     size = cfg.input_size
     inputs = keras.Input((size, size, 3), name="image_rgb_0_255")
     x = inputs
-    if aug is not None and aug.enabled:
+    if aug is not None and aug.active(cfg.weights):
         x = augmentation_block(aug, seed)(x)
     kernel, bias = caffe_preprocess_kernel()
     pre = layers.Conv2D(3, 1, name="caffe_preprocess", trainable=False)
@@ -166,6 +199,43 @@ def export_model(trained):
             continue
         x = layer(x)
     return keras.Model(inputs, x, name="cropscout_resnet50_inference")
+
+
+def stage_input_layer(stage: str) -> str | None:
+    """Name of the ResNet50 layer whose output feeds `stage` (None for conv1: the preprocessed input)."""
+    i = STAGES.index(stage)
+    return STAGE_OUTPUT[STAGES[i - 1]] if i > 0 else None
+
+
+def front_model(model, cut_layer: str | None):
+    """RGB 0-255 in, output of ResNet50 layer `cut_layer` out, sharing `model`'s layers.
+
+    The frozen part of the network when `cut_layer` is the input of the first trainable stage, a
+    feature-map probe otherwise. No augmentation: the cache applies it before this (eagerly, since
+    a compiled predict does not advance the random layers' seeds, measured: identical variants).
+    """
+    base = model.get_layer(BASE_NAME)
+    inputs = keras.Input(model.input_shape[1:], name="image_rgb_0_255")
+    x = model.get_layer("caffe_preprocess")(inputs)
+    if cut_layer is not None:
+        x = keras.Model(base.input, base.get_layer(cut_layer).output, name=f"{BASE_NAME}_to_{cut_layer}")(x)
+    return keras.Model(inputs, x, name=f"front_{cut_layer or 'preprocess'}")
+
+
+def tail_model(model, cut_layer: str):
+    """Output of ResNet50 layer `cut_layer` in, the class scores out, sharing `model`'s layers.
+
+    Training it trains the very variables of `model` (same layer objects), so there is nothing to
+    copy back: `model` and its export carry the trained weights.
+    """
+    base = model.get_layer(BASE_NAME)
+    cut = base.get_layer(cut_layer).output
+    inputs = keras.Input(tuple(cut.shape[1:]), name=f"{cut_layer}_activations")
+    x = keras.Model(cut, base.output, name=f"{BASE_NAME}_from_{cut_layer}")(inputs)
+    names = [layer.name for layer in model.layers]
+    for layer in model.layers[names.index(BASE_NAME) + 1:]:
+        x = layer(x)
+    return keras.Model(inputs, x, name="cropscout_resnet50_tail")
 
 
 def calibrate_batchnorm(model, images: np.ndarray) -> None:

@@ -1,7 +1,9 @@
 """Training under a tf.distribute strategy, with the usual guards against over- and under-training.
 
 The same code trains on a laptop CPU and on a multi-GPU box: with several GPUs the model is
-built under MirroredStrategy and the global batch is split across them.
+built under MirroredStrategy and the global batch is split across them. By default the frozen
+stages run once per image and the trainable ones train on their cached output
+(compile/actcache.py); `train.activation_cache: false` trains the whole graph on every step.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from .actcache import fit_cached, plan_cache
 from .config import BuildConfig
 from .data import DataSplits, class_weights, iterate_images, make_dataset, subset
-from .model import build_model, calibrate_batchnorm
+from .model import build_model, calibrate_batchnorm, describe_weights
 
 log = logging.getLogger(__name__)
 
@@ -50,21 +53,19 @@ def train(cfg: BuildConfig, splits: DataSplits, workdir: Path) -> tuple[Any, dic
     size, bs = cfg.model.input_size, cfg.train.batch_size
     global_bs = bs * strategy.num_replicas_in_sync
     steps = cfg.train.steps_per_epoch or max(math.ceil(len(splits.train) / global_bs), 1)
-    train_ds = make_dataset(splits.train, size, global_bs, cfg.data.seed, shuffle=True, repeat=True)
-    val_ds = make_dataset(splits.val, size, global_bs, cfg.data.seed + 1)
+    augment = cfg.augment.active(cfg.model.weights)
     with strategy.scope():
         model = build_model(cfg.model, cfg.augment, seed=cfg.data.seed)
-        model.compile(
-            optimizer=keras.optimizers.Adam(cfg.train.learning_rate),
-            loss="categorical_crossentropy",
-            metrics=["accuracy"],
-        )
-    if cfg.model.weights.lower() == "none":
+    if describe_weights(cfg.model.weights).startswith("none"):
+        log.warning("backbone weights: none (random init): the frozen stages are RANDOM features, not ImageNet "
+                    "transfer learning; fine for offline demos and tests, not for a model to fly")
         n_cal = min(64 if size <= 128 else 32, len(splits.train))
         cal = np.stack([img for img, _ in iterate_images(subset(splits.train, n_cal, seed=cfg.data.seed), size,
                                                            cfg.data.seed)])
         log.info("random init: calibrating BatchNorm statistics on %d training images", len(cal))
-        calibrate_batchnorm(model, cal)
+        calibrate_batchnorm(model, cal)  # before any activation is cached: the frozen stages include BN
+    log.info("augmentation: %s", "on" if augment else
+             f"off (augment.enabled: {cfg.augment.enabled}, weights {cfg.model.weights})")
     ckpt = workdir / "best.weights.h5"
     callbacks = [
         keras.callbacks.EarlyStopping(
@@ -83,15 +84,45 @@ def train(cfg: BuildConfig, splits: DataSplits, workdir: Path) -> tuple[Any, dic
         "training %d epochs x %d steps, batch %d, input %d px, %d of %d parameters trainable",
         cfg.train.epochs, steps, global_bs, size, trainable, total,
     )
-    hist = model.fit(
-        train_ds,
-        epochs=cfg.train.epochs,
-        steps_per_epoch=steps,
-        validation_data=val_ds,
-        class_weight=weights,
-        callbacks=callbacks,
-        verbose=1 if sys.stderr.isatty() else 2,  # a progress bar in a terminal, one line per epoch in logs
-    )
+    cache_facts: dict[str, Any] = {"activation_cache": None}
+    plan = None
+    if not cfg.train.activation_cache:
+        cache_facts["activation_cache_reason"] = "off (train.activation_cache: false)"
+    else:
+        plan = plan_cache(model, cfg.model.trainable_stages, len(splits.train), len(splits.val),
+                          cfg.augment.variants if augment else 1, cfg.train.activation_cache_mb,
+                          cfg.train.activation_cache_disk_mb, workdir)
+        if plan.where is None:
+            cache_facts["activation_cache_reason"] = plan.reason
+            plan = None
+    if plan is not None:
+        with strategy.scope():
+            hist, facts = fit_cached(
+                model, cfg.model_copy(update={"train": cfg.train.model_copy(update={"batch_size": global_bs})}),
+                splits.train, splits.val, plan, workdir, steps, callbacks, weights, augment,
+                lambda: keras.optimizers.Adam(cfg.train.learning_rate),
+            )
+        cache_facts = facts | {"activation_cache_reason": plan.reason}
+    else:
+        log.warning("activation cache not used: %s; every step runs the whole network",
+                    cache_facts["activation_cache_reason"])
+        train_ds = make_dataset(splits.train, size, global_bs, cfg.data.seed, shuffle=True, repeat=True)
+        val_ds = make_dataset(splits.val, size, global_bs, cfg.data.seed + 1)
+        with strategy.scope():
+            model.compile(
+                optimizer=keras.optimizers.Adam(cfg.train.learning_rate),
+                loss="categorical_crossentropy",
+                metrics=["accuracy"],
+            )
+        hist = model.fit(
+            train_ds,
+            epochs=cfg.train.epochs,
+            steps_per_epoch=steps,
+            validation_data=val_ds,
+            class_weight=weights,
+            callbacks=callbacks,
+            verbose=1 if sys.stderr.isatty() else 2,  # a progress bar in a terminal, one line per epoch in logs
+        )
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     (workdir / "history.json").write_text(json.dumps(history, indent=1))
     facts = {
@@ -105,7 +136,8 @@ def train(cfg: BuildConfig, splits: DataSplits, workdir: Path) -> tuple[Any, dic
         "parameters": total,
         "trainable_parameters": trainable,
         "best_val_loss": min(history.get("val_loss", [float("nan")])),
-    }
+        "augment_active": augment,
+    } | cache_facts
     return model, history, facts
 
 

@@ -37,7 +37,7 @@ def quick_bundle(tmp_path_factory: pytest.TempPathFactory) -> QuickBundle:
     out = tmp / "bundle"
     float_model = tmp / "float.keras"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    cmd = [sys.executable, "-m", "compile", "build", "--profile", "quick", "--out", str(out),
+    cmd = [sys.executable, "-m", "compile", "build", "--profile", "quick", "--weights", "none", "--out", str(out),
            "--config", str(ROOT / "configs" / "build.yaml"), "--compiler", str(tmp / "missing" / "edgetpu_compiler"),
            "--save-float", str(float_model)]
     t0 = time.monotonic()

@@ -46,7 +46,8 @@ def test_bundle_follows_the_contract(quick_bundle) -> None:
     assert all(0 < t < 1 for t in card["thresholds"].values())
     assert (b / "labels.txt").read_text().split() == list(CLASSES)
     for rel in ("model_int8.tflite", "labels.txt", "report/metrics.json", "report/training_curves.png",
-                "report/threshold_recall.png", "report/confusion_matrix_float.png", "report/confusion_matrix_int8.png"):
+                "report/threshold_recall.png", "report/confusion_matrix_float.png", "report/confusion_matrix_int8.png",
+                "report/roc_curves.png", "report/feature_maps.png"):
         assert rel in card["files"], rel
         assert (b / rel).stat().st_size == card["files"][rel]["bytes"]
     for side in ("float", "int8"):
@@ -60,6 +61,44 @@ def test_bundle_follows_the_contract(quick_bundle) -> None:
     metrics = json.loads((b / "report" / "metrics.json").read_text())
     assert np.asarray(metrics["int8"]["argmax"]["confusion_matrix"]).sum() == card["metrics"]["test_images"]
     assert not list(b.parent.glob(".bundle.staging-*"))  # staging folders are cleaned up
+
+
+def test_random_backbone_is_said_loudly_and_the_cache_was_used(quick_bundle) -> None:
+    card = card_of(quick_bundle.path)
+    assert card["backbone_weights"] == "none (random init)"
+    (warning,) = card["warnings"]
+    assert "random" in warning and "--weights imagenet" in warning
+    metrics = json.loads((quick_bundle.path / "report" / "metrics.json").read_text())
+    assert metrics["warnings"] == card["warnings"] and metrics["backbone_weights"] == card["backbone_weights"]
+    assert "WARNING: backbone weights: none (random init)" in quick_bundle.proc.stdout
+    t = card["training"]
+    assert t["activation_cache"] == "memory" and t["activation_cache_layer"] == "conv4_block6_out"
+    assert t["activation_cache_variants"] == 1 and t["augment_active"] is False  # quick: no augmentation
+
+
+def test_roc_auc_in_card_and_report_matches_the_int8_scores(quick_bundle) -> None:
+    from compile.quantize import Int8Runner
+    from compile.roc import roc_auc
+
+    card = card_of(quick_bundle.path)
+    metrics = json.loads((quick_bundle.path / "report" / "metrics.json").read_text())
+    for side in ("float", "int8"):
+        auc = card["metrics"][side]["roc_auc"]
+        assert set(auc) == {*CLASSES, "macro"} and all(0.5 < v <= 1 for v in auc.values())  # better than chance
+        assert metrics[side]["roc_auc"] == auc
+        for cls in CLASSES:
+            curve = metrics["roc"][side][cls]
+            assert curve["fpr"][0] == curve["tpr"][0] == 0 and curve["fpr"][-1] == curve["tpr"][-1] == 1
+    cfg = load_build_config(Path(__file__).resolve().parents[2] / "configs" / "build.yaml", "quick")
+    test = make_splits(cfg.data).test
+    runner = Int8Runner(quick_bundle.path / "model_int8.tflite")
+    scores, labels = [], []
+    for img, label in iterate_images(test, card["input"]["height"], cfg.data.seed):
+        scores.append(runner.scores(img))
+        labels.append(label)
+    scores, labels = np.asarray(scores), np.asarray(labels)
+    for j, cls in enumerate(CLASSES):
+        assert roc_auc(labels == j, scores[:, j]) == pytest.approx(card["metrics"]["int8"]["roc_auc"][cls])
 
 
 def test_hashes_verify_and_tampering_is_detected(quick_bundle, tmp_path: Path) -> None:

@@ -29,6 +29,25 @@ def test_example_loads_with_both_profiles() -> None:
     assert quick.evaluate == cfg.evaluate  # what the profile does not name stays as in the file
 
 
+def test_shipped_defaults_imagenet_augmented_and_cached() -> None:
+    """A grower's `make edgetpu` gets ImageNet transfer learning with augmentation; offline profiles say none."""
+    cfg = load_build_config(EXAMPLE)
+    assert cfg.model.weights == "imagenet" and cfg.augment.enabled == "auto" and cfg.augment.active("imagenet")
+    assert cfg.train.activation_cache is True and cfg.train.activation_cache_mb > 0
+    quick = load_build_config(EXAMPLE, "quick")
+    assert quick.model.weights == "none" and not quick.augment.active(quick.model.weights)
+    assert BuildConfig().augment.enabled == "auto"
+
+
+def test_augment_enabled_takes_auto_or_a_bool(tmp_path: Path) -> None:
+    for value, weights, active in ((True, "none", True), (False, "imagenet", False), ("auto", "none", False)):
+        p = write_yaml(tmp_path, set_path(set_path(example(), "augment.enabled", value), "model.weights", weights))
+        cfg = load_build_config(p)
+        assert cfg.augment.active(cfg.model.weights) is active
+    p = write_yaml(tmp_path, set_path(example(), "augment.enabled", "sometimes"))
+    expect_config_error(load_build_config, p, "augment.enabled", "'sometimes'")
+
+
 def test_file_can_define_its_own_profile(tmp_path: Path) -> None:
     p = write_yaml(tmp_path, set_path(example(), "profiles", {"tiny": {"model": {"input_size": 48}}}))
     assert load_build_config(p, "tiny").model.input_size == 48

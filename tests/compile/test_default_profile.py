@@ -20,7 +20,7 @@ def test_default_profile_quality(tmp_path: Path) -> None:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.run(
         [sys.executable, "-m", "compile", "build", "--config", str(ROOT / "configs" / "build.yaml"),
-         "--profile", "default", "--out", str(out), "--cpu-only"],
+         "--profile", "default", "--weights", "none", "--out", str(out), "--cpu-only"],
         capture_output=True, text=True, cwd=ROOT, env=env, timeout=3 * 3600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -9,7 +9,14 @@ import pytest
 
 from compile.config import ModelConfig
 from compile.errors import WeightsError
-from compile.model import build_model, caffe_preprocess_kernel, export_model, stage_of
+from compile.model import (
+    build_model,
+    caffe_preprocess_kernel,
+    check_weights,
+    describe_weights,
+    export_model,
+    stage_of,
+)
 
 
 def test_folded_preprocessing_equals_keras_caffe_preprocess() -> None:
@@ -69,7 +76,20 @@ def test_imagenet_offline_says_so_and_suggests_alternatives(monkeypatch: pytest.
     with pytest.raises(WeightsError) as info:
         build_model(ModelConfig(input_size=32, weights="imagenet"))
     msg = str(info.value)
-    assert "offline" in msg and "'none'" in msg and "notop.h5" in msg
+    assert "offline" in msg and "--weights none" in msg and "--weights PATH" in msg and "notop.h5" in msg
+    with pytest.raises(WeightsError, match="offline"):  # the build's early check takes the same path
+        check_weights(ModelConfig(input_size=224, weights="imagenet"))
+
+
+def test_check_weights_accepts_none_and_a_fitting_file(tmp_path: Path) -> None:
+    check_weights(ModelConfig(weights="none"))  # nothing to fetch
+    import keras
+
+    path = tmp_path / "notop.weights.h5"
+    keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(path)
+    check_weights(ModelConfig(input_size=224, weights=str(path)))  # weights do not depend on the input size
+    assert describe_weights(str(path)) == "file: notop.weights.h5"
+    assert describe_weights("none") == "none (random init)" and describe_weights("imagenet") == "imagenet"
 
 
 def test_augmentation_is_active_in_training_only() -> None:
@@ -84,6 +104,11 @@ def test_augmentation_is_active_in_training_only() -> None:
     assert np.array_equal(np.asarray(block(x, training=False)), x)
     y = np.asarray(block(x, training=True))
     assert not np.allclose(y, x) and y.min() >= 0 and y.max() <= 255
-    model = build_model(ModelConfig(input_size=32, weights="none"), AugmentConfig(), seed=0)
+    model = build_model(ModelConfig(input_size=32, weights="none"), AugmentConfig(enabled=True), seed=0)
     assert "augment" in [layer.name for layer in model.layers]
+    # auto: no augmentation for a random backbone (it only hurts a frozen random ResNet)
+    auto = build_model(ModelConfig(input_size=32, weights="none"), AugmentConfig(enabled="auto"), seed=0)
+    assert "augment" not in [layer.name for layer in auto.layers]
+    assert AugmentConfig(enabled="auto").active("imagenet") and AugmentConfig(enabled="auto").active("w.h5")
+    assert not AugmentConfig(enabled="auto").active("None") and AugmentConfig(enabled=True).active("none")
     assert "augment" not in [layer.name for layer in export_model(model).layers]
