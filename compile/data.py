@@ -18,7 +18,7 @@ import numpy as np
 from .config import DataConfig
 from .errors import DataError
 from .family import HELD_OUT, HELD_OUT_SHAPE, Part, family_image, sample_look
-from .synthetic import CLASSES
+from .synthetic import CLASSES, training_image
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ class Split:
     paths: list[str] | None = None  # folder source
     seeds: np.ndarray | None = None  # synthetic source
     jpeg_quality: tuple[int, int] | None = None  # synthetic source: the camera's JPEG step (data.jpeg_quality)
+    generator: str = "family"  # synthetic source: data.generator
     part: Part = "train"  # synthetic source: the family's training region, or its held-out regions
 
     def __len__(self) -> int:
@@ -105,18 +106,18 @@ def synthetic_splits(cfg: DataConfig) -> DataSplits:
     labels = np.repeat(np.arange(len(CLASSES)), n)
     seeds = np.arange(labels.size, dtype=np.int64)
     tr, va, te = stratified_split(labels, cfg.val_fraction, cfg.test_fraction, cfg.seed)
-    q = cfg.jpeg_quality
+    q, g = cfg.jpeg_quality, cfg.generator
     n_held = cfg.heldout_per_class if cfg.heldout_per_class is not None else max(int(te.size // len(CLASSES)), 1)
     heldout = None
     if n_held > 0:
         h_labels = np.repeat(np.arange(len(CLASSES)), n_held)
         h_seeds = labels.size + np.arange(h_labels.size, dtype=np.int64)
-        heldout = Split(h_labels, seeds=h_seeds, jpeg_quality=q, part="heldout")
+        heldout = Split(h_labels, seeds=h_seeds, jpeg_quality=q, part="heldout")  # always family looks
     return DataSplits(
         "synthetic",
-        Split(labels[tr], seeds=seeds[tr], jpeg_quality=q),
-        Split(labels[va], seeds=seeds[va], jpeg_quality=q),
-        Split(labels[te], seeds=seeds[te], jpeg_quality=q),
+        Split(labels[tr], seeds=seeds[tr], jpeg_quality=q, generator=g),
+        Split(labels[va], seeds=seeds[va], jpeg_quality=q, generator=g),
+        Split(labels[te], seeds=seeds[te], jpeg_quality=q, generator=g),
         heldout=heldout,
         heldout_what="looks from held-out regions of the generator family: "
         + ", ".join(f"{k} {lo:.2f}-{hi:.2f}" for k, (lo, hi) in HELD_OUT.items()) + f", {HELD_OUT_SHAPE} lesions",
@@ -224,11 +225,17 @@ def jpeg_roundtrip(img: np.ndarray, quality: int) -> np.ndarray:
 
 def synthetic_image(
     label: int, seed: int, size: int, base_seed: int, jpeg_quality: tuple[int, int] | None = None,
-    part: Part = "train",
+    part: Part = "train", generator: str = "family",
 ) -> np.ndarray:
-    """The synthetic image of one record: the same (label, seed, jpeg_quality, part) always gives the same pixels."""
+    """The synthetic image of one record: the same arguments always give the same pixels.
+
+    The held-out part always comes from the family (its held-out regions), whatever the generator.
+    """
     rng = np.random.default_rng([base_seed, int(seed)])
-    img = family_image(CLASSES[int(label)], size, rng, part)
+    if generator == "single" and part == "train":
+        img = training_image(CLASSES[int(label)], size, rng)
+    else:
+        img = family_image(CLASSES[int(label)], size, rng, part)
     if jpeg_quality is not None:
         img = jpeg_roundtrip(img, int(rng.integers(jpeg_quality[0], jpeg_quality[1] + 1)))
     return img
@@ -250,14 +257,14 @@ def make_dataset(
     labels = split.labels.astype(np.int32)
     if split.seeds is not None:
         seeds = split.seeds.astype(np.int64)
-        q, part = split.jpeg_quality, split.part
+        q, part, gen = split.jpeg_quality, split.part, split.generator
         ds = tf.data.Dataset.from_tensor_slices((labels, seeds))
         if shuffle:
             ds = ds.shuffle(len(split), seed=base_seed, reshuffle_each_iteration=True)
 
         def _make(label, seed):
             img = tf.numpy_function(
-                lambda lab, s: synthetic_image(int(lab), int(s), size, base_seed, q, part), [label, seed], tf.uint8
+                lambda lab, s: synthetic_image(int(lab), int(s), size, base_seed, q, part, gen), [label, seed], tf.uint8
             )
             img = tf.ensure_shape(img, (size, size, 3))
             return tf.cast(img, tf.float32), label
@@ -293,6 +300,7 @@ def subset(split: Split, n: int, seed: int = 0) -> Split:
         paths=[split.paths[i] for i in idx] if split.paths is not None else None,
         seeds=split.seeds[idx] if split.seeds is not None else None,
         jpeg_quality=split.jpeg_quality,
+        generator=split.generator,
         part=split.part,
     )
 
@@ -303,7 +311,8 @@ def iterate_images(split: Split, size: int, base_seed: int, limit: int | None = 
     for i in range(n):
         label = int(split.labels[i])
         if split.seeds is not None:
-            yield synthetic_image(label, int(split.seeds[i]), size, base_seed, split.jpeg_quality, split.part), label
+            yield synthetic_image(label, int(split.seeds[i]), size, base_seed, split.jpeg_quality, split.part,
+                                  split.generator), label
         else:
             from PIL import Image
 

@@ -228,3 +228,29 @@ def edge_mask(size: int, rng: np.random.Generator, share: float) -> np.ndarray:
     yy, xx = np.mgrid[0:size, 0:size]
     proj = xx * np.cos(theta) + yy * np.sin(theta)
     return proj < np.quantile(proj, share)
+
+
+def training_image(cls: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """One training image: mostly `leaf_image`, plus the hard cases a field survey meets.
+
+    A share of "healthy" images are bare soil or a leaf cut by a field edge (hard negatives), and
+    a share of disease images are cut by a field edge (the lesions stay on the leaf part), so the
+    classifier neither flags soil as rust nor misses a patch next to a headland.
+    """
+    _check_class(cls)
+    if cls == HEALTHY and rng.random() < BACKGROUND_FRACTION:
+        soil = soil_canvas(size, size, rng, scale=size)
+        if rng.random() < 0.5:
+            img = soil
+        else:
+            img = leaf_canvas(size, size, rng, scale=size)
+            mask = edge_mask(size, rng, rng.uniform(0.2, 0.8))
+            img[mask] = soil[mask]
+        return add_sensor_noise(img, rng, sigma=rng.uniform(2.0, 6.0))
+    img = leaf_canvas(size, size, rng, scale=size)
+    img = paint_lesions(img, cls, rng, scale=size)
+    if cls != HEALTHY and rng.random() < EDGE_FRACTION:
+        soil = soil_canvas(size, size, rng, scale=size)
+        mask = edge_mask(size, rng, rng.uniform(0.1, 0.35))
+        img[mask] = soil[mask]
+    return add_sensor_noise(img, rng, sigma=rng.uniform(2.0, 6.0))

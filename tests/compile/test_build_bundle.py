@@ -55,6 +55,13 @@ def test_bundle_follows_the_contract(quick_bundle) -> None:
         assert set(m["recall"]) == set(CLASSES) and 0 <= m["accuracy"] <= 1
         assert m["cost"]["cost_missed_each"] == 75000 and m["cost"]["cost_false_alarm_each"] == 20
     assert card["metrics"]["agreement"] >= 0.9
+    held = card["metrics"]["heldout"]  # the held-out generator families, scored beside the test split
+    assert held["images"] == card["training"]["data"]["counts"]["test"]["rust"] * 3
+    assert set(held["int8_by_factor"]) == {"leaf_colour", "rust_colour", "mildew_colour", "shape"}
+    assert sum(f["images"] for f in held["int8_by_factor"].values()) == held["images"]
+    for side in ("float", "int8"):
+        assert 0 <= held[side]["accuracy"] <= 1 and set(held[side]["recall"]) == set(CLASSES)
+    assert "report/confusion_matrix_heldout_int8.png" in card["files"]
     assert card["metrics"]["float"]["accuracy"] > 0.6  # it learned something in 40 steps (chance is 0.33)
     assert card["tools"]["tensorflow"] and card["tools"]["python"].startswith("3.11")
     assert card["training"]["weights"] == "none" and card["training"]["epochs_run"] >= 1

@@ -142,6 +142,21 @@ def test_soil_is_brown_textured_and_deterministic() -> None:
     assert a.astype(float).std() > 3.0  # textured, not a flat colour
 
 
+def test_training_images_include_soil_negatives_and_edge_cut_diseases() -> None:
+    from compile.synthetic import training_image
+
+    def greenness(img: np.ndarray) -> float:
+        f = img.astype(float)
+        return float(((f[..., 1] > f[..., 0] + 15)).mean())
+
+    rng = np.random.default_rng(11)
+    healthy = [greenness(training_image("healthy", 64, rng)) for _ in range(120)]
+    soil_like = sum(g < 0.85 for g in healthy)
+    assert 10 <= soil_like <= 60  # about a quarter are soil or a field edge
+    rust = [greenness(training_image("rust", 64, rng)) for _ in range(60)]
+    assert min(rust) > 0.2  # an edge never covers most of a diseased leaf
+
+
 def test_a_tile_of_a_big_field_looks_like_a_training_image() -> None:
     """The simulator paints a field at `scale`; a scale x scale tile must match leaf_image statistics."""
     scale = 96
