@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": str(bundle.cpu_model),
         "model_sha256": bundle.model_sha256,
         "input": [bundle.input_height, bundle.input_width],
-        "profile": bundle.card.get("profile"),
+        "profile": bundle.card.profile,
         "targets": {k: f"{op} {v}" for k, (op, v) in TARGETS.items()},
     }
     out = Path(args.out)
