@@ -94,7 +94,7 @@ def payload_config(plan: MissionPlan, s: Scenario, vehicle_url: str, camera_url:
     return {
         "model": {"bundle": str(plan.bundle.resolve()), "backend": "auto", "num_threads": 2},
         "source": {"kind": "opencv", "uri": camera_url, "reconnect_min_s": 0.2, "reconnect_max_s": 2.0},
-        "tiling": {"rows": c.tile_rows, "cols": c.tile_cols, "overlap": 0.0},
+        "tiling": {"rows": c.tile_rows, "cols": c.tile_cols, "overlap": c.tile_overlap},
         "scheduler": {"stats_interval_s": 10.0, "queue_size": 256},
         "output": {"dir": str(plan.out_dir.resolve())},
         "telemetry": {"connection": vehicle_url, "connect_timeout_s": 30.0},
