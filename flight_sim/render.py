@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import pymap3d
 
 from compile.synthetic import CLASSES
 from flight_sim.field import LABEL_OUTSIDE, SOIL_RGB, Field
 from flight_sim.scenario import Scenario
 from payload.camera import CameraModel, pixels_to_ground_offsets
+from payload.geo.frames import geodetic_to_enu
 from payload.tiling import grid
 from payload.types import Pose
 
@@ -59,7 +59,7 @@ class FieldRenderer:
 
     def camera_en_agl(self, pose: Pose) -> tuple[float, float, float]:
         """The camera's east, north from the field origin and its height above the field."""
-        e, n, u = pymap3d.geodetic2enu(pose.lat_deg, pose.lon_deg, pose.alt_m, *self.origin)
+        e, n, u = geodetic_to_enu(pose.lat_deg, pose.lon_deg, pose.alt_m, *self.origin)
         return float(e), float(n), float(u)
 
     def ground_offsets(self, pose: Pose) -> np.ndarray:

@@ -24,8 +24,7 @@ from payload.camera import (
     pixel_to_ground,
 )
 from payload.config import CameraSection, GeotagSection
-from payload.poseinterp import GPS_FIX_NAMES, PoseEstimate
-from payload.types import Frame, TileResult
+from payload.types import GPS_FIX_NAMES, Frame, PoseEstimate, TileResult
 
 SCHEMA = "cropscout.detection/1"
 

@@ -24,11 +24,10 @@ from payload.config import PayloadConfig
 from payload.detections import DetectionContext, build_detection
 from payload.diskguard import DiskGuard
 from payload.hotspots import Hotspot, HotspotTracker
-from payload.poseinterp import PoseEstimate
 from payload.sinks.crops import write_crop
 from payload.sinks.jsonl import DETECTIONS_FILE, JsonlProblems, JsonlWriter, iter_detections
 from payload.sinks.layers import write_layers
-from payload.types import FrameResult, ResultHandler
+from payload.types import FrameResult, PoseEstimate, ResultHandler
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from payload.config import GeotagSection, PreflightSection
 from payload.errors import UserError
-from payload.poseinterp import GPS_FIX_NAMES
+from payload.types import GPS_FIX_NAMES
 
 log = logging.getLogger(__name__)
 

@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pymap3d
 import yaml
 
 from flight_sim.scenario import Scenario, load_scenario, tile_ground_size_m
 from flight_sim.sim import Simulation
 from payload.camera import CameraModel, footprint
 from payload.errors import UserError
+from payload.geo.frames import geodetic_to_enu
 from payload.sinks.jsonl import read_jsonl
 from tools.mission.mapplot import draw_mission_map
 from tools.mission.score import FoundHotspot, TruePatch, score_mission
@@ -109,7 +109,7 @@ def payload_config(plan: MissionPlan, s: Scenario, vehicle_url: str, camera_url:
 
 
 def _enu(lat: float, lon: float, s: Scenario) -> tuple[float, float]:
-    e, n, _ = pymap3d.geodetic2enu(lat, lon, s.origin.alt, s.origin.lat, s.origin.lon, s.origin.alt)
+    e, n, _ = geodetic_to_enu(lat, lon, s.origin.alt, s.origin.lat, s.origin.lon, s.origin.alt)
     return float(e), float(n)
 
 
