@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from payload import __version__
+from payload.backends.registry import BACKEND_NAMES
 from payload.cliutil import run_cli
 from payload.config import load_payload_config
 from payload.logsetup import add_log_level_argument, setup_logging
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format OpenCV reads)")
     p.add_argument("--bundle", help="model bundle folder (default: model.bundle of --config)")
     p.add_argument("--config", help="payload YAML file to take bundle/backend/device/threads from")
-    p.add_argument("--backend", choices=("auto", "edgetpu", "cpu"), help="override model.backend")
+    p.add_argument("--backend", choices=BACKEND_NAMES, help="override model.backend")
     p.add_argument("--device", help="Edge TPU device: usb, usb:N, pci, pci:N")
     p.add_argument("--threads", type=int, help="CPU threads")
     p.add_argument("--json", action="store_true", help="one JSON object per image instead of text")

@@ -13,16 +13,20 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from payload.backends.registry import BackendName
 from payload.configio import StrictModel, load_config
-from payload.hotspots import CANDIDATE_TTL_S, MIN_DETECTIONS
-from payload.signing import read_signing_key
+from payload.keyfile import read_signing_key
+
+# Hotspot defaults, here because the config is their one home (export's defaults read them too).
+MIN_DETECTIONS = 3  # sightings that confirm a hotspot
+CANDIDATE_TTL_S = 600.0  # flight time an unconfirmed cluster is remembered
 
 
 class ModelSection(StrictModel):
     """Which model bundle to run and on what."""
 
     bundle: Path = Field(description="folder written by `make edgetpu` (model_card.json inside)")
-    backend: Literal["auto", "edgetpu", "cpu"] = "auto"
+    backend: BackendName = "auto"
     device: str | None = Field(
         default=None, description="Edge TPU to use: usb, usb:N, pci, pci:N, :N; empty = first found"
     )

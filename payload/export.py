@@ -12,8 +12,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from payload.config import CANDIDATE_TTL_S, MIN_DETECTIONS
 from payload.errors import UserError
-from payload.hotspots import CANDIDATE_TTL_S, MIN_DETECTIONS, merge_hotspots
+from payload.hotspots import merge_hotspots
 from payload.sinks.jsonl import DETECTIONS_FILE, JsonlProblems, iter_detections
 from payload.sinks.layers import FORMATS, atomic_write_text, scan_records, summary_json, write_layers
 

@@ -16,9 +16,6 @@ from typing import Any
 
 from payload.geo.frames import enu_to_geodetic, geodetic_to_enu
 
-MIN_DETECTIONS = 3  # sightings that confirm a hotspot (the payload config's default)
-CANDIDATE_TTL_S = 600.0  # flight time an unconfirmed cluster is remembered (the payload config's default)
-
 
 @dataclass(slots=True)
 class Hotspot:

@@ -16,9 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from payload.backends import open_classifier
+from payload.backends import cpu_fallback, open_classifier
 from payload.backends.base import Classifier
-from payload.backends.cpu import CpuClassifier
 from payload.bundle import Bundle, load_bundle
 from payload.config import PayloadConfig
 from payload.paths import resolve_config_paths
@@ -53,15 +52,9 @@ def build_pipeline(
     cfg = resolve_config_paths(cfg)  # absolute paths; output folder writable, bundle a folder: before anything
     bundle = load_bundle(cfg.model.bundle)
     m = cfg.model
-    # The Edge TPU always runs in a watched child process in flight (a USB abort must not end the
-    # flight); when it fails for good, the CPU takes over and re-runs the frame in flight, whether the
-    # config said auto or edgetpu (edgetpu only means "do not take off without it").
+    # in flight the Edge TPU runs isolated in a watched child process (payload/backends/isolated.py)
     clf = classifier or open_classifier(bundle, m.backend, m.device, m.num_threads, isolate=True)
-    fallback = None
-    if m.backend != "cpu" and not isinstance(clf, CpuClassifier):
-
-        def fallback() -> Classifier:
-            return CpuClassifier(bundle, m.num_threads)
+    fallback = cpu_fallback(bundle, m.backend, clf, m.num_threads)
 
     src = source or make_source(cfg.source)
     handler = (handler_factory or build_handler)(cfg, bundle)

@@ -81,8 +81,9 @@ class Mailbox:
 class Pipeline:
     """Runs a source, a classifier and a result handler on three threads until stopped or exhausted.
 
-    `fallback` builds a replacement classifier (the CPU) if the current one raises during
-    inference (an Edge TPU unplugged in flight); the frame is then retried on the new one.
+    `fallback` builds a replacement classifier if the current one raises during inference (an
+    Edge TPU unplugged in flight); the frame is then retried on the new one. Whether there is one,
+    and what it is, is the backend registry's policy (payload/backends/registry.py cpu_fallback).
     """
 
     def __init__(

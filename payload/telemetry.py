@@ -21,6 +21,7 @@ from typing import Any
 
 from payload.config import TelemetrySection
 from payload.errors import TelemetryError
+from payload.keyfile import read_signing_key
 from payload.poseinterp import (
     AttitudeSample,
     GimbalSample,
@@ -29,7 +30,7 @@ from payload.poseinterp import (
     PositionSample,
     StateBuffer,
 )
-from payload.signing import LinkSigning, read_signing_key, use_mavlink2
+from payload.signing import LinkSigning, use_mavlink2
 
 log = logging.getLogger(__name__)
 

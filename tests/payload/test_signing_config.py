@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from payload.config import PayloadConfig, TelemetrySection, load_payload_config
 from payload.errors import TelemetryError
+from payload.keyfile import read_signing_key
 from payload.preflight import check_signing
-from payload.signing import read_signing_key
 from payload.telemetry import Telemetry
 from tests.configtests import expect_config_error, run_cli
 

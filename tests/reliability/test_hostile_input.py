@@ -138,7 +138,7 @@ def test_signing_block_with_any_key_file_content(key_bytes: bytes, fields: dict,
     except ConfigError as err:
         assert str(err) and (len(key_bytes) < 16 or key_bytes.decode("latin-1") not in str(err))
         return
-    from payload.signing import read_signing_key
+    from payload.keyfile import read_signing_key
 
     signing = cfg.telemetry.signing
     assert signing is not None and len(read_signing_key(signing.key_file, signing.key_format)) == 32
