@@ -1,7 +1,7 @@
 """The simulated camera: the frame the payload's camera would capture at the vehicle's TRUE pose.
 
 Rendering inverts nothing of its own: every frame pixel is sent through the payload's camera
-model (`payload.camera.pixels_to_ground_offsets`) at the true pose to a point on the field, and
+model (`payload.geo.camera.pixels_to_ground_offsets`) at the true pose to a point on the field, and
 the field raster is sampled there with cv2.remap. A geometry error in the model would therefore
 show up in the payload's geotags and in the simulator alike, which is what the geometry tests
 check against `ground_to_pixel`. The pixel grid is precomputed; per frame it costs one vectorised
@@ -19,9 +19,9 @@ import numpy as np
 from compile.synthetic import CLASSES
 from flight_sim.field import LABEL_OUTSIDE, SOIL_RGB, Field
 from flight_sim.scenario import Scenario
-from payload.camera import CameraModel, pixels_to_ground_offsets
+from payload.geo.camera import CameraModel, pixels_to_ground_offsets
 from payload.geo.frames import geodetic_to_enu
-from payload.tiling import grid
+from payload.pipeline.tiling import grid
 from payload.types import Pose
 
 SKY_RGB = (170, 200, 230)
@@ -119,7 +119,7 @@ class FieldRenderer:
 def tile_truth(
     labels: np.ndarray, rows: int, cols: int, overlap: float = 0.0, min_share: float = 0.25
 ) -> list[list[str]]:
-    """The true class of each tile of the payload's grid (payload.tiling.grid), from a rendered label frame.
+    """The true class of each tile of the payload's grid (payload.pipeline.tiling.grid), from a rendered label frame.
 
     A tile is the disease class covering the largest share of it when that share is at least
     `min_share` (a classifier should flag it), else "healthy"; "-" when over half of it is

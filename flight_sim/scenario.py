@@ -17,7 +17,7 @@ from pydantic import ConfigDict, Field
 
 from payload.configio import StrictModel, load_config, validate_config
 from payload.errors import ConfigError
-from payload.tiling import tile_span
+from payload.pipeline.tiling import tile_span
 
 DISEASES = ("rust", "powdery_mildew")
 MIN_TEXTURE_SCALE_PX = 24  # below this a tile's worth of field cannot hold visible lesions

@@ -53,9 +53,9 @@ def _classify(args: argparse.Namespace) -> int:
 
     from payload.backends import open_classifier
     from payload.bundle import load_bundle
+    from payload.capture.sources import UnreadableFrameError, to_rgb
     from payload.errors import CameraError, UserError
-    from payload.sources import UnreadableFrameError, to_rgb
-    from payload.tiling import resize_whole
+    from payload.pipeline.tiling import resize_whole
 
     cfg = load_payload_config(args.config) if args.config else None
     bundle_path = args.bundle or (cfg.model.bundle if cfg else None)
@@ -116,7 +116,7 @@ def _main(argv: Sequence[str] | None) -> int:
         print(cfg.model_dump_json(indent=2))
         return 0
     if args.command == "run":
-        from payload.runner import run_payload
+        from payload.pipeline.runner import run_payload
 
         run_payload(load_payload_config(args.config))
         return 0
@@ -125,7 +125,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "devices":
         return _devices()
     if args.command == "export":
-        from payload.export import export_from_cli
+        from payload.sinks.export import export_from_cli
 
         return export_from_cli(args.out_dir, args.config, args.radius_m)
     raise AssertionError(f"unhandled command {args.command}")

@@ -82,7 +82,7 @@ class OutputSection(StrictModel):
 
 
 class SigningSection(StrictModel):
-    """MAVLink 2 message signing on the telemetry link (payload/telemetry.py; the autopilot holds the same key).
+    """MAVLink 2 message signing on the telemetry link (payload/vehicle/telemetry.py; the autopilot holds the same key).
 
     With it, packets that are unsigned or signed with another key are dropped before anything reads
     them, so a forged packet carrying our vehicle's system id is not believed, and every packet the
@@ -128,7 +128,7 @@ class SigningSection(StrictModel):
 
 
 class TelemetrySection(StrictModel):
-    """The MAVLink link to the flight controller (dronekit), owned by payload/telemetry.py."""
+    """The MAVLink link to the flight controller (dronekit), owned by payload/vehicle/telemetry.py."""
 
     connection: str | None = Field(
         default=None,
@@ -166,7 +166,7 @@ class TelemetrySection(StrictModel):
 
 
 class CameraSection(StrictModel):
-    """The camera's intrinsics and mount (payload/camera.py)."""
+    """The camera's intrinsics and mount (payload/geo/camera.py)."""
 
     hfov_deg: float = Field(default=62.2, gt=0, lt=180, description="horizontal field of view (ideal camera)")
     width: int | None = Field(default=None, ge=1, description="calibrated image width; null = frame width")

@@ -36,10 +36,10 @@ import numpy as np
 
 from payload.backends.cpu import CpuClassifier
 from payload.bundle import Bundle, load_bundle
-from payload.records import JsonlRecordHandler
-from payload.scheduler import Pipeline
-from payload.sources import InProcessSource
-from payload.tiling import Tiler
+from payload.capture.sources import InProcessSource
+from payload.pipeline.scheduler import Pipeline
+from payload.pipeline.tiling import Tiler
+from payload.sinks.records import JsonlRecordHandler
 from payload.types import FrameResult
 from tools.bench_chain import edgetpu_figures, render_figures, replay_figures
 

@@ -8,7 +8,7 @@ tiler, same backend, same thresholds) and prints a confusion table. Tiles mostly
     python -m tools.tile_eval --bundle build/quick_bundle --frames DIR [--rows 3 --cols 4 --overlap 0]
 
 The grid defaults to the one the frames were rendered with (the folder's scenario.yaml), so the
-truth and the tiles are cut from the same boxes (payload.tiling.grid).
+truth and the tiles are cut from the same boxes (payload.pipeline.tiling.grid).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from flight_sim.scenario import load_scenario
 from payload.backends.cpu import CpuClassifier
 from payload.bundle import load_bundle
 from payload.cliutil import run_cli
-from payload.tiling import Tiler
+from payload.pipeline.tiling import Tiler
 
 
 def evaluate(bundle_dir: Path, frames_dir: Path, rows: int, cols: int, overlap: float = 0.0) -> dict:

@@ -31,7 +31,7 @@ from xml.sax.saxutils import XMLGenerator
 
 import geojson
 
-from payload.hotspots import Hotspot
+from payload.geo.hotspots import Hotspot
 
 FORMATS = ("geojson", "kml", "csv")
 # 1e-7 degree is ~1 cm: enough for the geometry, well short of float noise

@@ -2,7 +2,7 @@
 
 The truth used to be cut with its own arithmetic that ignored overlap; with overlap > 0 it then
 judged different pixels from the ones the classifier saw. Here frames are judged with overlap > 0
-and every tile's truth is recomputed in the test from the boxes of `payload.tiling.Tiler`.
+and every tile's truth is recomputed in the test from the boxes of `payload.pipeline.tiling.Tiler`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from compile.synthetic import CLASSES
 from flight_sim.field import LABEL_OUTSIDE, build_field
 from flight_sim.render import FieldRenderer, tile_truth
 from flight_sim.scenario import Scenario
-from payload.tiling import Tiler
+from payload.pipeline.tiling import Tiler
 from payload.types import Pose
 
 RUST = CLASSES.index("rust")

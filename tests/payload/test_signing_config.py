@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from payload.config import PayloadConfig, TelemetrySection, load_payload_config
 from payload.errors import TelemetryError
 from payload.keyfile import read_signing_key
-from payload.preflight import check_signing
-from payload.telemetry import Telemetry
+from payload.ops.preflight import check_signing
+from payload.vehicle.telemetry import Telemetry
 from tests.configtests import expect_config_error, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]

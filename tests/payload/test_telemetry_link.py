@@ -14,13 +14,13 @@ from pathlib import Path
 import pymap3d
 import pytest
 
-from payload.camera import CameraModel, pixel_to_ground
 from payload.config import PayloadConfig, TelemetrySection
 from payload.errors import TelemetryError
-from payload.geotag import GeotagHandler, create_geotag_handler
+from payload.geo.camera import CameraModel, pixel_to_ground
+from payload.pipeline.geotag import GeotagHandler, create_geotag_handler
 from payload.sinks.jsonl import read_jsonl
-from payload.telemetry import Telemetry
 from payload.types import Pose
+from payload.vehicle.telemetry import Telemetry
 from tests.mavtestvehicle import MavTestVehicle, VehicleState, free_udp_port
 from tests.payload.geotagdoubles import LABELS, frame_result
 from tests.waiting import wait_for

@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from payload.capture.sources import InProcessSource
 from payload.config import PayloadConfig
-from payload.diskguard import DiskGuard
-from payload.geotag import GeotagHandler
-from payload.scheduler import Pipeline
+from payload.ops.diskguard import DiskGuard
+from payload.pipeline.geotag import GeotagHandler
+from payload.pipeline.scheduler import Pipeline
+from payload.pipeline.tiling import Tiler
 from payload.sinks.jsonl import JsonlWriter, read_jsonl
-from payload.sources import InProcessSource
-from payload.tiling import Tiler
 from payload.types import Frame
 from tests.payload.geotagdoubles import LABELS, ScriptedTelemetry, frame_result
 from tests.reliability.faulty import HealthyClassifier

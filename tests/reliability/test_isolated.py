@@ -22,9 +22,9 @@ from payload.backends import open_classifier
 from payload.backends.edgetpu import EdgeTpuUnavailable
 from payload.backends.isolated import IsolatedBackendError, IsolatedClassifier, open_edgetpu_isolated
 from payload.bundle import load_bundle
-from payload.scheduler import Pipeline
-from payload.sources import InProcessSource
-from payload.tiling import Tiler
+from payload.capture.sources import InProcessSource
+from payload.pipeline.scheduler import Pipeline
+from payload.pipeline.tiling import Tiler
 from tests.payload.doubles import RecordingHandler
 from tests.reliability.faulty import HealthyClassifier, expected_scores, make_faulty
 
@@ -146,7 +146,7 @@ def test_open_classifier_isolates_only_when_asked(monkeypatch: pytest.MonkeyPatc
 
 def test_runner_asks_for_isolation(monkeypatch: pytest.MonkeyPatch, tiny_tpu_bundle_dir: Path,
                                    tmp_path: Path) -> None:
-    import payload.runner as runner
+    import payload.pipeline.runner as runner
     from payload.config import PayloadConfig
 
     got: dict[str, object] = {}
@@ -268,7 +268,7 @@ def test_payload_run_wiring_fails_over_to_the_real_cpu_backend(monkeypatch: pyte
     import json
 
     import payload.backends.isolated as iso
-    import payload.runner as runner
+    import payload.pipeline.runner as runner
     from payload.backends.cpu import CpuClassifier
     from payload.config import PayloadConfig
 

@@ -60,7 +60,7 @@ def test_geotagging_holds_no_memory_per_detection(tmp_path: Path) -> None:
     import tracemalloc
 
     from payload.config import PayloadConfig
-    from payload.geotag import GeotagHandler
+    from payload.pipeline.geotag import GeotagHandler
     from tests.payload.geotagdoubles import LABELS, frame_result
     from tools.soak import SurveyTelemetry
 

@@ -30,10 +30,10 @@ from pymavlink.dialects.v20 import ardupilotmega as mav2
 
 from payload.config import GeotagSection, TelemetrySection
 from payload.errors import TelemetryError
-from payload.poseinterp import PositionSample
-from payload.preflight import check_telemetry
-from payload.signing import SIGNING_NEW_STREAM_WINDOW, LinkSigning, signing_timestamp
-from payload.telemetry import Telemetry
+from payload.ops.preflight import check_telemetry
+from payload.vehicle.poseinterp import PositionSample
+from payload.vehicle.signing import SIGNING_NEW_STREAM_WINDOW, LinkSigning, signing_timestamp
+from payload.vehicle.telemetry import Telemetry
 from tests.mavtestvehicle import MavTestVehicle, free_udp_port
 from tests.payload.test_telemetry_link import HOME, straight_flight
 from tests.reliability.test_telemetry_faults import far_away

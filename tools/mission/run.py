@@ -26,8 +26,8 @@ import yaml
 
 from flight_sim.scenario import Scenario, load_scenario, tile_ground_size_m
 from flight_sim.sim import Simulation
-from payload.camera import CameraModel, footprint
 from payload.errors import UserError
+from payload.geo.camera import CameraModel, footprint
 from payload.geo.frames import geodetic_to_enu
 from payload.sinks.jsonl import read_jsonl
 from tools.mission.mapplot import draw_mission_map

@@ -1,7 +1,7 @@
 """Wiring of `payload run`: config -> bundle -> backend -> source -> pipeline -> result handler.
 
 `build_handler` is the one place that decides what happens to each FrameResult: the per-frame,
-per-tile JSONL classifications (payload/records.py), wrapped by the geotagging handler that adds
+per-tile JSONL classifications (payload/sinks/records.py), wrapped by the geotagging handler that adds
 pose, ground position, sinks and alerts. Tests, the bench and the simulator pass their own
 `handler_factory` / `source` / `classifier` to `build_pipeline` instead of editing this wiring.
 """
@@ -19,13 +19,13 @@ from types import FrameType
 from payload.backends import cpu_fallback, open_classifier
 from payload.backends.base import Classifier
 from payload.bundle import Bundle, load_bundle
+from payload.capture.sources import FrameSource, make_source
 from payload.config import PayloadConfig
-from payload.paths import resolve_config_paths
-from payload.records import JsonlRecordHandler
-from payload.scheduler import Pipeline
-from payload.sources import FrameSource, make_source
-from payload.stats import PipelineStats
-from payload.tiling import Tiler
+from payload.ops.paths import resolve_config_paths
+from payload.pipeline.scheduler import Pipeline
+from payload.pipeline.stats import PipelineStats
+from payload.pipeline.tiling import Tiler
+from payload.sinks.records import JsonlRecordHandler
 from payload.types import ResultHandler
 
 log = logging.getLogger("payload.run")
@@ -33,7 +33,7 @@ log = logging.getLogger("payload.run")
 
 def build_handler(cfg: PayloadConfig, bundle: Bundle) -> ResultHandler:
     """THE hook for what the writer thread does with each FrameResult (called once per run)."""
-    from payload.geotag import build_run_handler  # per-frame records + telemetry, geotagging, sinks, alerts
+    from payload.pipeline.geotag import build_run_handler  # per-frame records + telemetry, geotagging, sinks, alerts
 
     return build_run_handler(cfg, bundle, JsonlRecordHandler(Path(cfg.output.dir) / cfg.output.records, bundle))
 

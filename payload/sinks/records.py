@@ -2,7 +2,7 @@
 
 Append-only, flushed and fsynced per record: a drone can lose power at any moment, and a record
 that reached the handler must survive it (at most the line being written is cut short, which a
-JSONL reader skips). The geotagging handler replaces or wraps this one (see payload/runner.py).
+JSONL reader skips). The geotagging handler replaces or wraps this one (see payload/pipeline/runner.py).
 """
 
 from __future__ import annotations

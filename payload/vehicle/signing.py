@@ -1,7 +1,7 @@
 """MAVLink 2 message signing on the telemetry link: the key file, the timestamps, the packet check.
 
 Without signing, any packet carrying the vehicle's system id is believed, so a transmitter on the
-same radio link could move the map. With `telemetry.signing` set, payload/telemetry.py installs a
+same radio link could move the map. With `telemetry.signing` set, payload/vehicle/telemetry.py installs a
 LinkSigning on every connection: unsigned, wrongly signed and replayed packets are dropped and
 counted, and everything the payload sends is signed. The key file itself is read by
 payload/keyfile.py (at config time).

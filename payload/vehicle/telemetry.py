@@ -6,7 +6,7 @@ timeout fires the caller never gets the half-open connection to close. Here the 
 a worker thread with the objects kept where the caller can close them, so the connect timeout is
 real, and the failure message says which step the vehicle never completed.
 
-The listeners only decode messages into samples (payload/poseinterp.py holds the time logic).
+The listeners only decode messages into samples (payload/vehicle/poseinterp.py holds the time logic).
 A supervisor thread watches the link: silence longer than `link_timeout_s` marks it lost; a dead
 or long-silent link is closed and reopened with a growing back-off, keeping the pose history
 (time_boot_ms carries on unless the autopilot rebooted, which the buffer detects).
@@ -22,7 +22,7 @@ from typing import Any
 from payload.config import TelemetrySection
 from payload.errors import TelemetryError
 from payload.keyfile import read_signing_key
-from payload.poseinterp import (
+from payload.vehicle.poseinterp import (
     AttitudeSample,
     GimbalSample,
     GpsSample,
@@ -30,7 +30,7 @@ from payload.poseinterp import (
     PositionSample,
     StateBuffer,
 )
-from payload.signing import LinkSigning, use_mavlink2
+from payload.vehicle.signing import LinkSigning, use_mavlink2
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from payload.alerts import AlertSender, hotspot_text
 from payload.config import PayloadConfig
-from payload.detections import DetectionContext, build_detection
-from payload.diskguard import DiskGuard
-from payload.hotspots import Hotspot, HotspotTracker
+from payload.geo.detections import DetectionContext, build_detection
+from payload.geo.hotspots import Hotspot, HotspotTracker
+from payload.ops.diskguard import DiskGuard
+from payload.sinks.alerts import AlertSender, hotspot_text
 from payload.sinks.crops import write_crop
 from payload.sinks.jsonl import DETECTIONS_FILE, JsonlProblems, JsonlWriter, iter_detections
 from payload.sinks.layers import write_layers
@@ -73,7 +73,7 @@ class GeotagHandler:
         self.alerts: AlertSender | None = None
         if cfg.alerts.enabled and telemetry is not None:
             self.alerts = AlertSender(telemetry.send_statustext, cfg.alerts.severity, cfg.alerts.min_interval_s)
-        # below the free-disk floor crops stop first and the records go on (payload/diskguard.py)
+        # below the free-disk floor crops stop first and the records go on (payload/ops/diskguard.py)
         self.disk = DiskGuard(self.out_dir, cfg.preflight.min_free_disk_mb,
                               send=getattr(telemetry, "send_statustext", None))
         self._last_layers = -1e18
@@ -221,7 +221,7 @@ def create_geotag_handler(
     """
     owns = False
     if telemetry is None and cfg.telemetry.connection:
-        from payload.telemetry import Telemetry
+        from payload.vehicle.telemetry import Telemetry
 
         telemetry = Telemetry(cfg.telemetry)
         telemetry.start_background()
@@ -263,13 +263,13 @@ class FanOutHandler:
 
 
 def build_run_handler(cfg: PayloadConfig, bundle: Any, base: ResultHandler | None = None) -> ResultHandler:
-    """What `payload run` installs (payload/runner.py build_handler): `base` records + geotagging.
+    """What `payload run` installs (payload/pipeline/runner.py build_handler): `base` records + geotagging.
 
     Opens the telemetry link in the background, runs the preflight block (link, clock, GPS fix,
     home, model, free disk; the camera is opened later by the capture thread and reported when its
     first frame arrives), and raises PreflightError when preflight.strict is set and a check failed.
     """
-    from payload.preflight import run_preflight
+    from payload.ops.preflight import run_preflight
 
     geo = create_geotag_handler(cfg, labels=bundle.labels, model_sha256=bundle.model_sha256)
     try:

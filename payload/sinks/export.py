@@ -14,7 +14,7 @@ from pathlib import Path
 
 from payload.config import CANDIDATE_TTL_S, MIN_DETECTIONS
 from payload.errors import UserError
-from payload.hotspots import merge_hotspots
+from payload.geo.hotspots import merge_hotspots
 from payload.sinks.jsonl import DETECTIONS_FILE, JsonlProblems, iter_detections
 from payload.sinks.layers import FORMATS, atomic_write_text, scan_records, summary_json, write_layers
 

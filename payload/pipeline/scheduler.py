@@ -22,9 +22,9 @@ from collections.abc import Callable
 
 from payload.backends.base import Classifier
 from payload.bundle import Bundle
-from payload.sources import FrameSource
-from payload.stats import PipelineStats, Window
-from payload.tiling import Tiler
+from payload.capture.sources import FrameSource
+from payload.pipeline.stats import PipelineStats, Window
+from payload.pipeline.tiling import Tiler
 from payload.types import Frame, FrameResult, ResultHandler, TileResult
 
 log = logging.getLogger("payload.scheduler")
