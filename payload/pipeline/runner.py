@@ -1,8 +1,10 @@
 """Wiring of `payload run`: config -> bundle -> backend -> source -> pipeline -> result handler.
 
-`build_handler` is the one place that decides what happens to each FrameResult: the per-frame,
-per-tile JSONL classifications (payload/sinks/records.py), wrapped by the geotagging handler that adds
-pose, ground position, sinks and alerts. Tests, the bench and the simulator pass their own
+This is the one place that puts the rooms together. `build_handler` decides what happens to each
+FrameResult: the per-frame, per-tile JSONL classifications (payload/sinks/records.py) and the
+geotagging handler, to which it hands the pose source (the telemetry link it opens), the sinks
+the config enables (payload/sinks/registry.py), the hotspot tracker and the free-disk guard,
+after running the preflight checks. Tests, the bench and the simulator pass their own
 `handler_factory` / `source` / `classifier` to `build_pipeline` instead of editing this wiring.
 """
 
@@ -12,9 +14,10 @@ import json
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from payload.backends import cpu_fallback, open_classifier
 from payload.backends.base import Classifier
@@ -28,14 +31,80 @@ from payload.pipeline.tiling import Tiler
 from payload.sinks.records import JsonlRecordHandler
 from payload.types import ResultHandler
 
+if TYPE_CHECKING:
+    from payload.pipeline.geotag import GeotagHandler
+    from payload.vehicle.telemetry import Telemetry
+
 log = logging.getLogger("payload.run")
 
 
-def build_handler(cfg: PayloadConfig, bundle: Bundle) -> ResultHandler:
-    """THE hook for what the writer thread does with each FrameResult (called once per run)."""
-    from payload.pipeline.geotag import build_run_handler  # per-frame records + telemetry, geotagging, sinks, alerts
+def open_pose_source(cfg: PayloadConfig) -> Telemetry | None:
+    """The telemetry link the config names, connecting in the background (None: no link configured).
 
-    return build_run_handler(cfg, bundle, JsonlRecordHandler(Path(cfg.output.dir) / cfg.output.records, bundle))
+    The link is supervised in the background (connect, lose, reconnect) so a missing autopilot
+    never stops the camera: until it is up, detections are recorded with the flag `no_telemetry`.
+    """
+    if not cfg.telemetry.connection:
+        return None
+    from payload.vehicle.telemetry import Telemetry  # dronekit and pymavlink load only when a link is configured
+
+    telemetry = Telemetry(cfg.telemetry)
+    telemetry.start_background()
+    return telemetry
+
+
+def build_geotag_handler(
+    cfg: PayloadConfig, *, labels: Sequence[str], model_sha256: str, out_dir: str | Path | None = None
+) -> GeotagHandler:
+    """Geotagging as `payload run` installs it: its own telemetry link, the tracker, disk guard and sinks."""
+    from payload.ops.diskguard import DiskGuard
+    from payload.pipeline.geotag import GeotagHandler, hotspot_tracker
+    from payload.sinks.base import SinkContext
+    from payload.sinks.registry import build_sinks
+
+    out = Path(out_dir if out_dir is not None else cfg.output.dir)
+    out.mkdir(parents=True, exist_ok=True)
+    telemetry = open_pose_source(cfg)
+    try:
+        tracker = hotspot_tracker(cfg)
+        disk = DiskGuard(out, cfg.preflight.min_free_disk_mb,
+                         send=telemetry.send_statustext if telemetry is not None else None)
+        sinks = build_sinks(SinkContext(cfg, out, lambda: [h.snapshot() for h in tracker.hotspots], telemetry,
+                                        disk.crops_allowed))
+        return GeotagHandler(cfg, labels=labels, model_sha256=model_sha256, telemetry=telemetry, out_dir=out,
+                             owns_telemetry=telemetry is not None, status=telemetry, tracker=tracker, disk=disk,
+                             sinks=sinks)
+    except BaseException:
+        if telemetry is not None:
+            telemetry.close()
+        raise
+
+
+def build_handler(cfg: PayloadConfig, bundle: Bundle) -> ResultHandler:
+    """THE hook for what the writer thread does with each FrameResult (called once per run).
+
+    Per-frame records, then geotagging. Runs the preflight block (link, clock, GPS fix, home,
+    model, free disk; the camera is opened later by the capture thread and reported when its first
+    frame arrives) and raises PreflightError when preflight.strict is set and a check failed.
+    """
+    from payload.ops.preflight import run_preflight
+    from payload.pipeline.geotag import FanOutHandler
+
+    records = JsonlRecordHandler(Path(cfg.output.dir) / cfg.output.records, bundle)
+    geo = build_geotag_handler(cfg, labels=bundle.labels, model_sha256=bundle.model_sha256)
+    try:
+        run_preflight(
+            cfg.preflight,
+            cfg.geotag,
+            geo.out_dir,
+            telemetry=geo.telemetry,
+            model=(True, f"{bundle.path} ({', '.join(bundle.labels)}; sha256 {bundle.model_sha256[:12]})"),
+            connect_wait_s=cfg.telemetry.connect_timeout_s + 1.0,
+        )
+    except BaseException:
+        geo.close()
+        raise
+    return FanOutHandler([records, geo])
 
 
 HandlerFactory = Callable[[PayloadConfig, Bundle], ResultHandler]

@@ -218,7 +218,7 @@ def test_crops_carry_exif_gps_only_when_trusted(tmp_path: Path) -> None:
 
 def test_export_rebuilds_layers_and_skips_a_torn_line(tmp_path: Path) -> None:
     h, _ = _run_flight(tmp_path, sinks={"layers_interval_s": 3600})  # layers written once, then stale
-    h.jsonl.close()  # the process "dies": no close(), so the layers miss the later records
+    h.sink("jsonl").close()  # the process "dies": no close(), so the layers miss the later records
     out = tmp_path / "out"
     with open(out / "detections.jsonl", "a") as f:
         f.write('{"schema":"cropscout.detection/1","id":"torn","lab')

@@ -179,8 +179,9 @@ def test_pipeline_survives_a_full_disk_and_loses_no_record(tmp_path: Path, tiny_
     tel = ScriptedTelemetry(t_end=10.0)
     h = GeotagHandler(_cfg(tmp_path), labels=bundle.labels, model_sha256="ab" * 32, telemetry=tel)
     h.disk._usage = FakeDisk(100)  # below the floor from the start: no crops
-    f = FullDiskFile(h.jsonl._f)
-    h.jsonl._f = f
+    writer = h.sink("jsonl").writer
+    f = FullDiskFile(writer._f)
+    writer._f = f
     n = 30
     rng = np.random.default_rng(3)
 
