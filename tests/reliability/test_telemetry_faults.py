@@ -228,7 +228,7 @@ def test_no_junk_datagram_swallows_the_next_good_packet(junk: list[bytes]) -> No
 
     from pymavlink import mavutil
 
-    from payload.vehicle.telemetry import frame_udp_datagrams
+    from payload.vehicle.mavpatch import frame_udp_datagrams
 
     master = mavutil.mavlink_connection("udpin:127.0.0.1:0", source_system=255)
     try:
@@ -261,7 +261,7 @@ def test_udp_client_addresses_can_grow_while_a_send_is_under_way() -> None:
 
     from pymavlink import mavutil
 
-    from payload.vehicle.telemetry import frame_udp_datagrams
+    from payload.vehicle.mavpatch import frame_udp_datagrams
 
     master = mavutil.mavlink_connection("udpin:127.0.0.1:0")
     try:
