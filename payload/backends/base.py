@@ -1,8 +1,8 @@
 """The one interface every backend implements, and the TFLite plumbing they share.
 
 The interface is deliberately tiny (a batch of uint8 tiles in, float scores out, `name`, `close`)
-so that a later step can move the Edge TPU into a child process under a watchdog: a USB transfer
-error aborts the whole process natively, and only this surface would have to cross the boundary.
+because the Edge TPU runs in a child process under a watchdog (payload/backends/isolated.py: a USB
+transfer error aborts the whole process natively), and only this surface crosses that boundary.
 """
 
 from __future__ import annotations

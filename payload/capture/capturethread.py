@@ -93,7 +93,7 @@ class CaptureThread:
         if cap is not None:
             try:
                 cap.release()
-            except Exception:  # noqa: BLE001 - a capture that cannot release is dropped anyway
+            except Exception:  # a capture that cannot release is dropped anyway
                 log.debug("%s: releasing the capture raised", self.name, exc_info=True)
 
     def retire(self) -> None:

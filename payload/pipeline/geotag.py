@@ -103,7 +103,7 @@ class GeotagHandler:
             return None
         try:
             return self.telemetry.state_at(t_mono)
-        except Exception:  # noqa: BLE001 - a telemetry fault must not lose the detection
+        except Exception:  # a telemetry fault must not lose the detection
             log.exception("telemetry state_at failed; recording the detection without a pose")
             return None
 

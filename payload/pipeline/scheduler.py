@@ -188,7 +188,7 @@ class Pipeline:
                       type(err).__name__, err)
             try:
                 self.classifier.close()
-            except Exception:  # noqa: BLE001 - the failed backend may not close cleanly
+            except Exception:  # the failed backend may not close cleanly
                 log.debug("closing the failed backend raised", exc_info=True)
             self.classifier = self.fallback()
             self.fallback = None
@@ -296,7 +296,7 @@ class Pipeline:
             self.source.close()
             try:
                 self.classifier.close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.debug("closing the backend raised", exc_info=True)
         final = self.stats()
         log.info("final stats: %s", final.line())

@@ -55,7 +55,7 @@ class ScriptedTelemetry:
         self.statustexts: list[tuple[int, str]] = []
         self.link = True
 
-    def state_at(self, t_mono: float):  # noqa: ANN201
+    def state_at(self, t_mono: float):
         return self.buffer.state_at(t_mono)
 
     def send_statustext(self, severity: int, text: str) -> bool:

@@ -61,7 +61,7 @@ def test_lossless_put_waits_for_the_reader_or_an_abort() -> None:
     assert done == [False, True] and box.dropped == 1  # shutdown: the newest frame wins as usual
 
 
-def pipeline(source: FrameSource, clf, handler, bundle_dir: Path, **kw) -> Pipeline:  # noqa: ANN001
+def pipeline(source: FrameSource, clf, handler, bundle_dir: Path, **kw) -> Pipeline:
     return Pipeline(source, clf, handler, load_bundle(bundle_dir), Tiler(2, 2, 0.0, (32, 32)), **kw)
 
 

@@ -91,7 +91,7 @@ def test_time_from_exif(tmp_path: Path) -> None:
     assert time_from_exif(tmp_path / "c.png") is None
 
 
-def drain(src) -> list[Frame]:  # noqa: ANN001
+def drain(src) -> list[Frame]:
     out = []
     while (f := src.read()) is not None:
         out.append(f)

@@ -50,13 +50,13 @@ class FakeDisk:
 class FullDiskFile:
     """Wraps the writer's raw file: while `full`, writes fail with ENOSPC, after `partial` bytes if set."""
 
-    def __init__(self, real) -> None:  # noqa: ANN001
+    def __init__(self, real) -> None:
         self.real = real
         self.full = False
         self.partial = 0
         self.failures = 0
 
-    def write(self, data) -> int:  # noqa: ANN001
+    def write(self, data) -> int:
         if self.full:
             self.failures += 1
             if self.partial and len(data) > self.partial:
@@ -66,7 +66,7 @@ class FullDiskFile:
             raise OSError(errno.ENOSPC, "No space left on device")
         return self.real.write(data)
 
-    def __getattr__(self, name: str):  # noqa: ANN204
+    def __getattr__(self, name: str):
         return getattr(self.real, name)
 
 

@@ -138,11 +138,11 @@ def test_bundle_hash_is_checked_before_the_model_is_loaded(monkeypatch: pytest.M
                                                               real_sha(p))[1])
     real_import = runtime_mod.import_runtime
 
-    def spy_import():  # noqa: ANN202
+    def spy_import():
         name, rt = real_import()
 
         class Interp(rt.Interpreter):
-            def __init__(self, *a, **kw) -> None:  # noqa: ANN002, ANN003
+            def __init__(self, *a, **kw) -> None:
                 events.append(f"load {Path(kw.get('model_path', a[0] if a else '?')).name}")
                 super().__init__(*a, **kw)
 

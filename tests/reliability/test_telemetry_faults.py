@@ -41,7 +41,7 @@ class CuttableVehicle(MavTestVehicle):
 
     cut = False
 
-    def _send(self, msg) -> None:  # noqa: ANN001
+    def _send(self, msg) -> None:
         if not self.cut:
             super()._send(msg)
 
@@ -65,7 +65,7 @@ def _run_gap(tmp_path: Path, gap_s: float) -> None:
         seq = 0
         phases: dict[int, str] = {}
 
-        def frames_for(seconds: float, phase: str, until=None) -> float:  # noqa: ANN001
+        def frames_for(seconds: float, phase: str, until=None) -> float:
             nonlocal seq
             t0 = time.monotonic()
             while time.monotonic() - t0 < seconds:
