@@ -98,14 +98,14 @@ def decide(
             raise ValueError(f"thresholds for unknown classes {unknown}; the classes are {classes}")
         disease_classes = [c for c in classes if c in thresholds]
     diseases = [c for c in disease_classes if c in thresholds]
-    label = s.argmax(axis=1).astype(np.int64)
-    flagged = np.zeros(len(s), dtype=bool)
+    label: np.ndarray = s.argmax(axis=1).astype(np.int64)
+    flagged: np.ndarray = np.zeros(len(s), dtype=bool)
     if diseases:
         idx = np.array([classes.index(c) for c in diseases], dtype=np.int64)
         thr = np.array([thresholds[c] for c in diseases], dtype=SCORE_DTYPE)
         dis = s[:, idx]
         passed = dis >= thr
-        flagged = passed.any(axis=1)
+        flagged = np.asarray(passed.any(axis=1))
         best = np.where(passed, dis, SCORE_DTYPE(-1.0)).argmax(axis=1)
         label = np.where(flagged, idx[best], label)
     confidence = s[np.arange(len(s)), label]

@@ -194,10 +194,17 @@ class GeotagSection(StrictModel):
     max_hdop: float = Field(default=5.0, gt=0, description="HDOP above this is flagged")
 
 
+LayerFormat = Literal["geojson", "kml", "csv"]
+
+
+def _all_layer_formats() -> list[LayerFormat]:
+    return ["geojson", "kml", "csv"]
+
+
 class SinksSection(StrictModel):
     """Output layers besides detections.jsonl (which is always written)."""
 
-    formats: list[Literal["geojson", "kml", "csv"]] = Field(default_factory=lambda: ["geojson", "kml", "csv"])
+    formats: list[LayerFormat] = Field(default_factory=_all_layer_formats)
     layers_interval_s: float = Field(default=5.0, ge=0, description="rewrite the layers at most this often")
     crops: bool = Field(default=False, description="save a JPEG of each flagged tile with EXIF GPS tags")
     crop_quality: int = Field(default=90, ge=10, le=100)

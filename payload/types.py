@@ -12,7 +12,7 @@ Conventions (the simulator renders with the same ones the payload inverts):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -86,6 +86,7 @@ class PoseSource(Protocol):
         ...
 
 
+@runtime_checkable
 class StatusSender(Protocol):
     """A short text to the ground station (MAVLink STATUSTEXT through the autopilot link)."""
 

@@ -227,7 +227,7 @@ class IsolatedClassifier:
         assert conn is not None
         try:
             conn.send(tiles.shape)
-            conn.send_bytes(memoryview(np.ascontiguousarray(tiles)).cast("B"))
+            conn.send_bytes(np.ascontiguousarray(tiles).data.cast("B"))
         except (OSError, ValueError) as err:
             raise ChildFaultError("died", self._death(err)) from None
         n = tiles.shape[0]

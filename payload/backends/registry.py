@@ -37,6 +37,7 @@ def open_classifier(
     Edge TPU can abort the process natively, and `payload run` must survive that. The CPU backend
     always runs in-process.
     """
+    clf: Classifier
     if backend == "cpu":
         clf = CpuClassifier(bundle, num_threads)
         log.info("backend cpu (requested by model.backend: cpu): %s running %s", clf.name, bundle.cpu_model.name)

@@ -67,8 +67,8 @@ class GeotagHandler:
         self.ctx = DetectionContext(list(labels), model_sha256, self.run_id, cfg.camera, cfg.geotag)
         self.telemetry = telemetry
         self._owns_telemetry = owns_telemetry
-        if status is None and hasattr(telemetry, "send_statustext"):
-            status = telemetry  # type: ignore[assignment]  # the MAVLink link is both
+        if status is None and isinstance(telemetry, StatusSender):
+            status = telemetry  # the MAVLink link is both
         self.tracker = tracker if tracker is not None else hotspot_tracker(cfg)
         # below the free-disk floor crops stop first and the records go on (payload/ops/diskguard.py)
         self.disk = disk if disk is not None else DiskGuard(

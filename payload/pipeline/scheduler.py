@@ -20,6 +20,8 @@ import threading
 import time
 from collections.abc import Callable
 
+import numpy as np
+
 from payload.backends.base import Classifier
 from payload.bundle import Bundle
 from payload.capture.sources import FrameSource
@@ -177,7 +179,7 @@ class Pipeline:
         finally:
             self.mailbox.close()
 
-    def _classify(self, tiles) -> object:  # noqa: ANN001 - numpy batch
+    def _classify(self, tiles: np.ndarray) -> np.ndarray:
         try:
             return self.classifier.classify_batch(tiles)
         except Exception as err:

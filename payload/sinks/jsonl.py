@@ -40,7 +40,8 @@ class JsonlWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fsync = fsync
-        self._dumps = {"separators": (",", ":"), "ensure_ascii": ensure_ascii, "allow_nan": allow_nan}
+        self._ensure_ascii = ensure_ascii
+        self._allow_nan = allow_nan
         # unbuffered binary: a failed write (disk full) leaves nothing queued in a Python buffer that a
         # later flush would append behind our back; the writer truncates the partial line itself
         self._f = open(self.path, "ab", buffering=0)  # noqa: SIM115 - held open for the whole flight
@@ -69,7 +70,7 @@ class JsonlWriter:
         Queued records are written first on the next call (order kept), so a card that fills and is
         then freed (crops stopped, old files deleted) loses no record that was handed in meanwhile.
         """
-        line = json.dumps(record, **self._dumps)  # type: ignore[arg-type]
+        line = json.dumps(record, separators=(",", ":"), ensure_ascii=self._ensure_ascii, allow_nan=self._allow_nan)
         if len(self.pending) >= MAX_PENDING:
             raise JsonlBacklogError(f"{self.path}: {len(self.pending)} records already wait for disk space; "
                                     "record dropped")

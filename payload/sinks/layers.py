@@ -28,8 +28,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 from xml.sax.saxutils import XMLGenerator
+from xml.sax.xmlreader import AttributesImpl
 
 import geojson
 
@@ -231,16 +232,17 @@ class _Kml:
     """A thin KML vocabulary over the standard library's streaming XML writer (which escapes text)."""
 
     def __init__(self, f: IO[str]) -> None:
-        self.g = XMLGenerator(f, encoding="utf-8", short_empty_elements=False)
+        # XMLGenerator writes str to a text stream; its stubs name only io's concrete classes
+        self.g = XMLGenerator(cast(io.TextIOBase, f), encoding="utf-8", short_empty_elements=False)
 
     def start(self, tag: str, **attrs: str) -> None:
-        self.g.startElement(tag, attrs)
+        self.g.startElement(tag, AttributesImpl(attrs))
 
     def end(self, tag: str) -> None:
         self.g.endElement(tag)
 
     def leaf(self, tag: str, text: str) -> None:
-        self.g.startElement(tag, {})
+        self.g.startElement(tag, AttributesImpl({}))
         self.g.characters(text)
         self.g.endElement(tag)
 

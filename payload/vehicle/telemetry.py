@@ -457,7 +457,7 @@ class Telemetry:
             elif not silent and self._lost:
                 self._lost = False
                 log.warning("telemetry: link back after a silence")
-            if self._link_dead() or (silent and age > 2 * self.cfg.link_timeout_s):
+            if self._link_dead() or (silent and age is not None and age > 2 * self.cfg.link_timeout_s):
                 if self.cfg.reconnect:
                     with self._vehicle_lock:
                         vehicle, self._vehicle = self._vehicle, None
