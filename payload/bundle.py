@@ -181,8 +181,12 @@ class ModelCard(_CardPart):
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        """The card as JSON-ready data: the keys it was given (or built with), unknown ones included."""
-        return self.model_dump(mode="json", exclude_unset=True)
+        """The card as plain data: the keys it was given (or built with), unknown ones included.
+
+        Python mode, serialized by json.dumps: values come out exactly as the build put them in
+        (pydantic's JSON mode would, for one, turn a NaN metric into null).
+        """
+        return self.model_dump(mode="python", exclude_unset=True)
 
     def to_json(self) -> str:
         """The text of model_card.json."""
