@@ -20,8 +20,9 @@ test: $(STAMP)  ## the default test suite (fast: small inputs, shared builds)
 test-slow: $(STAMP)  ## heavy cases: 224 px builds, long soaks
 	$(BIN)/python -m pytest -m slow
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff on everything, mypy on payload/ (settings in pyproject.toml)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 edgetpu: $(STAMP)  ## build the model bundle (default profile, ImageNet weights: needs the internet once) into build/bundle/
 	$(BIN)/python -m compile build --config configs/build.yaml --profile default --out build/bundle

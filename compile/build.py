@@ -23,8 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from payload.bundle import CARD, CPU_MODEL, FORMAT_VERSION, LABELS, ModelCard
+
 from . import report
-from .bundle import CARD, finalize, staging_dir
+from .bundle import finalize, staging_dir
 from .config import BuildConfig
 from .data import heldout_factors, iterate_images, make_splits, subset
 from .edgetpu import run_compiler
@@ -35,7 +37,7 @@ from .synthetic import CLASSES, HEALTHY
 from .tflite_check import check_model
 
 log = logging.getLogger(__name__)
-INT8_NAME = "model_int8.tflite"
+INT8_NAME = CPU_MODEL
 
 
 @dataclass
@@ -196,7 +198,7 @@ def run_build(
         else:
             reason = "not compiled yet"
 
-        (staging / "labels.txt").write_text("\n".join(CLASSES) + "\n", encoding="utf-8")
+        (staging / LABELS).write_text("\n".join(CLASSES) + "\n", encoding="utf-8")
         metrics = {"float": m_float, "int8": m_int8, "fidelity": fidelity,
                    "thresholds_int8": chosen, "thresholds_float": chosen_float,
                    "data": splits.summary(), "roc": roc, "backbone_weights": backbone, "warnings": warnings,
@@ -217,8 +219,8 @@ def run_build(
         report.roc_png(roc, staging / "report" / "roc_curves.png")
         feature_maps(model, splits.test, size, seed, staging / "report" / "feature_maps.png")
         build_s = time.monotonic() - t0
-        card = {
-            "format_version": 1,
+        card = ModelCard.model_validate({
+            "format_version": FORMAT_VERSION,
             "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "profile": profile,
             "backbone_weights": backbone,
@@ -278,20 +280,20 @@ def run_build(
                 "python": platform.python_version(),
                 "edgetpu_compiler": None,
             },
-        }
-        finalize(staging, out, card)
+        })
+        written = finalize_card(staging, out, card)
         log.info("int8 bundle written to %s in %.0f s (peak RSS %.0f MB)", out, build_s, peak_rss_mb())
         for warning in warnings:
             log.warning("%s", warning)
         compiler_error: CompilerError | None = None
         if not cpu_only:
             try:
-                card = attach_edgetpu(out, cfg.edgetpu.compiler, cfg.edgetpu.min_runtime_version,
-                                      cfg.edgetpu.timeout_s)
+                written = attach_edgetpu(out, cfg.edgetpu.compiler, cfg.edgetpu.min_runtime_version,
+                                         cfg.edgetpu.timeout_s)
             except CompilerError as err:
                 compiler_error = err
-                card = json.loads((out / CARD).read_text())
-        return BuildResult(out, card, compiler_error)
+                written = json.loads((out / CARD).read_text())
+        return BuildResult(out, written, compiler_error)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         if staging.exists():
@@ -309,7 +311,7 @@ def attach_edgetpu(bundle: Path, compiler: str = "edgetpu_compiler", min_runtime
     card_path = bundle / CARD
     if not card_path.is_file() or not (bundle / INT8_NAME).is_file():
         raise BuildError(f"{bundle} is not a model bundle (no {CARD} or {INT8_NAME}); build one first")
-    card = json.loads(card_path.read_text())
+    card = ModelCard.model_validate_json(card_path.read_text())
     staging = staging_dir(bundle)
     try:
         for p in bundle.rglob("*"):
@@ -317,7 +319,7 @@ def attach_edgetpu(bundle: Path, compiler: str = "edgetpu_compiler", min_runtime
                 target = staging / p.relative_to(bundle)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(p, target)
-        edgetpu = dict(card.get("edgetpu") or {})
+        edgetpu = dict(card.edgetpu or {})
         try:
             log.info("running edgetpu_compiler on %s", bundle / INT8_NAME)
             summary = run_compiler(staging / INT8_NAME, staging, compiler, min_runtime, timeout_s)
@@ -327,13 +329,14 @@ def attach_edgetpu(bundle: Path, compiler: str = "edgetpu_compiler", min_runtime
             not_found = isinstance(err, CompilerNotFoundError)
             edgetpu.update(compiled=False, cpu_only=False, summary=None,
                            reason="edgetpu_compiler not found" if not_found else f"edgetpu_compiler failed: {err}")
-            card["edgetpu"] = edgetpu
-            card.setdefault("tools", {})["edgetpu_compiler"] = None
+            tools = (card.tools or {}) | {"edgetpu_compiler": None}
+            card = card.model_copy(update={"edgetpu": edgetpu, "tools": tools})
             finalize(staging, bundle, card)
             raise
         edgetpu.update(compiled=True, cpu_only=False, reason=None, summary=summary, min_runtime_version=min_runtime)
-        card["edgetpu"] = edgetpu
-        card.setdefault("tools", {})["edgetpu_compiler"] = summary.get("version")
+        card = card.model_copy(
+            update={"edgetpu": edgetpu, "tools": (card.tools or {}) | {"edgetpu_compiler": summary.get("version")}}
+        )
         if not summary.get("fully_mapped", True):
             log.warning("only %s of %s ops run on the Edge TPU; see %s", summary.get("ops_on_tpu"),
                         summary.get("total_ops"), summary.get("log_file"))
@@ -343,7 +346,7 @@ def attach_edgetpu(bundle: Path, compiler: str = "edgetpu_compiler", min_runtime
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def finalize_card(staging: Path, bundle: Path, card: dict[str, Any]) -> dict[str, Any]:
+def finalize_card(staging: Path, bundle: Path, card: ModelCard) -> dict[str, Any]:
     """Finalize and return the card as written (with its file table)."""
     finalize(staging, bundle, card)
     return json.loads((bundle / CARD).read_text())

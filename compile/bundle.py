@@ -14,11 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from payload.bundle import sha256_file  # one digest for build and flight
+from payload.bundle import CARD, ModelCard, sha256_file  # the contract: one digest, one card for build and flight
 
 from .errors import BuildError
-
-CARD = "model_card.json"
 
 
 def file_table(folder: Path) -> dict[str, dict[str, Any]]:
@@ -57,11 +55,10 @@ def staging_dir(dest: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{dest.name}.staging-", dir=dest.parent))
 
 
-def finalize(staging: Path, dest: Path, card: dict[str, Any]) -> Path:
+def finalize(staging: Path, dest: Path, card: ModelCard) -> Path:
     """Hash every staged file into the card, write it, and move the folder into place."""
-    card = dict(card)
-    card["files"] = file_table(staging)
-    (staging / CARD).write_text(json.dumps(card, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    card = card.with_files(file_table(staging))
+    (staging / CARD).write_text(card.to_json(), encoding="utf-8")
     if dest.exists() and not dest.is_dir():
         raise BuildError(f"{dest} exists and is not a folder; choose another --out")
     old = None

@@ -11,23 +11,20 @@ from typing import Any
 
 import numpy as np
 
-from .synthetic import CLASSES, HEALTHY
+from payload import bundle as contract
 
-DISEASES = tuple(c for c in CLASSES if c != HEALTHY)
+from .synthetic import CLASSES
+
+DISEASES = contract.DISEASES
 
 
 def decide(scores: np.ndarray, thresholds: dict[str, float]) -> np.ndarray:
-    """The payload's rule (CONTRACTS.md 1): the highest-scoring flagged disease, else the argmax."""
-    scores = np.asarray(scores, dtype=np.float64)
-    labels = scores.argmax(axis=1)
-    flagged_scores = np.full(scores.shape, -np.inf)
-    for name, thr in thresholds.items():
-        j = CLASSES.index(name)
-        hit = scores[:, j] >= thr
-        flagged_scores[hit, j] = scores[hit, j]
-    any_flag = np.isfinite(flagged_scores).any(axis=1)
-    labels[any_flag] = flagged_scores[any_flag].argmax(axis=1)
-    return labels
+    """Predicted class indices under the payload's own decision rule (payload.bundle.decide).
+
+    The build evaluates its thresholds with the function the drone applies them with, so what
+    the card promises (recall at thresholds) is what flies.
+    """
+    return contract.decide(scores, thresholds, CLASSES).label
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, n: int = len(CLASSES)) -> np.ndarray:
@@ -90,8 +87,9 @@ def threshold_curve(scores: np.ndarray, y_true: np.ndarray, cls: str, grid: np.n
     """Recall, precision, missed and false alarms of `score[cls] >= t` as a one-vs-rest test."""
     j = CLASSES.index(cls)
     pos = np.asarray(y_true) == j
-    s = np.asarray(scores)[:, j]
-    hit = s[None, :] >= grid[:, None]
+    # compared in the contract's precision, exactly as decide() will compare in flight
+    s = np.asarray(scores, dtype=contract.SCORE_DTYPE)[:, j]
+    hit = s[None, :] >= np.asarray(grid, dtype=contract.SCORE_DTYPE)[:, None]
     tp = (hit & pos).sum(axis=1)
     fp = (hit & ~pos).sum(axis=1)
     fn = pos.sum() - tp

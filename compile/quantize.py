@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from payload.bundle import dequantize  # the drone's own dequantization: scores match in flight
+
 log = logging.getLogger(__name__)
 
 
@@ -75,4 +77,4 @@ class Int8Runner:
         self.interpreter.invoke()
         raw = self.interpreter.get_tensor(self.output["index"])[0]
         o_scale, o_zp = self.output["quantization"]
-        return (raw.astype(np.float32) - o_zp) * o_scale
+        return dequantize(raw, float(o_scale), int(o_zp))

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-CLASSES: tuple[str, ...] = ("healthy", "rust", "powdery_mildew")
-HEALTHY = "healthy"
+# the class list is part of the bundle contract; re-exported here for the build's modules
+from payload.bundle import CLASSES, HEALTHY
 
 # Lesion statistics at the 224-px reference: (count range per scale x scale area, radius range px).
 REFERENCE_PX = 224

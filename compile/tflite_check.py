@@ -178,7 +178,7 @@ def check_model(path: str | Path, min_runtime_version: int = 14) -> CheckReport:
         graph_out = sg.OutputsAsNumpy().tolist()
     except ModelCheckError:
         raise
-    except Exception as err:  # a corrupt flatbuffer raises anything from struct/IndexError
+    except Exception as err:  # noqa: BLE001 - a corrupt flatbuffer raises anything from struct/IndexError
         raise ModelCheckError(f"{p}: the model could not be parsed ({type(err).__name__}: {err})") from None
 
     errors: list[str] = []

@@ -178,7 +178,7 @@ def _render(args: argparse.Namespace) -> int:
                 q = tl.pose_at(float(t))
                 gm = rig.renderer.ground_map(q)
                 rgb = rig.camera.render_at(float(t))
-                truth = tile_truth(rig.renderer.render_labels(q, gm), rows, cols)
+                truth = tile_truth(rig.renderer.render_labels(q, gm), rows, cols, s.camera.tile_overlap)
                 p = images.write(float(t), rgb)
                 if video is not None:
                     video.write(rgb)

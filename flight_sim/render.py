@@ -1,7 +1,7 @@
 """The simulated camera: the frame the payload's camera would capture at the vehicle's TRUE pose.
 
 Rendering inverts nothing of its own: every frame pixel is sent through the payload's camera
-model (`payload.camera.pixels_to_ground_offsets`) at the true pose to a point on the field, and
+model (`payload.geo.camera.pixels_to_ground_offsets`) at the true pose to a point on the field, and
 the field raster is sampled there with cv2.remap. A geometry error in the model would therefore
 show up in the payload's geotags and in the simulator alike, which is what the geometry tests
 check against `ground_to_pixel`. The pixel grid is precomputed; per frame it costs one vectorised
@@ -15,12 +15,13 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import pymap3d
 
 from compile.synthetic import CLASSES
 from flight_sim.field import LABEL_OUTSIDE, SOIL_RGB, Field
 from flight_sim.scenario import Scenario
-from payload.camera import CameraModel, pixels_to_ground_offsets
+from payload.geo.camera import CameraModel, pixels_to_ground_offsets
+from payload.geo.frames import geodetic_to_enu
+from payload.pipeline.tiling import grid
 from payload.types import Pose
 
 SKY_RGB = (170, 200, 230)
@@ -58,7 +59,7 @@ class FieldRenderer:
 
     def camera_en_agl(self, pose: Pose) -> tuple[float, float, float]:
         """The camera's east, north from the field origin and its height above the field."""
-        e, n, u = pymap3d.geodetic2enu(pose.lat_deg, pose.lon_deg, pose.alt_m, *self.origin)
+        e, n, u = geodetic_to_enu(pose.lat_deg, pose.lon_deg, pose.alt_m, *self.origin)
         return float(e), float(n), float(u)
 
     def ground_offsets(self, pose: Pose) -> np.ndarray:
@@ -115,28 +116,28 @@ class FieldRenderer:
         return out
 
 
-def tile_truth(labels: np.ndarray, rows: int, cols: int, min_share: float = 0.25) -> list[list[str]]:
-    """The true class of each tile of the payload's grid, from a rendered label frame.
+def tile_truth(
+    labels: np.ndarray, rows: int, cols: int, overlap: float = 0.0, min_share: float = 0.25
+) -> list[list[str]]:
+    """The true class of each tile of the payload's grid (payload.pipeline.tiling.grid), from a rendered label frame.
 
     A tile is the disease class covering the largest share of it when that share is at least
     `min_share` (a classifier should flag it), else "healthy"; "-" when over half of it is
-    outside the field or sky. The mission scorer and classifier checks use this per-tile truth.
+    outside the field or sky. The tile-evaluation tool compares the classifier with this per-tile
+    truth, so it must cover exactly the pixels the payload's tiler crops.
     """
     h, w = labels.shape
-    out: list[list[str]] = []
-    for r in range(rows):
-        row = []
-        for c in range(cols):
-            tile = labels[r * h // rows : (r + 1) * h // rows, c * w // cols : (c + 1) * w // cols]
-            n = tile.size
-            counts = np.bincount(tile.ravel(), minlength=256)
-            if counts[LABEL_OUTSIDE] > n / 2:
-                row.append("-")
-                continue
-            diseases = [(counts[i], CLASSES[i]) for i in range(1, len(CLASSES))]
-            best_n, best = max(diseases)
-            row.append(best if best_n >= min_share * n else CLASSES[0])
-        out.append(row)
+    out: list[list[str]] = [["" for _ in range(cols)] for _ in range(rows)]
+    for b in grid(w, h, rows, cols, overlap):
+        tile = labels[b.y : b.y + b.h, b.x : b.x + b.w]
+        n = tile.size
+        counts = np.bincount(tile.ravel(), minlength=256)
+        if counts[LABEL_OUTSIDE] > n / 2:
+            out[b.row][b.col] = "-"
+            continue
+        diseases = [(counts[i], CLASSES[i]) for i in range(1, len(CLASSES))]
+        best_n, best = max(diseases)
+        out[b.row][b.col] = best if best_n >= min_share * n else CLASSES[0]
     return out
 
 

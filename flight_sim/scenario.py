@@ -17,6 +17,7 @@ from pydantic import ConfigDict, Field
 
 from payload.configio import StrictModel, load_config, validate_config
 from payload.errors import ConfigError
+from payload.pipeline.tiling import tile_span
 
 DISEASES = ("rust", "powdery_mildew")
 MIN_TEXTURE_SCALE_PX = 24  # below this a tile's worth of field cannot hold visible lesions
@@ -76,6 +77,9 @@ class CameraSection(StrictModel):
     fps: float = Field(default=5.0, gt=0, le=60, description="frames per second of flight time")
     tile_rows: int = Field(default=3, ge=1, le=32, description="the payload's tiling grid (payload tiling.rows)")
     tile_cols: int = Field(default=4, ge=1, le=32, description="the payload's tiling grid (payload tiling.cols)")
+    tile_overlap: float = Field(
+        default=0.0, ge=0.0, lt=0.9, description="the payload's tile overlap (payload tiling.overlap)"
+    )
     noise_sigma: float = Field(default=3.0, ge=0, le=50, description="sensor read noise, 0-255 units")
     jpeg_quality: int = Field(default=90, ge=10, le=100)
 
@@ -145,7 +149,9 @@ def tile_ground_size_m(s: Scenario) -> tuple[float, float]:
     cam = s.camera
     fx = (cam.width / 2.0) / math.tan(math.radians(cam.hfov_deg) / 2.0)
     gsd = s.flight.altitude_m / fx  # metres per frame pixel at the image centre
-    return gsd * cam.width / cam.tile_cols, gsd * cam.height / cam.tile_rows
+    # the frame's ground size split as the payload's grid splits the frame (tiling.tile_span)
+    return (tile_span(gsd * cam.width, cam.tile_cols, cam.tile_overlap),
+            tile_span(gsd * cam.height, cam.tile_rows, cam.tile_overlap))
 
 
 def texture_scale_px(s: Scenario) -> float:

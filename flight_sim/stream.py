@@ -79,7 +79,7 @@ class MjpegServer:
             def log_message(self, fmt: str, *args: object) -> None:
                 log.debug("http %s", fmt % args)
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:  # http.server's naming
                 path = self.path.split("?")[0]
                 if path == STILL_PATH:
                     _, jpeg, sim_t = latest.wait_newer(0, 5.0)
@@ -275,7 +275,7 @@ class CameraStreamer:
                 if delay < -self.period:  # fell behind: drop frames rather than burst
                     next_t = time.monotonic()
                 self._stop.wait(max(delay, 0.0))
-        except BaseException as err:  # noqa: BLE001 - reported through .error
+        except BaseException as err:  # reported through .error
             log.exception("camera streamer stopped by an error")
             self.error = err
 

@@ -17,12 +17,12 @@ import math
 from typing import Any
 
 import numpy as np
-import pymap3d
 
 from flight_sim import mav
 from flight_sim.scenario import Scenario
 from flight_sim.timeline import Event, Param, PoseTrack, Timeline
 from flight_sim.tlog import default_params
+from payload.geo.frames import enu_to_geodetic
 
 G = 9.80665
 TRUTH_HZ = 20.0
@@ -182,7 +182,7 @@ def survey_timeline(s: Scenario) -> Timeline:
     pitch = -np.arctan2((push * fwd).sum(1), G) + airborne * _gauss_markov(n, dt, wobble, 1.0, rng)
     roll = np.arctan2((push * right).sum(1), G) * np.cos(pitch) + airborne * _gauss_markov(n, dt, wobble, 1.0, rng)
     yaw = (yaw + airborne * _gauss_markov(n, dt, wobble / 2, 2.0, rng) + np.pi) % (2 * np.pi) - np.pi
-    lat, lon, alt = pymap3d.enu2geodetic(en[:, 0], en[:, 1], up, o.lat, o.lon, o.alt)
+    lat, lon, alt = enu_to_geodetic(en[:, 0], en[:, 1], up, o.lat, o.lon, o.alt)
     truth = PoseTrack(t, np.asarray(lat), np.asarray(lon), np.asarray(alt), roll, pitch, yaw)
 
     # the moments the vehicle arms, reaches altitude, starts landing, lands
@@ -206,7 +206,7 @@ def survey_timeline(s: Scenario) -> Timeline:
     ekf_n = _gauss_markov(len(tt), 1 / fl.telemetry_rate_hz, fl.position_error_m, 20.0, rng)
     ekf_u = _gauss_markov(len(tt), 1 / fl.telemetry_rate_hz, fl.position_error_m * 1.5, 20.0, rng)
     e_t, n_t, u_t = interp(en[:, 0], tt), interp(en[:, 1], tt), interp(up, tt)
-    elat, elon, ealt = pymap3d.enu2geodetic(e_t + ekf_e, n_t + ekf_n, u_t + ekf_u, o.lat, o.lon, o.alt)
+    elat, elon, ealt = enu_to_geodetic(e_t + ekf_e, n_t + ekf_n, u_t + ekf_u, o.lat, o.lon, o.alt)
     ve, vn, vu = interp(vel[:, 0], tt), interp(vel[:, 1], tt), interp(vup, tt)
     r_t = interp(np.unwrap(roll), tt)
     p_t = interp(np.unwrap(pitch), tt)
@@ -237,7 +237,7 @@ def survey_timeline(s: Scenario) -> Timeline:
     ge = np.interp(tg, tt, ekf_e) + rng.normal(0, fl.gps_noise_m, len(tg))
     gn = np.interp(tg, tt, ekf_n) + rng.normal(0, fl.gps_noise_m, len(tg))
     gu = np.interp(tg, tt, ekf_u) + rng.normal(0, fl.gps_noise_m * 1.5, len(tg))
-    glat, glon, galt = pymap3d.enu2geodetic(interp(en[:, 0], tg) + ge, interp(en[:, 1], tg) + gn,
+    glat, glon, galt = enu_to_geodetic(interp(en[:, 0], tg) + ge, interp(en[:, 1], tg) + gn,
                                             interp(up, tg) + gu, o.lat, o.lon, o.alt)  # fmt: skip
     gve, gvn = interp(vel[:, 0], tg), interp(vel[:, 1], tg)
     for k, ts in enumerate(tg):

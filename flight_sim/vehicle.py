@@ -205,7 +205,7 @@ class VehicleEndpoint:
     def _run_safe(self) -> None:
         try:
             self._run()
-        except BaseException as err:  # noqa: BLE001 - reported to the caller through .error and done
+        except BaseException as err:  # reported to the caller through .error and done
             log.exception("vehicle endpoint stopped by an error")
             self.error = err
         finally:

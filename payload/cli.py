@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from payload import __version__
+from payload.backends.registry import BACKEND_NAMES
 from payload.cliutil import run_cli
 from payload.config import load_payload_config
 from payload.logsetup import add_log_level_argument, setup_logging
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format OpenCV reads)")
     p.add_argument("--bundle", help="model bundle folder (default: model.bundle of --config)")
     p.add_argument("--config", help="payload YAML file to take bundle/backend/device/threads from")
-    p.add_argument("--backend", choices=("auto", "edgetpu", "cpu"), help="override model.backend")
+    p.add_argument("--backend", choices=BACKEND_NAMES, help="override model.backend")
     p.add_argument("--device", help="Edge TPU device: usb, usb:N, pci, pci:N")
     p.add_argument("--threads", type=int, help="CPU threads")
     p.add_argument("--json", action="store_true", help="one JSON object per image instead of text")
@@ -52,9 +53,9 @@ def _classify(args: argparse.Namespace) -> int:
 
     from payload.backends import open_classifier
     from payload.bundle import load_bundle
+    from payload.capture.sources import UnreadableFrameError, to_rgb
     from payload.errors import CameraError, UserError
-    from payload.sources import UnreadableFrameError, to_rgb
-    from payload.tiling import resize_whole
+    from payload.pipeline.tiling import resize_whole
 
     cfg = load_payload_config(args.config) if args.config else None
     bundle_path = args.bundle or (cfg.model.bundle if cfg else None)
@@ -115,7 +116,7 @@ def _main(argv: Sequence[str] | None) -> int:
         print(cfg.model_dump_json(indent=2))
         return 0
     if args.command == "run":
-        from payload.runner import run_payload
+        from payload.pipeline.runner import run_payload
 
         run_payload(load_payload_config(args.config))
         return 0
@@ -124,7 +125,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "devices":
         return _devices()
     if args.command == "export":
-        from payload.export import export_from_cli
+        from payload.sinks.export import export_from_cli
 
         return export_from_cli(args.out_dir, args.config, args.radius_m)
     raise AssertionError(f"unhandled command {args.command}")

@@ -13,16 +13,20 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from payload.backends.registry import BackendName
 from payload.configio import StrictModel, load_config
-from payload.hotspots import CANDIDATE_TTL_S, MIN_DETECTIONS
-from payload.signing import read_signing_key
+from payload.keyfile import read_signing_key
+
+# Hotspot defaults, here because the config is their one home (export's defaults read them too).
+MIN_DETECTIONS = 3  # sightings that confirm a hotspot
+CANDIDATE_TTL_S = 600.0  # flight time an unconfirmed cluster is remembered
 
 
 class ModelSection(StrictModel):
     """Which model bundle to run and on what."""
 
     bundle: Path = Field(description="folder written by `make edgetpu` (model_card.json inside)")
-    backend: Literal["auto", "edgetpu", "cpu"] = "auto"
+    backend: BackendName = "auto"
     device: str | None = Field(
         default=None, description="Edge TPU to use: usb, usb:N, pci, pci:N, :N; empty = first found"
     )
@@ -78,7 +82,7 @@ class OutputSection(StrictModel):
 
 
 class SigningSection(StrictModel):
-    """MAVLink 2 message signing on the telemetry link (payload/telemetry.py; the autopilot holds the same key).
+    """MAVLink 2 message signing on the telemetry link (payload/vehicle/telemetry.py; the autopilot holds the same key).
 
     With it, packets that are unsigned or signed with another key are dropped before anything reads
     them, so a forged packet carrying our vehicle's system id is not believed, and every packet the
@@ -124,7 +128,7 @@ class SigningSection(StrictModel):
 
 
 class TelemetrySection(StrictModel):
-    """The MAVLink link to the flight controller (dronekit), owned by payload/telemetry.py."""
+    """The MAVLink link to the flight controller (dronekit), owned by payload/vehicle/telemetry.py."""
 
     connection: str | None = Field(
         default=None,
@@ -162,7 +166,7 @@ class TelemetrySection(StrictModel):
 
 
 class CameraSection(StrictModel):
-    """The camera's intrinsics and mount (payload/camera.py)."""
+    """The camera's intrinsics and mount (payload/geo/camera.py)."""
 
     hfov_deg: float = Field(default=62.2, gt=0, lt=180, description="horizontal field of view (ideal camera)")
     width: int | None = Field(default=None, ge=1, description="calibrated image width; null = frame width")
@@ -190,10 +194,17 @@ class GeotagSection(StrictModel):
     max_hdop: float = Field(default=5.0, gt=0, description="HDOP above this is flagged")
 
 
+LayerFormat = Literal["geojson", "kml", "csv"]
+
+
+def _all_layer_formats() -> list[LayerFormat]:
+    return ["geojson", "kml", "csv"]
+
+
 class SinksSection(StrictModel):
     """Output layers besides detections.jsonl (which is always written)."""
 
-    formats: list[Literal["geojson", "kml", "csv"]] = Field(default_factory=lambda: ["geojson", "kml", "csv"])
+    formats: list[LayerFormat] = Field(default_factory=_all_layer_formats)
     layers_interval_s: float = Field(default=5.0, ge=0, description="rewrite the layers at most this often")
     crops: bool = Field(default=False, description="save a JPEG of each flagged tile with EXIF GPS tags")
     crop_quality: int = Field(default=90, ge=10, le=100)

@@ -6,6 +6,7 @@ know which file, which field, what value was there and what is allowed, in one m
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,7 +34,7 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return "".join(parts) or "(top level)"
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: Mapping[str, Any]) -> str:
     field = _field_path(tuple(error.get("loc", ())))
     kind = error.get("type", "")
     value = error.get("input")

@@ -12,7 +12,7 @@ Conventions (the simulator renders with the same ones the payload inverts):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -27,6 +27,72 @@ class Pose:
     roll_rad: float = 0.0
     pitch_rad: float = 0.0
     yaw_rad: float = 0.0
+
+
+GPS_FIX_NAMES = {0: "no_gps", 1: "no_fix", 2: "2d", 3: "3d", 4: "dgps", 5: "rtk_float", 6: "rtk_fixed"}
+
+
+@dataclass(frozen=True)
+class PoseEstimate:
+    """The vehicle's state at one instant, with what a reader needs to judge it.
+
+    `age_s` is the time from the requested instant to the nearest real position or attitude
+    measurement (the larger of the two): 0 when both were measured right then, large when the pose
+    was bridged over a gap or extrapolated past the newest sample.
+    """
+
+    pose: Pose
+    t_boot_s: float
+    age_s: float
+    position_age_s: float
+    attitude_age_s: float
+    extrapolated: bool
+    relative_alt_m: float
+    home_alt_m: float
+    fix_type: int | None
+    hdop: float | None
+    satellites: int | None
+    gimbal_rpy_deg: tuple[float, float, float] | None = None
+
+    @property
+    def fix_name(self) -> str:
+        return "unknown" if self.fix_type is None else GPS_FIX_NAMES.get(self.fix_type, str(self.fix_type))
+
+
+class PoseSource(Protocol):
+    """What geotagging and preflight need from whatever knows where the vehicle is.
+
+    The MAVLink telemetry link (payload/vehicle/telemetry.py) is one; a GPS-denied local source
+    or a replayed log would be others. Geotagging asks only for the state at a frame's capture
+    time; preflight reads `summary()` (keys as Telemetry.summary documents: link_ok, fix_type,
+    hdop, satellites, home, clock_offset_source, connection, ...).
+    """
+
+    @property
+    def link_ok(self) -> bool:
+        """Whether the source is delivering fresh data now."""
+        ...
+
+    def state_at(self, t_mono: float) -> PoseEstimate | None:
+        """The vehicle's state at companion-computer time `t_mono` (time.monotonic), or None if unknown."""
+        ...
+
+    def summary(self) -> dict[str, Any]:
+        """The source's health for logs and the preflight block."""
+        ...
+
+    def close(self) -> None:
+        """Stop the source's threads and release its link."""
+        ...
+
+
+@runtime_checkable
+class StatusSender(Protocol):
+    """A short text to the ground station (MAVLink STATUSTEXT through the autopilot link)."""
+
+    def send_statustext(self, severity: int, text: str) -> bool:
+        """Send now; False when no link took it (callers retry or queue)."""
+        ...
 
 
 @dataclass(frozen=True)

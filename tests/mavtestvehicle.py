@@ -148,7 +148,7 @@ class MavTestVehicle:
         self.stop()
 
     # ------------------------------------------------------------ sending
-    def _send(self, msg) -> None:  # noqa: ANN001
+    def _send(self, msg) -> None:
         with self._lock:
             self._mav.mav.send(msg)
         self.sent_counts[msg.get_type()] = self.sent_counts.get(msg.get_type(), 0) + 1
@@ -227,7 +227,7 @@ class MavTestVehicle:
             self._stop.wait(period)
 
     # ------------------------------------------------------------ receiving
-    def _refuse_unverified(self, _mav, _msg_id: int) -> bool:  # noqa: ANN001
+    def _refuse_unverified(self, _mav, _msg_id: int) -> bool:
         """ArduPilot's rule on a signing link: nothing unsigned or wrongly signed is accepted."""
         self.rejected_unverified += 1
         return False
@@ -237,7 +237,7 @@ class MavTestVehicle:
         """The vehicle's current signing timestamp (10 us units since 2015)."""
         return int(self._mav.mav.signing.timestamp)
 
-    def _param_value(self, index: int):  # noqa: ANN202
+    def _param_value(self, index: int):
         name = f"TEST_PARAM_{index:02d}".encode()
         return self._mav.mav.param_value_encode(name, float(index), mavlink.MAV_PARAM_TYPE_REAL32, self.n_params, index)
 

@@ -36,10 +36,10 @@ import numpy as np
 
 from payload.backends.cpu import CpuClassifier
 from payload.bundle import Bundle, load_bundle
-from payload.records import JsonlRecordHandler
-from payload.scheduler import Pipeline
-from payload.sources import InProcessSource
-from payload.tiling import Tiler
+from payload.capture.sources import InProcessSource
+from payload.pipeline.scheduler import Pipeline
+from payload.pipeline.tiling import Tiler
+from payload.sinks.records import JsonlRecordHandler
 from payload.types import FrameResult
 from tools.bench_chain import edgetpu_figures, render_figures, replay_figures
 
@@ -105,13 +105,13 @@ class TimingHandler:
 
 
 def pipeline_round(bundle: Bundle, threads: int, seconds: float, rows: int, cols: int, frame_hz: float,
-                   workdir: Path) -> dict:
+                   workdir: Path, overlap: float = 0.0) -> dict:
     """Steady-state tiles per second of the whole pipeline (first frame excluded as warm-up)."""
     rng = np.random.default_rng(1)
     frames = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(4)]
     handler = TimingHandler(JsonlRecordHandler(workdir / "bench_records.jsonl", bundle))
     pipe = Pipeline(InProcessSource(PacedFrames(frames, frame_hz), name="bench"), CpuClassifier(bundle, threads),
-                    handler, bundle, Tiler(rows, cols, 0.0, (bundle.input_height, bundle.input_width)),
+                    handler, bundle, Tiler(rows, cols, overlap, (bundle.input_height, bundle.input_width)),
                     stats_interval_s=3600)
     timer = threading.Timer(seconds, pipe.stop)
     timer.start()
@@ -208,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=6, help="interleaved bare/pipeline rounds")
     ap.add_argument("--rows", type=int, default=3)
     ap.add_argument("--cols", type=int, default=4)
+    ap.add_argument("--overlap", type=float, default=0.0, help="tile overlap, as payload tiling.overlap")
     args = ap.parse_args(argv)
 
     bundle = load_bundle(args.bundle)
@@ -229,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
                     bare_ms += times
                 else:
                     pipe_runs.append(
-                        pipeline_round(bundle, args.threads, args.seconds, args.rows, args.cols, frame_hz, work)
+                        pipeline_round(bundle, args.threads, args.seconds, args.rows, args.cols, frame_hz, work,
+                                       args.overlap)
                     )
             print(f"round {r + 1}: bare {bare_rates[-1]:.1f} invokes/s, pipeline {pipe_runs[-1]['tiles_per_s']:.1f} "
                   "tiles/s", file=sys.stderr)
@@ -278,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": str(bundle.cpu_model),
         "model_sha256": bundle.model_sha256,
         "input": [bundle.input_height, bundle.input_width],
-        "profile": bundle.card.get("profile"),
+        "profile": bundle.card.profile,
         "targets": {k: f"{op} {v}" for k, (op, v) in TARGETS.items()},
     }
     out = Path(args.out)

@@ -3,7 +3,7 @@
 Real-time MAVLink cannot be sped up without changing what is measured (dronekit threads, sockets),
 so the flight is simulated in-process at full speed on a simulated clock: a synthetic camera (a
 fixed pool of 640x480 frames, so the source itself allocates nothing new) at `fps` frames per second
-of flight time, a telemetry double that feeds the REAL StateBuffer (payload/poseinterp.py, with its
+of flight time, a telemetry double that feeds the REAL StateBuffer (payload/vehicle/poseinterp.py, with its
 horizon trimming) 10 Hz samples of a lawnmower survey ahead of each frame, and the REAL pipeline
 behind it: capture -> mailbox -> tiling -> CPU TFLite backend -> bounded queue -> writer ->
 per-frame records + geotagging (detections.jsonl fsync'd, hotspots, layers rewritten in the
@@ -39,14 +39,14 @@ import psutil
 
 from payload.backends.cpu import CpuClassifier
 from payload.bundle import Bundle, load_bundle
+from payload.capture.sources import InProcessSource
 from payload.config import PayloadConfig
-from payload.geotag import FanOutHandler, GeotagHandler
-from payload.poseinterp import AttitudeSample, GpsSample, PositionSample, StateBuffer
-from payload.records import JsonlRecordHandler
-from payload.scheduler import Pipeline
-from payload.sources import InProcessSource
-from payload.tiling import Tiler
+from payload.pipeline.geotag import FanOutHandler, GeotagHandler
+from payload.pipeline.scheduler import Pipeline
+from payload.pipeline.tiling import Tiler
+from payload.sinks.records import JsonlRecordHandler
 from payload.types import Frame
+from payload.vehicle.poseinterp import AttitudeSample, GpsSample, PositionSample, StateBuffer
 
 HOME = (52.2053, 0.1218, 12.0)
 RSS_LIMIT_MB = 5.0

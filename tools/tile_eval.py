@@ -5,8 +5,11 @@ every tile of the payload's grid; this classifies those tiles exactly as the pay
 tiler, same backend, same thresholds) and prints a confusion table. Tiles mostly outside the field
 ("-") count as "outside" truth: any disease call there is a false alarm a grower would see.
 
-    python -m tools.tile_eval --bundle build/quick_bundle --frames DIR [--rows 3 --cols 4]
+    python -m tools.tile_eval --bundle build/quick_bundle --frames DIR [--rows 3 --cols 4 --overlap 0]
         [--min-recall 0.9 --max-confusion 0.02]
+
+The grid defaults to the one the frames were rendered with (the folder's scenario.yaml), so the
+truth and the tiles are cut from the same boxes (payload.pipeline.tiling.grid).
 
 Recall is also reported by diseased fraction: each tile's share of each disease is measured on the
 label frame re-rendered at the frame's true pose (frames.csv), over the payload tiler's own boxes.
@@ -29,11 +32,12 @@ import cv2
 import numpy as np
 
 from flight_sim.field import LABEL_OUTSIDE
+from flight_sim.scenario import load_scenario
 from payload.backends.cpu import CpuClassifier
 from payload.bundle import load_bundle
 from payload.cliutil import run_cli
-from payload.tiling import TileBox, Tiler
-from payload.types import Pose
+from payload.pipeline.tiling import Tiler
+from payload.types import Pose, TileBox
 
 FRACTION_BINS: tuple[tuple[float, float], ...] = ((0.0, 0.1), (0.1, 0.25), (0.25, 0.5), (0.5, 1.01))
 MUST_FLAG_SHARE = 0.25  # a tile at least this diseased must be flagged (flight_sim.render.tile_truth's rule)
@@ -53,7 +57,6 @@ def evaluate(bundle_dir: Path, frames_dir: Path, rows: int, cols: int, overlap: 
     """Confusion counts (truth -> predicted label), disease recall / false-alarm rate, recall by diseased share."""
     from flight_sim.field import build_field
     from flight_sim.render import FieldRenderer
-    from flight_sim.scenario import load_scenario
 
     bundle = load_bundle(bundle_dir)
     clf = CpuClassifier(bundle, 2)
@@ -122,16 +125,23 @@ def _main(argv: Sequence[str] | None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.tile_eval", description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", type=Path, required=True)
     ap.add_argument("--frames", type=Path, required=True, help="a `flight-sim render` output folder")
-    ap.add_argument("--rows", type=int, default=3)
-    ap.add_argument("--cols", type=int, default=4)
-    ap.add_argument("--overlap", type=float, default=0.0, help="the payload's tiling.overlap")
+    ap.add_argument("--rows", type=int, help="default: the rendered scenario's camera.tile_rows (else 3)")
+    ap.add_argument("--cols", type=int, help="default: the rendered scenario's camera.tile_cols (else 4)")
+    ap.add_argument("--overlap", type=float, help="default: the rendered scenario's camera.tile_overlap (else 0)")
     ap.add_argument("--min-recall", type=float, default=None,
                     help="exit 1 if a disease's recall on tiles at least 25 %% diseased is below this")
     ap.add_argument("--max-confusion", type=float, default=None,
                     help="exit 1 if more than this share of a disease's tiles are called the other disease")
     ap.add_argument("--json", type=Path, default=None, help="also write the result here")
     a = ap.parse_args(argv)
-    result = evaluate(a.bundle, a.frames, a.rows, a.cols, a.overlap)
+    rows, cols, overlap = 3, 4, 0.0
+    if (a.frames / "scenario.yaml").is_file():
+        cam = load_scenario(a.frames / "scenario.yaml").camera
+        rows, cols, overlap = cam.tile_rows, cam.tile_cols, cam.tile_overlap
+    rows = a.rows if a.rows is not None else rows
+    cols = a.cols if a.cols is not None else cols
+    overlap = a.overlap if a.overlap is not None else overlap
+    result = evaluate(a.bundle, a.frames, rows, cols, overlap)
     text = json.dumps(result, indent=2)
     print(text)
     if a.json:

@@ -1,8 +1,8 @@
 """The one interface every backend implements, and the TFLite plumbing they share.
 
 The interface is deliberately tiny (a batch of uint8 tiles in, float scores out, `name`, `close`)
-so that a later step can move the Edge TPU into a child process under a watchdog: a USB transfer
-error aborts the whole process natively, and only this surface would have to cross the boundary.
+because the Edge TPU runs in a child process under a watchdog (payload/backends/isolated.py: a USB
+transfer error aborts the whole process natively), and only this surface crosses that boundary.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from payload.bundle import Bundle
+from payload.bundle import Bundle, dequantize
 from payload.errors import BundleError
 
 
@@ -89,9 +89,7 @@ class TFLiteClassifier:
 
     def dequantize(self, raw: np.ndarray) -> np.ndarray:
         """Scores from the raw output tensor values: (q - zero_point) * scale, or as-is for float outputs."""
-        if self._out_dtype.kind == "f" or self._out_scale == 0.0:
-            return raw.astype(np.float32)
-        return (raw.astype(np.float32) - np.float32(self._out_zero)) * np.float32(self._out_scale)
+        return dequantize(raw, self._out_scale, self._out_zero)
 
     def classify_batch(self, tiles: np.ndarray) -> np.ndarray:
         """Run every tile through the interpreter; uint8 (N, H, W, 3) -> float32 (N, C)."""

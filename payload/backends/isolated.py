@@ -1,7 +1,7 @@
 """Run a Classifier in a child process under a watchdog, so an Edge TPU crash cannot end the flight.
 
-A USB Edge TPU can abort the whole process natively ("Deadline exceeded: USB transfer error 2",
-shared/notes/edgetpu.md point 7): no Python exception, no `finally`, the payload is simply gone. So
+A USB Edge TPU can abort the whole process natively (libedgetpu's "Deadline exceeded: USB transfer
+error 2"): no Python exception, no `finally`, the payload is simply gone. So
 the delegate lives in a spawned child process; the parent only sees a pipe. Tiles go to the child
 as raw bytes, and the child answers tile by tile, so a hang is caught after `tile_deadline_s` no
 matter how many tiles a frame has, and a dead child is seen at once (the pipe reaches EOF).
@@ -227,7 +227,7 @@ class IsolatedClassifier:
         assert conn is not None
         try:
             conn.send(tiles.shape)
-            conn.send_bytes(memoryview(np.ascontiguousarray(tiles)).cast("B"))
+            conn.send_bytes(np.ascontiguousarray(tiles).data.cast("B"))
         except (OSError, ValueError) as err:
             raise ChildFaultError("died", self._death(err)) from None
         n = tiles.shape[0]

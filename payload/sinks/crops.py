@@ -9,8 +9,9 @@ so `payload export` leaves them as they are.
 from __future__ import annotations
 
 import io
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
@@ -19,6 +20,11 @@ from typing import Any
 import cv2
 import numpy as np
 import piexif
+
+from payload.sinks.base import SinkBase, SinkContext
+from payload.types import FrameResult
+
+log = logging.getLogger(__name__)
 
 CROPS_DIR = "crops"
 
@@ -87,3 +93,28 @@ def write_crop(out_dir: str | Path, det: Mapping[str, Any], pixels: np.ndarray, 
         os.fsync(f.fileno())
     os.replace(tmp, path)
     return rel
+
+
+class CropsSink(SinkBase):
+    """A geotagged JPEG of each flagged tile, while the free-disk guard allows it; adds `crop` to the record."""
+
+    name = "crops"
+
+    def __init__(self, out_dir: str | Path, quality: int, allowed: Callable[[], bool]) -> None:
+        self.out_dir = Path(out_dir)
+        self.quality = quality
+        self._allowed = allowed
+
+    @classmethod
+    def from_context(cls, ctx: SinkContext) -> CropsSink | None:
+        if not ctx.cfg.sinks.crops:
+            return None
+        return cls(ctx.out_dir, ctx.cfg.sinks.crop_quality, ctx.crops_allowed)
+
+    def write(self, det: dict[str, Any], result: FrameResult) -> None:
+        if not self._allowed():
+            return
+        try:
+            det["crop"] = write_crop(self.out_dir, det, result.frame.pixels, self.quality)
+        except (OSError, ValueError) as err:
+            log.warning("crop not saved for %s: %s", det["id"], err)

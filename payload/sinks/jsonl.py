@@ -1,8 +1,11 @@
-"""detections.jsonl: the append-only source of truth, one JSON record per line.
+"""The crash-safe JSON-lines appender every record file uses, its readers, and the detections sink.
 
-Each record is written, flushed and fsync'd before `write` returns, so a power cut loses at most
-the record being written; that torn last line is reported and skipped by `read_jsonl`, and
-`payload export` rebuilds every other layer from what survived.
+`JsonlWriter` is the one writer of JSONL in the payload (detections.jsonl and the per-frame
+classifications.jsonl): each record is written, flushed and fsync'd before `write` returns, so a
+power cut loses at most the record being written; a full disk leaves no partial line and keeps the
+record queued until space returns. A torn last line is reported and skipped by `read_jsonl`, and
+`payload export` rebuilds every other layer from what survived. detections.jsonl is the source of
+truth of a flight (`DetectionsJsonl`, the sink that writes it).
 """
 
 from __future__ import annotations
@@ -10,10 +13,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from payload.sinks.base import SinkBase, SinkContext
+from payload.types import FrameResult
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +35,13 @@ class JsonlBacklogError(RuntimeError):
 class JsonlWriter:
     """Append records to a JSON-lines file durably (flush + fsync per record)."""
 
-    def __init__(self, path: str | Path, fsync: bool = True) -> None:
+    def __init__(self, path: str | Path, fsync: bool = True, *, ensure_ascii: bool = False,
+                 allow_nan: bool = False) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fsync = fsync
+        self._ensure_ascii = ensure_ascii
+        self._allow_nan = allow_nan
         # unbuffered binary: a failed write (disk full) leaves nothing queued in a Python buffer that a
         # later flush would append behind our back; the writer truncates the partial line itself
         self._f = open(self.path, "ab", buffering=0)  # noqa: SIM115 - held open for the whole flight
@@ -60,7 +70,7 @@ class JsonlWriter:
         Queued records are written first on the next call (order kept), so a card that fills and is
         then freed (crops stopped, old files deleted) loses no record that was handed in meanwhile.
         """
-        line = json.dumps(record, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        line = json.dumps(record, separators=(",", ":"), ensure_ascii=self._ensure_ascii, allow_nan=self._allow_nan)
         if len(self.pending) >= MAX_PENDING:
             raise JsonlBacklogError(f"{self.path}: {len(self.pending)} records already wait for disk space; "
                                     "record dropped")
@@ -170,3 +180,42 @@ def read_jsonl(path: str | Path) -> JsonlReadResult:
     out = JsonlReadResult()
     out.records = list(iter_jsonl(path, problems=out))
     return out
+
+
+class DetectionsJsonl(SinkBase):
+    """The detections.jsonl sink: every detection record, durably, before anything else reads it."""
+
+    name = "jsonl"
+
+    def __init__(self, out_dir: str | Path) -> None:
+        self.path = Path(out_dir) / DETECTIONS_FILE
+        self.writer = JsonlWriter(self.path)
+        self._resume_end = self.writer.committed_bytes
+
+    @classmethod
+    def from_context(cls, ctx: SinkContext) -> DetectionsJsonl:
+        return cls(ctx.out_dir)
+
+    def earlier(self) -> Iterator[dict[str, Any]]:
+        """The detections a previous run left in this file (whole records only)."""
+        problems = JsonlProblems()
+        n = 0
+        for rec in iter_detections(self.path, end=self._resume_end, problems=problems):
+            n += 1
+            yield rec
+        if n or problems.bad_lines:
+            log.info("continuing %s: %d earlier detections (%d unreadable lines skipped)",
+                     self.path, n, len(problems.bad_lines))
+
+    def write(self, det: dict[str, Any], result: FrameResult) -> None:
+        # latency of the record itself: inference finished -> record on disk (mission reports use it)
+        det["t_inferred_mono"] = round(result.t_inferred_mono, 6)
+        det["t_written_mono"] = round(time.monotonic(), 6)
+        try:
+            self.writer.write(det)
+        except OSError as err:  # disk full: the writer keeps the record queued and retries it first
+            log.error("detections.jsonl write failed (%s); %d record(s) queued until space returns",
+                      err, len(self.writer.pending))
+
+    def close(self) -> None:
+        self.writer.close()

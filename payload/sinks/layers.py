@@ -5,9 +5,8 @@ replaced atomically (write a temporary file, then rename), so a crash mid-write 
 previous complete layer, never a torn one. The records are STREAMED (read, written, forgotten):
 a companion computer over a badly diseased field must not hold every sighting of a long flight
 in memory, so the detection layers are written feature by feature: GeoJSON by json, KML by the
-standard library's streaming XML writer, which escapes text. (simplekml was used at first: it
-builds the whole document in memory and keeps the last one alive in a class attribute,
-Kmlable._currentroot, so it went.) Files in the output folder:
+standard library's streaming XML writer, which escapes text (a KML library that builds the whole
+document in memory would grow with the flight). Files in the output folder:
 - detections.geojson / .kml / .csv: one point per sighting (GeoJSON: null geometry when the
   sighting could not be placed; KML skips those; CSV keeps them with empty lat/lon);
 - footprints.geojson: each placed sighting's tile outline on the ground (KML: a folder);
@@ -20,18 +19,27 @@ import contextlib
 import csv
 import io
 import json
+import logging
 import os
 import shutil
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 from xml.sax.saxutils import XMLGenerator
+from xml.sax.xmlreader import AttributesImpl
 
 import geojson
 
-from payload.hotspots import Hotspot
+from payload.geo.hotspots import Hotspot
+from payload.sinks.base import SinkBase, SinkContext
+from payload.sinks.jsonl import DetectionsJsonl, iter_detections
+from payload.types import FrameResult
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("geojson", "kml", "csv")
 # 1e-7 degree is ~1 cm: enough for the geometry, well short of float noise
@@ -224,16 +232,17 @@ class _Kml:
     """A thin KML vocabulary over the standard library's streaming XML writer (which escapes text)."""
 
     def __init__(self, f: IO[str]) -> None:
-        self.g = XMLGenerator(f, encoding="utf-8", short_empty_elements=False)
+        # XMLGenerator writes str to a text stream; its stubs name only io's concrete classes
+        self.g = XMLGenerator(cast(io.TextIOBase, f), encoding="utf-8", short_empty_elements=False)
 
     def start(self, tag: str, **attrs: str) -> None:
-        self.g.startElement(tag, attrs)
+        self.g.startElement(tag, AttributesImpl(attrs))
 
     def end(self, tag: str) -> None:
         self.g.endElement(tag)
 
     def leaf(self, tag: str, text: str) -> None:
-        self.g.startElement(tag, {})
+        self.g.startElement(tag, AttributesImpl({}))
         self.g.characters(text)
         self.g.endElement(tag)
 
@@ -488,3 +497,90 @@ def summary_json(scan: RecordScan, hotspots: Sequence[Hotspot]) -> str:
         },
         indent=2,
     )
+
+
+class LayersSink(SinkBase):
+    """Keeps the GIS layers current: rewritten from detections.jsonl at most every `interval_s` and at close.
+
+    Rebuilding every layer is O(records); on a long flight that takes long enough on a Pi to hold
+    up the writer thread, so it runs beside it in a thread (one at a time), and never takes more
+    than ~20 % of the time (the rebuild holds the GIL). The records are streamed from the file up
+    to the bytes the JSONL writer reported committed, so no record is held in memory and none is
+    read half-written.
+    """
+
+    name = "layers"
+
+    def __init__(
+        self,
+        out_dir: str | Path,
+        detections: DetectionsJsonl,
+        hotspots: Callable[[], list[Hotspot]],
+        formats: Sequence[str] = FORMATS,
+        interval_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.out_dir = Path(out_dir)
+        self.detections = detections
+        self.hotspots = hotspots
+        self.formats = list(formats)
+        self.interval_s = interval_s
+        self._clock = clock
+        self._last = -1e18
+        self._dirty = False
+        self._thread: threading.Thread | None = None
+        self._cost_s = 0.0
+
+    @classmethod
+    def from_context(cls, ctx: SinkContext) -> LayersSink | None:
+        jsonl = ctx.built.get("jsonl")
+        if not isinstance(jsonl, DetectionsJsonl):
+            return None  # the layers are built from detections.jsonl; without it there is nothing to map
+        s = ctx.cfg.sinks
+        return cls(ctx.out_dir, jsonl, ctx.hotspots, s.formats, s.layers_interval_s, ctx.clock)
+
+    def write(self, det: dict[str, Any], result: FrameResult) -> None:
+        self._dirty = True
+
+    def end_frame(self) -> None:
+        self.maybe_write()
+
+    def close(self) -> None:
+        self.write_now()
+
+    def write_now(self) -> None:
+        """Wait for a rewrite in progress, then rewrite in the caller's thread (at close, in tests)."""
+        if self._thread is not None:
+            self._thread.join()
+        self._write(self.detections.writer.committed_bytes, self.hotspots())
+        self._dirty = False
+        self._last = self._clock()
+
+    def maybe_write(self) -> None:
+        """Start a background rewrite when something changed and the interval has passed."""
+        now = self._clock()
+        busy = self._thread is not None and self._thread.is_alive()
+        interval = max(self.interval_s, 4.0 * self._cost_s)
+        if busy or not self._dirty or now - self._last < interval:
+            return
+        self._dirty = False
+        self._last = now
+        self._thread = threading.Thread(
+            target=self._write,
+            args=(self.detections.writer.committed_bytes, self.hotspots()),
+            name="geotag-layers",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def _write(self, committed_bytes: int, hotspots: list[Hotspot]) -> None:
+        """Rebuild the layers from detections.jsonl up to `committed_bytes` (whole records only)."""
+        t0 = time.perf_counter()
+        path = self.detections.path
+        try:
+            write_layers(self.out_dir, lambda: iter_detections(path, end=committed_bytes), hotspots, self.formats)
+            self._cost_s = time.perf_counter() - t0
+        except (OSError, ValueError) as err:
+            # detections.jsonl is safe; `payload export` can rebuild the layers later
+            self._dirty = True
+            log.error("could not write GIS layers (%s); run `payload export %s` after the flight", err, self.out_dir)

@@ -13,6 +13,7 @@ from compile import train as train_mod
 from compile.bundle import finalize, staging_dir, verify_bundle
 from compile.config import load_build_config
 from compile.errors import QuantizationError
+from payload.bundle import ModelCard
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,7 +89,10 @@ def test_finalize_replaces_an_existing_bundle(tmp_path: Path) -> None:
     (dest / "old.txt").write_text("old")
     staging = staging_dir(dest)
     (staging / "labels.txt").write_text("healthy\n")
-    finalize(staging, dest, {"format_version": 1})
+    card = ModelCard.model_validate({
+        "format_version": 1, "classes": ["healthy", "rust"], "healthy_class": "healthy", "disease_classes": ["rust"],
+        "input": {"height": 8, "width": 8, "channels": 3, "dtype": "uint8"}, "thresholds": {"rust": 0.5}})
+    finalize(staging, dest, card)
     assert sorted(p.name for p in dest.iterdir()) == ["labels.txt", "model_card.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
     assert verify_bundle(dest) == []

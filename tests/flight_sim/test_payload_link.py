@@ -1,4 +1,4 @@
-"""The payload's own telemetry (payload.telemetry) against a simulated survey: its pose is the truth's.
+"""The payload's own telemetry (payload.vehicle.telemetry) against a simulated survey: its pose is the truth's.
 
 This is the mission's foundation: frames are rendered at the TRUE pose at wall time t, and the
 payload geotags them with the pose its telemetry estimates for t. Away from 1x that only works
@@ -18,7 +18,7 @@ from flight_sim.scenario import Scenario
 from flight_sim.sim import Simulation
 from flight_sim.survey import survey_timeline
 from payload.config import TelemetrySection
-from payload.telemetry import Telemetry
+from payload.vehicle.telemetry import Telemetry
 from tests.flight_sim.conftest import free_tcp_port
 
 

@@ -15,7 +15,7 @@ from flight_sim.field import LABEL_OUTSIDE, SOIL_RGB, Field, build_field
 from flight_sim.render import FieldRenderer, footprint_size_m, hfov_footprint_width_m, tile_truth
 from flight_sim.scenario import Scenario, texture_scale_px
 from flight_sim.timeline import Timeline
-from payload.camera import CameraModel, ground_offsets_to_pixels, ground_to_pixel
+from payload.geo.camera import CameraModel, ground_offsets_to_pixels, ground_to_pixel
 from payload.types import Pose
 
 RUST, MILDEW = CLASSES.index("rust"), CLASSES.index("powdery_mildew")

@@ -16,7 +16,7 @@ from flight_sim.scenario import Scenario
 from flight_sim.sim import CameraRig, Simulation
 from flight_sim.stream import MjpegServer, write_image_folder, write_video
 from flight_sim.timeline import Timeline
-from payload.sources import time_from_exif, time_from_filename
+from payload.capture.sources import time_from_exif, time_from_filename
 from tests.flight_sim.conftest import free_tcp_port, free_udp_port
 
 
@@ -112,7 +112,7 @@ def test_in_process_frames_for_the_payload(small: Scenario, survey: Timeline) ->
 
 def test_live_in_process_frames_follow_the_clock(small: Scenario, survey: Timeline) -> None:
     from flight_sim.clock import SimClock
-    from payload.sources import InProcessSource
+    from payload.capture.sources import InProcessSource
 
     rig = CameraRig.build(small, survey)
     clock = SimClock(10.0, 60.0, 62.0)

@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 
-from payload.poseinterp import AttitudeSample, GpsSample, PositionSample, StateBuffer
 from payload.types import Frame, FrameResult, TileBox, TileResult
+from payload.vehicle.poseinterp import AttitudeSample, GpsSample, PositionSample, StateBuffer
 
 LABELS = ("healthy", "rust", "powdery_mildew")
 HOME = (52.2053, 0.1218, 12.0)  # lat, lon, alt MSL
@@ -55,7 +55,7 @@ class ScriptedTelemetry:
         self.statustexts: list[tuple[int, str]] = []
         self.link = True
 
-    def state_at(self, t_mono: float):  # noqa: ANN201
+    def state_at(self, t_mono: float):
         return self.buffer.state_at(t_mono)
 
     def send_statustext(self, severity: int, text: str) -> bool:

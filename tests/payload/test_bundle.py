@@ -129,3 +129,28 @@ def test_decision_rule(tiny_bundle_dir: Path) -> None:
     ]
     with pytest.raises(ValueError):
         b.decide(np.zeros((1, 4), np.float32))
+
+
+def test_card_from_a_newer_build_loads_and_keeps_its_extra_keys(bundle_copy: Path) -> None:
+    tinymodel.rewrite_card(bundle_copy, calibration={"method": "temperature", "t": 1.3}, zones_schema=2)
+    b = load_bundle(bundle_copy)
+    assert b.card.to_dict()["calibration"] == {"method": "temperature", "t": 1.3}
+    # a rewrite (as attach_edgetpu does) keeps them, after the known keys
+    again = b.card.with_files(b.card.to_dict()["files"]).to_dict()
+    assert again["zones_schema"] == 2 and list(again)[-2:] == ["calibration", "zones_schema"]
+
+
+def test_card_from_an_older_build_without_optional_keys_loads(bundle_copy: Path) -> None:
+    card = json.loads((bundle_copy / "model_card.json").read_text())
+    for key in ("created_utc", "profile", "edgetpu", "metrics", "training", "tools"):
+        del card[key]
+    (bundle_copy / "model_card.json").write_text(json.dumps(card))
+    b = load_bundle(bundle_copy)
+    assert b.thresholds == {"rust": 0.3, "powdery_mildew": 0.3}
+    assert b.edgetpu_note == "the bundle was built without edgetpu_compiler"
+    assert set(b.card.to_dict()) == set(card)  # nothing invented on the way through
+
+
+def test_card_types_are_checked_not_coerced(bundle_copy: Path) -> None:
+    tinymodel.rewrite_card(bundle_copy, thresholds={"rust": "0.3", "powdery_mildew": 0.3})
+    expect(bundle_copy, "thresholds.rust", "valid number")

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from payload.camera import (
+from payload.geo.camera import (
     CameraModel,
     footprint,
     gimbal_mount_rpy_deg,

@@ -17,8 +17,8 @@ import pymap3d
 import pytest
 
 from payload.config import PayloadConfig
-from payload.export import ExportError, export_layers
-from payload.geotag import GeotagHandler
+from payload.pipeline.geotag import GeotagHandler
+from payload.sinks.export import ExportError, export_layers
 from payload.sinks.jsonl import read_jsonl
 from tests.payload.geotagdoubles import HOME, LABELS, ScriptedTelemetry, frame_result
 
@@ -218,7 +218,7 @@ def test_crops_carry_exif_gps_only_when_trusted(tmp_path: Path) -> None:
 
 def test_export_rebuilds_layers_and_skips_a_torn_line(tmp_path: Path) -> None:
     h, _ = _run_flight(tmp_path, sinks={"layers_interval_s": 3600})  # layers written once, then stale
-    h.jsonl.close()  # the process "dies": no close(), so the layers miss the later records
+    h.sink("jsonl").close()  # the process "dies": no close(), so the layers miss the later records
     out = tmp_path / "out"
     with open(out / "detections.jsonl", "a") as f:
         f.write('{"schema":"cropscout.detection/1","id":"torn","lab')
@@ -259,7 +259,7 @@ def test_exiftool_reads_the_crop_position(tmp_path: Path) -> None:
 
 
 def test_a_hotspot_is_confirmed_by_its_third_sighting() -> None:
-    from payload.hotspots import HotspotTracker
+    from payload.geo.hotspots import HotspotTracker
 
     def det(i: int, lat: float, lon: float, label: str = "rust") -> dict:
         return {"id": f"d{i}", "label": label, "lat": lat, "lon": lon, "trusted": True, "confidence": 0.9,
@@ -282,7 +282,7 @@ def test_a_hotspot_is_confirmed_by_its_third_sighting() -> None:
 
 
 def test_two_clusters_of_one_patch_merge_when_their_centroids_converge() -> None:
-    from payload.hotspots import HotspotTracker
+    from payload.geo.hotspots import HotspotTracker
 
     def det(i: int, east_m: float, label: str = "rust") -> dict:
         lat0, lon0 = -35.3632, 149.1652
@@ -314,8 +314,8 @@ def test_two_clusters_of_one_patch_merge_when_their_centroids_converge() -> None
 
 def test_unconfirmed_candidates_are_forgotten_after_their_ttl_and_export_agrees(tmp_path: Path) -> None:
     """A long flight's sporadic sightings do not pile up in memory; confirmed hotspots always stay."""
-    from payload.export import export_layers
-    from payload.hotspots import HotspotTracker, merge_hotspots
+    from payload.geo.hotspots import HotspotTracker, merge_hotspots
+    from payload.sinks.export import export_layers
     from payload.sinks.jsonl import JsonlWriter
 
     lat0, lon0 = -35.3632, 149.1652

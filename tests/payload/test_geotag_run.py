@@ -17,15 +17,15 @@ import numpy as np
 import pymap3d
 import pytest
 
-from payload.alerts import AlertSender, hotspot_text
-from payload.camera import CameraModel, pixel_to_ground
+from payload.capture.sources import InProcessSource
 from payload.cli import main as payload_main
 from payload.config import GeotagSection, PayloadConfig, PreflightSection
-from payload.hotspots import merge_hotspots
-from payload.preflight import PreflightError, run_preflight
-from payload.runner import build_pipeline
+from payload.geo.camera import CameraModel, pixel_to_ground
+from payload.geo.hotspots import merge_hotspots
+from payload.ops.preflight import PreflightError, run_preflight
+from payload.pipeline.runner import build_pipeline
+from payload.sinks.alerts import AlertSender, hotspot_text
 from payload.sinks.jsonl import read_jsonl
-from payload.sources import InProcessSource
 from payload.types import Frame, Pose
 from tests.mavtestvehicle import MavTestVehicle, free_udp_port
 from tests.payload import tinymodel
@@ -86,7 +86,7 @@ _KILLED_WRITER = r"""
 import sys, time
 sys.path.insert(0, {root!r})
 from payload.config import PayloadConfig
-from payload.geotag import GeotagHandler
+from payload.pipeline.geotag import GeotagHandler
 from tests.payload.geotagdoubles import LABELS, ScriptedTelemetry, frame_result
 cfg = PayloadConfig.model_validate({{"model": {{"bundle": "b"}}, "output": {{"dir": {out!r}}},
                                     "sinks": {{"layers_interval_s": 3600}}}})

@@ -8,7 +8,7 @@ import numpy as np
 import pymap3d
 import pytest
 
-from payload.poseinterp import (
+from payload.vehicle.poseinterp import (
     AttitudeSample,
     ClockSync,
     GpsSample,

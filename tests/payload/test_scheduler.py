@@ -12,11 +12,11 @@ import pytest
 
 from payload.backends.cpu import CpuClassifier
 from payload.bundle import load_bundle
+from payload.capture.sources import FrameSource, InProcessSource
 from payload.errors import CameraError
-from payload.records import JsonlRecordHandler
-from payload.scheduler import Mailbox, Pipeline
-from payload.sources import FrameSource, InProcessSource
-from payload.tiling import Tiler
+from payload.pipeline.scheduler import Mailbox, Pipeline
+from payload.pipeline.tiling import Tiler
+from payload.sinks.records import JsonlRecordHandler
 from payload.types import Frame
 from tests.payload.doubles import RecordingHandler, ScriptedClassifier
 
@@ -61,7 +61,7 @@ def test_lossless_put_waits_for_the_reader_or_an_abort() -> None:
     assert done == [False, True] and box.dropped == 1  # shutdown: the newest frame wins as usual
 
 
-def pipeline(source: FrameSource, clf, handler, bundle_dir: Path, **kw) -> Pipeline:  # noqa: ANN001
+def pipeline(source: FrameSource, clf, handler, bundle_dir: Path, **kw) -> Pipeline:
     return Pipeline(source, clf, handler, load_bundle(bundle_dir), Tiler(2, 2, 0.0, (32, 32)), **kw)
 
 
@@ -224,7 +224,7 @@ def test_a_camera_that_will_not_open_releases_handler_and_backend(tiny_bundle_di
 def test_unpaced_folder_replay_classifies_every_image(tmp_path: Path, tiny_bundle_dir: Path) -> None:
     import cv2
 
-    from payload.sources import FolderSource
+    from payload.capture.sources import FolderSource
 
     for i in range(8):
         cv2.imwrite(str(tmp_path / f"img_{i}.png"), np.full((40, 40, 3), i * 20, np.uint8))

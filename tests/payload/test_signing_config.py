@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 
 from payload.config import PayloadConfig, TelemetrySection, load_payload_config
 from payload.errors import TelemetryError
-from payload.preflight import check_signing
-from payload.signing import read_signing_key
-from payload.telemetry import Telemetry
+from payload.keyfile import read_signing_key
+from payload.ops.preflight import check_signing
+from payload.vehicle.telemetry import Telemetry
 from tests.configtests import expect_config_error, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -220,7 +220,7 @@ def test_any_file_content_is_a_key_or_a_value_error(raw: bytes, tmp_path_factory
 
 @PROPS
 @given(key=st.binary(min_size=32, max_size=32).filter(lambda k: k != bytes(32)), newline=st.sampled_from(["", "\n"]))
-def test_every_key_round_trips_as_raw_and_hex(key: bytes, newline: str, tmp_path_factory) -> None:  # noqa: ANN001
+def test_every_key_round_trips_as_raw_and_hex(key: bytes, newline: str, tmp_path_factory) -> None:
     d = tmp_path_factory.mktemp("k")
     (d / "raw").write_bytes(key)
     (d / "hex").write_text(key.hex() + newline)

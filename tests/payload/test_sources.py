@@ -19,9 +19,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from payload.config import load_payload_config
-from payload.errors import CameraError
-from payload.sources import (
+from payload.capture.sources import (
     FolderSource,
     InProcessSource,
     OpenCVSource,
@@ -33,6 +31,8 @@ from payload.sources import (
     time_from_filename,
     to_rgb,
 )
+from payload.config import load_payload_config
+from payload.errors import CameraError
 from payload.types import Frame
 from tests.configtests import expect_config_error, set_path, write_yaml
 from tests.payload.doubles import FakeCapture
@@ -91,7 +91,7 @@ def test_time_from_exif(tmp_path: Path) -> None:
     assert time_from_exif(tmp_path / "c.png") is None
 
 
-def drain(src) -> list[Frame]:  # noqa: ANN001
+def drain(src) -> list[Frame]:
     out = []
     while (f := src.read()) is not None:
         out.append(f)

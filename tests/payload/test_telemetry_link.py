@@ -14,13 +14,14 @@ from pathlib import Path
 import pymap3d
 import pytest
 
-from payload.camera import CameraModel, pixel_to_ground
 from payload.config import PayloadConfig, TelemetrySection
 from payload.errors import TelemetryError
-from payload.geotag import GeotagHandler, create_geotag_handler
+from payload.geo.camera import CameraModel, pixel_to_ground
+from payload.pipeline.geotag import GeotagHandler
+from payload.pipeline.runner import build_geotag_handler
 from payload.sinks.jsonl import read_jsonl
-from payload.telemetry import Telemetry
 from payload.types import Pose
+from payload.vehicle.telemetry import Telemetry
 from tests.mavtestvehicle import MavTestVehicle, VehicleState, free_udp_port
 from tests.payload.geotagdoubles import LABELS, frame_result
 from tests.waiting import wait_for
@@ -214,7 +215,7 @@ def test_no_link_configured_is_a_user_error() -> None:
 def test_handler_records_flagged_while_the_link_is_down(tmp_path: Path) -> None:
     port = free_udp_port()
     cfg = _payload_cfg(tmp_path, telemetry={"connection": f"udp:127.0.0.1:{port}", "connect_timeout_s": 1.0})
-    handler = create_geotag_handler(cfg, labels=LABELS, model_sha256="cd" * 32)
+    handler = build_geotag_handler(cfg, labels=LABELS, model_sha256="cd" * 32)
     t0 = time.monotonic()
     handler.handle(frame_result(1, time.monotonic(), [(0, 0, 64, 64)]))
     assert time.monotonic() - t0 < 0.5  # the camera pipeline is never blocked by the link

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from payload.tiling import Tiler, grid, resize_whole
+from payload.pipeline.tiling import Tiler, grid, resize_whole
 
 
 def boxes(*args: float) -> list[tuple[int, int, int, int]]:

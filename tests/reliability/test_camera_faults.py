@@ -26,9 +26,9 @@ import numpy as np
 import pytest
 
 from payload.bundle import load_bundle
-from payload.scheduler import Pipeline
-from payload.sources import InProcessSource, OpenCVSource
-from payload.tiling import Tiler
+from payload.capture.sources import InProcessSource, OpenCVSource
+from payload.pipeline.scheduler import Pipeline
+from payload.pipeline.tiling import Tiler
 from tests.payload.doubles import RecordingHandler
 from tests.payload.test_sources import WedgingCameras, number, wait_for
 from tests.reliability.faulty import HealthyClassifier

@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from payload.capture.sources import InProcessSource
 from payload.config import PayloadConfig
-from payload.diskguard import DiskGuard
-from payload.geotag import GeotagHandler
-from payload.scheduler import Pipeline
+from payload.ops.diskguard import DiskGuard
+from payload.pipeline.geotag import GeotagHandler
+from payload.pipeline.scheduler import Pipeline
+from payload.pipeline.tiling import Tiler
 from payload.sinks.jsonl import JsonlWriter, read_jsonl
-from payload.sources import InProcessSource
-from payload.tiling import Tiler
 from payload.types import Frame
 from tests.payload.geotagdoubles import LABELS, ScriptedTelemetry, frame_result
 from tests.reliability.faulty import HealthyClassifier
@@ -50,13 +50,13 @@ class FakeDisk:
 class FullDiskFile:
     """Wraps the writer's raw file: while `full`, writes fail with ENOSPC, after `partial` bytes if set."""
 
-    def __init__(self, real) -> None:  # noqa: ANN001
+    def __init__(self, real) -> None:
         self.real = real
         self.full = False
         self.partial = 0
         self.failures = 0
 
-    def write(self, data) -> int:  # noqa: ANN001
+    def write(self, data) -> int:
         if self.full:
             self.failures += 1
             if self.partial and len(data) > self.partial:
@@ -66,7 +66,7 @@ class FullDiskFile:
             raise OSError(errno.ENOSPC, "No space left on device")
         return self.real.write(data)
 
-    def __getattr__(self, name: str):  # noqa: ANN204
+    def __getattr__(self, name: str):
         return getattr(self.real, name)
 
 
@@ -179,8 +179,9 @@ def test_pipeline_survives_a_full_disk_and_loses_no_record(tmp_path: Path, tiny_
     tel = ScriptedTelemetry(t_end=10.0)
     h = GeotagHandler(_cfg(tmp_path), labels=bundle.labels, model_sha256="ab" * 32, telemetry=tel)
     h.disk._usage = FakeDisk(100)  # below the floor from the start: no crops
-    f = FullDiskFile(h.jsonl._f)
-    h.jsonl._f = f
+    writer = h.sink("jsonl").writer
+    f = FullDiskFile(writer._f)
+    writer._f = f
     n = 30
     rng = np.random.default_rng(3)
 

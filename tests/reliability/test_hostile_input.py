@@ -71,7 +71,7 @@ def _load_or_config_error(loader: Callable[[Path], Any], path: Path) -> None:
 @pytest.mark.parametrize("kind", sorted(LOADERS))
 @FUZZ
 @given(data=st.data())
-def test_mutated_config_loads_or_raises_config_error(kind: str, data: st.DataObject, tmp_path_factory) -> None:  # noqa: ANN001
+def test_mutated_config_loads_or_raises_config_error(kind: str, data: st.DataObject, tmp_path_factory) -> None:
     loader, example = LOADERS[kind]
     doc = yaml.safe_load(example.read_text())
     doc = {} if doc is None else doc
@@ -110,7 +110,7 @@ def test_mutated_config_loads_or_raises_config_error(kind: str, data: st.DataObj
 @pytest.mark.parametrize("kind", sorted(LOADERS))
 @FUZZ
 @given(raw=st.one_of(st.binary(max_size=400), st.text(max_size=400).map(str.encode)))
-def test_random_bytes_as_config(kind: str, raw: bytes, tmp_path_factory) -> None:  # noqa: ANN001
+def test_random_bytes_as_config(kind: str, raw: bytes, tmp_path_factory) -> None:
     loader, _ = LOADERS[kind]
     path = tmp_path_factory.mktemp("cfg") / f"{kind}.yaml"
     path.write_bytes(raw)
@@ -122,7 +122,7 @@ def test_random_bytes_as_config(kind: str, raw: bytes, tmp_path_factory) -> None
     st.sampled_from(["key_format", "link_id", "allow_unsigned", "key_file", "extra"]), value, max_size=3),
     use_file=st.booleans())
 def test_signing_block_with_any_key_file_content(key_bytes: bytes, fields: dict, use_file: bool,
-                                                 tmp_path_factory) -> None:  # noqa: ANN001
+                                                 tmp_path_factory) -> None:
     """telemetry.signing with hostile key files and values: a config with a 32-byte key, or a ConfigError."""
     doc = yaml.safe_load(LOADERS["payload"][1].read_text())
     key_file = tmp_path_factory.mktemp("key") / "signing.key"
@@ -138,7 +138,7 @@ def test_signing_block_with_any_key_file_content(key_bytes: bytes, fields: dict,
     except ConfigError as err:
         assert str(err) and (len(key_bytes) < 16 or key_bytes.decode("latin-1") not in str(err))
         return
-    from payload.signing import read_signing_key
+    from payload.keyfile import read_signing_key
 
     signing = cfg.telemetry.signing
     assert signing is not None and len(read_signing_key(signing.key_file, signing.key_format)) == 32
@@ -205,7 +205,7 @@ def test_truncated_model_is_a_bundle_error(cut: float, bundle_copy: Path) -> Non
 
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(data=st.data())
-def test_bit_flipped_model_never_crashes(data: st.DataObject, tiny_bundle_dir: Path, tmp_path_factory) -> None:  # noqa: ANN001
+def test_bit_flipped_model_never_crashes(data: st.DataObject, tiny_bundle_dir: Path, tmp_path_factory) -> None:
     """Random byte damage in the flatbuffer: a BundleError, or a model that still runs with valid scores.
 
     Flatbuffer damage can give a model that loads (weights changed): then scores must still be finite

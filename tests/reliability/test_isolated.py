@@ -22,9 +22,9 @@ from payload.backends import open_classifier
 from payload.backends.edgetpu import EdgeTpuUnavailable
 from payload.backends.isolated import IsolatedBackendError, IsolatedClassifier, open_edgetpu_isolated
 from payload.bundle import load_bundle
-from payload.scheduler import Pipeline
-from payload.sources import InProcessSource
-from payload.tiling import Tiler
+from payload.capture.sources import InProcessSource
+from payload.pipeline.scheduler import Pipeline
+from payload.pipeline.tiling import Tiler
 from tests.payload.doubles import RecordingHandler
 from tests.reliability.faulty import HealthyClassifier, expected_scores, make_faulty
 
@@ -40,7 +40,7 @@ def tiles(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, SIZE, SIZE, 3), dtype=np.uint8)
 
 
-def isolated(fault: str, at_call: int, marker: Path | None, **kw) -> IsolatedClassifier:  # noqa: ANN003
+def isolated(fault: str, at_call: int, marker: Path | None, **kw) -> IsolatedClassifier:
     return IsolatedClassifier(make_faulty, (N_CLASSES, SIZE, fault, at_call, str(marker) if marker else None),
                               N_CLASSES, tile_deadline_s=DEADLINE_S, **kw)
 
@@ -135,7 +135,7 @@ def test_open_classifier_isolates_only_when_asked(monkeypatch: pytest.MonkeyPatc
 
     seen: list[str | None] = []
 
-    def fake(bundle, device):  # noqa: ANN001, ANN202
+    def fake(bundle, device):
         seen.append(device)
         return HealthyClassifier(name="edgetpu (isolated double)")
 
@@ -146,12 +146,12 @@ def test_open_classifier_isolates_only_when_asked(monkeypatch: pytest.MonkeyPatc
 
 def test_runner_asks_for_isolation(monkeypatch: pytest.MonkeyPatch, tiny_tpu_bundle_dir: Path,
                                    tmp_path: Path) -> None:
-    import payload.runner as runner
+    import payload.pipeline.runner as runner
     from payload.config import PayloadConfig
 
     got: dict[str, object] = {}
 
-    def spy(bundle, backend, device, num_threads, *, isolate=False):  # noqa: ANN001, ANN202
+    def spy(bundle, backend, device, num_threads, *, isolate=False):
         got.update(backend=backend, isolate=isolate)
         return HealthyClassifier()
 
@@ -163,7 +163,7 @@ def test_runner_asks_for_isolation(monkeypatch: pytest.MonkeyPatch, tiny_tpu_bun
     assert pipe.fallback is not None  # an edgetpu flight also fails over to the CPU
 
 
-def gated_frames(n: int, handler: RecordingHandler, timeout: float = 30.0):  # noqa: ANN201
+def gated_frames(n: int, handler: RecordingHandler, timeout: float = 30.0):
     """Frames released one at a time, each after the previous one was written: no mailbox drops, so a
     missing frame can only be a frame the fault lost."""
     rng = np.random.default_rng(7)
@@ -268,11 +268,11 @@ def test_payload_run_wiring_fails_over_to_the_real_cpu_backend(monkeypatch: pyte
     import json
 
     import payload.backends.isolated as iso
-    import payload.runner as runner
+    import payload.pipeline.runner as runner
     from payload.backends.cpu import CpuClassifier
     from payload.config import PayloadConfig
 
-    def faulty_edgetpu(bundle, device):  # noqa: ANN001, ANN202
+    def faulty_edgetpu(bundle, device):
         return IsolatedClassifier(make_faulty, (N_CLASSES, SIZE, "abort", 1 + 2 * 4 + 1, None), N_CLASSES,
                                   tile_deadline_s=DEADLINE_S)
 
@@ -285,7 +285,7 @@ def test_payload_run_wiring_fails_over_to_the_real_cpu_backend(monkeypatch: pyte
     n = 10
     written: list[int] = []
 
-    def frames():  # noqa: ANN202
+    def frames():
         rng = np.random.default_rng(1)
         for k in range(n):
             deadline = time.monotonic() + 30

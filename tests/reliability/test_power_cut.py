@@ -141,7 +141,7 @@ def test_sigkill_mid_flight_loses_no_written_detection(tmp_path: Path, tiny_bund
     # the payload comes back after the power cut and continues the same file: the torn line stays
     # where it is (reported), the new records start on a fresh line
     from payload.config import PayloadConfig
-    from payload.geotag import GeotagHandler
+    from payload.pipeline.geotag import GeotagHandler
     from tests.payload.geotagdoubles import LABELS, frame_result
 
     again = GeotagHandler(PayloadConfig.model_validate({"model": {"bundle": str(bundle)}, "output": {"dir": str(out)},

@@ -19,7 +19,7 @@ import yaml
 
 from payload.config import PayloadConfig
 from payload.errors import BundleError, ConfigError
-from payload.paths import check_output_dir, resolve_config_paths
+from payload.ops.paths import check_output_dir, resolve_config_paths
 from tests.payload import tinymodel
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,7 +79,7 @@ def test_payload_run_opens_no_listening_port(tmp_path: Path, tiny_tpu_bundle_dir
 def test_configured_telemetry_listens_on_loopback_only_as_told(tmp_path: Path) -> None:
     """With `udp:127.0.0.1:PORT` the link binds exactly that (UDP, not a TCP listener)."""
     from payload.config import TelemetrySection
-    from payload.telemetry import Telemetry
+    from payload.vehicle.telemetry import Telemetry
     from tests.mavtestvehicle import MavTestVehicle, free_udp_port
     from tests.payload.test_telemetry_link import HOME, straight_flight
 
@@ -128,8 +128,8 @@ def test_bundle_hash_is_checked_before_the_model_is_loaded(monkeypatch: pytest.M
                                                            bundle_copy: Path, tmp_path: Path) -> None:
     import payload.backends.runtime as runtime_mod
     import payload.bundle as bundle_mod
-    from payload.runner import build_pipeline
-    from payload.sources import InProcessSource
+    from payload.capture.sources import InProcessSource
+    from payload.pipeline.runner import build_pipeline
     from tests.payload.doubles import RecordingHandler
 
     events: list[str] = []
@@ -138,11 +138,11 @@ def test_bundle_hash_is_checked_before_the_model_is_loaded(monkeypatch: pytest.M
                                                               real_sha(p))[1])
     real_import = runtime_mod.import_runtime
 
-    def spy_import():  # noqa: ANN202
+    def spy_import():
         name, rt = real_import()
 
         class Interp(rt.Interpreter):
-            def __init__(self, *a, **kw) -> None:  # noqa: ANN002, ANN003
+            def __init__(self, *a, **kw) -> None:
                 events.append(f"load {Path(kw.get('model_path', a[0] if a else '?')).name}")
                 super().__init__(*a, **kw)
 

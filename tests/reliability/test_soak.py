@@ -60,7 +60,7 @@ def test_geotagging_holds_no_memory_per_detection(tmp_path: Path) -> None:
     import tracemalloc
 
     from payload.config import PayloadConfig
-    from payload.geotag import GeotagHandler
+    from payload.pipeline.geotag import GeotagHandler
     from tests.payload.geotagdoubles import LABELS, frame_result
     from tools.soak import SurveyTelemetry
 
@@ -81,7 +81,7 @@ def test_geotagging_holds_no_memory_per_detection(tmp_path: Path) -> None:
             boxes = [((37 * k) % 560, (53 * k) % 400, 80, 80), ((91 * k) % 560, (29 * k) % 400, 80, 80)]
             h.handle(frame_result(k, float(k), boxes, "rust" if k % 3 else "powdery_mildew"))
             if k in (600, 1399):
-                h._maybe_write_layers(force=True)  # noqa: SLF001 - measure after a layer rewrite too
+                h.sink("layers").write_now()  # measure after a layer rewrite too
                 gc.collect()
                 traced[k] = tracemalloc.get_traced_memory()[0]
     finally:

@@ -24,9 +24,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from payload.config import PayloadConfig, TelemetrySection
-from payload.geotag import GeotagHandler
+from payload.pipeline.geotag import GeotagHandler
 from payload.sinks.jsonl import read_jsonl
-from payload.telemetry import Telemetry
+from payload.vehicle.telemetry import Telemetry
 from tests.mavtestvehicle import MavTestVehicle, VehicleState, free_udp_port
 from tests.payload.geotagdoubles import LABELS, frame_result
 from tests.payload.test_telemetry_link import HOME, straight_flight
@@ -41,7 +41,7 @@ class CuttableVehicle(MavTestVehicle):
 
     cut = False
 
-    def _send(self, msg) -> None:  # noqa: ANN001
+    def _send(self, msg) -> None:
         if not self.cut:
             super()._send(msg)
 
@@ -65,7 +65,7 @@ def _run_gap(tmp_path: Path, gap_s: float) -> None:
         seq = 0
         phases: dict[int, str] = {}
 
-        def frames_for(seconds: float, phase: str, until=None) -> float:  # noqa: ANN001
+        def frames_for(seconds: float, phase: str, until=None) -> float:
             nonlocal seq
             t0 = time.monotonic()
             while time.monotonic() - t0 < seconds:
@@ -228,7 +228,7 @@ def test_no_junk_datagram_swallows_the_next_good_packet(junk: list[bytes]) -> No
 
     from pymavlink import mavutil
 
-    from payload.telemetry import frame_udp_datagrams
+    from payload.vehicle.mavpatch import frame_udp_datagrams
 
     master = mavutil.mavlink_connection("udpin:127.0.0.1:0", source_system=255)
     try:
@@ -261,7 +261,7 @@ def test_udp_client_addresses_can_grow_while_a_send_is_under_way() -> None:
 
     from pymavlink import mavutil
 
-    from payload.telemetry import frame_udp_datagrams
+    from payload.vehicle.mavpatch import frame_udp_datagrams
 
     master = mavutil.mavlink_connection("udpin:127.0.0.1:0")
     try:

@@ -30,10 +30,10 @@ from pymavlink.dialects.v20 import ardupilotmega as mav2
 
 from payload.config import GeotagSection, TelemetrySection
 from payload.errors import TelemetryError
-from payload.poseinterp import PositionSample
-from payload.preflight import check_telemetry
-from payload.signing import SIGNING_NEW_STREAM_WINDOW, LinkSigning, signing_timestamp
-from payload.telemetry import Telemetry
+from payload.ops.preflight import check_telemetry
+from payload.vehicle.poseinterp import PositionSample
+from payload.vehicle.signing import SIGNING_NEW_STREAM_WINDOW, LinkSigning, signing_timestamp
+from payload.vehicle.telemetry import Telemetry
 from tests.mavtestvehicle import MavTestVehicle, free_udp_port
 from tests.payload.test_telemetry_link import HOME, straight_flight
 from tests.reliability.test_telemetry_faults import far_away
@@ -73,7 +73,7 @@ def _record_positions(tel: Telemetry) -> list[PositionSample]:
     return recorded
 
 
-def _metres(lat: float, lon: float, alt: float, truth) -> float:  # noqa: ANN001
+def _metres(lat: float, lon: float, alt: float, truth) -> float:
     e, n, u = pymap3d.geodetic2enu(lat, lon, alt, truth.lat, truth.lon, truth.alt)
     return math.sqrt(e * e + n * n + u * u)
 
@@ -236,7 +236,7 @@ def test_allow_unsigned_accepts_unsigned_but_never_a_wrong_signature(tmp_path: P
 # -- at the parser -----------------------------------------------------------------------------------------
 
 
-def _v2_master():  # noqa: ANN202 - a pymavlink mavfile
+def _v2_master():  # a pymavlink mavfile
     """A pymavlink connection with a MAVLink 2 parser, without switching pymavlink's globals."""
     master = mavutil.mavlink_connection("udpin:127.0.0.1:0", source_system=255)
     master.mav = mav2.MAVLink(master, srcSystem=255, srcComponent=0)
@@ -261,7 +261,7 @@ def _position(enc: mav2.MAVLink, timestamp: int | None = None, lat: int = 473977
     return enc.global_position_int_encode(1000, lat, 85456000, 518000, 30000, 0, 0, 0, 0).pack(enc)
 
 
-def _parse(master, data: bytes):  # noqa: ANN001, ANN202
+def _parse(master, data: bytes):
     msgs = master.mav.parse_buffer(data) or []
     assert len(msgs) == 1, msgs
     return msgs[0]

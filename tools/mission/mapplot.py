@@ -11,10 +11,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.patches import Circle, Polygon, Rectangle  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.patches import Circle, Polygon, Rectangle
 
-from tools.mission.score import FoundHotspot, TruePatch  # noqa: E402
+from tools.mission.score import FoundHotspot, TruePatch
 
 CLASS_COLOURS = {"rust": "#c0501f", "powdery_mildew": "#7a5cc4", "healthy": "#3a8f3a"}
 

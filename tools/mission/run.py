@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pymap3d
 import yaml
 
 from flight_sim.scenario import Scenario, load_scenario, tile_ground_size_m
 from flight_sim.sim import Simulation
-from payload.camera import CameraModel, footprint
 from payload.errors import UserError
+from payload.geo.camera import CameraModel, footprint
+from payload.geo.frames import geodetic_to_enu
 from payload.sinks.jsonl import read_jsonl
 from tools.mission.mapplot import draw_mission_map
 from tools.mission.score import FoundHotspot, TruePatch, score_mission
@@ -94,7 +94,7 @@ def payload_config(plan: MissionPlan, s: Scenario, vehicle_url: str, camera_url:
     return {
         "model": {"bundle": str(plan.bundle.resolve()), "backend": "auto", "num_threads": 2},
         "source": {"kind": "opencv", "uri": camera_url, "reconnect_min_s": 0.2, "reconnect_max_s": 2.0},
-        "tiling": {"rows": c.tile_rows, "cols": c.tile_cols, "overlap": 0.0},
+        "tiling": {"rows": c.tile_rows, "cols": c.tile_cols, "overlap": c.tile_overlap},
         "scheduler": {"stats_interval_s": 10.0, "queue_size": 256},
         "output": {"dir": str(plan.out_dir.resolve())},
         "telemetry": {"connection": vehicle_url, "connect_timeout_s": 30.0},
@@ -109,7 +109,7 @@ def payload_config(plan: MissionPlan, s: Scenario, vehicle_url: str, camera_url:
 
 
 def _enu(lat: float, lon: float, s: Scenario) -> tuple[float, float]:
-    e, n, _ = pymap3d.geodetic2enu(lat, lon, s.origin.alt, s.origin.lat, s.origin.lon, s.origin.alt)
+    e, n, _ = geodetic_to_enu(lat, lon, s.origin.alt, s.origin.lat, s.origin.lon, s.origin.alt)
     return float(e), float(n)
 
 

@@ -1,13 +1,20 @@
-"""Pick the backend the config asks for, and say in the log exactly why it is that one.
+"""The backends the payload knows, which one the config gets, and when the CPU takes over.
 
-`auto` tries the Edge TPU and falls back to the CPU (a drone without its accelerator still scouts,
-slower); `edgetpu` refuses to fly without it; `cpu` never touches it.
+The one list of backend names (config validation, the CLI's choices and selection all read
+`BACKEND_NAMES`) and the whole fallback policy live here:
+- at start, `auto` tries the Edge TPU and falls back to the CPU (a drone without its accelerator
+  still scouts, slower); `edgetpu` refuses to take off without it; `cpu` never touches it;
+- in flight, a backend other than the CPU that fails during inference hands over to the CPU,
+  whether the config said auto or edgetpu (edgetpu only means "do not take off without it"). The
+  scheduler calls the factory `cpu_fallback` returns; it holds no policy of its own.
+Adding a backend: its module in this package, its name in `BackendName`, a branch in `open_classifier`.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from collections.abc import Callable
+from typing import Literal, get_args
 
 from payload.backends.base import Classifier
 from payload.backends.cpu import CpuClassifier
@@ -16,11 +23,12 @@ from payload.bundle import Bundle
 
 log = logging.getLogger("payload.backend")
 
-BackendChoice = Literal["auto", "edgetpu", "cpu"]
+BackendName = Literal["auto", "edgetpu", "cpu"]
+BACKEND_NAMES: tuple[str, ...] = get_args(BackendName)
 
 
 def open_classifier(
-    bundle: Bundle, backend: BackendChoice = "auto", device: str | None = None, num_threads: int = 2,
+    bundle: Bundle, backend: BackendName = "auto", device: str | None = None, num_threads: int = 2,
     *, isolate: bool = False,
 ) -> Classifier:
     """Open the backend for `bundle` according to the selection rule; raises UserError subclasses.
@@ -29,6 +37,7 @@ def open_classifier(
     Edge TPU can abort the process natively, and `payload run` must survive that. The CPU backend
     always runs in-process.
     """
+    clf: Classifier
     if backend == "cpu":
         clf = CpuClassifier(bundle, num_threads)
         log.info("backend cpu (requested by model.backend: cpu): %s running %s", clf.name, bundle.cpu_model.name)
@@ -67,3 +76,21 @@ def _open_edgetpu(bundle: Bundle, device: str | None, isolate: bool) -> Classifi
 
 def _tpu_model_name(bundle: Bundle) -> str:
     return bundle.edgetpu_model.name if bundle.edgetpu_model else "?"
+
+
+def cpu_fallback(
+    bundle: Bundle, backend: BackendName, classifier: Classifier, num_threads: int
+) -> Callable[[], Classifier] | None:
+    """What replaces `classifier` if it fails during inference: a CPU classifier, or None.
+
+    The Edge TPU runs in a watched child process in flight (a USB abort must not end the flight);
+    when it fails for good, the CPU takes over and re-runs the frame in flight. A CPU backend has
+    nothing to fall back to.
+    """
+    if backend == "cpu" or isinstance(classifier, CpuClassifier):
+        return None
+
+    def fallback() -> Classifier:
+        return CpuClassifier(bundle, num_threads)
+
+    return fallback

@@ -14,10 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import pymap3d
-
-MIN_DETECTIONS = 3  # sightings that confirm a hotspot (the payload config's default)
-CANDIDATE_TTL_S = 600.0  # flight time an unconfirmed cluster is remembered (the payload config's default)
+from payload.geo.frames import enu_to_geodetic, geodetic_to_enu
 
 
 @dataclass(slots=True)
@@ -53,7 +50,7 @@ class Hotspot:
     def centroid(self) -> tuple[float, float]:
         """Centroid (lat, lon) degrees."""
         e, n = self.centroid_en
-        lat, lon, _ = pymap3d.enu2geodetic(e, n, 0.0, self.anchor_lat, self.anchor_lon, 0.0)
+        lat, lon, _ = enu_to_geodetic(e, n, 0.0, self.anchor_lat, self.anchor_lon, 0.0)
         return float(lat), float(lon)
 
     @property
@@ -184,7 +181,7 @@ class HotspotTracker:
         # plane is exact to millimetres.
         if self._anchor is None:
             self._anchor = (lat, lon)
-        e0, n0, _ = pymap3d.geodetic2enu(lat, lon, 0.0, self._anchor[0], self._anchor[1], 0.0)
+        e0, n0, _ = geodetic_to_enu(lat, lon, 0.0, self._anchor[0], self._anchor[1], 0.0)
         e, n = float(e0), float(n0)
         best: tuple[float, Hotspot] | None = None
         for h in self.clusters:

@@ -20,11 +20,9 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
-import pymap3d
 
-from payload.types import Pose
-
-GPS_FIX_NAMES = {0: "no_gps", 1: "no_fix", 2: "2d", 3: "3d", 4: "dgps", 5: "rtk_float", 6: "rtk_fixed"}
+from payload.geo.frames import enu_to_geodetic, geodetic_to_enu
+from payload.types import Pose, PoseEstimate
 
 
 @dataclass(frozen=True)
@@ -71,33 +69,6 @@ class GimbalSample:
     yaw_deg: float
 
 
-@dataclass(frozen=True)
-class PoseEstimate:
-    """The vehicle's state at one instant, with what a reader needs to judge it.
-
-    `age_s` is the time from the requested instant to the nearest real position or attitude
-    measurement (the larger of the two): 0 when both were measured right then, large when the pose
-    was bridged over a gap or extrapolated past the newest sample.
-    """
-
-    pose: Pose
-    t_boot_s: float
-    age_s: float
-    position_age_s: float
-    attitude_age_s: float
-    extrapolated: bool
-    relative_alt_m: float
-    home_alt_m: float
-    fix_type: int | None
-    hdop: float | None
-    satellites: int | None
-    gimbal_rpy_deg: tuple[float, float, float] | None = None
-
-    @property
-    def fix_name(self) -> str:
-        return "unknown" if self.fix_type is None else GPS_FIX_NAMES.get(self.fix_type, str(self.fix_type))
-
-
 def wrap_pi(a: float) -> float:
     """An angle in [-pi, pi)."""
     return (a + math.pi) % (2.0 * math.pi) - math.pi
@@ -136,13 +107,13 @@ def interpolate_position(
         ta, tb = times[i - 1], times[i]
         dt = tb - ta
         s = 0.0 if dt <= 0 else (t - ta) / dt
-        e1, n1, u1 = pymap3d.geodetic2enu(b.lat_deg, b.lon_deg, b.alt_m, a.lat_deg, a.lon_deg, a.alt_m)
+        e1, n1, u1 = geodetic_to_enu(b.lat_deg, b.lon_deg, b.alt_m, a.lat_deg, a.lon_deg, a.alt_m)
         p0 = np.zeros(3)
         p1 = np.array([e1, n1, u1], dtype=float)
         v0 = np.array([a.ve, a.vn, -a.vd])
         v1 = np.array([b.ve, b.vn, -b.vd])
         p = _hermite(p0, v0, p1, v1, dt, s)
-        lat, lon, alt = pymap3d.enu2geodetic(p[0], p[1], p[2], a.lat_deg, a.lon_deg, a.alt_m)
+        lat, lon, alt = enu_to_geodetic(p[0], p[1], p[2], a.lat_deg, a.lon_deg, a.alt_m)
         rel = a.relative_alt_m + (p[2] - 0.0)
         v = v0 + s * (v1 - v0)
         out = PositionSample(t, float(lat), float(lon), float(alt), float(rel), float(v[1]), float(v[0]), float(-v[2]))
@@ -150,7 +121,7 @@ def interpolate_position(
     ref_i = 0 if i == 0 else len(samples) - 1
     ref, tr = samples[ref_i], times[ref_i]
     dt = t - tr
-    lat, lon, alt = pymap3d.enu2geodetic(ref.ve * dt, ref.vn * dt, -ref.vd * dt, ref.lat_deg, ref.lon_deg, ref.alt_m)
+    lat, lon, alt = enu_to_geodetic(ref.ve * dt, ref.vn * dt, -ref.vd * dt, ref.lat_deg, ref.lon_deg, ref.alt_m)
     out = PositionSample(
         t, float(lat), float(lon), float(alt), ref.relative_alt_m - ref.vd * dt, ref.vn, ref.ve, ref.vd
     )

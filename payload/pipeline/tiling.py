@@ -2,8 +2,10 @@
 
 The geometry is a pure function (no pixels) so it can be checked against hand-worked answers and
 reused by the simulator and the geotagger (a tile's centre is the pixel that gets projected to the
-ground). Cropping and resizing stay uint8 (cv2.resize INTER_AREA into a preallocated batch): no
-float maths per pixel on the hot path.
+ground). This is the only tile grid in the repository: the simulator's per-tile truth, the
+mission, bench, soak and tile-evaluation tools all take their boxes from `grid()`, overlap included.
+Cropping and resizing stay uint8 (cv2.resize INTER_AREA into a preallocated batch): no float maths
+per pixel on the hot path.
 """
 
 from __future__ import annotations
@@ -16,13 +18,22 @@ import numpy as np
 from payload.types import TileBox
 
 
+def tile_span(length: float, n: int, overlap: float) -> float:
+    """The exact size of each of n equal spans covering `length` with fractional `overlap`.
+
+    `grid` rounds it up to whole pixels; the simulator uses it unrounded for the ground a tile
+    covers (texture scale, hotspot radius).
+    """
+    return length / (n - (n - 1) * overlap)
+
+
 def _spans(length: int, n: int, overlap: float) -> list[tuple[int, int]]:
     """(start, size) of n equal spans covering [0, length) with the given fractional overlap.
 
     The size is rounded up so that together the spans cover every pixel; the starts are spread
     evenly so that the first begins at 0 and the last ends exactly at `length`.
     """
-    size = min(length, math.ceil(length / (n - (n - 1) * overlap) - 1e-9))
+    size = min(length, math.ceil(tile_span(length, n, overlap) - 1e-9))
     if n == 1:
         return [(0, size)]
     return [(round(i * (length - size) / (n - 1)), size) for i in range(n)]

@@ -16,16 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from payload.camera import (
+from payload.config import CameraSection, GeotagSection
+from payload.geo.camera import (
     CameraModel,
     footprint,
     gimbal_mount_rpy_deg,
     ground_sample_distance,
     pixel_to_ground,
 )
-from payload.config import CameraSection, GeotagSection
-from payload.poseinterp import GPS_FIX_NAMES, PoseEstimate
-from payload.types import Frame, TileResult
+from payload.types import GPS_FIX_NAMES, Frame, PoseEstimate, TileResult
 
 SCHEMA = "cropscout.detection/1"
 

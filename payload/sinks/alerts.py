@@ -16,6 +16,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from payload.geo.hotspots import Hotspot
+from payload.sinks.base import SinkBase, SinkContext
+
 log = logging.getLogger(__name__)
 
 STATUSTEXT_MAX = 50
@@ -96,3 +99,28 @@ class AlertSender:
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+
+class AlertsSink(SinkBase):
+    """A STATUSTEXT per new hotspot through the ground-station link (rate-limited by AlertSender)."""
+
+    name = "alerts"
+
+    def __init__(self, sender: AlertSender) -> None:
+        self.sender = sender
+
+    @classmethod
+    def from_context(cls, ctx: SinkContext) -> AlertsSink | None:
+        a = ctx.cfg.alerts
+        if not a.enabled or ctx.status is None:
+            return None
+        return cls(AlertSender(ctx.status.send_statustext, a.severity, a.min_interval_s))
+
+    def new_hotspot(self, hotspot: Hotspot) -> None:
+        self.sender.notify(hotspot_text(hotspot.as_dict()))
+
+    def end_frame(self) -> None:
+        self.sender.tick()
+
+    def close(self) -> None:
+        self.sender.tick()

@@ -20,11 +20,13 @@ import threading
 import time
 from collections.abc import Callable
 
+import numpy as np
+
 from payload.backends.base import Classifier
 from payload.bundle import Bundle
-from payload.sources import FrameSource
-from payload.stats import PipelineStats, Window
-from payload.tiling import Tiler
+from payload.capture.sources import FrameSource
+from payload.pipeline.stats import PipelineStats, Window
+from payload.pipeline.tiling import Tiler
 from payload.types import Frame, FrameResult, ResultHandler, TileResult
 
 log = logging.getLogger("payload.scheduler")
@@ -81,8 +83,9 @@ class Mailbox:
 class Pipeline:
     """Runs a source, a classifier and a result handler on three threads until stopped or exhausted.
 
-    `fallback` builds a replacement classifier (the CPU) if the current one raises during
-    inference (an Edge TPU unplugged in flight); the frame is then retried on the new one.
+    `fallback` builds a replacement classifier if the current one raises during inference (an
+    Edge TPU unplugged in flight); the frame is then retried on the new one. Whether there is one,
+    and what it is, is the backend registry's policy (payload/backends/registry.py cpu_fallback).
     """
 
     def __init__(
@@ -176,7 +179,7 @@ class Pipeline:
         finally:
             self.mailbox.close()
 
-    def _classify(self, tiles) -> object:  # noqa: ANN001 - numpy batch
+    def _classify(self, tiles: np.ndarray) -> np.ndarray:
         try:
             return self.classifier.classify_batch(tiles)
         except Exception as err:
@@ -187,7 +190,7 @@ class Pipeline:
                       type(err).__name__, err)
             try:
                 self.classifier.close()
-            except Exception:  # noqa: BLE001 - the failed backend may not close cleanly
+            except Exception:  # the failed backend may not close cleanly
                 log.debug("closing the failed backend raised", exc_info=True)
             self.classifier = self.fallback()
             self.fallback = None
@@ -295,7 +298,7 @@ class Pipeline:
             self.source.close()
             try:
                 self.classifier.close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.debug("closing the backend raised", exc_info=True)
         final = self.stats()
         log.info("final stats: %s", final.line())

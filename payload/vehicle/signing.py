@@ -1,10 +1,10 @@
 """MAVLink 2 message signing on the telemetry link: the key file, the timestamps, the packet check.
 
 Without signing, any packet carrying the vehicle's system id is believed, so a transmitter on the
-same radio link could move the map. With `telemetry.signing` set, payload/telemetry.py installs a
+same radio link could move the map. With `telemetry.signing` set, payload/vehicle/telemetry.py installs a
 LinkSigning on every connection: unsigned, wrongly signed and replayed packets are dropped and
-counted, and everything the payload sends is signed. The key file is read here (config time, so
-`payload validate-config` catches a bad one) in the formats MAVProxy and Mission Planner use.
+counted, and everything the payload sends is signed. The key file itself is read by
+payload/keyfile.py (at config time).
 """
 
 from __future__ import annotations
@@ -13,96 +13,15 @@ import hashlib
 import hmac
 import logging
 import os
-import stat
 import struct
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from payload.errors import TelemetryError
 
 log = logging.getLogger("payload.telemetry")
 
-# ---------------------------------------------------------------- the key file
-_SIGNING_KEY_HINT = (
-    "put the 32-byte MAVLink signing key in it (head -c 32 /dev/urandom > FILE; chmod 600 FILE), as 64 hex "
-    "digits, or as the one-line passphrase given to MAVProxy's `signing setup <passphrase>`"
-)
-_MAX_KEY_FILE_BYTES = 4096
-
-
-def read_signing_key(path: Path, key_format: str = "auto") -> bytes:
-    """The 32-byte MAVLink 2 signing key held in `path` (raises ValueError saying what is wrong and how to fix it).
-
-    A key file holds one of: 32 raw bytes; 64 hex digits; or a passphrase, whose SHA-256 is the key,
-    exactly as MAVProxy's `signing setup <passphrase>` derives it (so the payload and a ground station
-    set up that way share the key). `key_format` auto tells them apart: 64 hex digits are hex, 32 bytes
-    that are not all printable are raw, other printable text is a passphrase; 32 printable characters
-    could be either, so auto refuses them (set key_format). A trailing newline is ignored for hex and
-    passphrase. The messages never contain the file's content.
-    """
-    path = Path(path)
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise ValueError(f"key file {path} does not exist; {_SIGNING_KEY_HINT}") from None
-    except (OSError, ValueError) as err:
-        raise ValueError(f"key file {path} cannot be read ({getattr(err, 'strerror', None) or err})") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise ValueError(f"key file {path} is not a regular file; {_SIGNING_KEY_HINT}")
-    if st.st_size > _MAX_KEY_FILE_BYTES:
-        raise ValueError(f"key file {path} holds {st.st_size} bytes, far too many for a key; {_SIGNING_KEY_HINT}")
-    try:
-        raw = path.read_bytes()[:_MAX_KEY_FILE_BYTES]
-    except OSError as err:
-        raise ValueError(
-            f"key file {path} cannot be read ({err.strerror or err}); let the payload's user read it "
-            f"(chown it to that user, chmod 600)"
-        ) from None
-    text = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1] if raw.endswith(b"\n") else raw
-    printable = bool(text) and all(0x20 <= b < 0x7F for b in text)
-    is_hex = len(text) == 64 and all(chr(b) in "0123456789abcdefABCDEF" for b in text)
-    fmt = key_format
-    if fmt == "auto":
-        if is_hex:
-            fmt = "hex"
-        elif len(raw) == 32 and not printable:
-            fmt = "raw"
-        elif len(raw) == 32:
-            raise ValueError(
-                f"key file {path} holds 32 printable characters: a raw key or a passphrase? "
-                f"set telemetry.signing.key_format to raw or passphrase"
-            )
-        elif printable:
-            fmt = "passphrase"
-        else:
-            raise ValueError(
-                f"key file {path} holds {len(raw)} bytes that are neither a 32-byte raw key, 64 hex digits nor a "
-                f"one-line printable passphrase; {_SIGNING_KEY_HINT}"
-            )
-    if fmt == "raw":
-        if len(raw) != 32:
-            raise ValueError(f"key file {path} holds {len(raw)} bytes; a raw key (key_format raw) is exactly 32 bytes")
-        key = raw
-    elif fmt == "hex":
-        if not is_hex:
-            raise ValueError(f"key file {path} is not 64 hex digits (key_format hex); {_SIGNING_KEY_HINT}")
-        key = bytes.fromhex(text.decode("ascii"))
-    else:
-        if not printable or text != text.strip():
-            raise ValueError(
-                f"key file {path}: a passphrase must be one line of printable ASCII without leading or trailing "
-                f"spaces (as MAVProxy's `signing setup` takes it)"
-            )
-        key = hashlib.sha256(text).digest()
-    if key == bytes(32):
-        raise ValueError(f"key file {path} holds the all-zero key, which means 'signing off' to ArduPilot; "
-                         f"generate a random key")
-    return key
-
-
-# ---------------------------------------------------------------- MAVLink 2 signing
 SIGNING_EPOCH_UNIX = 1420070400  # 2015-01-01T00:00:00Z: MAVLink signing timestamps count 10 us units from here
 SIGNING_NEW_STREAM_WINDOW = 6000 * 1000  # 60 s in 10 us units: how far behind ours a new stream may start
 _UNSIGNED_ALWAYS_ACCEPTED = (109, 166)  # RADIO_STATUS, RADIO: a SiK radio cannot sign (ArduPilot, MAVProxy agree)

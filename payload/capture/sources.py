@@ -10,10 +10,10 @@ Two failures OpenCV does not report are caught here as well:
   stops sending without closing): every call on a live capture runs on a thread of its own, and a
   read that does not return within `stall_timeout_s` is a stall: counted, logged, the capture left
   behind on its thread (a blocked read cannot be killed) and the camera reopened
-  (payload/capturethread.py);
+  (payload/capture/capturethread.py);
 - a JPEG cut short or with image data missing, which OpenCV decodes into a frame whose missing part
   is mid-grey (or, through FFmpeg, left over from the previous frame): refused by `decode_jpeg`
-  (payload/jpeg.py) wherever the encoded bytes are at hand (image folders, MJPEG network streams).
+  (payload/capture/jpeg.py) wherever the encoded bytes are at hand (image folders, MJPEG network streams).
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from payload.capturethread import CaptureThread, StallError, StoppedError, read_frame
+from payload.capture.capturethread import CaptureThread, StallError, StoppedError, read_frame
+from payload.capture.jpeg import decode_image, decode_jpeg, inspect_jpeg
 from payload.errors import CameraError, UnreadableFrameError
-from payload.jpeg import decode_image, decode_jpeg, inspect_jpeg
 from payload.types import Frame
 
 # re-exported: what callers and tests import from here

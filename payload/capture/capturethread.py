@@ -1,7 +1,7 @@
 """One thread per cv2.VideoCapture, so a camera call stuck in the driver can be left behind.
 
 A blocked cap.read() (a USB camera wedged in the kernel driver, a network stream that stops sending
-without closing) can be neither interrupted nor killed from Python. OpenCVSource (payload/sources.py)
+without closing) can be neither interrupted nor killed from Python. OpenCVSource (payload/capture/sources.py)
 runs every call on a capture through a CaptureThread and waits with a deadline: past it, the call is
 a stall, the thread is retired (it releases its capture and ends whenever the driver lets go) and the
 camera is opened again on a new thread.
@@ -93,7 +93,7 @@ class CaptureThread:
         if cap is not None:
             try:
                 cap.release()
-            except Exception:  # noqa: BLE001 - a capture that cannot release is dropped anyway
+            except Exception:  # a capture that cannot release is dropped anyway
                 log.debug("%s: releasing the capture raised", self.name, exc_info=True)
 
     def retire(self) -> None:

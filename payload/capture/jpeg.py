@@ -1,7 +1,7 @@
 """JPEG integrity: a JPEG cut short or missing data is refused, not classified as a half-grey frame.
 
 Image folders and MJPEG network streams hand us the encoded bytes, so the check runs wherever a
-frame arrives as a JPEG (payload/sources.py). Pure functions over bytes, tested against real
+frame arrives as a JPEG (payload/capture/sources.py). Pure functions over bytes, tested against real
 truncations of real encodes (tests/payload/test_sources.py).
 """
 

@@ -9,11 +9,13 @@ JPEG crops are images, not derived data: they are left as they are.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from payload.config import CANDIDATE_TTL_S, MIN_DETECTIONS
 from payload.errors import UserError
-from payload.hotspots import CANDIDATE_TTL_S, MIN_DETECTIONS, merge_hotspots
+from payload.geo.hotspots import merge_hotspots
 from payload.sinks.jsonl import DETECTIONS_FILE, JsonlProblems, iter_detections
 from payload.sinks.layers import FORMATS, atomic_write_text, scan_records, summary_json, write_layers
 
@@ -47,7 +49,7 @@ def export_layers(
     out_dir: str | Path,
     radius_m: float = 5.0,
     include_untrusted: bool = False,
-    formats: tuple[str, ...] | list[str] = FORMATS,
+    formats: Sequence[str] = FORMATS,
     min_detections: int = MIN_DETECTIONS,
     candidate_ttl_s: float = CANDIDATE_TTL_S,
 ) -> ExportReport:
@@ -74,7 +76,8 @@ def export_from_cli(out_dir: str, config: str | None = None, radius_m: float | N
     from payload.config import HotspotsSection, load_payload_config
 
     # without --config the payload's own defaults (the same ones a flight without those keys used)
-    h, formats = HotspotsSection(), FORMATS
+    h = HotspotsSection()
+    formats: Sequence[str] = FORMATS
     if config:
         cfg = load_payload_config(config)
         h, formats = cfg.hotspots, cfg.sinks.formats

@@ -17,7 +17,7 @@ from typing import Any
 
 from payload.config import GeotagSection, PreflightSection
 from payload.errors import UserError
-from payload.poseinterp import GPS_FIX_NAMES
+from payload.types import GPS_FIX_NAMES, PoseSource
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def check_disk(path: str | Path, min_free_mb: float) -> Check:
 
 
 def check_telemetry(
-    telemetry: Any, geotag: GeotagSection, wait_s: float = 0.0, connect_wait_s: float = 0.0
+    telemetry: PoseSource | None, geotag: GeotagSection, wait_s: float = 0.0, connect_wait_s: float = 0.0
 ) -> list[Check]:
     """Link, clock, GPS fix and home position from a Telemetry (or None when none is configured).
 
@@ -169,7 +169,7 @@ def run_preflight(
     cfg: PreflightSection,
     geotag: GeotagSection,
     out_dir: str | Path,
-    telemetry: Any = None,
+    telemetry: PoseSource | None = None,
     camera: tuple[bool, str] | None = None,
     model: tuple[bool, str] | None = None,
     connect_wait_s: float = 0.0,

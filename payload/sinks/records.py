@@ -1,18 +1,18 @@
 """The default ResultHandler: one JSON line per frame with every tile's classification.
 
-Append-only, flushed and fsynced per record: a drone can lose power at any moment, and a record
-that reached the handler must survive it (at most the line being written is cut short, which a
-JSONL reader skips). The geotagging handler replaces or wraps this one (see payload/runner.py).
+Written through the crash-safe appender (payload/sinks/jsonl.py JsonlWriter): flushed and fsynced
+per record, since a drone can lose power at any moment and a record that reached the handler must
+survive it; on a full disk no partial line is left and the record waits for space. The runner
+installs it beside the geotagging handler (payload/pipeline/runner.py).
 """
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
 from payload.bundle import Bundle
+from payload.sinks.jsonl import JsonlWriter
 from payload.types import FrameResult
 
 
@@ -55,22 +55,15 @@ class JsonlRecordHandler:
 
     def __init__(self, path: str | Path, bundle: Bundle, fsync: bool = True) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._labels = bundle.labels
         self._sha = bundle.model_sha256
-        self._fsync = fsync
-        self._file = self.path.open("a", encoding="utf-8")
+        # json.dumps' defaults (ASCII, NaN allowed), as these records have always been written
+        self._writer = JsonlWriter(self.path, fsync, ensure_ascii=True, allow_nan=True)
         self.records = 0
 
     def handle(self, result: FrameResult) -> None:
-        self._file.write(json.dumps(frame_record(result, self._labels, self._sha), separators=(",", ":")) + "\n")
-        self._file.flush()
-        if self._fsync:
-            os.fsync(self._file.fileno())
+        self._writer.write(frame_record(result, self._labels, self._sha))
         self.records += 1
 
     def close(self) -> None:
-        if not self._file.closed:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
+        self._writer.close()

@@ -1,6 +1,6 @@
 """Camera geometry: pixels <-> points on flat ground, for a camera carried by the vehicle.
 
-Pure numpy (plus pymap3d for lat/lon <-> local ENU); no I/O and no clocks, so the simulator can
+Pure numpy (plus payload.geo.frames for lat/lon <-> local ENU); no I/O and no clocks, so the simulator can
 render with exactly the model the payload inverts (docs/CONTRACTS.md section 2).
 
 Frames
@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import pymap3d
 
+from payload.geo.frames import enu_to_geodetic, geodetic_to_enu
 from payload.types import Pose
 
 # Camera axes (x right, y down, z optical) expressed in the body frame for the nadir mount:
@@ -241,7 +241,7 @@ def _height_agl(pose: Pose, ground_alt_m: float) -> float:
 def pixels_to_latlon(cam: CameraModel, uv: np.ndarray, pose: Pose, ground_alt_m: float) -> np.ndarray:
     """(N,2) pixels -> (N,2) lat, lon degrees on flat ground at `ground_alt_m` (NaN where missed)."""
     en = pixels_to_ground_offsets(cam, uv, pose.roll_rad, pose.pitch_rad, pose.yaw_rad, _height_agl(pose, ground_alt_m))
-    lat, lon, _ = pymap3d.enu2geodetic(
+    lat, lon, _ = enu_to_geodetic(
         en[:, 0], en[:, 1], np.zeros(en.shape[0]), pose.lat_deg, pose.lon_deg, float(ground_alt_m)
     )
     return np.stack([np.asarray(lat, dtype=float), np.asarray(lon, dtype=float)], axis=1)
@@ -250,7 +250,7 @@ def pixels_to_latlon(cam: CameraModel, uv: np.ndarray, pose: Pose, ground_alt_m:
 def latlon_to_pixels(cam: CameraModel, latlon: np.ndarray, pose: Pose, ground_alt_m: float) -> np.ndarray:
     """(N,2) lat, lon degrees on the ground -> (N,2) pixels (NaN behind the camera)."""
     latlon = np.asarray(latlon, dtype=float).reshape(-1, 2)
-    e, n, _ = pymap3d.geodetic2enu(
+    e, n, _ = geodetic_to_enu(
         latlon[:, 0], latlon[:, 1], float(ground_alt_m), pose.lat_deg, pose.lon_deg, float(ground_alt_m)
     )
     en = np.stack([np.asarray(e, dtype=float), np.asarray(n, dtype=float)], axis=1)

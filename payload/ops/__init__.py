@@ -1,0 +1,1 @@
+"""Running safely on the drone: preflight checks, the free-disk guard, output and bundle paths."""

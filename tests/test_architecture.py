@@ -1,0 +1,133 @@
+"""House rules of docs/ARCHITECTURE.md that an import can break, checked on the source (AST, no imports).
+
+- payload imports nothing from compile, flight_sim or tools (the drone installs none of them);
+- inside payload, imports between rooms run one way, down the ROOMS order below;
+- compile and flight_sim import only payload's public contract modules (CONTRACT_MODULES).
+Every `import` and `from ... import` counts, including ones inside functions.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Lowest first: a room may import from itself and from rooms listed before it, never after.
+# "core" is payload's top-level modules that every room may use; "entry" is the command line.
+ROOMS = ("core", "backends", "config", "geo", "vehicle", "capture", "sinks", "ops", "pipeline", "entry")
+CORE = {"errors", "types", "configio", "bundle", "keyfile", "logsetup", "cliutil"}
+ENTRY = {"cli", "__main__", "__init__"}
+
+# What compile and flight_sim may import from payload (docs/ARCHITECTURE.md "Contract modules").
+CONTRACT_MODULES = {
+    "payload.bundle",  # the model bundle: file names, ModelCard, classes, decide(), dequantize()
+    "payload.types",  # Pose, Frame, TileBox...
+    "payload.errors",
+    "payload.configio",  # StrictModel and YAML loading, shared by every config file
+    "payload.cliutil",
+    "payload.logsetup",
+    "payload.geo.camera",  # the simulator renders with the camera model the payload inverts
+    "payload.geo.frames",
+    "payload.pipeline.tiling",  # the one tile grid
+}
+
+
+def imports_of(path: Path, package: str) -> list[tuple[int, str]]:
+    """(line, absolute module name) of every import in a file (relative ones resolved)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            # `from payload.geo import camera` imports the module payload.geo.camera
+            out += [(node.lineno, f"{mod}.{a.name}" if _is_module(f"{mod}.{a.name}") else mod) for a in node.names]
+    return out
+
+
+def _is_module(name: str) -> bool:
+    p = ROOT / Path(*name.split("."))
+    return p.with_suffix(".py").is_file() or (p / "__init__.py").is_file()
+
+
+def module_files(top: str) -> list[tuple[str, Path]]:
+    out = []
+    for p in sorted((ROOT / top).rglob("*.py")):
+        rel = p.relative_to(ROOT).with_suffix("")
+        name = ".".join(rel.parts)
+        out.append((name, p))
+    return out
+
+
+def room_of(module: str) -> str:
+    parts = module.split(".")
+    assert parts[0] == "payload"
+    if len(parts) == 1:
+        return "entry"
+    if len(parts) == 2 and not (ROOT / "payload" / parts[1]).is_dir():
+        if parts[1] in CORE:
+            return "core"
+        if parts[1] == "config":
+            return "config"
+        if parts[1] in ENTRY:
+            return "entry"
+        raise AssertionError(f"top-level module {module} belongs to no room: add it to CORE or move it into one")
+    return parts[1]
+
+
+def _package_of(name: str, path: Path) -> str:
+    return name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+
+
+def test_payload_imports_nothing_from_the_other_packages() -> None:
+    bad = [f"{p.relative_to(ROOT)}:{line} imports {mod}"
+           for name, p in module_files("payload")
+           for line, mod in imports_of(p, _package_of(name, p))
+           if mod.split(".")[0] in ("compile", "flight_sim", "tools", "tests")]
+    assert not bad, "\n".join(bad)
+
+
+def test_every_payload_module_is_in_a_room() -> None:
+    rooms = {room_of(name.removesuffix(".__init__")) for name, _ in module_files("payload")}
+    assert rooms <= set(ROOMS), rooms - set(ROOMS)
+
+
+def test_imports_between_rooms_run_one_way() -> None:
+    bad = []
+    for name, p in module_files("payload"):
+        mine = room_of(name.removesuffix(".__init__"))
+        for line, mod in imports_of(p, _package_of(name, p)):
+            if mod.split(".")[0] != "payload" or mod == "payload":
+                continue
+            theirs = room_of(mod)
+            if ROOMS.index(theirs) > ROOMS.index(mine):
+                bad.append(f"{p.relative_to(ROOT)}:{line} ({mine}) imports {mod} ({theirs})")
+    assert not bad, "imports running up the rooms:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("package", ["compile", "flight_sim"])
+def test_build_and_simulator_import_only_contract_modules(package: str) -> None:
+    bad = [f"{p.relative_to(ROOT)}:{line} imports {mod}"
+           for name, p in module_files(package)
+           for line, mod in imports_of(p, _package_of(name, p))
+           if mod.split(".")[0] == "payload" and mod not in CONTRACT_MODULES]
+    assert not bad, "\n".join(bad)
+
+
+def test_the_checks_see_imports() -> None:
+    """The walker finds plain, relative, late and `from package import module` imports (or it proves nothing)."""
+    found = dict((mod, line) for line, mod in imports_of(ROOT / "payload" / "pipeline" / "runner.py",
+                                                         "payload.pipeline"))
+    assert "payload.bundle" in found and "payload.config" in found
+    assert {m for _, m in imports_of(ROOT / "compile" / "metrics.py", "compile")} >= {"payload.bundle",
+                                                                                       "compile.synthetic"}
+    assert room_of("payload.sinks.jsonl") == "sinks" and room_of("payload.bundle") == "core"
+    assert ROOMS.index(room_of("payload.pipeline.runner")) > ROOMS.index(room_of("payload.geo.camera"))
