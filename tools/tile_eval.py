@@ -34,7 +34,7 @@ import numpy as np
 from flight_sim.field import LABEL_OUTSIDE
 from flight_sim.scenario import load_scenario
 from payload.backends.cpu import CpuClassifier
-from payload.bundle import load_bundle
+from payload.bundle import CLASSES, load_bundle
 from payload.cliutil import run_cli
 from payload.pipeline.tiling import Tiler
 from payload.types import Pose, TileBox
@@ -63,7 +63,7 @@ def evaluate(bundle_dir: Path, frames_dir: Path, rows: int, cols: int, overlap: 
     tiler = Tiler(rows, cols, overlap, (bundle.input_height, bundle.input_width))
     scenario = load_scenario(frames_dir / "scenario.yaml")
     renderer = FieldRenderer.for_scenario(scenario, build_field(scenario))
-    classes = list(bundle.classes)
+    classes = list(CLASSES)  # the label frame holds the simulator's class indices: the contract's order
     confusion: Counter[tuple[str, str]] = Counter()
     by_share: Counter[tuple[str, int, str]] = Counter()  # (disease, bin, predicted)
     with (frames_dir / "frames.csv").open(newline="") as fh:
