@@ -103,6 +103,8 @@ def _evaluate_heldout(model, int8_path: Path, splits, thr_float: dict[str, float
     held_q, _, _ = int8_scores(int8_path, split, size, seed)
     m_f = _evaluate(held_f, y, thr_float, cfg)
     m_q = _evaluate(held_q, y, thr_int8, cfg)
+    m_f["roc_auc"] = auc_summary(per_class_roc(held_f, y))
+    m_q["roc_auc"] = auc_summary(per_class_roc(held_q, y))
     factors = np.array([f or "-" for f in heldout_factors(split, seed)])
     pred = decide(held_q, thr_int8)
     by_factor = {

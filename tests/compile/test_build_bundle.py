@@ -61,6 +61,7 @@ def test_bundle_follows_the_contract(quick_bundle) -> None:
     assert sum(f["images"] for f in held["int8_by_factor"].values()) == held["images"]
     for side in ("float", "int8"):
         assert 0 <= held[side]["accuracy"] <= 1 and set(held[side]["recall"]) == set(CLASSES)
+        assert set(held[side]["roc_auc"]) == {*CLASSES, "macro"}
     assert "report/confusion_matrix_heldout_int8.png" in card["files"]
     assert card["metrics"]["float"]["accuracy"] > 0.6  # it learned something in 40 steps (chance is 0.33)
     assert card["tools"]["tensorflow"] and card["tools"]["python"].startswith("3.11")
