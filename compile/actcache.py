@@ -20,16 +20,19 @@ import math
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .data import Split, make_dataset
 from .model import STAGES, front_model, stage_input_layer, tail_model
 from .synthetic import CLASSES
+
+if TYPE_CHECKING:
+    from .config import BuildConfig
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +74,7 @@ def cut_layer_for(trainable_stages: list[str]) -> str | None:
     return stage_input_layer(first)
 
 
-def plan_cache(model, trainable_stages: list[str], n_train: int, n_val: int, variants: int,
+def plan_cache(model: Any, trainable_stages: list[str], n_train: int, n_val: int, variants: int,
                memory_mb: float, disk_mb: float, workdir: Path) -> CachePlan:
     """Decide memory, disk or no cache from the activation size and the configured bounds."""
     cut = cut_layer_for(trainable_stages)
@@ -100,7 +103,7 @@ def _allocate(plan: CachePlan, name: str, variants: int, n: int, workdir: Path) 
     return np.empty(shape, dtype=CACHE_DTYPE)
 
 
-def fill_cache(model, plan: CachePlan, split: Split, size: int, base_seed: int, variants: int, augment: bool,
+def fill_cache(model: Any, plan: CachePlan, split: Split, size: int, base_seed: int, variants: int, augment: bool,
                workdir: Path, name: str, batch_size: int = 32) -> CachedSplit:
     """Push each image of `split` (and each augmentation variant) through the frozen part once.
 
@@ -185,9 +188,13 @@ def batches(cache: CachedSplit, batch_size: int, class_weights: dict[int, float]
         pend_idx, pend_var = pend_idx[batch_size:], pend_var[batch_size:]
 
 
-def fit_cached(model, cfg, train_split: Split, val_split: Split, plan: CachePlan, workdir: Path, steps: int,
-               callbacks: list, class_weights: dict[int, float] | None, augment: bool, optimizer_factory):
-    """Fill the caches, then fit the tail model on them; returns (Keras History, cache facts)."""
+def fit_cached(model: Any, cfg: BuildConfig, train_split: Split, val_split: Split, plan: CachePlan, workdir: Path,
+               steps: int, callbacks: list, class_weights: dict[int, float] | None, augment: bool,
+               optimizer_factory: Callable[[], Any]) -> tuple[Any, dict[str, Any]]:
+    """Fill the caches, then fit the tail model on them; returns (Keras History, cache facts).
+
+    `model` is the full model (BatchNorm already calibrated); training the tail trains its layers.
+    """
     size, seed, bs = cfg.model.input_size, cfg.data.seed, cfg.train.batch_size
     variants = cfg.augment.variants if augment else 1
     log.info("activation cache (%s): %s", plan.where, plan.reason)

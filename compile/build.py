@@ -366,7 +366,8 @@ def random_backbone_warnings(backbone: str) -> list[str]:
 FEATURE_STAGE = "conv3"  # 28x28 at 224 px (12x12 at 96): fine enough to see lesions, deep enough to be features
 
 
-def feature_maps(model, split, size: int, base_seed: int, path: Path, stage: str = FEATURE_STAGE) -> Path | None:
+def feature_maps(model: Any, split: Any, size: int, base_seed: int, path: Path,
+                 stage: str = FEATURE_STAGE) -> Path | None:
     """The feature-map figure: the first test leaf of each class through the network up to `stage`."""
     from .model import BASE_NAME, STAGE_OUTPUT, front_model
 

@@ -207,7 +207,7 @@ def stage_input_layer(stage: str) -> str | None:
     return STAGE_OUTPUT[STAGES[i - 1]] if i > 0 else None
 
 
-def front_model(model, cut_layer: str | None):
+def front_model(model: keras.Model, cut_layer: str | None) -> keras.Model:
     """RGB 0-255 in, output of ResNet50 layer `cut_layer` out, sharing `model`'s layers.
 
     The frozen part of the network when `cut_layer` is the input of the first trainable stage, a
@@ -222,7 +222,7 @@ def front_model(model, cut_layer: str | None):
     return keras.Model(inputs, x, name=f"front_{cut_layer or 'preprocess'}")
 
 
-def tail_model(model, cut_layer: str):
+def tail_model(model: keras.Model, cut_layer: str) -> keras.Model:
     """Output of ResNet50 layer `cut_layer` in, the class scores out, sharing `model`'s layers.
 
     Training it trains the very variables of `model` (same layer objects), so there is nothing to

@@ -131,7 +131,7 @@ def test_batch_stream_covers_images_evenly_with_weights() -> None:
     cache = CachedSplit(x, np.arange(n) % 3)
     stream = batches(cache, bs, {0: 1.0, 1: 2.0, 2: 3.0}, shuffle=True, seed=0)
     seen = []
-    for _ in range(n * 3 // bs * 2):  # 6 passes over the images in 15 full batches
+    for _ in range(6 * n // bs):  # 6 passes over the images in 15 full batches
         xb, yb, wb = next(stream)
         assert xb.shape == (bs, 1, 1, 1) and xb.dtype == np.float32
         img = xb.ravel().astype(int) % n
