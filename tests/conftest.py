@@ -41,7 +41,7 @@ def quick_bundle(tmp_path_factory: pytest.TempPathFactory) -> QuickBundle:
            "--config", str(ROOT / "configs" / "build.yaml"), "--compiler", str(tmp / "missing" / "edgetpu_compiler"),
            "--save-float", str(float_model)]
     t0 = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=ROOT, env=env)
     seconds = time.monotonic() - t0
     if not (out / "model_card.json").is_file():
         pytest.fail(f"quick build wrote no bundle (exit {proc.returncode}):\n{proc.stderr[-4000:]}")

@@ -181,6 +181,14 @@ def test_precheck_passes_the_built_model(quick_bundle) -> None:
 
 
 def test_quick_build_is_quick(quick_bundle) -> None:
+    """The quick profile's work stays bounded; the wall clock only catches a runaway (5x the ~2-3 min it takes).
+
+    Under load from other jobs on 2 cores the same build measured 420-870 s, so a tight wall-clock
+    limit tests the machine, not the build: the bound that matters is the work done.
+    """
     card = card_of(quick_bundle.path)
-    assert quick_bundle.seconds < 180, quick_bundle.seconds
-    assert card["training"]["build_seconds"] < 180
+    t = card["training"]
+    assert card["input"]["height"] == 96
+    assert t["epochs_run"] * t["steps_per_epoch"] <= 160 and t["batch_size"] == 16
+    assert t.get("activation_cache") == "memory"  # the frozen stages ran once per image
+    assert quick_bundle.seconds < 900, quick_bundle.seconds
