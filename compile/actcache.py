@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .data import Split, make_dataset
-from .model import STAGES, front_model, stage_input_layer, tail_model
+from .model import BASE_NAME, FEATURES, STAGES, front_model, head_stages_of, stage_input_layer, tail_model
 from .synthetic import CLASSES
 
 if TYPE_CHECKING:
@@ -66,21 +66,32 @@ class CachedSplit:
         return int(self.y.size)
 
 
-def cut_layer_for(trainable_stages: list[str]) -> str | None:
-    """The layer whose output the first trainable stage reads (None: nothing frozen worth caching)."""
+def cut_layer_for(trainable_stages: list[str], head_stages: list[str] | None = None) -> str | None:
+    """Where the frozen part ends: the first trainable stage's input, FEATURES when no stage trains.
+
+    None when nothing is worth caching (conv1 trains) or a head stage lies before the cut (its
+    pooled features would have to be cached beside the activations; not done: such a config
+    trains uncached).
+    """
     if not trainable_stages:
-        return None
+        return FEATURES
     first = min(trainable_stages, key=STAGES.index)
+    if head_stages and min(STAGES.index(s) for s in head_stages) < STAGES.index(first):
+        return None
     return stage_input_layer(first)
 
 
 def plan_cache(model: Any, trainable_stages: list[str], n_train: int, n_val: int, variants: int,
                memory_mb: float, disk_mb: float, workdir: Path) -> CachePlan:
     """Decide memory, disk or no cache from the activation size and the configured bounds."""
-    cut = cut_layer_for(trainable_stages)
+    heads = head_stages_of(model)
+    cut = cut_layer_for(trainable_stages, heads)
     if cut is None:
-        return CachePlan(None, None, (), 0, 0.0, "no stage before the first trainable one is frozen (conv1 trains)")
-    shape = tuple(int(d) for d in model.get_layer("resnet50").get_layer(cut).output.shape[1:])
+        why = ("no stage before the first trainable one is frozen (conv1 trains)" if "conv1" in trainable_stages
+               else f"the head reads stage {heads[0]}, before the first trainable stage")
+        return CachePlan(None, None, (), 0, 0.0, why)
+    layer = model.get_layer(FEATURES) if cut == FEATURES else model.get_layer(BASE_NAME).get_layer(cut)
+    shape = tuple(int(d) for d in layer.output.shape[1:])
     items = n_train * variants + n_val
     mb = items * int(np.prod(shape)) * np.dtype(CACHE_DTYPE).itemsize / 2**20
     what = f"{items} x {shape} float16 = {mb:.0f} MB"

@@ -260,9 +260,11 @@ def run_build(
                 },
             },
             "training": train_facts | {
-                "backbone": "ResNet50",
+                "backbone": _backbone_text(cfg.model.resolved_head_stages()),
                 "weights": cfg.model.weights,
-                "trainable_stages": cfg.model.trainable_stages,
+                "head_stages": cfg.model.resolved_head_stages(),
+                "head_pooling": cfg.model.head_pooling,
+                "trainable_stages": cfg.model.resolved_trainable_stages(),
                 "head_units": cfg.model.head_units,
                 "data": splits.summary(),
                 "augment": cfg.augment.model_dump(mode="json"),
@@ -363,13 +365,20 @@ def random_backbone_warnings(backbone: str) -> list[str]:
             "(or a local notop .h5 file) for a model to fly"]
 
 
+def _backbone_text(head_stages: list[str]) -> str:
+    """ResNet50, or which part of it: stages deeper than the head's deepest are not in the graph."""
+    if head_stages[-1] == "conv5":
+        return "ResNet50"
+    return f"ResNet50 stem to {head_stages[-1]} (deeper stages unused by the head: head_stages)"
+
+
 FEATURE_STAGE = "conv3"  # 28x28 at 224 px (12x12 at 96): fine enough to see lesions, deep enough to be features
 
 
 def feature_maps(model: Any, split: Any, size: int, base_seed: int, path: Path,
                  stage: str = FEATURE_STAGE) -> Path | None:
     """The feature-map figure: the first test leaf of each class through the network up to `stage`."""
-    from .model import BASE_NAME, STAGE_OUTPUT, front_model
+    from .model import BASE_NAME, STAGE_OUTPUT, STAGES, front_model, head_stages_of
 
     if BASE_NAME not in [layer.name for layer in model.layers]:  # a stand-in network (tests)
         log.info("no %s backbone in the model: no feature-map figure", BASE_NAME)
@@ -383,6 +392,9 @@ def feature_maps(model: Any, split: Any, size: int, base_seed: int, path: Path,
         return None
     labels = sorted(picked)
     images = [picked[k] for k in labels]
+    in_graph = head_stages_of(model)[-1]  # the trunk stops at the deepest stage the head reads
+    if STAGES.index(stage) > STAGES.index(in_graph):
+        stage = in_graph
     probe = front_model(model, STAGE_OUTPUT[stage])
     maps = np.concatenate([np.asarray(probe.predict_on_batch(img[None].astype(np.float32))) for img in images])
     return report.feature_maps_png(images, [CLASSES[k] for k in labels], maps, f"{STAGE_OUTPUT[stage]} (stage "

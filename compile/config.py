@@ -11,7 +11,7 @@ import copy
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from payload.configio import StrictModel, read_yaml, validate_config
 from payload.errors import ConfigError
@@ -89,14 +89,29 @@ class AugmentConfig(StrictModel):
         return bool(self.enabled)
 
 
+Stage = Literal["conv1", "conv2", "conv3", "conv4", "conv5"]
+STAGE_ORDER: tuple[str, ...] = ("conv1", "conv2", "conv3", "conv4", "conv5")
+# The stages a random (weights: none) backbone's head reads under `head_stages: auto`. Measured with
+# `python -m tools.stage_probe` (96 px, a linear head on each stage's pooled features, family
+# images, held-out looks): conv1+conv2 0.98 held-out, conv5 alone 0.62; deep random stages mix
+# colour and texture away.
+RANDOM_HEAD_STAGES: tuple[str, ...] = ("conv1", "conv2")
+
+
 class ModelConfig(StrictModel):
     """Backbone, which stages learn, and the classification head."""
 
     input_size: int = Field(224, ge=32, le=640)
     weights: str = Field("imagenet", description="imagenet | none | path of a .h5/.weights.h5 file")
-    trainable_stages: list[Literal["conv1", "conv2", "conv3", "conv4", "conv5"]] = Field(
+    trainable_stages: list[Stage] = Field(
         default_factory=lambda: ["conv5"]
     )  # ResNet-50's residual stages 1-4 are conv2..conv5: stages 1-3 frozen, stage 4 learns
+    # Which stages the head reads, each globally pooled (compile/model.py). `auto`: conv5 with real
+    # weights (transfer learning's usual head), conv1+conv2 with a random backbone, whose deep stages
+    # carry almost nothing (measured: `python -m tools.stage_probe`, docs/TRAINING_DATA.md).
+    head_stages: Literal["auto"] | list[Stage] = "auto"
+    # avg sees how much of the image is diseased, max sees a small cluster in one corner of a tile
+    head_pooling: list[Literal["avg", "max"]] = Field(default_factory=lambda: ["avg", "max"])
     head_units: list[int] = Field(default_factory=lambda: [256, 128])
     head_dropout: list[float] = Field(default_factory=lambda: [0.3, 0.2])
 
@@ -104,7 +119,30 @@ class ModelConfig(StrictModel):
     def _head_lengths(self) -> ModelConfig:
         if len(self.head_units) != len(self.head_dropout):
             raise ValueError("model.head_units and model.head_dropout need the same number of entries")
+        if isinstance(self.head_stages, list) and not self.head_stages:
+            raise ValueError("model.head_stages needs at least one stage (conv1..conv5), or 'auto'")
         return self
+
+    @field_validator("head_pooling")
+    @classmethod
+    def _canonical_pooling(cls, value: list[str]) -> list[str]:
+        # one canonical order: the head concatenates stage by stage, avg before max
+        if not value:
+            raise ValueError("needs 'avg', 'max' or both")
+        return [k for k in ("avg", "max") if k in value]
+
+    def resolved_head_stages(self) -> list[str]:
+        """The stages the head reads, shallow to deep (`auto` resolved against the weights)."""
+        if self.head_stages == "auto":
+            stages = list(RANDOM_HEAD_STAGES) if self.weights.strip().lower() == "none" else ["conv5"]
+        else:
+            stages = list(self.head_stages)
+        return sorted(set(stages), key=STAGE_ORDER.index)
+
+    def resolved_trainable_stages(self) -> list[str]:
+        """Trainable stages the head can see: a stage deeper than the deepest head stage is not in the graph."""
+        deepest = STAGE_ORDER.index(self.resolved_head_stages()[-1])
+        return sorted({s for s in self.trainable_stages if STAGE_ORDER.index(s) <= deepest}, key=STAGE_ORDER.index)
 
 
 class TrainConfig(StrictModel):
@@ -170,23 +208,22 @@ class BuildConfig(StrictModel):
 # Small input, small data, few steps, stages 1-4 frozen, no augmentation (it slows learning more
 # than 160 steps can afford): a real bundle in about two minutes on 2 cores, for demos and tests.
 QUICK_PROFILE: dict[str, Any] = {
-    # no JPEG step: measured on simulator tiles, 160 steps with it called soil rust on 16 % of
-    # non-disease tiles (817 of 5,170) against 0.1 % without; the 224 px default gains from it
-    # single look: with a random backbone, 160 steps on the domain-randomised family reached only
-    # 0.58-0.66 validation accuracy (measured, 96 px, stages 1-4 frozen) against about 1.0 on the
-    # single look, and 10 cached epochs of 1,680 family images cost ~9 min on 2 cores; the quick
-    # bundle stays on the look the simulator paints until an offline recipe learns the family.
-    # Its held-out figures (family looks it never saw) are in its card all the same.
-    "data": {"synthetic_per_class": 300, "jpeg_quality": None, "generator": "single"},
+    # The domain-randomised family, like the default: with a random backbone the head reads the
+    # pooled stem and stage 2 (model.head_stages: auto), which tell the family's looks apart where
+    # conv5 could not (160 steps on conv5 reached 0.58-0.66 validation accuracy). No backbone stage
+    # trains, so the activation cache holds each image's pooled features and an epoch costs
+    # milliseconds: the quick build's time is making images and the int8 conversion.
+    # no JPEG step: measured on simulator tiles with the old conv5 head, 160 steps with it called
+    # soil rust on 16 % of non-disease tiles (817 of 5,170) against 0.1 % without
+    "data": {"synthetic_per_class": 500, "jpeg_quality": None, "generator": "family"},
     "augment": {"enabled": False},
-    # 96 px keeps lesions several pixels wide for about 20 % more time per step than 64 px; on the
-    # simulator's tiles it halved the soil false alarms and lifted disease recall of the 64-px profile.
-    # weights none: this profile is for offline demos and tests (no download); the card and report
-    # say the backbone was random. `--weights imagenet` or a file overrides it.
-    "model": {"input_size": 96, "weights": "none", "trainable_stages": ["conv5"]},
-    "train": {"epochs": 8, "batch_size": 16, "steps_per_epoch": 20, "learning_rate": 1e-3},
-    # a 54-image test split of a briefly trained model: one low-margin flip costs 0.019
-    "quantize": {"representative_images": 48, "agreement_floor": 0.9},
+    # 96 px keeps lesions several pixels wide; weights none: this profile is for offline demos and
+    # tests (no download); the card and report say the backbone was random. `--weights imagenet`
+    # or a file overrides it.
+    "model": {"input_size": 96, "weights": "none"},
+    "train": {"epochs": 30, "batch_size": 32, "steps_per_epoch": None, "learning_rate": 1e-3},
+    # a 225-image test split: one low-margin flip costs 0.004
+    "quantize": {"representative_images": 64, "agreement_floor": 0.95},
 }
 BUILTIN_PROFILES: dict[str, dict[str, Any]] = {"default": {}, "quick": QUICK_PROFILE}
 

@@ -32,6 +32,8 @@ STAGE_OUTPUT = {
     "conv5": "conv5_block3_out",
 }
 BASE_NAME = "resnet50"
+FEATURES = "features"  # the head's pooled features (also the activation cache's cut when no stage trains)
+FEATURES_NORM = "features_norm"
 
 
 def caffe_preprocess_kernel() -> tuple[np.ndarray, np.ndarray]:
@@ -112,11 +114,17 @@ def _backbone(cfg: ModelConfig, size: int):
 def build_model(cfg: ModelConfig, aug: AugmentConfig | None = None, seed: int = 0):
     """The trainable Keras model: 0-255 RGB in, softmax over CLASSES out.
 
+    input -> [augment] -> caffe_preprocess -> trunk (ResNet-50 up to the deepest head stage, one
+    output per head stage) -> global avg/max pooling of each -> features -> features_norm -> dense
+    head -> scores. Average pooling says how much of the tile is diseased; max pooling keeps a
+    small lesion cluster in one corner from being averaged away (the partial-tile case).
     Augmentation layers are active only in training (Keras random layers are the identity at
     inference), so the exported graph holds none of them; `export_model` drops them anyway.
     `augment.enabled: auto` resolves against `cfg.weights` (off for a random backbone).
     """
     size = cfg.input_size
+    heads = cfg.resolved_head_stages()
+    trainable = cfg.resolved_trainable_stages()
     inputs = keras.Input((size, size, 3), name="image_rgb_0_255")
     x = inputs
     if aug is not None and aug.active(cfg.weights):
@@ -131,14 +139,49 @@ def build_model(cfg: ModelConfig, aug: AugmentConfig | None = None, seed: int = 
         # uses batch statistics in training and moving ones at inference, which disagree badly
         # after few steps; frozen BN makes the training and the exported graph compute the same.
         is_bn = isinstance(layer, layers.BatchNormalization)
-        layer.trainable = stage_of(layer.name) in cfg.trainable_stages and not is_bn
-    x = base(x)
-    x = layers.GlobalAveragePooling2D(name="gap")(x)
+        layer.trainable = stage_of(layer.name) in trainable and not is_bn
+    # Stages deeper than the deepest head stage are left out of the graph (nothing reads them).
+    trunk = keras.Model(base.input, [base.get_layer(STAGE_OUTPUT[s]).output for s in heads], name=BASE_NAME)
+    maps = trunk(x)
+    pooled = []
+    for stage, fmap in zip(heads, maps, strict=True):
+        for kind in cfg.head_pooling:
+            if kind == "avg":
+                pooled.append(layers.GlobalAveragePooling2D(name=f"pool_{stage}_avg")(fmap))
+            else:
+                # a window the size of the map, not GlobalMaxPooling2D: MAX_POOL_2D maps to the
+                # Edge TPU, REDUCE_MAX is outside the pre-check's op table
+                y = layers.MaxPooling2D(pool_size=tuple(fmap.shape[1:3]), name=f"pool_{stage}_max")(fmap)
+                pooled.append(layers.Flatten(name=f"pool_{stage}_max_flat")(y))
+    x = layers.Concatenate(name=FEATURES)(pooled) if len(pooled) > 1 else layers.Identity(name=FEATURES)(pooled[0])
+    # standardises features of very different scales (stem vs stage 2, avg vs max); frozen, its
+    # statistics set from the data by calibrate_batchnorm
+    x = layers.BatchNormalization(name=FEATURES_NORM, trainable=False)(x)
     for i, (units, drop) in enumerate(zip(cfg.head_units, cfg.head_dropout, strict=True)):
         x = layers.Dense(units, activation="relu", name=f"head_dense{i}")(x)
         x = layers.Dropout(drop, seed=seed + i, name=f"head_dropout{i}")(x)
     outputs = layers.Dense(len(CLASSES), activation="softmax", name="scores")(x)
     return keras.Model(inputs, outputs, name="cropscout_resnet50")
+
+
+def head_stages_of(model) -> list[str]:
+    """The stages a built model's head reads, shallow to deep, from its pooling layers' names."""
+    found = {layer.name.split("_")[1] for layer in model.layers if layer.name.startswith("pool_conv")}
+    return sorted(found, key=STAGES.index)
+
+
+def _pool_and_head(model, maps: list, inference: bool):
+    """Apply `model`'s own pooling, features and head layers (shared variables) to trunk outputs."""
+    return _head_from_features(model, _pool_and_head_features(model, maps), inference)
+
+
+def _head_from_features(model, x, inference: bool):
+    names = [layer.name for layer in model.layers]
+    for layer in model.layers[names.index(FEATURES_NORM):]:
+        if inference and isinstance(layer, layers.Dropout):
+            continue
+        x = layer(x)
+    return x
 
 
 def augmentation_block(aug: AugmentConfig, seed: int):
@@ -193,12 +236,20 @@ def export_model(trained):
     Edge TPU needs.
     """
     inputs = keras.Input(trained.input_shape[1:], batch_size=1, name="image_rgb_0_255")
-    x = inputs
-    for layer in trained.layers[1:]:
-        if layer.name == "augment" or isinstance(layer, layers.Dropout):
-            continue
-        x = layer(x)
-    return keras.Model(inputs, x, name="cropscout_resnet50_inference")
+    if BASE_NAME not in [layer.name for layer in trained.layers]:  # a chain of layers (test stand-ins)
+        x = inputs
+        for layer in trained.layers[1:]:
+            if layer.name != "augment" and not isinstance(layer, layers.Dropout):
+                x = layer(x)
+        return keras.Model(inputs, x, name="cropscout_resnet50_inference")
+    x = trained.get_layer("caffe_preprocess")(inputs)
+    maps = _as_list(trained.get_layer(BASE_NAME)(x))
+    outputs = _pool_and_head(trained, maps, inference=True)
+    return keras.Model(inputs, outputs, name="cropscout_resnet50_inference")
+
+
+def _as_list(x) -> list:
+    return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
 def stage_input_layer(stage: str) -> str | None:
@@ -208,46 +259,67 @@ def stage_input_layer(stage: str) -> str | None:
 
 
 def front_model(model: keras.Model, cut_layer: str | None) -> keras.Model:
-    """RGB 0-255 in, output of ResNet50 layer `cut_layer` out, sharing `model`'s layers.
+    """RGB 0-255 in, output of ResNet50 layer `cut_layer` (or the head's pooled FEATURES) out.
 
-    The frozen part of the network when `cut_layer` is the input of the first trainable stage, a
-    feature-map probe otherwise. No augmentation: the cache applies it before this (eagerly, since
-    a compiled predict does not advance the random layers' seeds, measured: identical variants).
+    Shares `model`'s layers. The frozen part of the network when `cut_layer` is the input of the
+    first trainable stage (or FEATURES when no backbone stage trains), a feature-map probe
+    otherwise. No augmentation: the cache applies it before this (eagerly, since a compiled
+    predict does not advance the random layers' seeds, measured: identical variants).
     """
-    base = model.get_layer(BASE_NAME)
+    trunk = model.get_layer(BASE_NAME)
     inputs = keras.Input(model.input_shape[1:], name="image_rgb_0_255")
     x = model.get_layer("caffe_preprocess")(inputs)
+    if cut_layer == FEATURES:
+        maps = _as_list(trunk(x))
+        pooled = _pool_and_head_features(model, maps)
+        return keras.Model(inputs, pooled, name="front_features")
     if cut_layer is not None:
-        x = keras.Model(base.input, base.get_layer(cut_layer).output, name=f"{BASE_NAME}_to_{cut_layer}")(x)
+        x = keras.Model(trunk.input, trunk.get_layer(cut_layer).output, name=f"{BASE_NAME}_to_{cut_layer}")(x)
     return keras.Model(inputs, x, name=f"front_{cut_layer or 'preprocess'}")
 
 
-def tail_model(model: keras.Model, cut_layer: str) -> keras.Model:
-    """Output of ResNet50 layer `cut_layer` in, the class scores out, sharing `model`'s layers.
-
-    Training it trains the very variables of `model` (same layer objects), so there is nothing to
-    copy back: `model` and its export carry the trained weights.
-    """
-    base = model.get_layer(BASE_NAME)
-    cut = base.get_layer(cut_layer).output
-    inputs = keras.Input(tuple(cut.shape[1:]), name=f"{cut_layer}_activations")
-    x = keras.Model(cut, base.output, name=f"{BASE_NAME}_from_{cut_layer}")(inputs)
+def _pool_and_head_features(model, maps: list):
     names = [layer.name for layer in model.layers]
-    for layer in model.layers[names.index(BASE_NAME) + 1:]:
-        x = layer(x)
-    return keras.Model(inputs, x, name="cropscout_resnet50_tail")
+    pooled = []
+    for stage, fmap in zip(head_stages_of(model), maps, strict=True):
+        for kind in ("avg", "max"):
+            name = f"pool_{stage}_{kind}"
+            if name in names:
+                y = model.get_layer(name)(fmap)
+                pooled.append(model.get_layer(f"{name}_flat")(y) if kind == "max" else y)
+    return model.get_layer(FEATURES)(pooled if len(pooled) > 1 else pooled[0])
 
 
-def calibrate_batchnorm(model, images: np.ndarray) -> None:
-    """Set every BatchNormalization layer's moving statistics to those of `images`.
+def tail_model(model: keras.Model, cut_layer: str) -> keras.Model:
+    """Output of ResNet50 layer `cut_layer` (or FEATURES) in, the class scores out.
+
+    Shares `model`'s layers, so training it trains the very variables of `model`: there is
+    nothing to copy back, and `model` and its export carry the trained weights. A cut inside the
+    trunk must lie before every head stage (compile/actcache.py checks).
+    """
+    trunk = model.get_layer(BASE_NAME)
+    if cut_layer == FEATURES:
+        inputs = keras.Input(tuple(model.get_layer(FEATURES).output.shape[1:]), name="pooled_features")
+        return keras.Model(inputs, _head_from_features(model, inputs, inference=False),
+                           name="cropscout_resnet50_tail")
+    cut = trunk.get_layer(cut_layer).output
+    inputs = keras.Input(tuple(cut.shape[1:]), name=f"{cut_layer}_activations")
+    maps = _as_list(keras.Model(cut, trunk.outputs, name=f"{BASE_NAME}_from_{cut_layer}")(inputs))
+    return keras.Model(inputs, _pool_and_head(model, maps, inference=False), name="cropscout_resnet50_tail")
+
+
+def calibrate_batchnorm(model, images: np.ndarray, only: tuple[str, ...] | None = None) -> None:
+    """Set every BatchNormalization layer's (or those named in `only`) moving statistics to `images`'.
 
     With random initial weights (`weights: none`) the moving mean/variance are 0/1 while the real
     activations are orders of magnitude larger, so frozen stages would feed garbage scales and
     trainable ones would disagree between training and inference. One forward pass in training
     mode with momentum 0 makes each layer normalise what it really sees (a data-dependent
-    initialisation); trainable flags and momenta are restored afterwards.
+    initialisation); trainable flags and momenta are restored afterwards. With real weights only
+    the head's FEATURES_NORM needs it (`only`): the backbone keeps its pretrained statistics.
     """
-    bns = [layer for layer in _all_layers(model) if isinstance(layer, layers.BatchNormalization)]
+    bns = [layer for layer in _all_layers(model) if isinstance(layer, layers.BatchNormalization)
+           and (only is None or layer.name in only)]
     saved = [(bn.trainable, bn.momentum) for bn in bns]
     for bn in bns:
         bn.trainable = True

@@ -20,7 +20,7 @@ import numpy as np
 from .actcache import fit_cached, plan_cache
 from .config import BuildConfig
 from .data import DataSplits, class_weights, iterate_images, make_dataset, subset
-from .model import build_model, calibrate_batchnorm, describe_weights
+from .model import FEATURES_NORM, build_model, calibrate_batchnorm, describe_weights
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +56,20 @@ def train(cfg: BuildConfig, splits: DataSplits, workdir: Path) -> tuple[Any, dic
     augment = cfg.augment.active(cfg.model.weights)
     with strategy.scope():
         model = build_model(cfg.model, cfg.augment, seed=cfg.data.seed)
-    if describe_weights(cfg.model.weights).startswith("none"):
+    random_init = describe_weights(cfg.model.weights).startswith("none")
+    if random_init:
         log.warning("backbone weights: none (random init): the frozen stages are RANDOM features, not ImageNet "
                     "transfer learning; fine for offline demos and tests, not for a model to fly")
-        n_cal = min(64 if size <= 128 else 32, len(splits.train))
-        cal = np.stack([img for img, _ in iterate_images(subset(splits.train, n_cal, seed=cfg.data.seed), size,
-                                                           cfg.data.seed)])
-        log.info("random init: calibrating BatchNorm statistics on %d training images", len(cal))
-        calibrate_batchnorm(model, cal)  # before any activation is cached: the frozen stages include BN
+    log.info("head reads %s (%s pooling); trainable backbone stages: %s",
+             "+".join(cfg.model.resolved_head_stages()), "+".join(cfg.model.head_pooling),
+             ", ".join(cfg.model.resolved_trainable_stages()) or "none")
+    n_cal = min(128 if size <= 128 else 48, len(splits.train))
+    cal = np.stack([img for img, _ in iterate_images(subset(splits.train, n_cal, seed=cfg.data.seed), size,
+                                                       cfg.data.seed)])
+    # before any activation is cached: the frozen stages (random init) and the features norm are BN
+    log.info("calibrating BatchNorm statistics (%s) on %d training images",
+             "every layer: random init" if random_init else "features norm", len(cal))
+    calibrate_batchnorm(model, cal, None if random_init else (FEATURES_NORM,))
     log.info("augmentation: %s", "on" if augment else
              f"off (augment.enabled: {cfg.augment.enabled}, weights {cfg.model.weights})")
     ckpt = workdir / "best.weights.h5"
@@ -89,7 +95,7 @@ def train(cfg: BuildConfig, splits: DataSplits, workdir: Path) -> tuple[Any, dic
     if not cfg.train.activation_cache:
         cache_facts["activation_cache_reason"] = "off (train.activation_cache: false)"
     else:
-        plan = plan_cache(model, cfg.model.trainable_stages, len(splits.train), len(splits.val),
+        plan = plan_cache(model, cfg.model.resolved_trainable_stages(), len(splits.train), len(splits.val),
                           cfg.augment.variants if augment else 1, cfg.train.activation_cache_mb,
                           cfg.train.activation_cache_disk_mb, workdir)
         if plan.where is None:

@@ -11,7 +11,7 @@ import pytest
 from compile.actcache import CACHE_DTYPE, CachedSplit, batches, cut_layer_for, fill_cache, plan_cache
 from compile.config import AugmentConfig, ModelConfig, load_build_config
 from compile.data import make_splits
-from compile.model import build_model, calibrate_batchnorm, export_model, front_model, tail_model
+from compile.model import FEATURES, build_model, calibrate_batchnorm, export_model, front_model, tail_model
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZE = 64
@@ -23,7 +23,7 @@ def model():
     import keras
 
     keras.utils.set_random_seed(0)
-    m = build_model(ModelConfig(input_size=SIZE, weights="none", trainable_stages=["conv5"]))
+    m = build_model(ModelConfig(input_size=SIZE, weights="none", head_stages=["conv5"], trainable_stages=["conv5"]))
     calibrate_batchnorm(m, np.random.default_rng(0).uniform(0, 255, (16, SIZE, SIZE, 3)))
     return m
 
@@ -36,17 +36,42 @@ def test_cut_points() -> None:
     assert cut_layer_for(["conv5"]) == "conv4_block6_out"
     assert cut_layer_for(["conv5", "conv4"]) == "conv3_block4_out"
     assert cut_layer_for(["conv2", "conv5"]) == "pool1_pool"
-    assert cut_layer_for(["conv1"]) is None and cut_layer_for([]) is None
+    assert cut_layer_for(["conv1"]) is None
+    # nothing trains in the backbone: the head's pooled features are what stays fixed
+    assert cut_layer_for([]) == FEATURES
+    # the head reads conv2, which the cut at conv5's input would lose: no cache
+    assert cut_layer_for(["conv5"], ["conv2", "conv5"]) is None
+    assert cut_layer_for(["conv5"], ["conv5"]) == "conv4_block6_out"
 
 
-@pytest.mark.parametrize("stages", [["conv5"], ["conv4", "conv5"]])
-def test_tail_of_front_is_the_whole_model(stages: list[str]) -> None:
+def test_auto_head_follows_the_weights() -> None:
+    random = ModelConfig(input_size=SIZE, weights="none", trainable_stages=["conv5"])
+    assert random.resolved_head_stages() == ["conv1", "conv2"]
+    assert random.resolved_trainable_stages() == []  # conv5 is not in the graph
+    real = ModelConfig(input_size=SIZE, weights="imagenet", trainable_stages=["conv5"])
+    assert real.resolved_head_stages() == ["conv5"] and real.resolved_trainable_stages() == ["conv5"]
+    assert ModelConfig(head_pooling=["max", "avg", "max"]).head_pooling == ["avg", "max"]
+
+
+def test_random_head_graph_stops_at_its_deepest_stage() -> None:
+    m = build_model(ModelConfig(input_size=SIZE, weights="none"))
+    trunk = m.get_layer("resnet50")
+    names = {layer.name for layer in trunk.layers}
+    assert "conv2_block3_out" in names and not any(n.startswith(("conv3", "conv4", "conv5")) for n in names)
+    # stem 64 + stage 2 256 channels, each avg and max pooled
+    assert m.get_layer(FEATURES).output.shape[-1] == 2 * (64 + 256)
+
+
+@pytest.mark.parametrize(("stages", "heads"), [(["conv5"], ["conv5"]), (["conv4", "conv5"], ["conv5"]),
+                                               ([], "auto"), ([], ["conv2", "conv4"])])
+def test_tail_of_front_is_the_whole_model(stages: list[str], heads) -> None:
     import keras
 
     keras.utils.set_random_seed(0)
-    m = build_model(ModelConfig(input_size=SIZE, weights="none", trainable_stages=stages))
+    cfg = ModelConfig(input_size=SIZE, weights="none", trainable_stages=stages, head_stages=heads)
+    m = build_model(cfg)
     calibrate_batchnorm(m, _images(8, 5))
-    cut = cut_layer_for(stages)
+    cut = cut_layer_for(cfg.resolved_trainable_stages(), cfg.resolved_head_stages())
     x = _images(4)
     acts = np.asarray(front_model(m, cut).predict_on_batch(x))
     whole = np.asarray(m.predict_on_batch(x))
@@ -113,7 +138,8 @@ def test_augmented_variants_differ() -> None:
     import keras
 
     keras.utils.set_random_seed(0)
-    m = build_model(ModelConfig(input_size=SIZE, weights="none"), AugmentConfig(enabled=True), seed=0)
+    m = build_model(ModelConfig(input_size=SIZE, weights="none", head_stages=["conv5"]), AugmentConfig(enabled=True),
+                    seed=0)
     calibrate_batchnorm(m, _images(8, 5))
     cfg = load_build_config(ROOT / "configs" / "build.yaml", "quick")
     split = make_splits(cfg.data.model_copy(update={"synthetic_per_class": 3})).train

@@ -63,7 +63,11 @@ def test_bundle_follows_the_contract(quick_bundle) -> None:
         assert 0 <= held[side]["accuracy"] <= 1 and set(held[side]["recall"]) == set(CLASSES)
         assert set(held[side]["roc_auc"]) == {*CLASSES, "macro"}
     assert "report/confusion_matrix_heldout_int8.png" in card["files"]
-    assert card["metrics"]["float"]["accuracy"] > 0.6  # it learned something in 40 steps (chance is 0.33)
+    # issue 13's targets for the quick bundle: in-distribution >= 0.95; held-out looks >= 0.90 with
+    # every disease's recall >= 0.95 at the card's thresholds (measured 0.98 / 0.95, 1.00 and 0.96)
+    assert card["metrics"]["int8"]["accuracy"] >= 0.95
+    assert held["int8"]["at_thresholds"]["accuracy"] >= 0.90
+    assert min(held["int8"]["at_thresholds"]["recall"][d] for d in ("rust", "powdery_mildew")) >= 0.95
     assert card["tools"]["tensorflow"] and card["tools"]["python"].startswith("3.11")
     assert card["training"]["weights"] == "none" and card["training"]["epochs_run"] >= 1
     metrics = json.loads((b / "report" / "metrics.json").read_text())
@@ -80,7 +84,9 @@ def test_random_backbone_is_said_loudly_and_the_cache_was_used(quick_bundle) -> 
     assert metrics["warnings"] == card["warnings"] and metrics["backbone_weights"] == card["backbone_weights"]
     assert "WARNING: backbone weights: none (random init)" in quick_bundle.proc.stdout
     t = card["training"]
-    assert t["activation_cache"] == "memory" and t["activation_cache_layer"] == "conv4_block6_out"
+    # no backbone stage trains with the random head (conv1+conv2): the cache holds pooled features
+    assert t["activation_cache"] == "memory" and t["activation_cache_layer"] == "features"
+    assert t["head_stages"] == ["conv1", "conv2"] and t["trainable_stages"] == []
     assert t["activation_cache_variants"] == 1 and t["augment_active"] is False  # quick: no augmentation
 
 
@@ -181,7 +187,7 @@ def test_precheck_passes_the_built_model(quick_bundle) -> None:
 
 
 def test_quick_build_is_quick(quick_bundle) -> None:
-    """The quick profile's work stays bounded; the wall clock only catches a runaway (5x the ~2-3 min it takes).
+    """The quick profile's work stays bounded; the wall clock only catches a runaway (~5x the 2 min it takes).
 
     Under load from other jobs on 2 cores the same build measured 420-870 s, so a tight wall-clock
     limit tests the machine, not the build: the bound that matters is the work done.
@@ -189,6 +195,8 @@ def test_quick_build_is_quick(quick_bundle) -> None:
     card = card_of(quick_bundle.path)
     t = card["training"]
     assert card["input"]["height"] == 96
-    assert t["epochs_run"] * t["steps_per_epoch"] <= 160 and t["batch_size"] == 16
+    # epochs over cached pooled features: the head sees at most 30 passes of about 1,050 images
+    assert t["epochs_run"] <= 30 and t["steps_per_epoch"] * t["batch_size"] <= 1100 and t["batch_size"] == 32
     assert t.get("activation_cache") == "memory"  # the frozen stages ran once per image
-    assert quick_bundle.seconds < 900, quick_bundle.seconds
+    assert t["parameters"] < 1_000_000  # the trunk stops at stage 2: stages 3-5 are not computed
+    assert quick_bundle.seconds < 600, quick_bundle.seconds

@@ -36,7 +36,7 @@ def test_stage_names() -> None:
 
 
 def test_freezing_by_stage_and_export() -> None:
-    model = build_model(ModelConfig(input_size=32, weights="none", trainable_stages=["conv5"]))
+    model = build_model(ModelConfig(input_size=32, weights="none", head_stages=["conv5"], trainable_stages=["conv5"]))
     base = model.get_layer("resnet50")
     trainable = {layer.name.split("_")[0] for layer in base.layers if layer.trainable and layer.weights}
     assert trainable == {"conv5"}
