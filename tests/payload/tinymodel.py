@@ -68,6 +68,24 @@ def build_tflite(size: int = SIZE, n_classes: int = len(CLASSES), *, float_input
     return conv.convert()
 
 
+def build_nan_tflite(size: int = SIZE, n_classes: int = len(CLASSES)) -> bytes:
+    """A model with the payload's interface (uint8 [1,H,W,3] in, [1,C] out) whose every score is NaN.
+
+    It passes every check that reads the file (hashes, shapes, dtypes) and fails only when it runs:
+    the case the payload's load-time probe exists for. Float output: log of a negative number.
+    """
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([1, size, size, 3], tf.uint8)])
+    def nan_scores(x: tf.Tensor) -> tf.Tensor:
+        mean = tf.reduce_mean(tf.cast(x, tf.float32), axis=[1, 2])  # (1, 3)
+        logits = tf.tile(mean[:, :1], [1, n_classes])
+        return tf.math.log(-1.0 - logits)  # NaN for every pixel value
+
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([nan_scores.get_concrete_function()], nan_scores)
+    return conv.convert()
+
+
 def write_bundle(
     out: Path,
     model_bytes: bytes,
