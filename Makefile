@@ -14,10 +14,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)  ## the development venv (workstation + tests)
 
-test: $(STAMP)  ## the default test suite (fast: small inputs, shared builds)
+test: $(STAMP)  ## the default test suite (fast: small inputs, shared builds); CI runs `make ci-tools test`
 	$(BIN)/python -m pytest
 
-test-slow: $(STAMP)  ## heavy cases: 224 px builds, long soaks
+test-slow: $(STAMP)  ## the `slow` cases: 2 h soaks, the 60 s radio gap, full-speed replays
 	$(BIN)/python -m pytest -m slow
 
 lint: $(STAMP)  ## ruff on everything, mypy on payload/ (settings in pyproject.toml)
