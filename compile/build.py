@@ -30,7 +30,7 @@ from .bundle import finalize, staging_dir
 from .config import BuildConfig
 from .data import heldout_factors, iterate_images, make_splits, subset
 from .edgetpu import run_compiler
-from .errors import BuildError, CompilerError, CompilerNotFoundError, QuantizationError
+from .errors import BuildError, CompilerError, CompilerNotFoundError, NothingMappedError, QuantizationError
 from .metrics import DISEASES, choose_thresholds, classification_report, cost_table, decide
 from .roc import auc_summary, per_class_roc
 from .synthetic import CLASSES, HEALTHY
@@ -324,14 +324,17 @@ def attach_edgetpu(bundle: Path, compiler: str = "edgetpu_compiler", min_runtime
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(p, target)
         edgetpu = dict(card.edgetpu or {})
+        summary: dict[str, Any] | None = None
         try:
             log.info("running edgetpu_compiler on %s", bundle / INT8_NAME)
             summary = run_compiler(staging / INT8_NAME, staging, compiler, min_runtime, timeout_s)
+            check_mapped(summary)
         except CompilerError as err:
             for stray in staging.glob("*_edgetpu.*"):
-                stray.unlink()  # never ship a half-written Edge TPU model
+                stray.unlink()  # never ship a half-written Edge TPU model, nor one the TPU would not run
             not_found = isinstance(err, CompilerNotFoundError)
-            edgetpu.update(compiled=False, cpu_only=False, summary=None,
+            mapped_nothing = isinstance(err, NothingMappedError)
+            edgetpu.update(compiled=False, cpu_only=False, summary=summary if mapped_nothing else None,
                            reason="edgetpu_compiler not found" if not_found else f"edgetpu_compiler failed: {err}")
             tools = (card.tools or {}) | {"edgetpu_compiler": None}
             card = card.model_copy(update={"edgetpu": edgetpu, "tools": tools})
@@ -348,6 +351,24 @@ def attach_edgetpu(bundle: Path, compiler: str = "edgetpu_compiler", min_runtime
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def check_mapped(summary: dict[str, Any]) -> None:
+    """Raise NothingMappedError when the compiler put no op on the Edge TPU.
+
+    The real compiler then still prints "Model compiled successfully" and writes a
+    `*_edgetpu.tflite` that is the input model again (0 Edge TPU subgraphs); shipping it as
+    compiled would put a CPU model on the drone labelled as an Edge TPU one.
+    """
+    if summary.get("subgraphs") == 0 or summary.get("ops_on_tpu") == 0:
+        first = next((f"{op} ({', '.join(row['cpu_reasons'])})" for op, row in summary.get("ops", {}).items()
+                      if row["cpu"] and not any("More than one subgraph" in r for r in row["cpu_reasons"])), None)
+        raise NothingMappedError(
+            f"edgetpu_compiler mapped no operation to the Edge TPU (0 Edge TPU subgraphs, "
+            f"{summary.get('ops_on_cpu')} of {summary.get('total_ops')} ops on the CPU"
+            + (f"; first unmapped: {first}" if first else "") + "); run `python -m compile check -v` on the model, "
+            "and try a newer -m (edgetpu.min_runtime_version) or Coral's web compiler"
+        )
 
 
 def finalize_card(staging: Path, bundle: Path, card: ModelCard) -> dict[str, Any]:

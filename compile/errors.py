@@ -33,5 +33,9 @@ class CompilerError(BuildError):
     """edgetpu_compiler is missing, failed or timed out."""
 
 
+class NothingMappedError(CompilerError):
+    """edgetpu_compiler "succeeded" with 0 Edge TPU subgraphs: every op would run on the CPU."""
+
+
 class CompilerNotFoundError(CompilerError):
     """edgetpu_compiler is not installed; the int8 bundle is still written."""

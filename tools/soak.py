@@ -371,8 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fps", type=float, default=1.0, help="camera frames per second of flight time")
     ap.add_argument("--bundle", help="model bundle (default: build the tiny test bundle; needs TensorFlow)")
     ap.add_argument("--out", help="output folder (default: a temporary one)")
-    ap.add_argument("--scouting-rate", type=float, default=0.02,
-                    help="fraction of tiles flagged in the second (scouting) flight; 0 skips it")
+    ap.add_argument("--scouting-rate", type=float, nargs="+", default=[0.02, 0.10],
+                    help="fractions of tiles flagged, one scouting flight each after the healthy one "
+                    "(default: 0.02 0.10); 0 alone skips them")
     ap.add_argument("--json", help="also write the reports here")
     args = ap.parse_args(argv)
     reports: dict[str, SoakReport] = {}
@@ -380,8 +381,11 @@ def main(argv: list[str] | None = None) -> int:
         bundle = load_bundle(args.bundle) if args.bundle else _tiny_bundle(Path(tmp))
         base = Path(args.out) if args.out else Path(tmp) / "out"
         flights = [("healthy field (the leak gate: no detections)", "healthy", 0.0)]
-        if args.scouting_rate > 0:
-            flights.append((f"scouting ({args.scouting_rate:.0%} of tiles flagged)", "scouting", args.scouting_rate))
+        for rate in args.scouting_rate:
+            if rate < 0 or rate > 1:
+                raise SystemExit(f"--scouting-rate {rate}: give a fraction between 0 and 1 (0.02 = 2 %)")
+            if rate > 0:
+                flights.append((f"scouting ({rate:.0%} of tiles flagged)", f"scouting_{round(rate * 100):g}pct", rate))
         for title, key, rate in flights:
             print(f"soak, {title}: {args.hours:g} h of flight at {args.fps:g} fps, bundle {bundle.path}", flush=True)
             reports[key] = run_soak(bundle, base / key, flight_s=args.hours * 3600.0, fps=args.fps, flag_rate=rate,
@@ -391,7 +395,11 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps({k: asdict(r) for k, r in reports.items()}, indent=2) + "\n",
                                        encoding="utf-8")
-    return 0 if all(r.ok for r in reports.values()) else 1
+    failed = [k for k, r in reports.items() if not r.ok]
+    for k in failed:
+        print(f"MISS {k}: " + "; ".join(reports[k].failures), file=sys.stderr)
+    print("soak: " + ("all flights passed" if not failed else f"FAILED: {', '.join(failed)}"), flush=True)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

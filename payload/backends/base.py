@@ -29,6 +29,10 @@ class Classifier(Protocol):
         """Release the interpreter (and the accelerator)."""
 
 
+# dequantized uint8 softmax scores lie on a 1/256 grid inside 0-1; float rounding may step past by a hair
+PROBE_TOLERANCE = 1e-3
+
+
 def _quant(details: dict[str, Any]) -> tuple[float, int]:
     q = details.get("quantization") or (0.0, 0)
     return float(q[0]), int(q[1])
@@ -86,6 +90,38 @@ class TFLiteClassifier:
         if in_scale > 0 and (abs(in_scale - 1.0) > 1e-6 or in_zero != 0):
             levels = np.arange(256, dtype=np.float64) / in_scale + in_zero
             self._in_lut = np.clip(np.rint(levels), 0, 255).astype(np.uint8)
+        self._probe(model_file)
+
+    def _probe(self, model_file: Path) -> None:
+        """One inference on a mid-grey tile before any flight; refuse a model that fails or returns garbage.
+
+        A model can pass its sha256 (the build wrote it that way) and allocate, yet fail at invoke
+        or return NaN or scores outside 0-1 (a broken build, a model that is not a softmax
+        classifier). Caught here it is a BundleError (exit 2) on the ground, not a fault in flight.
+        """
+        tile = np.full((1, *self.input_size, 3), 128, dtype=np.uint8)
+        if self._in_lut is not None:
+            tile = self._in_lut[tile]
+        try:
+            self._interp.set_tensor(self._in_index, tile)
+            self._interp.invoke()
+            scores = self.dequantize(self._interp.get_tensor(self._out_index).reshape(1, -1))
+        except (RuntimeError, ValueError) as err:
+            raise BundleError(
+                f"{model_file}: the probe inference on a mid-grey tile failed ({err}); the model is damaged or "
+                "needs ops this runtime lacks; rebuild the bundle"
+            ) from None
+        bad = None
+        if not np.all(np.isfinite(scores)):
+            bad = "non-finite scores"
+        elif scores.min() < -PROBE_TOLERANCE or scores.max() > 1.0 + PROBE_TOLERANCE:
+            bad = "scores outside 0-1"
+        if bad:
+            raise BundleError(
+                f"{model_file}: the probe inference on a mid-grey tile returned {bad} "
+                f"{np.round(scores[0], 4).tolist()}; the model is damaged or its output is not softmax scores; "
+                "rebuild the bundle"
+            )
 
     def dequantize(self, raw: np.ndarray) -> np.ndarray:
         """Scores from the raw output tensor values: (q - zero_point) * scale, or as-is for float outputs."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from compile import build as build_mod
 from compile import train as train_mod
 from compile.bundle import finalize, staging_dir, verify_bundle
 from compile.config import load_build_config
-from compile.errors import QuantizationError
+from compile.errors import NothingMappedError, QuantizationError
 from payload.bundle import ModelCard
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +51,8 @@ def test_cpu_only_build_succeeds_and_says_so(tmp_path: Path, monkeypatch) -> Non
 
 def test_build_with_the_compiler_ships_both_models(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(train_mod, "train", _tiny_train)
-    monkeypatch.setenv("FAKE_EDGETPU_MODE", "success")
+    monkeypatch.delenv("FAKE_EDGETPU_MODE", raising=False)
+    monkeypatch.setenv("FAKE_EDGETPU_PYTHON", sys.executable)  # the double reads the model with this venv
     cfg = _tiny_cfg()
     cfg = cfg.model_copy(update={"edgetpu": cfg.edgetpu.model_copy(
         update={"compiler": str(ROOT / "tests" / "compile" / "fake_edgetpu_compiler")})})
@@ -59,6 +61,22 @@ def test_build_with_the_compiler_ships_both_models(tmp_path: Path, monkeypatch) 
     card = result.card
     assert card["edgetpu"]["compiled"] is True and card["edgetpu"]["summary"]["fully_mapped"] is True
     assert {"model_int8.tflite", "model_int8_edgetpu.tflite", "model_int8_edgetpu.log"} <= set(card["files"])
+    assert verify_bundle(tmp_path / "b") == []
+
+
+def test_build_whose_model_maps_nothing_is_not_compiled(tmp_path: Path, monkeypatch) -> None:
+    """0 Edge TPU subgraphs ("compiled successfully", every op on the CPU) fails the build; the card says why."""
+    monkeypatch.setattr(train_mod, "train", _tiny_train)
+    monkeypatch.setenv("FAKE_EDGETPU_MODE", "zero_subgraphs")
+    monkeypatch.setenv("FAKE_EDGETPU_PYTHON", sys.executable)
+    cfg = _tiny_cfg()
+    cfg = cfg.model_copy(update={"edgetpu": cfg.edgetpu.model_copy(
+        update={"compiler": str(ROOT / "tests" / "compile" / "fake_edgetpu_compiler")})})
+    result = build_mod.run_build(cfg, tmp_path / "b", profile="quick")
+    assert isinstance(result.compiler_error, NothingMappedError)  # the CLI raises it: exit 2
+    e = result.card["edgetpu"]
+    assert e["compiled"] is False and "0 Edge TPU subgraphs" in e["reason"] and e["summary"]["subgraphs"] == 0
+    assert "model_int8_edgetpu.tflite" not in result.card["files"]
     assert verify_bundle(tmp_path / "b") == []
 
 

@@ -280,7 +280,9 @@ def test_input_quantization_is_honoured_without_float_maths_per_pixel(tiny_bundl
     batch[0, 0, 0] = (0, 100, 255)
     scores = clf.classify_batch(batch)
     np.testing.assert_allclose(scores, [[0.0, 0.2, 1.0]] * 2, atol=1e-6)
-    assert interp.seen[0].dtype == np.uint8
+    # seen[0] is the load-time probe (mid-grey 128 -> 128 / 0.5 + 10, clipped): it goes through the table too
+    assert len(interp.seen) == 3 and (interp.seen[0] == 255).all()
+    assert interp.seen[1].dtype == np.uint8
     # real value = 0.5 * (q - 10)  =>  q = p / 0.5 + 10, clipped to 0-255
-    assert tuple(interp.seen[0][0, 0, 0]) == (10, 210, 255)
-    assert (interp.seen[1] == 10).all()
+    assert tuple(interp.seen[1][0, 0, 0]) == (10, 210, 255)
+    assert (interp.seen[2] == 10).all()

@@ -182,7 +182,9 @@ def test_vectorised_full_frame_is_fast_enough_for_rendering() -> None:
         back = ground_offsets_to_pixels(cam, en, 0.1, 0.05, 0.6, 30)
         best = min(best, time.perf_counter() - t0)
     np.testing.assert_allclose(back, uv, atol=1e-6)
-    assert best < 0.1, f"full-frame projection took {best:.3f} s"
+    # vectorised, a 640x480 frame takes a few tens of ms; a per-pixel Python loop would take seconds,
+    # which is what this catches (a loaded machine must not fail it)
+    assert best < 0.5, f"full-frame projection took {best:.3f} s"
 
 
 @settings(max_examples=200, deadline=None)

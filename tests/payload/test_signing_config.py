@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from payload.errors import TelemetryError
 from payload.keyfile import read_signing_key
 from payload.ops.preflight import check_signing
 from payload.vehicle.telemetry import Telemetry
+from tests.asuser import give_to_nobody, run_unprivileged, shared_dir
 from tests.configtests import expect_config_error, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -129,11 +131,24 @@ def test_not_a_regular_file(tmp_path: Path) -> None:
                             "telemetry.signing.key_file", "not a regular file")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_unreadable_key_file(tmp_path: Path) -> None:
-    path = _key_file(tmp_path, KEY, mode=0o000)
-    expect_config_error(load_payload_config, _cfg_file(tmp_path, {"key_file": str(path)}),
-                        "telemetry.signing.key_file", "cannot be read", "chmod 600")
+def test_unreadable_key_file() -> None:
+    """As the service user would meet it (root reads any file, so under root the case runs as nobody)."""
+    base = shared_dir()
+    try:
+        load_payload_config(_cfg_file(base, {"key_file": str(_key_file(base, KEY, name="warm.key"))}))  # imports
+        path = _key_file(base, KEY, mode=0o000)
+        give_to_nobody(path)
+        cfg = _cfg_file(base, {"key_file": str(path)})
+        cfg.chmod(0o644)
+
+        def case() -> None:
+            with pytest.raises(PermissionError):
+                path.read_bytes()  # really unprivileged: the mode bits hold
+            expect_config_error(load_payload_config, cfg, "telemetry.signing.key_file", "cannot be read", "chmod 600")
+
+        run_unprivileged(case)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_signing_block_is_strict(tmp_path: Path) -> None:

@@ -75,7 +75,7 @@ def telemetry(vehicle):
 
 
 def test_vehicle_to_detections_with_correct_ground_positions(tmp_path: Path, vehicle, telemetry) -> None:
-    assert telemetry.measured_connect_s < 5.0
+    assert telemetry.measured_connect_s < 10.0  # wait_ready took ~1 s here: this catches a hang, not a slow machine
     print(f"dronekit connect (wait_ready=True) took {telemetry.measured_connect_s:.2f} s")
     handler = GeotagHandler(_payload_cfg(tmp_path), labels=LABELS, model_sha256="cd" * 32, telemetry=telemetry)
     cam = CameraModel.from_hfov(640, 480, 62.2)
@@ -163,7 +163,7 @@ def test_connect_times_out_when_nothing_answers() -> None:
     with pytest.raises(TelemetryError, match="no HEARTBEAT") as err:
         tel.connect()
     took = time.monotonic() - t0
-    assert took < 2.5
+    assert 1.5 * 0.9 <= took < 1.5 * 5  # it waited for the timeout, and gave up then (not a hang)
     assert f"udp:127.0.0.1:{port}" in str(err.value) and "telemetry.connect_timeout_s" in str(err.value)
     tel.close()
     # the port was released: it can be bound again at once
@@ -179,7 +179,7 @@ def test_connect_times_out_when_the_vehicle_never_sends_parameters() -> None:
         t0 = time.monotonic()
         with pytest.raises(TelemetryError, match="PARAM_REQUEST_LIST"):
             tel.connect()
-        assert time.monotonic() - t0 < 3.0
+        assert time.monotonic() - t0 < 2.0 * 5
     # dronekit's handshake loops have no timeout; the abandoned connect worker must still end
     assert wait_for(lambda: not any(t.name == "telemetry-connect" for t in threading.enumerate()), 5.0)
 
@@ -190,7 +190,7 @@ def test_refused_tcp_connection_is_a_clear_error() -> None:
     t0 = time.monotonic()
     with pytest.raises(TelemetryError, match="telemetry.connection|no usable MAVLink vehicle"):
         tel.connect()
-    assert time.monotonic() - t0 < 4.0
+    assert time.monotonic() - t0 < 3.0 * 5
 
 
 def test_serial_link_names_what_is_missing() -> None:
@@ -198,7 +198,7 @@ def test_serial_link_names_what_is_missing() -> None:
     t0 = time.monotonic()
     with pytest.raises(TelemetryError, match="/dev/ttyCROPSCOUT_NONE") as err:
         tel.connect()
-    assert time.monotonic() - t0 < 3.0
+    assert time.monotonic() - t0 < 2.0 * 5
     try:
         import serial  # noqa: F401
     except ModuleNotFoundError:

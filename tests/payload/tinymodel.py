@@ -32,13 +32,18 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def build_tflite(size: int = SIZE, n_classes: int = len(CLASSES), *, float_input: bool = False) -> bytes:
-    """Return a full-int8 TFLite classifier (uint8 in/out unless `float_input`)."""
+def build_tflite(size: int = SIZE, n_classes: int = len(CLASSES), *, float_input: bool = False,
+                 float_output: bool = False, quantized: bool = True, batch_size: int | None = None) -> bytes:
+    """Return a full-int8 TFLite classifier (uint8 in/out unless `float_input`/`float_output`).
+
+    `quantized=False` gives the plain float32 conversion: the model edgetpu_compiler refuses;
+    `batch_size=1` fixes the batch dimension, as the Edge TPU needs (the default leaves it dynamic).
+    """
     import tensorflow as tf
 
     tf.random.set_seed(0)
     rng = np.random.default_rng(0)
-    inputs = tf.keras.Input((size, size, 3))
+    inputs = tf.keras.Input((size, size, 3), batch_size=batch_size)
     x = tf.keras.layers.Rescaling(1.0 / 255.0)(inputs)
     x = tf.keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(x)
     x = tf.keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(x)
@@ -51,12 +56,33 @@ def build_tflite(size: int = SIZE, n_classes: int = len(CLASSES), *, float_input
             yield [rng.integers(0, 256, (1, size, size, 3)).astype(np.float32)]
 
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    if not quantized:
+        return conv.convert()
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = representative
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     if not float_input:
         conv.inference_input_type = tf.uint8
-    conv.inference_output_type = tf.uint8
+    if not float_output:
+        conv.inference_output_type = tf.uint8
+    return conv.convert()
+
+
+def build_nan_tflite(size: int = SIZE, n_classes: int = len(CLASSES)) -> bytes:
+    """A model with the payload's interface (uint8 [1,H,W,3] in, [1,C] out) whose every score is NaN.
+
+    It passes every check that reads the file (hashes, shapes, dtypes) and fails only when it runs:
+    the case the payload's load-time probe exists for. Float output: log of a negative number.
+    """
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([1, size, size, 3], tf.uint8)])
+    def nan_scores(x: tf.Tensor) -> tf.Tensor:
+        mean = tf.reduce_mean(tf.cast(x, tf.float32), axis=[1, 2])  # (1, 3)
+        logits = tf.tile(mean[:, :1], [1, n_classes])
+        return tf.math.log(-1.0 - logits)  # NaN for every pixel value
+
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([nan_scores.get_concrete_function()], nan_scores)
     return conv.convert()
 
 

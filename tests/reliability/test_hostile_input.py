@@ -12,6 +12,8 @@ import copy
 import json
 import math
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -226,13 +228,30 @@ def test_bit_flipped_model_never_crashes(data: st.DataObject, tiny_bundle_dir: P
         clf = CpuClassifier(b, 1)
     except BundleError:
         return
+    # it loaded, so its load-time probe ran and gave valid scores: it must now run like any model
     try:
         out = clf.classify_batch(np.zeros((2, b.input_height, b.input_width, 3), np.uint8))
-    except (RuntimeError, ValueError):
-        return  # invoke refused the damaged graph: the scheduler's failure path handles this
     finally:
         clf.close()
     assert out.shape == (2, len(b.labels)) and np.all(np.isfinite(out))
+    assert out.min() >= 0.0 and out.max() <= 1.0 + 1e-3
+
+
+def test_model_that_invokes_to_nan_is_refused_at_load(bundle_copy: Path) -> None:
+    """Hashes, shapes and dtypes all pass; only running it shows the garbage: refused before any flight."""
+    (bundle_copy / "model_int8.tflite").write_bytes(tinymodel.build_nan_tflite())
+    _rehash(bundle_copy)
+    b = load_bundle(bundle_copy)  # the file checks pass
+    with pytest.raises(BundleError, match="probe inference on a mid-grey tile returned non-finite scores"):
+        CpuClassifier(b, 1)
+    image = bundle_copy.parent / "leaf.png"
+    import cv2
+
+    cv2.imwrite(str(image), np.full((64, 64, 3), 90, np.uint8))
+    done = subprocess.run([sys.executable, "-m", "payload", "classify", "--bundle", str(bundle_copy),
+                           "--backend", "cpu", str(image)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 2, done.stderr
+    assert "non-finite scores" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_not_a_model_at_all(bundle_copy: Path) -> None:

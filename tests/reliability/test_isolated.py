@@ -32,7 +32,10 @@ pytestmark = pytest.mark.timeout(120)
 
 N_CLASSES = 3
 SIZE = 32
-DEADLINE_S = 0.5
+# The watchdog's per-tile deadline in these tests. A healthy child on a loaded 2-core machine can take
+# several hundred ms for a tile now and then, so 0.5 s gave false hangs; detection is checked as an
+# order instead: a death, an exception or garbage is seen BEFORE the deadline, a hang AT it.
+DEADLINE_S = 2.0
 FAULT_KINDS = ("abort", "sigkill", "exit", "hang", "raise", "wrong_shape", "nan", "out_of_range")
 
 
@@ -81,7 +84,10 @@ def test_one_off_fault_is_detected_restarted_and_the_batch_rerun(fault: str, tmp
         want_kind = {"abort": "died", "sigkill": "died", "exit": "died", "hang": "hang", "raise": "error"}.get(
             fault, "garbage")
         assert ev.kind == want_kind, ev
-        assert ev.detected_s < 1.0, ev
+        if fault == "hang":
+            assert DEADLINE_S * 0.9 <= ev.detected_s < DEADLINE_S * 2, ev
+        else:
+            assert ev.detected_s < DEADLINE_S, ev  # seen by the event itself, not by the watchdog
         assert ev.action == "restart" and ev.recovered_s is not None
         assert clf._proc.pid != first_pid
         assert not psutil.pid_exists(first_pid) or psutil.Process(first_pid).status() == psutil.STATUS_ZOMBIE
@@ -100,7 +106,7 @@ def test_persistent_fault_gives_up_after_one_restart(fault: str) -> None:
         with pytest.raises(IsolatedBackendError, match="failed after 1 restart"):
             clf.classify_batch(tiles(2))
         assert [e.action for e in clf.faults] == ["restart", "give up"]
-        assert all(e.detected_s < 1.0 for e in clf.faults)
+        assert all(e.detected_s < (DEADLINE_S * 2 if fault == "hang" else DEADLINE_S) for e in clf.faults)
         assert not clf.alive
         with pytest.raises(IsolatedBackendError):  # stays failed, no new child
             clf.classify_batch(tiles(1))
@@ -200,7 +206,7 @@ def test_pipeline_loses_no_frame(fault: str, once: bool, tiny_bundle_dir: Path, 
         boxes, batch = pipe.tiler.tiles(r.frame.pixels)
         np.testing.assert_allclose(np.stack([t.scores for t in r.tiles]), expected_scores(batch, N_CLASSES),
                                    rtol=1e-6)
-    assert clf.faults and clf.faults[0].detected_s < 1.0
+    assert clf.faults and clf.faults[0].detected_s < (DEADLINE_S * 2 if fault == "hang" else DEADLINE_S)
     if once:
         assert stats.backend_failovers == 0 and clf.restarts == 1 and not fallbacks
     else:
@@ -213,7 +219,7 @@ def test_pipeline_loses_no_frame(fault: str, once: bool, tiny_bundle_dir: Path, 
     # CPU taking over and re-running the frame in flight); the frames are otherwise ~0.03 s apart
     t = [r.t_inferred_mono for r in handler.results]
     gap = max(b - a for a, b in zip(t, t[1:], strict=False))
-    assert gap < 3.0, gap
+    assert gap < 2 * DEADLINE_S + 3.0, gap  # at most the deadline, a restart, the deadline again, the CPU
     print(f"PIPELINE {fault} once={once}: {n_frames}/{n_frames} frames written, faults "
           f"{[(e.kind, round(e.detected_s, 3), e.action) for e in clf.faults]}, longest gap between results "
           f"{gap:.2f} s, run {took:.2f} s")

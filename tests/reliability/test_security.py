@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import yaml
 from payload.config import PayloadConfig
 from payload.errors import BundleError, ConfigError
 from payload.ops.paths import check_output_dir, resolve_config_paths
+from tests.asuser import give_to_nobody, run_unprivileged, shared_dir
 from tests.payload import tinymodel
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -192,17 +194,24 @@ def test_config_paths_are_resolved_and_checked(tmp_path: Path, tiny_bundle_dir: 
         check_output_dir(a_file / "sub")
 
 
-def test_read_only_output_dir_is_refused(tmp_path: Path) -> None:
-    ro = tmp_path / "ro"
+def test_read_only_output_dir_is_refused() -> None:
+    """As the service user would see it: root writes anywhere, so under root the case runs as nobody."""
+    base = shared_dir()
+    ro = base / "ro"
     ro.mkdir()
+    give_to_nobody(ro)
     ro.chmod(0o500)
     try:
-        if os.access(ro, os.W_OK):  # root ignores permissions
-            pytest.skip("running as root: a read-only folder is still writable")
-        with pytest.raises(ConfigError, match="not writable"):
-            check_output_dir(ro)
+        check_output_dir(base / "warm-up")  # imports done here: the unprivileged child cannot read the venv
+
+        def case() -> None:
+            assert not os.access(ro, os.W_OK)  # really unprivileged: the mode bits hold
+            with pytest.raises(ConfigError, match="not writable"):
+                check_output_dir(ro)
+
+        run_unprivileged(case)
     finally:
-        ro.chmod(0o700)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_bundle_path_that_is_a_file_is_a_bundle_error(tmp_path: Path) -> None:

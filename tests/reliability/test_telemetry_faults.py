@@ -205,7 +205,9 @@ def test_spoofed_system_and_junk_bytes_are_ignored(tmp_path: Path) -> None:
             n += 1
             time.sleep(0.1)
         assert tel.link_ok
-        assert worst < 5.0, f"a pose came from the spoofer: {worst:.0f} m off"
+        # the README's figure is 0.01 m (measured here under load too); 10x that still fails on a single
+        # spoofed pose (1 km off) or a clock-sync slip of ~20 ms, and never on a slow machine
+        assert worst < 0.1, f"a pose came from the spoofer or the clock sync slipped: {worst:.2f} m off"
         assert counts.get("sent", 0) > 500
         print(f"HOSTILE LINK: {counts['sent']} junk datagrams + a sysid-66 spoofer; {n} poses checked, worst "
               f"{worst:.2f} m from our vehicle's truth; link ok")

@@ -1,0 +1,148 @@
+"""tools.missions, tools.bench and tools.soak: summaries, targets, and an exit status that tells a miss.
+
+The real flights take minutes each (`make missions`); here the mission itself is replaced by a
+function returning report.json contents, so the summary, the target checks and the exit status
+are tested on hand-made reports, fast. tools.mission.coverage is checked against areas by hand.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from flight_sim.scenario import load_scenario, random_scenario
+from tests.payload import tinymodel
+from tools.bench import missed_targets
+from tools.mission.coverage import field_coverage
+from tools.missions import MissionsError, Targets, misses, resolve_scenarios, run, summary_row
+
+GOOD = {"scenario": "s.yaml", "seed": 7, "patches_total": 3, "patches_found": 3, "false_hotspots": 1,
+        "centroid_error_m_median": 1.4, "centroid_error_m_p95": 2.5, "field_coverage": 0.97,
+        "frames_captured": 1000, "frames_processed": 600, "frames_dropped": 400, "backend": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # only the card is read (profile, sha256): a placeholder model file is enough
+    return tinymodel.write_bundle(tmp_path_factory.mktemp("b") / "bundle", b"not a model: never run here")
+
+
+def test_a_good_row_meets_the_default_targets() -> None:
+    assert misses(summary_row("default", GOOD), Targets()) == []
+
+
+@pytest.mark.parametrize(("change", "fragment"), [
+    ({"patches_found": 2}, "found 2/3 patches"),
+    ({"false_hotspots": 3}, "3 false hotspots (> 2)"),
+    ({"centroid_error_m_median": 3.5}, "centroid error median 3.50 m (> 3 m)"),
+    ({"centroid_error_m_p95": 7.0}, "centroid error p95 7.00 m"),
+    ({"field_coverage": 0.5}, "field coverage 50.0%"),
+    ({"field_coverage": None}, "field coverage unknown"),
+])
+def test_each_target_can_be_missed(change: dict, fragment: str) -> None:
+    got = misses(summary_row("default", {**GOOD, **change}), Targets())
+    assert len(got) == 1 and fragment in got[0], got
+
+
+def test_dropped_share_is_reported_only_unless_a_target_is_set() -> None:
+    row = summary_row("x", GOOD)
+    assert row["dropped_share"] == pytest.approx(0.4)
+    assert misses(row, Targets()) == []
+    assert misses(row, Targets(max_dropped_share=0.3)) == ["40% of frames dropped (> 30%)"]
+    assert misses(summary_row("x", {**GOOD, "patches_found": 0}), Targets(min_found_share=None)) == []
+
+
+def test_scenario_names(tmp_path: Path) -> None:
+    specs = resolve_scenarios(["default", "random-11"], tmp_path)
+    assert specs[0][1].name == "default.yaml"
+    # random-SEED is exactly what `flight-sim random-scenario --seed SEED` writes
+    assert load_scenario(specs[1][1]).model_dump() == random_scenario(11).model_dump()
+    with pytest.raises(MissionsError, match="no file"):
+        resolve_scenarios([f"mine={tmp_path / 'missing.yaml'}"], tmp_path)
+    with pytest.raises(MissionsError, match="unknown scenario name 'random-x'"):
+        resolve_scenarios(["random-x"], tmp_path)
+
+
+def _fly_from(reports: dict[str, dict]):
+    flown: list[tuple[str, Path]] = []
+
+    def fly(scenario: Path, out: Path, bundle: Path, speed: float, tolerance_m: float, log_level: str) -> dict:
+        flown.append((out.name, bundle))
+        return reports[out.name]
+
+    return fly, flown
+
+
+def test_summary_files_and_exit_status(tmp_path: Path, bundle: Path, capsys) -> None:
+    fly, flown = _fly_from({"default": GOOD, "random-23": {**GOOD, "seed": 23, "false_hotspots": 5}})
+    out = tmp_path / "missions"
+    code = run(["--bundle", str(bundle), "--out", str(out), "--scenarios", "default", "random-23"], fly=fly)
+    assert code == 1  # random-23 has 5 false hotspots
+    assert [name for name, _ in flown] == ["default", "random-23"] and {b for _, b in flown} == {bundle}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ok"] is False and summary["bundle_profile"] == "tiny-test"
+    assert summary["bundle_model_sha256"] == tinymodel.sha256_file(bundle / "model_int8.tflite")
+    assert [r["misses"] for r in summary["rows"]] == [[], ["5 false hotspots (> 2)"]]
+    md = (out / "summary.md").read_text()
+    assert "| default | 7 | 3/3 | 1 | 1.40 / 2.50 | 97.0% | 400/1000 | cpu | ok |" in md
+    assert "MISS: 5 false hotspots (> 2)" in md and "TARGET MISSED" in md
+    assert "--scenarios default random-23" in summary["command"]
+    # the same reports pass with the threshold overridden on the command line
+    code = run(["--bundle", str(bundle), "--out", str(out), "--scenarios", "default", "random-23",
+                "--max-false-hotspots", "5"], fly=fly)
+    assert code == 0 and json.loads((out / "summary.json").read_text())["ok"] is True
+    assert "all targets met" in capsys.readouterr().out
+
+
+def test_not_a_bundle_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(MissionsError, match="not a model bundle"):
+        run(["--bundle", str(tmp_path), "--out", str(tmp_path / "o")], fly=_fly_from({})[0])
+
+
+def test_field_coverage_by_hand() -> None:
+    assert field_coverage(10, 10, []) == 0.0
+    assert field_coverage(10, 10, [[(0, 0), (10, 0), (10, 10), (0, 10)]]) == 1.0
+    assert field_coverage(10, 10, [[(0, 0), (5, 0), (5, 10), (0, 10)]]) == pytest.approx(0.5)
+    # overlapping footprints count once; one outside the field counts nothing
+    two = [[(0, 0), (5, 0), (5, 10), (0, 10)], [(2, 0), (6, 0), (6, 10), (2, 10)], [(20, 20), (30, 20), (30, 30)]]
+    assert field_coverage(10, 10, two) == pytest.approx(0.6)
+    with pytest.raises(ValueError):
+        field_coverage(0, 10, [])
+
+
+def test_bench_missed_targets() -> None:
+    ok = {"pipeline_efficiency": 0.97, "rss_mb": 120.0, "startup_s": 1.2, "tensorflow_loaded": False}
+    assert missed_targets(ok) == []
+    assert missed_targets({**ok, "pipeline_efficiency": 0.9}) == ["pipeline_efficiency 0.9 (target >= 0.95)"]
+    assert missed_targets({**ok, "tensorflow_loaded": True}) == [
+        "tensorflow loaded in the payload process (target: never)"]
+    strict = {"pipeline_efficiency": (">=", 2.0), "rss_mb": ("<=", 250.0), "startup_s": ("<=", 2.0)}
+    assert missed_targets(ok, strict) == ["pipeline_efficiency 0.97 (target >= 2.0)"]
+
+
+def test_soak_flies_each_scouting_rate_and_fails_on_a_leak(tmp_path: Path, monkeypatch, capsys) -> None:
+    import tools.soak as soak
+
+    flown: list[float] = []
+
+    def fake_run_soak(bundle, out_dir, *, flight_s, fps, flag_rate, log):
+        flown.append(flag_rate)
+        failures = ["RSS grew 9.00 MB after warm-up"] if flag_rate == 0.10 else []
+        return soak.SoakReport(
+            flight_s=flight_s, wall_s=1.0, frames=10, frames_dropped=0, tiles=120, detections=0, handler_errors=0,
+            warmup_s=0.0, rss_start_mb=100.0, rss_end_mb=100.0, rss_growth_mb=0.0, rss_growth_kb_per_detection=None,
+            threads_py=(1, 1), threads_native=(1, 1), fds=(3, 3), tile_ms_first=1.0, tile_ms_last=1.0,
+            ok=not failures, failures=failures, samples=[])
+
+    monkeypatch.setattr(soak, "run_soak", fake_run_soak)
+    monkeypatch.setattr(soak, "load_bundle", lambda p: SimpleNamespace(path=Path(p)))
+    args = ["--bundle", "x", "--hours", "0.01", "--json", str(tmp_path / "soak.json")]
+    assert soak.main(args) == 1
+    assert flown == [0.0, 0.02, 0.10]
+    assert set(json.loads((tmp_path / "soak.json").read_text())) == {"healthy", "scouting_2pct", "scouting_10pct"}
+    assert "MISS scouting_10pct: RSS grew 9.00 MB" in capsys.readouterr().err
+    flown.clear()
+    assert soak.main([*args, "--scouting-rate", "0.02"]) == 0 and flown == [0.0, 0.02]

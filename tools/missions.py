@@ -1,0 +1,244 @@
+"""`make missions`: fly named scenarios with one named bundle, write a summary, fail on a missed target.
+
+A mission figure in the README is only worth the command that reproduces it. This flies each
+named scenario through `tools.mission` (the simulator plus the real `payload run` process), puts one
+row per scenario in `OUT/summary.md` and `OUT/summary.json` (found, false hotspots, centroid error
+median/p95, field coverage, frames dropped, backend) together with the bundle and the exact
+command, and exits 1 when any row misses a target, so a regression cannot hide behind prose.
+
+Scenario names: `default` (configs/scenarios/default.yaml), `random-SEED` (the scenario
+`flight-sim random-scenario --seed SEED` writes), or `NAME=PATH` for any scenario file.
+
+    python -m tools.missions --bundle build/quick_bundle [--scenarios default random-11 random-23]
+        [--min-found-share 1.0] [--max-false-hotspots 2] [--max-error-median-m 3] ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from flight_sim.scenario import random_scenario, scenario_to_yaml
+from payload.cliutil import run_cli
+from payload.errors import UserError
+from payload.logsetup import add_log_level_argument, setup_logging
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_SCENARIOS = ("default", "random-11", "random-23")
+DEFAULT_SCENARIO_FILE = ROOT / "configs" / "scenarios" / "default.yaml"
+
+log = logging.getLogger("missions")
+
+
+class MissionsError(UserError):
+    """A scenario name or the bundle given to `tools.missions` is unusable."""
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What every scenario must reach; None switches a check off. Overridable on the command line."""
+
+    min_found_share: float | None = 1.0  # every true patch found
+    max_false_hotspots: int | None = 2
+    max_error_median_m: float | None = 3.0
+    max_error_p95_m: float | None = 6.0
+    min_coverage: float | None = 0.9  # share of the field under a camera footprint
+    max_dropped_share: float | None = None  # the payload drops stale frames by design: report only by default
+
+
+def resolve_scenarios(names: Sequence[str], workdir: Path) -> list[tuple[str, Path]]:
+    """(name, scenario file) for each name; random scenarios are written into `workdir`."""
+    out: list[tuple[str, Path]] = []
+    for name in names:
+        if "=" in name:
+            label, path = name.split("=", 1)
+            p = Path(path)
+            if not p.is_file():
+                raise MissionsError(f"scenario {label!r}: no file {p}; give NAME=PATH of a scenario YAML")
+            out.append((label, p))
+        elif name == "default":
+            out.append((name, DEFAULT_SCENARIO_FILE))
+        elif name.startswith("random-") and name[len("random-"):].isdigit():
+            seed = int(name[len("random-"):])
+            workdir.mkdir(parents=True, exist_ok=True)
+            p = workdir / f"{name}.yaml"
+            p.write_text(scenario_to_yaml(random_scenario(seed)), encoding="utf-8")
+            out.append((name, p))
+        else:
+            raise MissionsError(f"unknown scenario name {name!r}; use default, random-SEED or NAME=PATH")
+    return out
+
+
+def summary_row(name: str, report: dict[str, Any]) -> dict[str, Any]:
+    """The figures of one mission report that the summary shows."""
+    captured = report.get("frames_captured") or 0
+    dropped = report.get("frames_dropped") or 0
+    return {
+        "scenario": name,
+        "scenario_file": report.get("scenario"),
+        "seed": report.get("seed"),
+        "patches_total": report["patches_total"],
+        "patches_found": report["patches_found"],
+        "false_hotspots": report["false_hotspots"],
+        "centroid_error_m_median": report.get("centroid_error_m_median"),
+        "centroid_error_m_p95": report.get("centroid_error_m_p95"),
+        "field_coverage": report.get("field_coverage"),
+        "frames_captured": captured,
+        "frames_processed": report.get("frames_processed"),
+        "frames_dropped": dropped,
+        "dropped_share": (dropped / captured) if captured else None,
+        "backend": report.get("backend"),
+    }
+
+
+def misses(row: dict[str, Any], t: Targets) -> list[str]:
+    """Each target this row misses, as a sentence naming the figure, its value and the target."""
+    out: list[str] = []
+    total = row["patches_total"]
+    share = row["patches_found"] / total if total else 1.0
+    if t.min_found_share is not None and share < t.min_found_share:
+        out.append(f"found {row['patches_found']}/{total} patches (< {t.min_found_share:.0%})")
+    if t.max_false_hotspots is not None and row["false_hotspots"] > t.max_false_hotspots:
+        out.append(f"{row['false_hotspots']} false hotspots (> {t.max_false_hotspots})")
+    for key, limit, what in (("centroid_error_m_median", t.max_error_median_m, "median"),
+                             ("centroid_error_m_p95", t.max_error_p95_m, "p95")):
+        v = row[key]
+        if limit is not None and v is not None and v > limit:
+            out.append(f"centroid error {what} {v:.2f} m (> {limit:g} m)")
+    cov = row["field_coverage"]
+    if t.min_coverage is not None and (cov is None or cov < t.min_coverage):
+        out.append(f"field coverage {'unknown' if cov is None else f'{cov:.1%}'} (< {t.min_coverage:.0%})")
+    ds = row["dropped_share"]
+    if t.max_dropped_share is not None and ds is not None and ds > t.max_dropped_share:
+        out.append(f"{ds:.0%} of frames dropped (> {t.max_dropped_share:.0%})")
+    return out
+
+
+def _fmt(v: Any, spec: str = ".2f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def summary_markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
+    """summary.md: what was flown with what, one row per scenario, and every miss spelled out."""
+    lines = [
+        "# Missions summary",
+        "",
+        f"- command: `{meta['command']}`",
+        f"- bundle: `{meta['bundle']}` (profile {meta['bundle_profile']}, model sha256 "
+        f"{meta['bundle_model_sha256'][:12]}, built {meta['bundle_created_utc']})",
+        f"- flown: {meta['finished_utc']}, {meta['wall_s']:.0f} s wall; match tolerance {meta['tolerance_m']:g} m",
+        "- targets: " + ", ".join(f"{k} {v}" for k, v in meta["targets"].items() if v is not None),
+        "",
+        "| scenario | seed | found | false hotspots | centroid error median / p95 (m) | coverage | frames dropped "
+        "| backend | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        dropped = f"{r['frames_dropped']}/{r['frames_captured']}" if r["frames_captured"] else "-"
+        verdict = "ok" if not r["misses"] else "MISS: " + "; ".join(r["misses"])
+        cov = "-" if r["field_coverage"] is None else f"{r['field_coverage']:.1%}"
+        lines.append(
+            f"| {r['scenario']} | {r['seed']} | {r['patches_found']}/{r['patches_total']} | {r['false_hotspots']} | "
+            f"{_fmt(r['centroid_error_m_median'])} / {_fmt(r['centroid_error_m_p95'])} | {cov} | {dropped} | "
+            f"{r['backend']} | {verdict} |"
+        )
+    lines += ["", f"result: {'all targets met' if meta['ok'] else 'TARGET MISSED'}", ""]
+    return "\n".join(lines)
+
+
+Fly = Callable[[Path, Path, Path, float, float, str], dict[str, Any]]
+
+
+def fly_mission(scenario: Path, out: Path, bundle: Path, speed: float, tolerance_m: float,
+                log_level: str) -> dict[str, Any]:
+    """One real mission (simulator + `payload run`); returns its report.json."""
+    from tools.mission.run import MissionPlan, run_mission
+
+    return run_mission(MissionPlan(scenario, out, bundle, speed=speed, tolerance_m=tolerance_m, log_level=log_level))
+
+
+def _card(bundle: Path) -> dict[str, Any]:
+    card_path = bundle / "model_card.json"
+    if not card_path.is_file():
+        raise MissionsError(f"{bundle} is not a model bundle (no model_card.json); build one with "
+                            "`python -m compile build --profile quick --weights none --cpu-only --out DIR` "
+                            "or pass --bundle")
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    files = card.get("files") or {}
+    model = files.get("model_int8.tflite") or {}
+    return {"profile": card.get("profile"), "created_utc": card.get("created_utc"),
+            "model_sha256": model.get("sha256", "") if isinstance(model, dict) else str(model)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = Targets()
+    ap = argparse.ArgumentParser(prog="python -m tools.missions", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bundle", type=Path, required=True, help="the model bundle every scenario is flown with")
+    ap.add_argument("--scenarios", nargs="+", default=list(DEFAULT_SCENARIOS),
+                    help="default | random-SEED | NAME=PATH (default: %(default)s)")
+    ap.add_argument("--out", type=Path, default=ROOT / "build" / "missions")
+    ap.add_argument("--speed", type=float, default=1.0, help="simulation speed (1 = real time)")
+    ap.add_argument("--tolerance", type=float, default=2.0, help="match tolerance in metres (tools.mission)")
+    ap.add_argument("--min-found-share", type=float, default=d.min_found_share)
+    ap.add_argument("--max-false-hotspots", type=int, default=d.max_false_hotspots)
+    ap.add_argument("--max-error-median-m", type=float, default=d.max_error_median_m)
+    ap.add_argument("--max-error-p95-m", type=float, default=d.max_error_p95_m)
+    ap.add_argument("--min-coverage", type=float, default=d.min_coverage)
+    ap.add_argument("--max-dropped-share", type=float, default=d.max_dropped_share)
+    add_log_level_argument(ap)
+    return ap
+
+
+def run(argv: Sequence[str] | None, fly: Fly = fly_mission) -> int:
+    """Fly, summarise, judge; 0 when every scenario meets every target, 1 otherwise."""
+    a = build_parser().parse_args(argv)
+    setup_logging(a.log_level)
+    targets = Targets(a.min_found_share, a.max_false_hotspots, a.max_error_median_m, a.max_error_p95_m,
+                      a.min_coverage, a.max_dropped_share)
+    card = _card(a.bundle)
+    out: Path = a.out
+    out.mkdir(parents=True, exist_ok=True)
+    specs = resolve_scenarios(a.scenarios, out / "scenarios")
+    t0 = time.monotonic()
+    rows = []
+    for name, path in specs:
+        log.info("mission %s: %s with %s", name, path, a.bundle)
+        report = fly(path, out / name, a.bundle, a.speed, a.tolerance, a.log_level)
+        row = summary_row(name, report)
+        row["misses"] = misses(row, targets)
+        rows.append(row)
+        log.info("mission %s: %s", name, "ok" if not row["misses"] else "; ".join(row["misses"]))
+    ok = not any(r["misses"] for r in rows)
+    meta = {
+        "command": "python -m tools.missions " + shlex.join(sys.argv[1:] if argv is None else list(argv)),
+        "bundle": str(a.bundle),
+        "bundle_profile": card["profile"],
+        "bundle_model_sha256": card["model_sha256"],
+        "bundle_created_utc": card["created_utc"],
+        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "wall_s": time.monotonic() - t0,
+        "tolerance_m": a.tolerance,
+        "targets": asdict(targets),
+        "ok": ok,
+    }
+    (out / "summary.json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n", encoding="utf-8")
+    text = summary_markdown(rows, meta)
+    (out / "summary.md").write_text(text, encoding="utf-8")
+    print(text)
+    return 0 if ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    sys.exit(run_cli(lambda args: run(args), argv))
+
+
+if __name__ == "__main__":
+    main()
