@@ -163,10 +163,11 @@ def run_build(
         test_q, _, _ = int8_scores(int8_path, splits.test, size, seed)
 
         # thresholds for the model that ships (int8), chosen on validation only
-        chosen = choose_thresholds(val_q, y_val, cfg.evaluate.target_recall, cfg.evaluate.cost_missed_disease,
-                                   cfg.evaluate.cost_false_alarm)
-        chosen_float = choose_thresholds(val_f, y_val, cfg.evaluate.target_recall,
-                                         cfg.evaluate.cost_missed_disease, cfg.evaluate.cost_false_alarm)
+        ev = cfg.evaluate
+        chosen = choose_thresholds(val_q, y_val, ev.target_recall, ev.cost_missed_disease, ev.cost_false_alarm,
+                                   ev.min_threshold)
+        chosen_float = choose_thresholds(val_f, y_val, ev.target_recall, ev.cost_missed_disease,
+                                         ev.cost_false_alarm, ev.min_threshold)
         thresholds = chosen["thresholds"]
         m_float = _evaluate(test_f, y_test, chosen_float["thresholds"], cfg)
         m_int8 = _evaluate(test_q, y_test, thresholds, cfg)

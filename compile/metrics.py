@@ -99,7 +99,8 @@ def threshold_curve(scores: np.ndarray, y_true: np.ndarray, cls: str, grid: np.n
 
 
 def choose_thresholds(
-    scores: np.ndarray, y_true: np.ndarray, target_recall: float, cost_missed: float, cost_false_alarm: float
+    scores: np.ndarray, y_true: np.ndarray, target_recall: float, cost_missed: float, cost_false_alarm: float,
+    min_threshold: float = 0.0,
 ) -> dict[str, Any]:
     """Per disease class: among thresholds reaching the target recall, the one of least expected cost.
 
@@ -108,11 +109,14 @@ def choose_thresholds(
     validation set (a missed patch costs ~3,750 false alarms). If no threshold reaches
     the target on validation, the lowest-cost one of the highest reachable recall is taken and
     the result says so, rather than silently shipping a threshold that misses the target.
+    Thresholds below `min_threshold` are never chosen (evaluate.min_threshold: one hopeless
+    validation image must not set a threshold that flags near-certain healthy tiles in the field).
     """
+    grid = THRESHOLD_GRID[THRESHOLD_GRID >= min_threshold - 1e-12]
     chosen: dict[str, float] = {}
     detail: dict[str, Any] = {}
     for cls in DISEASES:
-        c = threshold_curve(scores, y_true, cls)
+        c = threshold_curve(scores, y_true, cls, grid)
         cost = c["fn"] * cost_missed + c["fp"] * cost_false_alarm
         ok = c["recall"] >= target_recall - 1e-12
         reached = bool(ok.any())
@@ -128,4 +132,4 @@ def choose_thresholds(
             "target_reached": reached,
         }
     return {"thresholds": chosen, "detail": detail, "target_recall": target_recall,
-            "cost_missed_disease": cost_missed, "cost_false_alarm": cost_false_alarm}
+            "cost_missed_disease": cost_missed, "cost_false_alarm": cost_false_alarm, "min_threshold": min_threshold}

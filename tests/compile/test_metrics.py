@@ -81,3 +81,21 @@ def test_ties_keep_the_widest_recall_margin() -> None:
     s[5:, R] = 0.1
     s[:, H] = 1 - s[:, R]
     assert choose_thresholds(s, y, 0.99, 75000, 20)["thresholds"]["rust"] == pytest.approx(0.11)
+
+
+def test_min_threshold_floors_a_threshold_one_hard_image_would_drag_down() -> None:
+    # one hard diseased validation image at 0.012, below every healthy tile: recall 1.0 needs t = 0.01
+    y = np.array([M] * 10 + [H] * 10)
+    s = np.zeros((20, 3))
+    s[:10, M] = np.r_[0.012, np.full(9, 0.9)]
+    s[10:, M] = np.linspace(0.02, 0.08, 10)  # healthy tiles the model gives a little mildew
+    s[:, H] = 1 - s[:, M]
+    unfloored = choose_thresholds(s, y, 0.99, 75000, 20)
+    assert unfloored["thresholds"]["powdery_mildew"] == pytest.approx(0.01)
+    floored = choose_thresholds(s, y, 0.99, 75000, 20, min_threshold=0.1)
+    assert floored["thresholds"]["powdery_mildew"] == pytest.approx(0.1)
+    # the floor costs that one image, and the result says the target was not reached
+    assert unfloored["detail"]["powdery_mildew"]["target_reached"] is True
+    assert floored["detail"]["powdery_mildew"]["target_reached"] is False
+    assert floored["detail"]["powdery_mildew"]["val_recall"] == pytest.approx(0.9)
+    assert floored["min_threshold"] == 0.1
