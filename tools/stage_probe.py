@@ -40,12 +40,13 @@ def family_set(n: int, part: str, size: int, seed: int) -> tuple[np.ndarray, np.
     return images, labels
 
 
-def pooled_features(weights: str, size: int, images: list[np.ndarray], calibrate: np.ndarray) -> list[dict[str, np.ndarray]]:
+def pooled_features(weights: str, size: int, images: list[np.ndarray],
+                    calibrate: np.ndarray) -> list[dict[str, np.ndarray]]:
     """Per image set: {"convN_avg"|"convN_max": (n, channels)} from one pass through the backbone."""
     import keras
 
     from compile.config import ModelConfig
-    from compile.model import STAGE_OUTPUT, _backbone, calibrate_batchnorm, caffe_preprocess_kernel
+    from compile.model import STAGE_OUTPUT, _backbone, caffe_preprocess_kernel, calibrate_batchnorm
 
     base = _backbone(ModelConfig(input_size=size, weights=weights), size)
     if weights.strip().lower() == "none":
