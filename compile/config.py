@@ -220,14 +220,14 @@ QUICK_PROFILE: dict[str, Any] = {
     # milliseconds: the quick build's time is making images and the int8 conversion.
     # no JPEG step: measured on simulator tiles with the old conv5 head, 160 steps with it called
     # soil rust on 16 % of non-disease tiles (817 of 5,170) against 0.1 % without
-    "data": {"synthetic_per_class": 500, "jpeg_quality": None, "generator": "family"},
+    "data": {"synthetic_per_class": 1000, "jpeg_quality": None, "generator": "family"},
     "augment": {"enabled": False},
     # 96 px keeps lesions several pixels wide; weights none: this profile is for offline demos and
     # tests (no download); the card and report say the backbone was random. `--weights imagenet`
     # or a file overrides it.
     "model": {"input_size": 96, "weights": "none"},
     "train": {"epochs": 30, "batch_size": 32, "steps_per_epoch": None, "learning_rate": 1e-3},
-    # a 225-image test split: one low-margin flip costs 0.004
+    # a 450-image test split: one low-margin flip costs 0.002
     "quantize": {"representative_images": 64, "agreement_floor": 0.95},
 }
 BUILTIN_PROFILES: dict[str, dict[str, Any]] = {"default": {}, "quick": QUICK_PROFILE}
