@@ -15,9 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 @pytest.mark.timeout(3 * 3600)
-@pytest.mark.xfail(strict=False, reason="issue 13 is open: the default profile now trains on the domain-randomised "
-                   "family, and offline (--weights none, a random frozen backbone) it has not been shown to reach "
-                   "these targets; with ImageNet weights it is expected to")
+@pytest.mark.xfail(strict=False, reason="issue 13: offline (--weights none) the 224-px default build measured "
+                   "int8 test accuracy 0.987 against the 0.99 target (held-out 0.984 and agreement 0.996 pass); "
+                   "with ImageNet weights it is expected to pass")
 def test_default_profile_quality(tmp_path: Path) -> None:
     out = tmp_path / "bundle"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")

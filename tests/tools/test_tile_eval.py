@@ -80,3 +80,20 @@ def test_end_to_end_on_rendered_frames_and_exit_code(frames: Path, tmp_path: Pat
     assert sum(v["tiles"] for v in table["rust"].values()) > 0
     # an impossible target makes the command fail
     assert _main(["--bundle", str(tiny_bundle_dir), "--frames", str(frames), "--min-recall", "1.01"]) == 1
+
+
+def test_quick_bundle_sees_partly_diseased_tiles(quick_bundle, tmp_path: Path) -> None:
+    """Issue 13's tile targets on the default scenario's whole survey (one frame a second): tiles
+    at least 25 % diseased are found with recall >= 0.9 per disease, and at most 2 % of a
+    disease's tiles are called the other disease (measured: 1.0 and 1.0, 0 %)."""
+    frames = tmp_path / "frames"
+    subprocess.run([sys.executable, "-m", "flight_sim", "render", "--scenario",
+                    str(ROOT / "configs" / "scenarios" / "default.yaml"), "--out", str(frames), "--fps", "1",
+                    "--no-progress"], check=True, cwd=ROOT, capture_output=True)
+    out = tmp_path / "eval.json"
+    code = _main(["--bundle", str(quick_bundle.path), "--frames", str(frames), "--min-recall", "0.9",
+                  "--max-confusion", "0.02", "--json", str(out)])
+    result = json.loads(out.read_text())
+    assert code == 0, {k: v for k, v in result.items() if not isinstance(v, dict)}
+    for d in ("rust", "powdery_mildew"):
+        assert sum(v["tiles"] for k, v in result["recall_by_diseased_share"][d].items() if k >= "0.25") >= 20
