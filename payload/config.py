@@ -17,6 +17,7 @@ from payload.backends.registry import BackendName
 from payload.configio import StrictModel, load_config
 from payload.keyfile import read_signing_key
 
+
 class ModelSection(StrictModel):
     """Which model bundle to run and on what."""
 

@@ -65,6 +65,7 @@ class DiseaseMap:
         self.counts = MapCounts()
         self._prev: dict[str, tuple[float, float]] = {}
         self._since_zones = 0
+        self.zones_version = 0  # bumped at every extraction, so readers know when to refresh
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -108,6 +109,7 @@ class DiseaseMap:
     def update_zones(self) -> list[Zone]:
         """Re-extract the zones now; returns those seen for the first time."""
         self._since_zones = 0
+        self.zones_version += 1
         zones = extract_zones(self.grid, self.labels, self.cfg.prior_logodds, self.cfg.zone_threshold,
                               self.cfg.min_zone_area_m2, self.cfg.pose_sigma_m)
         new = self.book.assign(zones)
@@ -135,3 +137,20 @@ def zone_rows(zones: Sequence[Zone], origin: LocalFrame | None) -> list[dict[str
             r["lat"], r["lon"] = round(float(lat), 8), round(float(lon), 8)
         rows.append(r)
     return rows
+
+
+MAPINFO_SCHEMA = "cropscout.mapinfo/1"
+
+
+def mapinfo_record(sensor: SensorModel, cfg: MapSection) -> dict[str, Any]:
+    """The record that opens a run's detections.jsonl: the sensor model and map settings the flight used."""
+    return {"schema": MAPINFO_SCHEMA, "sensor_model": sensor.to_dict(), "map": cfg.model_dump(mode="json")}
+
+
+def map_from_info(rec: Mapping[str, Any], origin: LocalFrame | None = None) -> DiseaseMap:
+    """A fresh map with the sensor model and settings of a map-info record (what `payload export` replays with)."""
+    from payload.geo.sensor import sensor_model_from_dict
+
+    block = rec["sensor_model"]
+    sensor = sensor_model_from_dict(block, str(block["healthy"]), list(block["diseases"]))
+    return DiseaseMap(sensor, MapSection.model_validate(rec["map"]), origin)

@@ -111,22 +111,23 @@ def extract_zones(
         r0, _r1, c0, _c1 = bounds
         ev, looks = grid.dense(bounds)
         post = posterior(ev, prior_logodds)
-        rows, cols = np.indices(looks.shape)
+        idx: np.ndarray = np.indices(looks.shape)
+        grid_rows, grid_cols = idx[0], idx[1]
         for k, label in enumerate(labels):
             p = post[k + 1]
             mask = ((p >= threshold) & (looks > 0)).astype(np.uint8)
             if not mask.any():
                 continue
             n_comp, comp = cv2.connectedComponents(mask, connectivity=4)
-            for c in range(1, n_comp):
+            for c in range(1, int(n_comp)):
                 sel = comp == c
                 cells = int(sel.sum())
                 area = cells * cell * cell
                 if area < min_area_m2:
                     continue
                 pc = p[sel].astype(np.float64)
-                e = (c0 + cols[sel] + 0.5) * cell
-                n = (r0 + rows[sel] + 0.5) * cell
+                e = (c0 + grid_cols[sel] + 0.5) * cell
+                n = (r0 + grid_rows[sel] + 0.5) * cell
                 w = pc - threshold + 1e-6
                 ce, cn = float(np.sum(w * e) / w.sum()), float(np.sum(w * n) / w.sum())
                 ell = _ellipse(e, n, w, ce, cn)
