@@ -184,7 +184,9 @@ class GeotagHandler:
         first: BaseException | None = None
         try:
             self._announce(self.map.finish())
-            write_map_products(self.out_dir, self.map, self.cfg.sinks.formats, self.cfg.map.rasters)
+            # the layers sink (when there is one) writes the zones itself at close, from the final snapshot
+            write_map_products(self.out_dir, self.map, self.cfg.sinks.formats, self.cfg.map.rasters,
+                               zones=self.sink("layers") is None)
         except Exception as err:
             log.exception("could not finish the map; `payload export %s` rebuilds it from detections.jsonl",
                           self.out_dir)

@@ -212,10 +212,12 @@ def write_rasters(out: Path, dmap: DiseaseMap) -> list[Path]:
     return written
 
 
-def write_map_products(out: Path, dmap: DiseaseMap, formats: Sequence[str], rasters: bool) -> list[Path]:
-    """Every map product of a finished map: zones, coverage, rasters, map.json (the counts and settings)."""
+def write_map_products(out: Path, dmap: DiseaseMap, formats: Sequence[str], rasters: bool,
+                       zones: bool = True) -> list[Path]:
+    """Every map product of a finished map: zones (unless the layers sink writes them), coverage, rasters,
+    map.json (the counts and settings)."""
     out.mkdir(parents=True, exist_ok=True)
-    written = write_zone_layers(out, zone_features(dmap.zones, dmap.origin), formats)
+    written = write_zone_layers(out, zone_features(dmap.zones, dmap.origin), formats) if zones else []
     cov = coverage_features(dmap)
     if "geojson" in formats:
         atomic_write_text(out / "coverage.geojson", features_geojson(cov))
