@@ -230,3 +230,42 @@ def test_two_half_flights_fuse_into_the_whole_map() -> None:
     assert [z.label for z in fused.zones] == [z.label for z in whole.zones] == ["rust"]
     a, b = whole.zones[0].centroid_en, fused.zones[0].centroid_en
     assert math.hypot(a[0] - b[0], a[1] - b[1]) < 0.5
+
+
+def test_products_are_read_back_by_gdal(tmp_path) -> None:
+    """GeoTIFFs (rasterio: GDAL in its wheel) carry a CRS and transform that put the zone where the map has it."""
+    rasterio = pytest.importorskip("rasterio")
+    from rasterio.warp import transform as warp
+
+    from payload.sinks.maplayers import write_map_products
+
+    dm = DiseaseMap(default_sensor_model("healthy", LABELS), MapSection(), ORIGIN)
+    for rec in survey_looks((30.0, 20.0, 5.0), [5.0, 20.0, 35.0]):
+        dm.add_look(rec)
+    dm.finish()
+    written = write_map_products(tmp_path, dm, ["geojson", "kml", "csv"], rasters=True)
+    assert tmp_path / "probability_rust.tif" in written and tmp_path / "looks.tif" in written
+    (z,) = dm.zones
+    lat, lon, _ = ORIGIN.to_geodetic(z.centroid_en[0], z.centroid_en[1], 0.0)
+    with rasterio.open(tmp_path / "probability_rust.tif") as src:
+        assert src.crs is not None and src.res == (0.5, 0.5)
+        xs, ys = warp("EPSG:4326", src.crs, [float(lon)], [float(lat)])
+        assert (xs[0], ys[0]) == pytest.approx(z.centroid_en, abs=0.01)  # the tangent plane is the map's frame
+        row, col = src.index(xs[0], ys[0])
+        assert src.read(1)[row, col] > 0.5
+        far_row, far_col = src.index(55.0, 35.0)  # healthy ground the survey saw
+        assert src.read(1)[far_row, far_col] < 0.1
+    with rasterio.open(tmp_path / "looks.tif") as src:
+        assert src.dtypes == ("uint8",) and src.read(1).max() > 3
+    import json
+
+    zones = json.loads((tmp_path / "zones.geojson").read_text())
+    (f,) = zones["features"]
+    assert f["geometry"]["type"] == "Polygon" and "crs" not in zones
+    ring = f["geometry"]["coordinates"][0]
+    assert ring[0] == ring[-1]
+    area2 = sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(ring, ring[1:], strict=False))
+    assert area2 > 0  # RFC 7946: exterior counter-clockwise
+    assert f["properties"]["id"] == "rust-1" and abs(f["properties"]["lat"] - float(lat)) < 1e-7
+    cov = json.loads((tmp_path / "coverage.geojson").read_text())
+    assert [c["properties"]["min_looks"] for c in cov["features"]] == [1, 3]

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from flight_sim.scenario import Scenario, load_scenario, tile_ground_size_m
+from flight_sim.scenario import Scenario, load_scenario
 from flight_sim.sim import Simulation
 from payload.errors import UserError
 from payload.geo.camera import CameraModel, footprint
@@ -52,7 +52,6 @@ class MissionPlan:
     tlog: Path | None = None
     speed: float = 1.0
     tolerance_m: float = DEFAULT_TOLERANCE_M
-    hotspot_radius_m: float | None = None  # None: one tile's ground size (a sighting is known to +-half a tile)
     log_level: str = "INFO"
     payload_timeout_s: float = 90.0
     start_s: float | None = None  # a window of the flight (a recorded tlog is long); None = all of it
@@ -90,7 +89,6 @@ def ensure_bundle(bundle: Path, log_level: str = "INFO") -> Path:
 def payload_config(plan: MissionPlan, s: Scenario, vehicle_url: str, camera_url: str) -> dict:
     """The payload YAML the mission runs with: the scenario's camera and tiling, loopback links."""
     c = s.camera
-    radius = plan.hotspot_radius_m or round(max(tile_ground_size_m(s)), 2)
     return {
         "model": {"bundle": str(plan.bundle.resolve()), "backend": "auto", "num_threads": 2},
         "source": {"kind": "opencv", "uri": camera_url, "reconnect_min_s": 0.2, "reconnect_max_s": 2.0},
@@ -102,7 +100,6 @@ def payload_config(plan: MissionPlan, s: Scenario, vehicle_url: str, camera_url:
         # sightings during take-off and landing see the ground at a scale the model never learnt
         "geotag": {"ground": "home", "min_height_agl_m": round(0.5 * s.flight.altitude_m, 1)},
         "sinks": {"crops": True, "layers_interval_s": 5.0},
-        "hotspots": {"radius_m": radius, "min_detections": 3},
         "alerts": {"enabled": True, "min_interval_s": 2.0},
         "preflight": {"min_free_disk_mb": 50.0, "wait_fix_s": 5.0},
     }
@@ -114,17 +111,16 @@ def _enu(lat: float, lon: float, s: Scenario) -> tuple[float, float]:
 
 
 def read_hotspots(out_dir: Path, s: Scenario) -> list[FoundHotspot]:
-    """The hotspots layer the payload wrote, in metres east/north of the field origin."""
-    path = out_dir / "hotspots.geojson"
+    """The zones layer the payload wrote (each zone's centroid), in metres east/north of the field origin."""
+    path = out_dir / "zones.geojson"
     if not path.is_file():
         return []
     feats = json.loads(path.read_text(encoding="utf-8")).get("features", [])
     out = []
     for f in feats:
-        lon, lat = f["geometry"]["coordinates"][:2]
-        e, n = _enu(lat, lon, s)
         p = f["properties"]
-        out.append(FoundHotspot(p["label"], e, n, int(p.get("count", 1)), float(p.get("max_confidence", 0.0))))
+        e, n = _enu(float(p["lat"]), float(p["lon"]), s)
+        out.append(FoundHotspot(p["label"], e, n, int(p.get("looks_max", 1)), float(p.get("peak_p", 0.0))))
     return out
 
 
