@@ -159,7 +159,8 @@ def probability_rasters(out_dir: Path, s: Scenario) -> tuple[np.ndarray, tuple[f
         with rasterio.open(t) as src:
             bands.append(src.read(1))
             left, bottom, right, top = src.bounds
-    prob = np.nanmax(np.stack(bands), axis=0)
+    stack = np.stack(bands)
+    prob = np.where(np.isnan(stack).all(axis=0), np.nan, np.nanmax(np.nan_to_num(stack, nan=-1.0), axis=0))
     return prob, (left + de, right + de, bottom + dn, top + dn)
 
 
@@ -220,6 +221,30 @@ def _stop_payload(proc: subprocess.Popen, timeout_s: float) -> int:
     return int(proc.returncode)
 
 
+SCORE_KEYS = ("patches_total", "patches_found", "patches_not_inspected", "false_zones", "zones_total",
+              "centroid_error_m_median", "centroid_error_m_p95", "iou_mean", "coverage_fraction")
+
+
+def score_output(out: Path, s: Scenario) -> tuple[list[TruePatch], list[FoundZone], dict]:
+    """Score the zones and coverage a payload wrote in `out` (a flight's folder, or a fused export's)."""
+    zones = read_zones(out, s)
+    seen = read_seen(out, s)
+    patches = [TruePatch(p.cls, p.east_m, p.north_m, p.radius_m) for p in s.patches]
+    field = shapely.box(0.0, 0.0, s.field.width_m, s.field.height_m)
+    return patches, zones, score_zones(patches, zones, field, seen)
+
+
+def rescore(out: Path, scenario: Path) -> dict:
+    """Score an existing output folder without flying (e.g. `payload export A B --out F` of two sorties):
+    writes score.json and map.png there."""
+    s = load_scenario(scenario)
+    patches, zones, score = score_output(out, s)
+    (out / "score.json").write_text(json.dumps(score, indent=2) + "\n", encoding="utf-8")
+    draw_mission_map(out / "map.png", s.field.width_m, s.field.height_m, patches, zones, [], [], score,
+                     title=f"{out.name}: {scenario.name} (seed {s.seed})", rasters=probability_rasters(out, s))
+    return score
+
+
 def run_mission(plan: MissionPlan) -> dict:
     """Fly, score and report one mission; returns report.json's content."""
     s = load_scenario(plan.scenario)
@@ -276,20 +301,14 @@ def run_mission(plan: MissionPlan) -> dict:
             proc.kill()
         sim.stop()
 
-    zones = read_zones(out, s)
-    seen = read_seen(out, s)
-    patches = [TruePatch(p.cls, p.east_m, p.north_m, p.radius_m) for p in s.patches]
-    field = shapely.box(0.0, 0.0, s.field.width_m, s.field.height_m)
-    score = score_zones(patches, zones, field, seen)
+    patches, zones, score = score_output(out, s)
     stats_path = out / "run_stats.json"
     stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
     report = {
         "scenario": str(plan.scenario),
         "tlog": None if plan.tlog is None else str(plan.tlog),
         "seed": s.seed,
-        **{k: score.get(k) for k in ("patches_total", "patches_found", "patches_not_inspected", "false_zones",
-                                     "zones_total", "centroid_error_m_median", "centroid_error_m_p95", "iou_mean",
-                                     "coverage_fraction", "match_rule")},
+        **{k: score.get(k) for k in (*SCORE_KEYS, "match_rule")},
         "per_class": score["per_class"],
         "coverage_gaps": score.get("coverage_gaps", []),
         "frames_captured": stats.get("frames_captured"),
