@@ -14,8 +14,9 @@ inference_ms_p50 and the details). On a shared machine wall-time rates swing by 
 so pipeline_efficiency is the median of per-round ratios (bare and pipeline measured back to back,
 order alternating), the per-round range is kept, and cpu_efficiency (process CPU ms per bare invoke
 over CPU ms per pipeline tile, all threads counted) is given as the figure least moved by other load.
-Targets from the issue: efficiency >= 0.95, rss <= 250 MB,
-startup <= 2 s.
+Targets from the issues: efficiency >= 0.95, rss <= 250 MB,
+startup <= 2 s; the disease map (tools/bench_map.py): grid update <= 5 ms per 12-tile frame, grid
+memory <= 20 MB for 100 ha.
 """
 
 from __future__ import annotations
@@ -42,9 +43,11 @@ from payload.pipeline.tiling import Tiler
 from payload.sinks.records import JsonlRecordHandler
 from payload.types import FrameResult
 from tools.bench_chain import edgetpu_figures, render_figures, replay_figures
+from tools.bench_map import TARGETS as MAP_TARGETS
+from tools.bench_map import map_figures
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGETS = {"pipeline_efficiency": (">=", 0.95), "rss_mb": ("<=", 250.0), "startup_s": ("<=", 2.0)}
+TARGETS = {"pipeline_efficiency": (">=", 0.95), "rss_mb": ("<=", 250.0), "startup_s": ("<=", 2.0), **MAP_TARGETS}
 
 
 def bare_round(bundle: Bundle, threads: int, seconds: float) -> tuple[float, list[float], float]:
@@ -240,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     tpu = edgetpu_figures(bundle)
     replay = replay_figures()
     render = render_figures()
+    print("measuring the disease map: grid update per frame, memory for 100 ha", file=sys.stderr)
+    dmap = map_figures()
 
     bare = statistics.median(bare_rates)
     pipe = statistics.median(p["tiles_per_s"] for p in pipe_runs)
@@ -271,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                      "edgetpu": tpu},
         "replay": replay,
         "render": render,
+        "map": dmap,
         "rounds": [{"bare_invokes_per_s": round(b, 2), "pipeline_tiles_per_s": round(p["tiles_per_s"], 2)}
                    for b, p in zip(bare_rates, pipe_runs, strict=True)],
         "tensorflow_loaded": proc["tensorflow_loaded"],
@@ -307,6 +313,11 @@ def main(argv: list[str] | None = None) -> int:
          f"({replay['flight_s_per_s']:.0f} s of flight per s)",
          ""),
         ("render 640x480", f"{render['frames_per_s_one_thread']:.1f} frames/s on one thread", ""),
+        ("map update (12 tiles)", f"{dmap['map_update_ms_p50']:.2f} ms p50, {dmap['map_update_ms_p95']:.2f} p95 "
+         f"({dmap['map_update_with_zones_ms_p50']:.1f} ms when zones are cut)",
+         verdict("map_update_ms_p50", dmap["map_update_ms_p50"])),
+        ("map memory 100 ha", f"{dmap['map_memory_mb_100ha']:.1f} MB ({dmap['map_seen_ha']:.0f} ha seen, "
+         f"{dmap['map_cell_m']} m cells)", verdict("map_memory_mb_100ha", dmap["map_memory_mb_100ha"])),
         ("rss_mb", f"{result['rss_mb']:.1f}", verdict("rss_mb", result["rss_mb"])),
         ("startup_s", f"{result['startup_s']:.2f}", verdict("startup_s", result["startup_s"])),
         ("tensorflow loaded", "yes" if result["tensorflow_loaded"] else "no",

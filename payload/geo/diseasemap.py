@@ -88,15 +88,17 @@ class DiseaseMap:
                 continue
             quads.append(fp)
             ev.append(self.sensor.evidence(str(t.get("label")), bool(t.get("flagged"))))
-        e, n, _ = self.origin.to_enu(np.array([float(veh["lat"])]), np.array([float(veh["lon"])]), 0.0)
+        # one conversion for the vehicle and every corner: the geodetic maths is most of a look's cost
+        ll = np.concatenate([np.array([[float(veh["lat"]), float(veh["lon"])]]),
+                             np.asarray(quads, dtype=np.float64).reshape(-1, 2)])
+        e, n, _ = self.origin.to_enu(ll[:, 0], ll[:, 1], 0.0)
         cur = (float(e[0]), float(n[0]))
         run = str(rec.get("run_id", ""))
         w = frame_weight(self._prev.get(run), cur, self.cfg.decorrelation_m)
         self._prev[run] = cur
         if quads:
-            ll = np.asarray(quads, dtype=np.float64)  # (T, 4, 2) lat, lon
-            qe, qn, _ = self.origin.to_enu(ll[..., 0], ll[..., 1], 0.0)
-            self.grid.add_footprints(np.stack([qe, qn], axis=-1), np.asarray(ev), w)
+            en = np.stack([e[1:], n[1:]], axis=-1).reshape(len(quads), 4, 2)
+            self.grid.add_footprints(en, np.asarray(ev), w)
             self.counts.applied += 1
         return self._maybe_zones()
 

@@ -10,7 +10,7 @@ import pytest
 from payload.config import MapSection
 from payload.geo.diseasemap import DiseaseMap, frame_weight
 from payload.geo.frames import LocalFrame
-from payload.geo.grid import EvidenceGrid, posterior, quad_cell_fractions
+from payload.geo.grid import EvidenceGrid, frame_cell_evidence, posterior
 from payload.geo.looks import LOOK_SCHEMA
 from payload.geo.sensor import (
     SensorModelError,
@@ -26,23 +26,42 @@ def square(e0: float, n0: float, side: float) -> np.ndarray:
     return np.array([[e0, n0 + side], [e0 + side, n0 + side], [e0 + side, n0], [e0, n0]], dtype=float)
 
 
-def test_cell_fractions_aligned_and_half_offset() -> None:
-    i0, j0, f = quad_cell_fractions(square(0, 0, 2), 1.0)
+def _share(quad: np.ndarray, cell: float = 1.0, s: int = 4) -> tuple[int, int, np.ndarray]:
+    i0, j0, _ev, covered = frame_cell_evidence(quad[None], np.ones((1, 1)), cell, s)
+    return i0, j0, covered
+
+
+def test_cell_shares_aligned_and_half_offset() -> None:
+    i0, j0, f = _share(square(0, 0, 2))
     assert (i0, j0) == (0, 0) and f.shape == (2, 2) and np.all(f == 1.0)
-    i0, j0, f = quad_cell_fractions(square(0.5, 0.5, 1.0), 1.0)
+    i0, j0, f = _share(square(0.5, 0.5, 1.0))
     assert (i0, j0) == (0, 0)
     assert f == pytest.approx(np.full((2, 2), 0.25))
-    # orientation does not matter, and a rotated square (diamond) covers half of its bounding cells' area
-    _, _, f = quad_cell_fractions(square(0, 0, 2)[::-1], 1.0)
+    # orientation does not matter, and a diamond covers its own area (2 cells) of its bounding cells
+    _, _, f = _share(square(0, 0, 2)[::-1])
     assert np.all(f == 1.0)
     diamond = np.array([[1, 0], [2, 1], [1, 2], [0, 1]], dtype=float)
-    _, _, f = quad_cell_fractions(diamond, 1.0, subsamples=16)
-    assert f.sum() == pytest.approx(2.0, abs=0.15)  # the diamond's area, in cells (samples on its edges count in)
+    _, _, f = _share(diamond, s=16)
+    assert f.sum() == pytest.approx(2.0, abs=0.15)  # within a subsample row along each slanted edge
+    # negative coordinates: cells count from the origin on both sides
+    i0, j0, f = _share(square(-3.0, -1.0, 2.0))
+    assert (i0, j0) == (-1, -3) and np.all(f == 1.0)
+
+
+def test_two_tiles_of_a_frame_share_a_cell_by_area() -> None:
+    """Adjacent tiles split a cell they both cover: evidence is each tile's times its share."""
+    quads = np.stack([square(0, 0, 1.5), square(1.5, 0, 1.5)])  # the boundary at e = 1.5 halves cell 1
+    i0, j0, ev, covered = frame_cell_evidence(quads, np.array([[1.0], [-1.0]]), 1.0)
+    assert (i0, j0) == (0, 0) and np.all(covered[0] == [1.0, 1.0, 1.0])
+    assert ev[0, 0].tolist() == pytest.approx([1.0, 0.0, -1.0])
+    # the upper row is half covered: its middle cell gets a quarter of each tile, which cancel
+    assert ev[0, 1].tolist() == pytest.approx([0.5, 0.0, -0.5])
+    assert covered[1].tolist() == pytest.approx([0.5, 0.5, 0.5])
 
 
 def test_bad_footprint_is_refused() -> None:
-    with pytest.raises(ValueError, match="4 finite"):
-        quad_cell_fractions(np.array([[0, 0], [1, np.nan], [1, 1], [0, 1]]), 1.0)
+    with pytest.raises(ValueError, match="finite"):
+        frame_cell_evidence(np.array([[[0, 0], [1, np.nan], [1, 1], [0, 1]]]), np.ones((1, 1)), 1.0)
 
 
 def test_grid_adds_weighted_evidence_and_clamps() -> None:
