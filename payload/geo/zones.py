@@ -111,31 +111,31 @@ def extract_zones(
         r0, _r1, c0, _c1 = bounds
         ev, looks = grid.dense(bounds)
         post = posterior(ev, prior_logodds)
-        idx: np.ndarray = np.indices(looks.shape)
-        grid_rows, grid_cols = idx[0], idx[1]
         for k, label in enumerate(labels):
             p = post[k + 1]
             mask = ((p >= threshold) & (looks > 0)).astype(np.uint8)
             if not mask.any():
                 continue
-            n_comp, comp = cv2.connectedComponents(mask, connectivity=4)
+            n_comp, comp, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=4)
             for c in range(1, int(n_comp)):
-                sel = comp == c
-                cells = int(sel.sum())
+                x, y, bw, bh, cells = (int(v) for v in stats[c, :5])
                 area = cells * cell * cell
                 if area < min_area_m2:
                     continue
-                pc = p[sel].astype(np.float64)
-                e = (c0 + grid_cols[sel] + 0.5) * cell
-                n = (r0 + grid_rows[sel] + 0.5) * cell
+                # work on the component's bounding box only: cost follows the zone, not the chunk group
+                sel = comp[y:y + bh, x:x + bw] == c
+                pc = p[y:y + bh, x:x + bw][sel].astype(np.float64)
+                rr, cc = np.nonzero(sel)
+                e = (c0 + x + cc + 0.5) * cell
+                n = (r0 + y + rr + 0.5) * cell
                 w = pc - threshold + 1e-6
                 ce, cn = float(np.sum(w * e) / w.sum()), float(np.sum(w * n) / w.sum())
                 ell = _ellipse(e, n, w, ce, cn)
-                lk = looks[sel].astype(np.float64)
+                lk = looks[y:y + bh, x:x + bw][sel].astype(np.float64)
                 # the centroid is as good as the pose that placed the footprints, plus the spread of the
                 # evidence over the number of independent looks that built it
                 unc = math.sqrt(pose_sigma_m ** 2 + cell * cell / 12.0 + ell[0] ** 2 / max(1.0, float(lk.mean())))
-                geom = mask_polygon(sel, r0, c0, cell)
+                geom = mask_polygon(sel, r0 + y, c0 + x, cell)
                 out.append(Zone(label, geom, area, (ce, cn), float(pc.max()), float(pc.mean()), int(lk.max()),
                                 float(lk.mean()), ell, unc, cells))
     out.sort(key=lambda z: (list(labels).index(z.label), round(z.centroid_en[1], 6), round(z.centroid_en[0], 6)))
