@@ -18,7 +18,6 @@ call, in the records' order, so both build the same grid.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -63,7 +62,8 @@ def frame_cell_evidence(
     sign = np.where(area2 >= 0, 1.0, -1.0)[:, None]  # (T, 1)
     dx, dy = nxt[:, :, 0] - q[:, :, 0], nxt[:, :, 1] - q[:, :, 1]  # (T, 4)
     A = (-sign * dy)[:, None, :]  # (T, 1, 4)
-    B = (sign[:, :, None] * (dx[:, None, :] * (north[:, :, None] - q[:, None, :, 1]) + dy[:, None, :] * q[:, None, :, 0]))
+    B = sign[:, :, None] * (dx[:, None, :] * (north[:, :, None] - q[:, None, :, 1])
+                            + dy[:, None, :] * q[:, None, :, 0])  # (T, H*s, 4)
     with np.errstate(divide="ignore", invalid="ignore"):
         bound = -B / A  # (T, H*s, 4)
     e_lo = np.max(np.where(A > 0, bound, -np.inf), axis=2)
