@@ -86,7 +86,7 @@ def test_sigkill_mid_flight_loses_no_written_detection(tmp_path: Path, tiny_bund
                                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=payload_env())
         dets = out / "detections.jsonl"
         deadline = time.monotonic() + 120
-        while lines_of(dets) < 12 * ROWS * COLS:  # a dozen frames into the flight
+        while lines_of(dets) < 1 + 12 * (1 + ROWS * COLS):  # map info, then a dozen frames of a look + detections
             assert proc.poll() is None, (tmp_path / "payload.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "no detections within 120 s:\n" + (
                 tmp_path / "payload.log").read_text()[-3000:]
