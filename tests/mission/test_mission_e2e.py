@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def small_scenario(tmp_path: Path) -> Path:
     s = yaml.safe_load((ROOT / "configs" / "scenarios" / "default.yaml").read_text())
     s["field"].update(width_m=40, height_m=20)
-    s["patches"] = [{"class": "rust", "east_m": 20, "north_m": 10, "radius_m": 6}]
+    # off the field's centre, so a mirrored or swapped axis could not still land on the patch
+    s["patches"] = [{"class": "rust", "east_m": 13, "north_m": 8, "radius_m": 6}]
     s["flight"].update(altitude_m=20, line_spacing_m=15, margin_m=5)
     p = tmp_path / "small.yaml"
     p.write_text(yaml.safe_dump(s))
@@ -52,19 +53,21 @@ def test_mission_flies_the_real_payload_and_reports(tmp_path: Path, quick_bundle
     # one live alert per zone, and the zone the alert named is the one in the layer
     zone_alerts = [t for t in report["alerts_received_by_gcs"] if " Z" in t]
     assert len(zone_alerts) == report["zones_total"] >= 1 and zone_alerts[0].startswith("rust Z1 ")
-    # trusted rust sightings lie where they should: their tile footprints overlap the true patch
+    # trusted rust sightings lie where they should: most tile footprints overlap the true patch (a
+    # quick model also calls rust on healthy ground now and then, which is what the map absorbs: no
+    # false zone above; a placement error of a tile or a mirrored axis would put most of them off it)
     s = load_scenario(out / ".." / "small.yaml")
-    disk = shapely.Point(20.0, 10.0).buffer(6.0)
+    disk = shapely.Point(13.0, 8.0).buffer(6.0)
     trusted = [d for d in iter_detections(out / "detections.jsonl") if d["trusted"] and d["label"] == "rust"]
     assert trusted
     on_patch = sum(
         shapely.Polygon([_enu(lat, lon, s) for lat, lon in d["footprint"]]).intersects(disk) for d in trusted
     )
-    assert on_patch / len(trusted) > 0.8, (on_patch, len(trusted))
+    assert on_patch / len(trusted) > 0.5, (on_patch, len(trusted))
     # the rasters are georeferenced: the patch centre reads high on the rust probability GeoTIFF
     info = json.loads((out / "map.json").read_text())
     lat0, lon0 = s.origin.lat, s.origin.lon
-    lat, lon, _ = enu_to_geodetic(20.0, 10.0, 0.0, lat0, lon0, 0.0)
+    lat, lon, _ = enu_to_geodetic(13.0, 8.0, 0.0, lat0, lon0, 0.0)
     with rasterio.open(out / "probability_rust.tif") as src:
         assert src.crs.to_proj4().startswith("+proj=ortho") and info["cell_m"] == src.res[0]
         xs, ys = transform("EPSG:4326", src.crs, [float(lon)], [float(lat)])

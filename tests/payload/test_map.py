@@ -288,3 +288,30 @@ def test_products_are_read_back_by_gdal(tmp_path) -> None:
     assert f["properties"]["id"] == "rust-1" and abs(f["properties"]["lat"] - float(lat)) < 1e-7
     cov = json.loads((tmp_path / "coverage.geojson").read_text())
     assert [c["properties"]["min_looks"] for c in cov["features"]] == [1, 3]
+
+
+def test_zone_and_coverage_layers_are_read_by_gdal(tmp_path) -> None:
+    """GeoJSON and KML polygons open in GDAL's vector drivers (pyogrio) with the zones' geometry and attributes."""
+    pyogrio = pytest.importorskip("pyogrio")
+    from payload.sinks.maplayers import write_map_products
+
+    dm = DiseaseMap(default_sensor_model("healthy", LABELS), MapSection(), ORIGIN)
+    for rec in survey_looks((30.0, 20.0, 5.0), [5.0, 20.0, 35.0]):
+        dm.add_look(rec)
+    dm.finish()
+    write_map_products(tmp_path, dm, ["geojson", "kml"], rasters=False)
+    (z,) = dm.zones
+    meta, _fids, geoms, fields = pyogrio.raw.read(tmp_path / "zones.geojson")
+    assert meta["crs"] == "EPSG:4326" and meta["geometry_type"] == "Polygon"
+    cols = dict(zip(meta["fields"], fields, strict=True))
+    assert list(cols["id"]) == ["rust-1"] and cols["area_m2"][0] == pytest.approx(z.area_m2)
+    assert len(geoms) == 1 and geoms[0] is not None
+    info = pyogrio.read_info(tmp_path / "zones.kml", layer="rust")  # the KML folder is GDAL's layer
+    assert info["features"] == 1
+    _m, _f, kml_geoms, _v = pyogrio.raw.read(tmp_path / "zones.kml", layer="rust")
+    assert kml_geoms[0] is not None and len(kml_geoms[0]) > 100  # WKB of the polygon
+    cov = pyogrio.read_info(tmp_path / "coverage.geojson")
+    assert cov["features"] == 2
+    seen = pyogrio.read_bounds(tmp_path / "coverage.geojson")[1]  # (fids, bounds[4, n])
+    lat, lon, _ = ORIGIN.to_geodetic(30.0, 20.0, 0.0)
+    assert seen[0, 0] < float(lon) < seen[2, 0] and seen[1, 0] < float(lat) < seen[3, 0]
