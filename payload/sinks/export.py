@@ -64,19 +64,21 @@ def _paths(dirs: Sequence[str | Path]) -> list[Path]:
     return paths
 
 
-def _map_for(paths: Sequence[Path]) -> DiseaseMap:
-    """A fresh map with the settings of the first flight's map-info record (the others must agree)."""
+def _map_for(paths: Sequence[Path]) -> DiseaseMap | None:
+    """A fresh map with the settings of the first flight's map-info record (None: no file has one)."""
     infos = []
     for p in paths:
         info = next((r for r in iter_jsonl(p) if r.get("schema") == MAPINFO_SCHEMA), None)
         if info is None:
-            raise ExportError(f"{p}: no map-info record (written by payloads since the evidence grid); "
-                              "this file has no looks to rebuild a map from")
+            log.warning("%s has no map-info record (a payload from before the evidence grid): its detections "
+                        "are exported, it adds nothing to the map", p)
+            continue
         infos.append(info)
-    for p, info in zip(paths[1:], infos[1:], strict=True):
+    if not infos:
+        return None
+    for info in infos[1:]:
         if info["sensor_model"] != infos[0]["sensor_model"] or info["map"]["cell_m"] != infos[0]["map"]["cell_m"]:
-            log.warning("%s was flown with another sensor model or cell size than %s; fusing with the first's",
-                        p, paths[0])
+            log.warning("the flights were flown with other sensor models or cell sizes; fusing with the first's")
     return map_from_info(infos[0])
 
 
@@ -103,14 +105,16 @@ def export_layers(
     for p in paths:
         pr = JsonlProblems()
         for rec in iter_jsonl(p, problems=pr):
-            if is_look(rec):
+            if dmap is not None and is_look(rec):
                 dmap.add_look(rec)
         for n, why in pr.bad_lines:
             log.warning("%s line %d skipped: %s", p, n, why)
         problems.bad_lines += pr.bad_lines
         problems.torn_last_line = problems.torn_last_line or pr.torn_last_line
-    dmap.finish()
-    zones = zone_features(dmap.zones, dmap.origin)
+    zones = []
+    if dmap is not None:
+        dmap.finish()
+        zones = zone_features(dmap.zones, dmap.origin)
 
     def detections() -> Iterator[dict[str, Any]]:
         return (r for r in itertools.chain.from_iterable(iter_jsonl(p) for p in paths)
@@ -118,11 +122,12 @@ def export_layers(
 
     scan = scan_records(detections)
     written = write_layers(target, detections, zones, formats, scan)
-    written += [p for p in write_map_products(target, dmap, formats, dmap.cfg.rasters) if p not in written]
+    if dmap is not None:
+        written += [p for p in write_map_products(target, dmap, formats, dmap.cfg.rasters) if p not in written]
     atomic_write_text(target / "summary.json", summary_json(scan, zones) + "\n")
     written.append(target / "summary.json")
-    return ExportReport(scan.count, problems.bad_lines, problems.torn_last_line, len(zones), dmap.counts.looks,
-                        written)
+    return ExportReport(scan.count, problems.bad_lines, problems.torn_last_line, len(zones),
+                        0 if dmap is None else dmap.counts.looks, written)
 
 
 def export_from_cli(out_dirs: Sequence[str], config: str | None = None, out: str | None = None) -> int:

@@ -75,7 +75,7 @@ def test_tile_centre_lands_where_the_camera_geometry_says(tmp_path: Path) -> Non
         ({"attitude": (math.nan, 0.0, 0.0)}, 5.0, "attitude_nan", False),
         ({"t_end": 3.0}, 5.0, "pose_stale", True),
         ({"alt": HOME[2] - 1.0}, 5.0, "not_above_ground", False),
-        ({"alt": HOME[2] + 3.0}, 5.0, "below_min_height", True),  # taking off: placed, but no hotspot
+        ({"alt": HOME[2] + 3.0}, 5.0, "below_min_height", True),  # taking off: placed, but kept out of the map
         ({"attitude": (0.0, math.radians(89), 0.0)}, 5.0, "ray_misses_ground", False),
     ],
 )
@@ -241,3 +241,19 @@ def test_exiftool_reads_the_crop_position(tmp_path: Path) -> None:
     assert tags["GPSLatitude"] == pytest.approx(det["lat"], abs=1e-6)
     assert tags["GPSLongitude"] == pytest.approx(det["lon"], abs=1e-6)
     assert tags["GPSAltitude"] == pytest.approx(det["ground_alt_m"], abs=1e-3)
+
+
+def test_export_of_a_flight_from_before_the_map_keeps_its_detections(tmp_path: Path) -> None:
+    """A detections.jsonl without looks or map info (an older payload) still gives every detection layer."""
+    h, _ = _run_flight(tmp_path)
+    h.close()
+    out = tmp_path / "out"
+    dets = _records(out)
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "detections.jsonl").write_text("".join(json.dumps(d) + "\n" for d in dets))
+    rep = export_layers(old)
+    assert rep.records == len(dets) and rep.looks == 0 and rep.zones == 0
+    assert len(geojson.loads((old / "detections.geojson").read_text())["features"]) == len(dets)
+    assert json.loads((old / "zones.geojson").read_text())["features"] == []
+    assert not (old / "map.json").exists()
