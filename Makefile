@@ -29,7 +29,7 @@ edgetpu: $(STAMP)  ## build the model bundle (default profile, ImageNet weights:
 
 # the bundle bench and missions run with (a prebuilt one: make bench BUNDLE=DIR); built when missing
 BUNDLE ?= build/quick_bundle
-# extra options, e.g. a stricter target: make missions ARGS='--max-false-hotspots 0'
+# extra options, e.g. a stricter target: make missions ARGS='--max-false-zones 0 --max-error-median-m 1'
 ARGS ?=
 
 $(BUNDLE)/model_card.json:

@@ -33,6 +33,7 @@ from .edgetpu import run_compiler
 from .errors import BuildError, CompilerError, CompilerNotFoundError, NothingMappedError, QuantizationError
 from .metrics import DISEASES, choose_thresholds, classification_report, cost_table, decide
 from .roc import auc_summary, per_class_roc
+from .sensor import calibrate_sensor_model
 from .synthetic import CLASSES, HEALTHY
 from .tflite_check import check_model
 
@@ -237,6 +238,7 @@ def run_build(
             "output": {"dtype": "uint8", "meaning": "softmax scores, dequantize to 0-1"},
             "thresholds": thresholds,
             "threshold_selection": {k: v for k, v in chosen.items() if k != "thresholds"},
+            "sensor_model": calibrate_sensor_model(val_q, y_val, thresholds, CLASSES, HEALTHY, DISEASES),
             "edgetpu": {
                 "compiled": False,
                 "cpu_only": cpu_only,

@@ -153,6 +153,8 @@ class ModelCard(_CardPart):
     output: dict[str, Any] | None = None
     thresholds: dict[str, float]
     threshold_selection: dict[str, Any] | None = None
+    # the evidence grid's calibrated sensor model (payload/geo/sensor.py; compile/sensor.py writes it)
+    sensor_model: dict[str, Any] | None = None
     edgetpu: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
     training: dict[str, Any] | None = None

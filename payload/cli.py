@@ -39,10 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("devices", help="list the Coral Edge TPUs this machine can see, or say why none")
 
-    p = sub.add_parser("export", help="rebuild GeoJSON/KML/CSV layers and hotspots from OUT_DIR/detections.jsonl")
-    p.add_argument("out_dir", metavar="OUT_DIR", help="output folder of a run (output.dir)")
-    p.add_argument("--config", help="payload YAML file to take hotspots.radius_m and sinks.formats from")
-    p.add_argument("--radius-m", type=float, help="hotspot merge radius in metres (default: config or 5)")
+    p = sub.add_parser("export", help="rebuild the layers, zones, coverage and rasters from OUT_DIR/detections.jsonl; "
+                       "several folders are fused into one map")
+    p.add_argument("out_dir", metavar="OUT_DIR", nargs="+", help="output folder(s) of runs (output.dir)")
+    p.add_argument("--out", help="where the fused map of several folders goes (default: the only folder)")
+    p.add_argument("--config", help="payload YAML file to take sinks.formats from")
     return parser
 
 
@@ -127,7 +128,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "export":
         from payload.sinks.export import export_from_cli
 
-        return export_from_cli(args.out_dir, args.config, args.radius_m)
+        return export_from_cli(args.out_dir, args.config, args.out)
     raise AssertionError(f"unhandled command {args.command}")
 
 

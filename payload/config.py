@@ -17,10 +17,6 @@ from payload.backends.registry import BackendName
 from payload.configio import StrictModel, load_config
 from payload.keyfile import read_signing_key
 
-# Hotspot defaults, here because the config is their one home (export's defaults read them too).
-MIN_DETECTIONS = 3  # sightings that confirm a hotspot
-CANDIDATE_TTL_S = 600.0  # flight time an unconfirmed cluster is remembered
-
 
 class ModelSection(StrictModel):
     """Which model bundle to run and on what."""
@@ -210,24 +206,41 @@ class SinksSection(StrictModel):
     crop_quality: int = Field(default=90, ge=10, le=100)
 
 
-class HotspotsSection(StrictModel):
-    """Merging detections of one disease into hotspots."""
+class MapSection(StrictModel):
+    """The ground evidence grid, its zones and coverage (payload/geo/grid.py, zones.py, diseasemap.py; docs/MAPS.md)."""
 
-    radius_m: float = Field(default=5.0, gt=0, description="a detection this close to a hotspot joins it")
-    include_untrusted: bool = Field(default=False, description="let detections with a flagged pose join")
-    min_detections: int = Field(
-        default=MIN_DETECTIONS, ge=1, le=1000, description="sightings before a cluster is a hotspot (alerted, mapped)"
+    cell_m: float = Field(default=0.5, gt=0.05, le=10.0,
+                          description="grid cell size in metres (about a tenth of a tile's ground size)")
+    chunk_cells: int = Field(default=64, ge=8, le=1024,
+                             description="cells per side of a lazily allocated chunk of the grid")
+    prior_logodds: float = Field(default=-2.0, ge=-10.0, le=0.0,
+                                 description="log-odds of each disease against healthy before any look (rare)")
+    clamp_logodds: float = Field(default=8.0, gt=0.0, le=30.0,
+                                 description="a cell's evidence stays within +-this, so it can change its mind")
+    decorrelation_m: float = Field(
+        default=1.0, gt=0.0,
+        description="camera travel over which consecutive views count as one independent look: a frame's "
+        "evidence is weighted by min(1, distance moved since the previous frame / this), so a hover adds "
+        "almost nothing and the frame rate does not change the map",
     )
-    candidate_ttl_s: float = Field(
-        default=CANDIDATE_TTL_S,
-        gt=0,
-        description="a cluster not yet confirmed is forgotten when no sighting joined it for this long "
-        "(flight time); keeps a long flight's memory flat. Its sightings stay in every detection layer",
+    zone_threshold: float = Field(
+        default=0.5, gt=0.0, lt=1.0,
+        description="posterior probability of a disease from which a cell belongs to a zone (recall first)",
     )
+    min_zone_area_m2: float = Field(default=1.0, ge=0.0, description="smaller connected areas are not zones")
+    zones_every_frames: int = Field(default=10, ge=1, le=10000,
+                                    description="zones are re-extracted (and new ones alerted) every this many frames")
+    coverage_min_looks: int = Field(default=3, ge=1, le=255,
+                                    description="the 'well seen' coverage layer: cells seen at least this often")
+    pose_sigma_m: float = Field(default=1.0, ge=0.0,
+                                description="1-sigma horizontal error of a trusted pose, added to each zone's "
+                                "position uncertainty")
+    rasters: bool = Field(default=True, description="write GeoTIFF rasters (probability per disease, look count) "
+                          "at the end of the run and in `payload export`")
 
 
 class AlertsSection(StrictModel):
-    """Live STATUSTEXT to the ground station for each new hotspot."""
+    """Live STATUSTEXT to the ground station, once per confirmed zone."""
 
     enabled: bool = True
     severity: Literal["EMERGENCY", "ALERT", "CRITICAL", "ERROR", "WARNING", "NOTICE", "INFO", "DEBUG"] = "WARNING"
@@ -254,7 +267,7 @@ class PayloadConfig(StrictModel):
     camera: CameraSection = CameraSection()
     geotag: GeotagSection = GeotagSection()
     sinks: SinksSection = SinksSection()
-    hotspots: HotspotsSection = HotspotsSection()
+    map: MapSection = MapSection()
     alerts: AlertsSection = AlertsSection()
     preflight: PreflightSection = PreflightSection()
 

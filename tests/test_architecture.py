@@ -31,6 +31,7 @@ CONTRACT_MODULES = {
     "payload.logsetup",
     "payload.geo.camera",  # the simulator renders with the camera model the payload inverts
     "payload.geo.frames",
+    "payload.geo.sensor",  # the evidence grid's sensor model: the build calibrates it into the card
     "payload.pipeline.tiling",  # the one tile grid
 }
 

@@ -1,71 +1,74 @@
-"""Mission scoring against hand-worked answers."""
+"""Mission scoring of zones and coverage against hand-worked answers."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
+import shapely
 
-from tools.mission.score import FoundHotspot, TruePatch, score_mission
+from tools.mission.score import FoundZone, TruePatch, score_zones
 
 
-def test_found_false_and_errors_by_hand() -> None:
+def _zone(cls: str, e: float, n: float, half: float, zid: str = "") -> FoundZone:
+    return FoundZone(cls, shapely.box(e - half, n - half, e + half, n + half), e, n, 0.9, zid)
+
+
+def test_found_false_iou_and_errors_by_hand() -> None:
     patches = [
         TruePatch("rust", 10.0, 10.0, 3.0),
         TruePatch("rust", 50.0, 50.0, 3.0),
         TruePatch("powdery_mildew", 80.0, 20.0, 4.0),
     ]
-    hotspots = [
-        FoundHotspot("rust", 11.0, 11.0),  # 1.414 m from patch 0: found
-        FoundHotspot("rust", 13.0, 10.0),  # 3 m: also matches patch 0 (not false), farther
-        FoundHotspot("powdery_mildew", 10.0, 10.0),  # right place, wrong class: false
-        FoundHotspot("powdery_mildew", 80.0, 26.5),  # 6.5 m > 4 + 2 tolerance: false, patch missed
+    zones = [
+        _zone("rust", 11.0, 10.0, 2.0, "rust-1"),  # inside patch 0: found, error 1 m
+        _zone("powdery_mildew", 10.0, 10.0, 1.0, "pm-1"),  # right place, wrong class: false
+        _zone("powdery_mildew", 80.0, 30.0, 1.0, "pm-2"),  # 10 m north of a 4 m patch: false, patch missed
     ]
-    s = score_mission(patches, hotspots, tolerance_m=2.0)
-    assert s["patches_total"] == 3
-    assert s["patches_found"] == 1
-    assert s["false_hotspots"] == 2
-    assert s["centroid_error_m_median"] == pytest.approx(math.sqrt(2), abs=1e-3)
-    assert s["patches"][0]["hotspot_index"] == 0
-    assert s["per_class"]["rust"] == {
-        "patches_total": 2,
-        "patches_found": 1,
-        "false_hotspots": 0,
-        "hotspots": 2,
-        "centroid_error_m_median": pytest.approx(1.414, abs=1e-3),
-    }
-    assert s["per_class"]["powdery_mildew"]["false_hotspots"] == 2
-    assert "2 m" in s["match_rule"]
+    s = score_zones(patches, zones)
+    assert (s["patches_total"], s["patches_found"], s["false_zones"]) == (3, 1, 2)
+    assert s["centroid_error_m_median"] == pytest.approx(1.0)
+    # IoU of a 4 m square at (11, 10) and a 3 m disk at (10, 10): the square lies inside the disk
+    # except where it pokes out east (x in [12, 13]); computed from the shapes themselves
+    disk = shapely.Point(10, 10).buffer(3.0, quad_segs=32)
+    sq = shapely.box(9, 8, 13, 12)
+    assert s["patches"][0]["iou"] == pytest.approx(sq.intersection(disk).area / sq.union(disk).area, abs=1e-3)
+    assert s["patches"][0]["zone_id"] == "rust-1"
+    assert [f["zone_id"] for f in s["false_zone_positions"]] == ["pm-1", "pm-2"]
+    assert s["per_class"]["powdery_mildew"]["false_zones"] == 2
+    assert s["patches"][1]["status"] == "missed"  # no coverage given: missed, not "not inspected"
 
 
-def test_tolerance_boundary_is_inclusive() -> None:
+def test_a_zone_that_only_touches_a_patch_does_not_find_it() -> None:
     p = [TruePatch("rust", 0.0, 0.0, 2.0)]
-    assert score_mission(p, [FoundHotspot("rust", 3.0, 0.0)], 1.0)["patches_found"] == 1
-    assert score_mission(p, [FoundHotspot("rust", 3.01, 0.0)], 1.0)["patches_found"] == 0
+    assert score_zones(p, [_zone("rust", 3.0, 0.0, 1.0)])["patches_found"] == 0  # edge at x=2 touches the disk
+    assert score_zones(p, [_zone("rust", 2.9, 0.0, 1.0)])["patches_found"] == 1
 
 
-def test_no_hotspots_and_p95() -> None:
-    s = score_mission([TruePatch("rust", 0, 0, 1)], [], 1.0)
-    assert s["patches_found"] == 0 and s["centroid_error_m_median"] is None
-    patches = [TruePatch("rust", 100.0 * i, 0.0, 5.0) for i in range(20)]
-    hs = [FoundHotspot("rust", 100.0 * i + i * 0.1, 0.0) for i in range(20)]
-    s = score_mission(patches, hs, 0.0)
-    assert s["patches_found"] == 20
-    assert s["centroid_error_m_p95"] == pytest.approx(1.805, abs=1e-3)
-
-
-def test_negative_tolerance_rejected() -> None:
-    with pytest.raises(ValueError):
-        score_mission([], [], -1.0)
+def test_coverage_gaps_and_not_inspected() -> None:
+    field = shapely.box(0, 0, 100, 50)
+    seen = shapely.box(0, 0, 100, 20).union(shapely.box(0, 30, 100, 50))  # a 10 m strip never seen
+    patches = [TruePatch("rust", 50.0, 25.0, 4.0), TruePatch("rust", 20.0, 10.0, 3.0)]
+    s = score_zones(patches, [], field, seen)
+    assert s["coverage_fraction"] == pytest.approx(0.8)
+    (gap,) = s["coverage_gaps"]
+    assert gap["area_m2"] == pytest.approx(1000.0)
+    assert [r["status"] for r in s["patches"]] == ["not inspected", "missed"]
+    assert s["patches_not_inspected"] == 1
+    assert s["patches"][0]["seen_fraction"] == 0.0  # the disk (n 21-29) lies wholly in the strip
+    assert s["patches"][1]["seen_fraction"] == 1.0
 
 
 def test_map_png_is_written(tmp_path) -> None:
+    import numpy as np
+
     from tools.mission.mapplot import draw_mission_map
 
     patches = [TruePatch("rust", 30, 40, 5), TruePatch("powdery_mildew", 80, 70, 6)]
-    hs = [FoundHotspot("rust", 31, 41), FoundHotspot("rust", 10, 90)]
-    s = score_mission(patches, hs, 3.0)
-    out = draw_mission_map(tmp_path / "m.png", 100, 100, patches, hs, [(0, 10), (100, 10)],
-                           [[(0, 0), (10, 0), (10, 10), (0, 10)]], s)
+    zones = [_zone("rust", 31, 41, 3, "rust-1"), _zone("rust", 10, 90, 2, "rust-2")]
+    field = shapely.box(0, 0, 100, 100)
+    s = score_zones(patches, zones, field, shapely.box(0, 0, 100, 90))
+    prob = np.zeros((20, 20), dtype=np.float32)
+    prob[5:8, 5:8] = 0.9
+    out = draw_mission_map(tmp_path / "m.png", 100, 100, patches, zones, [(0, 10), (100, 10)],
+                           [[(0, 0), (10, 0), (10, 10), (0, 10)]], s, rasters=(prob, (0, 100, 0, 100)))
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000

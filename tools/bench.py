@@ -16,7 +16,8 @@ order alternating), the per-round range is kept, and cpu_efficiency (process CPU
 over CPU ms per pipeline tile, all threads counted) is given as the figure least moved by other load.
 Targets from the issue: efficiency >= 0.95, rss <= 250 MB, startup <= 2 s, no TensorFlow mapped;
 each can be overridden (--min-efficiency, --max-rss-mb, --max-startup-s), and a missed target
-makes the exit status 1, so `make bench` fails where it prints MISS.
+makes the exit status 1, so `make bench` fails where it prints MISS. The disease map (tools/bench_map.py): grid update
+<= 5 ms per 12-tile frame, grid memory <= 20 MB for 100 ha (--max-map-update-ms, --max-map-mb).
 """
 
 from __future__ import annotations
@@ -43,9 +44,11 @@ from payload.pipeline.tiling import Tiler
 from payload.sinks.records import JsonlRecordHandler
 from payload.types import FrameResult
 from tools.bench_chain import edgetpu_figures, render_figures, replay_figures
+from tools.bench_map import TARGETS as MAP_TARGETS
+from tools.bench_map import map_figures
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGETS = {"pipeline_efficiency": (">=", 0.95), "rss_mb": ("<=", 250.0), "startup_s": ("<=", 2.0)}
+TARGETS = {"pipeline_efficiency": (">=", 0.95), "rss_mb": ("<=", 250.0), "startup_s": ("<=", 2.0), **MAP_TARGETS}
 
 
 def bare_round(bundle: Bundle, threads: int, seconds: float) -> tuple[float, list[float], float]:
@@ -227,9 +230,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="target: pipeline tiles/s over bare invokes/s (default %(default)s)")
     ap.add_argument("--max-rss-mb", type=float, default=TARGETS["rss_mb"][1], help="target (default %(default)s)")
     ap.add_argument("--max-startup-s", type=float, default=TARGETS["startup_s"][1], help="target (default %(default)s)")
+    ap.add_argument("--max-map-update-ms", type=float, default=TARGETS["map_update_ms_p50"][1],
+                    help="target: median grid update per 12-tile frame (default %(default)s)")
+    ap.add_argument("--max-map-mb", type=float, default=TARGETS["map_memory_mb_100ha"][1],
+                    help="target: grid memory for 100 ha (default %(default)s)")
     args = ap.parse_args(argv)
     targets = {"pipeline_efficiency": (">=", args.min_efficiency), "rss_mb": ("<=", args.max_rss_mb),
-               "startup_s": ("<=", args.max_startup_s)}
+               "startup_s": ("<=", args.max_startup_s), "map_update_ms_p50": ("<=", args.max_map_update_ms),
+               "map_memory_mb_100ha": ("<=", args.max_map_mb)}
 
     bundle = load_bundle(args.bundle)
     bare_rates, bare_ms, bare_cpu, pipe_runs = [], [], [], []
@@ -260,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     tpu = edgetpu_figures(bundle)
     replay = replay_figures()
     render = render_figures()
+    print("measuring the disease map: grid update per frame, memory for 100 ha", file=sys.stderr)
+    dmap = map_figures()
 
     bare = statistics.median(bare_rates)
     pipe = statistics.median(p["tiles_per_s"] for p in pipe_runs)
@@ -291,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
                      "edgetpu": tpu},
         "replay": replay,
         "render": render,
+        "map": dmap,
+        "map_update_ms_p50": dmap["map_update_ms_p50"],
+        "map_memory_mb_100ha": dmap["map_memory_mb_100ha"],
         "rounds": [{"bare_invokes_per_s": round(b, 2), "pipeline_tiles_per_s": round(p["tiles_per_s"], 2)}
                    for b, p in zip(bare_rates, pipe_runs, strict=True)],
         "tensorflow_loaded": proc["tensorflow_loaded"],
@@ -329,6 +342,11 @@ def main(argv: list[str] | None = None) -> int:
          f"({replay['flight_s_per_s']:.0f} s of flight per s)",
          ""),
         ("render 640x480", f"{render['frames_per_s_one_thread']:.1f} frames/s on one thread", ""),
+        ("map update (12 tiles)", f"{dmap['map_update_ms_p50']:.2f} ms p50, {dmap['map_update_ms_p95']:.2f} p95 "
+         f"({dmap['map_update_with_zones_ms_p50']:.1f} ms when zones are cut)",
+         verdict("map_update_ms_p50", dmap["map_update_ms_p50"], targets)),
+        ("map memory 100 ha", f"{dmap['map_memory_mb_100ha']:.1f} MB ({dmap['map_seen_ha']:.0f} ha seen, "
+         f"{dmap['map_cell_m']} m cells)", verdict("map_memory_mb_100ha", dmap["map_memory_mb_100ha"], targets)),
         ("rss_mb", f"{result['rss_mb']:.1f}", verdict("rss_mb", result["rss_mb"], targets)),
         ("startup_s", f"{result['startup_s']:.2f}", verdict("startup_s", result["startup_s"], targets)),
         ("tensorflow loaded", "yes" if result["tensorflow_loaded"] else "no",

@@ -6,7 +6,7 @@ fixed pool of 640x480 frames, so the source itself allocates nothing new) at `fp
 of flight time, a telemetry double that feeds the REAL StateBuffer (payload/vehicle/poseinterp.py, with its
 horizon trimming) 10 Hz samples of a lawnmower survey ahead of each frame, and the REAL pipeline
 behind it: capture -> mailbox -> tiling -> CPU TFLite backend -> bounded queue -> writer ->
-per-frame records + geotagging (detections.jsonl fsync'd, hotspots, layers rewritten in the
+per-frame records + geotagging (detections.jsonl fsync'd, the disease map, layers rewritten in the
 background, crops). Every `sample_every_s` of flight time it samples RSS, threads (Python and
 native) and open file descriptors.
 

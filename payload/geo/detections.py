@@ -157,7 +157,7 @@ def build_detection(
             flags.append(FLAG_NOT_ABOVE_GROUND)
             placeable = False
         elif placeable and height_agl < ctx.geotag.min_height_agl_m:
-            flags.append(FLAG_TOO_LOW)  # still placed on the map, but kept out of hotspots and alerts
+            flags.append(FLAG_TOO_LOW)  # still placed on the map, but kept out of the map (no grid update)
         if placeable:
             cu, cv = tile.box.center
             ll = pixel_to_ground(cam, cu, cv, p, ground_alt)

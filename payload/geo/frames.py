@@ -34,7 +34,7 @@ def enu_to_geodetic(
 
 @dataclass(frozen=True)
 class LocalFrame:
-    """A local East-North-Up frame fixed at a geodetic origin (a field's corner, home, a hotspot anchor)."""
+    """A local East-North-Up frame fixed at a geodetic origin (a field's corner, home, a disease map)."""
 
     lat0: float
     lon0: float

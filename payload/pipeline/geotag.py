@@ -1,10 +1,12 @@
-"""The ResultHandler that turns classified frames into geotagged detections and hands them to the sinks.
+"""The ResultHandler that turns classified frames into looks, detections and the disease map.
 
-The payload runtime's writer thread calls `handle(FrameResult)` for every frame. For each flagged
-tile: the vehicle state at the frame's capture time (PoseSource.state_at(frame.t_mono)) -> the
-tile centre's ground point and the tile's footprint -> a detection record -> every sink in order
-(crops, detections.jsonl: the source of truth, layers, alerts) -> hotspot merging, each new
-hotspot told to the sinks (the alert). What the sinks are and how they are built is
+The payload runtime's writer thread calls `handle(FrameResult)` for every frame: the vehicle state
+at the frame's capture time (PoseSource.state_at(frame.t_mono)) -> a look record (every tile's
+scores, call and ground footprint, the pose trust) -> every sink (detections.jsonl has it on disk)
+-> the disease map (payload/geo/diseasemap.py: evidence grid, zones); for each flagged tile a
+detection record -> every sink in order (crops, detections.jsonl: the source of truth, layers,
+alerts); each zone confirmed for the first time is told to the sinks (the live alert). At close
+the map's products (zones, coverage, GeoTIFF rasters) are written. What the sinks are and how they are built is
 payload/sinks/; which pose source and which sinks a run uses is decided by the runner
 (payload/pipeline/runner.py), which hands them in.
 """
@@ -20,28 +22,38 @@ from typing import Any
 
 from payload.config import PayloadConfig
 from payload.geo.detections import DetectionContext, build_detection
-from payload.geo.hotspots import Hotspot, HotspotTracker
+from payload.geo.diseasemap import MAPINFO_SCHEMA, DiseaseMap, is_look, mapinfo_record
+from payload.geo.looks import build_look
+from payload.geo.sensor import SensorModel, default_sensor_model
 from payload.ops.diskguard import DiskGuard
 from payload.sinks.base import DetectionSink, SinkContext
+from payload.sinks.jsonl import DetectionsJsonl
+from payload.sinks.maplayers import write_map_products, zone_features
 from payload.sinks.registry import build_sinks
 from payload.types import FrameResult, PoseEstimate, PoseSource, ResultHandler, StatusSender
 
 log = logging.getLogger(__name__)
 
 
-def hotspot_tracker(cfg: PayloadConfig) -> HotspotTracker:
-    """The hotspot tracker the config describes."""
-    h = cfg.hotspots
-    return HotspotTracker(h.radius_m, h.include_untrusted, h.min_detections, h.candidate_ttl_s)
+def default_sensor(labels: Sequence[str]) -> SensorModel:
+    """The documented default sensor model for these labels (healthy = 'healthy', else the first label)."""
+    healthy = "healthy" if "healthy" in labels else labels[0]
+    return default_sensor_model(healthy, [x for x in labels if x != healthy])
+
+
+def disease_map(cfg: PayloadConfig, sensor: SensorModel) -> DiseaseMap:
+    """The disease map the config describes."""
+    return DiseaseMap(sensor, cfg.map)
 
 
 class GeotagHandler:
-    """ResultHandler (payload/types.py) writing geotagged detections of flagged tiles to its sinks.
+    """ResultHandler (payload/types.py) writing looks and detections to its sinks and building the disease map.
 
-    `telemetry` is where poses come from (None: every detection is flagged no_telemetry);
+    `telemetry` is where poses come from (None: every look is flagged no_telemetry);
     `status` is the ground-station link for the disk guard's and the sinks' messages (default:
-    the telemetry, when it can send). `sinks`, `tracker` and `disk` are built from the config
-    when not handed in (the runner hands them in; tests and tools often let them default).
+    the telemetry, when it can send). `sensor` is the bundle's sensor model (default: the
+    documented default table). `sinks`, `dmap` and `disk` are built from the config when not
+    handed in (the runner hands them in; tests and tools often let them default).
     """
 
     def __init__(
@@ -56,7 +68,8 @@ class GeotagHandler:
         owns_telemetry: bool = False,
         clock: Callable[[], float] = time.monotonic,
         status: StatusSender | None = None,
-        tracker: HotspotTracker | None = None,
+        sensor: SensorModel | None = None,
+        dmap: DiseaseMap | None = None,
         disk: DiskGuard | None = None,
         sinks: Sequence[DetectionSink] | None = None,
     ) -> None:
@@ -69,22 +82,34 @@ class GeotagHandler:
         self._owns_telemetry = owns_telemetry
         if status is None and isinstance(telemetry, StatusSender):
             status = telemetry  # the MAVLink link is both
-        self.tracker = tracker if tracker is not None else hotspot_tracker(cfg)
+        self.map = dmap if dmap is not None else disease_map(cfg, sensor or default_sensor(list(labels)))
+        self._zone_snapshot: list[dict[str, Any]] = []
+        self._zones_version = 0
         # below the free-disk floor crops stop first and the records go on (payload/ops/diskguard.py)
         self.disk = disk if disk is not None else DiskGuard(
             self.out_dir, cfg.preflight.min_free_disk_mb, send=status.send_statustext if status else None
         )
         if sinks is None:
-            sinks = build_sinks(SinkContext(cfg, self.out_dir, self.hotspot_snapshot, status,
+            sinks = build_sinks(SinkContext(cfg, self.out_dir, self.zone_snapshot, status,
                                             self.disk.crops_allowed, clock))
         self.sinks = list(sinks)
-        # a restart after a crash continues the same files: earlier records stay in the layers and
-        # hotspots (without alerting again)
+        # a restart after a crash continues the same files: earlier looks rebuild the map (without
+        # alerting again), earlier detections stay in the layers
         self.resumed = 0
+        has_info = False
         for sink in self.sinks:
             for rec in sink.earlier():
-                self.tracker.add(rec)
-                self.resumed += 1
+                if is_look(rec):
+                    self.map.add_look(rec)
+                elif rec.get("schema") == MAPINFO_SCHEMA:
+                    has_info = True
+                else:
+                    self.resumed += 1
+        self._zone_snapshot = zone_features(self.map.zones, self.map.origin)
+        self._zones_version = self.map.zones_version
+        jsonl = self.sink("jsonl")
+        if isinstance(jsonl, DetectionsJsonl) and not has_info:
+            jsonl.write_record(mapinfo_record(self.map.sensor, cfg.map))
         self._last_flags: tuple[str, ...] = ()
         self.untrusted = 0
         self.written = 0
@@ -94,9 +119,9 @@ class GeotagHandler:
         """The sink of that registry name, if this run has it (for tools and tests)."""
         return next((s for s in self.sinks if s.name == name), None)
 
-    def hotspot_snapshot(self) -> list[Hotspot]:
-        """Copies of the current hotspots, safe to hand to another thread."""
-        return [h.snapshot() for h in self.tracker.hotspots]
+    def zone_snapshot(self) -> list[dict[str, Any]]:
+        """The current zones as plain data (rebuilt whenever the zones are), safe to hand to another thread."""
+        return self._zone_snapshot
 
     def _state_at(self, t_mono: float) -> PoseEstimate | None:
         if self.telemetry is None:
@@ -108,28 +133,39 @@ class GeotagHandler:
             return None
 
     def handle(self, result: FrameResult) -> None:
-        """Record every flagged tile of one frame (the JSONL sink has it on disk before this returns)."""
+        """Record one frame's look and flagged tiles and update the map (on disk before this returns)."""
         if not self._seen_frame:
             self._seen_frame = True
             f = result.frame
             log.info("preflight camera: first frame %dx%d from %s (seq %d)", f.width, f.height, f.source, f.seq)
-        flagged = [t for t in result.tiles if t.flagged]
         self.disk.poll()
-        if flagged:
-            est = self._state_at(result.frame.t_mono)
-            for tile in flagged:
-                det = build_detection(self.ctx, result.frame, tile, est, result.backend)
-                for sink in self.sinks:
-                    sink.write(det, result)
-                self.written += 1
-                self._note_trust(det)
-                hotspot, is_new = self.tracker.add(det)
-                if is_new and hotspot is not None:
-                    log.info("new hotspot %s at %.6f, %.6f", hotspot.id, *hotspot.centroid)
-                    for sink in self.sinks:
-                        sink.new_hotspot(hotspot)
+        est = self._state_at(result.frame.t_mono)
+        look = build_look(self.ctx, result.frame, result.tiles, est)
+        for sink in self.sinks:
+            sink.write_look(look, result)
+        for tile in (t for t in result.tiles if t.flagged):
+            det = build_detection(self.ctx, result.frame, tile, est, result.backend)
+            for sink in self.sinks:
+                sink.write(det, result)
+            self.written += 1
+            self._note_trust(det)
+        self._announce(self.map.add_look(look))
         for sink in reversed(self.sinks):
             sink.end_frame()
+
+    def _announce(self, new: Sequence[Any]) -> None:
+        """Refresh the zone snapshot when the zones were re-extracted, and tell the sinks about new ones."""
+        if self.map.zones_version != self._zones_version:
+            self._zones_version = self.map.zones_version
+            self._zone_snapshot = zone_features(self.map.zones, self.map.origin)
+        by_id = {f["properties"]["id"]: f for f in self._zone_snapshot}
+        for z in new:
+            feat = by_id[z.id]
+            p = feat["properties"]
+            log.info("new %s zone %s at %.6f, %.6f (%.1f m2, peak p %.2f)", z.label, z.id, p["lat"], p["lon"],
+                     z.area_m2, z.peak_p)
+            for sink in self.sinks:
+                sink.new_zone(feat)
 
     def _note_trust(self, det: dict[str, Any]) -> None:
         flags = tuple(det["flags"])
@@ -143,9 +179,18 @@ class GeotagHandler:
             self._last_flags = flags
 
     def close(self) -> None:
-        """Close the sinks (last first: the layers are written before the JSONL they read is closed),
-        then the telemetry link if this handler was handed its ownership."""
+        """Finish the map (last zones alerted, products written), close the sinks (last first: the layers
+        are written before the JSONL they read is closed), then the telemetry link if this handler owns it."""
         first: BaseException | None = None
+        try:
+            self._announce(self.map.finish())
+            # the layers sink (when there is one) writes the zones itself at close, from the final snapshot
+            write_map_products(self.out_dir, self.map, self.cfg.sinks.formats, self.cfg.map.rasters,
+                               zones=self.sink("layers") is None)
+        except Exception as err:
+            log.exception("could not finish the map; `payload export %s` rebuilds it from detections.jsonl",
+                          self.out_dir)
+            first = err
         for sink in reversed(self.sinks):
             try:
                 sink.close()
@@ -154,10 +199,12 @@ class GeotagHandler:
         if self._owns_telemetry and self.telemetry is not None:
             self.telemetry.close()
         log.info(
-            "geotag: %d detections recorded (%d with an untrusted pose), %d hotspots, in %s",
+            "geotag: %d looks (%d untrusted), %d detections recorded (%d with an untrusted pose), %d zones, in %s",
+            self.map.counts.looks,
+            self.map.counts.untrusted,
             self.written,
             self.untrusted,
-            len(self.tracker.hotspots),
+            len(self.map.zones),
             self.out_dir,
         )
         if first is not None:

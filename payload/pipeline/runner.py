@@ -3,7 +3,8 @@
 This is the one place that puts the rooms together. `build_handler` decides what happens to each
 FrameResult: the per-frame, per-tile JSONL classifications (payload/sinks/records.py) and the
 geotagging handler, to which it hands the pose source (the telemetry link it opens), the sinks
-the config enables (payload/sinks/registry.py), the hotspot tracker and the free-disk guard,
+the config enables (payload/sinks/registry.py), the disease map (with the bundle's sensor model)
+and the free-disk guard,
 after running the preflight checks. Tests, the bench and the simulator pass their own
 `handler_factory` / `source` / `classifier` to `build_pipeline` instead of editing this wiring.
 """
@@ -24,6 +25,7 @@ from payload.backends.base import Classifier
 from payload.bundle import Bundle, load_bundle
 from payload.capture.sources import FrameSource, make_source
 from payload.config import PayloadConfig
+from payload.geo.sensor import SensorModel, sensor_model_for_card
 from payload.ops.paths import resolve_config_paths
 from payload.pipeline.scheduler import Pipeline
 from payload.pipeline.stats import PipelineStats
@@ -54,11 +56,12 @@ def open_pose_source(cfg: PayloadConfig) -> Telemetry | None:
 
 
 def build_geotag_handler(
-    cfg: PayloadConfig, *, labels: Sequence[str], model_sha256: str, out_dir: str | Path | None = None
+    cfg: PayloadConfig, *, labels: Sequence[str], model_sha256: str, out_dir: str | Path | None = None,
+    sensor: SensorModel | None = None,
 ) -> GeotagHandler:
-    """Geotagging as `payload run` installs it: its own telemetry link, the tracker, disk guard and sinks."""
+    """Geotagging as `payload run` installs it: its own telemetry link, the disease map, disk guard and sinks."""
     from payload.ops.diskguard import DiskGuard
-    from payload.pipeline.geotag import GeotagHandler, hotspot_tracker
+    from payload.pipeline.geotag import GeotagHandler, default_sensor, disease_map
     from payload.sinks.base import SinkContext
     from payload.sinks.registry import build_sinks
 
@@ -66,14 +69,17 @@ def build_geotag_handler(
     out.mkdir(parents=True, exist_ok=True)
     telemetry = open_pose_source(cfg)
     try:
-        tracker = hotspot_tracker(cfg)
+        dmap = disease_map(cfg, sensor or default_sensor(list(labels)))
         disk = DiskGuard(out, cfg.preflight.min_free_disk_mb,
                          send=telemetry.send_statustext if telemetry is not None else None)
-        sinks = build_sinks(SinkContext(cfg, out, lambda: [h.snapshot() for h in tracker.hotspots], telemetry,
-                                        disk.crops_allowed))
-        return GeotagHandler(cfg, labels=labels, model_sha256=model_sha256, telemetry=telemetry, out_dir=out,
-                             owns_telemetry=telemetry is not None, status=telemetry, tracker=tracker, disk=disk,
-                             sinks=sinks)
+        snapshot: list[GeotagHandler] = []  # the handler, once built: the layers read its zone snapshot
+        sinks = build_sinks(SinkContext(cfg, out, lambda: snapshot[0].zone_snapshot() if snapshot else [],
+                                        telemetry, disk.crops_allowed))
+        handler = GeotagHandler(cfg, labels=labels, model_sha256=model_sha256, telemetry=telemetry, out_dir=out,
+                                owns_telemetry=telemetry is not None, status=telemetry, dmap=dmap, disk=disk,
+                                sinks=sinks)
+        snapshot.append(handler)
+        return handler
     except BaseException:
         if telemetry is not None:
             telemetry.close()
@@ -91,7 +97,8 @@ def build_handler(cfg: PayloadConfig, bundle: Bundle) -> ResultHandler:
     from payload.pipeline.geotag import FanOutHandler
 
     records = JsonlRecordHandler(Path(cfg.output.dir) / cfg.output.records, bundle)
-    geo = build_geotag_handler(cfg, labels=bundle.labels, model_sha256=bundle.model_sha256)
+    geo = build_geotag_handler(cfg, labels=bundle.labels, model_sha256=bundle.model_sha256,
+                               sensor=sensor_model_for_card(bundle.card))
     try:
         run_preflight(
             cfg.preflight,

@@ -22,7 +22,7 @@ def tile_span(length: float, n: int, overlap: float) -> float:
     """The exact size of each of n equal spans covering `length` with fractional `overlap`.
 
     `grid` rounds it up to whole pixels; the simulator uses it unrounded for the ground a tile
-    covers (texture scale, hotspot radius).
+    covers (texture scale, zone size).
     """
     return length / (n - (n - 1) * overlap)
 

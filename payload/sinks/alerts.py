@@ -1,10 +1,10 @@
-"""Live alerts: one MAVLink STATUSTEXT to the ground station per new hotspot.
+"""Live alerts: one MAVLink STATUSTEXT to the ground station per newly confirmed disease zone.
 
 Sent through the autopilot link (dronekit's `message_factory.statustext_encode` +
 `send_mavlink`), so Mission Planner and QGroundControl show it in their messages panel. A
-STATUSTEXT holds 50 characters; the text is built to fit (label, hotspot number, position,
-confidence). Alerts are rate-limited: ones due inside `min_interval_s` of the previous wait in a
-small queue (the oldest are dropped and counted when it fills), so a burst of new hotspots over a
+STATUSTEXT holds 50 characters; the text is built to fit (label, zone number, centroid,
+peak probability). Alerts are rate-limited: ones due inside `min_interval_s` of the previous wait in a
+small queue (the oldest are dropped and counted when it fills), so a burst of new zones over a
 badly infected field does not flood the operator's screen or the radio link.
 """
 
@@ -16,7 +16,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from payload.geo.hotspots import Hotspot
 from payload.sinks.base import SinkBase, SinkContext
 
 log = logging.getLogger(__name__)
@@ -34,12 +33,12 @@ SEVERITIES = {
 }
 
 
-def hotspot_text(hotspot: dict[str, Any]) -> str:
-    """'rust H3 52.12345 -1.23456 p0.87' style text, at most 50 ASCII characters."""
-    label = str(hotspot.get("label", "?"))
-    num = str(hotspot.get("id", "")).rsplit("-", 1)[-1]
-    conf = float(hotspot.get("max_confidence", 0))
-    tail = f" H{num} {float(hotspot['lat']):.5f} {float(hotspot['lon']):.5f} p{conf:.2f}"
+def zone_text(zone: dict[str, Any]) -> str:
+    """'rust Z3 52.12345 -1.23456 p0.87' style text (zone number, centroid, peak probability), <= 50 ASCII."""
+    label = str(zone.get("label", "?"))
+    num = str(zone.get("id", "")).rsplit("-", 1)[-1]
+    conf = float(zone.get("peak_p", 0))
+    tail = f" Z{num} {float(zone['lat']):.5f} {float(zone['lon']):.5f} p{conf:.2f}"
     room = STATUSTEXT_MAX - len(tail)
     text = label[: max(room, 1)] + tail
     return text.encode("ascii", "replace").decode("ascii")[:STATUSTEXT_MAX]
@@ -102,7 +101,7 @@ class AlertSender:
 
 
 class AlertsSink(SinkBase):
-    """A STATUSTEXT per new hotspot through the ground-station link (rate-limited by AlertSender)."""
+    """A STATUSTEXT per newly confirmed zone through the ground-station link (rate-limited by AlertSender)."""
 
     name = "alerts"
 
@@ -116,8 +115,8 @@ class AlertsSink(SinkBase):
             return None
         return cls(AlertSender(ctx.status.send_statustext, a.severity, a.min_interval_s))
 
-    def new_hotspot(self, hotspot: Hotspot) -> None:
-        self.sender.notify(hotspot_text(hotspot.as_dict()))
+    def new_zone(self, zone: dict[str, Any]) -> None:
+        self.sender.notify(zone_text(zone["properties"]))
 
     def end_frame(self) -> None:
         self.sender.tick()

@@ -1,7 +1,8 @@
 """The interface every detection sink implements, and what a sink is built from.
 
 The geotagging handler (payload/pipeline/geotag.py) hands each detection record to its sinks in
-order, tells them about each new hotspot, and ends every frame and the run with them (in reverse
+order (and each frame's look record, every tile with its footprint), tells them about each newly
+confirmed zone, and ends every frame and the run with them (in reverse
 order, so a sink that reads another's output, such as the layers reading detections.jsonl, is
 done before the one it reads). The sinks are built by `payload.sinks.registry.build_sinks`, which
 config selects from; adding a sink is a module in this package plus a line in the registry.
@@ -16,7 +17,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from payload.config import PayloadConfig
-from payload.geo.hotspots import Hotspot
 from payload.types import FrameResult, StatusSender
 
 
@@ -26,8 +26,13 @@ class DetectionSink(Protocol):
     name: str
 
     def earlier(self) -> Iterable[dict[str, Any]]:
-        """Detections this sink already holds from an earlier run into the same folder (a restart after
-        a crash), so the hotspots can be rebuilt from them without alerting again; most sinks hold none."""
+        """Records this sink already holds from an earlier run into the same folder (a restart after a
+        crash), so the map can be rebuilt from their looks without alerting again; most sinks hold none."""
+        ...
+
+    def write_look(self, look: dict[str, Any], result: FrameResult) -> None:
+        """The frame's look record (every tile, its scores and footprint, the pose trust), before any
+        detection of the frame; the map is updated from it once every sink has it."""
         ...
 
     def write(self, det: dict[str, Any], result: FrameResult) -> None:
@@ -35,8 +40,9 @@ class DetectionSink(Protocol):
         later sinks keep (the crops sink adds the crop's path before the JSONL sink writes the record)."""
         ...
 
-    def new_hotspot(self, hotspot: Hotspot) -> None:
-        """A hotspot was confirmed by the detection just written."""
+    def new_zone(self, zone: dict[str, Any]) -> None:
+        """A zone was confirmed for the first time (its feature: properties with id, label, lat, lon,
+        peak_p..., and WGS84 polygons)."""
         ...
 
     def end_frame(self) -> None:
@@ -59,7 +65,10 @@ class SinkBase:
     def write(self, det: dict[str, Any], result: FrameResult) -> None:
         return None
 
-    def new_hotspot(self, hotspot: Hotspot) -> None:
+    def write_look(self, look: dict[str, Any], result: FrameResult) -> None:
+        return None
+
+    def new_zone(self, zone: dict[str, Any]) -> None:
         return None
 
     def end_frame(self) -> None:
@@ -79,7 +88,7 @@ class SinkContext:
 
     cfg: PayloadConfig
     out_dir: Path
-    hotspots: Callable[[], list[Hotspot]]  # a snapshot of the current hotspots
+    zones: Callable[[], list[dict[str, Any]]]  # a snapshot of the current zones (features: plain data)
     status: StatusSender | None = None  # the ground-station link, when there is one
     crops_allowed: Callable[[], bool] = _always  # the free-disk guard's verdict (payload/ops/diskguard.py)
     clock: Callable[[], float] = time.monotonic  # flight time, for intervals

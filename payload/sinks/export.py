@@ -1,29 +1,37 @@
-"""`payload export OUT_DIR`: rebuild every layer from detections.jsonl (after a crash, or to re-cluster).
+"""`payload export DIR [DIR...]`: rebuild every layer and the disease map from detections.jsonl.
 
-detections.jsonl is fsync'd record by record during the flight; the GeoJSON/KML/CSV layers are
-only rewritten every few seconds. After a power cut the JSONL is complete up to the last record
-(its torn last line, if any, is reported and skipped) and this command makes the layers match it.
-JPEG crops are images, not derived data: they are left as they are.
+detections.jsonl is fsync'd record by record during the flight; the layers are only rewritten
+every few seconds and the map's products at the end. After a power cut the JSONL is complete up to
+the last record (its torn last line, if any, is reported and skipped) and this command makes every
+product match it: the look records replayed through the same `DiseaseMap` (with the sensor model
+and map settings the flight wrote in its map-info record) give the same zones, ids and coverage.
+
+Several folders (sorties, or drones flying parts of one field) are fused into one map: their looks
+go into one grid (log-odds add; each look is placed by its own WGS84 footprint, so the flights are
+re-anchored to the first one's origin), giving one coverage layer and one set of zones, written to
+`--out`. JPEG crops are images, not derived data: they are left as they are.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from payload.config import CANDIDATE_TTL_S, MIN_DETECTIONS
 from payload.errors import UserError
-from payload.geo.hotspots import merge_hotspots
-from payload.sinks.jsonl import DETECTIONS_FILE, JsonlProblems, iter_detections
+from payload.geo.diseasemap import MAPINFO_SCHEMA, DiseaseMap, is_look, map_from_info
+from payload.sinks.jsonl import DETECTION_SCHEMA_PREFIX, DETECTIONS_FILE, JsonlProblems, iter_jsonl
 from payload.sinks.layers import FORMATS, atomic_write_text, scan_records, summary_json, write_layers
+from payload.sinks.maplayers import write_map_products, zone_features
 
 log = logging.getLogger(__name__)
 
 
 class ExportError(UserError):
-    """The output folder has no readable detections.jsonl."""
+    """The output folder has no readable detections.jsonl, or the folders cannot be fused."""
 
 
 @dataclass(frozen=True)
@@ -31,11 +39,12 @@ class ExportReport:
     records: int
     bad_lines: list[tuple[int, str]]
     torn_last_line: bool
-    hotspots: int
+    zones: int
+    looks: int
     written: list[Path]
 
     def text(self) -> str:
-        lines = [f"exported {self.records} detections and {self.hotspots} hotspots"]
+        lines = [f"exported {self.records} detections, {self.looks} looks and {self.zones} zones"]
         if self.torn_last_line:
             lines.append(f"  skipped the torn last line {self.bad_lines[-1][0]} (the run was cut while writing it)")
         others = [b for b in self.bad_lines if not (self.torn_last_line and b is self.bad_lines[-1])]
@@ -45,47 +54,89 @@ class ExportReport:
         return "\n".join(lines)
 
 
+def _paths(dirs: Sequence[str | Path]) -> list[Path]:
+    paths = []
+    for d in dirs:
+        path = Path(d) / DETECTIONS_FILE
+        if not path.is_file():
+            raise ExportError(f"{path}: not found; pass the output folder of a run (output.dir in the payload config)")
+        paths.append(path)
+    return paths
+
+
+def _map_for(paths: Sequence[Path]) -> DiseaseMap | None:
+    """A fresh map with the settings of the first flight's map-info record (None: no file has one)."""
+    infos = []
+    for p in paths:
+        info = next((r for r in iter_jsonl(p) if r.get("schema") == MAPINFO_SCHEMA), None)
+        if info is None:
+            log.warning("%s has no map-info record (a payload from before the evidence grid): its detections "
+                        "are exported, it adds nothing to the map", p)
+            continue
+        infos.append(info)
+    if not infos:
+        return None
+    for info in infos[1:]:
+        if info["sensor_model"] != infos[0]["sensor_model"] or info["map"]["cell_m"] != infos[0]["map"]["cell_m"]:
+            log.warning("the flights were flown with other sensor models or cell sizes; fusing with the first's")
+    return map_from_info(infos[0])
+
+
 def export_layers(
-    out_dir: str | Path,
-    radius_m: float = 5.0,
-    include_untrusted: bool = False,
+    out_dirs: str | Path | Sequence[str | Path],
+    out: str | Path | None = None,
     formats: Sequence[str] = FORMATS,
-    min_detections: int = MIN_DETECTIONS,
-    candidate_ttl_s: float = CANDIDATE_TTL_S,
 ) -> ExportReport:
-    """Rebuild hotspots and every layer in `out_dir` from its detections.jsonl."""
-    out = Path(out_dir)
-    path = out / DETECTIONS_FILE
-    if not path.is_file():
-        raise ExportError(f"{path}: not found; pass the output folder of a run (output.dir in the payload config)")
-    # streamed, pass by pass: an export of a long flight needs no more memory than a short one
+    """Rebuild the map and every layer from the detections.jsonl of one or several run folders.
+
+    One folder: written into it. Several: fused, written to `out` (required).
+    """
+    dirs = [out_dirs] if isinstance(out_dirs, str | Path) else list(out_dirs)
+    if not dirs:
+        raise ExportError("pass at least one run folder")
+    if len(dirs) > 1 and out is None:
+        raise ExportError("fusing several flights needs --out DIR for the fused map")
+    target = Path(out) if out is not None else Path(dirs[0])
+    target.mkdir(parents=True, exist_ok=True)
+    paths = _paths(dirs)
+    dmap = _map_for(paths)
     problems = JsonlProblems()
-    hotspots = merge_hotspots(iter_detections(path, problems=problems), radius_m, include_untrusted, min_detections,
-                              candidate_ttl_s)
-    for n, why in problems.bad_lines:
-        log.warning("%s line %d skipped: %s", path, n, why)
-    scan = scan_records(lambda: iter_detections(path))
-    written = write_layers(out, lambda: iter_detections(path), hotspots, formats, scan)
-    atomic_write_text(out / "summary.json", summary_json(scan, hotspots) + "\n")
-    written.append(out / "summary.json")
-    return ExportReport(scan.count, problems.bad_lines, problems.torn_last_line, len(hotspots), written)
+    # streamed: an export of a long flight needs no more memory than the grid
+    for p in paths:
+        pr = JsonlProblems()
+        for rec in iter_jsonl(p, problems=pr):
+            if dmap is not None and is_look(rec):
+                dmap.add_look(rec)
+        for n, why in pr.bad_lines:
+            log.warning("%s line %d skipped: %s", p, n, why)
+        problems.bad_lines += pr.bad_lines
+        problems.torn_last_line = problems.torn_last_line or pr.torn_last_line
+    zones = []
+    if dmap is not None:
+        dmap.finish()
+        zones = zone_features(dmap.zones, dmap.origin)
+
+    def detections() -> Iterator[dict[str, Any]]:
+        return (r for r in itertools.chain.from_iterable(iter_jsonl(p) for p in paths)
+                if str(r.get("schema", "")).startswith(DETECTION_SCHEMA_PREFIX))
+
+    scan = scan_records(detections)
+    written = write_layers(target, detections, zones, formats, scan)
+    if dmap is not None:
+        written += [p for p in write_map_products(target, dmap, formats, dmap.cfg.rasters) if p not in written]
+    atomic_write_text(target / "summary.json", summary_json(scan, zones) + "\n")
+    written.append(target / "summary.json")
+    return ExportReport(scan.count, problems.bad_lines, problems.torn_last_line, len(zones),
+                        0 if dmap is None else dmap.counts.looks, written)
 
 
-def export_from_cli(out_dir: str, config: str | None = None, radius_m: float | None = None) -> int:
-    """`payload export OUT_DIR [--config FILE] [--radius-m R]`: print what was rebuilt and what was skipped."""
-    from payload.config import HotspotsSection, load_payload_config
+def export_from_cli(out_dirs: Sequence[str], config: str | None = None, out: str | None = None) -> int:
+    """`payload export DIR [DIR...] [--out DIR] [--config FILE]`: print what was rebuilt and what was skipped."""
+    from payload.config import load_payload_config
 
-    # without --config the payload's own defaults (the same ones a flight without those keys used)
-    h = HotspotsSection()
     formats: Sequence[str] = FORMATS
     if config:
-        cfg = load_payload_config(config)
-        h, formats = cfg.hotspots, cfg.sinks.formats
-    radius = h.radius_m
-    if radius_m is not None:
-        if radius_m <= 0:
-            raise ExportError(f"--radius-m must be positive, got {radius_m}")
-        radius = radius_m
-    report = export_layers(out_dir, radius, h.include_untrusted, formats, h.min_detections, h.candidate_ttl_s)
+        formats = load_payload_config(config).sinks.formats
+    report = export_layers(out_dirs, out, formats)
     print(report.text())
     return 0

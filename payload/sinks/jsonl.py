@@ -183,7 +183,12 @@ def read_jsonl(path: str | Path) -> JsonlReadResult:
 
 
 class DetectionsJsonl(SinkBase):
-    """The detections.jsonl sink: every detection record, durably, before anything else reads it."""
+    """The detections.jsonl sink: every look and detection record, durably, before anything else reads it.
+
+    Besides the detections (flagged tiles) the file holds one look record per frame (every tile's
+    scores, call and footprint, and the pose trust; payload/geo/looks.py) and a map-info record
+    (the sensor model and map settings): all `payload export` needs to rebuild the same map.
+    """
 
     name = "jsonl"
 
@@ -197,15 +202,26 @@ class DetectionsJsonl(SinkBase):
         return cls(ctx.out_dir)
 
     def earlier(self) -> Iterator[dict[str, Any]]:
-        """The detections a previous run left in this file (whole records only)."""
+        """The records (looks, detections, map info) a previous run left in this file (whole records only)."""
         problems = JsonlProblems()
         n = 0
-        for rec in iter_detections(self.path, end=self._resume_end, problems=problems):
+        for rec in iter_jsonl(self.path, end=self._resume_end, problems=problems):
             n += 1
             yield rec
         if n or problems.bad_lines:
-            log.info("continuing %s: %d earlier detections (%d unreadable lines skipped)",
+            log.info("continuing %s: %d earlier records (%d unreadable lines skipped)",
                      self.path, n, len(problems.bad_lines))
+
+    def write_record(self, rec: dict[str, Any]) -> None:
+        """Any other record (the map info), durably."""
+        try:
+            self.writer.write(rec)
+        except OSError as err:
+            log.error("detections.jsonl write failed (%s); %d record(s) queued until space returns",
+                      err, len(self.writer.pending))
+
+    def write_look(self, look: dict[str, Any], result: FrameResult) -> None:
+        self.write_record(look)
 
     def write(self, det: dict[str, Any], result: FrameResult) -> None:
         # latency of the record itself: inference finished -> record on disk (mission reports use it)

@@ -10,7 +10,7 @@ document in memory would grow with the flight). Files in the output folder:
 - detections.geojson / .kml / .csv: one point per sighting (GeoJSON: null geometry when the
   sighting could not be placed; KML skips those; CSV keeps them with empty lat/lon);
 - footprints.geojson: each placed sighting's tile outline on the ground (KML: a folder);
-- hotspots.geojson / .kml / .csv: one point per hotspot.
+- zones.geojson / .kml / .csv: the disease zones, polygons (payload/sinks/maplayers.py).
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from xml.sax.xmlreader import AttributesImpl
 
 import geojson
 
-from payload.geo.hotspots import Hotspot
 from payload.sinks.base import SinkBase, SinkContext
 from payload.sinks.jsonl import DetectionsJsonl, iter_detections
 from payload.types import FrameResult
@@ -129,32 +128,6 @@ def _ccw_ring(lonlat: list[tuple[float, float]]) -> list[tuple[float, float]]:
     area2 = sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(lonlat, lonlat[1:] + lonlat[:1], strict=True))
     ring = lonlat if area2 > 0 else lonlat[::-1]
     return ring + [ring[0]]
-
-
-def hotspot_rows(hotspots: Sequence[Hotspot]) -> list[dict[str, Any]]:
-    rows = []
-    for h in hotspots:
-        r = h.as_dict()
-        r.pop("first_seen_t", None)
-        r.pop("last_seen_t", None)
-        rows.append(r)
-    return rows
-
-
-def hotspots_geojson(hotspots: Sequence[Hotspot]) -> geojson.FeatureCollection:
-    feats = [
-        geojson.Feature(
-            geometry=geojson.Point((r["lon"], r["lat"]), precision=COORD_DECIMALS), properties=r, id=r["id"]
-        )
-        for r in hotspot_rows(hotspots)
-    ]
-    return geojson.FeatureCollection(feats)
-
-
-def _dump_geojson(fc: geojson.FeatureCollection) -> str:
-    if not fc.is_valid:
-        raise ValueError(f"invalid GeoJSON built: {fc.errors()}")
-    return geojson.dumps(fc, indent=None, allow_nan=False) + "\n"
 
 
 def _colour_for(label: str, labels: list[str]) -> str:
@@ -408,7 +381,7 @@ def _write_detection_layers(out: Path, records: RecordSource, scan: RecordScan, 
 def write_layers(
     out_dir: str | Path,
     records: RecordSource,
-    hotspots: Sequence[Hotspot],
+    zones: Sequence[Mapping[str, Any]],
     formats: Sequence[str] = FORMATS,
     scan: RecordScan | None = None,
 ) -> list[Path]:
@@ -422,78 +395,20 @@ def write_layers(
     if scan is None:
         scan = scan_records(records)
     written = _write_detection_layers(out, records, scan, formats)
+    from payload.sinks.maplayers import write_zone_layers  # maplayers builds on this module's KML writer
 
-    def put(name: str, text: str) -> None:
-        atomic_write_text(out / name, text)
-        written.append(out / name)
-
-    if "geojson" in formats:
-        put("hotspots.geojson", _dump_geojson(hotspots_geojson(hotspots)))
-    if "kml" in formats:
-        put("hotspots.kml", hotspots_kml(hotspots))
-    if "csv" in formats:
-        put("hotspots.csv", _csv(hotspot_rows(hotspots)))
+    written += write_zone_layers(out, zones, formats)
     return written
 
 
-def hotspots_kml(hotspots: Sequence[Hotspot]) -> str:
-    """One point per hotspot, a folder per disease; the balloon says how many sightings and when."""
-    rows = hotspot_rows(hotspots)
-    labels = sorted({r["label"] for r in rows})
-    buf = io.StringIO()
-    k = _Kml(buf)
-    k.g.startDocument()
-    k.start("kml", xmlns="http://www.opengis.net/kml/2.2")
-    k.start("Document")
-    k.leaf("name", "cropscout hotspots")
-    for lab in labels:
-        k.start("Style", id=f"hs-{_colour_for(lab, labels)}")
-        k.start("IconStyle")
-        k.leaf("color", _colour_for(lab, labels))
-        k.leaf("scale", "1.2")
-        k.end("IconStyle")
-        k.end("Style")
-    for lab in labels:
-        k.start("Folder")
-        k.leaf("name", lab)
-        for r in (r for r in rows if r["label"] == lab):
-            k.start("Placemark")
-            k.leaf("name", f"{r['id']} ({r['count']})")
-            k.leaf("description", f"{r['count']} sightings, max confidence {r['max_confidence']:.2f}, "
-                                  f"mean {r['mean_confidence']:.2f}, first {r['first_seen']}, last {r['last_seen']}")
-            k.leaf("styleUrl", f"#hs-{_colour_for(lab, labels)}")
-            k.extended_data(r.items())
-            k.point(r["lon"], r["lat"])
-            k.end("Placemark")
-        k.end("Folder")
-    k.end("Document")
-    k.end("kml")
-    k.g.endDocument()
-    return buf.getvalue() + "\n"
-
-
-def _csv(rows: Sequence[Mapping[str, Any]]) -> str:
-    cols: list[str] = []
-    for r in rows:
-        for k in r:
-            if k not in cols:
-                cols.append(k)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if v is None else v) for k, v in r.items()})
-    return buf.getvalue()
-
-
-def summary_json(scan: RecordScan, hotspots: Sequence[Hotspot]) -> str:
+def summary_json(scan: RecordScan, zones: Sequence[Mapping[str, Any]]) -> str:
     """A small JSON summary (counts per label, untrusted counts) for people and scripts."""
     return json.dumps(
         {
             "detections": scan.count,
             "untrusted": scan.untrusted,
             "per_label": scan.per_label,
-            "hotspots": len(hotspots),
+            "zones": len(zones),
         },
         indent=2,
     )
@@ -515,14 +430,14 @@ class LayersSink(SinkBase):
         self,
         out_dir: str | Path,
         detections: DetectionsJsonl,
-        hotspots: Callable[[], list[Hotspot]],
+        zones: Callable[[], list[dict[str, Any]]],
         formats: Sequence[str] = FORMATS,
         interval_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.out_dir = Path(out_dir)
         self.detections = detections
-        self.hotspots = hotspots
+        self.zones = zones
         self.formats = list(formats)
         self.interval_s = interval_s
         self._clock = clock
@@ -537,9 +452,12 @@ class LayersSink(SinkBase):
         if not isinstance(jsonl, DetectionsJsonl):
             return None  # the layers are built from detections.jsonl; without it there is nothing to map
         s = ctx.cfg.sinks
-        return cls(ctx.out_dir, jsonl, ctx.hotspots, s.formats, s.layers_interval_s, ctx.clock)
+        return cls(ctx.out_dir, jsonl, ctx.zones, s.formats, s.layers_interval_s, ctx.clock)
 
     def write(self, det: dict[str, Any], result: FrameResult) -> None:
+        self._dirty = True
+
+    def new_zone(self, zone: dict[str, Any]) -> None:
         self._dirty = True
 
     def end_frame(self) -> None:
@@ -552,7 +470,7 @@ class LayersSink(SinkBase):
         """Wait for a rewrite in progress, then rewrite in the caller's thread (at close, in tests)."""
         if self._thread is not None:
             self._thread.join()
-        self._write(self.detections.writer.committed_bytes, self.hotspots())
+        self._write(self.detections.writer.committed_bytes, self.zones())
         self._dirty = False
         self._last = self._clock()
 
@@ -567,18 +485,18 @@ class LayersSink(SinkBase):
         self._last = now
         self._thread = threading.Thread(
             target=self._write,
-            args=(self.detections.writer.committed_bytes, self.hotspots()),
+            args=(self.detections.writer.committed_bytes, self.zones()),
             name="geotag-layers",
             daemon=True,
         )
         self._thread.start()
 
-    def _write(self, committed_bytes: int, hotspots: list[Hotspot]) -> None:
+    def _write(self, committed_bytes: int, zones: list[dict[str, Any]]) -> None:
         """Rebuild the layers from detections.jsonl up to `committed_bytes` (whole records only)."""
         t0 = time.perf_counter()
         path = self.detections.path
         try:
-            write_layers(self.out_dir, lambda: iter_detections(path, end=committed_bytes), hotspots, self.formats)
+            write_layers(self.out_dir, lambda: iter_detections(path, end=committed_bytes), zones, self.formats)
             self._cost_s = time.perf_counter() - t0
         except (OSError, ValueError) as err:
             # detections.jsonl is safe; `payload export` can rebuild the layers later

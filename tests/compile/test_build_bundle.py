@@ -200,3 +200,17 @@ def test_quick_build_is_quick(quick_bundle) -> None:
     assert t.get("activation_cache") == "memory"  # the frozen stages ran once per image
     assert t["parameters"] < 1_000_000  # the trunk stops at stage 2: stages 3-5 are not computed
     assert quick_bundle.seconds < 600, quick_bundle.seconds
+
+
+def test_card_carries_the_sensor_model_calibrated_on_validation(quick_bundle) -> None:
+    """The evidence grid's sensor model is in the card, counted on the validation split, and loads in the payload."""
+    from payload.bundle import load_bundle
+    from payload.geo.sensor import sensor_model_for_card
+
+    card = card_of(quick_bundle.path)
+    block = card["sensor_model"]
+    assert block["source"] == "validation" and block["images"] == card["metrics"]["validation_images"]
+    assert sum(sum(row.values()) for row in block["counts"].values()) == block["images"]
+    model = sensor_model_for_card(load_bundle(quick_bundle.path).card)
+    assert model.source == "validation" and model.diseases == tuple(card["disease_classes"])
+    assert all(abs(v) <= block["llr_cap"] for row in block["llr"].values() for v in row)

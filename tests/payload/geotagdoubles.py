@@ -29,7 +29,7 @@ def frame_result(
 
 
 class ScriptedTelemetry:
-    """Telemetry double: a StateBuffer fed with a hover/straight flight, plus a STATUSTEXT recorder."""
+    """Telemetry double: a StateBuffer fed with a hover (or a flight north at north_mps), plus a STATUSTEXT recorder."""
 
     def __init__(
         self,
@@ -42,6 +42,7 @@ class ScriptedTelemetry:
         attitude: tuple[float, float, float] | None = None,
         t_end: float = 10.0,
         rate_hz: float = 10.0,
+        north_mps: float = 0.0,
     ) -> None:
         self.buffer = StateBuffer()
         self.buffer.set_home(*HOME)
@@ -49,7 +50,8 @@ class ScriptedTelemetry:
         n = int(t_end * rate_hz) + 1
         for i in range(n):
             t = i / rate_hz
-            self.buffer.add_position(PositionSample(t, lat, lon, alt, alt - HOME[2], 0, 0, 0), t_rx_mono=t)
+            lat_t = lat + north_mps * t / 111_195.0  # flying north (the map discounts a hover's repeated views)
+            self.buffer.add_position(PositionSample(t, lat_t, lon, alt, alt - HOME[2], north_mps, 0, 0), t_rx_mono=t)
             self.buffer.add_attitude(AttitudeSample(t, r, p, y), t_rx_mono=t)
             self.buffer.add_gps(GpsSample(t, fix_type, hdop, 11))
         self.statustexts: list[tuple[int, str]] = []

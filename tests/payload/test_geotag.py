@@ -1,4 +1,4 @@
-"""GeotagHandler end to end without a link: positions, trust flags, layers, crops, hotspots, alerts, export."""
+"""GeotagHandler end to end without a link: positions, trust flags, layers, crops, looks and the map, export."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ import pymap3d
 import pytest
 
 from payload.config import PayloadConfig
+from payload.geo.looks import LOOK_SCHEMA
 from payload.pipeline.geotag import GeotagHandler
 from payload.sinks.export import ExportError, export_layers
-from payload.sinks.jsonl import read_jsonl
+from payload.sinks.jsonl import iter_detections, read_jsonl
 from tests.payload.geotagdoubles import HOME, LABELS, ScriptedTelemetry, frame_result
 
 KML = "{http://www.opengis.net/kml/2.2}"
@@ -28,7 +29,6 @@ KML = "{http://www.opengis.net/kml/2.2}"
 def _cfg(tmp_path: Path, **sections) -> PayloadConfig:
     data = {"model": {"bundle": str(tmp_path / "bundle")}, "output": {"dir": str(tmp_path / "out")}}
     data["sinks"] = {"layers_interval_s": 0}
-    data["hotspots"] = {"min_detections": 1}  # these tests count single sightings as hotspots
     data.update(sections)
     return PayloadConfig.model_validate(data)
 
@@ -40,7 +40,7 @@ def _handler(tmp_path: Path, telemetry, **sections) -> GeotagHandler:
 
 
 def _records(out: Path) -> list[dict]:
-    return read_jsonl(out / "detections.jsonl").records
+    return list(iter_detections(out / "detections.jsonl"))
 
 
 def test_tile_centre_lands_where_the_camera_geometry_says(tmp_path: Path) -> None:
@@ -75,7 +75,7 @@ def test_tile_centre_lands_where_the_camera_geometry_says(tmp_path: Path) -> Non
         ({"attitude": (math.nan, 0.0, 0.0)}, 5.0, "attitude_nan", False),
         ({"t_end": 3.0}, 5.0, "pose_stale", True),
         ({"alt": HOME[2] - 1.0}, 5.0, "not_above_ground", False),
-        ({"alt": HOME[2] + 3.0}, 5.0, "below_min_height", True),  # taking off: placed, but no hotspot
+        ({"alt": HOME[2] + 3.0}, 5.0, "below_min_height", True),  # taking off: placed, but kept out of the map
         ({"attitude": (0.0, math.radians(89), 0.0)}, 5.0, "ray_misses_ground", False),
     ],
 )
@@ -86,8 +86,9 @@ def test_untrustworthy_pose_is_recorded_and_flagged(tmp_path: Path, kwargs, t, f
     (det,) = _records(tmp_path / "out")
     assert flag in det["flags"] and det["trusted"] is False
     assert (det["lat"] is not None) == placed
-    # untrusted detections do not make hotspots (and so no alert)
-    assert json.loads((tmp_path / "out" / "hotspots.geojson").read_text())["features"] == []
+    # an untrusted look does not touch the map: no zone, no coverage (and so no alert)
+    assert json.loads((tmp_path / "out" / "zones.geojson").read_text())["features"] == []
+    assert h.map.grid.chunks == {} and h.map.counts.untrusted == 1
 
 
 def test_no_telemetry_still_records(tmp_path: Path) -> None:
@@ -146,21 +147,15 @@ def test_layers_load_with_real_readers(tmp_path: Path) -> None:
         assert when == d["frame"]["utc"]
     assert len(root.findall(f".//{KML}Placemark/{KML}Polygon")) == 4
 
-    hs = geojson.loads((out / "hotspots.geojson").read_text())
-    assert hs.is_valid
-    props = sorted((f["properties"]["label"], f["properties"]["count"]) for f in hs["features"])
-    assert props == [("powdery_mildew", 1), ("rust", 3)]
-    rust = next(f["properties"] for f in hs["features"] if f["properties"]["label"] == "rust")
-    assert rust["max_confidence"] == pytest.approx(0.9) and rust["mean_confidence"] == pytest.approx(0.85)
-    assert rust["first_seen"] < rust["last_seen"]
-    hk = ET.parse(out / "hotspots.kml").getroot()
-    assert len(hk.findall(f".//{KML}Placemark")) == 2
+    zs = geojson.loads((out / "zones.geojson").read_text())
+    assert zs.is_valid and zs["type"] == "FeatureCollection"
+    cov = geojson.loads((out / "coverage.geojson").read_text())
+    assert cov.is_valid and cov["features"][0]["properties"]["min_looks"] == 1
+    assert cov["features"][0]["geometry"]["type"] in ("Polygon", "MultiPolygon")
 
     with open(out / "detections.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4 and float(rows[0]["lat"]) == pytest.approx(dets[0]["lat"])
-    with open(out / "hotspots.csv", newline="") as f:
-        assert len(list(csv.DictReader(f))) == 2
 
 
 def test_gdal_reads_the_layers(tmp_path: Path) -> None:
@@ -176,10 +171,8 @@ def test_gdal_reads_the_layers(tmp_path: Path) -> None:
     # KML: GDAL makes one layer per folder (a folder per label, plus the footprints): 4 points + 4 polygons
     expected = {
         "detections.geojson": 4,
-        "hotspots.geojson": 2,
         "footprints.geojson": 4,
         "detections.kml": 8,
-        "hotspots.kml": 2,
         "detections.csv": 4,
     }
     for name, n in expected.items():
@@ -196,15 +189,6 @@ def test_gdal_reads_the_layers(tmp_path: Path) -> None:
     info = pyogrio.read_info(out / "detections.kml", layer=[str(r[0]) for r in pyogrio.list_layers(
         out / "detections.kml")][0])
     assert info["crs"] == "EPSG:4326" and info["driver"] in ("LIBKML", "KML"), info
-
-
-def test_new_hotspots_raise_rate_limited_alerts(tmp_path: Path) -> None:
-    h, tel = _run_flight(tmp_path, alerts={"severity": "NOTICE", "min_interval_s": 0})
-    h.close()
-    assert [s for s, _ in tel.statustexts] == [5, 5]
-    texts = [t for _, t in tel.statustexts]
-    assert texts[0].startswith("rust H1 ") and texts[1].startswith("powdery_mildew H1 ")
-    assert all(len(t) <= 50 for t in texts)
 
 
 def test_crops_carry_exif_gps_only_when_trusted(tmp_path: Path) -> None:
@@ -235,8 +219,9 @@ def test_export_rebuilds_layers_and_skips_a_torn_line(tmp_path: Path) -> None:
     with open(out / "detections.jsonl", "a") as f:
         f.write('{"schema":"cropscout.detection/1","id":"torn","lab')
     assert len(geojson.loads((out / "detections.geojson").read_text())["features"]) == 1
-    rep = export_layers(out, radius_m=5.0, min_detections=1)
-    assert rep.records == 4 and rep.torn_last_line and rep.hotspots == 2
+    rep = export_layers(out)
+    looks = sum(1 for r in read_jsonl(out / "detections.jsonl").records if r.get("schema") == LOOK_SCHEMA)
+    assert rep.records == 4 and rep.torn_last_line and rep.looks == looks > 0
     assert "torn last line" in rep.text()
     assert len(geojson.loads((out / "detections.geojson").read_text())["features"]) == 4
     # a new run appends after the torn line without gluing onto it
@@ -244,7 +229,7 @@ def test_export_rebuilds_layers_and_skips_a_torn_line(tmp_path: Path) -> None:
     h2.handle(frame_result(20, 2.0, [(0, 0, 64, 64)]))
     h2.close()
     res = read_jsonl(out / "detections.jsonl")
-    assert len(res.records) == 5 and len(res.bad_lines) == 1 and not res.torn_last_line
+    assert len(_records(out)) == 5 and len(res.bad_lines) == 1 and not res.torn_last_line
 
 
 def test_export_of_a_folder_without_records_says_what_to_pass(tmp_path: Path) -> None:
@@ -272,96 +257,17 @@ def test_exiftool_reads_the_crop_position(tmp_path: Path) -> None:
     assert tags["GPSAltitude"] == pytest.approx(det["ground_alt_m"], abs=1e-3)
 
 
-def test_a_hotspot_is_confirmed_by_its_third_sighting() -> None:
-    from payload.geo.hotspots import HotspotTracker
-
-    def det(i: int, lat: float, lon: float, label: str = "rust") -> dict:
-        return {"id": f"d{i}", "label": label, "lat": lat, "lon": lon, "trusted": True, "confidence": 0.9,
-                "frame": {"t_wall": float(i), "utc": f"t{i}"}}
-
-    t = HotspotTracker(radius_m=5.0, min_detections=3)
-    lat0, lon0 = -35.3632, 149.1652
-    dlat = 1.0 / 111_000  # ~1 m north
-    assert t.add(det(0, lat0 + 0.0 * dlat, lon0)) == (t.clusters[0], False)
-    assert t.add(det(1, lat0 + 40 * dlat, lon0))[1] is False  # a lone false alarm 40 m away
-    assert t.add(det(2, lat0 + 1.0 * dlat, lon0))[1] is False
-    assert t.hotspots == []  # two sightings are only a candidate: no alert, not on the map
-    h, new = t.add(det(3, lat0 + 2.0 * dlat, lon0))
-    assert new and h.id == "rust-1" and h.count == 3
-    assert t.add(det(4, lat0 + 1.5 * dlat, lon0)) == (h, False)  # joining later alerts no more
-    assert [x.id for x in t.hotspots] == ["rust-1"]  # the lone sighting never became one
-    assert len(t.clusters) == 2
-    with pytest.raises(ValueError):
-        HotspotTracker(radius_m=5.0, min_detections=0)
-
-
-def test_two_clusters_of_one_patch_merge_when_their_centroids_converge() -> None:
-    from payload.geo.hotspots import HotspotTracker
-
-    def det(i: int, east_m: float, label: str = "rust") -> dict:
-        lat0, lon0 = -35.3632, 149.1652
-        return {"id": f"d{i}", "label": label, "lat": lat0, "lon": lon0 + east_m / 90_800.0, "trusted": True,
-                "confidence": 0.9, "frame": {"t_wall": float(i), "utc": f"t{i}"}}
-
-    t = HotspotTracker(radius_m=5.0, min_detections=2)
-    # one patch seen from its west edge, then its east edge: two clusters 8 m apart
-    for i, e in enumerate([0.0, 0.5, 8.0, 8.5]):
-        t.add(det(i, e))
-    assert [h.id for h in t.hotspots] == ["rust-1", "rust-2"]
-    # sightings of the middle (nearer the east cluster) pull it west; by hand its centroid
-    # (16.5 + 4.5 n) / (2 + n) is 5.09 m from the west one's 0.25 m after 7 sightings (apart) and
-    # 4.93 m after 9 (merged; the 8th sits on the 5 m boundary, give or take metres-per-degree rounding)
-    eastings = [0.0, 0.5, 8.0, 8.5]
-    for n in range(1, 11):
-        eastings.append(4.5)
-        t.add(det(10 + n, 4.5))
-        if n <= 7:
-            assert len(t.hotspots) == 2, n
-    (h,) = t.hotspots
-    assert h.id == "rust-1" and h.count == 14 and len(h._members_en) == 2 * 14
-    assert h.centroid_en[0] == pytest.approx(sum(eastings) / 14, abs=0.05)
-    # a mildew cluster at the same place is a different hotspot
-    t.add(det(20, 4.0, "powdery_mildew"))
-    t.add(det(21, 4.0, "powdery_mildew"))
-    assert sorted(x.id for x in t.hotspots) == ["powdery_mildew-1", "rust-1"]
-
-
-def test_unconfirmed_candidates_are_forgotten_after_their_ttl_and_export_agrees(tmp_path: Path) -> None:
-    """A long flight's sporadic sightings do not pile up in memory; confirmed hotspots always stay."""
-    from payload.geo.hotspots import HotspotTracker, merge_hotspots
-    from payload.sinks.export import export_layers
-    from payload.sinks.jsonl import JsonlWriter
-
-    lat0, lon0 = -35.3632, 149.1652
-
-    def det(i: int, t: float, north_m: float, label: str = "rust") -> dict:
-        return {"schema": "cropscout.detection/1", "id": f"d{i}", "label": label, "lat": lat0 + north_m / 111_000,
-                "lon": lon0, "trusted": True, "confidence": 0.9, "frame": {"t_wall": 1000.0 + t, "utc": f"t{i}"}}
-
-    records = [
-        det(0, 0, 0.0), det(1, 5, 1.0), det(2, 10, 2.0),  # confirmed at once: rust-1
-        det(3, 20, 50.0), det(4, 25, 51.0),  # a candidate seen twice...
-        det(5, 700, 50.5),  # ...and again 11 min later: forgotten meanwhile, so a new candidate
-        det(6, 720, 200.0), det(7, 730, 201.0),  # seen twice within the ttl...
-        det(8, 1000, 202.0),  # ...and a third time 4.5 min later: confirmed (rust-2)
-        det(9, 5000, 400.0),  # long after: rust-1 is still there
-    ]
-    t = HotspotTracker(radius_m=5.0, min_detections=3, candidate_ttl_s=600.0)
-    confirmed = [r["id"] for r in records if t.add(r)[1]]
-    assert confirmed == ["d2", "d8"]
-    assert [h.id for h in t.hotspots] == ["rust-1", "rust-2"]
-    assert t.retired == 2  # the 50 m candidate (twice: its two sightings, then the lone one later)
-    assert len(t.clusters) == 3  # rust-1, rust-2 and the newest sighting; nothing else held
-    # no ttl: the 50 m patch is confirmed by its late third sighting
-    assert [h.count for h in merge_hotspots(records, 5.0, min_detections=3)] == [3, 3, 3]
-    # export replays the file with the same rule and finds what the flight found
+def test_export_of_a_flight_from_before_the_map_keeps_its_detections(tmp_path: Path) -> None:
+    """A detections.jsonl without looks or map info (an older payload) still gives every detection layer."""
+    h, _ = _run_flight(tmp_path)
+    h.close()
     out = tmp_path / "out"
-    w = JsonlWriter(out / "detections.jsonl", fsync=False)
-    for r in records:
-        w.write(r)
-    w.close()
-    rep = export_layers(out, radius_m=5.0, min_detections=3, candidate_ttl_s=600.0)
-    assert rep.records == 10 and rep.hotspots == 2
-    assert len(json.loads((out / "detections.geojson").read_text())["features"]) == 10  # every sighting kept
-    with pytest.raises(ValueError):
-        HotspotTracker(radius_m=5.0, candidate_ttl_s=0.0)
+    dets = _records(out)
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "detections.jsonl").write_text("".join(json.dumps(d) + "\n" for d in dets))
+    rep = export_layers(old)
+    assert rep.records == len(dets) and rep.looks == 0 and rep.zones == 0
+    assert len(geojson.loads((old / "detections.geojson").read_text())["features"]) == len(dets)
+    assert json.loads((old / "zones.geojson").read_text())["features"] == []
+    assert not (old / "map.json").exists()

@@ -1,5 +1,5 @@
 """`payload run` wiring end to end, `payload export` after a killed run, and the small pure pieces
-(hotspot merging, alert text and rate limit, preflight block)."""
+(zones, alert text and rate limit, preflight block)."""
 
 from __future__ import annotations
 
@@ -21,11 +21,11 @@ from payload.capture.sources import InProcessSource
 from payload.cli import main as payload_main
 from payload.config import GeotagSection, PayloadConfig, PreflightSection
 from payload.geo.camera import CameraModel, pixel_to_ground
-from payload.geo.hotspots import merge_hotspots
+from payload.geo.diseasemap import MAPINFO_SCHEMA, is_look, map_from_info
 from payload.ops.preflight import PreflightError, run_preflight
 from payload.pipeline.runner import build_pipeline
-from payload.sinks.alerts import AlertSender, hotspot_text
-from payload.sinks.jsonl import read_jsonl
+from payload.sinks.alerts import AlertSender, zone_text
+from payload.sinks.jsonl import iter_detections, read_jsonl
 from payload.types import Frame, Pose
 from tests.mavtestvehicle import MavTestVehicle, free_udp_port
 from tests.payload import tinymodel
@@ -62,7 +62,7 @@ def test_payload_run_geotags_every_flagged_tile(tmp_path: Path, tiny_bundle_dir:
         pipeline = build_pipeline(cfg, source=InProcessSource(frames()))
         stats = pipeline.run()
         assert stats.frames_processed == n_frames
-        dets = read_jsonl(tmp_path / "out" / "detections.jsonl").records
+        dets = list(iter_detections(tmp_path / "out" / "detections.jsonl"))
         assert len(dets) == n_frames * 4
         cam = CameraModel.from_hfov(640, 480, 62.2)
         worst = 0.0
@@ -77,7 +77,8 @@ def test_payload_run_geotags_every_flagged_tile(tmp_path: Path, tiny_bundle_dir:
         assert worst < 0.5, worst
         # the runtime's own per-frame records are still written next to the detections
         assert len(read_jsonl(tmp_path / "out" / "classifications.jsonl").records) == n_frames
-        for name in ("detections.geojson", "hotspots.geojson", "detections.kml", "hotspots.kml", "detections.csv"):
+        for name in ("detections.geojson", "zones.geojson", "detections.kml", "zones.kml", "detections.csv",
+                     "coverage.geojson", "looks.tif"):
             assert (tmp_path / "out" / name).is_file()
         assert wait_for(lambda: len(vehicle.statustexts) >= 1, 3.0)
 
@@ -90,10 +91,10 @@ from payload.pipeline.geotag import GeotagHandler
 from tests.payload.geotagdoubles import LABELS, ScriptedTelemetry, frame_result
 cfg = PayloadConfig.model_validate({{"model": {{"bundle": "b"}}, "output": {{"dir": {out!r}}},
                                     "sinks": {{"layers_interval_s": 3600}}}})
-h = GeotagHandler(cfg, labels=LABELS, model_sha256="ee" * 32, telemetry=ScriptedTelemetry(t_end=50))
+h = GeotagHandler(cfg, labels=LABELS, model_sha256="ee" * 32, telemetry=ScriptedTelemetry(t_end=50, north_mps=10.0))
 i = 0
 while True:  # bounded by the parent, which kills this process
-    h.handle(frame_result(i, 1.0 + (i * 0.1) % 45, [(20 * (i % 5), 0, 64, 64)], "rust" if i % 2 else "powdery_mildew"))
+    h.handle(frame_result(i, 1.0 + (i * 0.1) % 45, [(20 * (i % 5), 0, 64, 64)], "rust" if i % 4 else "powdery_mildew"))
     i += 1
     time.sleep(0.01)
 """
@@ -111,25 +112,30 @@ def test_export_after_a_killed_run_reproduces_the_layers(tmp_path: Path, capsys)
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
-    records = read_jsonl(out / "detections.jsonl").records
+    everything = read_jsonl(out / "detections.jsonl").records
+    records = list(iter_detections(out / "detections.jsonl"))
     # the layers were written once (after the first record) and are stale
     assert len(geojson.loads((out / "detections.geojson").read_text())["features"]) < len(records)
     with open(out / "detections.jsonl", "a") as f:  # as if the kill had cut a record in half
         f.write('{"schema":"cropscout.detection/1","id":"x","label":"ru')
     with pytest.raises(SystemExit) as ex:
-        payload_main(["export", str(out), "--radius-m", "5"])
+        payload_main(["export", str(out)])
     assert ex.value.code == 0
     said = capsys.readouterr().out
     assert f"exported {len(records)} detections" in said and "torn last line" in said
     fc = geojson.loads((out / "detections.geojson").read_text())
     assert fc.is_valid and [f["properties"]["id"] for f in fc["features"]] == [r["id"] for r in records]
-    # and the hotspots are exactly what the in-flight tracker would have produced
-    want = sorted((h.id, h.count) for h in merge_hotspots(records, 5.0, min_detections=3))  # the default
-    got = sorted(
-        (f["properties"]["id"], f["properties"]["count"])
-        for f in json.loads((out / "hotspots.geojson").read_text())["features"]
-    )
-    assert got == want and len(got) >= 2
+    # and the zones are exactly what the flight's map gives from the same looks, in the same order
+    info = next(r for r in everything if r.get("schema") == MAPINFO_SCHEMA)
+    dmap = map_from_info(info)
+    for r in everything:
+        if is_look(r):
+            dmap.add_look(r)
+    dmap.finish()
+    want = [(z.id, round(z.area_m2, 3)) for z in dmap.zones]
+    got = [(f["properties"]["id"], f["properties"]["area_m2"])
+           for f in json.loads((out / "zones.geojson").read_text())["features"]]
+    assert got == want and len(got) >= 1
 
 
 def test_export_cli_reports_a_missing_folder(tmp_path: Path, capsys) -> None:
@@ -139,50 +145,17 @@ def test_export_cli_reports_a_missing_folder(tmp_path: Path, capsys) -> None:
     assert "detections.jsonl: not found" in capsys.readouterr().err
 
 
-def _det(i: int, label: str, e: float, n: float, conf: float = 0.8, trusted: bool = True) -> dict:
-    lat, lon, _ = pymap3d.enu2geodetic(e, n, 0, 10.0, 20.0, 0)
-    return {
-        "id": f"d{i}",
-        "label": label,
-        "lat": float(lat),
-        "lon": float(lon),
-        "confidence": conf,
-        "trusted": trusted,
-        "frame": {"t_wall": 100.0 + i, "utc": f"t{i:03d}"},
-    }
-
-
-def test_hotspots_merge_by_class_and_radius() -> None:
-    dets = [
-        _det(0, "rust", 0, 0, 0.6),
-        _det(1, "rust", 3, 0, 0.9),  # joins (3 m < 5 m)
-        _det(2, "powdery_mildew", 1, 0),  # another class: own hotspot
-        _det(3, "rust", 20, 0),  # too far: new hotspot
-        _det(4, "rust", 1.5, 4.0, 0.6),  # 4 m from the centroid (1.5, 0): joins the first
-        _det(5, "rust", 0, 1, trusted=False),  # untrusted: ignored
-        {"id": "d6", "label": "rust", "lat": None, "lon": None, "trusted": False},
-    ]
-    hs = merge_hotspots(dets, 5.0)
-    assert [(h.id, h.count) for h in hs] == [("rust-1", 3), ("powdery_mildew-1", 1), ("rust-2", 1)]
-    h = hs[0]
-    e, n, _ = pymap3d.geodetic2enu(*h.centroid, 0, 10.0, 20.0, 0)
-    assert (e, n) == pytest.approx((1.5, 4 / 3), abs=1e-6)
-    assert h.max_confidence == 0.9 and h.mean_confidence == pytest.approx(0.7)
-    assert (h.first_utc, h.last_utc) == ("t000", "t004")
-    assert [x.count for x in merge_hotspots(dets, 5.0, include_untrusted=True)][0] == 4
-
-
 def test_alert_text_fits_and_rate_limit_holds() -> None:
-    text = hotspot_text(
+    text = zone_text(
         {
             "id": "a_very_long_disease_name_for_testing-12",
             "label": "a_very_long_disease_name_for_testing",
             "lat": -33.123456,
             "lon": -151.987654,
-            "max_confidence": 0.876,
+            "peak_p": 0.876,
         }
     )
-    assert len(text) <= 50 and text.endswith(" H12 -33.12346 -151.98765 p0.88")
+    assert len(text) <= 50 and text.endswith(" Z12 -33.12346 -151.98765 p0.88")
     now = [0.0]
     sent: list[tuple[int, str]] = []
     link = [True]

@@ -19,7 +19,7 @@ from payload.errors import TelemetryError
 from payload.geo.camera import CameraModel, pixel_to_ground
 from payload.pipeline.geotag import GeotagHandler
 from payload.pipeline.runner import build_geotag_handler
-from payload.sinks.jsonl import read_jsonl
+from payload.sinks.jsonl import iter_detections, read_jsonl
 from payload.types import Pose
 from payload.vehicle.telemetry import Telemetry
 from tests.mavtestvehicle import MavTestVehicle, VehicleState, free_udp_port
@@ -48,6 +48,7 @@ def _payload_cfg(tmp_path: Path, **sections) -> PayloadConfig:
     data = {"model": {"bundle": str(tmp_path / "bundle")}, "output": {"dir": str(tmp_path / "out")}}
     data["sinks"] = {"layers_interval_s": 0}
     data["alerts"] = {"min_interval_s": 0}
+    data["map"] = {"prior_logodds": -0.5}  # four frames of one patch make a zone: this test is about the link
     data.update(sections)
     return PayloadConfig.model_validate(data)
 
@@ -87,7 +88,7 @@ def test_vehicle_to_detections_with_correct_ground_positions(tmp_path: Path, veh
         handler.handle(frame_result(i, t_frame, boxes))
         truth = straight_flight(vehicle.boot_s(t_frame))
         pose = Pose(truth.lat, truth.lon, truth.alt, truth.roll, truth.pitch, truth.yaw)
-        for det in read_jsonl(handler.out_dir / "detections.jsonl").records[-3:]:
+        for det in list(iter_detections(handler.out_dir / "detections.jsonl"))[-3:]:
             assert det["trusted"], det["flags"]
             cx, cy = det["tile"]["x"] + det["tile"]["w"] / 2, det["tile"]["y"] + det["tile"]["h"] / 2
             lat, lon = pixel_to_ground(cam, cx, cy, pose, HOME[2])
@@ -98,11 +99,11 @@ def test_vehicle_to_detections_with_correct_ground_positions(tmp_path: Path, veh
         time.sleep(0.11)
     print(f"ground position error vs truth: max {max(errors):.3f} m over {len(errors)} detections")
     assert max(errors) < 0.5
-    # the new hotspots went out as STATUSTEXT and reached the vehicle's pymavlink listener
+    handler.close()  # the last zones are cut and alerted at close
+    # the new zone went out as STATUSTEXT and reached the vehicle's pymavlink listener
     assert wait_for(lambda: len(vehicle.statustexts) >= 1, 3.0)
     sev, text = vehicle.statustexts[0]
-    assert sev == 4 and text.startswith("rust H1 ") and len(text) <= 50
-    handler.close()
+    assert sev == 4 and text.startswith("rust Z1 ") and len(text) <= 50
     summary = telemetry.summary()
     assert summary["link_ok"] and summary["clock_offset_source"] in ("timesync", "min_latency")
     assert summary["signing"] is None  # no telemetry.signing: the link is as it always was
@@ -132,7 +133,7 @@ def test_bad_telemetry_is_recorded_and_flagged(tmp_path: Path, vehicle, telemetr
     assert "pose_stale" in det["flags"] and det["pose"]["age_s"] > 1.0
     assert telemetry.link_ok  # heartbeats still arrive: the link is up, the data is stale
     handler.close()
-    assert len(read_jsonl(handler.out_dir / "detections.jsonl").records) == 4
+    assert len(list(iter_detections(handler.out_dir / "detections.jsonl"))) == 4
 
 
 def test_gimbal_angles_from_mount_status_steer_the_projection(tmp_path: Path, vehicle, telemetry) -> None:
@@ -146,7 +147,7 @@ def test_gimbal_angles_from_mount_status_steer_the_projection(tmp_path: Path, ve
     t_frame = time.monotonic() - 0.05
     handler.handle(frame_result(1, t_frame, [(288, 208, 64, 64)]))  # the image centre
     handler.close()
-    (det,) = read_jsonl(handler.out_dir / "detections.jsonl").records
+    (det,) = iter_detections(handler.out_dir / "detections.jsonl")
     truth = straight_flight(vehicle.boot_s(t_frame))
     cam = CameraModel.from_hfov(640, 480, 62.2, mount_rpy_deg=(0.0, 30.0, 0.0))
     pose = Pose(truth.lat, truth.lon, truth.alt, truth.roll, truth.pitch, truth.yaw)
@@ -219,7 +220,7 @@ def test_handler_records_flagged_while_the_link_is_down(tmp_path: Path) -> None:
     t0 = time.monotonic()
     handler.handle(frame_result(1, time.monotonic(), [(0, 0, 64, 64)]))
     assert time.monotonic() - t0 < 0.5  # the camera pipeline is never blocked by the link
-    (det,) = read_jsonl(handler.out_dir / "detections.jsonl").records
+    (det,) = iter_detections(handler.out_dir / "detections.jsonl")
     assert det["flags"] == ["no_telemetry"] and det["lat"] is None
     assert wait_for(lambda: handler.telemetry.last_error is not None, 5.0)
     assert "no HEARTBEAT" in handler.telemetry.last_error

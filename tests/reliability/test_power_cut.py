@@ -25,7 +25,7 @@ import yaml
 
 from flight_sim.scenario import Scenario, load_scenario
 from flight_sim.sim import Simulation
-from payload.sinks.jsonl import read_jsonl
+from payload.sinks.jsonl import DETECTION_SCHEMA_PREFIX, read_jsonl
 from tests.flight_sim.conftest import free_tcp_port
 from tests.payload import tinymodel
 
@@ -34,6 +34,10 @@ ROWS, COLS = 2, 2
 
 pytestmark = pytest.mark.timeout(240)
 
+
+
+def _is_detection(rec: dict) -> bool:
+    return str(rec.get("schema", "")).startswith(DETECTION_SCHEMA_PREFIX)
 
 def small_scenario() -> Scenario:
     s = load_scenario(ROOT / "configs" / "scenarios" / "default.yaml")
@@ -82,7 +86,7 @@ def test_sigkill_mid_flight_loses_no_written_detection(tmp_path: Path, tiny_bund
                                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=payload_env())
         dets = out / "detections.jsonl"
         deadline = time.monotonic() + 120
-        while lines_of(dets) < 12 * ROWS * COLS:  # a dozen frames into the flight
+        while lines_of(dets) < 1 + 12 * (1 + ROWS * COLS):  # map info, then a dozen frames of a look + detections
             assert proc.poll() is None, (tmp_path / "payload.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "no detections within 120 s:\n" + (
                 tmp_path / "payload.log").read_text()[-3000:]
@@ -102,7 +106,7 @@ def test_sigkill_mid_flight_loses_no_written_detection(tmp_path: Path, tiny_bund
     bad = [n for n, _ in res.bad_lines]
     assert bad in ([], [len(dets.read_bytes().split(b"\n"))]), res.bad_lines  # at most a torn LAST line
     assert not bad or res.torn_last_line
-    records = res.records
+    records = [r for r in res.records if _is_detection(r)]  # the looks and map info are checked by test_map
     assert len(records) >= 12 * ROWS * COLS
     assert len({r["id"] for r in records}) == len(records)
 
@@ -121,7 +125,7 @@ def test_sigkill_mid_flight_loses_no_written_detection(tmp_path: Path, tiny_bund
     if not bad:
         last_start = raw.rstrip(b"\n").rfind(b"\n") + 1
         dets.write_bytes(raw[: last_start + (len(raw) - last_start) // 2])
-        n_kept = len(records) - 1
+        n_kept = len(records) - int(_is_detection(json.loads(raw[last_start:])))
     else:
         n_kept = len(records)
     ex = subprocess.run([sys.executable, "-m", "payload", "export", str(out)], capture_output=True, text=True,
@@ -129,7 +133,7 @@ def test_sigkill_mid_flight_loses_no_written_detection(tmp_path: Path, tiny_bund
     assert ex.returncode == 0, ex.stderr
     assert f"exported {n_kept} detections" in ex.stdout, ex.stdout
     assert "skipped the torn last line" in ex.stdout, ex.stdout
-    kept_ids = {r["id"] for r in read_jsonl(dets).records}
+    kept_ids = {r["id"] for r in read_jsonl(dets).records if _is_detection(r)}
     gj = json.loads((out / "detections.geojson").read_text())
     assert {f["properties"]["id"] for f in gj["features"]} == kept_ids
     csv_rows = (out / "detections.csv").read_text().strip().splitlines()
@@ -147,14 +151,15 @@ def test_sigkill_mid_flight_loses_no_written_detection(tmp_path: Path, tiny_bund
     again = GeotagHandler(PayloadConfig.model_validate({"model": {"bundle": str(bundle)}, "output": {"dir": str(out)},
                                                         "sinks": {"layers_interval_s": 3600}}),
                           labels=LABELS, model_sha256="ab" * 32)
-    assert again.resumed == n_kept  # the earlier records are read back (hotspots; layers from the file)
+    assert again.resumed == n_kept  # the earlier detections are read back (and the looks into the map)
     again.handle(frame_result(10_000, 1.0, [(0, 0, 64, 64)]))
     again.close()
     res2 = read_jsonl(dets)
-    assert len(res2.records) == n_kept + 1 and len(res2.bad_lines) == 1 and not res2.torn_last_line
+    dets2 = [r for r in res2.records if _is_detection(r)]
+    assert len(dets2) == n_kept + 1 and len(res2.bad_lines) == 1 and not res2.torn_last_line
     # the layers written at close hold the earlier flight's records and the new one
     gj2 = json.loads((out / "detections.geojson").read_text())
-    assert {f["properties"]["id"] for f in gj2["features"]} == {r["id"] for r in res2.records}
+    assert {f["properties"]["id"] for f in gj2["features"]} == {r["id"] for r in dets2}
     print(f"POWER CUT: killed after {len(records)} detections ({len(frame_seqs)} frames); export kept {n_kept}, "
           f"torn line {'real' if bad else 'simulated'}")
 

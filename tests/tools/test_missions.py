@@ -19,8 +19,8 @@ from tools.bench import missed_targets
 from tools.mission.coverage import field_coverage
 from tools.missions import MissionsError, Targets, misses, resolve_scenarios, run, summary_row
 
-GOOD = {"scenario": "s.yaml", "seed": 7, "patches_total": 3, "patches_found": 3, "false_hotspots": 1,
-        "centroid_error_m_median": 1.4, "centroid_error_m_p95": 2.5, "field_coverage": 0.97,
+GOOD = {"scenario": "s.yaml", "seed": 7, "patches_total": 3, "patches_found": 3, "false_zones": 0, "iou_mean": 0.6,
+        "centroid_error_m_median": 0.8, "centroid_error_m_p95": 2.5, "field_coverage": 0.97,
         "frames_captured": 1000, "frames_processed": 600, "frames_dropped": 400, "backend": "cpu"}
 
 
@@ -36,9 +36,10 @@ def test_a_good_row_meets_the_default_targets() -> None:
 
 @pytest.mark.parametrize(("change", "fragment"), [
     ({"patches_found": 2}, "found 2/3 patches"),
-    ({"false_hotspots": 3}, "3 false hotspots (> 2)"),
-    ({"centroid_error_m_median": 3.5}, "centroid error median 3.50 m (> 3 m)"),
-    ({"centroid_error_m_p95": 7.0}, "centroid error p95 7.00 m"),
+    ({"false_zones": 3}, "3 false zones (> 0)"),
+    ({"iou_mean": 0.3}, "mean IoU 0.30 (< 0.5)"),
+    ({"centroid_error_m_median": 3.5}, "centroid error median 3.50 m (> 1 m)"),
+    ({"centroid_error_m_p95": 7.0}, "centroid error p95 7.00 m (> 3 m)"),
     ({"field_coverage": 0.5}, "field coverage 50.0%"),
     ({"field_coverage": None}, "field coverage unknown"),
 ])
@@ -77,22 +78,22 @@ def _fly_from(reports: dict[str, dict]):
 
 
 def test_summary_files_and_exit_status(tmp_path: Path, bundle: Path, capsys) -> None:
-    fly, flown = _fly_from({"default": GOOD, "random-23": {**GOOD, "seed": 23, "false_hotspots": 5}})
+    fly, flown = _fly_from({"default": GOOD, "random-23": {**GOOD, "seed": 23, "false_zones": 5}})
     out = tmp_path / "missions"
     code = run(["--bundle", str(bundle), "--out", str(out), "--scenarios", "default", "random-23"], fly=fly)
-    assert code == 1  # random-23 has 5 false hotspots
+    assert code == 1  # random-23 has 5 false zones
     assert [name for name, _ in flown] == ["default", "random-23"] and {b for _, b in flown} == {bundle}
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ok"] is False and summary["bundle_profile"] == "tiny-test"
     assert summary["bundle_model_sha256"] == tinymodel.sha256_file(bundle / "model_int8.tflite")
-    assert [r["misses"] for r in summary["rows"]] == [[], ["5 false hotspots (> 2)"]]
+    assert [r["misses"] for r in summary["rows"]] == [[], ["5 false zones (> 0)"]]
     md = (out / "summary.md").read_text()
-    assert "| default | 7 | 3/3 | 1 | 1.40 / 2.50 | 97.0% | 400/1000 | cpu | ok |" in md
-    assert "MISS: 5 false hotspots (> 2)" in md and "TARGET MISSED" in md
+    assert "| default | 7 | 3/3 | 0 | 0.80 / 2.50 | 0.60 | 97.0% | 400/1000 | cpu | ok |" in md
+    assert "MISS: 5 false zones (> 0)" in md and "TARGET MISSED" in md
     assert "--scenarios default random-23" in summary["command"]
     # the same reports pass with the threshold overridden on the command line
     code = run(["--bundle", str(bundle), "--out", str(out), "--scenarios", "default", "random-23",
-                "--max-false-hotspots", "5"], fly=fly)
+                "--max-false-zones", "5"], fly=fly)
     assert code == 0 and json.loads((out / "summary.json").read_text())["ok"] is True
     assert "all targets met" in capsys.readouterr().out
 
@@ -114,8 +115,10 @@ def test_field_coverage_by_hand() -> None:
 
 
 def test_bench_missed_targets() -> None:
-    ok = {"pipeline_efficiency": 0.97, "rss_mb": 120.0, "startup_s": 1.2, "tensorflow_loaded": False}
+    ok = {"pipeline_efficiency": 0.97, "rss_mb": 120.0, "startup_s": 1.2, "tensorflow_loaded": False,
+          "map_update_ms_p50": 1.5, "map_memory_mb_100ha": 15.0}
     assert missed_targets(ok) == []
+    assert missed_targets({**ok, "map_memory_mb_100ha": 22.3}) == ["map_memory_mb_100ha 22.3 (target <= 20.0)"]
     assert missed_targets({**ok, "pipeline_efficiency": 0.9}) == ["pipeline_efficiency 0.9 (target >= 0.95)"]
     assert missed_targets({**ok, "tensorflow_loaded": True}) == [
         "tensorflow loaded in the payload process (target: never)"]

@@ -10,14 +10,14 @@ from pathlib import Path
 
 from payload.cliutil import run_cli
 from payload.logsetup import add_log_level_argument, setup_logging
-from tools.mission.run import DEFAULT_TOLERANCE_M, MissionPlan, run_mission
+from tools.mission.run import SCORE_KEYS, MissionPlan, rescore, run_mission
 
 
 def _main(argv: Sequence[str] | None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m tools.mission",
         description="Fly a simulated survey (or a recorded tlog) over a scenario's field with the real payload, "
-        "then score the hotspots it found against the true disease patches.",
+        "then score the zones it found and its coverage against the true disease patches.",
     )
     ap.add_argument("--scenario", type=Path, default=Path("configs/scenarios/default.yaml"))
     ap.add_argument("--out", type=Path, default=Path("build/demo"))
@@ -27,21 +27,24 @@ def _main(argv: Sequence[str] | None) -> int:
     ap.add_argument("--tlog", type=Path, default=None, help="fly this recorded flight over the field instead")
     ap.add_argument("--speed", type=float, default=1.0,
                     help="simulation speed (1 = real time, as the payload's clock mapping expects)")
-    ap.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE_M,
-                    help="metres beyond a patch's radius within which a hotspot centroid counts as finding it")
     ap.add_argument("--start", type=float, default=None, help="fly only from this flight second (tlogs are long)")
     ap.add_argument("--end", type=float, default=None, help="fly only up to this flight second")
+    ap.add_argument("--score-only", action="store_true",
+                    help="do not fly: score the zones and coverage already in --out (e.g. a fused `payload export`)")
     add_log_level_argument(ap)
     a = ap.parse_args(argv)
     setup_logging(a.log_level)
+    if a.score_only:
+        score = rescore(a.out, a.scenario)
+        print(json.dumps({k: score.get(k) for k in SCORE_KEYS}, indent=2))
+        print(f"score: {a.out / 'score.json'}  map: {a.out / 'map.png'}")
+        return 0
     if a.bundle is None:
         full = Path("build/bundle")
         a.bundle = full if (full / "model_card.json").is_file() else Path("build/quick_bundle")
-    report = run_mission(MissionPlan(a.scenario, a.out, a.bundle, a.tlog, a.speed, a.tolerance,
+    report = run_mission(MissionPlan(a.scenario, a.out, a.bundle, a.tlog, a.speed,
                                      log_level=a.log_level, start_s=a.start, end_s=a.end))
-    summary = {k: report[k] for k in ("patches_total", "patches_found", "false_hotspots",
-                                      "centroid_error_m_median", "centroid_error_m_p95",
-                                      "frames_processed", "frames_dropped", "backend")}
+    summary = {k: report[k] for k in (*SCORE_KEYS, "frames_processed", "frames_dropped", "backend")}
     print(json.dumps(summary, indent=2))
     print(f"report: {a.out / 'report.json'}  map: {a.out / 'map.png'}")
     return 0

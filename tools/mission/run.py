@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import shapely
 import yaml
 
-from flight_sim.scenario import Scenario, load_scenario, tile_ground_size_m
+from flight_sim.scenario import Scenario, load_scenario
 from flight_sim.sim import Simulation
 from payload.errors import UserError
 from payload.geo.camera import CameraModel, footprint
@@ -32,11 +33,9 @@ from payload.geo.frames import geodetic_to_enu
 from payload.sinks.jsonl import read_jsonl
 from tools.mission.coverage import field_coverage
 from tools.mission.mapplot import draw_mission_map
-from tools.mission.score import FoundHotspot, TruePatch, score_mission
+from tools.mission.score import FoundZone, TruePatch, score_zones
 
 log = logging.getLogger("mission")
-
-DEFAULT_TOLERANCE_M = 2.0
 
 
 class MissionError(UserError):
@@ -52,8 +51,6 @@ class MissionPlan:
     bundle: Path
     tlog: Path | None = None
     speed: float = 1.0
-    tolerance_m: float = DEFAULT_TOLERANCE_M
-    hotspot_radius_m: float | None = None  # None: one tile's ground size (a sighting is known to +-half a tile)
     log_level: str = "INFO"
     payload_timeout_s: float = 90.0
     start_s: float | None = None  # a window of the flight (a recorded tlog is long); None = all of it
@@ -91,7 +88,6 @@ def ensure_bundle(bundle: Path, log_level: str = "INFO") -> Path:
 def payload_config(plan: MissionPlan, s: Scenario, vehicle_url: str, camera_url: str) -> dict:
     """The payload YAML the mission runs with: the scenario's camera and tiling, loopback links."""
     c = s.camera
-    radius = plan.hotspot_radius_m or round(max(tile_ground_size_m(s)), 2)
     return {
         "model": {"bundle": str(plan.bundle.resolve()), "backend": "auto", "num_threads": 2},
         "source": {"kind": "opencv", "uri": camera_url, "reconnect_min_s": 0.2, "reconnect_max_s": 2.0},
@@ -103,7 +99,6 @@ def payload_config(plan: MissionPlan, s: Scenario, vehicle_url: str, camera_url:
         # sightings during take-off and landing see the ground at a scale the model never learnt
         "geotag": {"ground": "home", "min_height_agl_m": round(0.5 * s.flight.altitude_m, 1)},
         "sinks": {"crops": True, "layers_interval_s": 5.0},
-        "hotspots": {"radius_m": radius, "min_detections": 3},
         "alerts": {"enabled": True, "min_interval_s": 2.0},
         "preflight": {"min_free_disk_mb": 50.0, "wait_fix_s": 5.0},
     }
@@ -114,19 +109,60 @@ def _enu(lat: float, lon: float, s: Scenario) -> tuple[float, float]:
     return float(e), float(n)
 
 
-def read_hotspots(out_dir: Path, s: Scenario) -> list[FoundHotspot]:
-    """The hotspots layer the payload wrote, in metres east/north of the field origin."""
-    path = out_dir / "hotspots.geojson"
+def _geometry_en(geom: dict | None, s: Scenario) -> shapely.geometry.base.BaseGeometry:
+    """A GeoJSON (Multi)Polygon in lon, lat as a shapely geometry in metres east/north of the field origin."""
+    if not geom:
+        return shapely.Polygon()
+    polys = [geom["coordinates"]] if geom["type"] == "Polygon" else geom["coordinates"]
+    out = []
+    for rings in polys:
+        en = [[_enu(lat, lon, s) for lon, lat in ring] for ring in rings]
+        out.append(shapely.Polygon(en[0], en[1:]))
+    return shapely.union_all(out)
+
+
+def read_zones(out_dir: Path, s: Scenario) -> list[FoundZone]:
+    """The zones layer the payload wrote, in metres east/north of the field origin."""
+    path = out_dir / "zones.geojson"
     if not path.is_file():
         return []
-    feats = json.loads(path.read_text(encoding="utf-8")).get("features", [])
     out = []
-    for f in feats:
-        lon, lat = f["geometry"]["coordinates"][:2]
-        e, n = _enu(lat, lon, s)
+    for f in json.loads(path.read_text(encoding="utf-8")).get("features", []):
         p = f["properties"]
-        out.append(FoundHotspot(p["label"], e, n, int(p.get("count", 1)), float(p.get("max_confidence", 0.0))))
+        e, n = _enu(float(p["lat"]), float(p["lon"]), s)
+        out.append(FoundZone(p["label"], _geometry_en(f["geometry"], s), e, n, float(p.get("peak_p", 0.0)),
+                             str(p.get("id", ""))))
     return out
+
+
+def read_seen(out_dir: Path, s: Scenario) -> shapely.geometry.base.BaseGeometry | None:
+    """The ground the payload saw at least once (coverage.geojson), in the field's local metres."""
+    path = out_dir / "coverage.geojson"
+    if not path.is_file():
+        return None
+    feats = json.loads(path.read_text(encoding="utf-8")).get("features", [])
+    seen = next((f for f in feats if f["properties"].get("min_looks") == 1), None)
+    return None if seen is None else _geometry_en(seen["geometry"], s)
+
+
+def probability_rasters(out_dir: Path, s: Scenario) -> tuple[np.ndarray, tuple[float, float, float, float]] | None:
+    """The largest disease probability per cell and its extent (left, right, bottom, top) in field metres."""
+    info_path = out_dir / "map.json"
+    tifs = sorted(out_dir.glob("probability_*.tif"))
+    if not tifs or not info_path.is_file():
+        return None
+    import rasterio
+
+    origin = json.loads(info_path.read_text())["origin"]
+    de, dn = _enu(origin["lat"], origin["lon"], s)  # the map's tangent plane is this far from the field's
+    bands = []
+    for t in tifs:
+        with rasterio.open(t) as src:
+            bands.append(src.read(1))
+            left, bottom, right, top = src.bounds
+    stack = np.stack(bands)
+    prob = np.where(np.isnan(stack).all(axis=0), np.nan, np.nanmax(np.nan_to_num(stack, nan=-1.0), axis=0))
+    return prob, (left + de, right + de, bottom + dn, top + dn)
 
 
 def track_and_footprints(
@@ -184,6 +220,30 @@ def _stop_payload(proc: subprocess.Popen, timeout_s: float) -> int:
             proc.kill()
             proc.wait(timeout=10)
     return int(proc.returncode)
+
+
+SCORE_KEYS = ("patches_total", "patches_found", "patches_not_inspected", "false_zones", "zones_total",
+              "centroid_error_m_median", "centroid_error_m_p95", "iou_mean", "coverage_fraction")
+
+
+def score_output(out: Path, s: Scenario) -> tuple[list[TruePatch], list[FoundZone], dict]:
+    """Score the zones and coverage a payload wrote in `out` (a flight's folder, or a fused export's)."""
+    zones = read_zones(out, s)
+    seen = read_seen(out, s)
+    patches = [TruePatch(p.cls, p.east_m, p.north_m, p.radius_m) for p in s.patches]
+    field = shapely.box(0.0, 0.0, s.field.width_m, s.field.height_m)
+    return patches, zones, score_zones(patches, zones, field, seen)
+
+
+def rescore(out: Path, scenario: Path) -> dict:
+    """Score an existing output folder without flying (e.g. `payload export A B --out F` of two sorties):
+    writes score.json and map.png there."""
+    s = load_scenario(scenario)
+    patches, zones, score = score_output(out, s)
+    (out / "score.json").write_text(json.dumps(score, indent=2) + "\n", encoding="utf-8")
+    draw_mission_map(out / "map.png", s.field.width_m, s.field.height_m, patches, zones, [], [], score,
+                     title=f"{out.name}: {scenario.name} (seed {s.seed})", rasters=probability_rasters(out, s))
+    return score
 
 
 def run_mission(plan: MissionPlan) -> dict:
@@ -244,18 +304,16 @@ def run_mission(plan: MissionPlan) -> dict:
             proc.kill()
         sim.stop()
 
-    hotspots = read_hotspots(out, s)
-    patches = [TruePatch(p.cls, p.east_m, p.north_m, p.radius_m) for p in s.patches]
-    score = score_mission(patches, hotspots, plan.tolerance_m)
+    patches, zones, score = score_output(out, s)
     stats_path = out / "run_stats.json"
     stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
     report = {
         "scenario": str(plan.scenario),
         "tlog": None if plan.tlog is None else str(plan.tlog),
         "seed": s.seed,
-        **{k: score[k] for k in ("patches_total", "patches_found", "false_hotspots",
-                                 "centroid_error_m_median", "centroid_error_m_p95", "tolerance_m", "match_rule")},
+        **{k: score.get(k) for k in (*SCORE_KEYS, "match_rule")},
         "per_class": score["per_class"],
+        "coverage_gaps": score.get("coverage_gaps", []),
         "frames_captured": stats.get("frames_captured"),
         "frames_processed": stats.get("frames_processed"),
         "frames_dropped": stats.get("frames_dropped"),
@@ -269,10 +327,11 @@ def run_mission(plan: MissionPlan) -> dict:
         "flight_s": round(sim.timeline.duration, 1),
         "wall_s": round(time.monotonic() - t_start, 1),
         "patches": score["patches"],
-        "false_hotspot_positions": score["false_hotspot_positions"],
+        "false_zone_positions": score["false_zone_positions"],
+        "map": json.loads((out / "map.json").read_text()) if (out / "map.json").is_file() else None,
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    draw_mission_map(out / "map.png", s.field.width_m, s.field.height_m, patches, hotspots, track, fps, score,
-                     title=f"Mission {plan.scenario.name} (seed {s.seed})")
+    draw_mission_map(out / "map.png", s.field.width_m, s.field.height_m, patches, zones, track, fps, score,
+                     title=f"Mission {plan.scenario.name} (seed {s.seed})", rasters=probability_rasters(out, s))
     os.sync()
     return report

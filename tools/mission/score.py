@@ -1,20 +1,27 @@
-"""Score a mission's hotspots against the field's true disease patches.
+"""Score a mission's zones and coverage against the field's true disease patches.
 
-Pure functions over local East-North metres from the field origin, so the rules can be checked
-against hand-worked answers. The rules (stated in every report so a reader can judge them):
-- a patch is FOUND when a hotspot of its class has its centroid within the patch radius plus
-  `tolerance_m` of the patch centre;
-- a hotspot is FALSE when its centroid is within radius + tolerance of no patch of its class;
-- a found patch's centroid error is the distance from its centre to the nearest matching hotspot.
+Pure functions over shapely geometries in local East-North metres from the field origin, so the
+rules can be checked against hand-worked answers. The rules (stated in every report):
+- a patch is FOUND when a zone of its class overlaps its disk; its centroid error is the distance
+  from the disk's centre to the centroid of the overlapping zone of largest IoU, and that IoU is
+  the patch's IoU;
+- a zone is FALSE when it overlaps no true patch of its class;
+- a patch is NOT INSPECTED when less than half of its disk was seen (under a coverage gap): it is
+  reported as such, never as healthy;
+- coverage is the share of the field seen at least once; the gaps are the field's unseen parts.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import shapely
+from shapely.geometry.base import BaseGeometry
+
+MIN_INSPECTED = 0.5  # share of a patch's disk that must have been seen for it to count as inspected
+MIN_GAP_M2 = 1.0  # smaller unseen slivers are not reported as gaps
 
 
 @dataclass(frozen=True)
@@ -26,16 +33,21 @@ class TruePatch:
     north_m: float
     radius_m: float
 
+    @property
+    def disk(self) -> BaseGeometry:
+        return shapely.Point(self.east_m, self.north_m).buffer(self.radius_m, quad_segs=32)
+
 
 @dataclass(frozen=True)
-class FoundHotspot:
-    """A hotspot the payload reported, projected into the same local frame."""
+class FoundZone:
+    """A zone the payload reported, in the same local frame."""
 
     cls: str
-    east_m: float
+    geometry: BaseGeometry
+    east_m: float  # its centroid (the payload's, probability-weighted)
     north_m: float
-    count: int = 1
-    max_confidence: float = 0.0
+    peak_p: float = 0.0
+    zone_id: str = ""
 
 
 def _percentile(values: Sequence[float], q: float) -> float | None:
@@ -44,71 +56,79 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
     return float(np.percentile(np.asarray(values, dtype=float), q))
 
 
-def score_mission(
-    patches: Sequence[TruePatch],
-    hotspots: Sequence[FoundHotspot],
-    tolerance_m: float,
-) -> dict:
-    """Match hotspots to patches and return the report's figures (JSON-ready)."""
-    if tolerance_m < 0:
-        raise ValueError("tolerance_m must be >= 0")
-    patch_rows = []
-    errors: list[float] = []
-    matched_hotspots: set[int] = set()
-    for p in patches:
-        best: tuple[float, int] | None = None
-        for j, h in enumerate(hotspots):
-            if h.cls != p.cls:
-                continue
-            d = math.hypot(h.east_m - p.east_m, h.north_m - p.north_m)
-            if d <= p.radius_m + tolerance_m:
-                matched_hotspots.add(j)
-                if best is None or d < best[0]:
-                    best = (d, j)
-        found = best is not None
-        if found:
-            errors.append(best[0])
-        patch_rows.append(
-            {
-                "class": p.cls,
-                "east_m": p.east_m,
-                "north_m": p.north_m,
-                "radius_m": p.radius_m,
-                "found": found,
-                "centroid_error_m": None if best is None else round(best[0], 3),
-                "hotspot_index": None if best is None else best[1],
-            }
-        )
-    false_idx = [j for j in range(len(hotspots)) if j not in matched_hotspots]
+def _iou(a: BaseGeometry, b: BaseGeometry) -> float:
+    union = a.union(b).area
+    return float(a.intersection(b).area / union) if union > 0 else 0.0
 
-    classes = sorted({p.cls for p in patches} | {h.cls for h in hotspots})
-    per_class = {}
-    for c in classes:
-        rows = [r for r in patch_rows if r["class"] == c]
-        errs = [r["centroid_error_m"] for r in rows if r["found"]]
-        per_class[c] = {
-            "patches_total": len(rows),
-            "patches_found": sum(r["found"] for r in rows),
-            "false_hotspots": sum(1 for j in false_idx if hotspots[j].cls == c),
-            "hotspots": sum(1 for h in hotspots if h.cls == c),
-            "centroid_error_m_median": _percentile(errs, 50),
-        }
-    return {
-        "match_rule": (
-            f"a patch is found when a hotspot of its class has its centroid within the patch radius "
-            f"+ {tolerance_m:g} m of the patch centre; a hotspot matching no patch of its class is false"
-        ),
-        "tolerance_m": tolerance_m,
+
+def score_zones(
+    patches: Sequence[TruePatch],
+    zones: Sequence[FoundZone],
+    field: BaseGeometry | None = None,
+    seen: BaseGeometry | None = None,
+) -> dict:
+    """Match zones to patches, measure coverage, and return the report's figures (JSON-ready)."""
+    rows = []
+    errors: list[float] = []
+    ious: list[float] = []
+    matched: set[int] = set()
+    for p in patches:
+        disk = p.disk
+        best: tuple[float, int] | None = None
+        for j, z in enumerate(zones):
+            if z.cls == p.cls and z.geometry.intersects(disk) and z.geometry.intersection(disk).area > 0:
+                matched.add(j)
+                iou = _iou(z.geometry, disk)
+                if best is None or iou > best[0]:
+                    best = (iou, j)
+        inspected = None if seen is None else float(seen.intersection(disk).area / disk.area)
+        err = None
+        if best is not None:
+            z = zones[best[1]]
+            err = float(np.hypot(z.east_m - p.east_m, z.north_m - p.north_m))
+            errors.append(err)
+            ious.append(best[0])
+        status = "found" if best is not None else (
+            "not inspected" if inspected is not None and inspected < MIN_INSPECTED else "missed")
+        rows.append({
+            "class": p.cls, "east_m": p.east_m, "north_m": p.north_m, "radius_m": p.radius_m,
+            "found": best is not None, "status": status,
+            "centroid_error_m": None if err is None else round(err, 3),
+            "iou": None if best is None else round(best[0], 3),
+            "zone_id": None if best is None else zones[best[1]].zone_id,
+            "seen_fraction": None if inspected is None else round(inspected, 3),
+        })
+    false_idx = [j for j in range(len(zones)) if j not in matched]
+    out: dict = {
+        "match_rule": ("a patch is found when a zone of its class overlaps its disk; a zone overlapping no "
+                       f"patch of its class is false; a patch less than {MIN_INSPECTED:.0%} seen is not inspected"),
         "patches_total": len(patches),
-        "patches_found": sum(r["found"] for r in patch_rows),
-        "hotspots_total": len(hotspots),
-        "false_hotspots": len(false_idx),
+        "patches_found": sum(r["found"] for r in rows),
+        "patches_not_inspected": sum(r["status"] == "not inspected" for r in rows),
+        "zones_total": len(zones),
+        "false_zones": len(false_idx),
         "centroid_error_m_median": _percentile(errors, 50),
         "centroid_error_m_p95": _percentile(errors, 95),
-        "per_class": per_class,
-        "patches": patch_rows,
-        "false_hotspot_positions": [
-            {"class": hotspots[j].cls, "east_m": hotspots[j].east_m, "north_m": hotspots[j].north_m}
-            for j in false_idx
-        ],
+        "iou_mean": None if not ious else float(np.mean(ious)),
+        "patches": rows,
+        "false_zone_positions": [
+            {"class": zones[j].cls, "east_m": round(zones[j].east_m, 3), "north_m": round(zones[j].north_m, 3),
+             "zone_id": zones[j].zone_id, "area_m2": round(float(zones[j].geometry.area), 2)} for j in false_idx],
     }
+    classes = sorted({p.cls for p in patches} | {z.cls for z in zones})
+    out["per_class"] = {c: {
+        "patches_total": sum(r["class"] == c for r in rows),
+        "patches_found": sum(r["found"] for r in rows if r["class"] == c),
+        "false_zones": sum(1 for j in false_idx if zones[j].cls == c),
+        "zones": sum(1 for z in zones if z.cls == c),
+        "centroid_error_m_median": _percentile([r["centroid_error_m"] for r in rows
+                                                if r["class"] == c and r["found"]], 50),
+    } for c in classes}
+    if field is not None and seen is not None:
+        gaps = field.difference(seen)
+        parts = [g for g in getattr(gaps, "geoms", [gaps]) if not g.is_empty and g.area >= MIN_GAP_M2]
+        out["coverage_fraction"] = round(float(field.intersection(seen).area / field.area), 4)
+        out["coverage_gaps"] = [{"area_m2": round(float(g.area), 2),
+                                 "polygon_en": [[round(x, 2), round(y, 2)] for x, y in g.exterior.coords]}
+                                for g in sorted(parts, key=lambda g: -g.area) if isinstance(g, shapely.Polygon)]
+    return out

@@ -1,0 +1,158 @@
+"""The disease map: look records -> evidence grid -> zones and coverage. One mechanism, live and in export.
+
+`DiseaseMap.add_look` is the only way evidence enters the grid; the flight calls it with each look
+record it has just written to detections.jsonl, and `payload export` calls it with the same records
+read back (several flights' records in turn, to fuse them: log-odds add). Zones are re-extracted
+every `map.zones_every_frames` looks, a count of records rather than a clock, so the export replays
+the flight's schedule and ends with the same zones and ids.
+
+Correlated views (docs/MAPS.md): frames a fifth of a second apart see nearly the same ground with
+nearly the same errors, so they are not independent looks. Each look's evidence is weighted by
+min(1, d / decorrelation_m), d the camera's travel since the previous look of the same run: at
+5 m/s and 5 fps a frame counts fully; at 10 fps each counts half, and a hover adds almost nothing.
+The clamp on each cell's evidence bounds what any sequence of looks can do.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from payload.config import MapSection
+from payload.geo.frames import LocalFrame
+from payload.geo.grid import EvidenceGrid, posterior
+from payload.geo.looks import LOOK_SCHEMA
+from payload.geo.sensor import SensorModel
+from payload.geo.zones import Zone, ZoneBook, extract_zones
+
+
+def frame_weight(prev_en: tuple[float, float] | None, cur_en: tuple[float, float], decorrelation_m: float) -> float:
+    """The weight of a look whose camera moved from prev_en to cur_en (1 for the first look)."""
+    if prev_en is None:
+        return 1.0
+    return min(1.0, math.hypot(cur_en[0] - prev_en[0], cur_en[1] - prev_en[1]) / decorrelation_m)
+
+
+def is_look(rec: Mapping[str, Any]) -> bool:
+    """Whether a JSONL record is a look record."""
+    return rec.get("schema") == LOOK_SCHEMA
+
+
+@dataclass
+class MapCounts:
+    """What the map did with the looks it was given."""
+
+    looks: int = 0
+    applied: int = 0
+    untrusted: int = 0
+    tiles_without_footprint: int = 0
+
+
+class DiseaseMap:
+    """The grid, its frame, the zone schedule and identities; fed look records in order."""
+
+    def __init__(self, sensor: SensorModel, cfg: MapSection, origin: LocalFrame | None = None) -> None:
+        self.sensor = sensor
+        self.cfg = cfg
+        self.origin = origin  # set from the first trusted look when not given
+        self.grid = EvidenceGrid(cfg.cell_m, len(sensor.diseases), chunk=cfg.chunk_cells, clamp=cfg.clamp_logodds)
+        self.book = ZoneBook()
+        self.zones: list[Zone] = []
+        self.counts = MapCounts()
+        self._prev: dict[str, tuple[float, float]] = {}
+        self._since_zones = 0
+        self.zones_version = 0  # bumped at every extraction, so readers know when to refresh
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.sensor.diseases
+
+    def add_look(self, rec: Mapping[str, Any]) -> list[Zone]:
+        """Apply one look record; returns the zones confirmed for the first time by this look (to alert)."""
+        self.counts.looks += 1
+        if not rec.get("trusted") or not rec.get("vehicle"):
+            self.counts.untrusted += 1
+            return self._maybe_zones()
+        veh = rec["vehicle"]
+        if self.origin is None:
+            self.origin = LocalFrame(float(veh["lat"]), float(veh["lon"]), 0.0)
+        quads, ev = [], []
+        for t in rec.get("tiles", []):
+            fp = t.get("footprint")
+            if not fp:
+                self.counts.tiles_without_footprint += 1
+                continue
+            quads.append(fp)
+            ev.append(self.sensor.evidence(str(t.get("label")), bool(t.get("flagged"))))
+        # one conversion for the vehicle and every corner: the geodetic maths is most of a look's cost
+        ll = np.concatenate([np.array([[float(veh["lat"]), float(veh["lon"])]]),
+                             np.asarray(quads, dtype=np.float64).reshape(-1, 2)])
+        e, n, _ = self.origin.to_enu(ll[:, 0], ll[:, 1], 0.0)
+        cur = (float(e[0]), float(n[0]))
+        run = str(rec.get("run_id", ""))
+        w = frame_weight(self._prev.get(run), cur, self.cfg.decorrelation_m)
+        self._prev[run] = cur
+        if quads:
+            en = np.stack([e[1:], n[1:]], axis=-1).reshape(len(quads), 4, 2)
+            self.grid.add_footprints(en, np.asarray(ev), w)
+            self.counts.applied += 1
+        return self._maybe_zones()
+
+    def _maybe_zones(self) -> list[Zone]:
+        self._since_zones += 1
+        if self._since_zones < self.cfg.zones_every_frames:
+            return []
+        return self.update_zones()
+
+    def update_zones(self) -> list[Zone]:
+        """Re-extract the zones now; returns those seen for the first time."""
+        self._since_zones = 0
+        self.zones_version += 1
+        zones = extract_zones(self.grid, self.labels, self.cfg.prior_logodds, self.cfg.zone_threshold,
+                              self.cfg.min_zone_area_m2, self.cfg.pose_sigma_m)
+        new = self.book.assign(zones)
+        self.zones = zones
+        return new
+
+    def finish(self) -> list[Zone]:
+        """The final zones (re-extracted from everything added); returns the ones new at this point."""
+        return self.update_zones()
+
+    def probability(self) -> tuple[tuple[int, int, int, int] | None, np.ndarray, np.ndarray]:
+        """(cell bounds, posterior (K+1, h, w) float32 with healthy first, looks (h, w)) over the seen ground."""
+        b = self.grid.extent()
+        ev, looks = self.grid.dense(b)
+        return b, posterior(ev, self.cfg.prior_logodds).astype(np.float32), looks
+
+
+def zone_rows(zones: Sequence[Zone], origin: LocalFrame | None) -> list[dict[str, Any]]:
+    """Each zone's attributes with its centroid in WGS84 (lat, lon)."""
+    rows = []
+    for z in zones:
+        r = z.as_dict()
+        if origin is not None:
+            lat, lon, _ = origin.to_geodetic(z.centroid_en[0], z.centroid_en[1], 0.0)
+            r["lat"], r["lon"] = round(float(lat), 8), round(float(lon), 8)
+        rows.append(r)
+    return rows
+
+
+MAPINFO_SCHEMA = "cropscout.mapinfo/1"
+
+
+def mapinfo_record(sensor: SensorModel, cfg: MapSection) -> dict[str, Any]:
+    """The record that opens a run's detections.jsonl: the sensor model and map settings the flight used."""
+    return {"schema": MAPINFO_SCHEMA, "sensor_model": sensor.to_dict(), "map": cfg.model_dump(mode="json")}
+
+
+def map_from_info(rec: Mapping[str, Any], origin: LocalFrame | None = None) -> DiseaseMap:
+    """A fresh map with the sensor model and settings of a map-info record (what `payload export` replays with)."""
+    from payload.geo.sensor import sensor_model_from_dict
+
+    block = rec["sensor_model"]
+    sensor = sensor_model_from_dict(block, str(block["healthy"]), list(block["diseases"]))
+    return DiseaseMap(sensor, MapSection.model_validate(rec["map"]), origin)

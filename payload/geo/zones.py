@@ -1,0 +1,170 @@
+"""Zones: connected ground whose posterior for a disease passes the threshold, with extent and uncertainty.
+
+A zone is what an agronomist walks to and a sprayer treats: a polygon, not a point. It is cut from
+the evidence grid (payload/geo/grid.py) per disease class: 4-connected cells whose posterior for
+the class is at least `threshold` (chosen for recall first: a false zone costs a walk, a missed
+patch costs a field). Each zone carries its area, a centroid weighted by how far each cell's
+probability passes the threshold (the patch's core pulls harder than its fringe), peak and mean
+probability, look counts, the 1-sigma ellipse of that weighting and a position uncertainty that
+adds the pose's error (`pose_sigma_m`) to the spread.
+
+`ZoneBook` keeps zone identity across re-extractions, so the live alert goes out once per zone
+even as the zone grows, and `payload export`, which replays the same schedule, gives the same ids.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+import shapely
+from shapely.geometry.base import BaseGeometry
+
+from payload.geo.grid import EvidenceGrid, posterior
+
+
+def mask_polygon(mask: np.ndarray, row0: int, col0: int, cell_m: float) -> BaseGeometry:
+    """The exact outline (cell edges) of the True cells of a mask, in east/north metres.
+
+    Built as the union of each row's runs of True cells, so the cost grows with the outline, not
+    the area; row 0 of the mask is the southernmost row `row0`.
+    """
+    boxes = []
+    m = np.asarray(mask, dtype=bool)
+    for r in range(m.shape[0]):
+        row = np.concatenate([[False], m[r], [False]])
+        edges = np.flatnonzero(row[1:] != row[:-1])
+        for a, b in zip(edges[::2], edges[1::2], strict=True):
+            boxes.append(shapely.box((col0 + a) * cell_m, (row0 + r) * cell_m,
+                                     (col0 + b) * cell_m, (row0 + r + 1) * cell_m))
+    if not boxes:
+        return shapely.Polygon()
+    return shapely.union_all(boxes)
+
+
+@dataclass
+class Zone:
+    """One zone in the map's local east/north frame (the layers convert it to WGS84)."""
+
+    label: str
+    geometry_en: BaseGeometry
+    area_m2: float
+    centroid_en: tuple[float, float]
+    peak_p: float
+    mean_p: float
+    looks_max: int
+    looks_mean: float
+    ellipse_m: tuple[float, float, float]  # 1-sigma semi-major, semi-minor (m), major axis bearing (deg from north)
+    uncertainty_m: float
+    cells: int
+    id: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The zone's attributes as flat JSON-ready columns (no geometry)."""
+        return {
+            "id": self.id,
+            "label": self.label,
+            "area_m2": round(self.area_m2, 3),
+            "peak_p": round(self.peak_p, 4),
+            "mean_p": round(self.mean_p, 4),
+            "looks_max": self.looks_max,
+            "looks_mean": round(self.looks_mean, 2),
+            "ellipse_major_m": round(self.ellipse_m[0], 3),
+            "ellipse_minor_m": round(self.ellipse_m[1], 3),
+            "ellipse_bearing_deg": round(self.ellipse_m[2], 1),
+            "uncertainty_m": round(self.uncertainty_m, 3),
+            "cells": self.cells,
+        }
+
+
+def _ellipse(e: np.ndarray, n: np.ndarray, w: np.ndarray, ce: float, cn: float) -> tuple[float, float, float]:
+    de, dn = e - ce, n - cn
+    sw = float(w.sum())
+    cov = np.array([[np.sum(w * de * de), np.sum(w * de * dn)],
+                    [np.sum(w * de * dn), np.sum(w * dn * dn)]]) / sw
+    vals, vecs = np.linalg.eigh(cov)
+    major = vecs[:, 1]
+    bearing = math.degrees(math.atan2(major[0], major[1])) % 180.0
+    return math.sqrt(max(vals[1], 0.0)), math.sqrt(max(vals[0], 0.0)), bearing
+
+
+def extract_zones(
+    grid: EvidenceGrid,
+    labels: Sequence[str],
+    prior_logodds: float,
+    threshold: float,
+    min_area_m2: float,
+    pose_sigma_m: float,
+) -> list[Zone]:
+    """Every zone of the grid (without ids), in a deterministic order: by class, then south-west first."""
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    # p_k >= t needs prior + evidence_k >= logit(t): a cheap bound to skip chunks with no candidate
+    min_ev = math.log(threshold / (1.0 - threshold)) - prior_logodds
+    cell = grid.cell_m
+    out: list[Zone] = []
+    for bounds in grid.chunk_groups(min_ev):
+        r0, _r1, c0, _c1 = bounds
+        ev, looks = grid.dense(bounds)
+        post = posterior(ev, prior_logodds)
+        for k, label in enumerate(labels):
+            p = post[k + 1]
+            mask = ((p >= threshold) & (looks > 0)).astype(np.uint8)
+            if not mask.any():
+                continue
+            n_comp, comp, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=4)
+            for c in range(1, int(n_comp)):
+                x, y, bw, bh, cells = (int(v) for v in stats[c, :5])
+                area = cells * cell * cell
+                if area < min_area_m2:
+                    continue
+                # work on the component's bounding box only: cost follows the zone, not the chunk group
+                sel = comp[y:y + bh, x:x + bw] == c
+                pc = p[y:y + bh, x:x + bw][sel].astype(np.float64)
+                rr, cc = np.nonzero(sel)
+                e = (c0 + x + cc + 0.5) * cell
+                n = (r0 + y + rr + 0.5) * cell
+                w = pc - threshold + 1e-6
+                ce, cn = float(np.sum(w * e) / w.sum()), float(np.sum(w * n) / w.sum())
+                ell = _ellipse(e, n, w, ce, cn)
+                lk = looks[y:y + bh, x:x + bw][sel].astype(np.float64)
+                # the centroid is as good as the pose that placed the footprints, plus the spread of the
+                # evidence over the number of independent looks that built it
+                unc = math.sqrt(pose_sigma_m ** 2 + cell * cell / 12.0 + ell[0] ** 2 / max(1.0, float(lk.mean())))
+                geom = mask_polygon(sel, r0 + y, c0 + x, cell)
+                out.append(Zone(label, geom, area, (ce, cn), float(pc.max()), float(pc.mean()), int(lk.max()),
+                                float(lk.mean()), ell, unc, cells))
+    out.sort(key=lambda z: (list(labels).index(z.label), round(z.centroid_en[1], 6), round(z.centroid_en[0], 6)))
+    return out
+
+
+@dataclass
+class ZoneBook:
+    """Zone ids that last across re-extractions: a zone overlapping a known zone of its class keeps its id."""
+
+    known: list[tuple[str, str, BaseGeometry]] = field(default_factory=list)  # (label, id, last geometry)
+    _per_label: dict[str, int] = field(default_factory=dict)
+
+    def assign(self, zones: Sequence[Zone]) -> list[Zone]:
+        """Give every zone its id; returns the zones seen for the first time (to alert once)."""
+        new: list[Zone] = []
+        used: set[str] = set()
+        order = sorted(zones, key=lambda z: -z.peak_p)
+        for z in order:
+            match = next((zid for lab, zid, g in self.known
+                          if lab == z.label and zid not in used and g.intersects(z.geometry_en)), None)
+            if match is None:
+                k = self._per_label.get(z.label, 0) + 1
+                self._per_label[z.label] = k
+                match = f"{z.label}-{k}"
+                self.known.append((z.label, match, z.geometry_en))
+                new.append(z)
+            else:
+                self.known = [(lab, zid, z.geometry_en if zid == match else g) for lab, zid, g in self.known]
+            z.id = match
+            used.add(match)
+        return new

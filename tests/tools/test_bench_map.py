@@ -1,0 +1,26 @@
+"""The map's bench figures measure what they say (small sizes, hand-worked areas)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from tools.bench_map import memory_figures, update_figures
+
+
+def test_memory_follows_the_ground_flown_over() -> None:
+    m = memory_figures(side_m=100.0, spacing_m=20.0, swath_m=34.64, margin_m=10.0)
+    # legs at e = 10 ... 90 with a 34.64 m swath: e from -7.32 to 107.32, n from -10 to 110
+    assert m["map_seen_ha"] == pytest.approx(114.64 * 120.0 / 1e4, abs=0.05)
+    chunk_m = 64 * 0.5
+    chunks = math.ceil(107.32 / chunk_m) - math.floor(-7.32 / chunk_m)
+    chunks *= math.ceil(110 / chunk_m) - math.floor(-10 / chunk_m)
+    assert m["map_chunks"] == chunks
+    assert m["map_memory_mb_100ha"] == pytest.approx(chunks * 64 * 64 * 5 / 1e6, abs=0.01)
+
+
+def test_update_figures_are_timed_per_frame() -> None:
+    u = update_figures(n_frames=40)
+    assert 0 < u["map_update_ms_p50"] <= u["map_update_ms_p95"]
+    assert u["map_tiles_per_frame"] == 12 and u["map_frames"] == 40

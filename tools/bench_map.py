@@ -1,0 +1,113 @@
+"""The disease map's cost for `make bench`: grid update per 12-tile frame, and grid memory for 100 ha.
+
+Both run the payload's own code on synthetic but realistic input (no model needed):
+- update: look records of a nadir camera at 30 m (640x480, 60 deg, 3 x 4 tiles of ~8.7 m) flying
+  5 m/s at 5 fps over a field with a rust patch, fed through `DiseaseMap.add_look` exactly as in
+  flight (WGS84 -> local frame, footprint fractions, evidence, the int16 update); the zone
+  extraction that runs every `zones_every_frames` looks is timed separately;
+- memory: a lawnmower survey of a 1000 m x 1000 m field (100 ha; legs 20 m apart, each leg's swath
+  added as one footprint, so the chunks allocated are the ones a real flight touches) and the bytes
+  the grid's arrays hold. `python -m tools.bench_map` prints both alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from payload.config import MapSection
+from payload.geo.camera import CameraModel, box_corners, pixels_to_latlon
+from payload.geo.diseasemap import DiseaseMap
+from payload.geo.frames import LocalFrame
+from payload.geo.grid import EvidenceGrid
+from payload.geo.looks import LOOK_SCHEMA
+from payload.geo.sensor import default_sensor_model
+from payload.pipeline.tiling import grid
+from payload.types import Pose
+
+ORIGIN = LocalFrame(-35.363261, 149.165230, 0.0)
+LABELS = ("rust", "powdery_mildew")
+TARGETS = {"map_update_ms_p50": ("<=", 5.0), "map_memory_mb_100ha": ("<=", 20.0)}
+
+
+def _looks(n_frames: int, speed_mps: float = 5.0, fps: float = 5.0) -> list[dict]:
+    cam = CameraModel.from_hfov(640, 480, 60.0)
+    boxes = grid(640, 480, 3, 4)
+    corners = np.concatenate([box_corners(b.x, b.y, b.w, b.h) for b in boxes])
+    out = []
+    for i in range(n_frames):
+        n = -20.0 + i * speed_mps / fps
+        lat, lon, _ = ORIGIN.to_geodetic(40.0, n, 0.0)
+        pose = Pose(float(lat), float(lon), 30.0, 0.0, 0.0, 0.0)
+        ll = pixels_to_latlon(cam, corners, pose, 0.0).reshape(len(boxes), 4, 2)
+        tiles = []
+        for b, q in zip(boxes, ll, strict=True):
+            ce, cn, _ = ORIGIN.to_enu(float(q[:, 0].mean()), float(q[:, 1].mean()), 0.0)
+            hit = math.hypot(float(ce) - 40.0, float(cn) - 60.0) < 8.0
+            tiles.append({"row": b.row, "col": b.col, "label": "rust" if hit else "healthy", "flagged": hit,
+                          "scores": [0.1, 0.8, 0.1] if hit else [0.9, 0.05, 0.05],
+                          "footprint": [[round(float(a), 8), round(float(c), 8)] for a, c in q]})
+        out.append({"schema": LOOK_SCHEMA, "run_id": "bench", "trusted": True, "flags": [],
+                    "vehicle": {"lat": float(lat), "lon": float(lon), "alt_m": 30.0}, "tiles": tiles})
+    return out
+
+
+def update_figures(n_frames: int = 600) -> dict:
+    """Median and p95 ms of `DiseaseMap.add_look` per 12-tile frame, zone extractions apart."""
+    looks = _looks(n_frames)
+    dm = DiseaseMap(default_sensor_model("healthy", LABELS), MapSection(), ORIGIN)
+    every = dm.cfg.zones_every_frames
+    update_ms, zones_ms = [], []
+    for i, rec in enumerate(looks):
+        t0 = time.perf_counter()
+        dm.add_look(rec)
+        ms = 1000.0 * (time.perf_counter() - t0)
+        (zones_ms if (i + 1) % every == 0 else update_ms).append(ms)
+    return {
+        "map_update_ms_p50": round(statistics.median(update_ms), 3),
+        "map_update_ms_p95": round(float(np.percentile(update_ms, 95)), 3),
+        "map_update_with_zones_ms_p50": round(statistics.median(zones_ms), 3),
+        "map_frames": n_frames,
+        "map_tiles_per_frame": 12,
+        "map_zones_found": len(dm.zones),
+    }
+
+
+def memory_figures(cell_m: float | None = None, side_m: float = 1000.0, spacing_m: float = 20.0,
+                   swath_m: float = 34.64, margin_m: float = 10.0) -> dict:
+    """Bytes the grid holds after a lawnmower survey of a side_m x side_m field."""
+    cfg = MapSection() if cell_m is None else MapSection(cell_m=cell_m)
+    g = EvidenceGrid(cfg.cell_m, len(LABELS), chunk=cfg.chunk_cells, clamp=cfg.clamp_logodds, subsamples=1)
+    for k in range(int(side_m / spacing_m)):
+        e = spacing_m * (k + 0.5)
+        quad = np.array([[e - swath_m / 2, side_m + margin_m], [e + swath_m / 2, side_m + margin_m],
+                         [e + swath_m / 2, -margin_m], [e - swath_m / 2, -margin_m]])
+        g.add_footprints(quad[None], np.array([[-0.4, -0.4]]))
+    b = g.extent()
+    assert b is not None
+    _ev, looks = g.dense(b)
+    seen_ha = float((looks > 0).sum()) * cfg.cell_m ** 2 / 1e4
+    return {
+        "map_cell_m": cfg.cell_m,
+        "map_memory_mb_100ha": round(g.nbytes / 1e6, 2),
+        "map_memory_mib_100ha": round(g.nbytes / 2**20, 2),
+        "map_seen_ha": round(seen_ha, 1),
+        "map_chunks": len(g.chunks),
+        "map_bytes_per_cell": (2 * len(LABELS) + 1),
+    }
+
+
+def map_figures() -> dict:
+    """Everything above, for bench.json."""
+    return update_figures() | memory_figures()
+
+
+if __name__ == "__main__":
+    res = map_figures()
+    print(json.dumps(res, indent=2))
+    sys.exit(0)
