@@ -38,10 +38,17 @@ def pick_strategy():
 
 
 def set_seeds(seed: int) -> None:
-    """Seed Python, numpy and TensorFlow so a build is as repeatable as the kernels allow."""
+    """Seed Python, numpy and TensorFlow, and ask TensorFlow for deterministic kernels.
+
+    Without determinism two quick builds from the same config measured held-out mildew recall 0.96
+    and 0.953 (multi-threaded reductions add in a different order): a build could not be
+    reproduced, nor a card's figure checked by building again.
+    """
     import keras
+    import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
 
 
 def train(cfg: BuildConfig, splits: DataSplits, workdir: Path) -> tuple[Any, dict[str, list[float]], dict[str, Any]]:
