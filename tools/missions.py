@@ -141,7 +141,8 @@ def summary_markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> st
         f"- command: `{meta['command']}`",
         f"- bundle: `{meta['bundle']}` (profile {meta['bundle_profile']}, model sha256 "
         f"{meta['bundle_model_sha256'][:12]}, built {meta['bundle_created_utc']})",
-        f"- flown: {meta['finished_utc']}, {meta['wall_s']:.0f} s wall; match tolerance {meta['tolerance_m']:g} m",
+        f"- flown: {meta['finished_utc']}, {meta['wall_s']:.0f} s wall; a patch is found when a zone of its class "
+        "overlaps its disk",
         "- targets: " + ", ".join(f"{k} {v}" for k, v in meta["targets"].items() if v is not None),
         "",
         "| scenario | seed | found | false zones | centroid error median / p95 (m) | mean IoU | coverage "
@@ -162,15 +163,14 @@ def summary_markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> st
     return "\n".join(lines)
 
 
-Fly = Callable[[Path, Path, Path, float, float, str], dict[str, Any]]
+Fly = Callable[[Path, Path, Path, float, str], dict[str, Any]]
 
 
-def fly_mission(scenario: Path, out: Path, bundle: Path, speed: float, tolerance_m: float,
-                log_level: str) -> dict[str, Any]:
+def fly_mission(scenario: Path, out: Path, bundle: Path, speed: float, log_level: str) -> dict[str, Any]:
     """One real mission (simulator + `payload run`); returns its report.json."""
     from tools.mission.run import MissionPlan, run_mission
 
-    return run_mission(MissionPlan(scenario, out, bundle, speed=speed, tolerance_m=tolerance_m, log_level=log_level))
+    return run_mission(MissionPlan(scenario, out, bundle, speed=speed, log_level=log_level))
 
 
 def _card(bundle: Path) -> dict[str, Any]:
@@ -194,7 +194,6 @@ def build_parser() -> argparse.ArgumentParser:
                     help="default | random-SEED | NAME=PATH (default: %(default)s)")
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "missions")
     ap.add_argument("--speed", type=float, default=1.0, help="simulation speed (1 = real time)")
-    ap.add_argument("--tolerance", type=float, default=2.0, help="match tolerance in metres (tools.mission)")
     ap.add_argument("--min-found-share", type=float, default=d.min_found_share)
     ap.add_argument("--max-false-zones", type=int, default=d.max_false_zones)
     ap.add_argument("--max-error-median-m", type=float, default=d.max_error_median_m)
@@ -220,7 +219,7 @@ def run(argv: Sequence[str] | None, fly: Fly = fly_mission) -> int:
     rows = []
     for name, path in specs:
         log.info("mission %s: %s with %s", name, path, a.bundle)
-        report = fly(path, out / name, a.bundle, a.speed, a.tolerance, a.log_level)
+        report = fly(path, out / name, a.bundle, a.speed, a.log_level)
         row = summary_row(name, report)
         row["misses"] = misses(row, targets)
         rows.append(row)
@@ -234,7 +233,6 @@ def run(argv: Sequence[str] | None, fly: Fly = fly_mission) -> int:
         "bundle_created_utc": card["created_utc"],
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "wall_s": time.monotonic() - t0,
-        "tolerance_m": a.tolerance,
         "targets": asdict(targets),
         "ok": ok,
     }

@@ -70,7 +70,7 @@ def test_scenario_names(tmp_path: Path) -> None:
 def _fly_from(reports: dict[str, dict]):
     flown: list[tuple[str, Path]] = []
 
-    def fly(scenario: Path, out: Path, bundle: Path, speed: float, tolerance_m: float, log_level: str) -> dict:
+    def fly(scenario: Path, out: Path, bundle: Path, speed: float, log_level: str) -> dict:
         flown.append((out.name, bundle))
         return reports[out.name]
 
