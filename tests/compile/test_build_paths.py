@@ -94,7 +94,8 @@ def test_agreement_below_floor_keeps_the_old_bundle(quick_bundle, tmp_path: Path
     monkeypatch.setattr(build_mod, "int8_scores", disagreeing)
     cfg = _tiny_cfg()
     cfg = cfg.model_copy(update={"quantize": cfg.quantize.model_copy(update={"agreement_floor": 0.5})})
-    with pytest.raises(QuantizationError, match="agree on only 0.000"):
+    # rolled scores change every argmax but of tiles whose scores tie (the tiny model's are near uniform)
+    with pytest.raises(QuantizationError, match=r"agree on only 0\.[0-4]\d\d of the test images \(floor 0\.5\)"):
         build_mod.run_build(cfg, good, profile="quick", cpu_only=True)
     assert (good / "model_card.json").read_bytes() == before
     assert verify_bundle(good) == []

@@ -101,5 +101,6 @@ def test_geotagging_holds_no_memory_per_detection(tmp_path: Path) -> None:
           f"({growth_kb / added * 1000:.1f} B per detection), grid {h.map.grid.nbytes / 1e6:.1f} MB in "
           f"{len(h.map.grid.chunks)} chunks, {len(h.map.zones)} zones")
     assert h.written == 2 * N_FRAMES and h.map.counts.applied == N_FRAMES
-    # the old design held ~5,000 B per record: 1,000 records would be ~5 MB
-    assert growth_kb < 250, growth_kb
+    # the old design held ~5,000 B per record: 1,000 records would be ~5 MB; measured 196-261 kB
+    # (zone state and allocator noise), so 1 MB keeps a 5x margin both ways
+    assert growth_kb < 1000, growth_kb

@@ -99,7 +99,8 @@ def _run_gap(tmp_path: Path, gap_s: float) -> None:
         frames_for(0.6, "fix_returning")  # frames captured while the last no-fix sample is current
         frames_for(1.0, "fix")
         handler.close()
-        recs = read_jsonl(handler.out_dir / "detections.jsonl").records
+        recs = [r for r in read_jsonl(handler.out_dir / "detections.jsonl").records
+                if r.get("schema") == "cropscout.detection/1"]  # besides the map's look records
         assert len(recs) == seq * len(BOXES)  # every frame recorded, none dropped for want of a pose
         by = {ph: [r for r in recs if phases[r["frame"]["seq"]] == ph] for ph in set(phases.values())}
         untrusted = [(phases[r["frame"]["seq"]], r["frame"]["seq"], r["flags"]) for r in by["before"] + by["after"]
