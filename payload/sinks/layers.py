@@ -228,6 +228,31 @@ class _Kml:
             self.end("Data")
         self.end("ExtendedData")
 
+    def polygon_style(self, style_id: str, colour: str, fill_alpha: str, width: str | None = None) -> None:
+        """An outline in `colour` (aabbggrr) and a fill of the same colour at alpha `fill_alpha` (hex)."""
+        self.start("Style", id=style_id)
+        self.start("LineStyle")
+        self.leaf("color", colour)
+        if width is not None:
+            self.leaf("width", width)
+        self.end("LineStyle")
+        self.start("PolyStyle")
+        self.leaf("color", fill_alpha + colour[2:])
+        self.end("PolyStyle")
+        self.end("Style")
+
+    def polygon(self, rings: Iterable[Iterable[tuple[float, float]]]) -> None:
+        """A polygon from lon/lat rings: the first is the outer boundary, the others are holes."""
+        self.start("Polygon")
+        for j, ring in enumerate(rings):
+            side = "outerBoundaryIs" if j == 0 else "innerBoundaryIs"
+            self.start(side)
+            self.start("LinearRing")
+            self.leaf("coordinates", _kml_coords(ring))
+            self.end("LinearRing")
+            self.end(side)
+        self.end("Polygon")
+
     def point(self, lon: float, lat: float) -> None:
         self.start("Point")
         self.leaf("coordinates", _kml_coords([(float(lon), float(lat))]))
@@ -246,14 +271,7 @@ def _kml_styles(k: _Kml, colours: Iterable[str]) -> None:
         k.leaf("scale", "0.8")
         k.end("IconStyle")
         k.end("Style")
-        k.start("Style", id=f"fp-{colour}")
-        k.start("LineStyle")
-        k.leaf("color", colour)
-        k.end("LineStyle")
-        k.start("PolyStyle")
-        k.leaf("color", "33" + colour[2:])
-        k.end("PolyStyle")
-        k.end("Style")
+        k.polygon_style(f"fp-{colour}", colour, "33")
 
 
 def _kml_point(k: _Kml, d: Mapping[str, Any], props: Mapping[str, Any], colour: str) -> None:
@@ -275,13 +293,7 @@ def _kml_footprint(k: _Kml, d: Mapping[str, Any], ring: list[tuple[float, float]
     k.start("Placemark")
     k.leaf("name", str(d.get("id")))
     k.leaf("styleUrl", f"#fp-{colour}")
-    k.start("Polygon")
-    k.start("outerBoundaryIs")
-    k.start("LinearRing")
-    k.leaf("coordinates", _kml_coords(ring))
-    k.end("LinearRing")
-    k.end("outerBoundaryIs")
-    k.end("Polygon")
+    k.polygon([ring])
     k.end("Placemark")
 
 

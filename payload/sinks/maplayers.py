@@ -27,7 +27,7 @@ from shapely.geometry.base import BaseGeometry
 from payload.geo.diseasemap import DiseaseMap, zone_rows
 from payload.geo.frames import LocalFrame
 from payload.geo.zones import Zone, mask_polygon
-from payload.sinks.layers import _LABEL_COLOURS, _Kml, _kml_coords, atomic_write_text
+from payload.sinks.layers import _LABEL_COLOURS, _Kml, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -95,15 +95,7 @@ def features_kml(features: Sequence[Mapping[str, Any]], name: str) -> str:
     k.leaf("name", name)
     for i, lab in enumerate(labels):
         colour = _LABEL_COLOURS[i % len(_LABEL_COLOURS)]
-        k.start("Style", id=f"z{i}")
-        k.start("LineStyle")
-        k.leaf("color", colour)
-        k.leaf("width", "2")
-        k.end("LineStyle")
-        k.start("PolyStyle")
-        k.leaf("color", "55" + colour[2:])
-        k.end("PolyStyle")
-        k.end("Style")
+        k.polygon_style(f"z{i}", colour, "55", width="2")
         k.start("Folder")
         k.leaf("name", lab or "coverage")
         for f in (f for f in features if str(f["properties"].get("label", "")) == lab):
@@ -114,14 +106,7 @@ def features_kml(features: Sequence[Mapping[str, Any]], name: str) -> str:
             k.extended_data(p.items())
             k.start("MultiGeometry")
             for rings in f["polygons"]:
-                k.start("Polygon")
-                for j, ring in enumerate(rings):
-                    k.start("outerBoundaryIs" if j == 0 else "innerBoundaryIs")
-                    k.start("LinearRing")
-                    k.leaf("coordinates", _kml_coords((x, y) for x, y in ring))
-                    k.end("LinearRing")
-                    k.end("outerBoundaryIs" if j == 0 else "innerBoundaryIs")
-                k.end("Polygon")
+                k.polygon([[(x, y) for x, y in ring] for ring in rings])
             k.end("MultiGeometry")
             k.end("Placemark")
         k.end("Folder")
