@@ -88,13 +88,13 @@ def summary_row(name: str, report: dict[str, Any]) -> dict[str, Any]:
         "seed": report.get("seed"),
         "patches_total": report["patches_total"],
         "patches_found": report["patches_found"],
-        "false_zones": report["false_zones"] if "false_zones" in report else report["false_hotspots"],
+        "false_zones": report["false_zones"],
         "iou_mean": report.get("iou_mean"),
         "patches_not_inspected": report.get("patches_not_inspected"),
         "centroid_error_m_median": report.get("centroid_error_m_median"),
         "centroid_error_m_p95": report.get("centroid_error_m_p95"),
-        # the map's own coverage (ground under a processed frame) when present, else the camera's path
-        "field_coverage": report.get("coverage_fraction", report.get("field_coverage")),
+        # the disease map's coverage: field ground under at least one processed frame
+        "field_coverage": report.get("coverage_fraction"),
         "frames_captured": captured,
         "frames_processed": report.get("frames_processed"),
         "frames_dropped": dropped,

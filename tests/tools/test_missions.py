@@ -2,7 +2,7 @@
 
 The real flights take minutes each (`make missions`); here the mission itself is replaced by a
 function returning report.json contents, so the summary, the target checks and the exit status
-are tested on hand-made reports, fast. tools.mission.coverage is checked against areas by hand.
+are tested on hand-made reports, fast.
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ import pytest
 from flight_sim.scenario import load_scenario, random_scenario
 from tests.payload import tinymodel
 from tools.bench import missed_targets
-from tools.mission.coverage import field_coverage
 from tools.missions import MissionsError, Targets, misses, resolve_scenarios, run, summary_row
 
 GOOD = {"scenario": "s.yaml", "seed": 7, "patches_total": 3, "patches_found": 3, "false_zones": 0, "iou_mean": 0.6,
-        "centroid_error_m_median": 0.8, "centroid_error_m_p95": 2.5, "field_coverage": 0.97,
+        "centroid_error_m_median": 0.8, "centroid_error_m_p95": 2.5, "coverage_fraction": 0.97,
         "frames_captured": 1000, "frames_processed": 600, "frames_dropped": 400, "backend": "cpu"}
 
 
@@ -40,8 +39,8 @@ def test_a_good_row_meets_the_default_targets() -> None:
     ({"iou_mean": 0.3}, "mean IoU 0.30 (< 0.5)"),
     ({"centroid_error_m_median": 3.5}, "centroid error median 3.50 m (> 1 m)"),
     ({"centroid_error_m_p95": 7.0}, "centroid error p95 7.00 m (> 3 m)"),
-    ({"field_coverage": 0.5}, "field coverage 50.0%"),
-    ({"field_coverage": None}, "field coverage unknown"),
+    ({"coverage_fraction": 0.5}, "field coverage 50.0%"),
+    ({"coverage_fraction": None}, "field coverage unknown"),
 ])
 def test_each_target_can_be_missed(change: dict, fragment: str) -> None:
     got = misses(summary_row("default", {**GOOD, **change}), Targets())
@@ -101,17 +100,6 @@ def test_summary_files_and_exit_status(tmp_path: Path, bundle: Path, capsys) -> 
 def test_not_a_bundle_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(MissionsError, match="not a model bundle"):
         run(["--bundle", str(tmp_path), "--out", str(tmp_path / "o")], fly=_fly_from({})[0])
-
-
-def test_field_coverage_by_hand() -> None:
-    assert field_coverage(10, 10, []) == 0.0
-    assert field_coverage(10, 10, [[(0, 0), (10, 0), (10, 10), (0, 10)]]) == 1.0
-    assert field_coverage(10, 10, [[(0, 0), (5, 0), (5, 10), (0, 10)]]) == pytest.approx(0.5)
-    # overlapping footprints count once; one outside the field counts nothing
-    two = [[(0, 0), (5, 0), (5, 10), (0, 10)], [(2, 0), (6, 0), (6, 10), (2, 10)], [(20, 20), (30, 20), (30, 30)]]
-    assert field_coverage(10, 10, two) == pytest.approx(0.6)
-    with pytest.raises(ValueError):
-        field_coverage(0, 10, [])
 
 
 def test_bench_missed_targets() -> None:

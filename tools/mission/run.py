@@ -31,7 +31,6 @@ from payload.errors import UserError
 from payload.geo.camera import CameraModel, footprint
 from payload.geo.frames import geodetic_to_enu
 from payload.sinks.jsonl import read_jsonl
-from tools.mission.coverage import field_coverage
 from tools.mission.mapplot import draw_mission_map
 from tools.mission.score import FoundZone, TruePatch, score_zones
 
@@ -297,8 +296,6 @@ def run_mission(plan: MissionPlan) -> dict:
             raise MissionError(f"the payload exited with code {code}; see {out / 'payload.log'}")
         alerts = sim.vehicle.statustexts()
         track, fps = track_and_footprints(sim, s, start_s=plan.start_s, end_s=plan.end_s)
-        # every second of flight, not the map's every 4 s: gaps between drawn footprints are not misses
-        _, cover_fps = track_and_footprints(sim, s, footprint_every_s=1.0, start_s=plan.start_s, end_s=plan.end_s)
     finally:
         if proc is not None and proc.poll() is None:
             proc.kill()
@@ -323,7 +320,6 @@ def run_mission(plan: MissionPlan) -> dict:
         "capture_to_record_ms_p95": stats.get("latency_ms_p95"),
         "detection_write_latency": record_latency_ms(out),
         "alerts_received_by_gcs": [t for _sev, t in alerts],
-        "field_coverage": round(field_coverage(s.field.width_m, s.field.height_m, cover_fps), 4),
         "flight_s": round(sim.timeline.duration, 1),
         "wall_s": round(time.monotonic() - t_start, 1),
         "patches": score["patches"],
