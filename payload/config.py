@@ -215,7 +215,7 @@ class MapSection(StrictModel):
                              description="cells per side of a lazily allocated chunk of the grid")
     prior_logodds: float = Field(default=-2.0, ge=-10.0, le=0.0,
                                  description="log-odds of each disease against healthy before any look (rare)")
-    clamp_logodds: float = Field(default=8.0, gt=0.0, le=30.0,
+    clamp_logodds: float = Field(default=8.0, gt=0.0, le=8.18,
                                  description="a cell's evidence stays within +-this, so it can change its mind")
     decorrelation_m: float = Field(
         default=1.0, gt=0.0,
@@ -230,7 +230,7 @@ class MapSection(StrictModel):
     min_zone_area_m2: float = Field(default=1.0, ge=0.0, description="smaller connected areas are not zones")
     zones_every_frames: int = Field(default=10, ge=1, le=10000,
                                     description="zones are re-extracted (and new ones alerted) every this many frames")
-    coverage_min_looks: int = Field(default=3, ge=1, le=255,
+    coverage_min_looks: int = Field(default=3, ge=1, le=15,
                                     description="the 'well seen' coverage layer: cells seen at least this often")
     pose_sigma_m: float = Field(default=1.0, ge=0.0,
                                 description="1-sigma horizontal error of a trusted pose, added to each zone's "

@@ -192,7 +192,7 @@ def write_rasters(out: Path, dmap: DiseaseMap) -> list[Path]:
     with rasterio.open(path, "w", driver="GTiff", width=looks.shape[1], height=looks.shape[0], count=1,
                        dtype="uint8", crs=crs, transform=transform, compress="deflate") as dst:
         dst.write(looks[::-1], 1)
-        dst.set_band_description(1, "looks (tiles covering at least half the cell), saturating at 255")
+        dst.set_band_description(1, "looks (tiles covering at least half the cell), saturating at 15")
     written.append(path)
     return written
 

@@ -10,7 +10,16 @@ import pytest
 from payload.config import MapSection
 from payload.geo.diseasemap import DiseaseMap, frame_weight
 from payload.geo.frames import LocalFrame
-from payload.geo.grid import EvidenceGrid, frame_cell_evidence, posterior
+from payload.geo.grid import (
+    EV_MAX,
+    LOOKS_MAX,
+    LSB,
+    EvidenceGrid,
+    decode_cells,
+    encode_cells,
+    frame_cell_evidence,
+    posterior,
+)
 from payload.geo.looks import LOOK_SCHEMA
 from payload.geo.sensor import (
     SensorModelError,
@@ -68,19 +77,38 @@ def test_grid_adds_weighted_evidence_and_clamps() -> None:
     g = EvidenceGrid(1.0, 2, chunk=8, clamp=3.0)
     g.add_footprints(square(0, 0, 4)[None], np.array([[1.0, -0.5]]), weight=0.5)
     ev, looks = g.dense((0, 4, 0, 4))
-    assert ev[0] == pytest.approx(np.full((4, 4), 0.5), abs=1e-3)
-    assert ev[1] == pytest.approx(np.full((4, 4), -0.25), abs=1e-3)
+    assert ev[0] == pytest.approx(np.full((4, 4), 0.5), abs=LSB / 2 + 1e-6)
+    assert ev[1] == pytest.approx(np.full((4, 4), -0.25), abs=LSB / 2 + 1e-6)
     assert np.all(looks == 1)
     for _ in range(20):
         g.add_footprints(square(0, 0, 4)[None], np.array([[1.0, -1.0]]))
     ev, looks = g.dense((0, 4, 0, 4))
-    assert ev[0].max() == pytest.approx(3.0, abs=1e-3) and ev[1].min() == pytest.approx(-3.0, abs=1e-3)
-    assert np.all(looks == 21)
+    assert ev[0].max() == pytest.approx(3.0, abs=LSB) and ev[1].min() == pytest.approx(-3.0, abs=LSB)
+    assert np.all(looks == LOOKS_MAX)  # 21 looks, saturated at 15
     # a footprint across chunk corners lands in four chunks, only where it touched
     g2 = EvidenceGrid(1.0, 1, chunk=8)
     g2.add_footprints(square(-2, -2, 4)[None], np.array([[1.0]]))
     assert sorted(g2.chunks) == [(-1, -1), (-1, 0), (0, -1), (0, 0)]
-    assert g2.nbytes == 4 * (8 * 8 * 2 + 8 * 8)
+    assert g2.nbytes == 4 * (8 * 8 * 2)  # one 16-bit word per cell and disease, look count inside
+
+
+def test_cells_pack_evidence_and_looks_into_16_bits() -> None:
+    rng = np.random.default_rng(3)
+    ev = rng.integers(-EV_MAX, EV_MAX + 1, size=(2, 5, 7))
+    ev[0, 0, 0], ev[1, 0, 1], ev[0, 0, 2] = -EV_MAX, EV_MAX, 0
+    looks = rng.integers(0, LOOKS_MAX + 1, size=(5, 7))
+    words = encode_cells(ev, looks)
+    assert words.dtype == np.uint16
+    back, lk = decode_cells(words)
+    assert np.array_equal(back, ev) and np.array_equal(lk, looks)
+    # the clamp and the 12-bit range agree: the largest clamp the grid takes still fits
+    g = EvidenceGrid(1.0, 1, chunk=8, clamp=EV_MAX * LSB)
+    for _ in range(30):
+        g.add_footprints(square(0, 0, 2)[None], np.array([[-1.0]]))
+    ev1, lk1 = g.dense((0, 2, 0, 2))
+    assert ev1.min() == pytest.approx(-EV_MAX * LSB) and np.all(lk1 == LOOKS_MAX)
+    with pytest.raises(ValueError, match="clamp"):
+        EvidenceGrid(1.0, 1, clamp=9.0)
 
 
 def test_posterior_is_a_softmax_with_the_prior() -> None:
@@ -232,7 +260,7 @@ def test_untrusted_looks_do_not_touch_the_grid_and_hover_adds_little() -> None:
         dm.add_look(_look("a", (4.0, 4.0), tiles))
     ev, looks = dm.grid.dense((0, 16, 0, 16))
     assert ev[0].max() == pytest.approx(1.0, abs=1e-3)  # one look's worth of evidence
-    assert looks.max() == 50  # but every look is counted
+    assert looks.max() == LOOKS_MAX  # but every look is counted (up to the 4-bit count's 15)
 
 
 def test_two_half_flights_fuse_into_the_whole_map() -> None:
