@@ -21,6 +21,7 @@ from flight_sim.scenario import load_scenario
 from payload.geo.frames import enu_to_geodetic
 from payload.sinks.jsonl import iter_detections
 from tools.mission.run import MissionPlan, _enu, run_mission
+from tools.remap import main as remap_main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,3 +83,16 @@ def test_mission_flies_the_real_payload_and_reports(tmp_path: Path, quick_bundle
     log = (out / "payload.log").read_text()
     assert "Edge TPU" in log or "edgetpu" in log  # says why it fell back to the CPU
     assert (out / "map.png").read_bytes()[:4] == b"\x89PNG"
+    # tools.remap replays the recorded looks with a table recomputed from the card's counts: at the
+    # card's own shares it rebuilds the flight's zones exactly; with one share for hits and misses
+    # (the old model) the zone grows past the patch
+    card = json.loads((quick_bundle.path / "model_card.json").read_text())["sensor_model"]
+    assert remap_main([str(tmp_path), "--bundle", str(quick_bundle.path), "--out", str(tmp_path / "same"),
+                       "--hit-share", str(card["hit_share"]), "--miss-share", str(card["miss_share"]),
+                       "--cap", str(card["llr_cap"])]) == 0
+    def zone_areas(d: Path) -> list[float]:
+        return sorted(f["properties"]["area_m2"] for f in json.loads((d / "zones.geojson").read_text())["features"])
+    assert zone_areas(tmp_path / "same" / "mission") == zone_areas(out)
+    remap_main([str(tmp_path), "--bundle", str(quick_bundle.path), "--out", str(tmp_path / "wide"),
+                "--hit-share", "0.25", "--miss-share", "0.25", "--cap", "2"])
+    assert sum(zone_areas(tmp_path / "wide" / "mission")) > sum(zone_areas(out))
