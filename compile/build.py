@@ -130,6 +130,11 @@ def run_build(
     t0 = time.monotonic()
     cpu_only = cpu_only or cfg.edgetpu.cpu_only
     check_weights(cfg.model)  # offline imagenet or a bad file fails here, before any data or training
+    if cfg.resolved_train() is not cfg.train:
+        t = cfg.resolved_train()
+        log.info("no backbone stage trains: the head's schedule (train.head_only): %d epochs, batch %d, lr %g",
+                 t.epochs, t.batch_size, t.learning_rate)
+        cfg = cfg.model_copy(update={"train": t})
     backbone = describe_weights(cfg.model.weights)
     warnings = random_backbone_warnings(backbone)
     splits = make_splits(cfg.data)

@@ -107,3 +107,13 @@ def test_cli_build_with_bad_config_fails_before_training(tmp_path: Path) -> None
     out = run_cli(["-m", "compile", "build", "--config", str(p), "--out", str(tmp_path / "b")], cwd=ROOT, timeout=60)
     assert out.returncode == 2 and "needs data.folder" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "b").exists()
+
+
+def test_head_only_schedule_applies_only_when_no_backbone_stage_trains() -> None:
+    cfg = load_build_config(ROOT / "configs" / "build.yaml", "default")
+    assert cfg.model.weights == "imagenet" and cfg.resolved_train() is cfg.train  # conv5 fine-tunes
+    assert cfg.train.learning_rate == pytest.approx(3e-4)
+    offline = cfg.model_copy(update={"model": cfg.model.model_copy(update={"weights": "none"})})
+    t = offline.resolved_train()
+    assert (t.epochs, t.batch_size, t.learning_rate) == (30, 32, pytest.approx(1e-3))
+    assert t.activation_cache == cfg.train.activation_cache  # only the schedule changes
