@@ -156,7 +156,7 @@ def load_indoor_scenario(path: str | Path) -> IndoorScenario:
             problems.append(f"field 'plants[{i}].shelf': value {g.shelf}: rack {r.name} has "
                             f"{len(r.shelf_heights_m)} shelves")
         lo, hi = (g.bay - 1) * r.bay_width_m, min(g.bay * r.bay_width_m, r.length_m)
-        if g.bay > r.bays or not lo <= g.along_m - g.width_m / 2 and g.along_m + g.width_m / 2 <= hi:
+        if g.bay > r.bays or not (lo <= g.along_m - g.width_m / 2 and g.along_m + g.width_m / 2 <= hi):
             problems.append(f"field 'plants[{i}].along_m': value {g.along_m} (width {g.width_m}) does not lie in "
                             f"bay {g.bay} of rack {r.name} (along {lo:g}..{hi:g} m)")
     for i, p in enumerate(s.flight.passes):
