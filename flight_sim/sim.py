@@ -21,6 +21,7 @@ from pathlib import Path
 
 from flight_sim.clock import AtEnd
 from flight_sim.field import Field, build_field
+from flight_sim.indoor import IndoorScenario, SiteRenderer, build_faces, indoor_timeline
 from flight_sim.render import FieldRenderer, SensorNoise
 from flight_sim.scenario import Scenario, load_scenario
 from flight_sim.stream import CameraStreamer, MjpegServer, SimCamera
@@ -58,7 +59,7 @@ class Simulation:
         timeline: Timeline,
         out: str,
         speed: float = 1.0,
-        scenario: Scenario | None = None,
+        scenario: Scenario | IndoorScenario | None = None,
         start_s: float | None = None,
         end_s: float | None = None,
         at_end: AtEnd = "stop",
@@ -82,13 +83,21 @@ class Simulation:
         )
         self.clock = self.vehicle.clock
         self.rig: CameraRig | None = None
+        self.site_renderer: SiteRenderer | None = None
         self.server: MjpegServer | None = None
         self.streamer: CameraStreamer | None = None
         if scenario is not None:
-            self.rig = CameraRig.build(scenario, timeline)
+            if isinstance(scenario, IndoorScenario):
+                self.site_renderer = SiteRenderer(scenario, build_faces(scenario))
+                c = scenario.camera
+                noise = SensorNoise((c.height, c.width, 3), c.noise_sigma, scenario.seed)
+                camera = SimCamera(self.site_renderer.render, timeline.pose_at, noise.apply)
+            else:
+                self.rig = CameraRig.build(scenario, timeline)
+                camera = self.rig.camera
             self.server = MjpegServer(camera_host, camera_port)
             self.streamer = CameraStreamer(
-                self.rig.camera,
+                camera,
                 self.clock,
                 self.server,
                 scenario.camera.fps,
@@ -106,6 +115,12 @@ class Simulation:
         s = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
         kw.setdefault("restamp_time", speed != 1.0)
         return cls(survey_timeline(s), out, speed, scenario=s, **kw)  # type: ignore[arg-type]
+
+    @classmethod
+    def indoor(cls, scenario: IndoorScenario, out: str, speed: float = 1.0, **kw: object) -> Simulation:
+        """A vertical-farm flight (flight_sim/indoor.py): aisle passes, GPS-denied telemetry, a sideways camera."""
+        kw.setdefault("restamp_time", speed != 1.0)
+        return cls(indoor_timeline(scenario), out, speed, scenario=scenario, **kw)  # type: ignore[arg-type]
 
     @classmethod
     def replay(

@@ -16,6 +16,7 @@ from pydantic import Field, field_validator
 from payload.backends.registry import BackendName
 from payload.configio import StrictModel, load_config
 from payload.keyfile import read_signing_key
+from payload.sitefile import load_site
 
 
 class ModelSection(StrictModel):
@@ -123,6 +124,14 @@ class SigningSection(StrictModel):
         return path
 
 
+class OriginSection(StrictModel):
+    """A site's EKF origin on Earth, for when the autopilot does not send GPS_GLOBAL_ORIGIN."""
+
+    lat: float = Field(ge=-90.0, le=90.0, description="degrees WGS84")
+    lon: float = Field(ge=-180.0, le=180.0, description="degrees WGS84")
+    alt: float = Field(default=0.0, ge=-500.0, le=9000.0, description="metres above mean sea level")
+
+
 class TelemetrySection(StrictModel):
     """The MAVLink link to the flight controller (dronekit), owned by payload/vehicle/telemetry.py."""
 
@@ -154,6 +163,21 @@ class TelemetrySection(StrictModel):
         "same radio, a spoofer) are ignored. null = the system of the first HEARTBEAT heard",
     )
     source_component: int = Field(default=0, ge=0, le=255)
+    frame: Literal["global", "local", "auto"] = Field(
+        default="global",
+        description="where positions come from: global = GLOBAL_POSITION_INT (GPS); local = LOCAL_POSITION_NED "
+        "(optical flow, motion capture, visual odometry; no GPS needed); auto = local whenever the autopilot "
+        "sends it and there is no 3D GPS fix",
+    )
+    frame_name: str = Field(
+        default="local", min_length=1, max_length=40,
+        description="name of the local frame written into every local record (e.g. the site's name)",
+    )
+    origin: OriginSection | None = Field(
+        default=None,
+        description="the EKF origin (lat, lon, alt) when the autopilot does not send GPS_GLOBAL_ORIGIN; with "
+        "neither, local records carry metres east/north/up and no latitude/longitude",
+    )
     signing: SigningSection | None = Field(
         default=None,
         description="MAVLink 2 signing (key_file, link_id, allow_unsigned); null = off: any packet carrying the "
@@ -188,6 +212,16 @@ class GeotagSection(StrictModel):
     )
     min_fix_type: int = Field(default=3, ge=0, le=6, description="GPS fix below this is flagged (3 = 3D)")
     max_hdop: float = Field(default=5.0, gt=0, description="HDOP above this is flagged")
+    max_estimator_variance: float = Field(
+        default=0.5, gt=0,
+        description="local frame: an EKF_STATUS_REPORT/ESTIMATOR_STATUS position or velocity variance above "
+        "this (normalised; 1 = failing) flags the pose estimator_unhealthy",
+    )
+    require_estimator_report: bool = Field(
+        default=False,
+        description="local frame: flag poses while no estimator report has been heard (off: absence is not "
+        "evidence of a bad estimate; many autopilots do not stream it unless asked)",
+    )
 
 
 LayerFormat = Literal["geojson", "kml", "csv"]
@@ -239,6 +273,30 @@ class MapSection(StrictModel):
                           "at the end of the run and in `payload export`")
 
 
+def _site_map_defaults() -> MapSection:
+    """Map settings at the scale of plants on a shelf (a rack face is seen from 1-3 m, not 30 m)."""
+    return MapSection(cell_m=0.06, decorrelation_m=0.25, min_zone_area_m2=0.03, pose_sigma_m=0.1,
+                      zones_every_frames=10, rasters=False)
+
+
+class SiteSection(StrictModel):
+    """An indoor farm's layout (payload/geo/site.py, docs/INDOOR.md): rays meet rack faces, maps live on them."""
+
+    file: Path = Field(description="site YAML file: racks (position, heading, length, shelves, bays), names")
+    map: MapSection = Field(
+        default_factory=_site_map_defaults,
+        description="the evidence grid of each rack face (along, up metres): same model as `map`, plant scale",
+    )
+
+    @field_validator("file")
+    @classmethod
+    def _site_file_is_valid(cls, v: Path) -> Path:
+        """Read the site file now, so a wrong rack is a config error naming the site file, not a mid-flight one."""
+        path = v.expanduser().absolute()
+        load_site(path)
+        return path
+
+
 class AlertsSection(StrictModel):
     """Live STATUSTEXT to the ground station, once per confirmed zone."""
 
@@ -268,6 +326,7 @@ class PayloadConfig(StrictModel):
     geotag: GeotagSection = GeotagSection()
     sinks: SinksSection = SinksSection()
     map: MapSection = MapSection()
+    site: SiteSection | None = None
     alerts: AlertsSection = AlertsSection()
     preflight: PreflightSection = PreflightSection()
 

@@ -29,6 +29,35 @@ class Pose:
     yaw_rad: float = 0.0
 
 
+@dataclass(frozen=True)
+class EstimatorHealth:
+    """The autopilot's own judgement of its position estimate (EKF_STATUS_REPORT or ESTIMATOR_STATUS).
+
+    Indoors there is no GPS fix to judge a pose by; the estimator that fuses optical flow, motion
+    capture or visual odometry knows better than anything the payload could infer. `flags` is
+    ArduPilot's EKF_STATUS_FLAGS bitmask (ESTIMATOR_STATUS uses the same bit meanings), variances
+    are the normalised test ratios the autopilot reports (> 1 means the estimate is failing).
+    """
+
+    flags: int
+    velocity_variance: float
+    pos_horiz_variance: float
+    pos_vert_variance: float
+    source: str = "EKF_STATUS_REPORT"
+
+    # EKF_STATUS_FLAGS bits the payload reads
+    ATTITUDE = 1
+    PRED_POS_HORIZ_REL = 8
+    CONST_POS_MODE = 128
+    UNINITIALIZED = 1024
+
+    @property
+    def rel_horiz_ok(self) -> bool:
+        """The estimator claims a usable horizontal position relative to its origin."""
+        bad = self.CONST_POS_MODE | self.UNINITIALIZED
+        return bool(self.flags & self.PRED_POS_HORIZ_REL) and not self.flags & bad
+
+
 GPS_FIX_NAMES = {0: "no_gps", 1: "no_fix", 2: "2d", 3: "3d", 4: "dgps", 5: "rtk_float", 6: "rtk_fixed"}
 
 
@@ -53,6 +82,19 @@ class PoseEstimate:
     hdop: float | None
     satellites: int | None
     gimbal_rpy_deg: tuple[float, float, float] | None = None
+    # GPS-denied local frame (payload/vehicle/poseinterp.py, frame local): position in metres east,
+    # north, up of the EKF origin, in the frame named `frame`; `origin` (lat, lon, alt MSL) when the
+    # autopilot told it (GPS_GLOBAL_ORIGIN) or the config set it. Without an origin `pose` carries
+    # NaN latitude, longitude and altitude: a local pose must never pass for a place on Earth.
+    frame: str = "global"
+    enu_m: tuple[float, float, float] | None = None
+    origin: tuple[float, float, float] | None = None
+    estimator: EstimatorHealth | None = None
+
+    @property
+    def is_local(self) -> bool:
+        """Whether this pose comes from the local (GPS-denied) estimate rather than a GPS position."""
+        return self.enu_m is not None
 
     @property
     def fix_name(self) -> str:

@@ -89,6 +89,10 @@ class MavTestVehicle:
         self.nan_attitude = False
         self.paused = False
         self.gimbal_rpy_deg: tuple[float, float, float] | None = None  # set to stream MOUNT_STATUS
+        # GPS-denied: stream only LOCAL_POSITION_NED (the trajectory relative to `home` as the EKF origin) and
+        # ATTITUDE, besides heartbeats and parameters; `ekf` = (flags, variance) also streams EKF_STATUS_REPORT
+        self.local_only = False
+        self.ekf: tuple[int, float] | None = None
         self.statustexts: list[tuple[int, str]] = []
         self.received_counts: dict[str, int] = {}
         self.sent_counts: dict[str, int] = {}
@@ -164,9 +168,23 @@ class MavTestVehicle:
             )
         )
 
+    def _stream_local(self, boot_ms: int, s: VehicleState) -> None:
+        import pymap3d
+
+        e, n, u = pymap3d.geodetic2enu(s.lat, s.lon, s.alt, *self.home)
+        m = self._mav.mav
+        self._send(m.local_position_ned_encode(boot_ms, float(n), float(e), float(-u), s.vn, s.ve, s.vd))
+        self._send(m.attitude_encode(boot_ms, s.roll, s.pitch, s.yaw, 0.0, 0.0, 0.0))
+        if self.ekf is not None:
+            flags, var = self.ekf
+            self._send(m.ekf_status_report_encode(flags, var, var, var, 0.05, 0.0))
+
     def _stream_state(self) -> None:
         boot_ms = self._boot_ms()
         s = self.trajectory(boot_ms / 1000.0)
+        if self.local_only:
+            self._stream_local(boot_ms, s)
+            return
         lat, lon = (0.0, 0.0) if self.zero_latlon else (s.lat, s.lon)
         roll, pitch, yaw = (math.nan,) * 3 if self.nan_attitude else (s.roll, s.pitch, s.yaw)
         m = self._mav.mav
@@ -220,7 +238,7 @@ class MavTestVehicle:
             if now >= next_hb:
                 next_hb = now + 1.0
                 self._heartbeat()
-                if not self.paused:
+                if not self.paused and not self.local_only:
                     self._send(self._mav.mav.system_time_encode(int(time.time() * 1e6), self._boot_ms()))
             if not self.paused:
                 self._stream_state()

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Lowest first: a room may import from itself and from rooms listed before it, never after.
 # "core" is payload's top-level modules that every room may use; "entry" is the command line.
 ROOMS = ("core", "backends", "config", "geo", "vehicle", "capture", "sinks", "ops", "pipeline", "entry")
-CORE = {"errors", "types", "configio", "bundle", "keyfile", "logsetup", "cliutil"}
+CORE = {"errors", "types", "configio", "bundle", "keyfile", "logsetup", "cliutil", "sitefile"}
 ENTRY = {"cli", "__main__", "__init__"}
 
 # What compile and flight_sim may import from payload (docs/ARCHITECTURE.md "Contract modules").
@@ -33,6 +33,8 @@ CONTRACT_MODULES = {
     "payload.geo.frames",
     "payload.geo.sensor",  # the evidence grid's sensor model: the build calibrates it into the card
     "payload.pipeline.tiling",  # the one tile grid
+    "payload.sitefile",  # the indoor site file: the simulator builds its farm from the payload's site
+    "payload.geo.site",  # rack faces and rays cut with them: the simulator renders with what the payload inverts
 }
 
 

@@ -19,11 +19,15 @@ import numpy as np
 from payload.config import CameraSection, GeotagSection
 from payload.geo.camera import (
     CameraModel,
+    box_corners,
     footprint,
     gimbal_mount_rpy_deg,
     ground_sample_distance,
     pixel_to_ground,
+    pixels_to_ground_offsets,
 )
+from payload.geo.frames import enu_to_geodetic
+from payload.geo.site import RackFace, address, place_pixels
 from payload.types import GPS_FIX_NAMES, Frame, PoseEstimate, TileResult
 
 SCHEMA = "cropscout.detection/1"
@@ -39,6 +43,10 @@ FLAG_POSE_STALE = "pose_stale"
 FLAG_NOT_ABOVE_GROUND = "not_above_ground"
 FLAG_MISSES_GROUND = "ray_misses_ground"
 FLAG_TOO_LOW = "below_min_height"  # take-off, landing: the ground is seen at a scale the model never learnt
+# local frame (GPS-denied): the estimator's own health replaces the GPS fix as the reason to distrust
+FLAG_ESTIMATOR_UNHEALTHY = "estimator_unhealthy"
+FLAG_NO_ESTIMATOR_REPORT = "no_estimator_report"
+FLAG_NOT_ON_PLANTS = "not_on_plants"  # site: the ray meets the floor, a rack's back or nothing
 
 # A receiver without a fix reports 0, 0; interpolation and dead reckoning move that by metres, so
 # anything within ~1 km of "Null Island" (open sea in the Gulf of Guinea, no crops) is that case.
@@ -77,6 +85,8 @@ def pose_flags(est: PoseEstimate | None, geotag: GeotagSection) -> list[str]:
     """Why this pose should not be trusted (empty when it can be)."""
     if est is None:
         return [FLAG_NO_TELEMETRY]
+    if est.is_local:
+        return _local_pose_flags(est, geotag)
     flags: list[str] = []
     p = est.pose
     if est.fix_type is None or est.fix_type < geotag.min_fix_type:
@@ -92,6 +102,41 @@ def pose_flags(est: PoseEstimate | None, geotag: GeotagSection) -> list[str]:
     if not _finite(est.age_s) or est.age_s > geotag.max_pose_age_s:
         flags.append(FLAG_POSE_STALE)
     return flags
+
+
+def _local_pose_flags(est: PoseEstimate, geotag: GeotagSection) -> list[str]:
+    """Why a local-frame pose should not be trusted: no GPS fix is expected, the estimator judges itself."""
+    flags: list[str] = []
+    p = est.pose
+    if est.enu_m is None or not _finite(*est.enu_m):
+        flags.append(FLAG_POSITION_NAN)
+    if not _finite(p.roll_rad, p.pitch_rad, p.yaw_rad):
+        flags.append(FLAG_ATTITUDE_NAN)
+    if not _finite(est.age_s) or est.age_s > geotag.max_pose_age_s:
+        flags.append(FLAG_POSE_STALE)
+    h = est.estimator
+    if h is None:
+        if geotag.require_estimator_report:
+            flags.append(FLAG_NO_ESTIMATOR_REPORT)
+    elif not h.rel_horiz_ok or max(h.velocity_variance, h.pos_horiz_variance,
+                                   h.pos_vert_variance) > geotag.max_estimator_variance:
+        flags.append(FLAG_ESTIMATOR_UNHEALTHY)
+    return flags
+
+
+def local_record(enu: Sequence[float] | np.ndarray, frame: str) -> dict[str, Any]:
+    """A point of the local frame as a record block (metres east, north, up of the EKF origin)."""
+    return {"frame": frame, "east_m": _r(float(enu[0]), 3), "north_m": _r(float(enu[1]), 3),
+            "up_m": _r(float(enu[2]), 3)}
+
+
+def geodetic_of(enu: Sequence[float] | np.ndarray, origin: tuple[float, float, float] | None) -> tuple[
+        float | None, float | None]:
+    """Latitude, longitude of a local point when the frame's origin is known, else (None, None)."""
+    if origin is None or not all(math.isfinite(float(x)) for x in enu):
+        return None, None
+    lat, lon, _ = enu_to_geodetic(float(enu[0]), float(enu[1]), float(enu[2]), *origin)
+    return float(lat), float(lon)
 
 
 def ground_altitude(est: PoseEstimate, geotag: GeotagSection) -> float:
@@ -114,12 +159,15 @@ class DetectionContext:
     run_id: str
     camera: CameraSection
     geotag: GeotagSection
+    faces: Sequence[RackFace] = ()  # the site's rack faces (payload/geo/site.py); empty: no site
 
 
 def build_detection(
     ctx: DetectionContext, frame: Frame, tile: TileResult, est: PoseEstimate | None, backend: str = ""
 ) -> dict[str, Any]:
     """One flagged tile -> a JSON-ready detection record (always returns one, trusted or not)."""
+    if est is not None and est.is_local:
+        return _local_detection(ctx, frame, tile, est, backend)
     flags = pose_flags(est, ctx.geotag)
     cam = camera_for(ctx.camera, frame.width, frame.height)
     lat = lon = ground_alt = height_agl = gsd = None
@@ -197,6 +245,97 @@ def build_detection(
             "source": frame.source,
             "width": frame.width,
             "height": frame.height,
+        },
+        "model_sha256": ctx.model_sha256,
+        "backend": backend,
+        "camera": {"hfov_deg": round(cam.hfov_deg, 4), "mount_rpy_deg": list(cam.mount_rpy_deg)},
+        "crop": None,
+    }
+
+
+def _local_detection(
+    ctx: DetectionContext, frame: Frame, tile: TileResult, est: PoseEstimate, backend: str
+) -> dict[str, Any]:
+    """A detection placed in the local frame: on a rack face of the site (with its rack/bay/shelf), or on
+    the floor (up = 0) without a site; latitude and longitude only when the frame's origin is known."""
+    flags = pose_flags(est, ctx.geotag)
+    cam = camera_for(ctx.camera, frame.width, frame.height)
+    if ctx.camera.use_gimbal and est.gimbal_rpy_deg is not None:
+        cam = cam.with_mount(gimbal_mount_rpy_deg(*est.gimbal_rpy_deg))
+    p = est.pose
+    enu = est.enu_m if est.enu_m is not None else (math.nan, math.nan, math.nan)
+    height = float(enu[2])
+    vlat, vlon = geodetic_of(enu, est.origin)
+    pose_rec: dict[str, Any] = {
+        **local_record(enu, est.frame),
+        "lat": _r(vlat, 8), "lon": _r(vlon, 8),
+        "roll_deg": _r(math.degrees(p.roll_rad), 3), "pitch_deg": _r(math.degrees(p.pitch_rad), 3),
+        "yaw_deg": _r(math.degrees(p.yaw_rad), 3), "t_boot_s": _r(est.t_boot_s, 4), "age_s": _r(est.age_s, 4),
+        "position_age_s": _r(est.position_age_s, 4), "attitude_age_s": _r(est.attitude_age_s, 4),
+        "extrapolated": bool(est.extrapolated),
+        "estimator": None if est.estimator is None else {
+            "flags": est.estimator.flags, "velocity_variance": est.estimator.velocity_variance,
+            "pos_horiz_variance": est.estimator.pos_horiz_variance,
+            "pos_vert_variance": est.estimator.pos_vert_variance, "source": est.estimator.source},
+    }
+    local = site = face_fp = None
+    lat = lon = None
+    placeable = FLAG_POSITION_NAN not in flags and FLAG_ATTITUDE_NAN not in flags
+    if placeable and not (_finite(height) and height > 0):
+        flags.append(FLAG_NOT_ABOVE_GROUND)
+        placeable = False
+    elif placeable and height < ctx.geotag.min_height_agl_m:
+        flags.append(FLAG_TOO_LOW)
+    box = tile.box
+    if placeable:
+        uv = np.concatenate([np.array([box.center]), box_corners(box.x, box.y, box.w, box.h)])
+        if ctx.faces:
+            pl = place_pixels(ctx.faces, cam, uv, enu, p.roll_rad, p.pitch_rad, p.yaw_rad)
+            hit = pl.enu[0]
+            if not pl.on_plants[0]:
+                flags.append(FLAG_NOT_ON_PLANTS)
+            else:
+                f = ctx.faces[int(pl.face[0])]
+                a = address(f.rack, f.side, float(pl.along[0]), float(pl.up[0]))
+                site = {"face_id": f.id, **a.as_dict(), "text": a.text()}
+                if np.all(pl.face[1:] == pl.face[0]):
+                    face_fp = [[round(float(x), 3), round(float(y), 3)] for x, y in zip(pl.along[1:], pl.up[1:],
+                                                                                       strict=True)]
+        else:
+            off = pixels_to_ground_offsets(cam, uv[:1], p.roll_rad, p.pitch_rad, p.yaw_rad, height)[0]
+            hit = np.array([enu[0] + off[0], enu[1] + off[1], 0.0])
+            if not np.all(np.isfinite(off)):
+                flags.append(FLAG_MISSES_GROUND)
+        if np.all(np.isfinite(hit)):
+            local = local_record(hit, est.frame)
+            lat, lon = geodetic_of(hit, est.origin)
+    scores = np.asarray(tile.scores, dtype=float).ravel()
+    names = list(ctx.labels) if len(ctx.labels) == scores.size else [f"class_{i}" for i in range(scores.size)]
+    return {
+        "schema": SCHEMA,
+        "id": f"{ctx.run_id}:{frame.seq}:{box.row}:{box.col}",
+        "run_id": ctx.run_id,
+        "label": tile.label,
+        "confidence": round(float(tile.confidence), 5),
+        "scores": {n: round(float(s), 5) for n, s in zip(names, scores, strict=True)},
+        "lat": _r(lat, 8),
+        "lon": _r(lon, 8),
+        "frame_of_reference": est.frame,
+        "local": local,
+        "site": site,
+        "face_footprint": face_fp,
+        "ground_alt_m": None,
+        "height_agl_m": _r(height, 3),
+        "gsd_m": None,
+        "footprint": None,
+        "trusted": not flags,
+        "flags": flags,
+        "pose": pose_rec,
+        "fix": {"type": est.fix_type, "name": est.fix_name, "hdop": est.hdop, "satellites": est.satellites},
+        "tile": {"x": box.x, "y": box.y, "w": box.w, "h": box.h, "row": box.row, "col": box.col},
+        "frame": {
+            "seq": frame.seq, "t_mono": round(frame.t_mono, 6), "t_wall": round(frame.t_wall, 6),
+            "utc": utc_iso(frame.t_wall), "source": frame.source, "width": frame.width, "height": frame.height,
         },
         "model_sha256": ctx.model_sha256,
         "backend": backend,

@@ -74,7 +74,8 @@ class DiseaseMap:
     def add_look(self, rec: Mapping[str, Any]) -> list[Zone]:
         """Apply one look record; returns the zones confirmed for the first time by this look (to alert)."""
         self.counts.looks += 1
-        if not rec.get("trusted") or not rec.get("vehicle"):
+        if not rec.get("trusted") or not rec.get("vehicle") or rec["vehicle"].get("lat") is None:
+            # a local-frame look without a known origin has no place on the ground grid
             self.counts.untrusted += 1
             return self._maybe_zones()
         veh = rec["vehicle"]

@@ -25,10 +25,13 @@ from payload.geo.detections import (
     FLAG_TOO_LOW,
     DetectionContext,
     camera_for,
+    geodetic_of,
     ground_altitude,
+    local_record,
     pose_flags,
     utc_iso,
 )
+from payload.geo.site import place_pixels
 from payload.types import Frame, PoseEstimate, TileResult
 
 LOOK_SCHEMA = "cropscout.look/1"
@@ -38,6 +41,8 @@ def build_look(
     ctx: DetectionContext, frame: Frame, tiles: Sequence[TileResult], est: PoseEstimate | None
 ) -> dict[str, Any]:
     """One frame's tiles -> a JSON-ready look record (always returns one; `trusted` says if the grid may use it)."""
+    if est is not None and est.is_local:
+        return _local_look(ctx, frame, tiles, est)
     flags = pose_flags(est, ctx.geotag)
     footprints: list[list[list[float]] | None] = [None] * len(tiles)
     vehicle = None
@@ -81,6 +86,60 @@ def build_look(
              "scores": [round(float(s), 5) for s in np.asarray(t.scores, dtype=float).ravel()],
              "footprint": fp}
             for t, fp in zip(tiles, footprints, strict=True)
+        ],
+        "model_sha256": ctx.model_sha256,
+    }
+
+
+def _local_look(ctx: DetectionContext, frame: Frame, tiles: Sequence[TileResult], est: PoseEstimate) -> dict[str, Any]:
+    """A look in the local frame. With a site, each tile whose four corners land on one plant face gets
+    `face` and `face_quad` ((along, up) metres): what the per-face evidence grids read
+    (payload/geo/facemap.py). The ground `footprint` (lat/lon) is left empty: a rack face is not ground."""
+    flags = pose_flags(est, ctx.geotag)
+    p = est.pose
+    enu = est.enu_m if est.enu_m is not None else (math.nan, math.nan, math.nan)
+    placeable = FLAG_POSITION_NAN not in flags and FLAG_ATTITUDE_NAN not in flags
+    vehicle = None
+    faces: list[tuple[str, list[list[float]]] | None] = [None] * len(tiles)
+    if placeable:
+        lat, lon = geodetic_of(enu, est.origin)
+        vehicle = {**local_record(enu, est.frame), "lat": None if lat is None else round(lat, 8),
+                   "lon": None if lon is None else round(lon, 8), "height_agl_m": round(float(enu[2]), 3)}
+        if not (math.isfinite(enu[2]) and enu[2] > 0):
+            flags.append(FLAG_NOT_ABOVE_GROUND)
+            placeable = False
+        elif enu[2] < ctx.geotag.min_height_agl_m:
+            flags.append(FLAG_TOO_LOW)
+    if placeable and tiles and ctx.faces:
+        cam = camera_for(ctx.camera, frame.width, frame.height)
+        if ctx.camera.use_gimbal and est.gimbal_rpy_deg is not None:
+            cam = cam.with_mount(gimbal_mount_rpy_deg(*est.gimbal_rpy_deg))
+        corners = np.concatenate([box_corners(t.box.x, t.box.y, t.box.w, t.box.h) for t in tiles])
+        pl = place_pixels(ctx.faces, cam, corners, enu, p.roll_rad, p.pitch_rad, p.yaw_rad)
+        for i in range(len(tiles)):
+            k = slice(4 * i, 4 * i + 4)
+            f = pl.face[k]
+            if pl.on_plants[k].all() and np.all(f == f[0]):
+                faces[i] = (ctx.faces[int(f[0])].id,
+                            [[round(float(a), 4), round(float(u), 4)] for a, u in zip(pl.along[k], pl.up[k],
+                                                                                      strict=True)])
+    names = list(ctx.labels)
+    return {
+        "schema": LOOK_SCHEMA,
+        "run_id": ctx.run_id,
+        "frame": {"seq": frame.seq, "t_mono": round(frame.t_mono, 6), "t_wall": round(frame.t_wall, 6),
+                  "utc": utc_iso(frame.t_wall), "width": frame.width, "height": frame.height},
+        "trusted": not flags,
+        "flags": flags,
+        "frame_of_reference": est.frame,
+        "vehicle": vehicle,
+        "hdop": est.hdop,
+        "classes": names,
+        "tiles": [
+            {"row": t.box.row, "col": t.box.col, "label": t.label, "flagged": bool(t.flagged),
+             "scores": [round(float(s), 5) for s in np.asarray(t.scores, dtype=float).ravel()],
+             "footprint": None, "face": None if fq is None else fq[0], "face_quad": None if fq is None else fq[1]}
+            for t, fq in zip(tiles, faces, strict=True)
         ],
         "model_sha256": ctx.model_sha256,
     }

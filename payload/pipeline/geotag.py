@@ -23,13 +23,17 @@ from typing import Any
 from payload.config import PayloadConfig
 from payload.geo.detections import DetectionContext, build_detection
 from payload.geo.diseasemap import MAPINFO_SCHEMA, DiseaseMap, is_look, mapinfo_record
+from payload.geo.facemap import FaceMap
 from payload.geo.looks import build_look
 from payload.geo.sensor import SensorModel, default_sensor_model
+from payload.geo.site import RackFace, site_faces
 from payload.ops.diskguard import DiskGuard
 from payload.sinks.base import DetectionSink, SinkContext
-from payload.sinks.jsonl import DetectionsJsonl
+from payload.sinks.jsonl import DetectionsJsonl, iter_detections
 from payload.sinks.maplayers import write_map_products, zone_features
 from payload.sinks.registry import build_sinks
+from payload.sinks.sitelayers import write_site_products
+from payload.sitefile import SiteLayout, load_site
 from payload.types import FrameResult, PoseEstimate, PoseSource, ResultHandler, StatusSender
 
 log = logging.getLogger(__name__)
@@ -41,8 +45,38 @@ def default_sensor(labels: Sequence[str]) -> SensorModel:
     return default_sensor_model(healthy, [x for x in labels if x != healthy])
 
 
-def disease_map(cfg: PayloadConfig, sensor: SensorModel) -> DiseaseMap:
-    """The disease map the config describes."""
+def site_of(cfg: PayloadConfig) -> tuple[SiteLayout | None, list[RackFace]]:
+    """The site file's layout and its rack faces (None and [] outdoors)."""
+    if cfg.site is None:
+        return None, []
+    site = load_site(cfg.site.file)
+    return site, site_faces(site)
+
+
+def site_origin(cfg: PayloadConfig, site: SiteLayout | None) -> tuple[float, float, float] | None:
+    """The local frame's configured origin on Earth: the site file's, else telemetry.origin, else None."""
+    if site is not None and site.origin is not None:
+        return (site.origin.lat, site.origin.lon, site.origin.alt)
+    o = cfg.telemetry.origin
+    return None if o is None else (o.lat, o.lon, o.alt)
+
+
+def local_safe_config(cfg: PayloadConfig) -> PayloadConfig:
+    """In a site without a known origin, only CSV layers: GeoJSON and KML coordinates are WGS84, and a local
+    metre must never pass for a longitude (RFC 7946)."""
+    site, _ = site_of(cfg)
+    if site is None or site_origin(cfg, site) is not None or set(cfg.sinks.formats) <= {"csv"}:
+        return cfg
+    log.info("site %s has no origin on Earth: GeoJSON/KML layers are off, CSV and site products only", site.name)
+    sinks = cfg.sinks.model_copy(update={"formats": [f for f in cfg.sinks.formats if f == "csv"]})
+    return cfg.model_copy(update={"sinks": sinks})
+
+
+def disease_map(cfg: PayloadConfig, sensor: SensorModel) -> DiseaseMap | FaceMap:
+    """The disease map the config describes: the ground grid, or one grid per rack face in a site."""
+    site, faces = site_of(cfg)
+    if site is not None and cfg.site is not None:
+        return FaceMap(sensor, cfg.site.map, faces, site_origin(cfg, site))
     return DiseaseMap(sensor, cfg.map)
 
 
@@ -69,20 +103,23 @@ class GeotagHandler:
         clock: Callable[[], float] = time.monotonic,
         status: StatusSender | None = None,
         sensor: SensorModel | None = None,
-        dmap: DiseaseMap | None = None,
+        dmap: DiseaseMap | FaceMap | None = None,
         disk: DiskGuard | None = None,
         sinks: Sequence[DetectionSink] | None = None,
     ) -> None:
+        cfg = local_safe_config(cfg)
         self.cfg = cfg
         self.out_dir = Path(out_dir if out_dir is not None else cfg.output.dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.run_id = run_id or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
-        self.ctx = DetectionContext(list(labels), model_sha256, self.run_id, cfg.camera, cfg.geotag)
+        _site, faces = site_of(cfg)
+        self.ctx = DetectionContext(list(labels), model_sha256, self.run_id, cfg.camera, cfg.geotag, faces)
         self.telemetry = telemetry
         self._owns_telemetry = owns_telemetry
         if status is None and isinstance(telemetry, StatusSender):
             status = telemetry  # the MAVLink link is both
-        self.map = dmap if dmap is not None else disease_map(cfg, sensor or default_sensor(list(labels)))
+        self.map: DiseaseMap | FaceMap = dmap if dmap is not None else disease_map(
+            cfg, sensor or default_sensor(list(labels)))
         self._zone_snapshot: list[dict[str, Any]] = []
         self._zones_version = 0
         # below the free-disk floor crops stop first and the records go on (payload/ops/diskguard.py)
@@ -105,11 +142,11 @@ class GeotagHandler:
                     has_info = True
                 else:
                     self.resumed += 1
-        self._zone_snapshot = zone_features(self.map.zones, self.map.origin)
+        self._zone_snapshot = self._features()
         self._zones_version = self.map.zones_version
         jsonl = self.sink("jsonl")
         if isinstance(jsonl, DetectionsJsonl) and not has_info:
-            jsonl.write_record(mapinfo_record(self.map.sensor, cfg.map))
+            jsonl.write_record(mapinfo_record(self.map.sensor, self.map.cfg))
         self._last_flags: tuple[str, ...] = ()
         self.untrusted = 0
         self.written = 0
@@ -122,6 +159,12 @@ class GeotagHandler:
     def zone_snapshot(self) -> list[dict[str, Any]]:
         """The current zones as plain data (rebuilt whenever the zones are), safe to hand to another thread."""
         return self._zone_snapshot
+
+    def _features(self) -> list[dict[str, Any]]:
+        """The current zones as layer features (ground zones in WGS84, or rack-face zones in site terms)."""
+        if isinstance(self.map, FaceMap):
+            return self.map.zone_features()
+        return zone_features(self.map.zones, self.map.origin)
 
     def _state_at(self, t_mono: float) -> PoseEstimate | None:
         if self.telemetry is None:
@@ -157,13 +200,16 @@ class GeotagHandler:
         """Refresh the zone snapshot when the zones were re-extracted, and tell the sinks about new ones."""
         if self.map.zones_version != self._zones_version:
             self._zones_version = self.map.zones_version
-            self._zone_snapshot = zone_features(self.map.zones, self.map.origin)
+            self._zone_snapshot = self._features()
         by_id = {f["properties"]["id"]: f for f in self._zone_snapshot}
         for z in new:
             feat = by_id[z.id]
             p = feat["properties"]
-            log.info("new %s zone %s at %.6f, %.6f (%.1f m2, peak p %.2f)", z.label, z.id, p["lat"], p["lon"],
-                     z.area_m2, z.peak_p)
+            if "text" in p:
+                log.info("new zone %s: %s (%.2f m2, peak p %.2f)", p["id"], p["text"], p["area_m2"], p["peak_p"])
+            else:
+                log.info("new %s zone %s at %.6f, %.6f (%.1f m2, peak p %.2f)", p["label"], p["id"], p["lat"],
+                         p["lon"], p["area_m2"], p["peak_p"])
             for sink in self.sinks:
                 sink.new_zone(feat)
 
@@ -185,8 +231,13 @@ class GeotagHandler:
         try:
             self._announce(self.map.finish())
             # the layers sink (when there is one) writes the zones itself at close, from the final snapshot
-            write_map_products(self.out_dir, self.map, self.cfg.sinks.formats, self.cfg.map.rasters,
-                               zones=self.sink("layers") is None)
+            if isinstance(self.map, FaceMap):
+                jsonl = self.sink("jsonl")
+                path = jsonl.path if isinstance(jsonl, DetectionsJsonl) else None
+                write_site_products(self.out_dir, self.map, iter_detections(path) if path and path.is_file() else [])
+            else:
+                write_map_products(self.out_dir, self.map, self.cfg.sinks.formats, self.cfg.map.rasters,
+                                   zones=self.sink("layers") is None)
         except Exception as err:
             log.exception("could not finish the map; `payload export %s` rebuilds it from detections.jsonl",
                           self.out_dir)

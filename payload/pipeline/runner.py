@@ -61,10 +61,11 @@ def build_geotag_handler(
 ) -> GeotagHandler:
     """Geotagging as `payload run` installs it: its own telemetry link, the disease map, disk guard and sinks."""
     from payload.ops.diskguard import DiskGuard
-    from payload.pipeline.geotag import GeotagHandler, default_sensor, disease_map
+    from payload.pipeline.geotag import GeotagHandler, default_sensor, disease_map, local_safe_config
     from payload.sinks.base import SinkContext
     from payload.sinks.registry import build_sinks
 
+    cfg = local_safe_config(cfg)
     out = Path(out_dir if out_dir is not None else cfg.output.dir)
     out.mkdir(parents=True, exist_ok=True)
     telemetry = open_pose_source(cfg)

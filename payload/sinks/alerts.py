@@ -35,6 +35,10 @@ SEVERITIES = {
 
 def zone_text(zone: dict[str, Any]) -> str:
     """'rust Z3 52.12345 -1.23456 p0.87' style text (zone number, centroid, peak probability), <= 50 ASCII."""
+    if zone.get("text") is not None:  # a rack-face zone (payload/geo/facemap.py): its site address, no lat/lon
+        from payload.geo.facemap import face_zone_alert
+
+        return face_zone_alert(zone)
     label = str(zone.get("label", "?"))
     num = str(zone.get("id", "")).rsplit("-", 1)[-1]
     conf = float(zone.get("peak_p", 0))

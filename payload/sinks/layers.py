@@ -118,6 +118,15 @@ def flat_properties(det: Mapping[str, Any]) -> dict[str, Any]:
         "model_sha256": det.get("model_sha256"),
         "crop": det.get("crop"),
     }
+    local, site = det.get("local"), det.get("site")
+    if local is not None or site is not None:  # a local-frame record: its metres and its site address
+        local = local or {}
+        site = site or {}
+        props.update({"frame": det.get("frame_of_reference"), "east_m": local.get("east_m"),
+                      "north_m": local.get("north_m"), "up_m": local.get("up_m"), "rack": site.get("rack"),
+                      "face": site.get("face"), "bay": site.get("bay"), "shelf": site.get("shelf"),
+                      "plant": site.get("plant"), "along_m": site.get("along_m"), "face_up_m": site.get("up_m"),
+                      "site": site.get("text")})
     for name, score in (det.get("scores") or {}).items():
         props[f"score_{name}"] = score
     return props

@@ -76,11 +76,17 @@ def zone_features(zones: Sequence[Zone], origin: LocalFrame | None) -> list[dict
             for r, z in zip(rows, zones, strict=True)]
 
 
+def _point(f: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A feature's WGS84 point (rack-face zones: payload/geo/facemap.py), when it has one."""
+    pt = f.get("point")
+    return None if not pt else {"type": "Point", "coordinates": [float(pt[0]), float(pt[1])]}
+
+
 def features_geojson(features: Sequence[Mapping[str, Any]]) -> str:
     """An RFC 7946 FeatureCollection (no crs member: WGS84 lon, lat)."""
     fc = {"type": "FeatureCollection", "features": [
         {"type": "Feature", "id": f["properties"].get("id"), "properties": f["properties"],
-         "geometry": _geojson_geometry(f["polygons"])} for f in features]}
+         "geometry": _geojson_geometry(f["polygons"]) or _point(f)} for f in features]}
     return json.dumps(fc, allow_nan=False) + "\n"
 
 

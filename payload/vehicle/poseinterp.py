@@ -22,7 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from payload.geo.frames import enu_to_geodetic, geodetic_to_enu
-from payload.types import Pose, PoseEstimate
+from payload.types import EstimatorHealth, Pose, PoseEstimate
+
+FrameMode = str  # "global" | "local" | "auto" (payload/config.py TelemetrySection.frame)
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,27 @@ class PositionSample:
     vn: float
     ve: float
     vd: float
+
+
+@dataclass(frozen=True)
+class LocalPositionSample:
+    """LOCAL_POSITION_NED: metres north, east, down of the EKF origin and NED velocity (m/s)."""
+
+    t_boot_s: float
+    x_n: float
+    y_e: float
+    z_d: float
+    vn: float
+    ve: float
+    vd: float
+
+
+@dataclass(frozen=True)
+class EstimatorSample:
+    """EKF_STATUS_REPORT / ESTIMATOR_STATUS, stamped on arrival (mapped to boot time)."""
+
+    t_boot_s: float
+    health: EstimatorHealth
 
 
 @dataclass(frozen=True)
@@ -126,6 +149,35 @@ def interpolate_position(
         t, float(lat), float(lon), float(alt), ref.relative_alt_m - ref.vd * dt, ref.vn, ref.ve, ref.vd
     )
     return out, abs(dt), abs(dt) > 1e-9
+
+
+def interpolate_local(
+    samples: list[LocalPositionSample], t: float
+) -> tuple[np.ndarray, np.ndarray, float, bool]:
+    """East, north, up position and velocity at boot time `t` from time-sorted local samples.
+
+    The same rule as `interpolate_position` (Hermite between samples with both velocities, dead
+    reckoning outside), in the EKF's flat local frame where no geodetic conversion is needed.
+    Returns (enu position, enu velocity, distance in time to the nearest sample, extrapolated?).
+    """
+    if not samples:
+        raise ValueError("no local position samples")
+    times = [s.t_boot_s for s in samples]
+    i = bisect.bisect_right(times, t)
+
+    def enu(s: LocalPositionSample) -> tuple[np.ndarray, np.ndarray]:
+        return np.array([s.y_e, s.x_n, -s.z_d]), np.array([s.ve, s.vn, -s.vd])
+
+    if 0 < i < len(samples):
+        a, b = samples[i - 1], samples[i]
+        dt = b.t_boot_s - a.t_boot_s
+        s = 0.0 if dt <= 0 else (t - a.t_boot_s) / dt
+        (p0, v0), (p1, v1) = enu(a), enu(b)
+        return _hermite(p0, v0, p1, v1, dt, s), v0 + s * (v1 - v0), min(t - a.t_boot_s, b.t_boot_s - t), False
+    ref = samples[0] if i == 0 else samples[-1]
+    p, v = enu(ref)
+    dt = t - ref.t_boot_s
+    return p + v * dt, v, abs(dt), abs(dt) > 1e-9
 
 
 def interpolate_attitude(samples: list[AttitudeSample], t: float) -> tuple[AttitudeSample, float]:
@@ -219,7 +271,21 @@ class StateBuffer:
     the autopilot rebooted and everything is forgotten.
     """
 
-    def __init__(self, horizon_s: float = 60.0, gps_lag_s: float = 0.0, reboot_jump_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        horizon_s: float = 60.0,
+        gps_lag_s: float = 0.0,
+        reboot_jump_s: float = 2.0,
+        frame: FrameMode = "global",
+        frame_name: str = "local",
+        origin: tuple[float, float, float] | None = None,
+    ) -> None:
+        """`frame` chooses where positions come from: GLOBAL_POSITION_INT (global), LOCAL_POSITION_NED
+        (local), or local whenever local samples exist and no GPS fix of 3D or better does (auto).
+        `origin` is a configured EKF origin (lat, lon, alt MSL); GPS_GLOBAL_ORIGIN from the autopilot
+        replaces it (the autopilot's own origin is the one its local positions are relative to)."""
+        self.frame = frame
+        self.frame_name = frame_name
         self.horizon_s = horizon_s
         self.gps_lag_s = gps_lag_s
         self.reboot_jump_s = reboot_jump_s
@@ -229,6 +295,10 @@ class StateBuffer:
         self._att: deque[AttitudeSample] = deque()
         self._gps: deque[GpsSample] = deque()
         self._gimbal: deque[GimbalSample] = deque()
+        self._local: deque[LocalPositionSample] = deque()
+        self._estimator: deque[EstimatorSample] = deque()
+        self._configured_origin = origin
+        self._told_origin: tuple[float, float, float] | None = None
         self._home_alt_m: float | None = None
         self._home_latlon: tuple[float, float] | None = None
         self._latest_boot_s: float | None = None
@@ -241,6 +311,8 @@ class StateBuffer:
             self._att.clear()
             self._gps.clear()
             self._gimbal.clear()
+            self._local.clear()
+            self._estimator.clear()
             self.clock.reset()
             self._latest_boot_s = None
             self.reboots += 1
@@ -267,6 +339,29 @@ class StateBuffer:
             if t_rx_mono is not None:
                 self.clock.observe(s.t_boot_s, t_rx_mono)
             self._append(self._att, s)
+
+    def add_local_position(self, s: LocalPositionSample, t_rx_mono: float | None = None) -> None:
+        """LOCAL_POSITION_NED carries time_boot_ms: a clock source like GLOBAL_POSITION_INT."""
+        with self._lock:
+            self._check_reboot(s.t_boot_s)
+            if t_rx_mono is not None:
+                self.clock.observe(s.t_boot_s, t_rx_mono)
+            self._append(self._local, s)
+
+    def add_estimator(self, s: EstimatorSample) -> None:
+        with self._lock:
+            self._append(self._estimator, s)
+
+    def set_origin(self, lat_deg: float, lon_deg: float, alt_m: float) -> None:
+        """GPS_GLOBAL_ORIGIN: the EKF origin the local positions are measured from."""
+        with self._lock:
+            self._told_origin = (lat_deg, lon_deg, alt_m)
+
+    @property
+    def origin(self) -> tuple[float, float, float] | None:
+        """The EKF origin: the autopilot's when it told it, else the configured one, else None."""
+        with self._lock:
+            return self._told_origin or self._configured_origin
 
     def add_gps(self, s: GpsSample, t_rx_mono: float | None = None) -> None:
         """GPS_RAW_INT carries time_usec that may be UTC or boot time, so it is not a clock source."""
@@ -314,10 +409,29 @@ class StateBuffer:
 
     def counts(self) -> dict[str, int]:
         with self._lock:
-            return {"position": len(self._pos), "attitude": len(self._att), "gps": len(self._gps)}
+            return {"position": len(self._pos), "attitude": len(self._att), "gps": len(self._gps),
+                    "local_position": len(self._local), "estimator": len(self._estimator)}
+
+    def latest_estimator(self) -> EstimatorHealth | None:
+        with self._lock:
+            return self._estimator[-1].health if self._estimator else None
+
+    def uses_local(self, t_boot_s: float | None = None) -> bool:
+        """Whether poses come from the local frame now (frame local, or auto without a 3D fix)."""
+        with self._lock:
+            if self.frame == "local":
+                return True
+            if self.frame == "global" or not self._local:
+                return False
+            gps = list(self._gps)
+            has_global = bool(self._pos)
+        fix = _latest_at(gps, t_boot_s if t_boot_s is not None else float("inf"))
+        return not has_global or fix is None or fix.fix_type < 3
 
     def state_at_boot(self, t_boot_s: float) -> PoseEstimate | None:
         """The state at autopilot boot time `t_boot_s`, or None before any position and attitude."""
+        if self.uses_local(t_boot_s):
+            return self._local_state_at_boot(t_boot_s)
         with self._lock:
             pos = list(self._pos)
             att = list(self._att)
@@ -346,6 +460,52 @@ class StateBuffer:
             hdop=None if fix is None else fix.hdop,
             satellites=None if fix is None else fix.satellites,
             gimbal_rpy_deg=None if g is None else (g.roll_deg, g.pitch_deg, g.yaw_deg),
+        )
+
+    def _local_state_at_boot(self, t_boot_s: float) -> PoseEstimate | None:
+        """The state from LOCAL_POSITION_NED and ATTITUDE: metres in the local frame, lat/lon only with an origin.
+
+        The ground is the EKF origin's height (where the vehicle was when its estimator started:
+        the floor for an indoor take-off), so `relative_alt_m` is the height above it.
+        """
+        with self._lock:
+            loc = list(self._local)
+            att = list(self._att)
+            gps = list(self._gps)
+            gimbal = list(self._gimbal)
+            est = list(self._estimator)
+            origin = self._told_origin or self._configured_origin
+        if not loc or not att:
+            return None
+        p, _v, p_age, extrapolated = interpolate_local(loc, t_boot_s)
+        a, a_age = interpolate_attitude(att, t_boot_s)
+        fix = _latest_at(gps, t_boot_s)
+        g = _latest_at(gimbal, t_boot_s)
+        h = _latest_at(est, t_boot_s)
+        e, n, u = (float(x) for x in p)
+        if origin is not None:
+            lat, lon, alt = (float(x) for x in enu_to_geodetic(e, n, u, *origin))
+            home_alt = origin[2]
+        else:
+            lat = lon = alt = math.nan
+            home_alt = math.nan
+        return PoseEstimate(
+            pose=Pose(lat, lon, alt, a.roll, a.pitch, a.yaw),
+            t_boot_s=t_boot_s,
+            age_s=max(p_age, a_age),
+            position_age_s=p_age,
+            attitude_age_s=a_age,
+            extrapolated=extrapolated or t_boot_s > att[-1].t_boot_s,
+            relative_alt_m=u,
+            home_alt_m=home_alt,
+            fix_type=None if fix is None else fix.fix_type,
+            hdop=None if fix is None else fix.hdop,
+            satellites=None if fix is None else fix.satellites,
+            gimbal_rpy_deg=None if g is None else (g.roll_deg, g.pitch_deg, g.yaw_deg),
+            frame=self.frame_name,
+            enu_m=(e, n, u),
+            origin=origin,
+            estimator=None if h is None else h.health,
         )
 
     def state_at(self, t_mono: float) -> PoseEstimate | None:

@@ -22,11 +22,14 @@ from typing import Any
 from payload.config import TelemetrySection
 from payload.errors import TelemetryError
 from payload.keyfile import read_signing_key
+from payload.types import EstimatorHealth
 from payload.vehicle.mavpatch import diagnose_handshake, frame_udp_datagrams, release_handshake
 from payload.vehicle.poseinterp import (
     AttitudeSample,
+    EstimatorSample,
     GimbalSample,
     GpsSample,
+    LocalPositionSample,
     PoseEstimate,
     PositionSample,
     StateBuffer,
@@ -45,7 +48,16 @@ _LISTENED = (
     "MOUNT_STATUS",
     "MOUNT_ORIENTATION",
     "HOME_POSITION",
+    "LOCAL_POSITION_NED",
+    "GPS_GLOBAL_ORIGIN",
+    "EKF_STATUS_REPORT",
+    "ESTIMATOR_STATUS",
 )
+MAV_CMD_REQUEST_MESSAGE = 512
+MSG_GPS_GLOBAL_ORIGIN = 49
+# dronekit's default wait_ready set; a GPS-denied vehicle may send no GPS_RAW_INT at all (gps_0 never fills)
+_READY_GLOBAL = ("parameters", "gps_0", "armed", "mode", "attitude")
+_READY_LOCAL = ("parameters", "armed", "mode", "attitude")
 
 
 def _normalise_connection(conn: str) -> str:
@@ -73,10 +85,12 @@ def open_vehicle(
     source_system: int = 255,
     source_component: int = 0,
     on_created: Any = None,
+    ready: tuple[str, ...] = _READY_GLOBAL,
 ) -> Any:
     """dronekit's connect(wait_ready=True) with a timeout that holds, returning the Vehicle.
 
-    `on_created(vehicle)` runs before the handshake so listeners see the first messages.
+    `on_created(vehicle)` runs before the handshake so listeners see the first messages. `ready` is
+    the dronekit attributes to wait for (without gps_0 for a GPS-denied vehicle).
     Raises TelemetryError naming the connection, the step that failed and what to check.
     """
     from dronekit import Vehicle
@@ -97,7 +111,7 @@ def open_vehicle(
                 on_created(vehicle)
             vehicle.initialize(rate=4, heartbeat_timeout=timeout_s)
             remaining = max(0.1, timeout_s - (time.monotonic() - t0))
-            vehicle.wait_ready(True, timeout=remaining, raise_exception=True)
+            vehicle.wait_ready(*ready, timeout=remaining, raise_exception=True)
             holder["ok"] = True
         except BaseException as err:  # noqa: BLE001 - reported to the caller below
             holder["error"] = err
@@ -140,7 +154,9 @@ class Telemetry:
 
     def __init__(self, cfg: TelemetrySection) -> None:
         self.cfg = cfg
-        self.buffer = StateBuffer(horizon_s=cfg.buffer_s, gps_lag_s=cfg.gps_lag_s)
+        origin = None if cfg.origin is None else (cfg.origin.lat, cfg.origin.lon, cfg.origin.alt)
+        self.buffer = StateBuffer(horizon_s=cfg.buffer_s, gps_lag_s=cfg.gps_lag_s, frame=cfg.frame,
+                                  frame_name=cfg.frame_name, origin=origin)
         self._vehicle: Any = None
         self._vehicle_lock = threading.Lock()
         self._stop = threading.Event()
@@ -192,6 +208,7 @@ class Telemetry:
                 source_system=self.cfg.source_system,
                 source_component=self.cfg.source_component,
                 on_created=self._attach,
+                ready=_READY_GLOBAL if self.cfg.frame == "global" else _READY_LOCAL,
             )
         except TelemetryError as err:
             hint = self._signing_hint(before)
@@ -259,11 +276,23 @@ class Telemetry:
             "hdop": None if gps is None else gps.hdop,
             "satellites": None if gps is None else gps.satellites,
             "home": self.buffer.home,
+            "frame": self.cfg.frame,
+            "frame_name": self.cfg.frame_name,
+            "origin": self.buffer.origin,
+            "estimator": self._estimator_summary(),
             "link_lost_count": self.link_lost_count,
             "reconnect_count": self.reconnect_count,
             "samples": self.buffer.counts(),
             "signing": self._signing_summary(),
         }
+
+    def _estimator_summary(self) -> dict[str, Any] | None:
+        h = self.buffer.latest_estimator()
+        if h is None:
+            return None
+        return {"source": h.source, "flags": h.flags, "rel_horiz_ok": h.rel_horiz_ok,
+                "velocity_variance": h.velocity_variance, "pos_horiz_variance": h.pos_horiz_variance,
+                "pos_vert_variance": h.pos_vert_variance}
 
     def _signing_hint(self, before: dict[str, int] | None) -> str:
         """Why a connect failed when signing is the reason: a key on one side only, or two different keys."""
@@ -396,6 +425,22 @@ class Telemetry:
             b.add_gimbal(GimbalSample(msg.time_boot_ms / 1000.0, msg.roll, msg.pitch, msg.yaw))
         elif name == "HOME_POSITION":
             b.set_home(msg.latitude / 1e7, msg.longitude / 1e7, msg.altitude / 1000.0)
+        elif name == "LOCAL_POSITION_NED":
+            b.add_local_position(
+                LocalPositionSample(msg.time_boot_ms / 1000.0, msg.x, msg.y, msg.z, msg.vx, msg.vy, msg.vz),
+                t_rx_mono=t_rx,
+            )
+        elif name == "GPS_GLOBAL_ORIGIN":
+            b.set_origin(msg.latitude / 1e7, msg.longitude / 1e7, msg.altitude / 1000.0)
+        elif name == "EKF_STATUS_REPORT":
+            b.add_estimator(EstimatorSample(self._boot_now(t_rx), EstimatorHealth(
+                int(msg.flags), float(msg.velocity_variance), float(msg.pos_horiz_variance),
+                float(msg.pos_vert_variance), "EKF_STATUS_REPORT")))
+        elif name == "ESTIMATOR_STATUS":
+            # PX4: the same flag bits; the test ratios are the normalised variances
+            b.add_estimator(EstimatorSample(self._boot_now(t_rx), EstimatorHealth(
+                int(msg.flags), float(msg.vel_ratio), float(msg.pos_horiz_ratio), float(msg.pos_vert_ratio),
+                "ESTIMATOR_STATUS")))
 
     # ------------------------------------------------------------ supervision
     def _request_home(self) -> None:
@@ -403,6 +448,15 @@ class Telemetry:
         if vehicle is None or self.buffer.home is not None:
             return
         msg = vehicle.message_factory.command_long_encode(0, 0, MAV_CMD_GET_HOME_POSITION, 0, 0, 0, 0, 0, 0, 0, 0)
+        vehicle.send_mavlink(msg)
+
+    def _request_origin(self) -> None:
+        """Ask for GPS_GLOBAL_ORIGIN (ArduPilot sends it once, when the origin is set, often before we listen)."""
+        vehicle = self.vehicle
+        if vehicle is None:
+            return
+        msg = vehicle.message_factory.command_long_encode(0, 0, MAV_CMD_REQUEST_MESSAGE, 0, MSG_GPS_GLOBAL_ORIGIN,
+                                                          0, 0, 0, 0, 0, 0)
         vehicle.send_mavlink(msg)
 
     def _send_timesync(self) -> None:
@@ -468,6 +522,9 @@ class Telemetry:
             if self.cfg.timesync and now >= next_sync:
                 next_sync = now + 1.0
                 self._send_timesync()
-            if now >= next_home and self.buffer.home is None:
+            if now >= next_home and self.buffer.home is None and self.cfg.frame == "global":
                 next_home = now + 5.0
                 self._request_home()
+            if now >= next_home and self.cfg.frame != "global" and self.buffer.origin is None:
+                next_home = now + 5.0
+                self._request_origin()

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from flight_sim.indoor import is_indoor
 from payload.cliutil import run_cli
 from payload.logsetup import add_log_level_argument, setup_logging
 from tools.mission.run import SCORE_KEYS, MissionPlan, rescore, run_mission
@@ -42,8 +43,16 @@ def _main(argv: Sequence[str] | None) -> int:
     if a.bundle is None:
         full = Path("build/bundle")
         a.bundle = full if (full / "model_card.json").is_file() else Path("build/quick_bundle")
-    report = run_mission(MissionPlan(a.scenario, a.out, a.bundle, a.tlog, a.speed,
-                                     log_level=a.log_level, start_s=a.start, end_s=a.end))
+    plan = MissionPlan(a.scenario, a.out, a.bundle, a.tlog, a.speed, log_level=a.log_level, start_s=a.start,
+                       end_s=a.end)
+    if is_indoor(a.scenario):
+        from tools.mission.indoor import INDOOR_SCORE_KEYS, run_indoor_mission
+
+        report = run_indoor_mission(plan)
+        print(json.dumps({k: report[k] for k in (*INDOOR_SCORE_KEYS, "frames_processed", "backend")}, indent=2))
+        print(f"report: {a.out / 'report.json'}  rack faces: {', '.join(report['face_pictures'])}")
+        return 0
+    report = run_mission(plan)
     summary = {k: report[k] for k in (*SCORE_KEYS, "frames_processed", "frames_dropped", "backend")}
     print(json.dumps(summary, indent=2))
     print(f"report: {a.out / 'report.json'}  map: {a.out / 'map.png'}")
