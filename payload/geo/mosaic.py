@@ -57,11 +57,11 @@ def homography_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     ts, td = norm(s), norm(d)
     sn = (ts @ np.c_[s, np.ones(len(s))].T).T
     dn = (td @ np.c_[d, np.ones(len(d))].T).T
-    rows = []
-    for (x, y, _), (u, v, _) in zip(sn, dn, strict=True):
-        rows.append([-x, -y, -1.0, 0.0, 0.0, 0.0, u * x, u * y, u])
-        rows.append([0.0, 0.0, 0.0, -x, -y, -1.0, v * x, v * y, v])
-    a = np.asarray(rows)
+    x, y, u, v = sn[:, 0], sn[:, 1], dn[:, 0], dn[:, 1]
+    one, zero = np.ones_like(x), np.zeros_like(x)
+    a = np.empty((2 * len(x), 9))
+    a[0::2] = np.stack([-x, -y, -one, zero, zero, zero, u * x, u * y, u], axis=1)
+    a[1::2] = np.stack([zero, zero, zero, -x, -y, -one, v * x, v * y, v], axis=1)
     # the 9x9 normal matrix has the same singular vectors: one small SVD instead of a (2N x 2N) one,
     # which costs tens of milliseconds per frame on a busy 2-core computer
     _, sv2, vt = np.linalg.svd(a.T @ a)
@@ -89,8 +89,10 @@ def nadir_key(east: np.ndarray, north: np.ndarray, vehicle_en: tuple[float, floa
     """
     if not height_agl_m > 0:
         raise ValueError(f"the camera must be above the ground, got height {height_agl_m}")
-    tan = np.hypot(np.asarray(east) - vehicle_en[0], np.asarray(north) - vehicle_en[1]) / height_agl_m
-    return np.minimum(np.rint(tan * KEY_PER_TAN), EMPTY - 1).astype(np.uint8)
+    de = np.asarray(east, dtype=np.float32) - np.float32(vehicle_en[0])
+    dn = np.asarray(north, dtype=np.float32) - np.float32(vehicle_en[1])
+    tan = np.hypot(de, dn) * np.float32(KEY_PER_TAN / height_agl_m)
+    return np.minimum(np.rint(tan), EMPTY - 1).astype(np.uint8)
 
 
 def composite(dst: np.ndarray, src_rgb: np.ndarray, src_key: np.ndarray) -> None:
@@ -100,8 +102,8 @@ def composite(dst: np.ndarray, src_rgb: np.ndarray, src_key: np.ndarray) -> None
     flown again later refreshes the picture.
     """
     take = (src_key != EMPTY) & (src_key <= dst[..., 3])
-    dst[..., :3][take] = src_rgb[take]
-    dst[..., 3][take] = src_key[take]
+    np.copyto(dst[..., :3], src_rgb, where=take[..., None])
+    np.copyto(dst[..., 3], src_key, where=take)
 
 
 def new_tile(tile_px: int = TILE_PX) -> np.ndarray:

@@ -40,6 +40,7 @@ MOSAIC_TIF = "mosaic.tif"
 MOSAIC_PNG = "mosaic.png"
 MOSAIC_JSON = "mosaic.json"
 SPILL_DIR = ".mosaic_tiles"
+GDAL_CACHE_MB = 32
 
 
 class SpillingTiles:
@@ -155,10 +156,12 @@ def write_mosaic(out: Path, canvas: MosaicCanvas, read: Callable[[TileKey], np.n
     png = np.zeros((rows // k, cols // k, 4), dtype=np.uint8)
     tif = out / MOSAIC_TIF
     tmp = tif.with_name(tif.name + ".tmp")
-    with rasterio.open(tmp, "w", driver="GTiff", width=cols, height=rows, count=4, dtype="uint8",
-                       crs=CRS.from_proj4(local_crs_wkt(canvas.origin)), transform=transform, tiled=True,
-                       blockxsize=t, blockysize=t, compress="deflate", photometric="RGB",
-                       sparse_ok=True) as dst:
+    # GDAL caches written blocks up to GDAL_CACHEMAX (by default 5 % of the RAM) before compressing them
+    # out: cap it, or writing a large mosaic would hold much of it in memory after all
+    profile = {"driver": "GTiff", "width": cols, "height": rows, "count": 4, "dtype": "uint8",
+               "crs": CRS.from_proj4(local_crs_wkt(canvas.origin)), "transform": transform, "tiled": True,
+               "blockxsize": t, "blockysize": t, "compress": "deflate", "photometric": "RGB", "sparse_ok": True}
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rasterio.open(tmp, "w", **profile) as dst:
         dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
         for key in sorted(canvas.store.keys()):
             tile = read(key)
@@ -174,7 +177,7 @@ def write_mosaic(out: Path, canvas: MosaicCanvas, read: Callable[[TileKey], np.n
             dst.build_overviews(levels, Resampling.average)
     tmp.replace(tif)
     png_path = out / MOSAIC_PNG
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(png, cv2.COLOR_RGBA2BGRA))
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(png, cv2.COLOR_RGBA2BGRA, dst=png))  # in place: no second copy
     if not ok:
         raise OSError("PNG encoding failed")
     png_path.write_bytes(buf.tobytes())
