@@ -160,7 +160,12 @@ def svg_map(d: ReportData, cfg: ReportSection, colours: Mapping[str, tuple[int, 
     if d.mosaic is not None:
         out.append(_image(d.mosaic, mosaic_jpeg_uri(d.mosaic, cfg.map_max_px)))
     if d.probability is not None:
-        out.append(_image(d.probability, data_uri(d.probability.rgba), 'style="image-rendering:pixelated"'))
+        prob = d.probability.rgba
+        if max(prob.shape[:2]) > cfg.map_max_px:  # a large field: cells finer than the screen shows
+            k = cfg.map_max_px / max(prob.shape[:2])
+            prob = cv2.resize(prob, (max(1, round(prob.shape[1] * k)), max(1, round(prob.shape[0] * k))),
+                              interpolation=cv2.INTER_NEAREST)
+        out.append(_image(d.probability, data_uri(prob), 'style="image-rendering:pixelated"'))
     once, _well, n = seen_share(d)
     if n is not None and 1 in d.seen and n > 1:
         thin = d.seen[1].difference(d.seen[n])
