@@ -47,15 +47,20 @@ soak: $(STAMP)  ## 2 h accelerated flights, healthy + 2 % + 10 % of tiles flagge
 missions: $(STAMP) $(BUNDLE)/model_card.json  ## default + random seeds 11, 23 with BUNDLE -> build/missions/summary.md|json; exit 1 on a missed target
 	$(BIN)/python -m tools.missions --bundle $(BUNDLE) --out build/missions $(ARGS)
 
-ci-tools:  ## the real readers CI checks against: exiftool (Debian libimage-exiftool-perl)
-	@if command -v exiftool >/dev/null 2>&1; then echo "exiftool $$(exiftool -ver) already installed"; \
-	elif ! command -v apt-get >/dev/null 2>&1; then \
-	  echo "make ci-tools: apt-get is not available here; install exiftool yourself (Debian/Ubuntu: libimage-exiftool-perl, macOS: brew install exiftool)" >&2; exit 1; \
-	else \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get install -y --no-install-recommends libimage-exiftool-perl || \
-	  { $$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends libimage-exiftool-perl; }; \
-	fi
+# what `make ci-tools` makes sure of, as command:Debian-package pairs
+CI_TOOLS := exiftool:libimage-exiftool-perl chromium:chromium
+
+ci-tools:  ## the real readers CI checks against: exiftool (Debian libimage-exiftool-perl), headless Chromium (Debian chromium)
+	@missing=""; for pair in $(CI_TOOLS); do cmd=$${pair%%:*}; pkg=$${pair#*:}; \
+	  if command -v $$cmd >/dev/null 2>&1; then echo "$$cmd already installed: $$(command -v $$cmd)"; \
+	  else missing="$$missing $$pkg"; fi; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "make ci-tools: apt-get is not available here; install$$missing yourself (macOS: brew install exiftool, brew install --cask chromium)" >&2; exit 1; \
+	fi; \
+	SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	$$SUDO apt-get install -y --no-install-recommends $$missing || \
+	{ $$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends $$missing; }
 
 SCENARIO ?= configs/scenarios/default.yaml
 OUT ?= build/mission

@@ -39,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("devices", help="list the Coral Edge TPUs this machine can see, or say why none")
 
-    p = sub.add_parser("export", help="rebuild the layers, zones, coverage and rasters from OUT_DIR/detections.jsonl; "
-                       "several folders are fused into one map")
+    p = sub.add_parser("export", help="rebuild the layers, zones, coverage, rasters and report.html from "
+                       "OUT_DIR/detections.jsonl; several folders are fused into one map")
     p.add_argument("out_dir", metavar="OUT_DIR", nargs="+", help="output folder(s) of runs (output.dir)")
     p.add_argument("--out", help="where the fused map of several folders goes (default: the only folder)")
     p.add_argument("--config", help="payload YAML file to take sinks.formats from")
@@ -128,8 +128,23 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "export":
         from payload.sinks.export import export_from_cli
 
-        return export_from_cli(args.out_dir, args.config, args.out)
+        code = export_from_cli(args.out_dir, args.config, args.out)
+        return code or _export_report(args)
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def _export_report(args: argparse.Namespace) -> int:
+    """report.html of the exported folder, from the files the export just rebuilt (the flight's mosaic and crops
+    are reused: the frames are not kept)."""
+    from pathlib import Path
+
+    from payload.config import ReportSection
+    from payload.report.html import write_report
+
+    cfg = load_payload_config(args.config).report if args.config else ReportSection()
+    if cfg.enabled:
+        print(f"  wrote {write_report(Path(args.out) if args.out else Path(args.out_dir[0]), cfg)}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> None:

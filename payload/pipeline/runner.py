@@ -178,4 +178,19 @@ def run_payload(cfg: PayloadConfig, *, source: FrameSource | None = None) -> Pip
     out = Path(cfg.output.dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "run_stats.json").write_text(json.dumps(stats.as_dict(), indent=2) + "\n", encoding="utf-8")
+    if cfg.report.enabled:
+        write_flight_report(out, cfg, pipeline.bundle, stats.as_dict())
     return stats
+
+
+def write_flight_report(out: Path, cfg: PayloadConfig, bundle: Bundle, stats: dict) -> None:
+    """report.html after the run, when every product it shows is on disk (the map's and the mosaic's at close).
+
+    A failure is logged, not raised: the flight's records are complete and `payload export` rewrites it.
+    """
+    from payload.report.html import write_report
+
+    try:
+        write_report(out, cfg.report, bundle.card.to_dict(), stats)
+    except Exception:  # a report is a view of the records; it must not turn a good flight into a failed run
+        log.exception("report.html not written; `payload export %s` writes it from the records", out)

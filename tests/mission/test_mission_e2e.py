@@ -2,7 +2,9 @@
 
 The model here is the session's quick bundle (barely trained) on one plain rust patch: the zone
 must be found where the patch is, with no false zone, the field covered, the GeoTIFFs georeferenced,
-trusted sightings on the patch, and the live alert sent once for the zone. `make demo` and the
+trusted sightings on the patch, and the live alert sent once for the zone. The same flight's mosaic
+must cover the field and show the patch within 1 m of its true place, and its report.html must
+render in a real browser (headless Chromium) without a console message. `make demo` and the
 closing notes carry the quality figures of harder fields.
 """
 
@@ -12,6 +14,9 @@ import json
 import math
 from pathlib import Path
 
+import cv2
+import numpy as np
+import pytest
 import rasterio
 import shapely
 import yaml
@@ -20,6 +25,7 @@ from rasterio.warp import transform
 from flight_sim.scenario import load_scenario
 from payload.geo.frames import enu_to_geodetic
 from payload.sinks.jsonl import iter_detections
+from tests.browser import screenshot
 from tools.mission.run import MissionPlan, _enu, run_mission
 from tools.remap import main as remap_main
 
@@ -37,9 +43,16 @@ def small_scenario(tmp_path: Path) -> Path:
     return p
 
 
-def test_mission_flies_the_real_payload_and_reports(tmp_path: Path, quick_bundle) -> None:
+@pytest.fixture(scope="module")
+def flown(tmp_path_factory: pytest.TempPathFactory, quick_bundle) -> tuple[Path, Path, dict]:
+    """One mission for this module's tests: (its folder, the payload's output folder, report.json)."""
+    tmp_path = tmp_path_factory.mktemp("e2e")
     out = tmp_path / "mission"
-    report = run_mission(MissionPlan(small_scenario(tmp_path), out, quick_bundle.path))
+    return tmp_path, out, run_mission(MissionPlan(small_scenario(tmp_path), out, quick_bundle.path))
+
+
+def test_mission_flies_the_real_payload_and_reports(flown: tuple[Path, Path, dict], quick_bundle) -> None:
+    tmp_path, out, report = flown
     on_disk = json.loads((out / "report.json").read_text())
     assert on_disk == json.loads(json.dumps(report))
     for key in ("patches_total", "patches_found", "false_zones", "centroid_error_m_median", "iou_mean",
@@ -96,3 +109,46 @@ def test_mission_flies_the_real_payload_and_reports(tmp_path: Path, quick_bundle
     remap_main([str(tmp_path), "--bundle", str(quick_bundle.path), "--out", str(tmp_path / "wide"),
                 "--hit-share", "0.25", "--miss-share", "0.25", "--cap", "2"])
     assert sum(zone_areas(tmp_path / "wide" / "mission")) > sum(zone_areas(out))
+
+
+def test_mosaic_covers_the_field_georeferenced_and_registered_within_a_metre(flown: tuple[Path, Path, dict]) -> None:
+    tmp_path, out, report = flown
+    s = load_scenario(tmp_path / "small.yaml")
+    with rasterio.open(out / "mosaic.tif") as src:
+        assert src.crs.to_proj4().startswith("+proj=ortho") and src.res == (0.15, 0.15) and src.count == 4
+        alpha = src.read(4)
+        # every corner of the field (and its centre) is painted: the mosaic covers the flown area
+        for e, n in [(0.5, 0.5), (39.5, 0.5), (39.5, 19.5), (0.5, 19.5), (20.0, 10.0)]:
+            lat, lon, _ = enu_to_geodetic(e, n, 0.0, s.origin.lat, s.origin.lon, 0.0)
+            xs, ys = transform("EPSG:4326", src.crs, [float(lon)], [float(lat)])
+            r, c = src.index(xs[0], ys[0])
+            assert 0 <= r < src.height and 0 <= c < src.width and alpha[r, c] == 255, (e, n)
+    # the simulator's true patch is drawn within 1 m of where the mosaic shows it (phase correlation)
+    reg = report["mosaic_registration"]
+    assert reg["measured"] == 1 and report["mosaic_registration_m"] < 1.0, reg
+    assert (out / "mosaic_truth.png").is_file() and (out / "mosaic.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_html_renders_in_headless_chromium(flown: tuple[Path, Path, dict], tmp_path: Path) -> None:
+    _, out, report = flown
+    page = out / "report.html"
+    assert page.is_file() and report["zones_total"] >= 1
+    png = tmp_path / "report.png"
+    console = screenshot(page, png)
+    assert console == [], "the page logged to the console:\n" + "\n".join(console)
+    img = cv2.imread(str(png), cv2.IMREAD_COLOR)
+    assert img is not None and img.shape[:2] == (1800, 1280)
+    # not blank: the pixels vary, and the map shows the mosaic's crop green and the zone's outline colour
+    assert float(img.std()) > 20.0
+    b, g, r = (img[..., i].astype(int) for i in range(3))
+    assert ((g > r + 30) & (g > b + 30)).mean() > 0.02, "no crop green: the mosaic is not on the page"
+    assert ((abs(r - 214) < 25) & (abs(g - 96) < 25) & (abs(b - 36) < 25)).sum() > 200, "no rust zone outline"
+
+
+def test_the_browser_check_sees_a_script_error(tmp_path: Path) -> None:
+    """The console check can fail: a page with a JavaScript error is caught (so an empty console means something)."""
+    page = tmp_path / "bad.html"
+    page.write_text("<html><body><p>x</p><script>console.log('hello'); notAFunction();</script></body></html>")
+    console = screenshot(page, tmp_path / "bad.png", 400, 300)
+    assert any("Uncaught" in line and "notAFunction" in line for line in console), console
+    assert np.asarray(cv2.imread(str(tmp_path / "bad.png"))).size > 0

@@ -85,6 +85,9 @@ def test_run_to_the_end_of_a_folder_with_unreadable_files(tmp_path: Path, tiny_b
     assert stats["frames_unreadable"] == 1 and stats["frames_captured"] == 3
     assert stats["frames_processed"] == 3 and stats["frames_dropped"] == 0  # an unpaced replay loses nothing
     assert len((tmp_path / "out" / "classifications.jsonl").read_text().splitlines()) == 3
+    # the run ends with the field report, even with no telemetry (nothing placed on the ground)
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert "Nothing was placed on the ground" in page and "3 frames" in page
     assert "skipped an unreadable frame (IMG_20261125_109999.jpg cannot be decoded" in out.stderr
 
 

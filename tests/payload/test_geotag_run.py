@@ -78,7 +78,7 @@ def test_payload_run_geotags_every_flagged_tile(tmp_path: Path, tiny_bundle_dir:
         # the runtime's own per-frame records are still written next to the detections
         assert len(read_jsonl(tmp_path / "out" / "classifications.jsonl").records) == n_frames
         for name in ("detections.geojson", "zones.geojson", "detections.kml", "zones.kml", "detections.csv",
-                     "coverage.geojson", "looks.tif"):
+                     "coverage.geojson", "looks.tif", "mosaic.tif", "mosaic.png", "mosaic.json"):
             assert (tmp_path / "out" / name).is_file()
         assert wait_for(lambda: len(vehicle.statustexts) >= 1, 3.0)
 
@@ -123,6 +123,7 @@ def test_export_after_a_killed_run_reproduces_the_layers(tmp_path: Path, capsys)
     assert ex.value.code == 0
     said = capsys.readouterr().out
     assert f"exported {len(records)} detections" in said and "torn last line" in said
+    assert f"wrote {out / 'report.html'}" in said and "<svg" in (out / "report.html").read_text(encoding="utf-8")
     fc = geojson.loads((out / "detections.geojson").read_text())
     assert fc.is_valid and [f["properties"]["id"] for f in fc["features"]] == [r["id"] for r in records]
     # and the zones are exactly what the flight's map gives from the same looks, in the same order

@@ -32,6 +32,7 @@ from payload.geo.camera import CameraModel, footprint
 from payload.geo.frames import geodetic_to_enu
 from payload.sinks.jsonl import read_jsonl
 from tools.mission.mapplot import draw_mission_map
+from tools.mission.mosaiccheck import mosaic_registration
 from tools.mission.score import FoundZone, TruePatch, score_zones
 
 log = logging.getLogger("mission")
@@ -302,6 +303,7 @@ def run_mission(plan: MissionPlan) -> dict:
         sim.stop()
 
     patches, zones, score = score_output(out, s)
+    registration = mosaic_registration(out, s)
     stats_path = out / "run_stats.json"
     stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
     report = {
@@ -324,6 +326,10 @@ def run_mission(plan: MissionPlan) -> dict:
         "wall_s": round(time.monotonic() - t_start, 1),
         "patches": score["patches"],
         "false_zone_positions": score["false_zone_positions"],
+        # the mosaic against the simulator's field: how far the painted patches are drawn from their
+        # true places (tools/mission/mosaiccheck.py; mosaic_truth.png draws them)
+        "mosaic_registration_m": None if registration is None else registration["mosaic_registration_m"],
+        "mosaic_registration": registration,
         "map": json.loads((out / "map.json").read_text()) if (out / "map.json").is_file() else None,
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

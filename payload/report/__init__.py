@@ -1,0 +1,1 @@
+"""The field report: report.html from an output folder's files (payload/report/html.py)."""

@@ -1,0 +1,265 @@
+"""mosaic.tif / mosaic.png / mosaic.json: the flight's own frames as a georeferenced picture of the field.
+
+The sink sees each frame's pixels with its look record (`write_look(look, result)`), takes every
+`mosaic.every_n_frames`-th trusted look and composites it (payload/geo/mosaic.py). Memory is bounded
+whatever the area flown: at most `mosaic.max_tiles_in_memory` 256x256 tiles (256 KiB each) stay in
+memory, colder tiles are written to `.mosaic_tiles/` beside the outputs and read back when a later
+pass overlaps them; at close the tiles are written into a tiled GeoTIFF one by one and the folder
+is removed. The GeoTIFF is in the same tangent-plane CRS as the disease rasters
+(payload/sinks/maplayers.py `local_crs_wkt`, origin at the first trusted look's vehicle, the map's
+rule), so the two overlay exactly in any GIS.
+
+A mosaic fault never stops the flight: it is logged once and the mosaic is skipped. The frames are
+not kept, so `payload export` cannot rebuild the mosaic; it reuses the one the flight wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from payload.config import MosaicSection
+from payload.geo.frames import LocalFrame
+from payload.geo.mosaic import EMPTY, TILE_PX, MosaicCanvas, TileKey, new_tile
+from payload.sinks.base import SinkBase, SinkContext
+from payload.sinks.layers import atomic_write_text
+from payload.sinks.maplayers import local_crs_wkt
+from payload.types import FrameResult
+
+log = logging.getLogger(__name__)
+
+MOSAIC_TIF = "mosaic.tif"
+MOSAIC_PNG = "mosaic.png"
+MOSAIC_JSON = "mosaic.json"
+SPILL_DIR = ".mosaic_tiles"
+GDAL_CACHE_MB = 32
+
+
+class SpillingTiles:
+    """A TileStore holding at most `max_in_memory` tiles; the least recently used wait on disk (.npy)."""
+
+    def __init__(self, spill_dir: Path, max_in_memory: int, tile_px: int = TILE_PX) -> None:
+        self.spill_dir = Path(spill_dir)
+        self.max_in_memory = int(max_in_memory)
+        self.tile_px = int(tile_px)
+        self.hot: OrderedDict[TileKey, np.ndarray] = OrderedDict()
+        self.cold: set[TileKey] = set()
+        self.spills = 0
+        self.reloads = 0
+        self.peak_tiles = 0
+
+    def _path(self, key: TileKey) -> Path:
+        return self.spill_dir / f"t{key[0]}_{key[1]}.npy"
+
+    def get(self, key: TileKey) -> np.ndarray:
+        t = self.hot.get(key)
+        if t is not None:
+            self.hot.move_to_end(key)
+            return t
+        if key in self.cold:
+            t = np.load(self._path(key))
+            self.cold.discard(key)
+            self.reloads += 1
+        else:
+            t = new_tile(self.tile_px)
+        self.hot[key] = t
+        self.peak_tiles = max(self.peak_tiles, len(self.hot))
+        return t
+
+    def keys(self) -> Iterable[TileKey]:
+        return [*self.hot, *self.cold]
+
+    def trim(self) -> None:
+        """Write the coldest tiles out until at most max_in_memory remain (called between frames only)."""
+        while len(self.hot) > self.max_in_memory:
+            key, t = self.hot.popitem(last=False)
+            self.spill_dir.mkdir(parents=True, exist_ok=True)
+            np.save(self._path(key), t)
+            self.cold.add(key)
+            self.spills += 1
+
+    def read(self, key: TileKey) -> np.ndarray:
+        """A tile for writing out, without disturbing what is in memory."""
+        t = self.hot.get(key)
+        return t if t is not None else np.load(self._path(key))
+
+    @property
+    def bytes_in_memory(self) -> int:
+        return sum(t.nbytes for t in self.hot.values())
+
+    def remove(self) -> None:
+        self.hot.clear()
+        self.cold.clear()
+        shutil.rmtree(self.spill_dir, ignore_errors=True)
+
+
+def look_correspondences(look: dict[str, Any], result: FrameResult,
+                         origin: LocalFrame) -> tuple[np.ndarray, np.ndarray] | None:
+    """Tile corners in frame pixels and their ground east/north in `origin` (None: fewer than 2 tiles placed).
+
+    build_look lists the tiles in the FrameResult's order, so the two zip tile by tile.
+    """
+    uv, ll = [], []
+    for tile, rec in zip(result.tiles, look.get("tiles", []), strict=True):
+        fp = rec.get("footprint")
+        if not fp:
+            continue
+        b = tile.box
+        uv.append([[b.x, b.y], [b.x + b.w, b.y], [b.x + b.w, b.y + b.h], [b.x, b.y + b.h]])
+        ll.append(fp)
+    if len(uv) < 2:
+        return None
+    lat_lon = np.asarray(ll, dtype=np.float64).reshape(-1, 2)
+    e, n, _ = origin.to_enu(lat_lon[:, 0], lat_lon[:, 1], 0.0)
+    return np.asarray(uv, dtype=np.float64).reshape(-1, 2), np.stack([e, n], axis=1)
+
+
+def png_shrink(rows: int, cols: int, max_px: int, tile_px: int = TILE_PX) -> int:
+    """The power of two (at most the tile size) that brings rows x cols within max_px on the longer side."""
+    k = 1
+    while max(rows, cols) / k > max_px and k < tile_px:
+        k *= 2
+    return k
+
+
+def write_mosaic(out: Path, canvas: MosaicCanvas, read: Callable[[TileKey], np.ndarray], png_max_px: int,
+                 extra: dict[str, Any] | None = None) -> list[Path]:
+    """mosaic.tif (RGBA, tiled, deflate, overviews; alpha 0 where no frame reached), mosaic.png and mosaic.json.
+
+    `read(key)` returns a tile; the tiles are written one at a time, so writing costs one tile of
+    memory plus the PNG (at most png_max_px squared, RGBA).
+    """
+    import rasterio
+    from rasterio.crs import CRS
+    from rasterio.enums import ColorInterp, Resampling
+    from rasterio.transform import from_origin
+    from rasterio.windows import Window
+
+    b = canvas.tile_bounds()
+    if b is None:
+        return []
+    r0, r1, c0, c1 = b
+    t = canvas.tile_px
+    res = canvas.m_per_px
+    rows, cols = r1 - r0, c1 - c0
+    west, north = canvas.pixel_en(r0, c0)
+    transform = from_origin(west, north, res, res)
+    k = png_shrink(rows, cols, png_max_px, t)
+    png = np.zeros((rows // k, cols // k, 4), dtype=np.uint8)
+    tif = out / MOSAIC_TIF
+    tmp = tif.with_name(tif.name + ".tmp")
+    # GDAL caches written blocks up to GDAL_CACHEMAX (by default 5 % of the RAM) before compressing them
+    # out: cap it, or writing a large mosaic would hold much of it in memory after all
+    profile = {"driver": "GTiff", "width": cols, "height": rows, "count": 4, "dtype": "uint8",
+               "crs": CRS.from_proj4(local_crs_wkt(canvas.origin)), "transform": transform, "tiled": True,
+               "blockxsize": t, "blockysize": t, "compress": "deflate", "photometric": "RGB", "sparse_ok": True}
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rasterio.open(tmp, "w", **profile) as dst:
+        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+        for key in sorted(canvas.store.keys()):
+            tile = read(key)
+            rgba = tile.copy()
+            rgba[..., 3] = np.where(tile[..., 3] == EMPTY, 0, 255).astype(np.uint8)
+            row, col = key[0] * t - r0, key[1] * t - c0
+            dst.write(np.moveaxis(rgba, 2, 0), window=Window(col, row, t, t))
+            small = rgba if k == 1 else cv2.resize(rgba, (t // k, t // k), interpolation=cv2.INTER_AREA)
+            png[row // k:row // k + t // k, col // k:col // k + t // k] = small
+        dst.update_tags(SOFTWARE="cropscout payload", MOSAIC_M_PER_PX=str(res))
+        levels = [f for f in (2, 4, 8, 16, 32) if max(rows, cols) / f >= 256]
+        if levels:
+            dst.build_overviews(levels, Resampling.average)
+    tmp.replace(tif)
+    png_path = out / MOSAIC_PNG
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(png, cv2.COLOR_RGBA2BGRA, dst=png))  # in place: no second copy
+    if not ok:
+        raise OSError("PNG encoding failed")
+    png_path.write_bytes(buf.tobytes())
+    e0, n1 = west, north
+    info = {
+        "origin": {"lat": canvas.origin.lat0, "lon": canvas.origin.lon0},
+        "crs": local_crs_wkt(canvas.origin),
+        "m_per_px": res,
+        "bounds_en": {"west": e0, "east": e0 + cols * res, "south": n1 - rows * res, "north": n1},
+        "size_px": [cols, rows],
+        "png": {"file": MOSAIC_PNG, "shrink": k, "m_per_px": res * k, "size_px": [cols // k, rows // k]},
+        "frames": canvas.frames,
+        "frames_skipped": canvas.skipped,
+        "tiles": len(list(canvas.store.keys())),
+        **(extra or {}),
+    }
+    atomic_write_text(out / MOSAIC_JSON, json.dumps(info, indent=2) + "\n")
+    return [tif, png_path, out / MOSAIC_JSON]
+
+
+class MosaicSink(SinkBase):
+    """Composites every n-th trusted frame into the mosaic; writes it at close."""
+
+    name = "mosaic"
+
+    def __init__(self, out_dir: str | Path, cfg: MosaicSection) -> None:
+        self.out_dir = Path(out_dir)
+        self.cfg = cfg
+        self.store = SpillingTiles(self.out_dir / SPILL_DIR, cfg.max_tiles_in_memory)
+        self.store.remove()  # tiles left by a run that was cut off belong to no canvas now
+        self.canvas: MosaicCanvas | None = None
+        self._trusted = 0
+        self._broken = False
+        self.peak_bytes = 0
+
+    @classmethod
+    def from_context(cls, ctx: SinkContext) -> MosaicSink | None:
+        if not ctx.cfg.mosaic.enabled:
+            return None
+        return cls(ctx.out_dir, ctx.cfg.mosaic)
+
+    def write_look(self, look: dict[str, Any], result: FrameResult) -> None:
+        if self._broken or not look.get("trusted") or not look.get("vehicle"):
+            return
+        try:
+            self._add(look, result)
+        except Exception:  # the mosaic is a picture: it must never cost the flight its records
+            log.exception("the mosaic failed and is off for the rest of the run")
+            self._broken = True
+
+    def _add(self, look: dict[str, Any], result: FrameResult) -> None:
+        veh = look["vehicle"]
+        if self.canvas is None:
+            # the disease map's rule (payload/geo/diseasemap.py): the first trusted look's vehicle
+            self.canvas = MosaicCanvas(LocalFrame(float(veh["lat"]), float(veh["lon"]), 0.0), self.cfg.m_per_px,
+                                       self.store)
+        self._trusted += 1
+        if (self._trusted - 1) % self.cfg.every_n_frames:
+            return
+        height = veh.get("height_agl_m")
+        pairs = look_correspondences(look, result, self.canvas.origin)
+        if pairs is None or height is None or not height > 0:
+            return
+        ve, vn, _ = self.canvas.origin.to_enu(float(veh["lat"]), float(veh["lon"]), 0.0)
+        self.canvas.add_frame(result.frame.pixels, pairs[0], pairs[1], (float(ve), float(vn)), float(height))
+        self.peak_bytes = max(self.peak_bytes, self.store.bytes_in_memory)
+
+    def close(self) -> None:
+        try:
+            if self.canvas is not None and not self._broken:
+                memory = {"peak_tile_bytes": self.peak_bytes, "peak_tiles": self.store.peak_tiles,
+                          "max_tiles_in_memory": self.cfg.max_tiles_in_memory,
+                          "spilled": self.store.spills, "reloaded": self.store.reloads}
+                written = write_mosaic(self.out_dir, self.canvas, self.store.read, self.cfg.png_max_px,
+                                       {"memory": memory})
+                log.info("mosaic: %d frames, %d tiles (%.1f MiB peak in memory), %s", self.canvas.frames,
+                         len(list(self.store.keys())), self.peak_bytes / 2**20,
+                         ", ".join(p.name for p in written))
+        finally:
+            self.store.remove()
+
+
+def mosaic_memory_bound_bytes(cfg: MosaicSection, tile_px: int = TILE_PX) -> int:
+    """The tiles' memory bound: max_tiles_in_memory tiles (a frame touching more briefly holds those)."""
+    return int(cfg.max_tiles_in_memory) * tile_px * tile_px * 4
