@@ -217,11 +217,17 @@ class MosaicSink(SinkBase):
     def from_context(cls, ctx: SinkContext) -> MosaicSink | None:
         if not ctx.cfg.mosaic.enabled:
             return None
+        if ctx.cfg.site is not None:
+            # frames of rack faces warped onto the floor would be a picture of nothing; the rack-face
+            # pictures are the site products (sinks/sitelayers.py)
+            log.info("mosaic off: an indoor site's frames look at rack faces, not at flat ground")
+            return None
         return cls(ctx.out_dir, ctx.cfg.mosaic)
 
     def write_look(self, look: dict[str, Any], result: FrameResult) -> None:
-        if self._broken or not look.get("trusted") or not look.get("vehicle"):
-            return
+        veh = look.get("vehicle") or {}
+        if self._broken or not look.get("trusted") or veh.get("lat") is None or veh.get("lon") is None:
+            return  # untrusted, or a local-frame pose with no origin on Earth: nowhere to put it
         try:
             self._add(look, result)
         except Exception:  # the mosaic is a picture: it must never cost the flight its records

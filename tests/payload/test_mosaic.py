@@ -209,3 +209,15 @@ def test_a_failing_mosaic_does_not_raise_into_the_flight(tmp_path, caplog) -> No
     assert "mosaic failed" in caplog.text
     sink.close()
     assert not (tmp_path / "mosaic.tif").exists()
+
+
+def test_a_local_pose_without_an_origin_is_skipped_not_a_failure(tmp_path, caplog) -> None:
+    # indoors with no origin on Earth a look's vehicle has local metres and no lat/lon
+    sink = MosaicSink(tmp_path, MosaicSection())
+    look = {"trusted": True, "vehicle": {"lat": None, "lon": None, "east_m": 3.0, "north_m": 1.0},
+            "tiles": [{"footprint": None}]}
+    frame = Frame(np.zeros((480, 640, 3), np.uint8), 0, 0.0, 0.0)
+    tile = TileResult(TileBox(0, 0, 10, 10), np.zeros(3), "healthy", 0.9, False)
+    sink.write_look(look, FrameResult(frame, (tile,), 1.0, "cpu", 0.0))
+    assert sink.canvas is None and not sink._broken and "mosaic failed" not in caplog.text
+    sink.close()
