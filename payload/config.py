@@ -257,6 +257,11 @@ class MapSection(StrictModel):
         "evidence is weighted by min(1, distance moved since the previous frame / this), so a hover adds "
         "almost nothing and the frame rate does not change the map",
     )
+    explain_away: bool = Field(
+        default=True,
+        description="a disease call's evidence goes to the tile's cells by their current probability, not "
+        "evenly: ground seen only beside a patch stops growing its zone (docs/MAPS.md)",
+    )
     zone_threshold: float = Field(
         default=0.5, gt=0.0, lt=1.0,
         description="posterior probability of a disease from which a cell belongs to a zone (recall first)",

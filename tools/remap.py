@@ -30,22 +30,24 @@ from tools.mission.run import rescore
 log = logging.getLogger("tools.remap")
 
 
-def remapped_info(line: str, table: dict[str, list[float]]) -> str:
-    """The map-info line of a recording with its sensor model's table replaced."""
+def remapped_info(line: str, table: dict[str, list[float]], explain_away: bool | None = None) -> str:
+    """The map-info line of a recording with its sensor model's table (and the explain-away switch) replaced."""
     rec = json.loads(line)
     rec["sensor_model"]["llr"] = table
     rec["sensor_model"]["source"] = "remap"
+    if explain_away is not None:
+        rec["map"]["explain_away"] = explain_away
     return json.dumps(rec) + "\n"
 
 
-def remap_folder(src: Path, dst: Path, table: dict[str, list[float]]) -> None:
+def remap_folder(src: Path, dst: Path, table: dict[str, list[float]], explain_away: bool | None = None) -> None:
     """Copy src's detections.jsonl to dst with the new table, and rebuild dst's map and zones."""
     shutil.rmtree(dst, ignore_errors=True)
     dst.mkdir(parents=True)
     with open(src / "detections.jsonl", encoding="utf-8") as f, open(dst / "detections.jsonl", "w",
                                                                        encoding="utf-8") as g:
         for line in f:
-            g.write(remapped_info(line, table) if f'"{MAPINFO_SCHEMA}"' in line else line)
+            g.write(remapped_info(line, table, explain_away) if f'"{MAPINFO_SCHEMA}"' in line else line)
     export_layers(dst, formats=("geojson",))
 
 
@@ -56,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--hit-share", type=float, default=HIT_SHARE)
     ap.add_argument("--miss-share", type=float, default=MISS_SHARE)
     ap.add_argument("--cap", type=float, default=LLR_CAP)
+    ap.add_argument("--explain-away", action=argparse.BooleanOptionalAction, default=None,
+                    help="share a call's evidence by the cells' probabilities (map.explain_away); default: as recorded")
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -69,13 +73,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not folders:
         print(f"{a.missions}: no mission folders (detections.jsonl + report.json) in it", file=sys.stderr)
         return 2
-    print(f"table {json.dumps(table)} (hit share {a.hit_share}, miss share {a.miss_share}, cap {a.cap})")
+    print(f"table {json.dumps(table)} (hit share {a.hit_share}, miss share {a.miss_share}, cap {a.cap}, "
+          f"explain away {'as recorded' if a.explain_away is None else a.explain_away})")
     print("mission | found | false zones | mean IoU | centroid error median / p95 m")
     ok, ious = True, []
     for src in folders:
         scenario = Path(json.loads((src / "report.json").read_text(encoding="utf-8"))["scenario"])
         dst = out_root / src.name
-        remap_folder(src, dst, table)
+        remap_folder(src, dst, table, a.explain_away)
         sc = rescore(dst, scenario)
         ious.append(sc["iou_mean"] or 0.0)
         ok = ok and sc["patches_found"] == sc["patches_total"] and sc["false_zones"] == 0

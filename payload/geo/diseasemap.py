@@ -99,7 +99,8 @@ class DiseaseMap:
         self._prev[run] = cur
         if quads:
             en = np.stack([e[1:], n[1:]], axis=-1).reshape(len(quads), 4, 2)
-            self.grid.add_footprints(en, np.asarray(ev), w)
+            self.grid.add_footprints(en, np.asarray(ev), w,
+                                     self.cfg.prior_logodds if self.cfg.explain_away else None)
             self.counts.applied += 1
         return self._maybe_zones()
 
@@ -156,4 +157,6 @@ def map_from_info(rec: Mapping[str, Any], origin: LocalFrame | None = None) -> D
 
     block = rec["sensor_model"]
     sensor = sensor_model_from_dict(block, str(block["healthy"]), list(block["diseases"]))
-    return DiseaseMap(sensor, MapSection.model_validate(rec["map"]), origin)
+    # a flight recorded before `explain_away` existed shared its evidence evenly: replay it so
+    settings = {"explain_away": False, **rec["map"]}
+    return DiseaseMap(sensor, MapSection.model_validate(settings), origin)

@@ -34,6 +34,11 @@ LOOKS_MAX = 15  # a 4-bit look count
 _EV_MASK = 0x0FFF
 
 
+# A cell takes at most this many times a tile's mean share of a call's evidence: ground believed
+# diseased explains the call, but one cell never takes the whole tile's worth.
+EXPLAIN_GAIN_MAX = 4.0
+
+
 def encode_cells(ev_q: np.ndarray, looks: np.ndarray) -> np.ndarray:
     """Evidence (K, h, w) integers in [-EV_MAX, EV_MAX] and looks (h, w) in [0, 15] -> uint16 (K, h, w)."""
     words = (np.asarray(ev_q, dtype=np.int32) & _EV_MASK).astype(np.uint16)
@@ -50,7 +55,8 @@ def decode_cells(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def frame_cell_evidence(
-    quads_en: np.ndarray, evidence: np.ndarray, cell_m: float, subsamples: int = 4
+    quads_en: np.ndarray, evidence: np.ndarray, cell_m: float, subsamples: int = 4,
+    gain: np.ndarray | None = None,
 ) -> tuple[int, int, np.ndarray, np.ndarray]:
     """One frame's tiles on the cells: (row0, col0, evidence (K, h, w), covered share (h, w)).
 
@@ -60,7 +66,8 @@ def frame_cell_evidence(
     cell boundaries, within 1/subsamples of a cell width at a slanted edge). A cell's evidence is the
     sum over tiles of share x the tile's evidence. All tiles of a frame are tested in one batch of
     array operations, which keeps a 12-tile frame to a few milliseconds where exact polygon
-    clipping per cell would not.
+    clipping per cell would not. `gain` (K, h, w), the current disease probabilities over the
+    frame's window (`frame_window`), shares each tile's positive evidence by them (`_explain_gain`).
     """
     q = np.asarray(quads_en, dtype=np.float64)
     ev = np.asarray(evidence, dtype=np.float64)
@@ -105,9 +112,43 @@ def frame_cell_evidence(
     covered = np.zeros((h, w), dtype=np.float64)
     for t in range(len(q)):
         r, c = int(lo[t, 1]) - i0, int(lo[t, 0]) - j0
-        delta[:, r:r + H, c:c + W] += frac[t][None] * ev[t][:, None, None]
+        share = frac[t][None]
+        if gain is not None:
+            share = share * _explain_gain(frac[t], gain[:, r:r + H, c:c + W], ev[t])
+        delta[:, r:r + H, c:c + W] += share * ev[t][:, None, None]
         covered[r:r + H, c:c + W] += frac[t]
     return i0, j0, delta, covered
+
+
+def _explain_gain(frac: np.ndarray, p: np.ndarray, ev: np.ndarray) -> np.ndarray:
+    """Per class, how a tile's positive evidence is shared among its cells (K, H, W); 1 where not shared.
+
+    A disease call says the disease is somewhere under the tile, and the ground already believed
+    diseased is the likeliest place: each cell's share is its current probability over the tile's
+    mean (weighted by coverage), capped at EXPLAIN_GAIN_MAX, so the tile's total evidence is
+    unchanged while ground seen only beside a patch stops collecting the patch's evidence. Negative
+    evidence (a healthy call says "nowhere under this tile") stays uniform.
+    """
+    g = np.ones_like(p)
+    tot = float(frac.sum())
+    if tot <= 0:
+        return g
+    for k in np.flatnonzero(ev > 0):
+        mean = float((frac * p[k]).sum()) / tot
+        if mean > 0:
+            g[k] = np.minimum(p[k] / mean, EXPLAIN_GAIN_MAX)
+    return g
+
+
+def frame_window(quads_en: np.ndarray, cell_m: float) -> tuple[int, int, int, int]:
+    """(row0, row1, col0, col1): the cells `frame_cell_evidence` returns for these footprints."""
+    q = np.asarray(quads_en, dtype=np.float64)
+    lo = np.floor(q.min(axis=1) / cell_m).astype(np.int64)
+    hi = np.ceil(q.max(axis=1) / cell_m).astype(np.int64)
+    W = int(max((hi[:, 0] - lo[:, 0]).max(), 1))
+    H = int(max((hi[:, 1] - lo[:, 1]).max(), 1))
+    j0, i0 = int(lo[:, 0].min()), int(lo[:, 1].min())
+    return i0, int(lo[:, 1].max()) + H, j0, int(lo[:, 0].max()) + W
 
 
 @dataclass(slots=True)
@@ -148,12 +189,15 @@ class EvidenceGrid:
             self.chunks[key] = c
         return c
 
-    def add_footprints(self, quads_en: np.ndarray, evidence: np.ndarray, weight: float = 1.0) -> None:
+    def add_footprints(self, quads_en: np.ndarray, evidence: np.ndarray, weight: float = 1.0,
+                       explain_prior: float | None = None) -> None:
         """Add one frame: tile footprints (T, 4, 2) east/north metres, evidence (T, K), the frame's weight.
 
         A cell's increment is sum over tiles of share * weight * evidence; a cell counts one look when
         the frame's tiles cover at least half of it, whatever the weight (the look counts say how
-        often the ground was seen; the weights say how much of that was new information).
+        often the ground was seen; the weights say how much of that was new information). With
+        `explain_prior` (the map's prior log-odds) a tile's positive evidence is shared by the cells'
+        current probabilities instead of evenly (`_explain_gain`).
         """
         quads = np.asarray(quads_en, dtype=np.float64)
         ev = np.asarray(evidence, dtype=np.float64)
@@ -163,7 +207,12 @@ class EvidenceGrid:
             raise ValueError(f"a look's weight is in [0, 1], got {weight}")
         if len(quads) == 0:
             return
-        i0, j0, delta, covered = frame_cell_evidence(quads, weight * ev, self.cell_m, self.subsamples)
+        gain = None
+        if explain_prior is not None and (ev > 0).any():
+            win = frame_window(quads, self.cell_m)
+            now, _ = self.dense(win)
+            gain = 1.0 / (1.0 + np.exp(-(explain_prior + now.astype(np.float64))))
+        i0, j0, delta, covered = frame_cell_evidence(quads, weight * ev, self.cell_m, self.subsamples, gain)
         looks = (covered >= 0.5).astype(np.int32)
         dq = np.rint(delta / LSB).astype(np.int32)
         self._apply(i0, j0, dq, looks)

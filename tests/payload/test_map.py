@@ -343,3 +343,50 @@ def test_zone_and_coverage_layers_are_read_by_gdal(tmp_path) -> None:
     seen = pyogrio.read_bounds(tmp_path / "coverage.geojson")[1]  # (fids, bounds[4, n])
     lat, lon, _ = ORIGIN.to_geodetic(30.0, 20.0, 0.0)
     assert seen[0, 0] < float(lon) < seen[2, 0] and seen[1, 0] < float(lat) < seen[3, 0]
+
+
+def test_explain_away_shares_a_call_by_the_cells_probability_and_keeps_its_total() -> None:
+    prior = -2.0
+    g = EvidenceGrid(1.0, 1, chunk=8)
+    # the west half (2 x 4 cells) already believed diseased: evidence +4 -> p = sigmoid(2) = 0.881
+    g.add_footprints(square(0, 0, 2)[None] + [0, 0], np.array([[4.0]]))
+    g.add_footprints(square(0, 2, 2)[None], np.array([[4.0]]))
+    before, _ = g.dense((0, 4, 0, 4))
+    g.add_footprints(square(0, 0, 4)[None], np.array([[1.0]]), explain_prior=prior)
+    after, _ = g.dense((0, 4, 0, 4))
+    inc = (after - before)[0]
+    p_hot, p_cold = 1 / (1 + math.exp(-2.0)), 1 / (1 + math.exp(2.0))
+    mean = (p_hot + p_cold) / 2
+    assert inc[:, :2] == pytest.approx(np.full((4, 2), p_hot / mean), abs=2 * LSB)
+    assert inc[:, 2:] == pytest.approx(np.full((4, 2), p_cold / mean), abs=2 * LSB)
+    assert inc.sum() == pytest.approx(16.0, abs=16 * LSB)  # the tile's total evidence is unchanged
+
+
+def test_explain_away_is_even_on_unseen_ground_and_leaves_healthy_calls_even() -> None:
+    g, h = EvidenceGrid(1.0, 2, chunk=8), EvidenceGrid(1.0, 2, chunk=8)
+    g.add_footprints(square(0, 0, 4)[None], np.array([[1.0, -0.5]]), explain_prior=-2.0)
+    h.add_footprints(square(0, 0, 4)[None], np.array([[1.0, -0.5]]))
+    assert np.array_equal(g.dense((0, 4, 0, 4))[0], h.dense((0, 4, 0, 4))[0])
+    g.add_footprints(square(0, 0, 2)[None], np.array([[4.0, 0.0]]))
+    before, _ = g.dense((0, 4, 0, 4))
+    g.add_footprints(square(0, 0, 4)[None], np.array([[-1.0, -1.0]]), explain_prior=-2.0)
+    after, _ = g.dense((0, 4, 0, 4))
+    assert (after - before) == pytest.approx(np.full((2, 4, 4), -1.0), abs=LSB)
+
+
+def test_explain_away_gives_ground_seen_only_beside_a_patch_less_of_its_evidence() -> None:
+    # Fixed cross-track tiles: column A (e 0-2) sees the patch from another line, column B (e 1-5) always
+    # sees the patch's east part (e 1-2) with healthy ground (e 2-5) and calls the disease.
+    def run(explain: bool) -> np.ndarray:
+        g = EvidenceGrid(0.5, 1, chunk=16)
+        for _ in range(6):
+            g.add_footprints(square(0, 0, 2)[None], np.array([[0.4]]), explain_prior=-2.0 if explain else None)
+            g.add_footprints(square(1, 0, 4)[None], np.array([[0.4]]), explain_prior=-2.0 if explain else None)
+        return g.dense((0, 4, 0, 10))[0][0]
+
+    even, explained = run(False), run(True)
+    beside = (slice(None), slice(6, 10))  # e 3-5 m: only ever seen together with the patch
+    assert even[beside] == pytest.approx(np.full((4, 4), 2.4), abs=4 * LSB)  # 6 calls x 0.4, shared evenly
+    assert explained[beside].max() < 0.85 * 2.4  # the patch, seen by both columns, took more of each call
+    core = (slice(None), slice(2, 4))  # e 1-2 m: the patch under both columns
+    assert explained[core].min() > even[core].min() > 4.0
