@@ -61,6 +61,8 @@ class TilingSection(StrictModel):
     rows: int = Field(default=3, ge=1, le=32)
     cols: int = Field(default=4, ge=1, le=32)
     overlap: float = Field(default=0.0, ge=0.0, lt=0.9)
+    stagger: bool = Field(default=True, description="every second frame, cols - 1 columns centred on the seams "
+                          "of the others: ground beside a patch gets seen without it (docs/MAPS.md)")
 
 
 class SchedulerSection(StrictModel):

@@ -141,7 +141,7 @@ def build_pipeline(
         clf,
         handler,
         bundle,
-        Tiler(t.rows, t.cols, t.overlap, (bundle.input_height, bundle.input_width)),
+        Tiler(t.rows, t.cols, t.overlap, (bundle.input_height, bundle.input_width), stagger=t.stagger),
         queue_size=cfg.scheduler.queue_size,
         max_rate_hz=cfg.scheduler.max_rate_hz,
         stats_interval_s=cfg.scheduler.stats_interval_s,

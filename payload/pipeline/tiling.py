@@ -58,30 +58,54 @@ def grid(width: int, height: int, rows: int, cols: int, overlap: float = 0.0) ->
     return [TileBox(x, y, w, h, row=r, col=c) for r, (y, h) in enumerate(ys) for c, (x, w) in enumerate(xs)]
 
 
+def staggered_grid(width: int, height: int, rows: int, cols: int, overlap: float = 0.0) -> list[TileBox]:
+    """`grid`'s rows with cols - 1 columns of the same size, each centred on a seam of `grid`'s columns.
+
+    A survey line flies the same cross-track tile positions frame after frame, so ground beside a
+    patch can share a tile with the patch on every look and never be seen alone; alternating with
+    this grid puts a tile edge through the middle of every `grid` tile, at fewer tiles per frame
+    (docs/MAPS.md). With one column there is no seam: the grid itself.
+    """
+    base = grid(width, height, rows, cols, overlap)
+    if cols == 1:
+        return base
+    xs = [(b.x, b.w) for b in base[:cols]]
+    mids = [(min(width - w, round((x + xs[i + 1][0]) / 2)), w) for i, (x, w) in enumerate(xs[:-1])]
+    ys = [(b.y, b.h) for b in base[::cols]]
+    return [TileBox(x, y, w, h, row=r, col=c) for r, (y, h) in enumerate(ys) for c, (x, w) in enumerate(mids)]
+
+
 class Tiler:
     """Crops and resizes a frame's tiles into a reused uint8 batch (N, H, W, 3).
 
     The grid is computed once per frame size; the output buffer is reused between frames, so the
-    caller must be done with one batch before asking for the next (the inference worker is).
+    caller must be done with one batch before asking for the next (the inference worker is). With
+    `stagger`, every second frame is cut by `staggered_grid` instead.
     """
 
-    def __init__(self, rows: int, cols: int, overlap: float, input_size: tuple[int, int]) -> None:
+    def __init__(self, rows: int, cols: int, overlap: float, input_size: tuple[int, int],
+                 stagger: bool = False) -> None:
         self.rows, self.cols, self.overlap = rows, cols, overlap
+        self.stagger = stagger
         self.input_h, self.input_w = input_size
-        self._boxes: dict[tuple[int, int], list[TileBox]] = {}
+        self._boxes: dict[tuple[int, int, bool], list[TileBox]] = {}
         self._out = np.empty((rows * cols, self.input_h, self.input_w, 3), dtype=np.uint8)
+        self._frames = 0
 
-    def boxes(self, width: int, height: int) -> list[TileBox]:
-        key = (width, height)
+    def boxes(self, width: int, height: int, staggered: bool = False) -> list[TileBox]:
+        key = (width, height, staggered)
         if key not in self._boxes:
-            self._boxes[key] = grid(width, height, self.rows, self.cols, self.overlap)
+            cut = staggered_grid if staggered else grid
+            self._boxes[key] = cut(width, height, self.rows, self.cols, self.overlap)
         return self._boxes[key]
 
     def tiles(self, pixels: np.ndarray) -> tuple[list[TileBox], np.ndarray]:
         """Return the boxes and the batch of tiles for an RGB uint8 (H, W, 3) frame."""
         h, w = pixels.shape[:2]
-        boxes = self.boxes(w, h)
-        out = self._out
+        staggered = self.stagger and self._frames % 2 == 1
+        self._frames += 1
+        boxes = self.boxes(w, h, staggered)
+        out = self._out[:len(boxes)]
         size = (self.input_w, self.input_h)
         for i, b in enumerate(boxes):
             crop = pixels[b.y : b.y + b.h, b.x : b.x + b.w]

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from payload.pipeline.tiling import Tiler, grid, resize_whole
+from payload.pipeline.tiling import Tiler, grid, resize_whole, staggered_grid
 
 
 def boxes(*args: float) -> list[tuple[int, int, int, int]]:
@@ -75,3 +75,26 @@ def test_tiler_matches_cv2_inter_area_and_stays_uint8() -> None:
 def test_resize_whole() -> None:
     out = resize_whole(np.full((10, 20, 3), 7, np.uint8), (32, 32))
     assert out.shape == (1, 32, 32, 3) and out.dtype == np.uint8 and (out == 7).all()
+
+
+def test_staggered_grid_centres_columns_on_the_seams() -> None:
+    boxes = staggered_grid(640, 480, 3, 4)
+    assert [(b.x, b.w) for b in boxes[:3]] == [(80, 160), (240, 160), (400, 160)]
+    assert [(b.y, b.h) for b in boxes[::3]] == [(0, 160), (160, 160), (320, 160)]
+    assert [(b.row, b.col) for b in boxes[:4]] == [(0, 0), (0, 1), (0, 2), (1, 0)]
+    assert staggered_grid(640, 480, 3, 1) == grid(640, 480, 3, 1)
+    for b in staggered_grid(641, 479, 2, 5, overlap=0.2):  # odd sizes, overlap: still inside the frame
+        assert 0 <= b.x and b.x + b.w <= 641 and 0 <= b.y and b.y + b.h <= 479
+
+
+def test_tiler_alternates_the_grids_only_when_staggered() -> None:
+    frame = np.zeros((480, 640, 3), np.uint8)
+    t = Tiler(3, 4, 0.0, (32, 32), stagger=True)
+    sizes = [len(t.tiles(frame)[0]) for _ in range(4)]
+    assert sizes == [12, 9, 12, 9]
+    boxes, batch = t.tiles(frame)
+    assert len(boxes) == 12 and batch.shape == (12, 32, 32, 3)
+    boxes, batch = t.tiles(frame)
+    assert batch.shape[0] == 9 and boxes[0].x == 80
+    plain = Tiler(3, 4, 0.0, (32, 32))
+    assert [len(plain.tiles(frame)[0]) for _ in range(3)] == [12, 12, 12]
