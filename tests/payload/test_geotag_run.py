@@ -44,7 +44,7 @@ def test_payload_run_geotags_every_flagged_tile(tmp_path: Path, tiny_bundle_dir:
         cfg = PayloadConfig.model_validate(
             {
                 "model": {"bundle": str(bundle), "backend": "cpu"},
-                "tiling": {"rows": 2, "cols": 2},
+                "tiling": {"rows": 2, "cols": 2, "stagger": False},  # every tile of every frame: 4 a frame
                 "output": {"dir": str(tmp_path / "out")},
                 "telemetry": {"connection": f"udp:127.0.0.1:{port}", "connect_timeout_s": 10},
                 "preflight": {"wait_fix_s": 3, "min_free_disk_mb": 1},
