@@ -92,6 +92,23 @@ def _ellipse(e: np.ndarray, n: np.ndarray, w: np.ndarray, ce: float, cn: float) 
     return math.sqrt(max(vals[1], 0.0)), math.sqrt(max(vals[0], 0.0)), bearing
 
 
+def group_cells(pose_sigma_m: float, cell_m: float) -> int:
+    """How far (in cells) a zone's pieces may lie apart and still be one zone: half the pose error each way.
+
+    Pieces of a patch closer than the pose's own error cannot be told apart by the evidence (the
+    footprints that built them were placed that loosely), so a sliver cut off a patch's edge by a
+    row of undecided cells is part of that patch's zone, not a zone of its own to spray or walk to.
+    """
+    return max(0, round(pose_sigma_m / (2.0 * cell_m)))
+
+
+def _zone_groups(mask: np.ndarray, r: int) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+    """Labels of the mask's cells grouped within r cells of each other, and each group's (x, y, w, h)."""
+    near = mask if r == 0 else cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * r + 1, 2 * r + 1)))
+    n_comp, comp, stats, _ = cv2.connectedComponentsWithStats(near, connectivity=4)
+    return comp, [tuple(int(v) for v in stats[c, :4]) for c in range(1, int(n_comp))]  # type: ignore[misc]
+
+
 def extract_zones(
     grid: EvidenceGrid,
     labels: Sequence[str],
@@ -116,14 +133,14 @@ def extract_zones(
             mask = ((p >= threshold) & (looks > 0)).astype(np.uint8)
             if not mask.any():
                 continue
-            n_comp, comp, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=4)
-            for c in range(1, int(n_comp)):
-                x, y, bw, bh, cells = (int(v) for v in stats[c, :5])
+            comp, boxes = _zone_groups(mask, group_cells(pose_sigma_m, cell))
+            for c, (x, y, bw, bh) in enumerate(boxes, start=1):
+                # work on the group's bounding box only: cost follows the zone, not the chunk group
+                sel = (comp[y:y + bh, x:x + bw] == c) & (mask[y:y + bh, x:x + bw] > 0)
+                cells = int(sel.sum())
                 area = cells * cell * cell
                 if area < min_area_m2:
                     continue
-                # work on the component's bounding box only: cost follows the zone, not the chunk group
-                sel = comp[y:y + bh, x:x + bw] == c
                 pc = p[y:y + bh, x:x + bw][sel].astype(np.float64)
                 rr, cc = np.nonzero(sel)
                 e = (c0 + x + cc + 0.5) * cell

@@ -390,3 +390,18 @@ def test_explain_away_gives_ground_seen_only_beside_a_patch_less_of_its_evidence
     assert explained[beside].max() < 0.85 * 2.4  # the patch, seen by both columns, took more of each call
     core = (slice(None), slice(2, 4))  # e 1-2 m: the patch under both columns
     assert explained[core].min() > even[core].min() > 4.0
+
+
+def test_a_sliver_closer_than_the_pose_error_belongs_to_its_patch_zone() -> None:
+    def zones_with_gap(gap_cells: int, sigma: float) -> list:
+        g = EvidenceGrid(0.5, 2, chunk=32)
+        g.add_footprints(square(0, 0, 4)[None], np.array([[5.0, 0.0]]))  # a 4 m x 4 m patch, 64 cells
+        e0 = 4.0 + 0.5 * gap_cells
+        g.add_footprints(square(e0, 1, 1)[None], np.array([[5.0, 0.0]]))  # a 1 m x 1 m sliver beside it
+        return extract_zones(g, LABELS, -2.0, 0.5, 0.5, pose_sigma_m=sigma)
+
+    one = zones_with_gap(2, sigma=1.0)  # 1 m of undecided ground between them: within the pose error
+    assert len(one) == 1 and one[0].cells == 64 + 4 and one[0].area_m2 == pytest.approx(17.0)
+    assert one[0].geometry_en.area == pytest.approx(17.0)  # the gap is not painted into the zone
+    assert len(zones_with_gap(6, sigma=1.0)) == 2  # 3 m apart: two zones
+    assert len(zones_with_gap(2, sigma=0.0)) == 2  # a perfect pose: every piece on its own

@@ -57,6 +57,11 @@ class MissionPlan:
     end_s: float | None = None
 
 
+# the payload writes the flight's products after SIGTERM (map, rasters, mosaic, prescription, report);
+# on a loaded 2-core machine that took over 30 s (deploy/payload.service allows 180 s)
+STOP_TIMEOUT_S = 120.0
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -291,7 +296,7 @@ def run_mission(plan: MissionPlan) -> dict:
                 log.info("flight %5.1f / %.0f s", sim.sim_time, sim.timeline.duration)
         log.info("flight finished after %.1f s: stopping the payload", time.monotonic() - t_start)
         time.sleep(1.0)  # let the last frame through the pipeline
-        code = _stop_payload(proc, 30.0)
+        code = _stop_payload(proc, STOP_TIMEOUT_S)
         payload_log.close()
         if code != 0:
             raise MissionError(f"the payload exited with code {code}; see {out / 'payload.log'}")
