@@ -100,6 +100,8 @@ def payload_config(plan: MissionPlan, s: Scenario, vehicle_url: str, camera_url:
         "geotag": {"ground": "home", "min_height_agl_m": round(0.5 * s.flight.altitude_m, 1)},
         "sinks": {"crops": True, "layers_interval_s": 5.0},
         "alerts": {"enabled": True, "min_interval_s": 2.0},
+        # the grid prescription too, so one mission shows every terminal file (docs/PRESCRIPTIONS.md)
+        "prescription": {"grid_cell_m": 5.0},
         "preflight": {"min_free_disk_mb": 50.0, "wait_fix_s": 5.0},
     }
 
