@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import shapely
 
-from tools.mission.score import FoundZone, TruePatch, score_zones
+from tools.mission.score import FoundZone, TruePatch, score_treatment, score_zones
 
 
 def _zone(cls: str, e: float, n: float, half: float, zid: str = "") -> FoundZone:
@@ -72,3 +74,29 @@ def test_map_png_is_written(tmp_path) -> None:
                            [[(0, 0), (10, 0), (10, 10), (0, 10)]], s, rasters=(prob, (0, 100, 0, 100)))
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+
+
+def test_treatment_covers_patches_and_states_its_cost_by_hand() -> None:
+    patches = [TruePatch("rust", 10.0, 10.0, 2.0), TruePatch("powdery_mildew", 50.0, 10.0, 2.0)]
+    # rust: a 10 m square around the disk (its own product); mildew: half the disk only
+    zones = [FoundZone("rust", shapely.box(5, 5, 15, 15), 10, 10),
+             FoundZone("powdery_mildew", shapely.box(50, 5, 55, 15), 52.5, 10)]
+    t = score_treatment(patches, zones, margin_m=1.0)
+    assert t["patches_treated"] == 1 and t["patches_treated_with_their_product"] == 1
+    assert [r["treated"] for r in t["patches"]] == [True, False]
+    assert t["patches"][1]["treated_share"] == pytest.approx(0.5, abs=0.01)
+    # the disks grown by 1 m are 3 m disks: 2 * pi * 9 = 56.5 m2 (polygonised), treated 100 + 50 m2
+    assert t["true_plus_margin_m2"] == pytest.approx(2 * math.pi * 9, rel=0.01)
+    assert t["treated_m2"] == pytest.approx(150.0)
+    assert t["treated_ratio"] == pytest.approx(150.0 / (2 * math.pi * 9), rel=0.01)
+    assert t["treatment_ok"] is False  # a patch half treated, and 2.65x is fine but not with a miss
+
+
+def test_treatment_with_the_wrong_product_and_too_much_ground() -> None:
+    patches = [TruePatch("rust", 0.0, 0.0, 1.0)]
+    t = score_treatment(patches, [FoundZone("powdery_mildew", shapely.box(-10, -10, 10, 10), 0, 0)], margin_m=1.0)
+    assert t["patches_treated"] == 1 and t["patches_treated_with_their_product"] == 0
+    assert t["treated_ratio"] == pytest.approx(400.0 / (math.pi * 4), rel=0.01)  # 31.8x: far over 3x
+    assert t["treatment_ok"] is False
+    ok = score_treatment(patches, [FoundZone("rust", shapely.Point(0, 0).buffer(2.5), 0, 0)], margin_m=1.0)
+    assert ok["treatment_ok"] is True and ok["treated_ratio"] < 3.0
