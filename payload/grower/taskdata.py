@@ -108,8 +108,11 @@ def build_task(zones: Sequence[TaskZone], products: dict[str, str], unit: str, l
 
 def _value_problems(obj: Any, meta: dict[str, Any], value: Any, where: str) -> list[str]:
     name = meta.get("name", "?")
-    out = []
-    v = value.value if isinstance(value, Enum) else value
+    out: list[str] = []
+    if isinstance(value, Enum):
+        # an enumeration member is valid by being one; the facets belong to the union's other (text) member
+        return out
+    v = value
     if isinstance(v, int | float | Decimal) and not isinstance(v, bool):
         if "min_inclusive" in meta and v < meta["min_inclusive"]:
             out.append(f"{where}@{name}={v} < {meta['min_inclusive']}")
