@@ -45,7 +45,12 @@ def _column(values: list[Any]) -> np.ndarray:
 
 def write_gpkg(path: Path, layers: Sequence[Layer]) -> Path:
     """Write every layer (an empty one keeps its name and type) to a new GeoPackage, replaced atomically."""
+    import logging
+
     from pyogrio.raw import write
+
+    # pyogrio logs every layer at INFO ("Created 3 records"): noise in the flight's log
+    logging.getLogger("pyogrio").setLevel(logging.WARNING)
 
     fd, tmp_name = tempfile.mkstemp(prefix=".zones-", suffix=".gpkg", dir=path.parent)
     os.close(fd)

@@ -5,8 +5,11 @@ Two kinds, each with a point to walk to and a sentence saying why:
   not make a zone (below `map.zone_threshold`, or smaller than `map.min_zone_area_m2`): the same
   extraction as the zones (payload/geo/zones.py) at the lower threshold, less what overlaps a zone
   of its class. A zone is the map's confirmation, so everything left here is unconfirmed.
-- **gap**: ground inside the flown area (the convex hull of what was seen) that no tile saw, at
-  least `scout_min_gap_m2` and 2 m wide: the map says nothing there, which is not "healthy".
+- **gap**: ground that no tile saw but that seen ground surrounds (a hole in the coverage: a missed
+  pass, a dropped stretch of frames), at least `scout_min_gap_m2` and 2 m wide: the map says nothing
+  there, which is not "healthy". Unseen ground at the edge of the flight is not listed: without the
+  field's boundary it cannot be told from the neighbour's field (the flown survey's turns alone
+  leave hundreds of square metres of such concavities on the default scenario).
 
 Pure functions in local east/north metres.
 """
@@ -64,10 +67,12 @@ def suspect_zones(grid: EvidenceGrid, labels: Sequence[str], map_cfg: MapSection
 
 
 def flown_gaps(seen_en: BaseGeometry, min_m2: float) -> list[shapely.Polygon]:
-    """The unseen parts of the flown area (convex hull of the seen ground), opened by GAP_OPEN_M, largest first."""
-    if seen_en.is_empty:
+    """The holes of the seen ground, opened by GAP_OPEN_M, at least min_m2, largest first."""
+    polys = [seen_en] if isinstance(seen_en, shapely.Polygon) else list(getattr(seen_en, "geoms", []))
+    holes = shapely.union_all([shapely.Polygon(r) for p in polys if isinstance(p, shapely.Polygon)
+                               for r in p.interiors])
+    if holes.is_empty:
         return []
-    holes = shapely.difference(seen_en.convex_hull, seen_en)
     opened = holes.buffer(-GAP_OPEN_M).buffer(GAP_OPEN_M)
     parts = [g for g in getattr(opened, "geoms", [opened]) if isinstance(g, shapely.Polygon) and not g.is_empty]
     return sorted((g for g in parts if g.area >= min_m2), key=lambda g: -g.area)

@@ -164,8 +164,10 @@ def test_scout_list_has_unconfirmed_suspects_and_unseen_ground() -> None:
         zone("powdery_mildew", shapely.box(70, 70, 73, 73), peak=0.35),  # unconfirmed: listed
         zone("rust", shapely.box(30, 70, 30.5, 70.5), peak=0.7),  # strong but tiny: listed
     ]
+    # a 20 m hole, a 1 m strip between two passes (not worth a walk), and a bite out of the edge (outside the
+    # field, for all the map knows)
     seen = shapely.box(0, 0, 100, 100).difference(shapely.box(40, 40, 60, 60)).difference(
-        shapely.box(20, 0, 21, 100))  # a 20 m hole, and a 1 m strip between two passes (not worth a walk)
+        shapely.box(20, 10, 21, 90)).difference(shapely.box(80, 90, 100, 100))
     items = scout_list(suspects, confirmed, seen, mcfg, rcfg)
     assert [(i.id, i.kind, i.label) for i in items] == [
         ("S1", "suspect", "rust"), ("S2", "suspect", "powdery_mildew"), ("S3", "gap", "")]
