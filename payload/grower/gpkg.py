@@ -65,8 +65,10 @@ def write_gpkg(path: Path, layers: Sequence[Layer]) -> Path:
                      else shapely.MultiPolygon([g]) for g, _a in layer.rows]
             wkb = np.asarray(shapely.to_wkb(np.asarray(geoms, dtype=object)) if geoms else [], dtype=object)
             data = [_column([a.get(c) for _g, a in layer.rows]) for c in cols]
+            # GeoPackage 1.2: GDAL's default 1.4 makes older readers (Debian's GDAL 3.6 ogrinfo, older QGIS and
+            # FMIS) warn that the file "may only be partially supported"
             write(str(tmp), wkb, data, cols, layer=layer.name, driver="GPKG", geometry_type=layer.geometry_type,
-                  crs="EPSG:4326", append=k > 0)
+                  crs="EPSG:4326", append=k > 0, dataset_options=None if k else {"VERSION": "1.2"})
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

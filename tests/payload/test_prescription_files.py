@@ -106,6 +106,10 @@ def test_geopackage_layers(tmp_path: Path, dmap: DiseaseMap) -> None:
     assert int((np.asarray(cols[1]) > 0).sum()) == rx["grid"]["treated_cells"] > 0
     d = pyogrio.read_info(path, layer="disease_zones")
     assert d["features"] == len(dmap.zones)
+    import sqlite3
+
+    with sqlite3.connect(path) as db:  # GeoPackage 1.2, which older GDAL, QGIS and FMIS read without a warning
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 10200
 
 
 def test_taskdata_parsed_back_by_isoxml_with_the_zones_and_rates(tmp_path: Path, dmap: DiseaseMap) -> None:
