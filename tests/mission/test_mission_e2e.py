@@ -152,3 +152,26 @@ def test_the_browser_check_sees_a_script_error(tmp_path: Path) -> None:
     console = screenshot(page, tmp_path / "bad.png", 400, 300)
     assert any("Uncaught" in line and "notAFunction" in line for line in console), console
     assert np.asarray(cv2.imread(str(tmp_path / "bad.png"))).size > 0
+
+
+def test_the_flight_writes_a_prescription_terminals_read(flown: tuple[Path, Path, dict]) -> None:
+    """Issue 15's must-show: written by the flight itself at close, read back by GDAL and by isoxml; every true
+    patch inside a treatment zone and the treated area at most 3x the true patches grown by the margin."""
+    import pyogrio
+    from isoxml.util.isoxml_io import isoxml_from_path
+
+    from payload.grower.taskdata import schema_problems
+
+    _tmp, out, report = flown
+    shp = pyogrio.read_info(out / "prescription.zip")
+    assert shp["geometry_type"] == "Polygon" and shp["crs"] == "EPSG:4326" and shp["features"] >= 1
+    assert dict(zip(shp["fields"], shp["dtypes"], strict=True))["RATE"] == "float64"
+    assert {name for name, _kind in pyogrio.list_layers(out / "zones.gpkg")} >= {
+        "treatment_zones", "disease_zones", "scout", "prescription_grid"}
+    td, _bins = isoxml_from_path(out / "TASKDATA")
+    assert schema_problems(td) == []
+    rates = {z.code: z.process_data_variables[0].process_data_value for z in td.tasks[0].treatment_zones}
+    assert rates[0] == 0 and rates[1] == 10000  # rust at the default 1 l/ha (DDI 1: 0.01 mm3/m2 per bit)
+    t = report["treatment"]
+    assert t is not None and t["patches_treated"] == report["patches_total"], t
+    assert t["treated_ratio"] is not None and t["treated_ratio"] <= 3.0, t
