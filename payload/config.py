@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import stat
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
@@ -367,7 +367,7 @@ class PrescriptionSection(StrictModel):
     enabled: bool = Field(default=True, description="write the prescription files at the end of the run")
     margin_m: float = Field(default=5.0, ge=0.0, le=100.0,
                             description="agronomic margin: every disease zone is treated this far beyond its edge")
-    rates: dict[str, float] = Field(
+    rates: dict[str, Annotated[float, Field(ge=0.0)]] = Field(
         default_factory=dict,
         description="application rate per disease class (in `unit`), e.g. {rust: 1.2, powdery_mildew: 0.8}; a "
         "class not listed gets default_rate; ground outside every treatment zone gets 0",

@@ -18,10 +18,14 @@ import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
 
+from payload.errors import PrescriptionError
 from payload.geo.frames import LocalFrame
 from payload.grower.treatment import TreatmentZone
 
 MIN_SHARE = 1e-4  # a cell merely touching a zone's edge (float noise) is not in it
+# 100 ha in 2 m cells: a bigger grid costs the companion computer seconds and hundreds of MB at the end of
+# the flight, and makes a Shapefile that spot-spray planners choke on
+MAX_CELLS = 250_000
 
 
 @dataclass
@@ -79,6 +83,10 @@ def grid_prescription(tzones: Sequence[TreatmentZone], extent_en: BaseGeometry, 
     south, west = round(float(south_f), 9), round(float(west_f), 9)
     rows = max(1, math.ceil((n1 - n0) / cell_m))
     cols = max(1, math.ceil((e1 - e0) / cell_m))
+    if rows * cols > MAX_CELLS:
+        raise PrescriptionError(
+            f"a {cell_m:g} m grid over {(e1 - e0):.0f} x {(n1 - n0):.0f} m is {rows * cols} cells, more than "
+            f"{MAX_CELLS}; raise prescription.grid_cell_m (or set it to null for no grid)")
     nodes = _nodes_en(frame, south, west, dlat, dlon, rows, cols)
     rings = np.stack([nodes[:-1, :-1], nodes[:-1, 1:], nodes[1:, 1:], nodes[1:, :-1], nodes[:-1, :-1]], axis=2)
     cells = shapely.polygons(rings.reshape(-1, 5, 2))

@@ -34,6 +34,7 @@ from isoxml.converter.shapely_geom import ShapelyConverterV4
 from isoxml.models.ddi_entities import DDEntity
 from isoxml.util.isoxml_io import isoxml_to_dir
 
+from payload import __version__
 from payload.errors import PrescriptionError
 from payload.grower.gridrx import GridPrescription
 
@@ -100,7 +101,7 @@ def build_task(zones: Sequence[TaskZone], products: dict[str, str], unit: str, l
     task = iso.Task(id="TSK1", designator=_designator(task_name), status=iso.TaskStatus.Planned,
                     treatment_zones=tzns, grids=grids, default_treatment_zone_code=0,
                     position_lost_treatment_zone_code=0, out_of_field_treatment_zone_code=0)
-    td = iso.Iso11783TaskData(management_software_manufacturer="cropscout", management_software_version="0.1",
+    td = iso.Iso11783TaskData(management_software_manufacturer="cropscout", management_software_version=__version__,
                               data_transfer_origin=iso.Iso11783TaskDataDataTransferOrigin.FMIS,
                               products=list(pdts.values()), tasks=[task])
     return td, bins

@@ -141,42 +141,59 @@ def _summary(res: PrescriptionResult, cfg: PrescriptionSection, labels: list[str
     }
 
 
+@dataclass
+class _Built:
+    """Everything the files are made of, built and checked before any is written."""
+
+    res: PrescriptionResult
+    order: list[str]
+    lonlat: dict[str, Any]
+    zrec: list[ShpRecord]
+    grec: list[ShpRecord]
+    task: tuple[Any, dict[str, bytes]] | None
+
+
+def _build(out: Path, dmap: DiseaseMap, cfg: PrescriptionSection, labels: list[str], task_name: str,
+           origin: LocalFrame) -> _Built:
+    plan = plan_treatment(dmap.zones, cfg, labels)
+    order = priority(labels, cfg)
+    seen = seen_ground(dmap)
+    scouts = scout_list(suspect_zones(dmap.grid, labels, dmap.cfg, cfg), dmap.zones, seen, dmap.cfg, cfg)
+    grid = None if cfg.grid_cell_m is None else grid_prescription(plan.zones, seen, cfg.grid_cell_m, origin, order)
+    lonlat = {z.id: to_lonlat(z.geometry_en, origin) for z in plan.zones}
+    zrec = [ShpRecord(lonlat[z.id], z.number, z.code, z.rate) for z in plan.zones]
+    check_records(zrec, cfg.terminal.max_zones)
+    grec = _grid_records(grid) if grid is not None else []
+    task = None
+    if "isoxml" in cfg.formats:
+        tz = [TaskZone(z.label, z.code, z.rate, lonlat[z.id]) for z in plan.zones]
+        task = build_task(tz, cfg.products, cfg.unit, labels, task_name or f"cropscout {out.name}",
+                          grid if cfg.taskdata == "grid" else None)
+        problems = schema_problems(task[0])
+        if problems:
+            raise PrescriptionError("the ISO-XML task breaks ISO 11783-10: " + "; ".join(problems[:5]))
+    return _Built(PrescriptionResult(plan, scouts, grid), order, lonlat, zrec, grec, task)
+
+
 def write_prescription(out: Path, dmap: DiseaseMap, cfg: PrescriptionSection,
                        task_name: str = "") -> PrescriptionResult:
     """Make, check and write every prescription file of a finished map (raises PrescriptionError, having
     removed any older prescription, when the settings cannot be met)."""
     out.mkdir(parents=True, exist_ok=True)
     labels = list(dmap.labels)
+    origin = dmap.origin
+    if origin is None:
+        log.info("no trusted look: no prescription")
+        return PrescriptionResult(plan_treatment([], cfg, labels), [], None)
     try:
-        plan = plan_treatment(dmap.zones, cfg, labels)
+        # everything a terminal reads is built and checked before the first byte is written
+        b = _build(out, dmap, cfg, labels, task_name, origin)
     except PrescriptionError:
         for p in remove_rx_files(out):
             log.warning("removed the older %s: it does not match these prescription settings", p.name)
         raise
-    origin = dmap.origin
-    if origin is None:
-        log.info("no trusted look: no prescription")
-        return PrescriptionResult(plan, [], None)
-    order = priority(labels, cfg)
-    seen = seen_ground(dmap)
-    scouts = scout_list(suspect_zones(dmap.grid, labels, dmap.cfg, cfg), dmap.zones, seen, dmap.cfg, cfg)
-    grid = None if cfg.grid_cell_m is None else grid_prescription(plan.zones, seen, cfg.grid_cell_m, origin, order)
-    res = PrescriptionResult(plan, scouts, grid)
-    lonlat = {z.id: to_lonlat(z.geometry_en, origin) for z in plan.zones}
-
-    # everything a terminal reads is built and checked before the first byte is written
-    short = cfg.terminal.short_names
-    zrec = [ShpRecord(lonlat[z.id], z.number, z.code, z.rate) for z in plan.zones]
-    check_records(zrec, cfg.terminal.max_zones)
-    grec = _grid_records(grid) if grid is not None else []
-    td = bins = None
-    if "isoxml" in cfg.formats:
-        tz = [TaskZone(z.label, z.code, z.rate, lonlat[z.id]) for z in plan.zones]
-        td, bins = build_task(tz, cfg.products, cfg.unit, labels, task_name or f"cropscout {out.name}",
-                              grid if cfg.taskdata == "grid" else None)
-        problems = schema_problems(td)
-        if problems:
-            raise PrescriptionError("the ISO-XML task breaks ISO 11783-10: " + "; ".join(problems[:5]))
+    res, order, lonlat, zrec, grec, grid = b.res, b.order, b.lonlat, b.zrec, b.grec, b.res.grid
+    plan, scouts, short = res.plan, res.scouts, cfg.terminal.short_names
 
     remove_rx_files(out)
     written: list[Path] = []
@@ -193,8 +210,8 @@ def write_prescription(out: Path, dmap: DiseaseMap, cfg: PrescriptionSection,
         if grid is not None:
             name, stem = shapefile_names(*GRID_NAMES, short)
             written.append(write_shapefile_zip(out / name, grec, stem))
-    if td is not None and bins is not None:
-        written.append(write_taskdata(out, td, bins))
+    if b.task is not None:
+        written.append(write_taskdata(out, *b.task))
     if "gpkg" in cfg.formats:
         try:
             written.append(write_gpkg(out / GPKG_FILE, _layers(plan.zones, lonlat, dmap, scout_feats, grid, grec)))

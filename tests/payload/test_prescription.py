@@ -177,3 +177,12 @@ def test_scout_list_has_unconfirmed_suspects_and_unseen_ground() -> None:
     assert items[2].point_en == pytest.approx((50.0, 50.0))
     assert "not healthy" in items[2].why
     assert items[1].as_dict()["peak_p"] == 0.35
+
+
+def test_a_negative_rate_is_a_config_error() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="greater than or equal to 0"):
+        PrescriptionSection(rates={"rust": -1.0})
+    with pytest.raises(ValidationError, match="taskdata: grid needs prescription.grid_cell_m"):
+        PrescriptionSection(taskdata="grid")

@@ -212,3 +212,17 @@ def test_payload_export_prescription(tmp_path: Path, capsys) -> None:
         payload_main(["export", str(out), "--prescription", "--config", str(cfg)])
     assert ex.value.code == 2 and "prescription.rates names 'mildew'" in capsys.readouterr().err
     assert not (out / "prescription.zip").exists()
+
+
+def test_a_grid_too_fine_for_the_field_is_refused_before_any_file(tmp_path: Path, dmap: DiseaseMap) -> None:
+    from payload.grower import gridrx
+
+    write_prescription(tmp_path, dmap, PrescriptionSection())
+    old = gridrx.MAX_CELLS
+    try:
+        gridrx.MAX_CELLS = 100  # the survey saw about 95 x 55 m: 19 x 11 = 209 cells of 5 m
+        with pytest.raises(PrescriptionError, match=r"raise prescription.grid_cell_m"):
+            write_prescription(tmp_path, dmap, PrescriptionSection(grid_cell_m=5.0))
+    finally:
+        gridrx.MAX_CELLS = old
+    assert [p.name for p in rx_files(tmp_path) if p.exists()] == []
