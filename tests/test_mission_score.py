@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import shapely
 
@@ -100,3 +101,54 @@ def test_treatment_with_the_wrong_product_and_too_much_ground() -> None:
     assert t["treatment_ok"] is False
     ok = score_treatment(patches, [FoundZone("rust", shapely.Point(0, 0).buffer(2.5), 0, 0)], margin_m=1.0)
     assert ok["treatment_ok"] is True and ok["treated_ratio"] < 3.0
+
+
+def test_the_default_scenarios_patches_mapped_by_a_perfect_classifier_are_all_treated_within_3x() -> None:
+    """The prescription's geometry on the default scenario's truth, without the classifier's errors: a
+    survey whose tiles call a patch's class when it covers over 15 % of them, through the real map and
+    treatment rules, must put every true patch inside a treatment zone at under 3x the grown area (the
+    flown mission with the quick bundle: 1.22x, docs/PRESCRIPTIONS.md)."""
+    from pathlib import Path
+
+    from flight_sim.scenario import load_scenario
+    from payload.config import MapSection, PrescriptionSection
+    from payload.geo.diseasemap import DiseaseMap
+    from payload.geo.frames import LocalFrame
+    from payload.geo.looks import LOOK_SCHEMA
+    from payload.geo.sensor import default_sensor_model
+    from payload.grower.treatment import treatment_zones
+
+    s = load_scenario(Path(__file__).resolve().parents[1] / "configs" / "scenarios" / "default.yaml")
+    frame = LocalFrame(s.origin.lat, s.origin.lon, 0.0)
+    labels = ("rust", "powdery_mildew")
+    dm = DiseaseMap(default_sensor_model("healthy", labels), MapSection(), frame)
+    sub = (np.arange(12) + 0.5) / 12
+    tile = 8.0
+    for n_line in np.arange(0.0, s.field.height_m + 1.0, 16.0):
+        for e in np.arange(-10.0, s.field.width_m + 10.0, 1.5):
+            tiles = []
+            for r in range(3):
+                for c in range(4):
+                    e0, n0 = e - 2 * tile + c * tile, n_line - 1.5 * tile + r * tile
+                    xs, ys = np.meshgrid(e0 + sub * tile, n0 + sub * tile)
+                    call = "healthy"
+                    for p in s.patches:
+                        if np.mean(np.hypot(xs - p.east_m, ys - p.north_m) <= p.radius_m) > 0.15:
+                            call = p.cls
+                    quad = np.array([[e0, n0], [e0 + tile, n0], [e0 + tile, n0 + tile], [e0, n0 + tile]])
+                    la, lo, _ = frame.to_geodetic(quad[:, 0], quad[:, 1], 0.0)
+                    tiles.append({"label": call, "flagged": call != "healthy", "scores": [],
+                                  "footprint": [[float(a), float(b)] for a, b in zip(la, lo, strict=True)]})
+            lat, lon, _ = frame.to_geodetic(float(e), float(n_line), 0.0)
+            dm.add_look({"schema": LOOK_SCHEMA, "run_id": "a", "trusted": True, "flags": [],
+                         "vehicle": {"lat": float(lat), "lon": float(lon)}, "tiles": tiles})
+    dm.finish()
+    cfg = PrescriptionSection()
+    tz = treatment_zones(dm.zones, cfg, labels)
+    patches = [TruePatch(p.cls, p.east_m, p.north_m, p.radius_m) for p in s.patches]
+    t = score_treatment(patches, [FoundZone(z.label, z.geometry_en, 0.0, 0.0) for z in tz], cfg.margin_m)
+    assert t["patches_treated"] == t["patches_treated_with_their_product"] == len(patches) == 3, t["patches"]
+    assert t["treated_ratio"] is not None and 1.0 <= t["treated_ratio"] <= 3.0, t
+    assert t["treatment_ok"]
+    print(f"perfect classifier, default scenario: treated {t['treated_m2']} m2 vs {t['true_plus_margin_m2']} m2 "
+          f"grown by the margin ({t['true_diseased_m2']} m2 true): {t['treated_ratio']}x")

@@ -4,7 +4,8 @@ The model here is the session's quick bundle (barely trained) on one plain rust 
 must be found where the patch is, with no false zone, the field covered, the GeoTIFFs georeferenced,
 trusted sightings on the patch, and the live alert sent once for the zone. The same flight's mosaic
 must cover the field and show the patch within 1 m of its true place, and its report.html must
-render in a real browser (headless Chromium) without a console message. `make demo` and the
+render in a real browser (headless Chromium) without a console message, and the prescription it wrote
+at close must be read by GDAL and isoxml with every patch inside a treatment zone. `make demo` and the
 closing notes carry the quality figures of harder fields.
 """
 
