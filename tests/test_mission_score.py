@@ -91,6 +91,26 @@ def test_treatment_covers_patches_and_states_its_cost_by_hand() -> None:
     assert t["treated_m2"] == pytest.approx(150.0)
     assert t["treated_ratio"] == pytest.approx(150.0 / (2 * math.pi * 9), rel=0.01)
     assert t["treatment_ok"] is False  # a patch half treated, and 2.65x is fine but not with a miss
+    # the two readings of "3x the true area plus the buffer": 3 x 56.5, or 3 x 25.1 (true) + 31.4 (the ring)
+    assert t["limit_m2"] == pytest.approx(3 * 2 * math.pi * 9, rel=0.01)
+    assert t["limit_strict_m2"] == pytest.approx(3 * 2 * math.pi * 4 + 2 * math.pi * 5, rel=0.01)
+    assert t["within_strict_limit"] is False  # 150 m2 > 106.8 m2
+
+
+def test_the_printed_treatment_line_states_the_areas_and_the_verdict() -> None:
+    from tools.mission.run import treatment_line
+
+    patches = [TruePatch("rust", 0.0, 0.0, 2.0)]
+    ok = score_treatment(patches, [FoundZone("rust", shapely.box(-4, -4, 4, 4), 0, 0)], margin_m=1.0)
+    line = treatment_line(ok)
+    assert line.startswith("treatment: 1/1 patches inside a treatment zone (1 with their own product)")
+    # the true disk and its margin are polygons (16 segments a quarter), a little smaller than circles
+    assert "treated 64 m2 vs true 13 m2 (28 m2 with the margin): ratio 2.26" in line and line.endswith("-> ok")
+    # 64 m2 > 3 x 12.5 + 15.7: ok by the target, over the stricter reading
+    assert "3x true + the margin's ring: 53 m2, exceeded" in line
+    miss = score_treatment(patches, [FoundZone("rust", shapely.box(-30, -30, 30, 30), 0, 0)], margin_m=1.0)
+    assert treatment_line(miss).endswith("-> MISS") and treatment_line(None).endswith("no prescription in the "
+                                                                                        "output folder")
 
 
 def test_treatment_with_the_wrong_product_and_too_much_ground() -> None:
@@ -151,4 +171,5 @@ def test_the_default_scenarios_patches_mapped_by_a_perfect_classifier_are_all_tr
     assert t["treated_ratio"] is not None and 1.0 <= t["treated_ratio"] <= 3.0, t
     assert t["treatment_ok"]
     print(f"perfect classifier, default scenario: treated {t['treated_m2']} m2 vs {t['true_plus_margin_m2']} m2 "
-          f"grown by the margin ({t['true_diseased_m2']} m2 true): {t['treated_ratio']}x")
+          f"grown by the margin ({t['true_diseased_m2']} m2 true): {t['treated_ratio']}x; stricter limit "
+          f"{t['limit_strict_m2']} m2 {'met' if t['within_strict_limit'] else 'exceeded'}")

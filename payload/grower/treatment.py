@@ -68,10 +68,14 @@ class TreatmentZone:
         return int(self.id[1:])
 
     def as_dict(self) -> dict[str, Any]:
-        """Flat JSON-ready attributes (no geometry): what treatment.geojson, the GeoPackage and the report carry."""
+        """Flat JSON-ready attributes (no geometry): what treatment.geojson, the GeoPackage and the report carry.
+
+        `class` (not the disease zones' `label`) is the name the field report and FMIS imports read: a
+        treatment zone's class is the product applied, which near another class's zone is not always the
+        disease found on every square metre of it."""
         return {
             "id": self.id,
-            "label": self.label,
+            "class": self.label,
             "class_code": self.code,
             "rate": self.rate,
             "unit": self.unit,

@@ -43,7 +43,7 @@ def test_a_10_m_square_with_a_5_m_margin_is_a_rounded_square_of_known_area() -> 
     assert t.area_m2 == pytest.approx(300.0 + math.pi * 25, rel=2e-3)
     assert t.geometry_en.bounds == pytest.approx((-5, -5, 15, 15))
     d = t.as_dict()
-    assert (d["id"], d["label"], d["class_code"], d["rate"], d["unit"], d["disease_zones"]) == (
+    assert (d["id"], d["class"], d["class_code"], d["rate"], d["unit"], d["disease_zones"]) == (
         "T1", "rust", 1, 1.0, "l/ha", "rust-1")
     assert d["area_ha"] == pytest.approx(polygonal / 10_000, abs=1e-4)
 

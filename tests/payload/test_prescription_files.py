@@ -172,8 +172,8 @@ def test_strict_terminal_refusal_writes_nothing_and_removes_an_older_prescriptio
 def test_the_flights_close_writes_the_prescription(tmp_path: Path) -> None:
     from payload.config import PayloadConfig
     from payload.pipeline.geotag import GeotagHandler
+    from tests.payload.geotagdoubles import HOME, ScriptedTelemetry, frame_result
     from tests.payload.geotagdoubles import LABELS as GLABELS
-    from tests.payload.geotagdoubles import ScriptedTelemetry, frame_result
 
     cfg = PayloadConfig.model_validate({"model": {"bundle": "b"}, "output": {"dir": str(tmp_path)},
                                         "sinks": {"layers_interval_s": 3600}, "map": {"rasters": False}})
@@ -185,6 +185,13 @@ def test_the_flights_close_writes_the_prescription(tmp_path: Path) -> None:
     assert h.map.zones, "the scripted flight should make a zone"
     fc = json.loads((tmp_path / "treatment.geojson").read_text())
     assert len(fc["features"]) >= 1 and fc["features"][0]["properties"]["rate"] == 1.0
+    # what report.html reads of a treatment zone (payload/report/data.py): WGS84 polygons with these properties
+    for f in fc["features"]:
+        p = f["properties"]
+        assert {"id", "class", "area_ha", "rate", "unit"} <= set(p) and p["class"] in GLABELS and p["unit"] == "l/ha"
+        assert f["geometry"]["type"] == "Polygon" and "crs" not in fc
+        lon, lat = f["geometry"]["coordinates"][0][0]
+        assert abs(lat - HOME[0]) < 0.01 and abs(lon - HOME[1]) < 0.01  # RFC 7946: lon, lat
     assert pyogrio.read_info(tmp_path / "prescription.zip")["geometry_type"] == "Polygon"
     assert (tmp_path / "TASKDATA" / "TASKDATA.XML").is_file() and (tmp_path / "scout.csv").is_file()
 

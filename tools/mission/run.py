@@ -147,7 +147,7 @@ def read_treatment(out_dir: Path, s: Scenario) -> tuple[list[FoundZone], float] 
     for f in json.loads(path.read_text(encoding="utf-8")).get("features", []):
         g = _geometry_en(f["geometry"], s)
         c = g.centroid
-        out.append(FoundZone(f["properties"]["label"], g, float(c.x), float(c.y), 0.0, str(f["properties"]["id"])))
+        out.append(FoundZone(f["properties"]["class"], g, float(c.x), float(c.y), 0.0, str(f["properties"]["id"])))
     return out, margin
 
 
@@ -250,7 +250,9 @@ def treatment_line(t: dict | None) -> str:
     return (f"treatment: {t['patches_treated']}/{len(t['patches'])} patches inside a treatment zone "
             f"({t['patches_treated_with_their_product']} with their own product); treated {t['treated_m2']:.0f} m2 "
             f"vs true {t['true_diseased_m2']:.0f} m2 ({t['true_plus_margin_m2']:.0f} m2 with the margin): "
-            f"ratio {ratio} -> {'ok' if t['treatment_ok'] else 'MISS'}")
+            f"ratio {ratio} (limit {t['limit_m2']:.0f} m2; stricter reading 3x true + the margin's ring: "
+            f"{t['limit_strict_m2']:.0f} m2, {'met' if t['within_strict_limit'] else 'exceeded'}) "
+            f"-> {'ok' if t['treatment_ok'] else 'MISS'}")
 
 
 def score_output(out: Path, s: Scenario) -> tuple[list[TruePatch], list[FoundZone], dict]:

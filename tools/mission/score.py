@@ -146,6 +146,11 @@ def score_treatment(patches: Sequence[TruePatch], treatment: Sequence[FoundZone]
     cost is the treated area over the true patches' area grown by the same margin (the least a
     sprayer following the rule could treat); the must-show is every patch treated and a ratio of at
     most MAX_TREATED_RATIO.
+
+    The issue's "3x the true diseased area plus the buffer" has a stricter reading too: 3x the true
+    area, plus the margin's ring once (not tripled). Both limits are stated (`limit_m2`,
+    `limit_strict_m2`) and `within_strict_limit` says whether the stricter one holds as well; the
+    target (`treatment_ok`) is the first reading, as the missions' targets and docs/PRESCRIPTIONS.md say.
     """
     union = shapely.union_all([z.geometry for z in treatment]) if treatment else shapely.Polygon()
     rows = []
@@ -172,6 +177,9 @@ def score_treatment(patches: Sequence[TruePatch], treatment: Sequence[FoundZone]
         "true_plus_margin_m2": round(grown_m2, 2),
         "treated_m2": round(treated_m2, 2),
         "treated_ratio": None if ratio is None else round(ratio, 3),
+        "limit_m2": round(MAX_TREATED_RATIO * grown_m2, 2),
+        "limit_strict_m2": round(MAX_TREATED_RATIO * true_m2 + (grown_m2 - true_m2), 2),
+        "within_strict_limit": treated_m2 <= MAX_TREATED_RATIO * true_m2 + (grown_m2 - true_m2),
         "treatment_ok": all_treated and ratio is not None and ratio <= MAX_TREATED_RATIO,
         "patches": rows,
     }
