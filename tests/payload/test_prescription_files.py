@@ -233,3 +233,44 @@ def test_a_grid_too_fine_for_the_field_is_refused_before_any_file(tmp_path: Path
     finally:
         gridrx.MAX_CELLS = old
     assert [p.name for p in rx_files(tmp_path) if p.exists()] == []
+
+
+def test_payload_export_strict_terminal_merges_or_refuses(tmp_path: Path, capsys) -> None:
+    """The must-show at the command line: two rust patches 80 m apart and a terminal that takes one zone. `merge`
+    writes one zone GDAL reads (the ground between them treated, said in prescription.json); `refuse` exits 2
+    naming the option and the fix, and leaves no prescription file behind (not even the merged one)."""
+    out = tmp_path / "run"
+    out.mkdir()
+    sensor = default_sensor_model("healthy", LABELS)
+    looks = (survey_looks((30.0, 20.0, 5.0), [5.0, 20.0, 35.0], run="a")
+             + survey_looks((30.0, 100.0, 5.0), [85.0, 100.0, 115.0], run="b"))
+    (out / "detections.jsonl").write_text("".join(json.dumps(r) + "\n" for r in
+                                                  [mapinfo_record(sensor, MapSection()), *looks]))
+    merge, refuse = tmp_path / "merge.yaml", tmp_path / "refuse.yaml"
+    merge.write_text("model: {bundle: b}\nprescription:\n  terminal: {max_zones: 1, too_many_zones: merge}\n")
+    refuse.write_text("model: {bundle: b}\nprescription:\n  terminal: {max_zones: 1, too_many_zones: refuse}\n")
+
+    with pytest.raises(SystemExit) as ex:
+        payload_main(["export", str(out), "--prescription"])
+    assert ex.value.code == 0 and pyogrio.read_info(out / "prescription.zip")["features"] == 2
+    capsys.readouterr()
+
+    with pytest.raises(SystemExit) as ex:
+        payload_main(["export", str(out), "--prescription", "--config", str(merge)])
+    assert ex.value.code == 0 and "merged two rust zones" in capsys.readouterr().out
+    info = pyogrio.read_info(out / "prescription.zip")
+    assert info["features"] == 1 and info["geometry_type"] == "Polygon"
+    _m, _f, geoms, _cols = pyogrio.raw.read(out / "prescription.zip")
+    hull = shapely.from_wkb(geoms[0])
+    for e, n in ((30.0, 20.0), (30.0, 60.0), (30.0, 100.0)):  # both patches and the ground between
+        lat, lon, _ = ORIGIN.to_geodetic(e, n, 0.0)
+        assert hull.contains(shapely.Point(float(lon), float(lat))), (e, n)
+    assert json.loads((out / "prescription.json").read_text())["strict_terminal_merges"] == 1
+
+    with pytest.raises(SystemExit) as ex:
+        payload_main(["export", str(out), "--prescription", "--config", str(refuse)])
+    err = capsys.readouterr().err
+    assert ex.value.code == 2
+    assert "2 treatment zones, more than prescription.terminal.max_zones = 1; no prescription written" in err
+    assert "too_many_zones: merge" in err  # the fix is named
+    assert [p.name for p in rx_files(out) if p.exists()] == []
