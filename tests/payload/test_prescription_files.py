@@ -116,7 +116,21 @@ def test_taskdata_parsed_back_by_isoxml_with_the_zones_and_rates(tmp_path: Path,
     cfg = PrescriptionSection(rates={"rust": 1.25}, products={"rust": "Fungicide X"})
     res = write_prescription(tmp_path, dmap, cfg)
     xml = tmp_path / "TASKDATA" / "TASKDATA.XML"
-    assert ET.parse(xml).getroot().tag == "ISO11783_TaskData"
+    root = ET.parse(xml).getroot()
+    assert root.tag == "ISO11783_TaskData" and (root.get("VersionMajor"), root.get("VersionMinor")) == ("4", "3")
+    # read with xml.etree alone, by the standard's element and attribute codes (no isoxml in between):
+    # TSK H/I/J = default, position-lost and out-of-field zone codes; TZN A = code; PDV A = DDI (hex), B = value,
+    # C = product; PLN A = 2 (treatment zone) with an exterior ring LSG A = 1 of PNT C = lat, D = lon
+    (tsk,) = root.findall("TSK")
+    assert (tsk.get("G"), tsk.get("H"), tsk.get("I"), tsk.get("J")) == ("1", "0", "0", "0")
+    tzn_xml = {t.get("A"): t for t in tsk.findall("TZN")}
+    assert set(tzn_xml) == {"0", "1"}
+    (pdv_xml,) = tzn_xml["1"].findall("PDV")
+    assert (pdv_xml.get("A"), pdv_xml.get("B"), pdv_xml.get("C")) == ("0001", "12500", root.find("PDT").get("A"))
+    (pln_xml,) = tzn_xml["1"].findall("PLN")
+    assert pln_xml.get("A") == "2" and pln_xml.find("LSG").get("A") == "1"
+    ring = shapely.Polygon([_en(float(p.get("D")), float(p.get("C"))) for p in pln_xml.find("LSG").findall("PNT")])
+    assert ring.covers(dmap.zones[0].geometry_en)
     td, _bins = isoxml_io.isoxml_from_path(tmp_path / "TASKDATA")
     assert schema_problems(td) == []
     (pdt,) = td.products
