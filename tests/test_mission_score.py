@@ -127,7 +127,7 @@ def test_the_default_scenarios_patches_mapped_by_a_perfect_classifier_are_all_tr
     """The prescription's geometry on the default scenario's truth, without the classifier's errors: a
     survey whose tiles call a patch's class when it covers over 15 % of them, through the real map and
     treatment rules, must put every true patch inside a treatment zone at under 3x the grown area (the
-    flown mission with the quick bundle: 1.22x, docs/PRESCRIPTIONS.md)."""
+    flown mission with the quick bundle: 1.09x, docs/PRESCRIPTIONS.md)."""
     from pathlib import Path
 
     from flight_sim.scenario import load_scenario
