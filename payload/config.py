@@ -352,7 +352,7 @@ class TerminalSection(StrictModel):
         default=None, ge=1, le=100000,
         description="most treatment zones the terminal loads (Agrotax AgFusion: 100); null = no limit",
     )
-    too_many_zones: Literal["merge", "refuse"] = Field(
+    on_too_many: Literal["merge", "refuse"] = Field(
         default="merge",
         description="more zones than max_zones: merge the nearest zones of a class until they fit (the sprayer "
         "treats the ground between them; said in the log and prescription.json), or refuse and write no "

@@ -13,7 +13,7 @@ WGS84. The rules, in order (docs/PRESCRIPTIONS.md says why):
    patch gets the product for what it has; only margins are given away.
 4. **Strict terminal.** With more zones than `terminal.max_zones`, the two nearest zones of a class
    are replaced by their convex hull (the sprayer then treats the ground between them) until the
-   count fits, or, with `too_many_zones: refuse`, a PrescriptionError names the option and the fix.
+   count fits, or, with `on_too_many: refuse`, a PrescriptionError names the option and the fix.
 5. **Vertex budget.** Each cluster of touching zones is simplified as one coverage (shared borders
    stay shared: no gap or overlap appears between zones) with the smallest tolerance that brings
    every zone under `max_vertices`; the result must still cover every disease zone, or a smaller
@@ -259,10 +259,10 @@ def plan_treatment(zones: Sequence[Zone], cfg: PrescriptionSection,
         pieces = _resolve(parts, cores, order, cfg.min_zone_m2)
         if limit is None or len(pieces) <= limit:
             break
-        if cfg.terminal.too_many_zones == "refuse":
+        if cfg.terminal.on_too_many == "refuse":
             raise PrescriptionError(
                 f"{len(pieces)} treatment zones, more than prescription.terminal.max_zones = {limit}; no "
-                "prescription written. Set prescription.terminal.too_many_zones: merge (nearest zones are joined "
+                "prescription written. Set prescription.terminal.on_too_many: merge (nearest zones are joined "
                 "until they fit), raise max_zones if the terminal takes more, or raise margin_m so nearby "
                 "zones touch and merge")
         merged = _merge_nearest(parts)

@@ -151,6 +151,7 @@ class _Built:
     zrec: list[ShpRecord]
     grec: list[ShpRecord]
     task: tuple[Any, dict[str, bytes]] | None
+    grid_shp: bool  # the grid Shapefile is written (within the terminal's zone limit)
 
 
 def _build(out: Path, dmap: DiseaseMap, cfg: PrescriptionSection, labels: list[str], task_name: str,
@@ -164,6 +165,7 @@ def _build(out: Path, dmap: DiseaseMap, cfg: PrescriptionSection, labels: list[s
     zrec = [ShpRecord(lonlat[z.id], z.number, z.code, z.rate) for z in plan.zones]
     check_records(zrec, cfg.terminal.max_zones)
     grec = _grid_records(grid) if grid is not None else []
+    grid_shp = grid is not None and "shp" in cfg.formats and _grid_fits(len(grec), cfg)
     task = None
     if "isoxml" in cfg.formats:
         tz = [TaskZone(z.label, z.code, z.rate, lonlat[z.id]) for z in plan.zones]
@@ -172,7 +174,37 @@ def _build(out: Path, dmap: DiseaseMap, cfg: PrescriptionSection, labels: list[s
         problems = schema_problems(task[0])
         if problems:
             raise PrescriptionError("the ISO-XML task breaks ISO 11783-10: " + "; ".join(problems[:5]))
-    return _Built(PrescriptionResult(plan, scouts, grid), order, lonlat, zrec, grec, task)
+    res = PrescriptionResult(plan, scouts, grid)
+    if grid is not None and "shp" in cfg.formats and not grid_shp:
+        res.skipped.append(_grid_skip_note(len(grec), cfg))
+        log.warning("prescription: skipped %s", res.skipped[-1])
+    return _Built(res, order, lonlat, zrec, grec, task, grid_shp)
+
+
+def _grid_fits(cells: int, cfg: PrescriptionSection) -> bool:
+    """Whether the grid Shapefile (one record per cell) stays within the strict terminal's zone limit.
+
+    The limit is the terminal's, and a terminal that counts polygons counts grid cells too. Cells cannot
+    be merged the way zones are (a grid's cells are its meaning), so `on_too_many: merge` leaves the grid
+    Shapefile out (said in prescription.json and the log) and `refuse` refuses the whole prescription,
+    as for zones; the GeoPackage's grid layer and an ISO-XML grid (a few zone codes, not polygons) stay.
+    """
+    limit = cfg.terminal.max_zones
+    if limit is None or cells <= limit:
+        return True
+    if cfg.terminal.on_too_many == "refuse":
+        raise PrescriptionError(
+            f"the {cfg.grid_cell_m:g} m grid prescription has {cells} cells, more than "
+            f"prescription.terminal.max_zones = {limit}; no prescription written. Raise prescription.grid_cell_m, "
+            "set it to null (no grid), or set prescription.terminal.on_too_many: merge (the grid Shapefile is "
+            "then left out)")
+    return False
+
+
+def _grid_skip_note(cells: int, cfg: PrescriptionSection) -> str:
+    return (f"{GRID_NAMES[0]}.zip: {cells} grid cells, more than prescription.terminal.max_zones = "
+            f"{cfg.terminal.max_zones} (a strict terminal would reject it; a spot-spray drone takes it from a "
+            "run without terminal.max_zones, or raise grid_cell_m)")
 
 
 def write_prescription(out: Path, dmap: DiseaseMap, cfg: PrescriptionSection,
@@ -207,7 +239,7 @@ def write_prescription(out: Path, dmap: DiseaseMap, cfg: PrescriptionSection,
     if "shp" in cfg.formats:
         name, stem = shapefile_names(*ZONES_NAMES, short)
         written.append(write_shapefile_zip(out / name, zrec, stem, cfg.terminal.max_zones))
-        if grid is not None:
+        if b.grid_shp:
             name, stem = shapefile_names(*GRID_NAMES, short)
             written.append(write_shapefile_zip(out / name, grec, stem))
     if b.task is not None:

@@ -121,9 +121,9 @@ def test_more_zones_than_a_strict_terminal_takes_are_merged_nearest_first() -> N
 
 
 def test_a_strict_terminal_can_refuse_instead_with_the_fix_in_the_message() -> None:
-    cfg = PrescriptionSection(terminal={"max_zones": 3, "too_many_zones": "refuse"})
+    cfg = PrescriptionSection(terminal={"max_zones": 3, "on_too_many": "refuse"})
     with pytest.raises(PrescriptionError, match=r"5 treatment zones, more than prescription.terminal.max_zones = 3"
-                       r".*too_many_zones: merge"):
+                       r".*on_too_many: merge"):
         plan_treatment(_row_of_zones(5), cfg, LABELS)
     # one zone per class and still too many: no merge can help (one product per zone)
     two = [zone("rust", shapely.box(0, 0, 4, 4)), zone("powdery_mildew", shapely.box(50, 0, 54, 4))]

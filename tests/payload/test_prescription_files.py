@@ -177,7 +177,7 @@ def test_strict_terminal_refusal_writes_nothing_and_removes_an_older_prescriptio
     dm = _with_copies(_map(), 4)
     write_prescription(tmp_path, dm, PrescriptionSection())  # a prescription from before, without a limit
     assert (tmp_path / "prescription.zip").is_file() and (tmp_path / "TASKDATA").is_dir()
-    cfg = PrescriptionSection(terminal={"max_zones": 3, "too_many_zones": "refuse"})
+    cfg = PrescriptionSection(terminal={"max_zones": 3, "on_too_many": "refuse"})
     with pytest.raises(PrescriptionError, match=r"4 treatment zones, more than prescription.terminal.max_zones = 3"):
         write_prescription(tmp_path, dm, cfg)
     assert [p.name for p in rx_files(tmp_path) if p.exists()] == []
@@ -261,8 +261,8 @@ def test_payload_export_strict_terminal_merges_or_refuses(tmp_path: Path, capsys
     (out / "detections.jsonl").write_text("".join(json.dumps(r) + "\n" for r in
                                                   [mapinfo_record(sensor, MapSection()), *looks]))
     merge, refuse = tmp_path / "merge.yaml", tmp_path / "refuse.yaml"
-    merge.write_text("model: {bundle: b}\nprescription:\n  terminal: {max_zones: 1, too_many_zones: merge}\n")
-    refuse.write_text("model: {bundle: b}\nprescription:\n  terminal: {max_zones: 1, too_many_zones: refuse}\n")
+    merge.write_text("model: {bundle: b}\nprescription:\n  terminal: {max_zones: 1, on_too_many: merge}\n")
+    refuse.write_text("model: {bundle: b}\nprescription:\n  terminal: {max_zones: 1, on_too_many: refuse}\n")
 
     with pytest.raises(SystemExit) as ex:
         payload_main(["export", str(out), "--prescription"])
@@ -286,5 +286,26 @@ def test_payload_export_strict_terminal_merges_or_refuses(tmp_path: Path, capsys
     err = capsys.readouterr().err
     assert ex.value.code == 2
     assert "2 treatment zones, more than prescription.terminal.max_zones = 1; no prescription written" in err
-    assert "too_many_zones: merge" in err  # the fix is named
+    assert "on_too_many: merge" in err  # the fix is named
     assert [p.name for p in rx_files(out) if p.exists()] == []
+
+
+def test_a_grid_with_more_cells_than_the_terminal_takes_is_left_out_or_refused(tmp_path: Path,
+                                                                             dmap: DiseaseMap) -> None:
+    """A strict terminal counts a grid Shapefile's cells as zones; cells cannot be merged, so `merge` leaves the
+    grid Shapefile out (and says so) and `refuse` writes nothing."""
+    merge = PrescriptionSection(grid_cell_m=5.0, terminal={"max_zones": 100})
+    res = write_prescription(tmp_path, dmap, merge)
+    assert res.grid is not None and res.grid.shape[0] * res.grid.shape[1] > 100
+    assert (tmp_path / "prescription.zip").is_file() and not (tmp_path / "prescription_grid.zip").exists()
+    rx = json.loads((tmp_path / "prescription.json").read_text())
+    assert len(rx["skipped"]) == 1 and "more than prescription.terminal.max_zones = 100" in rx["skipped"][0]
+    assert "prescription_grid" in {name for name, _kind in pyogrio.list_layers(tmp_path / "zones.gpkg")}
+    # a grid within the limit is written as before
+    write_prescription(tmp_path, dmap, PrescriptionSection(grid_cell_m=5.0, terminal={"max_zones": 10_000}))
+    assert pyogrio.read_info(tmp_path / "prescription_grid.zip")["features"] == res.grid.codes.size
+    refuse = PrescriptionSection(grid_cell_m=5.0, terminal={"max_zones": 100, "on_too_many": "refuse"})
+    with pytest.raises(PrescriptionError, match=r"grid prescription has \d+ cells, more than prescription.terminal"
+                       r".max_zones = 100; no prescription written. Raise prescription.grid_cell_m"):
+        write_prescription(tmp_path, dmap, refuse)
+    assert [p.name for p in rx_files(tmp_path) if p.exists()] == []
