@@ -309,3 +309,18 @@ def test_a_grid_with_more_cells_than_the_terminal_takes_is_left_out_or_refused(t
                        r".max_zones = 100; no prescription written. Raise prescription.grid_cell_m"):
         write_prescription(tmp_path, dmap, refuse)
     assert [p.name for p in rx_files(tmp_path) if p.exists()] == []
+
+
+def test_a_drone_without_gdal_skips_only_the_geopackage(tmp_path: Path, dmap: DiseaseMap, monkeypatch) -> None:
+    """pyogrio is a workstation dependency: on the drone zones.gpkg is skipped (and said), the terminal files
+    are still written, and `payload export --prescription` is named as the way to get it."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pyogrio", None)  # `import pyogrio` raises ImportError, as on the drone
+    monkeypatch.setitem(sys.modules, "pyogrio.raw", None)
+    res = write_prescription(tmp_path, dmap, PrescriptionSection())
+    assert not (tmp_path / "zones.gpkg").exists()
+    assert len(res.skipped) == 1 and "payload export" in res.skipped[0] and "--prescription" in res.skipped[0]
+    for name in ("prescription.zip", "TASKDATA/TASKDATA.XML", "treatment.geojson", "scout.csv"):
+        assert (tmp_path / name).is_file(), name
+    assert json.loads((tmp_path / "prescription.json").read_text())["skipped"] == res.skipped
