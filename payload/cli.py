@@ -43,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "OUT_DIR/detections.jsonl; several folders are fused into one map")
     p.add_argument("out_dir", metavar="OUT_DIR", nargs="+", help="output folder(s) of runs (output.dir)")
     p.add_argument("--out", help="where the fused map of several folders goes (default: the only folder)")
-    p.add_argument("--config", help="payload YAML file to take sinks.formats from")
+    p.add_argument("--config", help="payload YAML file to take sinks.formats and the prescription settings from")
+    p.add_argument("--prescription", action="store_true",
+                   help="also write the treatment zones, scout list and terminal files (prescription.zip, "
+                   "zones.gpkg, TASKDATA/) with the config's prescription section (docs/PRESCRIPTIONS.md)")
     return parser
 
 
@@ -128,7 +131,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "export":
         from payload.sinks.export import export_from_cli
 
-        code = export_from_cli(args.out_dir, args.config, args.out)
+        code = export_from_cli(args.out_dir, args.config, args.out, args.prescription)
         return code or _export_report(args)
     raise AssertionError(f"unhandled command {args.command}")
 

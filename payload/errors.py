@@ -32,3 +32,8 @@ class TelemetryError(UserError):
 
 class UnreadableFrameError(ValueError):
     """A frame whose pixels cannot be turned into RGB uint8 (skipped and counted, never a user error)."""
+
+
+class PrescriptionError(UserError):
+    """A prescription that cannot be made as configured (a strict terminal's limit, an unknown class name):
+    no prescription file is written."""

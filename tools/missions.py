@@ -53,6 +53,8 @@ class Targets:
     min_iou: float | None = 0.5  # mean IoU of found zones and their true disks
     min_coverage: float | None = 0.9  # share of the field under a camera footprint
     max_dropped_share: float | None = None  # the payload drops stale frames by design: report only by default
+    min_treated_share: float | None = 1.0  # issue 15: every true patch inside a treatment zone
+    max_treated_ratio: float | None = 3.0  # issue 15: treated area / (true patches grown by the margin)
 
 
 def resolve_scenarios(names: Sequence[str], workdir: Path) -> list[tuple[str, Path]]:
@@ -100,6 +102,9 @@ def summary_row(name: str, report: dict[str, Any]) -> dict[str, Any]:
         "frames_dropped": dropped,
         "dropped_share": (dropped / captured) if captured else None,
         "backend": report.get("backend"),
+        "patches_treated": None if not report.get("treatment") else report["treatment"]["patches_treated"],
+        "treated_m2": None if not report.get("treatment") else report["treatment"]["treated_m2"],
+        "treated_ratio": None if not report.get("treatment") else report["treatment"]["treated_ratio"],
     }
 
 
@@ -123,6 +128,15 @@ def misses(row: dict[str, Any], t: Targets) -> list[str]:
     cov = row["field_coverage"]
     if t.min_coverage is not None and (cov is None or cov < t.min_coverage):
         out.append(f"field coverage {'unknown' if cov is None else f'{cov:.1%}'} (< {t.min_coverage:.0%})")
+    treated = row.get("patches_treated")
+    if t.min_treated_share is not None:
+        if treated is None:
+            out.append("no prescription (treatment.geojson) to check")
+        elif (treated / total if total else 1.0) < t.min_treated_share:
+            out.append(f"{treated}/{total} patches inside a treatment zone (< {t.min_treated_share:.0%})")
+    ratio = row.get("treated_ratio")
+    if t.max_treated_ratio is not None and ratio is not None and ratio > t.max_treated_ratio:
+        out.append(f"treated area {ratio:.2f}x the true patches grown by the margin (> {t.max_treated_ratio:g}x)")
     ds = row["dropped_share"]
     if t.max_dropped_share is not None and ds is not None and ds > t.max_dropped_share:
         out.append(f"{ds:.0%} of frames dropped (> {t.max_dropped_share:.0%})")
@@ -146,8 +160,8 @@ def summary_markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> st
         "- targets: " + ", ".join(f"{k} {v}" for k, v in meta["targets"].items() if v is not None),
         "",
         "| scenario | seed | found | false zones | centroid error median / p95 (m) | mean IoU | coverage "
-        "| frames dropped | backend | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| treated patches, area ratio | frames dropped | backend | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         dropped = f"{r['frames_dropped']}/{r['frames_captured']}" if r["frames_captured"] else "-"
@@ -156,7 +170,8 @@ def summary_markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> st
         lines.append(
             f"| {r['scenario']} | {r['seed']} | {r['patches_found']}/{r['patches_total']} | {r['false_zones']} | "
             f"{_fmt(r['centroid_error_m_median'])} / {_fmt(r['centroid_error_m_p95'])} | {_fmt(r.get('iou_mean'))} | "
-            f"{cov} | {dropped} | "
+            f"{cov} | {_fmt(r.get('patches_treated'), 'd')}/{r['patches_total']}, {_fmt(r.get('treated_ratio'))}x | "
+            f"{dropped} | "
             f"{r['backend']} | {verdict} |"
         )
     lines += ["", f"result: {'all targets met' if meta['ok'] else 'TARGET MISSED'}", ""]
@@ -201,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--min-iou", type=float, default=d.min_iou)
     ap.add_argument("--min-coverage", type=float, default=d.min_coverage)
     ap.add_argument("--max-dropped-share", type=float, default=d.max_dropped_share)
+    ap.add_argument("--min-treated-share", type=float, default=d.min_treated_share)
+    ap.add_argument("--max-treated-ratio", type=float, default=d.max_treated_ratio)
     add_log_level_argument(ap)
     return ap
 
@@ -210,7 +227,7 @@ def run(argv: Sequence[str] | None, fly: Fly = fly_mission) -> int:
     a = build_parser().parse_args(argv)
     setup_logging(a.log_level)
     targets = Targets(a.min_found_share, a.max_false_zones, a.max_error_median_m, a.max_error_p95_m,
-                      a.min_iou, a.min_coverage, a.max_dropped_share)
+                      a.min_iou, a.min_coverage, a.max_dropped_share, a.min_treated_share, a.max_treated_ratio)
     card = _card(a.bundle)
     out: Path = a.out
     out.mkdir(parents=True, exist_ok=True)

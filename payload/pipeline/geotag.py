@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from payload.config import PayloadConfig
+from payload.errors import PrescriptionError
 from payload.geo.detections import DetectionContext, build_detection
 from payload.geo.diseasemap import MAPINFO_SCHEMA, DiseaseMap, is_look, mapinfo_record
 from payload.geo.facemap import FaceMap
@@ -31,6 +32,7 @@ from payload.ops.diskguard import DiskGuard
 from payload.sinks.base import DetectionSink, SinkContext
 from payload.sinks.jsonl import DetectionsJsonl, iter_detections
 from payload.sinks.maplayers import write_map_products, zone_features
+from payload.sinks.prescription import write_prescription
 from payload.sinks.registry import build_sinks
 from payload.sinks.sitelayers import write_site_products
 from payload.sitefile import SiteLayout, load_site
@@ -224,6 +226,16 @@ class GeotagHandler:
                 log.info("pose trusted again; detections are placed normally")
             self._last_flags = flags
 
+    def _write_prescription(self) -> None:
+        """The prescription files; settings a strict terminal cannot meet are logged with their fix, and the
+        flight's other products stand."""
+        assert isinstance(self.map, DiseaseMap)
+        try:
+            write_prescription(self.out_dir, self.map, self.cfg.prescription)
+        except PrescriptionError as err:
+            log.error("no prescription written: %s (then `payload export %s --prescription --config FILE`)",
+                      err, self.out_dir)
+
     def close(self) -> None:
         """Finish the map (last zones alerted, products written), close the sinks (last first: the layers
         are written before the JSONL they read is closed), then the telemetry link if this handler owns it."""
@@ -238,6 +250,8 @@ class GeotagHandler:
             else:
                 write_map_products(self.out_dir, self.map, self.cfg.sinks.formats, self.cfg.map.rasters,
                                    zones=self.sink("layers") is None)
+                if self.cfg.prescription.enabled:
+                    self._write_prescription()
         except Exception as err:
             log.exception("could not finish the map; `payload export %s` rebuilds it from detections.jsonl",
                           self.out_dir)

@@ -9,7 +9,9 @@ and map settings the flight wrote in its map-info record) give the same zones, i
 Several folders (sorties, or drones flying parts of one field) are fused into one map: their looks
 go into one grid (log-odds add; each look is placed by its own WGS84 footprint, so the flights are
 re-anchored to the first one's origin), giving one coverage layer and one set of zones, written to
-`--out`. JPEG crops are images, not derived data: they are left as they are.
+`--out`. JPEG crops are images, not derived data: they are left as they are. With `--prescription`
+the treatment zones, scout list and terminal files are made from the rebuilt map
+(payload/sinks/prescription.py), with the config's `prescription` section.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from payload.config import PrescriptionSection
 from payload.errors import UserError
 from payload.geo.diseasemap import MAPINFO_SCHEMA, DiseaseMap, is_look, map_from_info
 from payload.sinks.jsonl import DETECTION_SCHEMA_PREFIX, DETECTIONS_FILE, JsonlProblems, iter_jsonl
 from payload.sinks.layers import FORMATS, atomic_write_text, scan_records, summary_json, write_layers
 from payload.sinks.maplayers import write_map_products, zone_features
+from payload.sinks.prescription import write_prescription
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,7 @@ class ExportReport:
     zones: int
     looks: int
     written: list[Path]
+    prescription: str | None = None  # the prescription's summary line(s), when one was made
 
     def text(self) -> str:
         lines = [f"exported {self.records} detections, {self.looks} looks and {self.zones} zones"]
@@ -50,6 +55,8 @@ class ExportReport:
         others = [b for b in self.bad_lines if not (self.torn_last_line and b is self.bad_lines[-1])]
         for n, why in others:
             lines.append(f"  skipped unreadable line {n}: {why}")
+        if self.prescription:
+            lines.append(self.prescription)
         lines += [f"  wrote {p}" for p in self.written]
         return "\n".join(lines)
 
@@ -86,10 +93,12 @@ def export_layers(
     out_dirs: str | Path | Sequence[str | Path],
     out: str | Path | None = None,
     formats: Sequence[str] = FORMATS,
+    prescription: PrescriptionSection | None = None,
 ) -> ExportReport:
     """Rebuild the map and every layer from the detections.jsonl of one or several run folders.
 
-    One folder: written into it. Several: fused, written to `out` (required).
+    One folder: written into it. Several: fused, written to `out` (required). With `prescription`, the
+    prescription files too (PrescriptionError when its settings cannot be met).
     """
     dirs = [out_dirs] if isinstance(out_dirs, str | Path) else list(out_dirs)
     if not dirs:
@@ -126,17 +135,30 @@ def export_layers(
         written += [p for p in write_map_products(target, dmap, formats, dmap.cfg.rasters) if p not in written]
     atomic_write_text(target / "summary.json", summary_json(scan, zones) + "\n")
     written.append(target / "summary.json")
+    rx_text = None
+    if prescription is not None:
+        if dmap is None:
+            raise ExportError("--prescription needs a map: these folders have no map-info record (a payload from "
+                              "before the evidence grid)")
+        rx = write_prescription(target, dmap, prescription)
+        written += rx.written
+        rx_text = rx.text()
     return ExportReport(scan.count, problems.bad_lines, problems.torn_last_line, len(zones),
-                        0 if dmap is None else dmap.counts.looks, written)
+                        0 if dmap is None else dmap.counts.looks, written, rx_text)
 
 
-def export_from_cli(out_dirs: Sequence[str], config: str | None = None, out: str | None = None) -> int:
-    """`payload export DIR [DIR...] [--out DIR] [--config FILE]`: print what was rebuilt and what was skipped."""
+def export_from_cli(out_dirs: Sequence[str], config: str | None = None, out: str | None = None,
+                    prescription: bool = False) -> int:
+    """`payload export DIR [DIR...] [--out DIR] [--config FILE] [--prescription]`: print what was rebuilt and
+    what was skipped."""
     from payload.config import load_payload_config
 
     formats: Sequence[str] = FORMATS
+    rx = PrescriptionSection() if prescription else None
     if config:
-        formats = load_payload_config(config).sinks.formats
-    report = export_layers(out_dirs, out, formats)
+        cfg = load_payload_config(config)
+        formats = cfg.sinks.formats
+        rx = cfg.prescription if prescription else None
+    report = export_layers(out_dirs, out, formats, rx)
     print(report.text())
     return 0

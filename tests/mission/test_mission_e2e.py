@@ -4,7 +4,8 @@ The model here is the session's quick bundle (barely trained) on one plain rust 
 must be found where the patch is, with no false zone, the field covered, the GeoTIFFs georeferenced,
 trusted sightings on the patch, and the live alert sent once for the zone. The same flight's mosaic
 must cover the field and show the patch within 1 m of its true place, and its report.html must
-render in a real browser (headless Chromium) without a console message. `make demo` and the
+render in a real browser (headless Chromium) without a console message, and the prescription it wrote
+at close must be read by GDAL and isoxml with every patch inside a treatment zone. `make demo` and the
 closing notes carry the quality figures of harder fields.
 """
 
@@ -152,3 +153,26 @@ def test_the_browser_check_sees_a_script_error(tmp_path: Path) -> None:
     console = screenshot(page, tmp_path / "bad.png", 400, 300)
     assert any("Uncaught" in line and "notAFunction" in line for line in console), console
     assert np.asarray(cv2.imread(str(tmp_path / "bad.png"))).size > 0
+
+
+def test_the_flight_writes_a_prescription_terminals_read(flown: tuple[Path, Path, dict]) -> None:
+    """Issue 15's must-show: written by the flight itself at close, read back by GDAL and by isoxml; every true
+    patch inside a treatment zone and the treated area at most 3x the true patches grown by the margin."""
+    import pyogrio
+    from isoxml.util.isoxml_io import isoxml_from_path
+
+    from payload.grower.taskdata import schema_problems
+
+    _tmp, out, report = flown
+    shp = pyogrio.read_info(out / "prescription.zip")
+    assert shp["geometry_type"] == "Polygon" and shp["crs"] == "EPSG:4326" and shp["features"] >= 1
+    assert dict(zip(shp["fields"], shp["dtypes"], strict=True))["RATE"] == "float64"
+    assert {name for name, _kind in pyogrio.list_layers(out / "zones.gpkg")} >= {
+        "treatment_zones", "disease_zones", "scout", "prescription_grid"}
+    td, _bins = isoxml_from_path(out / "TASKDATA")
+    assert schema_problems(td) == []
+    rates = {z.code: z.process_data_variables[0].process_data_value for z in td.tasks[0].treatment_zones}
+    assert rates[0] == 0 and rates[1] == 10000  # rust at the default 1 l/ha (DDI 1: 0.01 mm3/m2 per bit)
+    t = report["treatment"]
+    assert t is not None and t["patches_treated"] == report["patches_total"], t
+    assert t["treated_ratio"] is not None and t["treated_ratio"] <= 3.0, t

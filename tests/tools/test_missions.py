@@ -20,7 +20,8 @@ from tools.missions import MissionsError, Targets, misses, resolve_scenarios, ru
 
 GOOD = {"scenario": "s.yaml", "seed": 7, "patches_total": 3, "patches_found": 3, "false_zones": 0, "iou_mean": 0.6,
         "centroid_error_m_median": 0.8, "centroid_error_m_p95": 2.5, "coverage_fraction": 0.97,
-        "frames_captured": 1000, "frames_processed": 600, "frames_dropped": 400, "backend": "cpu"}
+        "frames_captured": 1000, "frames_processed": 600, "frames_dropped": 400, "backend": "cpu",
+        "treatment": {"patches_treated": 3, "treated_m2": 1500.0, "treated_ratio": 1.8}}
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +42,11 @@ def test_a_good_row_meets_the_default_targets() -> None:
     ({"centroid_error_m_p95": 7.0}, "centroid error p95 7.00 m (> 3 m)"),
     ({"coverage_fraction": 0.5}, "field coverage 50.0%"),
     ({"coverage_fraction": None}, "field coverage unknown"),
+    ({"treatment": {"patches_treated": 2, "treated_m2": 1500.0, "treated_ratio": 1.8}},
+     "2/3 patches inside a treatment zone"),
+    ({"treatment": {"patches_treated": 3, "treated_m2": 4000.0, "treated_ratio": 3.4}},
+     "treated area 3.40x the true patches grown by the margin (> 3x)"),
+    ({"treatment": None}, "no prescription"),
 ])
 def test_each_target_can_be_missed(change: dict, fragment: str) -> None:
     got = misses(summary_row("default", {**GOOD, **change}), Targets())
@@ -87,7 +93,7 @@ def test_summary_files_and_exit_status(tmp_path: Path, bundle: Path, capsys) -> 
     assert summary["bundle_model_sha256"] == tinymodel.sha256_file(bundle / "model_int8.tflite")
     assert [r["misses"] for r in summary["rows"]] == [[], ["5 false zones (> 0)"]]
     md = (out / "summary.md").read_text()
-    assert "| default | 7 | 3/3 | 0 | 0.80 / 2.50 | 0.60 | 97.0% | 400/1000 | cpu | ok |" in md
+    assert "| default | 7 | 3/3 | 0 | 0.80 / 2.50 | 0.60 | 97.0% | 3/3, 1.80x | 400/1000 | cpu | ok |" in md
     assert "MISS: 5 false zones (> 0)" in md and "TARGET MISSED" in md
     assert "--scenarios default random-23" in summary["command"]
     # the same reports pass with the threshold overridden on the command line

@@ -11,7 +11,7 @@ from pathlib import Path
 from flight_sim.indoor import is_indoor
 from payload.cliutil import run_cli
 from payload.logsetup import add_log_level_argument, setup_logging
-from tools.mission.run import SCORE_KEYS, MissionPlan, rescore, run_mission
+from tools.mission.run import SCORE_KEYS, MissionPlan, rescore, run_mission, treatment_line
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -38,6 +38,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if a.score_only:
         score = rescore(a.out, a.scenario)
         print(json.dumps({k: score.get(k) for k in SCORE_KEYS}, indent=2))
+        print(treatment_line(score.get("treatment")))
         print(f"score: {a.out / 'score.json'}  map: {a.out / 'map.png'}")
         return 0
     if a.bundle is None:
@@ -55,6 +56,7 @@ def _main(argv: Sequence[str] | None) -> int:
     report = run_mission(plan)
     summary = {k: report[k] for k in (*SCORE_KEYS, "frames_processed", "frames_dropped", "backend")}
     print(json.dumps(summary, indent=2))
+    print(treatment_line(report.get("treatment")))
     print(f"report: {a.out / 'report.json'}  map: {a.out / 'map.png'}")
     return 0
 

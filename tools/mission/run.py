@@ -33,7 +33,7 @@ from payload.geo.frames import geodetic_to_enu
 from payload.sinks.jsonl import read_jsonl
 from tools.mission.mapplot import draw_mission_map
 from tools.mission.mosaiccheck import mosaic_registration
-from tools.mission.score import FoundZone, TruePatch, score_zones
+from tools.mission.score import FoundZone, TruePatch, score_treatment, score_zones
 
 log = logging.getLogger("mission")
 
@@ -105,6 +105,8 @@ def payload_config(plan: MissionPlan, s: Scenario, vehicle_url: str, camera_url:
         "geotag": {"ground": "home", "min_height_agl_m": round(0.5 * s.flight.altitude_m, 1)},
         "sinks": {"crops": True, "layers_interval_s": 5.0},
         "alerts": {"enabled": True, "min_interval_s": 2.0},
+        # the grid prescription too, so one mission shows every terminal file (docs/PRESCRIPTIONS.md)
+        "prescription": {"grid_cell_m": 5.0},
         "preflight": {"min_free_disk_mb": 50.0, "wait_fix_s": 5.0},
     }
 
@@ -138,6 +140,20 @@ def read_zones(out_dir: Path, s: Scenario) -> list[FoundZone]:
         out.append(FoundZone(p["label"], _geometry_en(f["geometry"], s), e, n, float(p.get("peak_p", 0.0)),
                              str(p.get("id", ""))))
     return out
+
+
+def read_treatment(out_dir: Path, s: Scenario) -> tuple[list[FoundZone], float] | None:
+    """The treatment zones the payload wrote (treatment.geojson) and its margin (prescription.json), or None."""
+    path, info = out_dir / "treatment.geojson", out_dir / "prescription.json"
+    if not path.is_file() or not info.is_file():
+        return None
+    margin = float(json.loads(info.read_text(encoding="utf-8"))["settings"]["margin_m"])
+    out = []
+    for f in json.loads(path.read_text(encoding="utf-8")).get("features", []):
+        g = _geometry_en(f["geometry"], s)
+        c = g.centroid
+        out.append(FoundZone(f["properties"]["class"], g, float(c.x), float(c.y), 0.0, str(f["properties"]["id"])))
+    return out, margin
 
 
 def read_seen(out_dir: Path, s: Scenario) -> shapely.geometry.base.BaseGeometry | None:
@@ -231,13 +247,29 @@ SCORE_KEYS = ("patches_total", "patches_found", "patches_not_inspected", "false_
               "centroid_error_m_median", "centroid_error_m_p95", "iou_mean", "coverage_fraction")
 
 
+def treatment_line(t: dict | None) -> str:
+    """The prescription's check in one sentence (printed after every mission)."""
+    if t is None:
+        return "treatment: no prescription in the output folder"
+    ratio = "-" if t["treated_ratio"] is None else f"{t['treated_ratio']:.2f}"
+    return (f"treatment: {t['patches_treated']}/{len(t['patches'])} patches inside a treatment zone "
+            f"({t['patches_treated_with_their_product']} with their own product); treated {t['treated_m2']:.0f} m2 "
+            f"vs true {t['true_diseased_m2']:.0f} m2 ({t['true_plus_margin_m2']:.0f} m2 with the margin): "
+            f"ratio {ratio} (limit {t['limit_m2']:.0f} m2; stricter reading 3x true + the margin's ring: "
+            f"{t['limit_strict_m2']:.0f} m2, {'met' if t['within_strict_limit'] else 'exceeded'}) "
+            f"-> {'ok' if t['treatment_ok'] else 'MISS'}")
+
+
 def score_output(out: Path, s: Scenario) -> tuple[list[TruePatch], list[FoundZone], dict]:
     """Score the zones and coverage a payload wrote in `out` (a flight's folder, or a fused export's)."""
     zones = read_zones(out, s)
     seen = read_seen(out, s)
     patches = [TruePatch(p.cls, p.east_m, p.north_m, p.radius_m) for p in s.patches]
     field = shapely.box(0.0, 0.0, s.field.width_m, s.field.height_m)
-    return patches, zones, score_zones(patches, zones, field, seen)
+    score = score_zones(patches, zones, field, seen)
+    rx = read_treatment(out, s)
+    score["treatment"] = None if rx is None else score_treatment(patches, rx[0], rx[1])
+    return patches, zones, score
 
 
 def rescore(out: Path, scenario: Path) -> dict:
@@ -330,6 +362,8 @@ def run_mission(plan: MissionPlan) -> dict:
         "flight_s": round(sim.timeline.duration, 1),
         "wall_s": round(time.monotonic() - t_start, 1),
         "patches": score["patches"],
+        # the prescription against the truth: every patch inside a treatment zone, treated area vs true area
+        "treatment": score["treatment"],
         "false_zone_positions": score["false_zone_positions"],
         # the mosaic against the simulator's field: how far the painted patches are drawn from their
         # true places (tools/mission/mosaiccheck.py; mosaic_truth.png draws them)
