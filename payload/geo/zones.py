@@ -93,13 +93,14 @@ def _ellipse(e: np.ndarray, n: np.ndarray, w: np.ndarray, ce: float, cn: float) 
 
 
 def group_cells(pose_sigma_m: float, cell_m: float) -> int:
-    """How far (in cells) a zone's pieces may lie apart and still be one zone: half the pose error each way.
+    """How far a zone's pieces may be dilated (cells) to meet: pieces up to twice the pose error apart are one zone.
 
-    Pieces of a patch closer than the pose's own error cannot be told apart by the evidence (the
-    footprints that built them were placed that loosely), so a sliver cut off a patch's edge by a
-    row of undecided cells is part of that patch's zone, not a zone of its own to spray or walk to.
+    Two footprints placed by poses each off by sigma can be off by about 1.4 sigma from each other,
+    so pieces of a patch within 2 sigma cannot be told apart by the evidence: a sliver cut off a
+    patch's edge by a row or three of undecided cells is part of that patch's zone, not a zone of
+    its own to spray or walk to.
     """
-    return max(0, round(pose_sigma_m / (2.0 * cell_m)))
+    return max(0, round(pose_sigma_m / cell_m))
 
 
 def _zone_groups(mask: np.ndarray, r: int) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
