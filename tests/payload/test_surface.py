@@ -330,3 +330,31 @@ def test_pixel_to_ground_and_back_on_a_dem() -> None:
     uv = ground_to_pixel(cam, ll[0], ll[1], pose, dem)
     assert uv is not None
     np.testing.assert_allclose(uv, [500.0, 100.0], atol=0.05)
+
+
+# ---------------------------------------------------------------- planes from a site file
+
+
+def test_site_file_planes_cut_rays_as_the_rack_faces_do() -> None:
+    """The vertical farm's site file as `Planes`: every ray ends on the same face (or floor), at the same
+    range and face coordinates, as the site's own face cut (checked against the wall above)."""
+    from pathlib import Path
+
+    from payload.geo.site import FLOOR as SITE_FLOOR
+    from payload.geo.site import intersect_faces, site_faces, site_planes
+    from payload.sitefile import load_site
+
+    site = load_site(Path(__file__).resolve().parents[2] / "configs" / "sites" / "vertical_farm.yaml")
+    faces = site_faces(site)
+    planes = site_planes(site)
+    assert [p.name for p in planes.planes] == [f.id for f in faces]
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        o = np.array([rng.uniform(-2, 12), rng.uniform(-3, 12), rng.uniform(0.3, 2.5)])
+        d = rng.normal(size=(200, 3))
+        a = planes.intersect(o, d)
+        b = intersect_faces(faces, o, d)
+        expect_piece = np.where(b.face == SITE_FLOOR, FLOOR, b.face)
+        np.testing.assert_array_equal(a.piece, expect_piece)
+        np.testing.assert_allclose(a.t, b.t, rtol=1e-12)
+        np.testing.assert_allclose(a.plane_uv, np.stack([b.along, b.up], axis=1), atol=1e-9)
