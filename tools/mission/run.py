@@ -318,7 +318,8 @@ def run_mission(plan: MissionPlan) -> dict:
         # the same looks on flat ground at home altitude: the error the flat assumption would have made
         _p, _z, fscore = score_output(flat_assumption(out, dem, s.origin.alt), s)
         flat = {"what": "the same looks re-projected onto flat ground at home altitude (tools/mission/terrain.py)",
-                **{k: fscore.get(k) for k in SCORE_KEYS if k != "coverage_fraction"}, "patches": fscore["patches"]}
+                **{k: fscore.get(k) for k in SCORE_KEYS if k != "coverage_fraction"}, "patches": fscore["patches"],
+                "false_zone_positions": fscore["false_zone_positions"]}
     registration = mosaic_registration(out, s)
     stats_path = out / "run_stats.json"
     stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
