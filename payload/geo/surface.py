@@ -181,8 +181,11 @@ class HeightField(GroundSurface):
     known extent is the nodes' bounding box; a point outside it or in a cell touching a NaN node has
     no height (NaN), and a ray that needs it is OUTSIDE.
 
-    Rays are marched in steps of at most `step_cells` cells horizontally between where they cross
-    the grid's highest and lowest heights, and the first step that ends below the terrain is refined
+    Rays are marched between where they cross the grid's highest and lowest heights, in steps of
+    `step_cells` cells horizontally or, when longer, of the distance the ray cannot meet the terrain
+    in (its height above the terrain over how fast that can shrink given the steepest slope of the
+    grid: no crossing can be skipped, and a ray high above the ground gets there in a few steps);
+    the first step that ends below the terrain is refined
     by bisection until the bracket along the ray is at most `tolerance_m` long; the hit is the
     linear (false-position) estimate inside that bracket. A ridge thinner than a step can be cut
     through at grazing angles only; with half-cell steps and bilinear terrain a ray crossing a node's
@@ -199,6 +202,7 @@ class HeightField(GroundSurface):
     step_cells: float = DEFAULT_STEP_CELLS
     _lo: float = field(init=False, repr=False, default=0.0)
     _hi: float = field(init=False, repr=False, default=0.0)
+    _grad: float = field(init=False, repr=False, default=0.0)
 
     def __post_init__(self) -> None:
         h = np.asarray(self.heights, dtype=float)
@@ -217,6 +221,10 @@ class HeightField(GroundSurface):
         object.__setattr__(self, "heights", h)
         object.__setattr__(self, "_lo", float(np.nanmin(h)))
         object.__setattr__(self, "_hi", float(np.nanmax(h)))
+        # the steepest slope anywhere (bilinear terrain is no steeper than its steepest cell edges combined)
+        gx = np.nanmax(np.abs(np.diff(h, axis=1)), initial=0.0) / self.cell_m
+        gy = np.nanmax(np.abs(np.diff(h, axis=0)), initial=0.0) / self.cell_m
+        object.__setattr__(self, "_grad", float(math.hypot(gx, gy)))
 
     @property
     def name(self) -> str:
@@ -310,6 +318,7 @@ class HeightField(GroundSurface):
         horiz = np.hypot(d[:, 0], d[:, 1])
         with np.errstate(divide="ignore"):
             dt = np.where(horiz > 1e-12, self.step_cells * self.cell_m / horiz, np.inf)
+        closing = self._grad * horiz - d[:, 2]  # the fastest the height above the terrain can shrink per metre
         t_hit = np.full(m, np.nan)
         found = np.zeros(m, dtype=bool)
         nodata = np.zeros(m, dtype=bool)
@@ -337,7 +346,9 @@ class HeightField(GroundSurface):
         keep = ~bad & ~under
         idx, t_prev, f_prev = idx[keep], t_prev[keep], f_prev[keep]
         while idx.size:
-            t_next = np.minimum(t_prev + dt[idx], b[idx])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                safe = np.where(closing[idx] > 0, f_prev / closing[idx], np.inf)
+            t_next = np.minimum(t_prev + np.maximum(dt[idx], safe), b[idx])
             f_next = f(idx, t_next)
             nan = np.isnan(f_next)
             crossed = ~nan & (f_next <= 0)
