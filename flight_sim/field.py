@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from compile.synthetic import CLASSES, LESION_RADII, REFERENCE_PX, leaf_canvas, paint_lesions, soil_canvas
-from flight_sim.scenario import Scenario, texture_scale_px
+from flight_sim.scenario import Scenario, terrain_height, texture_scale_px
 
 LABEL_OUTSIDE = 255  # label of ground outside the field
 SOIL_RGB = (112, 88, 62)  # bare soil around the field (the edge colour; the ground beyond is `Field.soil`)
@@ -77,10 +77,15 @@ def build_field(s: Scenario) -> Field:
     rgb = leaf_canvas(h, w, rng, scale)
     labels = np.zeros((h, w), np.uint8)
     # lesions centred inside a disk reach up to 1.6 of their radius beyond it: pad the window by that
-    pad = int(np.ceil(max(LESION_RADII.values(), key=lambda r: r[1])[1] * scale / REFERENCE_PX * 1.6)) + 2
-    for cls, (rows, cols), mask in patch_masks(s, (h, w), pad):
+    local = s.terrain is not None and s.terrain.paint_at_local_height
+    scales = [texture_scale_px(s, s.flight.altitude_m - float(terrain_height(s, p.east_m, p.north_m))) if local
+              else scale for p in s.patches]
+    big = max([scale, *scales])
+    pad = int(np.ceil(max(LESION_RADII.values(), key=lambda r: r[1])[1] * big / REFERENCE_PX * 1.6)) + 2
+    # on terrain, a patch can be painted at the scale its tile has from the flight's height above it
+    for sc, (cls, (rows, cols), mask) in zip(scales, patch_masks(s, (h, w), pad), strict=True):
         # paint only the window around the disk: lesion density is per area of the mask anyway
-        rgb[rows, cols] = paint_lesions(rgb[rows, cols], cls, rng, scale, mask=mask)
+        rgb[rows, cols] = paint_lesions(rgb[rows, cols], cls, rng, sc, mask=mask)
         labels[rows, cols][mask] = CLASSES.index(cls)
     # the soil around the field comes from the same generator the classifier learnt soil from
     soil = soil_canvas(SOIL_TILE_PX, SOIL_TILE_PX, np.random.default_rng([s.seed, 1]), scale)

@@ -6,6 +6,13 @@ the field raster is sampled there with cv2.remap. A geometry error in the model 
 show up in the payload's geotags and in the simulator alike, which is what the geometry tests
 check against `ground_to_pixel`. The pixel grid is precomputed; per frame it costs one vectorised
 call of the camera model, one remap and (for the stream) one JPEG encode.
+
+On a scenario with terrain (flight_sim/terrain.py) the field is draped on the terrain: the rays of a
+grid of pixels every `TERRAIN_STEP_PX` are cut with the terrain's height field
+(payload/geo/surface.py, the surface the payload's DEM becomes) and the ground point of every other
+pixel is interpolated between them. Marching every pixel's ray would cost seconds a frame; the
+ground a smooth terrain shows varies smoothly across the image (tests/flight_sim/test_terrain.py
+bounds the interpolation error). A ray that leaves the terrain's extent shows sky.
 """
 
 from __future__ import annotations
@@ -19,12 +26,14 @@ import numpy as np
 from compile.synthetic import CLASSES
 from flight_sim.field import LABEL_OUTSIDE, SOIL_RGB, Field
 from flight_sim.scenario import Scenario
-from payload.geo.camera import CameraModel, pixels_to_ground_offsets
+from payload.geo.camera import CameraModel, pixels_to_ground_offsets, pixels_to_surface_local
 from payload.geo.frames import geodetic_to_enu
+from payload.geo.surface import HeightField
 from payload.pipeline.tiling import grid
 from payload.types import Pose
 
 SKY_RGB = (170, 200, 230)
+TERRAIN_STEP_PX = 8  # on terrain, rays are cut exactly every this many pixels and interpolated between
 
 
 @dataclass(frozen=True)
@@ -37,12 +46,27 @@ class GroundMap:
 
 
 class FieldRenderer:
-    """Renders a Field through a CameraModel; the field is flat at the origin's altitude."""
+    """Renders a Field through a CameraModel; the field is flat at the origin's altitude, or draped on `terrain`."""
 
-    def __init__(self, field: Field, cam: CameraModel, origin_lat: float, origin_lon: float, origin_alt: float) -> None:
+    def __init__(self, field: Field, cam: CameraModel, origin_lat: float, origin_lon: float, origin_alt: float,
+                 terrain: HeightField | None = None) -> None:
         self.field = field
         self.cam = cam
         self.origin = (float(origin_lat), float(origin_lon), float(origin_alt))
+        self.terrain = terrain
+        if terrain is not None:
+            # the coarse grid includes both edges' pixel centres; full-resolution pixels are looked up in it
+            step = TERRAIN_STEP_PX
+            cu = np.linspace(0.5, cam.width - 0.5, int(math.ceil((cam.width - 1) / step)) + 1)
+            cv = np.linspace(0.5, cam.height - 0.5, int(math.ceil((cam.height - 1) / step)) + 1)
+            cuu, cvv = np.meshgrid(cu, cv)
+            self._coarse_uv = np.stack([cuu.ravel(), cvv.ravel()], axis=1)
+            self._coarse_shape = (len(cv), len(cu))
+            fx = (np.arange(cam.width, dtype=np.float64)) / (cam.width - 1) * (len(cu) - 1)
+            fy = (np.arange(cam.height, dtype=np.float64)) / (cam.height - 1) * (len(cv) - 1)
+            mx, my = np.meshgrid(fx, fy)
+            self._up_x = mx.astype(np.float32)
+            self._up_y = my.astype(np.float32)
         u = np.arange(cam.width, dtype=np.float64) + 0.5  # pixel centres in the continuous convention
         v = np.arange(cam.height, dtype=np.float64) + 0.5
         uu, vv = np.meshgrid(u, v)
@@ -53,9 +77,11 @@ class FieldRenderer:
 
     @classmethod
     def for_scenario(cls, s: Scenario, field: Field) -> FieldRenderer:
-        """The renderer for a scenario's camera (nadir mount) over its field."""
+        """The renderer for a scenario's camera (nadir mount) over its field (on its terrain, if it has one)."""
+        from flight_sim.terrain import scenario_surface
+
         cam = CameraModel.from_hfov(s.camera.width, s.camera.height, s.camera.hfov_deg)
-        return cls(field, cam, s.origin.lat, s.origin.lon, s.origin.alt)
+        return cls(field, cam, s.origin.lat, s.origin.lon, s.origin.alt, scenario_surface(s))
 
     def camera_en_agl(self, pose: Pose) -> tuple[float, float, float]:
         """The camera's east, north from the field origin and its height above the field."""
@@ -65,10 +91,25 @@ class FieldRenderer:
     def ground_offsets(self, pose: Pose) -> np.ndarray:
         """(H*W, 2) east/north metres from the field origin seen by each pixel (NaN above the horizon)."""
         e, n, agl = self.camera_en_agl(pose)
+        if self.terrain is not None:
+            return self._terrain_offsets(pose, e, n, agl)
         off = pixels_to_ground_offsets(self.cam, self._uv, pose.roll_rad, pose.pitch_rad, pose.yaw_rad, agl)
         off[:, 0] += e
         off[:, 1] += n
         return off
+
+    def _terrain_offsets(self, pose: Pose, e: float, n: float, up: float) -> np.ndarray:
+        assert self.terrain is not None
+        hits = pixels_to_surface_local(self.cam, self._coarse_uv, [e, n, up], pose.roll_rad, pose.pitch_rad,
+                                       pose.yaw_rad, self.terrain)
+        rows, cols = self._coarse_shape
+        out = np.empty((self.cam.height * self.cam.width, 2))
+        for k in (0, 1):
+            coarse = hits.enu[:, k].reshape(rows, cols).astype(np.float32)
+            # NaN (sky, off the terrain) spreads to the pixels next to it: they show sky too
+            full = cv2.remap(coarse, self._up_x, self._up_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            out[:, k] = full.ravel()
+        return out
 
     def ground_map(self, pose: Pose) -> GroundMap:
         """Field raster coordinates of every frame pixel at `pose`."""

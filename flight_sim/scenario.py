@@ -84,6 +84,38 @@ class CameraSection(StrictModel):
     jpeg_quality: int = Field(default=90, ge=10, le=100)
 
 
+class Hill(StrictModel):
+    """A smooth bump of the terrain: height_m * exp(-d^2 / (2 radius_m^2)) at distance d from its centre."""
+
+    east_m: float
+    north_m: float
+    height_m: float = Field(ge=-200, le=200, description="negative: a hollow")
+    radius_m: float = Field(gt=1, le=2000)
+
+
+class TerrainSection(StrictModel):
+    """Ground that is not flat (flight_sim/terrain.py, docs/TERRAIN.md): a plane slope plus smooth hills.
+
+    Heights are metres above home (the origin, where the terrain is 0 by construction: the vehicle
+    takes off there), so the survey's constant altitude above home becomes a varying height above
+    the ground. The simulator renders on this terrain; the mission writes it as a DEM GeoTIFF the
+    payload reads (`dem_crs`, `dem_cell_m`), like a grower's DEM.
+    """
+
+    slope_east: float = Field(default=0.0, ge=-1.0, le=1.0, description="rise per metre east")
+    slope_north: float = Field(default=0.0, ge=-1.0, le=1.0, description="rise per metre north")
+    hills: list[Hill] = Field(default_factory=list)
+    cell_m: float = Field(default=1.0, gt=0.05, le=10.0, description="grid of the simulator's height field")
+    margin_m: float = Field(default=80.0, ge=10.0, le=2000.0,
+                            description="the terrain (and the DEM) reaches this far beyond the field")
+    dem_crs: str = Field(default="utm", description="CRS of the DEM written for the payload: utm (the origin's "
+                         "UTM zone) or any 'EPSG:n'")
+    dem_cell_m: float = Field(default=1.0, gt=0.05, le=30.0, description="pixel size of that DEM")
+    paint_at_local_height: bool = Field(
+        default=True, description="paint each patch at the texture scale of the flight's height above the ground "
+        "under it (the classifier's training looks have one scale: this keeps the hill a test of geometry)")
+
+
 class Scenario(StrictModel):
     """A whole scenario file."""
 
@@ -92,7 +124,24 @@ class Scenario(StrictModel):
     patches: list[Patch] = Field(default_factory=list)
     flight: FlightSection
     camera: CameraSection = CameraSection()
+    terrain: TerrainSection | None = None
     seed: int = Field(default=0, ge=0)
+
+
+def terrain_height(s: Scenario, east: Any, north: Any) -> np.ndarray:
+    """Height (m) of the scenario's ground above home at east, north of the origin (0 without terrain)."""
+    e, n = np.broadcast_arrays(np.asarray(east, dtype=float), np.asarray(north, dtype=float))
+    t = s.terrain
+    if t is None:
+        return np.zeros(e.shape)
+
+    def raw(ee: np.ndarray, nn: np.ndarray) -> np.ndarray:
+        h = t.slope_east * ee + t.slope_north * nn
+        for b in t.hills:
+            h = h + b.height_m * np.exp(-((ee - b.east_m) ** 2 + (nn - b.north_m) ** 2) / (2 * b.radius_m**2))
+        return np.asarray(h, dtype=float)
+
+    return raw(e, n) - raw(np.zeros(1), np.zeros(1))[0]
 
 
 def check_scenario(s: Scenario, source: str) -> Scenario:
@@ -117,7 +166,14 @@ def check_scenario(s: Scenario, source: str) -> Scenario:
             f"{f.width_m / f.m_per_px:.0f} x {f.height_m / f.m_per_px:.0f} px raster ({px / 1e6:.0f} Mpx, "
             f"limit {MAX_FIELD_PIXELS / 1e6:.0f}); raise m_per_px or shrink the field"
         )
-    scale = texture_scale_px(s)
+    if s.terrain is not None:
+        ee, nn = np.meshgrid(np.linspace(0, f.width_m, 61), np.linspace(0, f.height_m, 41))
+        top = float(terrain_height(s, ee, nn).max())
+        if s.flight.altitude_m - top < 5.0:
+            problems.append(
+                f"field 'flight.altitude_m': {s.flight.altitude_m} m above home clears the terrain's highest "
+                f"point over the field ({top:.1f} m above home) by less than 5 m; fly higher or lower the hills")
+    scale = texture_scale_px(s, lowest_agl_m(s))
     if scale < MIN_TEXTURE_SCALE_PX:
         problems.append(
             f"field 'field.m_per_px': {f.m_per_px} m/px is too coarse: one classifier tile at "
@@ -144,24 +200,32 @@ def scenario_to_yaml(s: Scenario) -> str:
     return yaml.safe_dump(s.model_dump(mode="json", by_alias=True), sort_keys=False)
 
 
-def tile_ground_size_m(s: Scenario) -> tuple[float, float]:
-    """(width, height) in metres that one classifier tile covers straight down from the survey altitude."""
+def lowest_agl_m(s: Scenario) -> float:
+    """The flight's smallest height above the field's ground (the survey altitude over flat ground)."""
+    if s.terrain is None:
+        return s.flight.altitude_m
+    ee, nn = np.meshgrid(np.linspace(0, s.field.width_m, 61), np.linspace(0, s.field.height_m, 41))
+    return float(s.flight.altitude_m - terrain_height(s, ee, nn).max())
+
+
+def tile_ground_size_m(s: Scenario, agl_m: float | None = None) -> tuple[float, float]:
+    """(width, height) in metres one classifier tile covers straight down from `agl_m` (default: survey altitude)."""
     cam = s.camera
     fx = (cam.width / 2.0) / math.tan(math.radians(cam.hfov_deg) / 2.0)
-    gsd = s.flight.altitude_m / fx  # metres per frame pixel at the image centre
+    gsd = (s.flight.altitude_m if agl_m is None else agl_m) / fx  # metres per frame pixel at the image centre
     # the frame's ground size split as the payload's grid splits the frame (tiling.tile_span)
     return (tile_span(gsd * cam.width, cam.tile_cols, cam.tile_overlap),
             tile_span(gsd * cam.height, cam.tile_rows, cam.tile_overlap))
 
 
-def texture_scale_px(s: Scenario) -> float:
+def texture_scale_px(s: Scenario, agl_m: float | None = None) -> float:
     """compile.synthetic's `scale` for the field: field pixels one classifier tile spans.
 
     A training leaf image is one classifier input; a tile is what the payload feeds the
     classifier. Painting the field at this scale makes a tile over a patch look like a
     training image of that class (CONTRACTS.md section 3).
     """
-    w, h = tile_ground_size_m(s)
+    w, h = tile_ground_size_m(s, agl_m)
     return math.sqrt(w * h) / s.field.m_per_px
 
 

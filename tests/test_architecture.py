@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # "core" is payload's top-level modules that every room may use; "entry" is the command line.
 ROOMS = ("core", "backends", "config", "geo", "grower", "vehicle", "capture", "sinks", "report", "ops", "pipeline",
          "entry")
-CORE = {"errors", "types", "configio", "bundle", "keyfile", "logsetup", "cliutil", "sitefile"}
+CORE = {"errors", "types", "configio", "bundle", "keyfile", "logsetup", "cliutil", "sitefile", "demfile"}
 ENTRY = {"cli", "__main__", "__init__"}
 
 # What compile and flight_sim may import from payload (docs/ARCHITECTURE.md "Contract modules").
@@ -31,6 +31,7 @@ CONTRACT_MODULES = {
     "payload.cliutil",
     "payload.logsetup",
     "payload.geo.camera",  # the simulator renders with the camera model the payload inverts
+    "payload.geo.surface",  # what rays meet (flat ground, a DEM height field, planes): the simulator renders with it
     "payload.geo.frames",
     "payload.geo.sensor",  # the evidence grid's sensor model: the build calibrates it into the card
     "payload.pipeline.tiling",  # the one tile grid

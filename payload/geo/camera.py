@@ -1,7 +1,12 @@
-"""Camera geometry: pixels <-> points on flat ground, for a camera carried by the vehicle.
+"""Camera geometry: pixels <-> points on the ground, for a camera carried by the vehicle.
 
 Pure numpy (plus payload.geo.frames for lat/lon <-> local ENU); no I/O and no clocks, so the simulator can
 render with exactly the model the payload inverts (docs/CONTRACTS.md section 2).
+
+The ground is flat at `ground_alt_m` when a float is given (the historic assumption, computed exactly
+as it always was), or any `payload.geo.surface.Surface` anchored to the Earth (`surface.frame`): a
+terrain model (DEM), a tilted plane. The camera only makes rays (`pixels_to_rays_enu`); the surface
+says where they end (docs/TERRAIN.md).
 
 Frames
 - World: local tangent plane East-North-Up whose origin is the ground point under the camera.
@@ -25,8 +30,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from payload.geo.frames import enu_to_geodetic, geodetic_to_enu
+from payload.geo.frames import LocalFrame, enu_to_geodetic, geodetic_to_enu
+from payload.geo.surface import GroundSurface, Surface, SurfaceHits
 from payload.types import Pose
+
+# What the ray of a pixel is cut with: flat ground at this altitude (m, as the pose's alt_m), or a surface
+Ground = float | Surface
 
 # Camera axes (x right, y down, z optical) expressed in the body frame for the nadir mount:
 # x -> body right, y -> body backward (image top is forward), z -> body down.
@@ -231,6 +240,75 @@ def ground_offsets_to_pixels(
     return uv
 
 
+def pixels_to_rays_enu(cam: CameraModel, uv: np.ndarray, roll: float, pitch: float, yaw: float) -> np.ndarray:
+    """(N, 2) pixels -> (N, 3) unit ray directions in local East-North-Up (any surface cuts them)."""
+    xy = _normalised_from_pixels(cam, uv)
+    x, y = xy[:, 0], xy[:, 1]
+    r = _ned_from_cam(cam, roll, pitch, yaw)
+    out = np.empty((xy.shape[0], 3))
+    out[:, 0] = r[1, 0] * x + r[1, 1] * y + r[1, 2]  # east
+    out[:, 1] = r[0, 0] * x + r[0, 1] * y + r[0, 2]  # north
+    out[:, 2] = -(r[2, 0] * x + r[2, 1] * y + r[2, 2])  # up
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def enu_offsets_to_pixels(cam: CameraModel, enu: np.ndarray, roll: float, pitch: float, yaw: float) -> np.ndarray:
+    """(N, 3) points east, north, up of the camera -> (N, 2) pixels (NaN rows behind the camera).
+
+    The general inverse of `pixels_to_rays_enu` (points at any height); like `ground_offsets_to_pixels`,
+    points outside the image keep their out-of-range pixel coordinates.
+    """
+    p = np.asarray(enu, dtype=float).reshape(-1, 3)
+    e, n, d = p[:, 0], p[:, 1], -p[:, 2]
+    r = _ned_from_cam(cam, roll, pitch, yaw)
+    z = r[0, 2] * n + r[1, 2] * e + r[2, 2] * d
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iz = 1.0 / z
+    iz[~(z > 1e-12)] = np.nan
+    xy = np.empty((p.shape[0], 2))
+    xy[:, 0] = (r[0, 0] * n + r[1, 0] * e + r[2, 0] * d) * iz
+    xy[:, 1] = (r[0, 1] * n + r[1, 1] * e + r[2, 1] * d) * iz
+    xy = _distort(cam, xy)
+    k = cam.K
+    uv = np.empty_like(xy)
+    uv[:, 0] = k[0, 0] * xy[:, 0] + k[0, 1] * xy[:, 1] + k[0, 2]
+    uv[:, 1] = k[1, 0] * xy[:, 0] + k[1, 1] * xy[:, 1] + k[1, 2]
+    return uv
+
+
+def pixels_to_surface_local(
+    cam: CameraModel, uv: np.ndarray, cam_enu: Sequence[float] | np.ndarray, roll: float, pitch: float, yaw: float,
+    surface: Surface,
+) -> SurfaceHits:
+    """Cut the rays of pixels `uv` from a camera at `cam_enu` (the surface's local frame) with the surface."""
+    return surface.intersect(np.asarray(cam_enu, dtype=float), pixels_to_rays_enu(cam, uv, roll, pitch, yaw))
+
+
+def _anchor(surface: Surface) -> LocalFrame:
+    if surface.frame is None:
+        raise ValueError(f"{surface.name} has no geodetic anchor (frame=None): it cannot place lat/lon poses")
+    return surface.frame
+
+
+def camera_enu(pose: Pose, surface: Surface) -> np.ndarray:
+    """The camera's east, north, up in the surface's local frame."""
+    e, n, u = _anchor(surface).to_enu(pose.lat_deg, pose.lon_deg, pose.alt_m)
+    return np.array([float(e), float(n), float(u)])
+
+
+def pixels_to_surface(cam: CameraModel, uv: np.ndarray, pose: Pose, surface: Surface) -> SurfaceHits:
+    """Cut the rays of pixels `uv` at a geodetic pose with a surface anchored to the Earth (its local frame)."""
+    return pixels_to_surface_local(cam, uv, camera_enu(pose, surface), pose.roll_rad, pose.pitch_rad,
+                                   pose.yaw_rad, surface)
+
+
+def hits_to_latlon_alt(hits: SurfaceHits, surface: Surface) -> np.ndarray:
+    """(N, 3) lat, lon (degrees), alt (m) of surface hits (NaN rows where a ray did not hit)."""
+    lat, lon, alt = _anchor(surface).to_geodetic(hits.enu[:, 0], hits.enu[:, 1], hits.enu[:, 2])
+    return np.stack([np.asarray(lat, dtype=float), np.asarray(lon, dtype=float), np.asarray(alt, dtype=float)],
+                    axis=1)
+
+
 # ---------------------------------------------------------------- geodetic wrappers
 
 
@@ -238,8 +316,10 @@ def _height_agl(pose: Pose, ground_alt_m: float) -> float:
     return float(pose.alt_m) - float(ground_alt_m)
 
 
-def pixels_to_latlon(cam: CameraModel, uv: np.ndarray, pose: Pose, ground_alt_m: float) -> np.ndarray:
-    """(N,2) pixels -> (N,2) lat, lon degrees on flat ground at `ground_alt_m` (NaN where missed)."""
+def pixels_to_latlon(cam: CameraModel, uv: np.ndarray, pose: Pose, ground_alt_m: Ground) -> np.ndarray:
+    """(N,2) pixels -> (N,2) lat, lon degrees on flat ground at `ground_alt_m` or on a surface (NaN where missed)."""
+    if isinstance(ground_alt_m, Surface):
+        return hits_to_latlon_alt(pixels_to_surface(cam, uv, pose, ground_alt_m), ground_alt_m)[:, :2]
     en = pixels_to_ground_offsets(cam, uv, pose.roll_rad, pose.pitch_rad, pose.yaw_rad, _height_agl(pose, ground_alt_m))
     lat, lon, _ = enu_to_geodetic(
         en[:, 0], en[:, 1], np.zeros(en.shape[0]), pose.lat_deg, pose.lon_deg, float(ground_alt_m)
@@ -247,9 +327,23 @@ def pixels_to_latlon(cam: CameraModel, uv: np.ndarray, pose: Pose, ground_alt_m:
     return np.stack([np.asarray(lat, dtype=float), np.asarray(lon, dtype=float)], axis=1)
 
 
-def latlon_to_pixels(cam: CameraModel, latlon: np.ndarray, pose: Pose, ground_alt_m: float) -> np.ndarray:
-    """(N,2) lat, lon degrees on the ground -> (N,2) pixels (NaN behind the camera)."""
+def latlon_to_pixels(cam: CameraModel, latlon: np.ndarray, pose: Pose, ground_alt_m: Ground) -> np.ndarray:
+    """(N,2) lat, lon degrees on the ground -> (N,2) pixels (NaN behind the camera).
+
+    On a ground surface the point is lifted to the ground's height there (NaN where that is unknown);
+    whether terrain between hides it is not checked (a nadir camera over fields rarely has that case).
+    """
     latlon = np.asarray(latlon, dtype=float).reshape(-1, 2)
+    if isinstance(ground_alt_m, Surface):
+        if not isinstance(ground_alt_m, GroundSurface):
+            raise TypeError(f"{ground_alt_m.name} is not a ground surface: a lat/lon names no point on it")
+        fr = _anchor(ground_alt_m)
+        e, n, _ = fr.to_enu(latlon[:, 0], latlon[:, 1], fr.alt0)
+        e, n = np.asarray(e, dtype=float), np.asarray(n, dtype=float)
+        up = ground_alt_m.height_at(e, n)
+        c = camera_enu(pose, ground_alt_m)
+        rel = np.stack([e - c[0], n - c[1], up - c[2]], axis=1)
+        return enu_offsets_to_pixels(cam, rel, pose.roll_rad, pose.pitch_rad, pose.yaw_rad)
     e, n, _ = geodetic_to_enu(
         latlon[:, 0], latlon[:, 1], float(ground_alt_m), pose.lat_deg, pose.lon_deg, float(ground_alt_m)
     )
@@ -260,7 +354,7 @@ def latlon_to_pixels(cam: CameraModel, latlon: np.ndarray, pose: Pose, ground_al
 
 
 def pixel_to_ground(
-    cam: CameraModel, u: float, v: float, pose: Pose, ground_alt_m: float
+    cam: CameraModel, u: float, v: float, pose: Pose, ground_alt_m: Ground
 ) -> tuple[float, float] | None:
     """The lat, lon seen at pixel (u, v), or None when that ray does not reach the ground."""
     ll = pixels_to_latlon(cam, np.array([[u, v]]), pose, ground_alt_m)[0]
@@ -270,7 +364,7 @@ def pixel_to_ground(
 
 
 def ground_to_pixel(
-    cam: CameraModel, lat: float, lon: float, pose: Pose, ground_alt_m: float
+    cam: CameraModel, lat: float, lon: float, pose: Pose, ground_alt_m: Ground
 ) -> tuple[float, float] | None:
     """The pixel where ground point (lat, lon) appears, or None when it is behind the camera."""
     uv = latlon_to_pixels(cam, np.array([[lat, lon]]), pose, ground_alt_m)[0]
@@ -285,7 +379,7 @@ def box_corners(x: float, y: float, w: float, h: float) -> np.ndarray:
 
 
 def footprint(
-    cam: CameraModel, pose: Pose, ground_alt_m: float, box: tuple[float, float, float, float] | None = None
+    cam: CameraModel, pose: Pose, ground_alt_m: Ground, box: tuple[float, float, float, float] | None = None
 ) -> list[tuple[float, float]] | None:
     """Corner lat, lon polygon of the image (or of pixel box x, y, w, h) on the ground.
 

@@ -19,15 +19,20 @@ import numpy as np
 from payload.config import CameraSection, GeotagSection
 from payload.geo.camera import (
     CameraModel,
+    Ground,
     box_corners,
+    camera_enu,
     footprint,
     gimbal_mount_rpy_deg,
     ground_sample_distance,
+    hits_to_latlon_alt,
     pixel_to_ground,
     pixels_to_ground_offsets,
+    pixels_to_surface,
 )
 from payload.geo.frames import enu_to_geodetic
 from payload.geo.site import RackFace, address, place_pixels
+from payload.geo.surface import HIT, OUTSIDE, GroundSurface
 from payload.types import GPS_FIX_NAMES, Frame, PoseEstimate, TileResult
 
 SCHEMA = "cropscout.detection/1"
@@ -47,6 +52,8 @@ FLAG_TOO_LOW = "below_min_height"  # take-off, landing: the ground is seen at a 
 FLAG_ESTIMATOR_UNHEALTHY = "estimator_unhealthy"
 FLAG_NO_ESTIMATOR_REPORT = "no_estimator_report"
 FLAG_NOT_ON_PLANTS = "not_on_plants"  # site: the ray meets the floor, a rack's back or nothing
+# terrain (geotag.ground: dem): the vehicle, or a ray of the sighting, left the DEM; the ground there is unknown
+FLAG_OUTSIDE_DEM = "outside_dem"
 
 # A receiver without a fix reports 0, 0; interpolation and dead reckoning move that by metres, so
 # anything within ~1 km of "Null Island" (open sea in the Gulf of Guinea, no crops) is that case.
@@ -146,6 +153,29 @@ def ground_altitude(est: PoseEstimate, geotag: GeotagSection) -> float:
     return est.home_alt_m
 
 
+def ground_under(surface: GroundSurface | None, est: PoseEstimate, geotag: GeotagSection) -> tuple[Ground, float]:
+    """What the rays are cut with, and the ground's altitude (m MSL) under the vehicle (NaN: off the DEM).
+
+    Without a terrain surface both are the flat ground's altitude (`ground_altitude`), exactly as ever.
+    """
+    if surface is None:
+        g = ground_altitude(est, geotag)
+        return g, g
+    p = est.pose
+    if not _finite(p.lat_deg, p.lon_deg, p.alt_m):
+        return surface, math.nan
+    c = camera_enu(p, surface)
+    h = float(np.asarray(surface.height_at(c[0], c[1])).reshape(-1)[0])
+    return surface, float(p.alt_m) - (float(c[2]) - h)
+
+
+def place_on_surface(cam: CameraModel, uv: np.ndarray, est: PoseEstimate, surface: GroundSurface) -> tuple[
+        np.ndarray, np.ndarray]:
+    """(N, 3) lat, lon, alt where pixels' rays meet the terrain (NaN where not), and their SurfaceHits status."""
+    hits = pixels_to_surface(cam, uv, est.pose, surface)
+    return hits_to_latlon_alt(hits, surface), hits.status
+
+
 def _r(x: float | None, nd: int) -> float | None:
     return None if x is None or not math.isfinite(x) else round(float(x), nd)
 
@@ -160,6 +190,7 @@ class DetectionContext:
     camera: CameraSection
     geotag: GeotagSection
     faces: Sequence[RackFace] = ()  # the site's rack faces (payload/geo/site.py); empty: no site
+    surface: GroundSurface | None = None  # the terrain (geotag.ground: dem, payload/geo/terrain.py); None: flat
 
 
 def build_detection(
@@ -178,7 +209,7 @@ def build_detection(
         p = est.pose
         if ctx.camera.use_gimbal and est.gimbal_rpy_deg is not None:
             cam = cam.with_mount(gimbal_mount_rpy_deg(*est.gimbal_rpy_deg))
-        ground_alt = ground_altitude(est, ctx.geotag)
+        ground, ground_alt = ground_under(ctx.surface, est, ctx.geotag)
         height_agl = p.alt_m - ground_alt
         pose_rec = {
             "lat": _r(p.lat_deg, 8),
@@ -201,19 +232,35 @@ def build_detection(
             "satellites": est.satellites,
         }
         placeable = FLAG_POSITION_NAN not in flags and FLAG_ATTITUDE_NAN not in flags
-        if placeable and not (_finite(height_agl) and height_agl > 0):
+        if placeable and ctx.surface is not None and not _finite(height_agl):
+            flags.append(FLAG_OUTSIDE_DEM)  # the vehicle flies off the DEM: no ground known under it
+            placeable = False
+        elif placeable and not (_finite(height_agl) and height_agl > 0):
             flags.append(FLAG_NOT_ABOVE_GROUND)
             placeable = False
         elif placeable and height_agl < ctx.geotag.min_height_agl_m:
             flags.append(FLAG_TOO_LOW)  # still placed on the map, but kept out of the map (no grid update)
-        if placeable:
+        if placeable and ctx.surface is not None:
+            box = tile.box
+            uv = np.concatenate([np.array([box.center]), box_corners(box.x, box.y, box.w, box.h)])
+            lla, status = place_on_surface(cam, uv, est, ctx.surface)
+            if np.any(status == OUTSIDE):
+                flags.append(FLAG_OUTSIDE_DEM)
+            elif np.any(status != HIT):
+                flags.append(FLAG_MISSES_GROUND)
+            if status[0] == HIT:
+                lat, lon, ground_alt = float(lla[0, 0]), float(lla[0, 1]), float(lla[0, 2])
+                gsd = ground_sample_distance(cam, p.alt_m - ground_alt)
+            if np.all(status[1:] == HIT):
+                poly = [[round(float(a), 8), round(float(b), 8)] for a, b in lla[1:, :2]]
+        elif placeable:
             cu, cv = tile.box.center
-            ll = pixel_to_ground(cam, cu, cv, p, ground_alt)
+            ll = pixel_to_ground(cam, cu, cv, p, ground)
             if ll is None:
                 flags.append(FLAG_MISSES_GROUND)
             else:
                 lat, lon = ll
-            fp = footprint(cam, p, ground_alt, (tile.box.x, tile.box.y, tile.box.w, tile.box.h))
+            fp = footprint(cam, p, ground, (tile.box.x, tile.box.y, tile.box.w, tile.box.h))
             poly = None if fp is None else [[round(a, 8), round(b, 8)] for a, b in fp]
             gsd = ground_sample_distance(cam, height_agl)
     scores = np.asarray(tile.scores, dtype=float).ravel()
@@ -349,6 +396,8 @@ __all__ = [
     "SCHEMA",
     "DetectionContext",
     "build_detection",
+    "ground_under",
+    "place_on_surface",
     "camera_for",
     "ground_altitude",
     "pose_flags",

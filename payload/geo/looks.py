@@ -21,17 +21,20 @@ from payload.geo.detections import (
     FLAG_ATTITUDE_NAN,
     FLAG_MISSES_GROUND,
     FLAG_NOT_ABOVE_GROUND,
+    FLAG_OUTSIDE_DEM,
     FLAG_POSITION_NAN,
     FLAG_TOO_LOW,
     DetectionContext,
     camera_for,
     geodetic_of,
-    ground_altitude,
+    ground_under,
     local_record,
+    place_on_surface,
     pose_flags,
     utc_iso,
 )
 from payload.geo.site import place_pixels
+from payload.geo.surface import HIT, OUTSIDE
 from payload.types import Frame, PoseEstimate, TileResult
 
 LOOK_SCHEMA = "cropscout.look/1"
@@ -51,24 +54,33 @@ def build_look(
         cam = camera_for(ctx.camera, frame.width, frame.height)
         if ctx.camera.use_gimbal and est.gimbal_rpy_deg is not None:
             cam = cam.with_mount(gimbal_mount_rpy_deg(*est.gimbal_rpy_deg))
-        ground_alt = ground_altitude(est, ctx.geotag)
+        ground, ground_alt = ground_under(ctx.surface, est, ctx.geotag)
         height_agl = p.alt_m - ground_alt
         placeable = FLAG_POSITION_NAN not in flags and FLAG_ATTITUDE_NAN not in flags
         if placeable:
             vehicle = {"lat": round(p.lat_deg, 8), "lon": round(p.lon_deg, 8), "alt_m": round(p.alt_m, 3),
                        "height_agl_m": round(height_agl, 3) if math.isfinite(height_agl) else None}
-        if placeable and not (math.isfinite(height_agl) and height_agl > 0):
+        if placeable and ctx.surface is not None and not math.isfinite(height_agl):
+            flags.append(FLAG_OUTSIDE_DEM)  # the vehicle flies off the DEM: no ground known under it
+            placeable = False
+        elif placeable and not (math.isfinite(height_agl) and height_agl > 0):
             flags.append(FLAG_NOT_ABOVE_GROUND)
             placeable = False
         elif placeable and height_agl < ctx.geotag.min_height_agl_m:
             flags.append(FLAG_TOO_LOW)
         if placeable and tiles:
             corners = np.concatenate([box_corners(t.box.x, t.box.y, t.box.w, t.box.h) for t in tiles])
-            ll = pixels_to_latlon(cam, corners, p, ground_alt).reshape(len(tiles), 4, 2)
+            if ctx.surface is not None:
+                lla, status = place_on_surface(cam, corners, est, ctx.surface)
+                ll = np.where((status == HIT)[:, None], lla[:, :2], np.nan).reshape(len(tiles), 4, 2)
+                if np.any(status == OUTSIDE):
+                    flags.append(FLAG_OUTSIDE_DEM)
+            else:
+                ll = pixels_to_latlon(cam, corners, p, ground).reshape(len(tiles), 4, 2)
             for i, q in enumerate(ll):
                 if np.all(np.isfinite(q)):
                     footprints[i] = [[round(float(a), 8), round(float(b), 8)] for a, b in q]
-            if any(f is None for f in footprints):
+            if any(f is None for f in footprints) and FLAG_OUTSIDE_DEM not in flags:
                 flags.append(FLAG_MISSES_GROUND)
     names = list(ctx.labels)
     return {

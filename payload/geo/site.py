@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from payload.geo.camera import CameraModel, pixels_to_rays_cam, rot_zyx
+from payload.geo.surface import Planes, RectPlane
 from payload.sitefile import Rack, SiteLayout
 
 FLOOR = -2  # face index of a ray that meets the floor first
@@ -83,6 +84,23 @@ def rack_faces(rack: Rack) -> list[RackFace]:
 def site_faces(site: SiteLayout) -> list[RackFace]:
     """Every rack side of the site, plant-bearing or not, in the site file's order."""
     return [f for r in site.racks for f in rack_faces(r)]
+
+
+def face_planes(faces: Sequence[RackFace], floor: bool = True) -> Planes:
+    """The rack faces as a `Planes` surface (payload/geo/surface.py): plane i is face i, named by its id,
+    u along the rack from its start, v up, the front towards the aisle; with `floor`, the floor at up 0.
+
+    The same cut as `intersect_faces` through the one Surface interface (piece = face index or FLOOR,
+    plane_uv = (along, up)), so a site is one more surface the camera's rays can end on.
+    """
+    up = np.array([0.0, 0.0, 1.0])
+    planes = [RectPlane(f.p0, f.along, up, f.length_m, f.height_m, normal=f.normal, name=f.id) for f in faces]
+    return Planes(planes, floor_up_m=0.0 if floor else None)
+
+
+def site_planes(site: SiteLayout, floor: bool = True) -> Planes:
+    """Every rack face of a site file's layout (`site_faces` order) as a `Planes` surface, over its floor."""
+    return face_planes(site_faces(site), floor)
 
 
 @dataclass(frozen=True)

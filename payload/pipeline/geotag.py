@@ -14,20 +14,25 @@ payload/sinks/; which pose source and which sinks a run uses is decided by the r
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from payload.config import PayloadConfig
-from payload.errors import PrescriptionError
+from payload.errors import ConfigError, PrescriptionError
 from payload.geo.detections import DetectionContext, build_detection
 from payload.geo.diseasemap import MAPINFO_SCHEMA, DiseaseMap, is_look, mapinfo_record
 from payload.geo.facemap import FaceMap
 from payload.geo.looks import build_look
 from payload.geo.sensor import SensorModel, default_sensor_model
 from payload.geo.site import RackFace, site_faces
+from payload.geo.surface import GroundSurface
+from payload.geo.terrain import load_dem_surface
 from payload.ops.diskguard import DiskGuard
 from payload.sinks.base import DetectionSink, SinkContext
 from payload.sinks.jsonl import DetectionsJsonl, iter_detections
@@ -53,6 +58,47 @@ def site_of(cfg: PayloadConfig) -> tuple[SiteLayout | None, list[RackFace]]:
         return None, []
     site = load_site(cfg.site.file)
     return site, site_faces(site)
+
+
+DEM_HOME_MISMATCH_M = 3.0  # DEM height at home vs the autopilot's home altitude beyond this: a datum problem
+
+
+def ground_surface(cfg: PayloadConfig) -> GroundSurface | None:
+    """The terrain the rays are cut with (geotag.ground: dem), loaded and resampled once; None: flat ground."""
+    g = cfg.geotag
+    if g.ground != "dem" or g.dem is None:
+        return None
+    try:
+        dem = load_dem_surface(g.dem, g.dem_vertical_offset_m, g.dem_cell_m)
+    except ValueError as err:  # DemError, or a DEM with no usable node in its own frame
+        raise ConfigError(f"field 'geotag.dem': bad value '{g.dem}'; {err}") from None
+    w, e, s, n = dem.bounds
+    log.info("terrain: %s resampled to %.2f m cells in a frame at %.6f, %.6f: %.0f x %.0f m, relief %.1f m",
+             g.dem, dem.cell_m, dem.frame.lat0 if dem.frame else 0.0, dem.frame.lon0 if dem.frame else 0.0,
+             e - w, n - s, dem.relief_m)
+    return dem
+
+
+def check_home_on_dem(dem: GroundSurface, est: PoseEstimate) -> str | None:
+    """A warning when the DEM's height where the vehicle stands on the ground disagrees with home altitude.
+
+    Both are the ground's altitude above mean sea level at take-off; metres apart means the DEM is in
+    another vertical datum (ellipsoidal heights: set geotag.dem_vertical_offset_m) or the field is off
+    it. None when they agree, and for a pose in the air (only the ground under a landed vehicle is home).
+    """
+    p = est.pose
+    if dem.frame is None or est.is_local or not abs(est.relative_alt_m) < 1.0:
+        return None
+    e, n, _ = dem.frame.to_enu(p.lat_deg, p.lon_deg, est.home_alt_m)
+    h = float(np.asarray(dem.height_at(float(e), float(n))).reshape(-1)[0])
+    if not math.isfinite(h):
+        return f"the take-off point ({p.lat_deg:.6f}, {p.lon_deg:.6f}) is outside {dem.name}: does it cover the field?"
+    _, _, alt = dem.frame.to_geodetic(float(e), float(n), h)
+    diff = float(alt) - float(est.home_alt_m)
+    if abs(diff) > DEM_HOME_MISMATCH_M:
+        return (f"{dem.name} puts the ground at take-off {diff:+.1f} m from the autopilot's home altitude "
+                f"({est.home_alt_m:.1f} m): a vertical datum mismatch? (geotag.dem_vertical_offset_m)")
+    return None
 
 
 def site_origin(cfg: PayloadConfig, site: SiteLayout | None) -> tuple[float, float, float] | None:
@@ -115,7 +161,9 @@ class GeotagHandler:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.run_id = run_id or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
         _site, faces = site_of(cfg)
-        self.ctx = DetectionContext(list(labels), model_sha256, self.run_id, cfg.camera, cfg.geotag, faces)
+        self.ctx = DetectionContext(list(labels), model_sha256, self.run_id, cfg.camera, cfg.geotag, faces,
+                                    ground_surface(cfg))
+        self._home_checked = self.ctx.surface is None
         self.telemetry = telemetry
         self._owns_telemetry = owns_telemetry
         if status is None and isinstance(telemetry, StatusSender):
@@ -185,6 +233,11 @@ class GeotagHandler:
             log.info("preflight camera: first frame %dx%d from %s (seq %d)", f.width, f.height, f.source, f.seq)
         self.disk.poll()
         est = self._state_at(result.frame.t_mono)
+        if not self._home_checked and est is not None and self.ctx.surface is not None:
+            warning = check_home_on_dem(self.ctx.surface, est)
+            self._home_checked = warning is not None or abs(est.relative_alt_m) < 1.0
+            if warning:
+                log.warning("terrain: %s", warning)
         look = build_look(self.ctx, result.frame, result.tiles, est)
         for sink in self.sinks:
             sink.write_look(look, result)

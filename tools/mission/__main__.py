@@ -54,7 +54,11 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"report: {a.out / 'report.json'}  rack faces: {', '.join(report['face_pictures'])}")
         return 0
     report = run_mission(plan)
-    summary = {k: report[k] for k in (*SCORE_KEYS, "frames_processed", "frames_dropped", "backend")}
+    summary = {k: report[k] for k in (*SCORE_KEYS, "frames_processed", "frames_dropped", "backend", "ground")}
+    if report.get("flat_assumption"):
+        f = report["flat_assumption"]
+        summary["flat_assumption"] = {k: f[k] for k in ("patches_found", "false_zones", "centroid_error_m_median",
+                                                         "centroid_error_m_p95", "iou_mean")}
     print(json.dumps(summary, indent=2))
     print(treatment_line(report.get("treatment")))
     print(f"report: {a.out / 'report.json'}  map: {a.out / 'map.png'}")

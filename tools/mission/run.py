@@ -25,8 +25,9 @@ import numpy as np
 import shapely
 import yaml
 
-from flight_sim.scenario import Scenario, load_scenario
+from flight_sim.scenario import Scenario, load_scenario, lowest_agl_m
 from flight_sim.sim import Simulation
+from flight_sim.terrain import scenario_surface
 from payload.errors import UserError
 from payload.geo.camera import CameraModel, footprint
 from payload.geo.frames import geodetic_to_enu
@@ -34,6 +35,7 @@ from payload.sinks.jsonl import read_jsonl
 from tools.mission.mapplot import draw_mission_map
 from tools.mission.mosaiccheck import mosaic_registration
 from tools.mission.score import FoundZone, TruePatch, score_treatment, score_zones
+from tools.mission.terrain import DEM_FILE, flat_assumption, write_scenario_dem
 
 log = logging.getLogger("mission")
 
@@ -90,9 +92,15 @@ def ensure_bundle(bundle: Path, log_level: str = "INFO") -> Path:
     return bundle
 
 
-def payload_config(plan: MissionPlan, s: Scenario, vehicle_url: str, camera_url: str) -> dict:
-    """The payload YAML the mission runs with: the scenario's camera and tiling, loopback links."""
+def payload_config(plan: MissionPlan, s: Scenario, vehicle_url: str, camera_url: str,
+                   dem: Path | None = None) -> dict:
+    """The payload YAML the mission runs with: the scenario's camera and tiling, loopback links (and its DEM)."""
     c = s.camera
+    geotag: dict = {"ground": "home", "min_height_agl_m": round(0.5 * s.flight.altitude_m, 1)}
+    if dem is not None:
+        # the terrain as a grower's DEM; take-off and landing are judged above the ground, as on flat ground
+        geotag = {"ground": "dem", "dem": str(dem.resolve()),
+                  "min_height_agl_m": round(0.5 * lowest_agl_m(s), 1)}
     return {
         "model": {"bundle": str(plan.bundle.resolve()), "backend": "auto", "num_threads": 2},
         "source": {"kind": "opencv", "uri": camera_url, "reconnect_min_s": 0.2, "reconnect_max_s": 2.0},
@@ -102,7 +110,7 @@ def payload_config(plan: MissionPlan, s: Scenario, vehicle_url: str, camera_url:
         "telemetry": {"connection": vehicle_url, "connect_timeout_s": 30.0},
         "camera": {"hfov_deg": c.hfov_deg, "width": c.width, "height": c.height},
         # sightings during take-off and landing see the ground at a scale the model never learnt
-        "geotag": {"ground": "home", "min_height_agl_m": round(0.5 * s.flight.altitude_m, 1)},
+        "geotag": geotag,
         "sinks": {"crops": True, "layers_interval_s": 5.0},
         "alerts": {"enabled": True, "min_interval_s": 2.0},
         # the grid prescription too, so one mission shows every terminal file (docs/PRESCRIPTIONS.md)
@@ -193,6 +201,7 @@ def track_and_footprints(
     """The true flight track and camera footprints (metres from the origin) for the map."""
     tl = sim.timeline
     cam = CameraModel.from_hfov(s.camera.width, s.camera.height, s.camera.hfov_deg)
+    ground = scenario_surface(s) or s.origin.alt
     t0 = float(tl.truth.t[0]) if start_s is None else start_s
     t1 = float(tl.truth.t[0]) + tl.duration if end_s is None else end_s
     track, fps = [], []
@@ -201,7 +210,7 @@ def track_and_footprints(
         track.append(_enu(pose.lat_deg, pose.lon_deg, s))
         agl = pose.alt_m - s.origin.alt
         if agl > 5.0 and math.fmod(t - t0, footprint_every_s) < step_s / 2:
-            fp = footprint(cam, pose, s.origin.alt)
+            fp = footprint(cam, pose, ground)
             if fp is not None:
                 fps.append([_enu(la, lo, s) for la, lo in fp])
     return track, fps
@@ -291,6 +300,7 @@ def run_mission(plan: MissionPlan) -> dict:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     ensure_bundle(plan.bundle, plan.log_level)
+    dem = None if s.terrain is None else write_scenario_dem(s, out / DEM_FILE)
 
     vehicle_url = f"tcp:127.0.0.1:{_free_port()}"
     window: dict = {"end_s": plan.end_s}
@@ -306,7 +316,7 @@ def run_mission(plan: MissionPlan) -> dict:
     try:
         assert sim.camera_url is not None
         cfg_path = out / "payload.yaml"
-        cfg_path.write_text(yaml.safe_dump(payload_config(plan, s, vehicle_url, sim.camera_url), sort_keys=False))
+        cfg_path.write_text(yaml.safe_dump(payload_config(plan, s, vehicle_url, sim.camera_url, dem), sort_keys=False))
         log.info("simulator: vehicle %s, camera %s; flight of %.0f s at %gx",
                  vehicle_url, sim.camera_url, sim.timeline.duration, plan.speed)
         cmd = [*_console_script("payload"), "--log-level", plan.log_level, "run", "--config", str(cfg_path)]
@@ -340,6 +350,13 @@ def run_mission(plan: MissionPlan) -> dict:
         sim.stop()
 
     patches, zones, score = score_output(out, s)
+    flat = None
+    if dem is not None:
+        # the same looks on flat ground at home altitude: the error the flat assumption would have made
+        _p, _z, fscore = score_output(flat_assumption(out, dem, s.origin.alt), s)
+        flat = {"what": "the same looks re-projected onto flat ground at home altitude (tools/mission/terrain.py)",
+                **{k: fscore.get(k) for k in SCORE_KEYS if k != "coverage_fraction"}, "patches": fscore["patches"],
+                "false_zone_positions": fscore["false_zone_positions"]}
     registration = mosaic_registration(out, s)
     stats_path = out / "run_stats.json"
     stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
@@ -365,6 +382,8 @@ def run_mission(plan: MissionPlan) -> dict:
         # the prescription against the truth: every patch inside a treatment zone, treated area vs true area
         "treatment": score["treatment"],
         "false_zone_positions": score["false_zone_positions"],
+        "ground": "flat" if dem is None else f"dem {dem.name}",
+        "flat_assumption": flat,
         # the mosaic against the simulator's field: how far the painted patches are drawn from their
         # true places (tools/mission/mosaiccheck.py; mosaic_truth.png draws them)
         "mosaic_registration_m": None if registration is None else registration["mosaic_registration_m"],
