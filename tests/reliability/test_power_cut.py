@@ -70,7 +70,7 @@ def test_sigkill_mid_flight_loses_no_written_detection(tmp_path: Path, tiny_bund
         cfg = {
             "model": {"bundle": str(bundle), "backend": "auto", "num_threads": 1},
             "source": {"kind": "opencv", "uri": sim.camera_url, "reconnect_min_s": 0.2, "reconnect_max_s": 1.0},
-            "tiling": {"rows": ROWS, "cols": COLS},
+            "tiling": {"rows": ROWS, "cols": COLS, "stagger": False},  # ROWS x COLS detections a frame
             "scheduler": {"max_rate_hz": 8.0, "stats_interval_s": 2.0},
             "output": {"dir": str(out)},
             "telemetry": {"connection": vehicle_url, "connect_timeout_s": 30.0},

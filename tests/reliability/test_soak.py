@@ -76,6 +76,9 @@ def test_geotagging_holds_no_memory_per_detection(tmp_path: Path) -> None:
     cfg = PayloadConfig.model_validate({
         "model": {"bundle": str(tmp_path / "bundle")}, "output": {"dir": str(tmp_path / "out")},
         "sinks": {"crops": False, "layers_interval_s": 120.0},
+        # the mosaic's tiles fill up to their own bound (mosaic.max_tiles_in_memory, tests/payload/test_mosaic.py)
+        # in the first minutes whatever is sighted: not memory per detection
+        "mosaic": {"enabled": False},
     })
     N_FRAMES, WARM_UP = 800, 300  # each frame is a look, two detections and every 10th a zone cut, traced
     tel = SurveyTelemetry()
@@ -103,6 +106,7 @@ def test_geotagging_holds_no_memory_per_detection(tmp_path: Path) -> None:
           f"({growth_kb / added * 1000:.1f} B per detection), grid {h.map.grid.nbytes / 1e6:.1f} MB in "
           f"{len(h.map.grid.chunks)} chunks, {len(h.map.zones)} zones")
     assert h.written == 2 * N_FRAMES and h.map.counts.applied == N_FRAMES
-    # the old design held ~5,000 B per record: 1,000 records would be ~5 MB; measured 196-261 kB
-    # (zone state and allocator noise), so 1 MB keeps a 5x margin both ways
-    assert growth_kb < 1000, growth_kb
+    # the old design held ~5,000 B per record: 1,000 records would be ~5 MB. What grows now is zone state:
+    # one tile in six here is a false alarm, and with map.explain_away that field cuts 285 zones (49 with
+    # even shares): measured 814 kB. 1.5 MB keeps the old design's leak 3x above the limit
+    assert growth_kb < 1500, growth_kb
