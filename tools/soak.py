@@ -121,6 +121,7 @@ class Sample:
     frames: int
     detections: int
     grid_mb: float = 0.0  # the disease map's evidence grid: it follows the ground flown over, by design
+    native: dict[str, int] = field(default_factory=dict)  # threads Python did not start, by kernel name
 
 
 @dataclass
@@ -226,6 +227,36 @@ def _measure(proc: psutil.Process) -> tuple[float, int, int, int]:
     return proc.memory_info().rss / 1e6, threading.active_count(), proc.num_threads(), proc.num_fds()
 
 
+def native_threads() -> dict[str, int]:
+    """This process's threads that Python did not start, counted by kernel name (`/proc/self/task/*/comm`).
+
+    A native thread (one a C library starts: TFLite's or OpenBLAS's pool, GDAL's workers) has no
+    `threading.Thread`, so Python cannot say whose it is; what is left is its kernel name (a named
+    library thread says which library) and the moment it first appears in the samples. Python's own
+    threads are recognised by their `native_id`. Empty where /proc is missing.
+    """
+    ours = {t.native_id for t in threading.enumerate()}
+    names: dict[str, int] = {}
+    try:
+        entries = list(Path("/proc/self/task").iterdir())
+    except OSError:
+        return names
+    for t in entries:
+        if not t.name.isdigit() or int(t.name) in ours:
+            continue
+        try:
+            name = (t / "comm").read_text(encoding="utf-8", errors="replace").strip()
+        except OSError:  # the thread ended between the listing and the read
+            continue
+        names[name] = names.get(name, 0) + 1
+    return dict(sorted(names.items()))
+
+
+def new_threads(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """Thread names counted more often in `after` than in `before`, with how many more."""
+    return {k: n - before.get(k, 0) for k, n in after.items() if n > before.get(k, 0)}
+
+
 def run_soak(
     bundle: Bundle,
     out_dir: Path,
@@ -278,7 +309,8 @@ def run_soak(
         if t >= next_sample[0]:
             next_sample[0] = t + sample_every_s
             rss, tpy, tnat, fds = _measure(proc)
-            samples.append(Sample(t, time.monotonic() - t_wall0, rss, tpy, tnat, fds, k, geo.written, _grid_mb(geo)))
+            samples.append(Sample(t, time.monotonic() - t_wall0, rss, tpy, tnat, fds, k, geo.written, _grid_mb(geo),
+                                  native_threads()))
             if log is not None and len(samples) % 10 == 1:
                 log(f"  flight {t / 60:6.1f} min  rss {rss:7.1f} MB  threads {tpy}/{tnat}  fds {fds}  "
                     f"detections {geo.written}")
@@ -307,7 +339,7 @@ def run_soak(
     stats = pipe.run()
     rss, tpy, tnat, fds = _measure(proc)
     samples.append(Sample(n_frames / fps, time.monotonic() - t_wall0, rss, tpy, tnat, fds, n_frames, geo.written,
-                          _grid_mb(geo)))
+                          _grid_mb(geo), native_threads()))
     wall = time.monotonic() - t_wall0
 
     final = samples[-1]  # after the run: the pipeline's threads have ended
@@ -336,7 +368,8 @@ def run_soak(
         lo_end = min(getattr(x, what) for x in tail)
         hi_start = max(getattr(x, what) for x in head)
         if lo_end > hi_start:
-            failures.append(f"{what} grew {hi_start} -> {lo_end}")
+            failures.append(f"{what} grew {hi_start} -> {lo_end}" + (_native_growth(samples) if what == "threads_native"
+                                                                      else ""))
     if final.threads_py > samples[0].threads_py or final.fds > samples[0].fds:
         failures.append(f"left behind after the run: threads {samples[0].threads_py} -> {final.threads_py}, "
                         f"fds {samples[0].fds} -> {final.fds}")
@@ -356,6 +389,17 @@ def run_soak(
         fds=(min(x.fds for x in head), min(x.fds for x in tail)), tile_ms_first=ms_first, tile_ms_last=ms_last,
         ok=not failures, failures=failures, samples=samples, grid_growth_mb=grid_growth,
     )
+
+
+def _native_growth(samples: list[Sample]) -> str:
+    """Where a native thread came from, as far as the samples tell: its kernel name and when it first showed."""
+    first = samples[0].native
+    for s in samples:
+        extra = new_threads(first, s.native)
+        if extra:
+            names = ", ".join(f"{n} x {k!r}" for k, n in extra.items())
+            return f" (first seen at {s.flight_s / 60:.0f} min of flight, {s.detections} detections: {names})"
+    return ""
 
 
 def _grid_mb(geo: GeotagHandler) -> float:
