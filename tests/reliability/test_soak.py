@@ -110,3 +110,18 @@ def test_geotagging_holds_no_memory_per_detection(tmp_path: Path) -> None:
     # one tile in six here is a false alarm, and with map.explain_away that field cuts 285 zones (49 with
     # even shares): measured 814 kB. 1.5 MB keeps the old design's leak 3x above the limit
     assert growth_kb < 1500, growth_kb
+
+
+def test_soak_exits_non_zero_on_a_missed_target(tmp_path: Path, tiny_bundle_dir: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """`make soak ARGS='--max-rss-growth-mb -1000'`: an impossible target fails the command, named."""
+    import json
+
+    from tools.soak import main
+
+    code = main(["--hours", "0.05", "--bundle", str(tiny_bundle_dir), "--scouting-rate", "0",
+                 "--out", str(tmp_path / "o"), "--max-rss-growth-mb", "-1000", "--json", str(tmp_path / "soak.json")])
+    assert code == 1
+    assert "MISS healthy: RSS grew" in capsys.readouterr().err
+    report = json.loads((tmp_path / "soak.json").read_text())["healthy"]
+    assert report["ok"] is False and report["rss_limit_mb"] == -1000

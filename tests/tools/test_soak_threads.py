@@ -34,3 +34,4 @@ def test_growth_message_says_when_and_what() -> None:
     msg = _native_growth(samples)
     assert "85 min" in msg and "700 detections" in msg and "1 x 'python'" in msg
     assert _native_growth(samples[:2]) == ""
+
