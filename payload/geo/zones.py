@@ -117,14 +117,22 @@ def extract_zones(
     threshold: float,
     min_area_m2: float,
     pose_sigma_m: float,
+    outlines: dict[tuple[int, int, int, int, bytes], BaseGeometry] | None = None,
 ) -> list[Zone]:
-    """Every zone of the grid (without ids), in a deterministic order: by class, then south-west first."""
+    """Every zone of the grid (without ids), in a deterministic order: by class, then south-west first.
+
+    `outlines`, when given, keeps each zone's polygon between calls keyed by its cells: most zones of
+    a big map do not change from one cut to the next, and tracing the outline is the costliest step.
+    It is replaced by this call's outlines (so it holds one cut's worth).
+    """
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
     # p_k >= t needs prior + evidence_k >= logit(t): a cheap bound to skip chunks with no candidate
     min_ev = math.log(threshold / (1.0 - threshold)) - prior_logodds
     cell = grid.cell_m
     out: list[Zone] = []
+    old_outlines = dict(outlines) if outlines is not None else None
+    kept: dict[tuple[int, int, int, int, bytes], BaseGeometry] = {}
     for bounds in grid.chunk_groups(min_ev):
         r0, _r1, c0, _c1 = bounds
         ev, looks = grid.dense(bounds)
@@ -153,10 +161,17 @@ def extract_zones(
                 # the centroid is as good as the pose that placed the footprints, plus the spread of the
                 # evidence over the number of independent looks that built it
                 unc = math.sqrt(pose_sigma_m ** 2 + cell * cell / 12.0 + ell[0] ** 2 / max(1.0, float(lk.mean())))
-                geom = mask_polygon(sel, r0 + y, c0 + x, cell)
+                key = (r0 + y, c0 + x, *sel.shape, np.packbits(sel).tobytes())
+                geom = old_outlines.get(key) if old_outlines is not None else None
+                if geom is None:
+                    geom = mask_polygon(sel, r0 + y, c0 + x, cell)
+                kept[key] = geom
                 out.append(Zone(label, geom, area, (ce, cn), float(pc.max()), float(pc.mean()), int(lk.max()),
                                 float(lk.mean()), ell, unc, cells))
     out.sort(key=lambda z: (list(labels).index(z.label), round(z.centroid_en[1], 6), round(z.centroid_en[0], 6)))
+    if outlines is not None:
+        outlines.clear()
+        outlines.update(kept)
     return out
 
 
@@ -168,21 +183,32 @@ class ZoneBook:
     _per_label: dict[str, int] = field(default_factory=dict)
 
     def assign(self, zones: Sequence[Zone]) -> list[Zone]:
-        """Give every zone its id; returns the zones seen for the first time (to alert once)."""
+        """Give every zone its id; returns the zones seen for the first time (to alert once).
+
+        Highest peak first, each zone takes the oldest known id of its class whose last outline it
+        touches and that no zone of this cut has taken yet. The known outlines are searched through
+        an R-tree, so a cut costs ~Z log Z, not Z x known: a noisy field keeps thousands of zones.
+        """
         new: list[Zone] = []
         used: set[str] = set()
+        tree = shapely.STRtree([g for _, _, g in self.known]) if self.known else None
         order = sorted(zones, key=lambda z: -z.peak_p)
         for z in order:
-            match = next((zid for lab, zid, g in self.known
-                          if lab == z.label and zid not in used and g.intersects(z.geometry_en)), None)
+            match: str | None = None
+            if tree is not None:
+                # candidates as of the cut's start (an id taken in this cut is `used`, so later outlines do not matter)
+                for i in sorted(int(j) for j in tree.query(z.geometry_en, predicate="intersects")):
+                    lab, zid, _ = self.known[i]
+                    if lab == z.label and zid not in used:
+                        match = zid
+                        self.known[i] = (lab, zid, z.geometry_en)
+                        break
             if match is None:
                 k = self._per_label.get(z.label, 0) + 1
                 self._per_label[z.label] = k
                 match = f"{z.label}-{k}"
                 self.known.append((z.label, match, z.geometry_en))
                 new.append(z)
-            else:
-                self.known = [(lab, zid, z.geometry_en if zid == match else g) for lab, zid, g in self.known]
             z.id = match
             used.add(match)
         return new

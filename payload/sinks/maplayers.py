@@ -43,20 +43,49 @@ def _polygons(geom: BaseGeometry) -> list[shapely.Polygon]:
 
 
 def _ring_lonlat(coords: Any, origin: LocalFrame) -> list[list[float]]:
-    en = np.asarray(coords, dtype=np.float64)
+    return _rings_lonlat([np.asarray(coords, dtype=np.float64)], origin)[0]
+
+
+def _rings_lonlat(rings: Sequence[np.ndarray], origin: LocalFrame) -> list[list[list[float]]]:
+    """Many east/north rings to [lon, lat] lists through ONE geodetic conversion.
+
+    The conversion is elementwise, so one call over every vertex gives exactly the numbers a call per
+    ring would; what it saves is the per-call overhead, which made the live zone snapshot of a field
+    with hundreds of zones (a noisy model, widespread disease) cost more than the map update itself.
+    """
+    if not rings:
+        return []
+    en = np.concatenate([np.asarray(r, dtype=np.float64).reshape(-1, 2) for r in rings])
     lat, lon, _ = origin.to_geodetic(en[:, 0], en[:, 1], 0.0)
-    return [[round(float(a), COORD_DECIMALS), round(float(b), COORD_DECIMALS)] for a, b in zip(lon, lat, strict=True)]
+    lon_r = [round(v, COORD_DECIMALS) for v in np.asarray(lon, dtype=np.float64).tolist()]
+    lat_r = [round(v, COORD_DECIMALS) for v in np.asarray(lat, dtype=np.float64).tolist()]
+    out, k = [], 0
+    for r in rings:
+        n = len(r)
+        out.append([[a, b] for a, b in zip(lon_r[k:k + n], lat_r[k:k + n], strict=True)])
+        k += n
+    return out
+
+
+def _polygon_rings(geom: BaseGeometry) -> list[list[np.ndarray]]:
+    """Per polygon, its exterior then its holes as east/north arrays; exteriors counter-clockwise."""
+    # east/north and lon/lat have the same handedness: counter-clockwise here is counter-clockwise there
+    return [[np.asarray(poly.exterior.coords, dtype=np.float64)]
+            + [np.asarray(r.coords, dtype=np.float64) for r in poly.interiors]
+            for poly in _polygons(shapely.orient_polygons(geom))]
 
 
 def geometry_lonlat(geom: BaseGeometry, origin: LocalFrame) -> list[list[list[list[float]]]]:
     """A local geometry as RFC 7946 polygons: [polygon][ring][point] = [lon, lat]; exteriors counter-clockwise."""
-    out = []
-    # east/north and lon/lat have the same handedness: counter-clockwise here is counter-clockwise there
-    for poly in _polygons(shapely.orient_polygons(geom)):
-        rings = [_ring_lonlat(poly.exterior.coords, origin)]
-        rings += [_ring_lonlat(r.coords, origin) for r in poly.interiors]
-        out.append(rings)
-    return out
+    return geometries_lonlat([geom], origin)[0]
+
+
+def geometries_lonlat(geoms: Sequence[BaseGeometry], origin: LocalFrame) -> list[list[list[list[list[float]]]]]:
+    """`geometry_lonlat` of many geometries through one geodetic conversion."""
+    polys = [_polygon_rings(g) for g in geoms]
+    flat = [ring for p in polys for poly in p for ring in poly]
+    conv = iter(_rings_lonlat(flat, origin))
+    return [[[next(conv) for _ in poly] for poly in p] for p in polys]
 
 
 def _geojson_geometry(polys: list[list[list[list[float]]]]) -> dict[str, Any] | None:
@@ -72,8 +101,8 @@ def zone_features(zones: Sequence[Zone], origin: LocalFrame | None) -> list[dict
     if origin is None:
         return []
     rows = zone_rows(zones, origin)
-    return [{"properties": r, "polygons": geometry_lonlat(z.geometry_en, origin)}
-            for r, z in zip(rows, zones, strict=True)]
+    polys = geometries_lonlat([z.geometry_en for z in zones], origin)
+    return [{"properties": r, "polygons": p} for r, p in zip(rows, polys, strict=True)]
 
 
 def _point(f: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import shapely
 
 from payload.config import MapSection
 from payload.geo.diseasemap import DiseaseMap, frame_weight
@@ -26,7 +27,7 @@ from payload.geo.sensor import (
     default_sensor_model,
     sensor_model_from_dict,
 )
-from payload.geo.zones import ZoneBook, extract_zones, mask_polygon
+from payload.geo.zones import Zone, ZoneBook, extract_zones, mask_polygon
 
 LABELS = ("rust", "powdery_mildew")
 
@@ -197,6 +198,45 @@ def test_zone_ids_survive_growth_and_new_zones_are_reported_once() -> None:
     g2 = _disk_grid(10.5, 10.0, 3.5)
     again = extract_zones(g2, LABELS, -2.0, 0.5, 1.0, 1.0)
     assert book.assign(again) == [] and again[0].id == "rust-1"
+
+
+def _zone(label: str, geom: object, peak: float) -> Zone:
+    return Zone(label, geom, 1.0, (0.0, 0.0), peak, peak, 1, 1.0, (0.0, 0.0, 0.0), 1.0, 1)  # type: ignore[arg-type]
+
+
+def test_zone_book_oldest_touching_id_of_the_class_wins_once_per_cut() -> None:
+    """The R-tree search keeps the rules: class first, oldest id first, one zone per id in a cut."""
+    book = ZoneBook()
+    a, b, far = shapely.box(0, 0, 2, 2), shapely.box(1.5, 0, 4, 2), shapely.box(50, 50, 51, 51)
+    first = [_zone("rust", a, 0.9), _zone("rust", b, 0.8), _zone("powdery_mildew", a, 0.7)]
+    assert sorted(z.id for z in book.assign(first)) == ["powdery_mildew-1", "rust-1", "rust-2"]
+    # one zone now touches both rust outlines: it takes the oldest; a second touching zone takes the other
+    merged, beside = _zone("rust", shapely.box(0, 0, 4, 2), 0.95), _zone("rust", shapely.box(3, 1, 5, 3), 0.6)
+    mildew_far = _zone("powdery_mildew", far, 0.9)
+    new = book.assign([beside, merged, mildew_far])
+    assert (merged.id, beside.id) == ("rust-1", "rust-2")
+    assert [z.id for z in new] == ["powdery_mildew-2"]  # touches no mildew outline: new, and reported
+    # outlines follow the zones: rust-2 now lies where `beside` was
+    again = _zone("rust", shapely.box(4.5, 2.5, 6, 4), 0.5)
+    assert book.assign([again]) == [] and again.id == "rust-2"
+
+
+def test_outline_cache_gives_the_zones_a_fresh_extraction_gives() -> None:
+    """Zones cut with the outline cache are the zones cut without it, as the grid changes between cuts."""
+    g = _disk_grid(10.0, 10.0, 3.0)
+    cache: dict = {}
+    for step, (cx, r) in enumerate([(10.0, 3.0), (10.0, 3.0), (12.0, 4.0), (30.0, 2.5)]):
+        if step:
+            for i in range(int(40 / 0.5)):
+                for j in range(int(40 / 0.5)):
+                    e, n = (j + 0.5) * 0.5, (i + 0.5) * 0.5
+                    if math.hypot(e - cx, n - 10.0) <= r:
+                        g.add_footprints(square(j * 0.5, i * 0.5, 0.5)[None], np.array([[2.0, 0.0]]))
+        cached = extract_zones(g, LABELS, -2.0, 0.5, 1.0, 1.0, cache)
+        fresh = extract_zones(g, LABELS, -2.0, 0.5, 1.0, 1.0)
+        assert [(z.label, z.cells, z.centroid_en) for z in cached] == [(z.label, z.cells, z.centroid_en) for z in fresh]
+        assert all(a.geometry_en.equals(b.geometry_en) for a, b in zip(cached, fresh, strict=True))
+        assert len(cache) == len(cached)  # one cut's outlines, no more
 
 
 # --- the whole map on a synthetic survey: nadir square tiles, a round rust patch -------------------
@@ -405,3 +445,21 @@ def test_a_sliver_closer_than_the_pose_error_belongs_to_its_patch_zone() -> None
     assert one[0].geometry_en.area == pytest.approx(17.0)  # the gap is not painted into the zone
     assert len(zones_with_gap(5, sigma=1.0)) == 2  # 2.5 m apart: two zones
     assert len(zones_with_gap(2, sigma=0.0)) == 2  # a perfect pose: every piece on its own
+
+
+def test_zone_polygons_in_one_conversion_match_a_vertex_by_vertex_conversion() -> None:
+    from payload.sinks.maplayers import geometries_lonlat, geometry_lonlat
+
+    holed = shapely.Polygon([(0, 0), (10, 0), (10, 10), (0, 10)], [[(2, 2), (2, 4), (4, 4), (4, 2)]])
+    multi = shapely.MultiPolygon([shapely.box(20, 0, 22, 3), shapely.box(30, 5, 31, 6)])
+    out = geometries_lonlat([holed, shapely.Polygon(), multi], ORIGIN)
+    assert len(out) == 3 and out[1] == [] and [len(p) for p in out[2]] == [1, 1] and len(out[0][0]) == 2
+    assert out[0] == geometry_lonlat(holed, ORIGIN)
+    for geom, polys in ((holed, out[0]), (multi, out[2])):
+        for poly, rings in zip(shapely.get_parts(shapely.orient_polygons(geom)), polys, strict=True):
+            for ring, got in zip([poly.exterior, *poly.interiors], rings, strict=True):
+                want = []
+                for e, n in ring.coords:
+                    lat, lon, _ = ORIGIN.to_geodetic(float(e), float(n), 0.0)
+                    want.append([round(float(lon), 8), round(float(lat), 8)])
+                assert got == want
