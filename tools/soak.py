@@ -275,6 +275,9 @@ def run_soak(
     rss_limit_mb: float = RSS_LIMIT_MB,
 ) -> SoakReport:
     """Fly `flight_s` seconds of simulated survey through the pipeline as fast as it goes; measure."""
+    from payload.pipeline.heap import pin_malloc_thresholds
+
+    pin_malloc_thresholds()  # as `payload run` does (payload/pipeline/runner.py)
     warmup = warmup_s if warmup_s is not None else min(600.0, flight_s / 6)
     pool = _frame_pool()
     cfg = PayloadConfig.model_validate({

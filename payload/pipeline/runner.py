@@ -172,6 +172,9 @@ def run_with_signals(pipeline: Pipeline) -> PipelineStats:
 
 def run_payload(cfg: PayloadConfig, *, source: FrameSource | None = None) -> PipelineStats:
     """`payload run`: run until the source ends or a signal, write the final stats next to the records."""
+    from payload.pipeline.heap import pin_malloc_thresholds
+
+    pin_malloc_thresholds()  # before the flight allocates: RSS must not creep with the zone count
     cfg = resolve_config_paths(cfg)
     pipeline = build_pipeline(cfg, source=source)
     stats = run_with_signals(pipeline)
