@@ -125,7 +125,7 @@ def test_soak_flies_each_scouting_rate_and_fails_on_a_leak(tmp_path: Path, monke
 
     flown: list[float] = []
 
-    def fake_run_soak(bundle, out_dir, *, flight_s, fps, flag_rate, log):
+    def fake_run_soak(bundle, out_dir, *, flight_s, fps, flag_rate, log, rss_limit_mb=soak.RSS_LIMIT_MB):
         flown.append(flag_rate)
         failures = ["RSS grew 9.00 MB after warm-up"] if flag_rate == 0.10 else []
         return soak.SoakReport(
