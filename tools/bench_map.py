@@ -36,10 +36,15 @@ LABELS = ("rust", "powdery_mildew")
 TARGETS = {"map_update_ms_p50": ("<=", 5.0), "map_memory_mb_100ha": ("<=", 20.0)}
 
 
-def _looks(n_frames: int, speed_mps: float = 5.0, fps: float = 5.0) -> list[dict]:
+def _camera_tiles() -> tuple[CameraModel, list, np.ndarray]:
+    """The bench's camera (640x480, 60 deg), its 3 x 4 tiles and their corner pixels."""
     cam = CameraModel.from_hfov(640, 480, 60.0)
     boxes = grid(640, 480, 3, 4)
-    corners = np.concatenate([box_corners(b.x, b.y, b.w, b.h) for b in boxes])
+    return cam, boxes, np.concatenate([box_corners(b.x, b.y, b.w, b.h) for b in boxes])
+
+
+def _looks(n_frames: int, speed_mps: float = 5.0, fps: float = 5.0) -> list[dict]:
+    cam, boxes, corners = _camera_tiles()
     out = []
     for i in range(n_frames):
         n = -20.0 + i * speed_mps / fps
@@ -121,9 +126,7 @@ def _noisy_looks(n_frames: int, rate: float, leg_m: float = 300.0, spacing_m: fl
     import random
 
     rng = random.Random(seed)
-    cam = CameraModel.from_hfov(640, 480, 60.0)
-    boxes = grid(640, 480, 3, 4)
-    corners = np.concatenate([box_corners(b.x, b.y, b.w, b.h) for b in boxes])
+    cam, boxes, corners = _camera_tiles()
     out = []
     for i in range(n_frames):
         lap, s = divmod(i * step_m, leg_m + spacing_m)

@@ -222,22 +222,8 @@ def ground_offsets_to_pixels(
     (out-of-range) pixel coordinates so that callers can decide what is visible.
     """
     en = np.asarray(en, dtype=float).reshape(-1, 2)
-    e, n = en[:, 0], en[:, 1]
-    h = float(height_agl_m)
-    r = _ned_from_cam(cam, roll, pitch, yaw)  # camera = R^T (north, east, down)
-    z = r[0, 2] * n + r[1, 2] * e + r[2, 2] * h
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iz = 1.0 / z
-    iz[~(z > 1e-12)] = np.nan
-    xy = np.empty_like(en)
-    xy[:, 0] = (r[0, 0] * n + r[1, 0] * e + r[2, 0] * h) * iz
-    xy[:, 1] = (r[0, 1] * n + r[1, 1] * e + r[2, 1] * h) * iz
-    xy = _distort(cam, xy)
-    k = cam.K
-    uv = np.empty_like(xy)
-    uv[:, 0] = k[0, 0] * xy[:, 0] + k[0, 1] * xy[:, 1] + k[0, 2]
-    uv[:, 1] = k[1, 0] * xy[:, 0] + k[1, 1] * xy[:, 1] + k[1, 2]
-    return uv
+    # flat ground is the general case with every point height_agl_m below the camera
+    return enu_offsets_to_pixels(cam, np.column_stack([en, np.full(len(en), -float(height_agl_m))]), roll, pitch, yaw)
 
 
 def pixels_to_rays_enu(cam: CameraModel, uv: np.ndarray, roll: float, pitch: float, yaw: float) -> np.ndarray:

@@ -131,7 +131,6 @@ def extract_zones(
     min_ev = math.log(threshold / (1.0 - threshold)) - prior_logodds
     cell = grid.cell_m
     out: list[Zone] = []
-    old_outlines = dict(outlines) if outlines is not None else None
     kept: dict[tuple[int, int, int, int, bytes], BaseGeometry] = {}
     for bounds in grid.chunk_groups(min_ev):
         r0, _r1, c0, _c1 = bounds
@@ -162,7 +161,7 @@ def extract_zones(
                 # evidence over the number of independent looks that built it
                 unc = math.sqrt(pose_sigma_m ** 2 + cell * cell / 12.0 + ell[0] ** 2 / max(1.0, float(lk.mean())))
                 key = (r0 + y, c0 + x, *sel.shape, np.packbits(sel).tobytes())
-                geom = old_outlines.get(key) if old_outlines is not None else None
+                geom = outlines.get(key) if outlines is not None else None
                 if geom is None:
                     geom = mask_polygon(sel, r0 + y, c0 + x, cell)
                 kept[key] = geom

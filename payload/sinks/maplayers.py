@@ -42,10 +42,6 @@ def _polygons(geom: BaseGeometry) -> list[shapely.Polygon]:
     return [g for g in getattr(geom, "geoms", []) if isinstance(g, shapely.Polygon)]
 
 
-def _ring_lonlat(coords: Any, origin: LocalFrame) -> list[list[float]]:
-    return _rings_lonlat([np.asarray(coords, dtype=np.float64)], origin)[0]
-
-
 def _rings_lonlat(rings: Sequence[np.ndarray], origin: LocalFrame) -> list[list[list[float]]]:
     """Many east/north rings to [lon, lat] lists through ONE geodetic conversion.
 
