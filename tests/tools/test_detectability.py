@@ -1,0 +1,112 @@
+"""tools.detectability: the altitude arithmetic, the physics check, the verdict and a whole small run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tools.detectability import (
+    altitude_for_gsd_m,
+    coarsest_seen,
+    frame_gsd_mm,
+    physics_problems,
+    verdict,
+)
+
+
+def test_altitude_for_a_resolution_matches_the_camera_geometry() -> None:
+    # Raspberry Pi Camera Module 2: 3.68 mm sensor, 3.04 mm lens. At 640 px and h metres the frame's
+    # GSD is h * 3.68 / (3.04 * 640); a 160 px tile (4 across) resized to 96 px is 160 / 96 times coarser.
+    h = altitude_for_gsd_m(20.0, 3.04, 3.68, 96, 4)
+    frame_gsd_mm_at_h = h * 1000 * 3.68 / (3.04 * 640)
+    assert frame_gsd_mm_at_h * 160 / 96 == pytest.approx(20.0)
+    assert frame_gsd_mm(20.0, 96) == pytest.approx(20.0 * 96 / 160)
+    # more tiles across means finer tiles from the same height: higher flight for the same resolution
+    assert altitude_for_gsd_m(20.0, 3.04, 3.68, 96, 8) == pytest.approx(2 * h)
+
+
+def test_coarsest_seen_stops_at_the_first_miss() -> None:
+    assert coarsest_seen({1.0: 1.0, 2.0: 0.95, 4.0: 0.8, 8.0: 0.92}) == 2.0  # 8 mm after a miss does not count
+    assert coarsest_seen({1.0: 0.5, 2.0: 0.95}) is None
+    assert coarsest_seen({1.0: 1.0, 2.0: None}) == 1.0
+
+
+def _table(early32: float, fa32: float) -> tuple[dict, dict]:
+    recall = {"rust": {"early": {1.0: 1.0, 32.0: early32}, "late": {1.0: 1.0, 32.0: 1.0}}}
+    return recall, {1.0: 0.0, 32.0: fa32}
+
+
+def test_early_disease_seen_at_32_mm_is_not_physical() -> None:
+    recall, fa = _table(early32=0.95, fa32=0.0)
+    problems = physics_problems(recall, fa)
+    assert len(problems) == 1 and "early rust found at 32 mm/px" in problems[0]
+    # the same recall from a bundle that flags every healthy tile too is a false-alarm machine, not physics
+    recall, fa = _table(early32=0.95, fa32=0.9)
+    assert physics_problems(recall, fa) == []
+    recall, fa = _table(early32=0.1, fa32=0.0)
+    assert physics_problems(recall, fa) == []
+
+
+def test_coarser_pixels_seeing_more_is_not_physical() -> None:
+    recall = {"powdery_mildew": {"moderate": {1.0: 0.3, 8.0: 0.6, 32.0: 0.9}}}
+    problems = physics_problems(recall, {1.0: 0.0, 8.0: 0.0, 32.0: 0.0})
+    assert any("rises from 0.30" in p for p in problems)
+
+
+def test_verdict_checks_recall_at_the_cards_working_resolution() -> None:
+    recall = {"rust": {"moderate": {8.0: 0.95, 16.0: 0.5}}, "powdery_mildew": {"moderate": {8.0: 0.92, 16.0: 0.91}}}
+    assert verdict(recall, 8.0, []) == []
+    missed = verdict(recall, 16.0, [])
+    assert len(missed) == 1 and "moderate rust recall at the card's working resolution 16 mm/px is 0.50" in missed[0]
+    assert "states no working_gsd_mm" in verdict(recall, None, [])[0]
+    assert verdict(recall, 8.0, ["physics"]) == ["physics"]
+
+
+class _ColourObserver:
+    """A stand-in classifier that reads canopy colour the way a pathologist's eye would: rust reddens it,
+    mildew whitens it. It has no thresholds from the world's code, only from the literature's colours."""
+
+    def __init__(self, bundle: object) -> None:
+        self.bundle = bundle
+
+    def __call__(self, batch: np.ndarray) -> list[tuple[str, bool]]:
+        out = []
+        for tile in batch.astype(np.float64):
+            r, g, b = (tile[..., k].mean() for k in range(3))
+            sat = tile.max(axis=2) - tile.min(axis=2)
+            white = float(((tile.min(axis=2) > 150) & (sat < 40)).mean())
+            if r > g * 0.95:
+                out.append(("rust", True))
+            elif white > 0.15:
+                out.append(("powdery_mildew", True))
+            else:
+                out.append(("healthy", False))
+        return out
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.payload.tinymodel import write_bundle
+
+    out = tmp_path_factory.mktemp("tiny") / "bundle"
+    write_bundle(out)
+    card = json.loads((out / "model_card.json").read_text())
+    card["working_gsd_mm"] = 4.0
+    (out / "model_card.json").write_text(json.dumps(card))
+    return out
+
+
+def test_a_small_run_writes_a_physical_table(tiny_bundle: Path) -> None:
+    from tools.detectability import markdown, run
+
+    res = run(tiny_bundle, [1.0, 32.0], frames=1, seed=5, classify_factory=_ColourObserver)
+    assert res["working_gsd_mm"] == 4.0 and res["gsd_mm"] == [1.0, 4.0, 32.0]
+    # late disease colours the canopy: the observer sees it at every resolution; early rust vanishes
+    assert res["recall"]["rust"]["late"]["32"] >= 0.9
+    assert res["recall"]["rust"]["early"]["32"] <= 0.5
+    assert res["physics_problems"] == []
+    md = markdown(res)
+    assert "| rust | late |" in md and "Raspberry" in md or "rpi" in md

@@ -1,0 +1,406 @@
+"""At what ground resolution does a bundle see each disease? Recall by disease, stage and mm/px.
+
+A grower needs to know how high to fly with which camera. This renders the simulator's physical
+world (flight_sim/world: leaves, lesions and canopy at their real sizes, area-correctly filtered to
+the pixel) over each disease at each stage (early, moderate, late) and at a ladder of ground
+resolutions, cuts the frames with the payload's own tiler, classifies the tiles with the payload's
+CPU backend and the card's thresholds, and writes:
+
+- `D/detectability.json`: recall per disease x stage x resolution, the healthy canopy's false-alarm
+  rate per resolution, the card's working resolution and the recall measured there, and per camera
+  preset the highest altitude at which each disease is still seen;
+- `D/detectability.md`: the same as tables;
+- `D/detectability.png`: recall against resolution, one line per disease and stage.
+
+Resolution is in mm per MODEL-INPUT pixel (the tile after the tiler's resize), the unit of the
+card's `working_gsd_mm`: with a fixed tile grid the camera's own pixel count drops out, and the
+altitude for a camera is `gsd x focal length x tile columns x model input / sensor width`.
+
+It exits 1 when the recall at the card's working resolution (reference stage "moderate", worst
+disease) is below 0.9, or when the figures break physics (early disease still found at 32 mm/px
+while healthy canopy is not flagged there: the world would not be physical).
+
+    python -m tools.detectability --bundle build/quick_bundle --out build/detectability
+        [--gsd 1 2 4 8 16 32] [--frames 4] [--seed N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from payload.cliutil import run_cli
+from payload.errors import UserError
+from payload.logsetup import add_log_level_argument, setup_logging
+
+log = logging.getLogger("detectability")
+
+DEFAULT_GSD_MM: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+STAGES: tuple[str, ...] = ("early", "moderate", "late")
+REFERENCE_STAGE = "moderate"  # the stage the card's working_gsd_mm is defined at (docs/WORLD.md)
+MIN_RECALL = 0.9
+CROP_KINDS: tuple[str, ...] = ("wheat", "soybean", "cucurbit", "grapevine")
+FRAME_W, FRAME_H = 640, 480  # the default mission camera's output size
+GRID_ROWS, GRID_COLS = 3, 4  # the payload's default tile grid
+NOISE_SIGMA = 3.0  # read noise, 0-255 units (the default scenario camera's)
+JPEG_QUALITY = 90
+PHYSICS_GSD_MM = 32.0  # at this resolution early disease must be invisible (docs/WORLD.md)
+PHYSICS_MAX_EXCESS = 0.5  # early recall minus healthy false alarms at >= PHYSICS_GSD_MM
+
+
+class DetectabilityError(UserError):
+    """The bundle or the options cannot give a detectability table."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One measurement: tiles of `disease` (or healthy) at `stage` seen at `gsd_mm` per model pixel."""
+
+    disease: str  # "healthy" for the false-alarm cells
+    stage: str | None
+    gsd_mm: float
+
+
+def frame_gsd_mm(model_gsd_mm: float, model_px: int, frame_w: int = FRAME_W, cols: int = GRID_COLS) -> float:
+    """The camera's mm/px that makes the tiler's resized tiles `model_gsd_mm` per model pixel."""
+    tile_px = frame_w / cols
+    return model_gsd_mm * model_px / tile_px
+
+
+def altitude_for_gsd_m(model_gsd_mm: float, focal_mm: float, sensor_w_mm: float, model_px: int,
+                       cols: int) -> float:
+    """Height above ground at which a nadir camera's tiles (cols across, resized to model_px) reach model_gsd_mm.
+
+    Frame GSD = h * sensor_w / (f * W); a tile of W / cols pixels resized to model_px multiplies it by
+    W / (cols * model_px); W cancels.
+    """
+    return model_gsd_mm / 1000.0 * focal_mm * cols * model_px / sensor_w_mm
+
+
+def coarsest_seen(recall_by_gsd: dict[float, float | None], min_recall: float = MIN_RECALL) -> float | None:
+    """The coarsest resolution whose recall, and every finer one's, is at least `min_recall` (None: never)."""
+    best = None
+    for g in sorted(recall_by_gsd):
+        r = recall_by_gsd[g]
+        if r is None or r < min_recall:
+            break
+        best = g
+    return best
+
+
+def physics_problems(recall: dict[str, dict[str, dict[float, float | None]]],
+                     false_alarm: dict[float, float | None]) -> list[str]:
+    """Sentences naming each way the table breaks physics (empty when it is physical).
+
+    Early disease covers about 1 % of the leaf area of 30 % of the leaves: at 32 mm/px its share of a
+    pixel shifts the colour by far less than sensor noise. A bundle that still finds it there while it
+    leaves healthy canopy alone can only be reading something the world should not show. And finer
+    resolution must never see less than coarser by more than sampling noise.
+    """
+    out: list[str] = []
+    for disease, stages in recall.items():
+        early = stages.get("early", {})
+        for g, r in early.items():
+            fa = false_alarm.get(g) or 0.0
+            if g >= PHYSICS_GSD_MM and r is not None and r - fa > PHYSICS_MAX_EXCESS:
+                out.append(f"early {disease} found at {g:g} mm/px (recall {r:.2f}, healthy false alarms {fa:.2f}): "
+                           "sub-pixel lesions this sparse cannot be seen; the world is not physical")
+        for stage, by_gsd in stages.items():
+            known = [(g, r) for g, r in sorted(by_gsd.items()) if r is not None]
+            if len(known) >= 2 and known[-1][1] > known[0][1] + 0.25:
+                out.append(f"{stage} {disease}: recall rises from {known[0][1]:.2f} at {known[0][0]:g} mm/px to "
+                           f"{known[-1][1]:.2f} at {known[-1][0]:g} mm/px; coarser pixels cannot see more")
+    return out
+
+
+def verdict(recall: dict[str, dict[str, dict[float, float | None]]], working_gsd_mm: float | None,
+            problems: Sequence[str], min_recall: float = MIN_RECALL) -> list[str]:
+    """Each miss as a sentence: recall at the card's working resolution, then physics."""
+    out: list[str] = []
+    if working_gsd_mm is None:
+        out.append("the card states no working_gsd_mm (rebuild the bundle with the canopy generator); "
+                   "nothing to check the table against")
+    else:
+        for disease, stages in recall.items():
+            r = stages.get(REFERENCE_STAGE, {}).get(working_gsd_mm)
+            if r is None or r < min_recall:
+                shown = "not measured" if r is None else f"{r:.2f}"
+                out.append(f"{REFERENCE_STAGE} {disease} recall at the card's working resolution "
+                           f"{working_gsd_mm:g} mm/px is {shown} (< {min_recall})")
+    return out + list(problems)
+
+
+# -- rendering and classifying ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Patch:
+    cls: str
+    east_m: float
+    north_m: float
+    radius_m: float
+    stage: str
+
+
+Classify = Callable[[np.ndarray], list[tuple[str, bool]]]  # tiles batch -> (label, flagged) per tile
+
+
+def _world(disease: str, stage: str | None, crop: str, seed: int, half_m: float) -> Any:
+    """A field of one crop, wholly one stage of one disease around its centre (or healthy)."""
+    from flight_sim.world.config import CropSection, LightSection
+    from flight_sim.world.world import World
+
+    size = 2 * half_m
+    patches = [] if stage is None else [_Patch(disease, half_m, half_m, half_m * 0.98, stage)]
+    return World(CropSection(kind=crop), LightSection(), patches, size, size, seed)
+
+
+def render_frame(world: Any, centre_e: float, centre_n: float, frame_gsd: float, rng: np.random.Generator,
+                 width: int = FRAME_W, height: int = FRAME_H) -> np.ndarray:
+    """What an ideal nadir camera (north up) sees: an even ground grid, read noise and a JPEG round trip.
+
+    Over flat ground a nadir pinhole camera samples the ground evenly, so the frame is the world
+    shaded on a regular grid whose pixel footprint is the GSD.
+    """
+    import cv2
+
+    g = frame_gsd / 1000.0
+    u = (np.arange(width) + 0.5 - width / 2) * g
+    v = (np.arange(height) + 0.5 - height / 2) * g
+    ee, nn = np.meshgrid(centre_e + u, centre_n - v)
+    shaded = world.shade(ee.ravel(), nn.ravel(), np.full(ee.size, g))
+    rgb = shaded.rgb.reshape(height, width, 3) + rng.normal(0.0, NOISE_SIGMA, (height, width, 3))
+    img = np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+    ok, enc = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise DetectabilityError("JPEG encoding of a rendered frame failed")
+    return cv2.imdecode(enc, cv2.IMREAD_COLOR)[..., ::-1].copy()
+
+
+def measure_cell(cell: Cell, classify: Classify, tiler: Any, model_px: int, frames: int, seed: int,
+                 crops: Sequence[str] = CROP_KINDS) -> dict[str, Any]:
+    """Render `frames` frames of the cell (crops taken in turn), classify every tile, count the calls."""
+    kinds = ("healthy", "rust", "powdery_mildew")
+    rng = np.random.default_rng([seed, int(cell.gsd_mm * 1000), STAGES.index(cell.stage) if cell.stage else 9,
+                                 kinds.index(cell.disease) if cell.disease in kinds else 99])
+    fg = frame_gsd_mm(cell.gsd_mm, model_px)
+    frame_w_m = FRAME_W * fg / 1000.0
+    half = max(60.0, 40.0 * frame_w_m)  # the falloff from the patch's centre is negligible near it
+    counts = {"tiles": 0, "right": 0, "other_disease": 0, "flagged": 0}
+    for k in range(frames):
+        crop = crops[k % len(crops)]
+        world = _world(cell.disease, cell.stage, crop, int(rng.integers(0, 2**31)), half)
+        jitter = rng.uniform(-0.02, 0.02, 2) * half
+        img = render_frame(world, half + jitter[0], half + jitter[1], fg, rng)
+        _, batch = tiler.tiles(img)
+        for label, flagged in classify(batch):
+            counts["tiles"] += 1
+            counts["flagged"] += int(flagged)
+            if cell.disease != "healthy" and flagged:
+                counts["right" if label == cell.disease else "other_disease"] += 1
+    n = counts["tiles"]
+    if cell.disease == "healthy":
+        return {"tiles": n, "false_alarm": counts["flagged"] / n if n else None}
+    return {"tiles": n, "recall": counts["right"] / n if n else None,
+            "called_other_disease": counts["other_disease"] / n if n else None}
+
+
+def run(bundle_dir: Path, gsds: Sequence[float], frames: int, seed: int,
+        classify_factory: Callable[[Any], Classify] | None = None) -> dict[str, Any]:
+    """The whole table for one bundle (classify_factory: the tests' stand-in for the CPU backend)."""
+    from payload.bundle import load_bundle
+    from payload.pipeline.tiling import Tiler
+
+    bundle = load_bundle(bundle_dir)
+    card = bundle.card.to_dict()
+    working = card.get("working_gsd_mm")
+    ladder = sorted({float(g) for g in gsds} | ({float(working)} if working else set()))
+    model_px = int(bundle.input_width)
+    if classify_factory is None:
+        from payload.backends.cpu import CpuClassifier
+
+        clf = CpuClassifier(bundle, 2)
+
+        def classify(batch: np.ndarray) -> list[tuple[str, bool]]:
+            return [(d.label, d.flagged) for d in bundle.decide(clf.classify_batch(batch))]
+    else:
+        classify = classify_factory(bundle)
+    tiler = Tiler(GRID_ROWS, GRID_COLS, 0.0, (bundle.input_height, bundle.input_width))
+    diseases = list(bundle.disease_classes)
+    cells = [Cell("healthy", None, g) for g in ladder]
+    cells += [Cell(d, s, g) for d in diseases for s in STAGES for g in ladder]
+    results: dict[Cell, dict[str, Any]] = {}
+    t0 = time.monotonic()
+    for i, cell in enumerate(cells, 1):
+        results[cell] = measure_cell(cell, classify, tiler, model_px, frames, seed)
+        log.info("[%d/%d] %s %s at %g mm/px: %s (%.0f s)", i, len(cells), cell.stage or "", cell.disease,
+                 cell.gsd_mm, results[cell], time.monotonic() - t0)
+    recall = {d: {s: {c.gsd_mm: results[c]["recall"] for c in cells if c.disease == d and c.stage == s}
+                  for s in STAGES} for d in diseases}
+    other = {d: {s: {c.gsd_mm: results[c]["called_other_disease"] for c in cells
+                     if c.disease == d and c.stage == s} for s in STAGES} for d in diseases}
+    false_alarm = {c.gsd_mm: results[c]["false_alarm"] for c in cells if c.disease == "healthy"}
+    problems = physics_problems(recall, false_alarm)
+    seen = {d: {s: coarsest_seen(recall[d][s]) for s in STAGES} for d in diseases}
+    out = {
+        "bundle": str(bundle_dir),
+        "model_sha256": (card.get("files") or {}).get("model_int8.tflite", {}).get("sha256"),
+        "profile": card.get("profile"),
+        "input_px": model_px,
+        "gsd_mm": ladder,
+        "frames_per_cell": frames,
+        "tiles_per_frame": GRID_ROWS * GRID_COLS,
+        "seed": seed,
+        "crops": list(CROP_KINDS),
+        "reference_stage": REFERENCE_STAGE,
+        "min_recall": MIN_RECALL,
+        "working_gsd_mm": working,
+        "recall": _keys_to_str(recall),
+        "called_other_disease": _keys_to_str(other),
+        "false_alarm": {f"{g:g}": v for g, v in false_alarm.items()},
+        "coarsest_seen_gsd_mm": seen,
+        "altitudes": altitude_table(seen, model_px),
+        "physics_problems": problems,
+    }
+    out["misses"] = verdict(recall, float(working) if working else None, problems)
+    return out
+
+
+def _keys_to_str(t: dict[str, dict[str, dict[float, Any]]]) -> dict[str, dict[str, dict[str, Any]]]:
+    return {d: {s: {f"{g:g}": v for g, v in by.items()} for s, by in st.items()} for d, st in t.items()}
+
+
+def altitude_table(seen: dict[str, dict[str, float | None]], model_px: int) -> list[dict[str, Any]]:
+    """Per camera preset and disease: the highest altitude (m) at which each stage is still seen.
+
+    Two tilings: the payload's default grid (GRID_COLS across, whatever the camera's pixels) and
+    native tiles (the camera's full resolution cut into model-sized tiles: the most a camera can give).
+    """
+    from payload.geo.camerapresets import PRESETS
+
+    rows = []
+    for name, p in PRESETS.items():
+        native_cols = max(1, int(p.width_px // model_px))
+        for d, stages in seen.items():
+            for s, g in stages.items():
+                rows.append({
+                    "camera": name, "disease": d, "stage": s, "gsd_mm": g,
+                    "altitude_m_default_grid": None if g is None else round(
+                        altitude_for_gsd_m(g, p.focal_length_mm, p.sensor_width_mm, model_px, GRID_COLS), 1),
+                    "altitude_m_native_tiles": None if g is None else round(
+                        altitude_for_gsd_m(g, p.focal_length_mm, p.sensor_width_mm, model_px, native_cols), 1),
+                })
+    return rows
+
+
+# -- outputs ------------------------------------------------------------------------------------------
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def markdown(res: dict[str, Any]) -> str:
+    """detectability.md: recall by disease, stage and resolution; altitudes per camera."""
+    gs = [f"{g:g}" for g in res["gsd_mm"]]
+    lines = [
+        "# Detectability",
+        "",
+        f"- bundle: `{res['bundle']}` (profile {res['profile']}, model sha256 {str(res['model_sha256'])[:12]}, "
+        f"{res['input_px']} px input); working resolution on the card: {res['working_gsd_mm']} mm/px",
+        f"- {res['frames_per_cell']} frames x {res['tiles_per_frame']} tiles per cell, crops {', '.join(res['crops'])},"
+        f" seed {res['seed']}; resolution in mm per model-input pixel",
+        "",
+        "| disease | stage | " + " | ".join(f"{g} mm/px" for g in gs) + " |",
+        "|---|---|" + "---|" * len(gs),
+    ]
+    for d, stages in res["recall"].items():
+        for s, by in stages.items():
+            lines.append(f"| {d} | {s} | " + " | ".join(_pct(by.get(g)) for g in gs) + " |")
+    lines.append("| healthy (false alarms) | - | " + " | ".join(_pct(res["false_alarm"].get(g)) for g in gs) + " |")
+    lines += ["", "Highest altitude (m) at which a disease stage is still seen (recall >= "
+              f"{res['min_recall']}), per camera: default 3x4 grid / native model-sized tiles", "",
+              "| camera | disease | early | moderate | late |", "|---|---|---|---|---|"]
+    by_cam: dict[tuple[str, str], dict[str, str]] = {}
+    for r in res["altitudes"]:
+        a, b = r["altitude_m_default_grid"], r["altitude_m_native_tiles"]
+        by_cam.setdefault((r["camera"], r["disease"]), {})[r["stage"]] = "not seen" if a is None else f"{a:g} / {b:g}"
+    for (cam, d), st in by_cam.items():
+        lines.append(f"| {cam} | {d} | " + " | ".join(st.get(s, "-") for s in STAGES) + " |")
+    lines += ["", "result: " + ("all targets met" if not res["misses"] else "MISS: " + "; ".join(res["misses"])), ""]
+    return "\n".join(lines)
+
+
+def plot(res: dict[str, Any], path: Path) -> None:
+    """Recall against resolution (log axis), one line per disease and stage, the working resolution marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    gs = res["gsd_mm"]
+    styles = {"early": ":", "moderate": "-", "late": "--"}
+    colours = {"rust": "#c0562b", "powdery_mildew": "#7f7f9f"}
+    for d, stages in res["recall"].items():
+        for s, by in stages.items():
+            ys = [np.nan if by.get(f"{g:g}") is None else by[f"{g:g}"] for g in gs]
+            ax.plot(gs, ys, styles.get(s, "-"), marker="o", color=colours.get(d), label=f"{d} {s}")
+    fa = [np.nan if res["false_alarm"].get(f"{g:g}") is None else res["false_alarm"][f"{g:g}"] for g in gs]
+    ax.plot(gs, fa, "-", marker="x", color="#2a8a2a", label="healthy: false alarms")
+    ax.axhline(res["min_recall"], color="k", lw=0.6)
+    if res["working_gsd_mm"]:
+        ax.axvline(float(res["working_gsd_mm"]), color="k", ls="-.", lw=0.8, label="card's working resolution")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("ground resolution, mm per model-input pixel")
+    ax.set_ylabel("tile recall")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"Detectability: {Path(res['bundle']).name} ({res['input_px']} px)")
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tools.detectability", description=__doc__.splitlines()[0])
+    ap.add_argument("--bundle", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--gsd", type=float, nargs="+", default=list(DEFAULT_GSD_MM),
+                    help="resolutions, mm per model-input pixel (the card's working resolution is added)")
+    ap.add_argument("--frames", type=int, default=4, help="frames per cell (12 tiles each), crops in turn")
+    ap.add_argument("--seed", type=int, default=None, help="default: drawn now and printed")
+    add_log_level_argument(ap)
+    a = ap.parse_args(argv)
+    setup_logging(a.log_level)
+    if not (a.bundle / "model_card.json").is_file():
+        raise DetectabilityError(f"{a.bundle} is not a model bundle (no model_card.json); build one with "
+                                 "`python -m compile build --profile quick --weights none --cpu-only --out DIR`")
+    if a.frames < 1 or any(not math.isfinite(g) or g <= 0 for g in a.gsd):
+        raise DetectabilityError("--frames must be >= 1 and every --gsd a positive number of mm per pixel")
+    seed = int(np.random.default_rng().integers(0, 2**31)) if a.seed is None else a.seed
+    print(f"seed {seed}")
+    res = run(a.bundle, a.gsd, a.frames, seed)
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "detectability.json").write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+    md = markdown(res)
+    (a.out / "detectability.md").write_text(md, encoding="utf-8")
+    plot(res, a.out / "detectability.png")
+    print(md)
+    for m in res["misses"]:
+        print(f"MISS {m}", file=sys.stderr)
+    return 1 if res["misses"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(_main))
