@@ -9,6 +9,11 @@ command, and exits 1 when any row misses a target, so a regression cannot hide b
 Scenario names: `default` (configs/scenarios/default.yaml), `random-SEED` (the scenario
 `flight-sim random-scenario --seed SEED` writes), or `NAME=PATH` for any scenario file.
 
+Besides the named scenarios, `--drawn N` (default 2) random scenarios are flown from seeds drawn at
+run time and printed, so the figures always include fields nobody tuned on; the summary marks them.
+Random scenarios fly at the altitude where the bundle's card says it still sees the disease
+(`working_gsd_mm`), when the card states one.
+
     python -m tools.missions --bundle build/quick_bundle [--scenarios default random-11 random-23]
         [--min-found-share 1.0] [--max-false-zones 0] [--max-error-median-m 1] [--min-iou 0.5] ...
 """
@@ -57,7 +62,25 @@ class Targets:
     max_treated_ratio: float | None = 3.0  # issue 15: treated area / (true patches grown by the margin)
 
 
-def resolve_scenarios(names: Sequence[str], workdir: Path) -> list[tuple[str, Path]]:
+def draw_seeds(n: int, rng: Any = None) -> list[int]:
+    """`n` distinct seeds from fresh entropy: fields nobody could have tuned the product on."""
+    import numpy as np
+
+    gen = np.random.default_rng() if rng is None else rng
+    seeds: list[int] = []
+    while len(seeds) < n:
+        s = int(gen.integers(100, 1_000_000))
+        if s not in seeds:
+            seeds.append(s)
+    return seeds
+
+
+def _random_scenario(seed: int, target_gsd_mm: float | None) -> Any:
+    return random_scenario(seed) if target_gsd_mm is None else random_scenario(seed, target_gsd_mm=target_gsd_mm)
+
+
+def resolve_scenarios(names: Sequence[str], workdir: Path,
+                      target_gsd_mm: float | None = None) -> list[tuple[str, Path]]:
     """(name, scenario file) for each name; random scenarios are written into `workdir`."""
     out: list[tuple[str, Path]] = []
     for name in names:
@@ -73,7 +96,7 @@ def resolve_scenarios(names: Sequence[str], workdir: Path) -> list[tuple[str, Pa
             seed = int(name[len("random-"):])
             workdir.mkdir(parents=True, exist_ok=True)
             p = workdir / f"{name}.yaml"
-            p.write_text(scenario_to_yaml(random_scenario(seed)), encoding="utf-8")
+            p.write_text(scenario_to_yaml(_random_scenario(seed, target_gsd_mm)), encoding="utf-8")
             out.append((name, p))
         else:
             raise MissionsError(f"unknown scenario name {name!r}; use default, random-SEED or NAME=PATH")
@@ -158,6 +181,8 @@ def summary_markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> st
         f"- flown: {meta['finished_utc']}, {meta['wall_s']:.0f} s wall; a patch is found when a zone of its class "
         "overlaps its disk",
         "- targets: " + ", ".join(f"{k} {v}" for k, v in meta["targets"].items() if v is not None),
+        "- seeds drawn at run time (fields nobody tuned on, marked *): "
+        + (", ".join(map(str, meta.get("drawn_seeds") or [])) or "none"),
         "",
         "| scenario | seed | found | false zones | centroid error median / p95 (m) | mean IoU | coverage "
         "| treated patches, area ratio | frames dropped | backend | verdict |",
@@ -168,7 +193,8 @@ def summary_markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> st
         verdict = "ok" if not r["misses"] else "MISS: " + "; ".join(r["misses"])
         cov = "-" if r["field_coverage"] is None else f"{r['field_coverage']:.1%}"
         lines.append(
-            f"| {r['scenario']} | {r['seed']} | {r['patches_found']}/{r['patches_total']} | {r['false_zones']} | "
+            f"| {r['scenario']} | {r['seed']}{'*' if r.get('drawn_at_run_time') else ''} | "
+            f"{r['patches_found']}/{r['patches_total']} | {r['false_zones']} | "
             f"{_fmt(r['centroid_error_m_median'])} / {_fmt(r['centroid_error_m_p95'])} | {_fmt(r.get('iou_mean'))} | "
             f"{cov} | {_fmt(r.get('patches_treated'), 'd')}/{r['patches_total']}, {_fmt(r.get('treated_ratio'))}x | "
             f"{dropped} | "
@@ -197,7 +223,9 @@ def _card(bundle: Path) -> dict[str, Any]:
     card = json.loads(card_path.read_text(encoding="utf-8"))
     files = card.get("files") or {}
     model = files.get("model_int8.tflite") or {}
+    gsd = card.get("working_gsd_mm")
     return {"profile": card.get("profile"), "created_utc": card.get("created_utc"),
+            "working_gsd_mm": float(gsd) if isinstance(gsd, int | float) else None,
             "model_sha256": model.get("sha256", "") if isinstance(model, dict) else str(model)}
 
 
@@ -207,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--bundle", type=Path, required=True, help="the model bundle every scenario is flown with")
     ap.add_argument("--scenarios", nargs="+", default=list(DEFAULT_SCENARIOS),
                     help="default | random-SEED | NAME=PATH (default: %(default)s)")
+    ap.add_argument("--drawn", type=int, default=2,
+                    help="also fly this many random scenarios from seeds drawn now and printed (default %(default)s)")
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "missions")
     ap.add_argument("--speed", type=float, default=1.0, help="simulation speed (1 = real time)")
     ap.add_argument("--min-found-share", type=float, default=d.min_found_share)
@@ -231,13 +261,20 @@ def run(argv: Sequence[str] | None, fly: Fly = fly_mission) -> int:
     card = _card(a.bundle)
     out: Path = a.out
     out.mkdir(parents=True, exist_ok=True)
-    specs = resolve_scenarios(a.scenarios, out / "scenarios")
+    if a.drawn < 0:
+        raise MissionsError(f"--drawn must be 0 or more, got {a.drawn}")
+    drawn = draw_seeds(a.drawn)
+    if drawn:
+        print("seeds drawn at run time (fields nobody tuned on): " + ", ".join(map(str, drawn)), flush=True)
+    names = list(a.scenarios) + [f"random-{s}" for s in drawn if f"random-{s}" not in a.scenarios]
+    specs = resolve_scenarios(names, out / "scenarios", card["working_gsd_mm"])
     t0 = time.monotonic()
     rows = []
     for name, path in specs:
         log.info("mission %s: %s with %s", name, path, a.bundle)
         report = fly(path, out / name, a.bundle, a.speed, a.log_level)
         row = summary_row(name, report)
+        row["drawn_at_run_time"] = name in {f"random-{s}" for s in drawn}
         row["misses"] = misses(row, targets)
         rows.append(row)
         log.info("mission %s: %s", name, "ok" if not row["misses"] else "; ".join(row["misses"]))
@@ -248,6 +285,8 @@ def run(argv: Sequence[str] | None, fly: Fly = fly_mission) -> int:
         "bundle_profile": card["profile"],
         "bundle_model_sha256": card["model_sha256"],
         "bundle_created_utc": card["created_utc"],
+        "bundle_working_gsd_mm": card["working_gsd_mm"],
+        "drawn_seeds": drawn,
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "wall_s": time.monotonic() - t0,
         "targets": asdict(targets),

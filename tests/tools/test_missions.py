@@ -85,7 +85,8 @@ def _fly_from(reports: dict[str, dict]):
 def test_summary_files_and_exit_status(tmp_path: Path, bundle: Path, capsys) -> None:
     fly, flown = _fly_from({"default": GOOD, "random-23": {**GOOD, "seed": 23, "false_zones": 5}})
     out = tmp_path / "missions"
-    code = run(["--bundle", str(bundle), "--out", str(out), "--scenarios", "default", "random-23"], fly=fly)
+    code = run(["--bundle", str(bundle), "--out", str(out), "--scenarios", "default", "random-23", "--drawn", "0"],
+               fly=fly)
     assert code == 1  # random-23 has 5 false zones
     assert [name for name, _ in flown] == ["default", "random-23"] and {b for _, b in flown} == {bundle}
     summary = json.loads((out / "summary.json").read_text())
@@ -98,7 +99,7 @@ def test_summary_files_and_exit_status(tmp_path: Path, bundle: Path, capsys) -> 
     assert "--scenarios default random-23" in summary["command"]
     # the same reports pass with the threshold overridden on the command line
     code = run(["--bundle", str(bundle), "--out", str(out), "--scenarios", "default", "random-23",
-                "--max-false-zones", "5"], fly=fly)
+                "--max-false-zones", "5", "--drawn", "0"], fly=fly)
     assert code == 0 and json.loads((out / "summary.json").read_text())["ok"] is True
     assert "all targets met" in capsys.readouterr().out
 
@@ -143,3 +144,27 @@ def test_soak_flies_each_scouting_rate_and_fails_on_a_leak(tmp_path: Path, monke
     assert "MISS scouting_10pct: RSS grew 9.00 MB" in capsys.readouterr().err
     flown.clear()
     assert soak.main([*args, "--scouting-rate", "0.02"]) == 0 and flown == [0.0, 0.02]
+
+
+def test_seeds_drawn_at_run_time_are_flown_printed_and_marked(tmp_path: Path, bundle: Path, capsys) -> None:
+    flown: list[str] = []
+
+    def fly(scenario: Path, out: Path, b: Path, speed: float, log_level: str) -> dict:
+        flown.append(out.name)
+        seed = int(out.name.split("-")[1]) if out.name.startswith("random-") else 7
+        return {**GOOD, "seed": seed}
+
+    out = tmp_path / "missions"
+    assert run(["--bundle", str(bundle), "--out", str(out), "--scenarios", "default"], fly=fly) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    drawn = summary["drawn_seeds"]
+    assert len(drawn) == 2 and len(set(drawn)) == 2
+    assert flown == ["default"] + [f"random-{s}" for s in drawn]
+    assert [r["drawn_at_run_time"] for r in summary["rows"]] == [False, True, True]
+    printed = capsys.readouterr().out
+    assert "seeds drawn at run time" in printed and all(str(s) in printed for s in drawn)
+    md = (out / "summary.md").read_text()
+    assert f"| random-{drawn[0]} | {drawn[0]}* |" in md
+    # a second run draws other seeds: nobody can tune on them
+    run(["--bundle", str(bundle), "--out", str(out), "--scenarios", "default"], fly=fly)
+    assert json.loads((out / "summary.json").read_text())["drawn_seeds"] != drawn
