@@ -44,7 +44,7 @@ bench-build: $(STAMP)  ## the activation cache's speed-up: the same 224 px build
 soak: $(STAMP)  ## 2 h accelerated flights, healthy + 2 % + 10 % of tiles flagged: RSS, threads, fds (tools/soak.py); exit 1 on a leak
 	$(BIN)/python -m tools.soak --hours 2 --scouting-rate 0.02 0.10 --json build/soak.json $(ARGS)
 
-missions: $(STAMP) $(BUNDLE)/model_card.json  json; exit 1 on a missed target|json; exit 1 on a missed target
+missions: $(STAMP) $(BUNDLE)/model_card.json  ## default + random seeds 11, 23 + 2 seeds drawn at run time (printed) with BUNDLE -> build/missions/summary.md|json; exit 1 on a missed target
 	$(BIN)/python -m tools.missions --bundle $(BUNDLE) --out build/missions $(ARGS)
 
 # what `make ci-tools` makes sure of, as command:Debian-package pairs
