@@ -31,6 +31,7 @@ CONTRACT_MODULES = {
     "payload.cliutil",
     "payload.logsetup",
     "payload.geo.camera",  # the simulator renders with the camera model the payload inverts
+    "payload.geo.camerapresets",  # documented cameras by intrinsics: the scenario and the payload share them
     "payload.geo.surface",  # what rays meet (flat ground, a DEM height field, planes): the simulator renders with it
     "payload.geo.frames",
     "payload.geo.sensor",  # the evidence grid's sensor model: the build calibrates it into the card
