@@ -334,7 +334,7 @@ def random_scenario(
     agl = float(np.clip(altitude_for_gsd(camera, target_gsd_mm, input_px), *RANDOM_ALTITUDE_M))
     gsd = agl / float(camera.model().K[0, 0])
     foot_w = gsd * cam_w
-    speed = float(min(5.0, 0.5 * gsd / exposure))
+    speed = math.floor(min(5.0, 0.5 * gsd / exposure) * 100) / 100  # rounded down: the blur bound holds
     patches: list[dict[str, Any]] = []
     tries = 0
     while len(patches) < n and tries < 1000:
