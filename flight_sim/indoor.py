@@ -197,7 +197,7 @@ def face_world(s: IndoorScenario, f: RackFace) -> World:
     return World(s.crop, s.light, groups, f.rack.length_m, f.rack.height_m, seed)
 
 
-def _boards(f: RackFace, up: np.ndarray) -> np.ndarray:
+def board_mask(f: RackFace, up: np.ndarray) -> np.ndarray:
     """Where a face shows a shelf board or the rack's frame below the first shelf (no plants)."""
     r = f.rack
     out = up < r.shelf_heights_m[0]
@@ -242,7 +242,7 @@ class SiteRenderer:
             if not len(sel):
                 continue
             up = hits.up[sel]
-            board = _boards(f, up)
+            board = board_mask(f, up)
             out[sel[board]] = BOARD_RGB
             w = self.worlds.get(f.id)
             plants = sel[~board]

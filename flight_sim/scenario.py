@@ -331,7 +331,7 @@ def random_scenario(
     cam_h = min(480, int(cam_w * p.sensor_height_mm / p.sensor_width_mm) // 2 * 2)  # 16:9 sensors give 640x360
     exposure = float(rng.choice([0.0005, 0.001, 0.002]))
     camera = CameraSection(preset=name, width=cam_w, height=cam_h, exposure_s=exposure)  # type: ignore[arg-type]
-    agl = float(np.clip(altitude_for_gsd(camera, target_gsd_mm, input_px), *RANDOM_ALTITUDE_M))
+    agl = round(float(np.clip(altitude_for_gsd(camera, target_gsd_mm, input_px), *RANDOM_ALTITUDE_M)), 2)
     gsd = agl / float(camera.model().K[0, 0])
     foot_w = gsd * cam_w
     speed = math.floor(min(5.0, 0.5 * gsd / exposure) * 100) / 100  # rounded down: the blur bound holds

@@ -10,11 +10,11 @@ import yaml
 
 from flight_sim.scenario import (
     Scenario,
+    altitude_for_gsd,
     load_scenario,
+    model_input_gsd_mm,
     random_scenario,
     scenario_from_dict,
-    altitude_for_gsd,
-    model_input_gsd_mm,
     scenario_to_yaml,
     tile_ground_size_m,
 )
