@@ -32,7 +32,7 @@ import numpy as np
 
 from flight_sim.camerafx import CameraEffects
 from flight_sim.scenario import Scenario
-from flight_sim.world.world import LABEL_OUTSIDE, World, apply_haze
+from flight_sim.world import LABEL_OUTSIDE, World, apply_haze
 from payload.bundle import CLASSES
 from payload.geo.camera import (
     CameraModel,
