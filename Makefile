@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow lint edgetpu bench bench-build demo mission missions soak ci-tools detectability
+.PHONY: install test test-slow lint edgetpu bench bench-build bench-render demo mission missions soak ci-tools detectability
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -37,6 +37,9 @@ $(BUNDLE)/model_card.json:
 
 bench: $(STAMP) $(BUNDLE)/model_card.json  ## payload overhead vs the bare interpreter, RSS, startup -> build/bench.json; exit 1 on a missed target
 	$(BIN)/python -m tools.bench --bundle $(BUNDLE) --out build/bench.json $(ARGS)
+
+bench-render: $(STAMP)  ## the simulated camera on one core: ratio to real time and peak RSS for a 10 ha field; exit 1 below 1.0
+	$(BIN)/python -m tools.bench_render --json build/bench_render.json $(ARGS)
 
 bench-build: $(STAMP)  ## the activation cache's speed-up: the same 224 px build (300 images/class) with the cache on and off; exit 1 below 2x
 	$(BIN)/python -m tools.bench_build --out build/bench_build $(ARGS)

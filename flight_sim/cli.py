@@ -31,6 +31,7 @@ from flight_sim.timeline import Timeline
 from flight_sim.tlog import read_tlog, write_tlog
 from payload.cliutil import run_cli
 from payload.errors import UserError
+from payload.geo.camerapresets import PRESETS
 from payload.logsetup import add_log_level_argument, setup_logging
 
 log = logging.getLogger("flight_sim")
@@ -75,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flight-sim",
         description="Replay recorded flights and scripted surveys as a live MAVLink vehicle, with a camera "
-        "over a field of known disease patches.",
+        "over a procedural crop with known disease patches.",
     )
     add_log_level_argument(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -104,9 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate-config", help="check a scenario YAML file and print it resolved")
     p.add_argument("config", help="scenario YAML file")
 
-    p = sub.add_parser("random-scenario", help="write a scenario drawn from a seed")
+    p = sub.add_parser("random-scenario", help="write a scenario drawn from a seed (crop, stage, light, camera)")
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--out", required=True, help="YAML file to write")
+    p.add_argument("--target-gsd-mm", type=float, default=20.0,
+                   help="fly where a tile reaches this many mm per model-input pixel (a bundle card's working_gsd_mm; "
+                   "default 20)")
+    p.add_argument("--input-px", type=int, default=224, help="the model's input size in pixels (default 224)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="camera preset (default: drawn)")
     return parser
 
 
@@ -176,9 +182,8 @@ def _render(args: argparse.Namespace) -> int:
             fh.write("file,t_s,unix_time,lat,lon,alt_m,roll_rad,pitch_rad,yaw_rad,tiles\n")
             for t in tqdm(times, unit="frame", disable=args.no_progress, file=sys.stderr):
                 q = tl.pose_at(float(t))
-                gm = rig.renderer.ground_map(q)
                 rgb = rig.camera.render_at(float(t))
-                truth = tile_truth(rig.renderer.render_labels(q, gm), rows, cols, s.camera.tile_overlap)
+                truth = tile_truth(rig.renderer.render_labels(q), rows, cols, s.camera.tile_overlap)
                 p = images.write(float(t), rgb)
                 if video is not None:
                     video.write(rgb)
@@ -204,7 +209,10 @@ def _main(argv: Sequence[str] | None) -> int:
         print(s.model_dump_json(indent=2, by_alias=True))
         return 0
     if args.command == "random-scenario":
-        Path(args.out).write_text(scenario_to_yaml(random_scenario(args.seed)), encoding="utf-8")
+        if not 0.1 <= args.target_gsd_mm <= 500:
+            raise UserError(f"--target-gsd-mm must be between 0.1 and 500 mm per pixel, got {args.target_gsd_mm:g}")
+        s = random_scenario(args.seed, target_gsd_mm=args.target_gsd_mm, input_px=args.input_px, preset=args.preset)
+        Path(args.out).write_text(scenario_to_yaml(s), encoding="utf-8")
         print(f"wrote {args.out}")
         return 0
     if args.command == "render":

@@ -1,12 +1,13 @@
 """An indoor vertical farm: racks of shelves from a site file, diseased plants at known places, and a GPS-denied flight.
 
 The scenario names the payload's own site file (payload/sitefile.py), so the simulator's farm and
-the payload's idea of it are one file. Each plant-bearing rack face is painted as a raster in
-(along, up) face coordinates with compile.synthetic's leaf texture at the scale one classifier
-tile spans from the flight's stand-off (CONTRACTS.md section 3): shelves of plants, thin shelf
-boards, diseased plant groups painted with the lesions the classifier learnt, at known rack /
-bay / shelf. The camera renders through the payload's camera model and its rack-face geometry
-(payload/geo/site.py), from the TRUE pose.
+the payload's idea of it are one file. Each plant-bearing rack face shows the same procedural
+plants as the outdoor world (flight_sim/world), seen at 1-2 m: the face's (along, up) metres are
+the world's (east, north), the diseased plant groups are its patches, and thin shelf boards cross
+it. Nothing is painted up front; every frame shades only the points its pixels see, with each
+pixel's footprint (distance / focal length, widened by the incidence angle). The camera renders
+through the payload's camera model and its rack-face geometry (payload/geo/site.py), from the
+TRUE pose, then through the same camera effects as outdoors (flight_sim/camerafx.py).
 
 The vehicle takes off from the floor, flies along each aisle at 1-2 m/s with the camera mounted
 sideways (looking right) at a fixed stand-off from one face, and lands. Its telemetry is what an
@@ -20,32 +21,36 @@ the payload receives carries it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import cv2
 import numpy as np
 from pydantic import ConfigDict, Field
 
-from compile.synthetic import leaf_canvas, paint_lesions, soil_canvas
 from flight_sim import mav
+from flight_sim.camerafx import CameraEffects
+from flight_sim.scenario import CameraSection
 from flight_sim.survey import BOOT_MS, COPTER, GUIDED, LAND, T0_UNIX, TRUTH_HZ, G, _gauss_markov, _smooth, _timed_path
 from flight_sim.timeline import Event, Param, PoseTrack, Timeline
 from flight_sim.tlog import default_params
+from flight_sim.world.config import CropSection, LightSection, Stage
+from flight_sim.world.world import World
 from payload.configio import StrictModel, load_config, read_yaml
 from payload.errors import ConfigError
-from payload.geo.camera import CameraModel, pixels_to_rays_cam, rot_zyx
+from payload.geo.camera import pixels_to_rays_cam, rot_zyx
 from payload.geo.frames import enu_to_geodetic, geodetic_to_enu
 from payload.geo.site import FLOOR, MISS, RackFace, face_by_id, intersect_faces, site_faces
-from payload.pipeline.tiling import tile_span
 from payload.sitefile import SiteLayout, load_site
 from payload.types import Pose
 
 ALTHOLD = 2  # ArduCopter mode flown indoors on flow (any valid copter mode keeps dronekit's `mode` set)
 LOITER = 5
 BOARD_M = 0.03  # shelf board thickness seen on the face
-WALL_RGB = (150, 150, 145)  # what a ray meets beyond the racks (the hall's far walls)
+WALL_RGB = (150.0, 150.0, 145.0)  # what a ray meets beyond the racks (the hall's far walls)
+BOARD_RGB = (185.0, 180.0, 170.0)  # shelf boards and the rack's frame below the first shelf
+FLOOR_RGB = (128.0, 126.0, 122.0)  # a concrete floor
 # EKF_STATUS_REPORT flags of a healthy optical-flow EKF: attitude, velocities, relative horizontal and
 # vertical position, height above ground, predicted relative position; no absolute horizontal position
 EKF_HEALTHY_LOCAL = 1 | 2 | 4 | 8 | 32 | 64 | 256
@@ -72,6 +77,7 @@ class PlantGroup(StrictModel):
     along_m: float = Field(description="centre of the group, metres from the rack's start")
     width_m: float = Field(default=0.45, gt=0.05, le=5.0)
     height_m: float = Field(default=0.4, gt=0.05, le=3.0, description="from just above the shelf board up")
+    stage: Stage = Field(default="moderate", description="disease stage at the group's centre")
 
 
 class Pass(StrictModel):
@@ -97,20 +103,13 @@ class IndoorFlight(StrictModel):
                                     description="wandering LOCAL_POSITION_NED error (flow/mocap EKF), 1 sigma")
 
 
-class IndoorCamera(StrictModel):
-    """The payload's camera (mounted sideways) and how the payload tiles its frames."""
+class IndoorCamera(CameraSection):
+    """The payload's camera (mounted sideways, by preset or intrinsics) and how the payload tiles its frames."""
 
-    width: int = Field(default=640, ge=16, le=4096)
-    height: int = Field(default=480, ge=16, le=4096)
-    hfov_deg: float = Field(default=60.0, gt=1, lt=170)
+    width: int = Field(default=320, ge=16, le=4096)
+    height: int = Field(default=240, ge=16, le=4096)
     mount_rpy_deg: tuple[float, float, float] = Field(
         default=(0.0, 90.0, 90.0), description="(0, 90, 90): looking out of the vehicle's right side, image upright")
-    fps: float = Field(default=5.0, gt=0, le=60)
-    tile_rows: int = Field(default=3, ge=1, le=32)
-    tile_cols: int = Field(default=4, ge=1, le=32)
-    tile_overlap: float = Field(default=0.0, ge=0.0, lt=0.9)
-    noise_sigma: float = Field(default=3.0, ge=0, le=50)
-    jpeg_quality: int = Field(default=90, ge=10, le=100)
 
 
 class IndoorScenario(StrictModel):
@@ -122,7 +121,8 @@ class IndoorScenario(StrictModel):
     plants: list[PlantGroup] = Field(default_factory=list)
     flight: IndoorFlight
     camera: IndoorCamera = IndoorCamera()
-    face_m_per_px: float = Field(default=0.004, gt=0.0005, le=0.05)
+    crop: CropSection = CropSection(kind="soybean")
+    light: LightSection = LightSection(sun_elevation_deg=80.0, colour_temp_k=4500.0)
     seed: int = Field(default=0, ge=0)
 
     # filled by load_indoor_scenario: the parsed site file
@@ -175,115 +175,94 @@ def group_centre(s: IndoorScenario, g: PlantGroup) -> tuple[float, float]:
     return g.along_m, base + g.height_m / 2.0
 
 
-def texture_scale_px(s: IndoorScenario) -> float:
-    """Face pixels one classifier tile spans from the stand-off (what compile.synthetic calls `scale`)."""
-    c = s.camera
-    w = 2 * s.flight.standoff_m * math.tan(math.radians(c.hfov_deg) / 2)
-    h = w * c.height / c.width
-    return math.sqrt(tile_span(w, c.tile_cols, c.tile_overlap) * tile_span(h, c.tile_rows, c.tile_overlap)) / \
-        s.face_m_per_px
+@dataclass(frozen=True)
+class _Group:
+    """A plant group as the world's patch: a disk in face (along, up) metres."""
+
+    cls: str
+    east_m: float
+    north_m: float
+    radius_m: float
+    stage: str
 
 
-@dataclass
-class FaceTexture:
-    """A rack face's RGB raster: row 0 at the rack's top, column 0 at the rack's start."""
+def face_world(s: IndoorScenario, f: RackFace) -> World:
+    """The plants on one rack face: the world's canopy in (along, up) metres with this face's groups."""
+    groups = []
+    for g in s.plants:
+        if g.rack == f.rack.name and g.face == f.side:
+            a, u = group_centre(s, g)
+            groups.append(_Group(g.cls, a, u, 0.5 * max(g.width_m, g.height_m), g.stage))
+    seed = s.seed * 1009 + sum(ord(c) for c in f.id)
+    return World(s.crop, s.light, groups, f.rack.length_m, f.rack.height_m, seed)
 
-    face: RackFace
-    rgb: np.ndarray
-    m_per_px: float
 
-
-def build_faces(s: IndoorScenario) -> list[FaceTexture]:
-    """Paint every rack side (deterministic for the seed): shelves of plants, boards, diseased groups."""
-    assert s.layout is not None
-    rng = np.random.default_rng(s.seed)
-    scale = texture_scale_px(s)
-    m = s.face_m_per_px
-    out = []
-    for f in site_faces(s.layout):
-        r = f.rack
-        h, w = int(round(r.height_m / m)), int(round(r.length_m / m))
-        soil = soil_canvas(h, w, rng, scale)
-        if not f.has_plants:
-            out.append(FaceTexture(f, soil, m))
-            continue
-        rgb = leaf_canvas(h, w, rng, scale)
-        ups = r.height_m - (np.arange(h) + 0.5) * m  # up of each raster row
-        below = ups < r.shelf_heights_m[0]
-        boards = np.zeros(h, bool)
-        for hs in r.shelf_heights_m:
-            boards |= (ups >= hs) & (ups < hs + BOARD_M)
-        rgb[below | boards] = soil[below | boards]
-        alongs = (np.arange(w) + 0.5) * m
-        for g in s.plants:
-            if g.rack != r.name or g.face != f.side:
-                continue
-            a0, u0 = g.along_m - g.width_m / 2, r.shelf_heights_m[g.shelf - 1] + BOARD_M
-            mask = ((alongs[None, :] >= a0) & (alongs[None, :] <= a0 + g.width_m)
-                    & (ups[:, None] >= u0) & (ups[:, None] <= u0 + g.height_m))
-            rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
-            win = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
-            rgb[win] = paint_lesions(rgb[win], g.cls, rng, scale, mask=mask[win])
-        out.append(FaceTexture(f, rgb, m))
+def board_mask(f: RackFace, up: np.ndarray) -> np.ndarray:
+    """Where a face shows a shelf board or the rack's frame below the first shelf (no plants)."""
+    r = f.rack
+    out = up < r.shelf_heights_m[0]
+    for hs in r.shelf_heights_m:
+        out |= (up >= hs) & (up < hs + BOARD_M)
     return out
 
 
 class SiteRenderer:
     """Renders the farm through the payload's camera model: rack faces, the floor, the far walls."""
 
-    def __init__(self, s: IndoorScenario, textures: list[FaceTexture]) -> None:
+    def __init__(self, s: IndoorScenario) -> None:
+        assert s.layout is not None
         c = s.camera
-        self.cam = CameraModel.from_hfov(c.width, c.height, c.hfov_deg, c.mount_rpy_deg)
+        self.cam = c.model(c.mount_rpy_deg)
         self.origin = (s.internal_origin.lat, s.internal_origin.lon, s.internal_origin.alt)
-        self.textures = textures
-        self.faces = [t.face for t in textures]
+        self.faces = site_faces(s.layout)
+        self.worlds = {f.id: face_world(s, f) for f in self.faces if f.has_plants}
+        self.fx = CameraEffects((c.height, c.width), c.noise_sigma, s.seed, c.auto_exposure)
+        self.fpx = float(self.cam.K[0, 0])
         u = np.arange(c.width, dtype=np.float64) + 0.5
         v = np.arange(c.height, dtype=np.float64) + 0.5
         uu, vv = np.meshgrid(u, v)
         self._rays_cam = pixels_to_rays_cam(self.cam, np.stack([uu.ravel(), vv.ravel()], axis=1))
-        self._floor = soil_canvas(512, 512, np.random.default_rng([s.seed, 2]), texture_scale_px(s))
 
     def camera_enu(self, pose: Pose) -> np.ndarray:
         e, n, u = geodetic_to_enu(pose.lat_deg, pose.lon_deg, pose.alt_m, *self.origin)
         return np.array([float(e), float(n), float(u)])
 
-    def render(self, pose: Pose) -> np.ndarray:
-        """The RGB frame (H, W, 3) uint8 at the true `pose`."""
+    def scene(self, pose: Pose, t_s: float = 0.0) -> np.ndarray:
+        """The scene radiance (H, W, 3) float32 at the true `pose` (before the camera's effects)."""
         c = self.cam
         o = self.camera_enu(pose)
         ned = self._rays_cam @ (rot_zyx(pose.roll_rad, pose.pitch_rad, pose.yaw_rad) @ c.body_from_cam()).T
         d = np.stack([ned[:, 1], ned[:, 0], -ned[:, 2]], axis=1)
+        d /= np.linalg.norm(d, axis=1, keepdims=True)
         hits = intersect_faces(self.faces, o, d)
-        out = np.empty((c.height * c.width, 3), np.uint8)
-        out[:] = WALL_RGB
-        for i, t in enumerate(self.textures):
-            sel = hits.face == i
-            if not sel.any():
+        out = np.empty((c.height * c.width, 3), np.float32)
+        out[:] = WALL_RGB  # rays that meet nothing (MISS) see the hall's walls
+        for i, f in enumerate(self.faces):
+            sel = np.nonzero(hits.face == i)[0]
+            if not len(sel):
                 continue
-            col = hits.along[sel] / t.m_per_px - 0.5
-            row = (t.face.height_m - hits.up[sel]) / t.m_per_px - 0.5
-            out[sel] = _sample(t.rgb, col, row)
-        fl = hits.face == FLOOR
-        if fl.any():
-            p = o + hits.t[fl, None] * d[fl] / np.linalg.norm(d[fl], axis=1, keepdims=True)
-            px = np.mod(p[:, :2] / 0.01, self._floor.shape[0] - 1).astype(np.float32)
-            out[fl] = _sample(self._floor, px[:, 0], px[:, 1])
-        _ = MISS  # rays that meet nothing keep the wall colour
+            up = hits.up[sel]
+            board = board_mask(f, up)
+            out[sel[board]] = BOARD_RGB
+            w = self.worlds.get(f.id)
+            plants = sel[~board]
+            if w is None or not len(plants):
+                out[sel] = BOARD_RGB
+                continue
+            cos = np.abs(d[plants] @ f.normal).clip(0.2, 1.0)
+            fp = (hits.t[plants] / self.fpx / np.sqrt(cos)).astype(np.float32)
+            out[plants] = np.clip(w.shade(hits.along[plants], hits.up[plants], fp, t_s).rgb, 0, 255)
+        out[hits.face == FLOOR] = FLOOR_RGB
+        _ = MISS
         return out.reshape(c.height, c.width, 3)
 
+    def render(self, pose: Pose, t_s: float = 0.0) -> np.ndarray:
+        """The camera's RGB frame (H, W, 3) uint8 at the true `pose` (no motion blur)."""
+        return self.fx.apply(self.scene(pose, t_s), t_s)
 
-def _sample(img: np.ndarray, col: np.ndarray, row: np.ndarray) -> np.ndarray:
-    """Bilinear samples of `img` at continuous (col, row), pixel centres at integers; (N, 3) uint8.
-
-    cv2.remap wants maps under 32767 on a side, so the N points are laid out 1024 to a row."""
-    n = len(col)
-    k = 1024
-    h = -(-n // k)
-    mx = np.full(h * k, -1.0, np.float32)
-    my = np.full(h * k, -1.0, np.float32)
-    mx[:n], my[:n] = col, row
-    got = cv2.remap(img, mx.reshape(h, k), my.reshape(h, k), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return got.reshape(h * k, -1)[:n]
+    def render_at(self, pose_at: Callable[[float], Pose], t_s: float) -> np.ndarray:
+        """The frame at timeline time t_s (no motion blur: 1-2 m/s at 2 m and 1 ms smear well under a pixel)."""
+        return self.render(pose_at(t_s), t_s)
 
 
 def _pass_geometry(s: IndoorScenario, p: Pass) -> tuple[np.ndarray, np.ndarray, float]:

@@ -1,8 +1,14 @@
-"""Scenario files: a field with disease patches at known places, a survey flight and a camera.
+"""Scenario files: a crop with disease patches at known places, the light, a survey flight and a camera.
 
 A scenario is the ground truth a mission is scored against, so a typo must never be silently
 ignored (StrictModel: unknown keys are errors), and a patch that lies outside the field is an
 error naming the patch and the fix rather than a patch the drone can never see.
+
+The world is procedural (flight_sim/world/): there is no field raster, so the old `field.m_per_px`
+and `terrain.paint_at_local_height` keys are errors that say to delete them (their values meant
+something, so silently ignoring them would change what an old file describes). The camera is
+given by a documented preset or its intrinsics (payload/geo/camerapresets.py), never by a field
+of view alone: the ground resolution then follows from a real sensor and lens.
 """
 
 from __future__ import annotations
@@ -13,15 +19,34 @@ from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
+from flight_sim.world.config import CropSection, LightSection, Stage
 from payload.configio import StrictModel, load_config, validate_config
 from payload.errors import ConfigError
+from payload.geo.camera import CameraModel
+from payload.geo.camerapresets import PRESETS, camera_from_intrinsics
 from payload.pipeline.tiling import tile_span
 
 DISEASES = ("rust", "powdery_mildew")
-MIN_TEXTURE_SCALE_PX = 24  # below this a tile's worth of field cannot hold visible lesions
-MAX_FIELD_PIXELS = 40_000_000  # ~120 MB of RGB: beyond that the field raster does not fit a test machine
+STAGE_NAMES: tuple[Stage, ...] = ("early", "moderate", "late")
+PresetName = Literal["rpi_cam_v2", "rpi_cam_v3", "rpi_hq_6mm", "mavic3m_rgb", "coral_camera"]
+# keys of the painted world's scenarios: each gets an error saying what to do instead
+LEGACY_KEYS = {
+    "m_per_px": "the world is procedural now and has no raster; delete field.m_per_px",
+    "paint_at_local_height": "the world is drawn at the camera's true ground resolution everywhere; delete it",
+    "hfov_deg": "give the camera by `preset:` (rpi_cam_v2 is the 62.2 deg Pi camera) or by sensor_width_mm, "
+                "sensor_height_mm and focal_length_mm",
+}
+
+
+def _no_legacy(data: Any, section: str) -> Any:
+    """Reject a painted-world key with its fix (before pydantic's generic 'unknown key')."""
+    if isinstance(data, dict):
+        for k, why in LEGACY_KEYS.items():
+            if k in data:
+                raise ValueError(f"'{section}.{k}' is no longer a scenario key: {why}")
+    return data
 
 
 class Origin(StrictModel):
@@ -33,11 +58,15 @@ class Origin(StrictModel):
 
 
 class FieldSection(StrictModel):
-    """The field: a rectangle east and north of the origin, rasterised at m_per_px."""
+    """The field: a rectangle east and north of the origin (the crop grows in it, headland soil around)."""
 
     width_m: float = Field(gt=0, le=5000, description="extent east of the origin")
     height_m: float = Field(gt=0, le=5000, description="extent north of the origin")
-    m_per_px: float = Field(gt=0.001, le=1.0, description="ground size of one field raster pixel")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy(cls, data: Any) -> Any:
+        return _no_legacy(data, "field")
 
 
 class Patch(StrictModel):
@@ -49,6 +78,7 @@ class Patch(StrictModel):
     east_m: float
     north_m: float
     radius_m: float = Field(gt=0, le=500)
+    stage: Stage = Field(default="moderate", description="disease stage at the centre: early, moderate or late")
 
 
 class FlightSection(StrictModel):
@@ -69,12 +99,21 @@ class FlightSection(StrictModel):
 
 
 class CameraSection(StrictModel):
-    """The payload's camera (nadir mount) and how the payload tiles its frames."""
+    """The payload's camera (nadir mount) by preset or intrinsics, its output, and how the payload tiles frames.
 
-    width: int = Field(default=640, ge=16, le=8192)
-    height: int = Field(default=480, ge=16, le=8192)
-    hfov_deg: float = Field(default=60.0, gt=1, lt=170)
+    Frames span the sensor's full width scaled to width x height (payload/geo/camerapresets.py);
+    sensor_width_mm/sensor_height_mm/focal_length_mm, when given, replace the preset's.
+    """
+
+    preset: PresetName | None = Field(default="rpi_cam_v2", description="a documented camera (docs/WORLD.md)")
+    sensor_width_mm: float | None = Field(default=None, gt=0, le=100)
+    sensor_height_mm: float | None = Field(default=None, gt=0, le=100)
+    focal_length_mm: float | None = Field(default=None, gt=0, le=1000)
+    width: int = Field(default=640, ge=16, le=8192, description="output frame width")
+    height: int = Field(default=480, ge=16, le=8192, description="output frame height")
     fps: float = Field(default=5.0, gt=0, le=60, description="frames per second of flight time")
+    exposure_s: float = Field(default=0.001, gt=0, le=0.1,
+                              description="exposure time: motion blur (px) = speed x exposure / GSD")
     tile_rows: int = Field(default=3, ge=1, le=32, description="the payload's tiling grid (payload tiling.rows)")
     tile_cols: int = Field(default=4, ge=1, le=32, description="the payload's tiling grid (payload tiling.cols)")
     tile_overlap: float = Field(
@@ -82,6 +121,40 @@ class CameraSection(StrictModel):
     )
     noise_sigma: float = Field(default=3.0, ge=0, le=50, description="sensor read noise, 0-255 units")
     jpeg_quality: int = Field(default=90, ge=10, le=100)
+    auto_exposure: bool = Field(default=True, description="lagging auto exposure and white balance, as a camera")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy(cls, data: Any) -> Any:
+        return _no_legacy(data, "camera")
+
+    @model_validator(mode="after")
+    def _geometry(self) -> CameraSection:
+        given = [self.sensor_width_mm, self.sensor_height_mm, self.focal_length_mm]
+        if any(g is not None for g in given) and not all(g is not None for g in given):
+            raise ValueError("camera intrinsics need sensor_width_mm, sensor_height_mm and focal_length_mm together")
+        if self.preset is None and given[0] is None:
+            raise ValueError("the camera needs a preset or sensor_width_mm/sensor_height_mm/focal_length_mm")
+        return self
+
+    def intrinsics(self) -> tuple[float, float, float]:
+        """(sensor width mm, sensor height mm, focal length mm): the given ones, else the preset's."""
+        if self.focal_length_mm is not None:
+            assert self.sensor_width_mm is not None and self.sensor_height_mm is not None
+            return self.sensor_width_mm, self.sensor_height_mm, self.focal_length_mm
+        assert self.preset is not None
+        p = PRESETS[self.preset]
+        return p.sensor_width_mm, p.sensor_height_mm, p.focal_length_mm
+
+    def model(self, mount_rpy_deg: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> CameraModel:
+        """The payload's camera model of this camera's output frames."""
+        sw, sh, f = self.intrinsics()
+        return camera_from_intrinsics(self.width, self.height, sw, sh, f, mount_rpy_deg)
+
+    @property
+    def hfov_deg(self) -> float:
+        """The horizontal field of view the intrinsics give (for logs and the payload's config)."""
+        return self.model().hfov_deg
 
 
 class Hill(StrictModel):
@@ -111,9 +184,11 @@ class TerrainSection(StrictModel):
     dem_crs: str = Field(default="utm", description="CRS of the DEM written for the payload: utm (the origin's "
                          "UTM zone) or any 'EPSG:n'")
     dem_cell_m: float = Field(default=1.0, gt=0.05, le=30.0, description="pixel size of that DEM")
-    paint_at_local_height: bool = Field(
-        default=True, description="paint each patch at the texture scale of the flight's height above the ground "
-        "under it (the classifier's training looks have one scale: this keeps the hill a test of geometry)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy(cls, data: Any) -> Any:
+        return _no_legacy(data, "terrain")
 
 
 class Scenario(StrictModel):
@@ -121,6 +196,8 @@ class Scenario(StrictModel):
 
     origin: Origin
     field: FieldSection
+    crop: CropSection = CropSection()
+    light: LightSection = LightSection()
     patches: list[Patch] = Field(default_factory=list)
     flight: FlightSection
     camera: CameraSection = CameraSection()
@@ -159,13 +236,6 @@ def check_scenario(s: Scenario, source: str) -> Scenario:
                 f"{p.radius_m} m reaches outside the field (east 0..{f.width_m} m, north 0..{f.height_m} m); "
                 "move it inside or enlarge the field"
             )
-    px = (f.width_m / f.m_per_px) * (f.height_m / f.m_per_px)
-    if px > MAX_FIELD_PIXELS:
-        problems.append(
-            f"field 'field.m_per_px': {f.m_per_px} makes a "
-            f"{f.width_m / f.m_per_px:.0f} x {f.height_m / f.m_per_px:.0f} px raster ({px / 1e6:.0f} Mpx, "
-            f"limit {MAX_FIELD_PIXELS / 1e6:.0f}); raise m_per_px or shrink the field"
-        )
     if s.terrain is not None:
         ee, nn = np.meshgrid(np.linspace(0, f.width_m, 61), np.linspace(0, f.height_m, 41))
         top = float(terrain_height(s, ee, nn).max())
@@ -173,13 +243,10 @@ def check_scenario(s: Scenario, source: str) -> Scenario:
             problems.append(
                 f"field 'flight.altitude_m': {s.flight.altitude_m} m above home clears the terrain's highest "
                 f"point over the field ({top:.1f} m above home) by less than 5 m; fly higher or lower the hills")
-    scale = texture_scale_px(s, lowest_agl_m(s))
-    if scale < MIN_TEXTURE_SCALE_PX:
-        problems.append(
-            f"field 'field.m_per_px': {f.m_per_px} m/px is too coarse: one classifier tile at "
-            f"{s.flight.altitude_m} m spans only {scale:.0f} field pixels (need {MIN_TEXTURE_SCALE_PX}) so "
-            "lesions cannot be painted; lower m_per_px to about the camera's ground sample distance"
-        )
+    try:
+        s.camera.model()
+    except ValueError as err:
+        problems.append(f"field 'camera.height': {err}")
     if problems:
         raise ConfigError(f"{source}: invalid scenario\n" + "\n".join(f"  - {m}" for m in problems))
     return s
@@ -211,22 +278,33 @@ def lowest_agl_m(s: Scenario) -> float:
 def tile_ground_size_m(s: Scenario, agl_m: float | None = None) -> tuple[float, float]:
     """(width, height) in metres one classifier tile covers straight down from `agl_m` (default: survey altitude)."""
     cam = s.camera
-    fx = (cam.width / 2.0) / math.tan(math.radians(cam.hfov_deg) / 2.0)
+    fx = float(cam.model().K[0, 0])
     gsd = (s.flight.altitude_m if agl_m is None else agl_m) / fx  # metres per frame pixel at the image centre
     # the frame's ground size split as the payload's grid splits the frame (tiling.tile_span)
     return (tile_span(gsd * cam.width, cam.tile_cols, cam.tile_overlap),
             tile_span(gsd * cam.height, cam.tile_rows, cam.tile_overlap))
 
 
-def texture_scale_px(s: Scenario, agl_m: float | None = None) -> float:
-    """compile.synthetic's `scale` for the field: field pixels one classifier tile spans.
+def model_input_gsd_mm(s: Scenario, input_px: int = 224, agl_m: float | None = None) -> float:
+    """Ground mm per MODEL-INPUT pixel of a tile straight down from `agl_m` (default: survey altitude).
 
-    A training leaf image is one classifier input; a tile is what the payload feeds the
-    classifier. Painting the field at this scale makes a tile over a patch look like a
-    training image of that class (CONTRACTS.md section 3).
+    The payload's tiler resizes each tile to the model's input (input_px on a side), so this is the
+    resolution the classifier sees: the unit of a bundle card's `working_gsd_mm` (spec_world.md).
     """
     w, h = tile_ground_size_m(s, agl_m)
-    return math.sqrt(w * h) / s.field.m_per_px
+    return 1000.0 * max(w, h) / input_px
+
+
+def altitude_for_gsd(camera: CameraSection, target_gsd_mm: float, input_px: int = 224) -> float:
+    """The height above ground at which a tile of `camera` reaches target_gsd_mm per model-input pixel."""
+    fx = float(camera.model().K[0, 0])
+    tile_px = max(tile_span(camera.width, camera.tile_cols, camera.tile_overlap),
+                  tile_span(camera.height, camera.tile_rows, camera.tile_overlap))
+    frame_gsd_m = target_gsd_mm / 1000.0 * input_px / tile_px
+    return frame_gsd_m * fx
+
+
+RANDOM_ALTITUDE_M = (4.0, 120.0)  # below: rotor wash and obstacles; above: the usual drone ceiling
 
 
 def random_scenario(
@@ -235,26 +313,61 @@ def random_scenario(
     width_m: float = 120.0,
     height_m: float = 80.0,
     n_patches: int | None = None,
+    target_gsd_mm: float = 20.0,
+    input_px: int = 224,
+    preset: str | None = None,
 ) -> Scenario:
-    """A scenario drawn from a seed: 2-6 non-overlapping patches of random class, size and place."""
+    """A scenario drawn from a seed: crop, stage, light, 2-6 patches; camera and altitude for a target resolution.
+
+    The altitude is chosen so that a tile reaches `target_gsd_mm` per model-input pixel (a missions
+    run passes the bundle card's `working_gsd_mm`), clipped to RANDOM_ALTITUDE_M; line spacing keeps
+    30 % side overlap, and the speed keeps motion blur under half a pixel.
+    """
     rng = np.random.default_rng(seed)
     n = int(rng.integers(2, 7)) if n_patches is None else n_patches
+    name = preset or list(PRESETS)[int(rng.integers(0, len(PRESETS)))]
+    p = PRESETS[name]
+    cam_w = 640
+    cam_h = min(480, int(cam_w * p.sensor_height_mm / p.sensor_width_mm) // 2 * 2)  # 16:9 sensors give 640x360
+    exposure = float(rng.choice([0.0005, 0.001, 0.002]))
+    camera = CameraSection(preset=name, width=cam_w, height=cam_h, exposure_s=exposure)  # type: ignore[arg-type]
+    agl = round(float(np.clip(altitude_for_gsd(camera, target_gsd_mm, input_px), *RANDOM_ALTITUDE_M)), 2)
+    gsd = agl / float(camera.model().K[0, 0])
+    foot_w = gsd * cam_w
+    speed = math.floor(min(5.0, 0.5 * gsd / exposure) * 100) / 100  # rounded down: the blur bound holds
     patches: list[dict[str, Any]] = []
     tries = 0
     while len(patches) < n and tries < 1000:
         tries += 1
-        r = float(rng.uniform(4.0, 8.0))  # a tile is ~9 m across at 30 m: smaller patches hide in one tile
+        r = float(rng.uniform(4.0, 8.0))
         e = float(rng.uniform(r, width_m - r))
         nn = float(rng.uniform(r, height_m - r))
         if all(math.hypot(e - q["east_m"], nn - q["north_m"]) > r + q["radius_m"] + 3.0 for q in patches):
             cls = DISEASES[int(rng.integers(0, len(DISEASES)))]
-            patches.append({"class": cls, "east_m": round(e, 2), "north_m": round(nn, 2), "radius_m": round(r, 2)})
+            stage = STAGE_NAMES[int(rng.integers(0, len(STAGE_NAMES)))]
+            patches.append({"class": cls, "east_m": round(e, 2), "north_m": round(nn, 2), "radius_m": round(r, 2),
+                            "stage": stage})
+    kinds = ("wheat", "soybean", "cucurbit", "grapevine")
     data = {
         "origin": {"lat": origin[0], "lon": origin[1], "alt": origin[2]},
-        "field": {"width_m": width_m, "height_m": height_m, "m_per_px": 0.05},
+        "field": {"width_m": width_m, "height_m": height_m},
+        "crop": {"kind": kinds[int(rng.integers(0, len(kinds)))],
+                 "row_azimuth_deg": round(float(rng.choice([0.0, 90.0]) + rng.uniform(-10, 10)), 1)},
+        "light": {"sun_elevation_deg": round(float(rng.uniform(25, 65)), 1),
+                  "sun_azimuth_deg": round(float(rng.uniform(0, 360)), 1),
+                  "cloud_cover": round(float(rng.uniform(0.0, 0.5)), 2),
+                  "haze": round(float(rng.uniform(0.0, 0.3)), 2)},
         "patches": patches,
-        "flight": {"altitude_m": 30.0, "speed_mps": 5.0, "line_spacing_m": 20.0},
-        "camera": {"width": 640, "height": 480, "hfov_deg": 60.0},
+        "flight": {"altitude_m": round(agl, 2), "speed_mps": round(speed, 2),
+                   "line_spacing_m": round(max(0.6, 0.7 * foot_w), 2)},
+        "camera": camera.model_dump(mode="json"),
         "seed": seed,
     }
     return scenario_from_dict(data, f"<random scenario, seed {seed}>")
+
+
+def payload_camera(c: CameraSection) -> dict[str, Any]:
+    """The payload `camera:` config section of this camera (its intrinsics, so both build one model)."""
+    sw, sh, f = c.intrinsics()
+    return {"sensor_width_mm": sw, "sensor_height_mm": sh, "focal_length_mm": f, "exposure_s": c.exposure_s,
+            "width": c.width, "height": c.height}

@@ -20,39 +20,37 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flight_sim.clock import AtEnd
-from flight_sim.field import Field, build_field
-from flight_sim.indoor import IndoorScenario, SiteRenderer, build_faces, indoor_timeline
-from flight_sim.render import FieldRenderer, SensorNoise
+from flight_sim.indoor import IndoorScenario, SiteRenderer, indoor_timeline
+from flight_sim.render import WorldRenderer, build_world
 from flight_sim.scenario import Scenario, load_scenario
 from flight_sim.stream import CameraStreamer, MjpegServer, SimCamera
 from flight_sim.survey import survey_timeline
 from flight_sim.timeline import Timeline
 from flight_sim.tlog import read_tlog
 from flight_sim.vehicle import VehicleEndpoint
+from flight_sim.world.world import World
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class CameraRig:
-    """The field, its renderer and the in-process camera for one scenario."""
+    """The world, its renderer (with the camera's effects) and the in-process camera for one scenario."""
 
     scenario: Scenario
-    field: Field
-    renderer: FieldRenderer
+    world: World
+    renderer: WorldRenderer
     camera: SimCamera
 
     @classmethod
     def build(cls, scenario: Scenario, timeline: Timeline) -> CameraRig:
-        field = build_field(scenario)
-        renderer = FieldRenderer.for_scenario(scenario, field)
-        c = scenario.camera
-        noise = SensorNoise((c.height, c.width, 3), c.noise_sigma, scenario.seed)
-        return cls(scenario, field, renderer, SimCamera(renderer.render, timeline.pose_at, noise.apply))
+        world = build_world(scenario)
+        renderer = WorldRenderer.for_scenario(scenario, world)
+        return cls(scenario, world, renderer, SimCamera(lambda t: renderer.render_at(timeline.pose_at, t)))
 
 
 class Simulation:
-    """A running vehicle endpoint, plus an MJPEG camera when a scenario gives the field."""
+    """A running vehicle endpoint, plus an MJPEG camera when a scenario gives the world."""
 
     def __init__(
         self,
@@ -88,10 +86,8 @@ class Simulation:
         self.streamer: CameraStreamer | None = None
         if scenario is not None:
             if isinstance(scenario, IndoorScenario):
-                self.site_renderer = SiteRenderer(scenario, build_faces(scenario))
-                c = scenario.camera
-                noise = SensorNoise((c.height, c.width, 3), c.noise_sigma, scenario.seed)
-                camera = SimCamera(self.site_renderer.render, timeline.pose_at, noise.apply)
+                site = self.site_renderer = SiteRenderer(scenario)
+                camera = SimCamera(lambda t: site.render_at(timeline.pose_at, t))
             else:
                 self.rig = CameraRig.build(scenario, timeline)
                 camera = self.rig.camera

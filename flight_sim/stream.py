@@ -25,7 +25,7 @@ import numpy as np
 
 from flight_sim.clock import SimClock
 from flight_sim.errors import EndpointError
-from payload.types import Frame, Pose
+from payload.types import Frame
 
 log = logging.getLogger(__name__)
 
@@ -168,23 +168,16 @@ class MjpegServer:
 class SimCamera:
     """Frames of a rendered camera at timeline times; usable in-process without any server.
 
-    `render_at(t)` gives the RGB frame at timeline time t from `pose_at(t)` (the TRUE pose).
+    `render_at(t)` gives the RGB frame at timeline time t, rendered at the TRUE pose then (the
+    renderer reads the timeline itself: motion blur needs the motion, not only the pose).
     """
 
-    def __init__(
-        self,
-        render: Callable[[Pose], np.ndarray],
-        pose_at: Callable[[float], Pose],
-        noise: Callable[[np.ndarray], np.ndarray] | None = None,
-    ) -> None:
-        self._render = render
-        self._pose_at = pose_at
-        self._noise = noise
+    def __init__(self, render_at: Callable[[float], np.ndarray]) -> None:
+        self._render_at = render_at
         self.seq = 0
 
     def render_at(self, t: float) -> np.ndarray:
-        img = self._render(self._pose_at(t))
-        return self._noise(img) if self._noise is not None else img
+        return self._render_at(t)
 
     def frame_at(self, t: float, t_wall: float | None = None) -> Frame:
         """A payload Frame stamped now (t_mono) and at the simulated wall time if given."""

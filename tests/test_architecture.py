@@ -31,6 +31,7 @@ CONTRACT_MODULES = {
     "payload.cliutil",
     "payload.logsetup",
     "payload.geo.camera",  # the simulator renders with the camera model the payload inverts
+    "payload.geo.camerapresets",  # documented cameras by intrinsics: the scenario and the payload share them
     "payload.geo.surface",  # what rays meet (flat ground, a DEM height field, planes): the simulator renders with it
     "payload.geo.frames",
     "payload.geo.sensor",  # the evidence grid's sensor model: the build calibrates it into the card
@@ -136,3 +137,31 @@ def test_the_checks_see_imports() -> None:
                                                                                        "compile.synthetic"}
     assert room_of("payload.sinks.jsonl") == "sinks" and room_of("payload.bundle") == "core"
     assert ROOMS.index(room_of("payload.pipeline.runner")) > ROOMS.index(room_of("payload.geo.camera"))
+
+
+# The rule of honesty (issue 28): the simulator's world never borrows from what the classifier is trained on.
+INDEPENDENT = (("flight_sim", "compile"), ("compile", "flight_sim"))
+
+
+@pytest.mark.parametrize(("package", "forbidden"), INDEPENDENT)
+def test_simulator_and_build_import_nothing_of_each_other(package: str, forbidden: str) -> None:
+    """Static: every module of one package, every import (late ones too), none from the other."""
+    files = module_files(package)
+    assert len(files) > 5, f"found only {len(files)} modules of {package}: the scan proves nothing"
+    bad = [f"{p.relative_to(ROOT)}:{line} imports {mod}"
+           for name, p in files
+           for line, mod in imports_of(p, _package_of(name, p))
+           if mod.split(".")[0] == forbidden]
+    assert not bad, "\n".join(bad)
+
+
+def test_importing_the_simulator_loads_nothing_of_compile() -> None:
+    """Dynamic: a fresh interpreter that imports the simulator (its renderer, world, CLI) has no compile module."""
+    import subprocess
+    import sys
+
+    code = ("import sys, flight_sim.sim, flight_sim.cli, flight_sim.render, flight_sim.indoor, flight_sim.world\n"
+            "print(sorted(m for m in sys.modules if m == 'compile' or m.startswith('compile.')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout

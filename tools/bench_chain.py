@@ -50,24 +50,24 @@ def replay_figures(tlog: Path = TLOG) -> dict:
             "flight_s_per_s": round(tl.duration / s, 1)}
 
 
-def render_figures(frames: int = 40) -> dict:
-    """Frames per second the simulated camera renders at 640x480 on one OpenCV thread."""
-    from flight_sim.field import build_field
-    from flight_sim.render import FieldRenderer
+def render_figures(frames: int = 20) -> dict:
+    """Frames per second the simulated camera renders (world, haze, camera effects, JPEG) on one OpenCV thread."""
+    from flight_sim.render import WorldRenderer
     from flight_sim.scenario import load_scenario
+    from flight_sim.stream import encode_jpeg
     from flight_sim.survey import survey_timeline
 
     s = load_scenario(SCENARIO)
-    renderer = FieldRenderer.for_scenario(s, build_field(s))
+    renderer = WorldRenderer.for_scenario(s)
     tl = survey_timeline(s)
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
         ts = np.linspace(tl.duration * 0.2, tl.duration * 0.8, frames)
-        renderer.render(tl.pose_at(float(ts[0])))  # warm-up
+        renderer.render_at(tl.pose_at, float(ts[0]))  # warm-up
         t0 = time.perf_counter()
         for t in ts:
-            renderer.render(tl.pose_at(float(t)))
+            encode_jpeg(renderer.render_at(tl.pose_at, float(t)), s.camera.jpeg_quality)
         s_elapsed = time.perf_counter() - t0
     finally:
         cv2.setNumThreads(threads)

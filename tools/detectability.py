@@ -290,7 +290,7 @@ def altitude_table(seen: dict[str, dict[str, float | None]], model_px: int) -> l
 
     rows = []
     for name, p in PRESETS.items():
-        native_cols = max(1, int(p.width_px // model_px))
+        native_cols = max(1, int(p.native_width // model_px))
         for d, stages in seen.items():
             for s, g in stages.items():
                 rows.append({

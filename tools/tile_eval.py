@@ -31,8 +31,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from flight_sim.field import LABEL_OUTSIDE
 from flight_sim.scenario import load_scenario
+from flight_sim.world.world import LABEL_OUTSIDE
 from payload.backends.cpu import CpuClassifier
 from payload.bundle import CLASSES, load_bundle
 from payload.cliutil import run_cli
@@ -55,14 +55,13 @@ def tile_shares(labels: np.ndarray, boxes: Sequence[TileBox], n_classes: int) ->
 
 def evaluate(bundle_dir: Path, frames_dir: Path, rows: int, cols: int, overlap: float = 0.0) -> dict:
     """Confusion counts (truth -> predicted label), disease recall / false-alarm rate, recall by diseased share."""
-    from flight_sim.field import build_field
-    from flight_sim.render import FieldRenderer
+    from flight_sim.render import WorldRenderer
 
     bundle = load_bundle(bundle_dir)
     clf = CpuClassifier(bundle, 2)
     tiler = Tiler(rows, cols, overlap, (bundle.input_height, bundle.input_width))
     scenario = load_scenario(frames_dir / "scenario.yaml")
-    renderer = FieldRenderer.for_scenario(scenario, build_field(scenario))
+    renderer = WorldRenderer.for_scenario(scenario, effects=False)
     classes = list(CLASSES)  # the label frame holds the simulator's class indices: the contract's order
     confusion: Counter[tuple[str, str]] = Counter()
     by_share: Counter[tuple[str, int, str]] = Counter()  # (disease, bin, predicted)

@@ -30,6 +30,7 @@ from payload.geo.camera import (
     pixels_to_ground_offsets,
     pixels_to_surface,
 )
+from payload.geo.camerapresets import PRESETS, camera_from_intrinsics
 from payload.geo.frames import enu_to_geodetic
 from payload.geo.site import RackFace, address, place_pixels
 from payload.geo.surface import HIT, OUTSIDE, GroundSurface
@@ -71,6 +72,12 @@ def utc_iso(t_wall: float) -> str:
 
 def camera_for(section: CameraSection, width: int, height: int) -> CameraModel:
     """The camera model for frames of this size (a calibration made at another size is scaled)."""
+    if section.preset is not None:
+        return PRESETS[section.preset].camera(width, height, section.mount_rpy_deg)
+    if section.focal_length_mm is not None:
+        assert section.sensor_width_mm is not None and section.sensor_height_mm is not None
+        return camera_from_intrinsics(width, height, section.sensor_width_mm, section.sensor_height_mm,
+                                      section.focal_length_mm, section.mount_rpy_deg)
     if section.K is None:
         return CameraModel.from_hfov(width, height, section.hfov_deg, section.mount_rpy_deg)
     cw = section.width or width

@@ -1,17 +1,17 @@
-"""The vertical-farm simulator: GPS-denied telemetry, the aisle flight, and the renderer against the face raster."""
+"""The vertical-farm simulator: GPS-denied telemetry, the aisle flight, and the renderer against the face's world."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from flight_sim.indoor import SiteRenderer, build_faces, indoor_timeline, load_indoor_scenario
+from flight_sim.indoor import BOARD_RGB, SiteRenderer, board_mask, face_world, indoor_timeline, load_indoor_scenario
 from payload.errors import ConfigError
 from payload.geo.frames import geodetic_to_enu
+from payload.geo.site import site_faces
 from payload.types import Pose
 
 SCENARIO = Path(__file__).resolve().parents[2] / "configs/scenarios/vertical_farm.yaml"
@@ -54,14 +54,15 @@ def test_passes_fly_along_the_faces_at_the_standoff_and_speed(scenario, timeline
 def test_rendered_centre_column_is_the_face_column_straight_right(scenario, timeline) -> None:
     """Independent of the camera code: from the lane at east 1.3 m heading north, the image's centre column
     looks due east at rack B's west face (2 m away) along the vertical line at the vehicle's north; pixel row v
-    meets it at up = height - 2 (v - cy) / f. The rendered column must follow the face raster there (the shelf
-    boards make the profile distinctive: upside down or shifted by a board's height it does not correlate)."""
-    textures = build_faces(scenario)
-    r = SiteRenderer(scenario, textures)
+    meets it at up = height - 2 (v - cy) / f. The rendered column must follow the face's world shaded there
+    (the shelf boards make the profile distinctive: upside down or shifted by a board's height it does not
+    correlate)."""
+    r = SiteRenderer(scenario)
     o = scenario.internal_origin
-    face = next(t for t in textures if t.face.id == "B:left")
+    face = next(f for f in site_faces(scenario.layout) if f.id == "B:left")
+    world = face_world(scenario, face)
     c = scenario.camera
-    f = (c.width / 2) / math.tan(math.radians(c.hfov_deg) / 2)
+    f = float(c.model(c.mount_rpy_deg).K[0, 0])
     checked = 0
     for x in np.arange(10.0, 20.0, 0.5):
         p = timeline.pose_at(float(x))
@@ -69,11 +70,11 @@ def test_rendered_centre_column_is_the_face_column_straight_right(scenario, time
         if abs(e - 1.3) > 0.02 or not 0.5 < n < 5.5:
             continue
         # level, nose north: the attitude conventions are checked analytically in tests/payload/test_indoor.py
-        img = r.render(Pose(p.lat_deg, p.lon_deg, p.alt_m, 0.0, 0.0, 0.0)).astype(float)
+        img = r.scene(Pose(p.lat_deg, p.lon_deg, p.alt_m, 0.0, 0.0, 0.0))
         v = np.arange(c.height) + 0.5
         ups = u - 2.0 * (v - c.height / 2) / f
-        rows = np.clip(((face.face.height_m - ups) / face.m_per_px).astype(int), 0, face.rgb.shape[0] - 1)
-        want = face.rgb[rows, int(n / face.m_per_px), 1].astype(float)
+        shaded = world.shade(np.full(len(ups), float(n)), ups, np.full(len(ups), 2.0 / f, np.float32)).rgb[:, 1]
+        want = np.where(board_mask(face, ups), BOARD_RGB[1], np.clip(shaded, 0, 255))
         got = img[:, c.width // 2, 1]
         assert np.corrcoef(want, got)[0, 1] > 0.8
         assert np.corrcoef(want[::-1], got)[0, 1] < 0.5  # a flipped image would not pass

@@ -1,34 +1,39 @@
-"""The field and the camera renderer: geometry against the payload's camera model and analytic answers."""
+"""The camera renderer over the world: geometry against the payload's camera model and analytic answers, the
+per-pixel footprint, the truth frame, and physical checks of what a tile over a patch shows."""
 
 from __future__ import annotations
 
 import math
-import time
 
 import cv2
 import numpy as np
 import pymap3d
 import pytest
 
-from compile.synthetic import CLASSES, leaf_image
-from flight_sim.field import LABEL_OUTSIDE, SOIL_RGB, Field, build_field
-from flight_sim.render import FieldRenderer, footprint_size_m, hfov_footprint_width_m, tile_truth
-from flight_sim.scenario import Scenario, texture_scale_px
+from flight_sim.camerafx import CameraEffects, motion_kernel
+from flight_sim.render import (
+    WorldRenderer,
+    build_world,
+    footprint_size_m,
+    hfov_footprint_width_m,
+    pixel_footprint,
+    tile_shares,
+    tile_truth,
+)
+from flight_sim.scenario import Scenario
 from flight_sim.timeline import Timeline
+from flight_sim.world.world import LABEL_OUTSIDE
+from payload.bundle import CLASSES
 from payload.geo.camera import CameraModel, ground_offsets_to_pixels, ground_to_pixel
+from payload.pipeline.tiling import grid
 from payload.types import Pose
 
 RUST, MILDEW = CLASSES.index("rust"), CLASSES.index("powdery_mildew")
 
 
 @pytest.fixture(scope="module")
-def field(scenario: Scenario) -> Field:
-    return build_field(scenario)
-
-
-@pytest.fixture(scope="module")
-def renderer(scenario: Scenario, field: Field) -> FieldRenderer:
-    return FieldRenderer.for_scenario(scenario, field)
+def renderer(scenario: Scenario) -> WorldRenderer:
+    return WorldRenderer.for_scenario(scenario, effects=False)
 
 
 def pose_at_en(s: Scenario, east: float, north: float, agl: float, roll=0.0, pitch=0.0, yaw=0.0) -> Pose:
@@ -41,25 +46,25 @@ def latlon_of(s: Scenario, east: float, north: float) -> tuple[float, float]:
     return float(lat), float(lon)
 
 
-def test_field_holds_the_patches_as_ground_truth(scenario: Scenario, field: Field) -> None:
-    assert field.shape == (1600, 2400)
-    assert field.scale_px == pytest.approx(texture_scale_px(scenario))
+def test_world_holds_the_patches_as_ground_truth(scenario: Scenario, renderer: WorldRenderer) -> None:
+    """Straight down over each patch centre the label is its class, and the world is the same for the seed."""
     for p in scenario.patches:
-        c, r = field.en_to_colrow(p.east_m, p.north_m)
-        assert field.labels[int(round(r)), int(round(c))] == CLASSES.index(p.cls)
-    areas = {cls: (field.labels == CLASSES.index(cls)).sum() * field.m_per_px**2 for cls in ("rust", "powdery_mildew")}
-    assert areas["rust"] == pytest.approx(math.pi * (6**2 + 5**2), rel=0.02)
-    assert areas["powdery_mildew"] == pytest.approx(math.pi * 7**2, rel=0.02)
-    assert np.array_equal(build_field(scenario).rgb, field.rgb)  # deterministic for the seed
+        pose = pose_at_en(scenario, p.east_m, p.north_m, scenario.flight.altitude_m)
+        labels = renderer.render_labels(pose)
+        assert labels[240, 320] == CLASSES.index(p.cls)
+    pose = pose_at_en(scenario, 25.0, 20.0, 30.0)
+    a = renderer.scene(pose).radiance
+    b = WorldRenderer.for_scenario(scenario, build_world(scenario), effects=False).scene(pose).radiance
+    assert np.array_equal(a, b)  # deterministic for the seed
 
 
-def test_nadir_frame_covers_the_analytic_footprint() -> None:
+def test_nadir_frame_covers_the_analytic_footprint(scenario: Scenario) -> None:
     """Straight down from 30 m: the frame spans 2 h tan(hfov/2) x its 4:3 height, to the pixel."""
     cam = CameraModel.from_hfov(640, 480, 60.0)
-    s_w, s_h = 60.0, 60.0
-    white = Field(np.full((3000, 3000, 3), 255, np.uint8), np.zeros((3000, 3000), np.uint8), 0.02, s_w, s_h, 100.0)
-    origin = (-35.0, 149.0, 500.0)
-    r = FieldRenderer(white, cam, *origin)
+    s = scenario.model_copy(update={"field": scenario.field.model_copy(update={"width_m": 60.0, "height_m": 60.0}),
+                                    "patches": []})
+    origin = (s.origin.lat, s.origin.lon, s.origin.alt)
+    r = WorldRenderer(build_world(s), cam, *origin)
     h = 30.0
     fw, fh = footprint_size_m(cam, h)
     assert fw == pytest.approx(hfov_footprint_width_m(60.0, h)) and fh == pytest.approx(fw * 0.75)
@@ -74,12 +79,31 @@ def test_nadir_frame_covers_the_analytic_footprint() -> None:
     en = r.ground_offsets(p).reshape(480, 640, 2)
     assert en[0, 0] == pytest.approx([30 - fw / 2 + gsd / 2, 30 + fh / 2 - gsd / 2], abs=1e-4)
     assert en[-1, -1] == pytest.approx([30 + fw / 2 - gsd / 2, 30 - fh / 2 + gsd / 2], abs=1e-4)
-    assert np.all(r.render(p) == 255)  # entirely inside the field
+    assert not (r.render_labels(p) == LABEL_OUTSIDE).any()  # entirely inside the field
     # put the field's west edge 3 pixels inside the frame and its south edge 2 pixels inside it
-    img = r.render(pose(fw / 2 - 3 * gsd, fh / 2 - 2 * gsd))
-    soil = np.all(img == SOIL_RGB, axis=2)
-    assert soil[:, :3].all() and not soil[:-2, 3:].any()
-    assert soil[-2:, :].all() and not soil[:-2, 3:].any()
+    out = r.render_labels(pose(fw / 2 - 3 * gsd, fh / 2 - 2 * gsd)) == LABEL_OUTSIDE
+    assert out[:, :3].all() and not out[:-2, 3:].any()
+    assert out[-2:, :].all()
+
+
+def test_pixel_footprint_is_the_analytic_ground_area(scenario: Scenario) -> None:
+    """Nadir over flat ground every pixel covers h / f; pitched by theta the centre pixel covers h / (f cos^1.5)."""
+    cam = CameraModel.from_hfov(640, 480, 60.0)
+    origin = (scenario.origin.lat, scenario.origin.lon, scenario.origin.alt)
+    r = WorldRenderer(build_world(scenario), cam, *origin)
+    f = float(cam.K[0, 0])
+    for theta in (0.0, 0.5):
+        lat, lon, alt = pymap3d.enu2geodetic(60.0, 40.0, 30.0, *origin)
+        gm = r.ground_map(Pose(float(lat), float(lon), float(alt), 0.0, theta, 0.0))
+        want = 30.0 / (f * math.cos(theta) ** 1.5)
+        assert float(gm.footprint_m[240, 320]) == pytest.approx(want, rel=2e-3)
+        if theta == 0.0:
+            assert np.allclose(gm.footprint_m, 30.0 / f, rtol=1e-3)
+        else:  # pixels nearer the horizon cover more ground
+            assert gm.footprint_m[10, 320] > gm.footprint_m[470, 320]
+    # a stretched map: the footprint is sqrt(area), not the longer side
+    e, n = np.meshgrid(np.arange(8) * 0.02, np.arange(6) * 0.08)
+    assert np.allclose(pixel_footprint(e, n), math.sqrt(0.02 * 0.08))
 
 
 @pytest.mark.parametrize(
@@ -87,7 +111,7 @@ def test_nadir_frame_covers_the_analytic_footprint() -> None:
     [(0, (0.0, 0.0), (0.0, 0.0, 0.0)), (0, (-2.0, 3.0), (0.08, -0.12, 0.6)), (1, (6.0, 3.0), (-0.1, 0.05, -2.5))],
 )
 def test_patch_appears_at_the_pixel_ground_to_pixel_predicts(
-    scenario: Scenario, renderer: FieldRenderer, patch: int, offset: tuple[float, float], attitude: tuple
+    scenario: Scenario, renderer: WorldRenderer, patch: int, offset: tuple[float, float], attitude: tuple
 ) -> None:
     p = scenario.patches[patch]
     pose = pose_at_en(scenario, p.east_m + offset[0], p.north_m + offset[1], 30.0, *attitude)
@@ -115,7 +139,7 @@ def test_patch_appears_at_the_pixel_ground_to_pixel_predicts(
         assert (us.mean() + 0.5, vs.mean() + 0.5) == pytest.approx((u, v), abs=0.3)
 
 
-def test_renderer_inverts_through_the_payload_model(scenario: Scenario, renderer: FieldRenderer) -> None:
+def test_renderer_inverts_through_the_payload_model(scenario: Scenario, renderer: WorldRenderer) -> None:
     pose = pose_at_en(scenario, 50.0, 40.0, 28.0, 0.15, -0.2, 1.1)
     en = renderer.ground_offsets(pose)
     e, n, agl = renderer.camera_en_agl(pose)
@@ -127,7 +151,7 @@ def test_renderer_inverts_through_the_payload_model(scenario: Scenario, renderer
 
 
 def test_survey_frames_see_every_patch_at_its_predicted_place(
-    scenario: Scenario, survey: Timeline, renderer: FieldRenderer
+    scenario: Scenario, survey: Timeline, renderer: WorldRenderer
 ) -> None:
     seen = set()
     for t in np.arange(20.0, survey.duration - 20, 1.0):
@@ -142,38 +166,83 @@ def test_survey_frames_see_every_patch_at_its_predicted_place(
     assert seen == set(range(len(scenario.patches)))
 
 
-def _rust_fraction(img: np.ndarray) -> float:
-    r, g = img[..., 0].astype(int), img[..., 1].astype(int)
-    return float(np.mean(r > g + 10))
+def _tile_at(renderer: WorldRenderer, s: Scenario, east: float, north: float, agl: float):
+    pose = pose_at_en(s, east, north, agl)
+    sc = renderer.scene(pose)
+    th, tw = 480 // s.camera.tile_rows, 640 // s.camera.tile_cols
+    win = (slice(240 - th // 2, 240 + th // 2), slice(320 - tw // 2, 320 + tw // 2))
+    return sc, win
 
 
-def _mildew_fraction(img: np.ndarray) -> float:
-    return float(np.mean(img.min(axis=2) > 150))
+def test_a_tile_over_a_late_patch_is_coloured_by_its_disease(scenario: Scenario) -> None:
+    """Physics, not training looks: late rust reddens a canopy tile, late mildew whitens it, against healthy crop
+    under the same light, seen straight down from a few metres (camera effects off: radiance compared)."""
+    late = [p.model_copy(update={"stage": "late"}) for p in scenario.patches]
+    s = scenario.model_copy(update={"patches": late})
+    r = WorldRenderer.for_scenario(s, effects=False)
+    agl = 6.0
+    healthy, hw = _tile_at(r, s, 60.0, 10.0, agl)
+    rust, rw = _tile_at(r, s, s.patches[0].east_m, s.patches[0].north_m, agl)
+    mildew, mw = _tile_at(r, s, s.patches[1].east_m, s.patches[1].north_m, agl)
+    h_rgb, r_rgb, m_rgb = (x.radiance[w].reshape(-1, 3).mean(axis=0) for x, w in ((healthy, hw), (rust, rw),
+                                                                                   (mildew, mw)))
+    assert r_rgb[0] / r_rgb[1] > h_rgb[0] / h_rgb[1]  # redder
+    assert m_rgb.min() / m_rgb.max() > h_rgb.min() / h_rgb.max()  # greyer / whiter
+    assert (healthy.labels[hw] == 0).all() and (rust.labels[rw] == RUST).mean() > 0.9
 
 
-def test_a_tile_over_a_patch_looks_like_a_training_image(scenario: Scenario, renderer: FieldRenderer) -> None:
-    """Lesion cover in a classifier tile matches the training images of that class (same scale)."""
-    rows, cols = scenario.camera.tile_rows, scenario.camera.tile_cols
-    th, tw = 480 // rows, 640 // cols
-
-    def centre_tile(east: float, north: float) -> np.ndarray:
-        img = renderer.render(pose_at_en(scenario, east, north, scenario.flight.altitude_m))
-        # the tile whose centre is nearest the image centre, shifted to be centred on it
-        return img[240 - th // 2 : 240 + th // 2, 320 - tw // 2 : 320 + tw // 2]
-
-    rng = np.random.default_rng(1)
-    train_rust = np.mean([_rust_fraction(leaf_image("rust", 224, rng)) for _ in range(6)])
-    train_mildew = np.mean([_mildew_fraction(leaf_image("powdery_mildew", 224, rng)) for _ in range(6)])
-    train_healthy = np.mean([_rust_fraction(leaf_image("healthy", 224, rng)) for _ in range(3)])
-    rust_tile = centre_tile(scenario.patches[0].east_m, scenario.patches[0].north_m)
-    mildew_tile = centre_tile(scenario.patches[1].east_m, scenario.patches[1].north_m)
-    healthy_tile = centre_tile(60.0, 20.0)
-    assert 0.5 * train_rust < _rust_fraction(rust_tile) < 2.0 * train_rust
-    assert 0.5 * train_mildew < _mildew_fraction(mildew_tile) < 2.0 * train_mildew
-    assert _rust_fraction(healthy_tile) <= train_healthy + 0.01
+def test_tile_shares_give_diseased_leaf_and_ground(scenario: Scenario, renderer: WorldRenderer) -> None:
+    """Per tile: the region share from the labels, the diseased share of leaf area and of ground from the world;
+    a healthy tile has none, a patch tile some but never more than the stage's severity allows."""
+    s = scenario
+    boxes = grid(640, 480, s.camera.tile_rows, s.camera.tile_cols)
+    p = s.patches[0]
+    sc = renderer.scene(pose_at_en(s, p.east_m, p.north_m, 12.0))
+    shares = tile_shares(sc.labels, sc.leaf, sc.diseased, boxes)
+    centre = next(t for b, t in zip(boxes, shares, strict=True) if b.row == 1 and b.col == 1)
+    assert centre.region["rust"] > 0.9 and centre.outside == 0.0
+    assert 0.0 < centre.diseased_of_leaf <= 0.08 + 1e-6  # moderate: severity 0.08 at most, at the centre
+    assert centre.diseased_of_ground <= centre.diseased_of_leaf
+    h = renderer.scene(pose_at_en(s, 60.0, 10.0, 12.0))
+    for t in tile_shares(h.labels, h.leaf, h.diseased, boxes):
+        assert t.diseased_of_leaf == 0.0 and t.region["healthy"] == pytest.approx(1.0)
 
 
-def test_sky_and_outside_field_are_marked(scenario: Scenario, renderer: FieldRenderer) -> None:
+def test_motion_blur_smears_along_the_ground_motion(scenario: Scenario, survey: Timeline) -> None:
+    """Blur (px) = speed x exposure / GSD along the image direction the ground moves (a leg flown east)."""
+    r = WorldRenderer.for_scenario(scenario, effects=False)
+    t = next(float(x) for x in np.arange(20.0, survey.duration, 0.5)
+             if abs(math.degrees(survey.pose_at(float(x)).yaw_rad) - 90) < 2)
+    def level(q: Pose) -> Pose:  # the attitude's wobble adds its own (true) rotational smear: keep the translation
+        return Pose(q.lat_deg, q.lon_deg, q.alt_m, 0.0, 0.0, q.yaw_rad)
+
+    vu, vv = r.image_motion(level(survey.pose_at(t)), level(survey.pose_at(t + 0.05)), 0.05)
+    gsd = scenario.flight.altitude_m / float(r.cam.K[0, 0])
+    assert math.hypot(vu, vv) == pytest.approx(scenario.flight.speed_mps / gsd, rel=0.15)
+    # heading east: image top is east, so the ground moves down the image (v grows)
+    assert abs(vv) > 5 * abs(vu) and vv > 0
+    k = motion_kernel(0.0, 4.0)
+    assert k is not None and k.sum() == pytest.approx(1.0) and k.shape[0] >= 5
+    assert k[:, k.shape[1] // 2].sum() == pytest.approx(1.0, abs=1e-6)  # all of it on the vertical line
+    assert motion_kernel(0.2, 0.1) is None
+
+
+def test_auto_exposure_lags_like_a_camera() -> None:
+    """A step in brightness: the gain moves part of the way in one frame, all of it after a few seconds."""
+    fx = CameraEffects((48, 64), 0.0, 0)
+    dark = np.full((48, 64, 3), 40.0, np.float32)
+    bright = np.full((48, 64, 3), 160.0, np.float32)
+    fx.apply(dark, 0.0)
+    g_dark = fx.state.gain
+    out = fx.apply(bright, 0.2)
+    assert fx.state.gain > 110.0 / 160.0 and fx.state.gain < g_dark  # still too bright: it lags
+    assert out.mean() > 120
+    for k in range(1, 30):
+        out = fx.apply(bright, 0.2 + 0.2 * k)
+    assert out.mean() == pytest.approx(110.0, abs=3)
+
+
+def test_sky_and_outside_field_are_marked(scenario: Scenario, renderer: WorldRenderer) -> None:
     pose = pose_at_en(scenario, 60.0, 40.0, 30.0, 0.0, math.radians(70), 0.0)  # pitched up: horizon in view
     gm = renderer.ground_map(pose)
     assert gm.sky.any() and not gm.sky.all()
@@ -181,37 +250,14 @@ def test_sky_and_outside_field_are_marked(scenario: Scenario, renderer: FieldRen
     assert (labels[gm.sky] == LABEL_OUTSIDE).all()
 
 
-def test_ground_outside_the_field_is_textured_soil(scenario: Scenario, renderer: FieldRenderer) -> None:
+def test_ground_outside_the_field_is_headland(scenario: Scenario, renderer: WorldRenderer) -> None:
     pose = pose_at_en(scenario, -20.0, 40.0, 30.0, 0.0, 0.0, 0.0)  # over the west headland
-    rgb = renderer.render(pose).astype(float)
-    outside = renderer.render_labels(pose) == LABEL_OUTSIDE
+    sc = renderer.scene(pose)
+    outside = sc.labels == LABEL_OUTSIDE
     assert outside.mean() > 0.3
-    soil = rgb[outside]
-    assert soil[:, 0].mean() > soil[:, 1].mean() > soil[:, 2].mean()  # brown
-    assert soil.std(axis=0).min() > 3.0  # the generator's texture, not a flat colour
-    # mirror tiling: no seam, neighbouring rows differ no more than the texture itself does
-    rows = rgb.mean(axis=2)
-    cols_out = outside.all(axis=0)
-    steps = np.abs(np.diff(rows[:, cols_out], axis=0)).mean(axis=1)
-    assert steps.max() < 6 * np.median(steps) + 2
-
-
-def test_render_rate_on_one_core(scenario: Scenario, renderer: FieldRenderer, survey: Timeline) -> None:
-    """>= 10 frames/s at 640x480 measured in this process's CPU time with OpenCV on one thread."""
-    threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    try:
-        renderer.render(survey.pose_at(50.0))
-        n = 20
-        c0 = time.process_time()
-        for k in range(n):
-            renderer.render(survey.pose_at(50.0 + k))
-        cpu = time.process_time() - c0
-    finally:
-        cv2.setNumThreads(threads)
-    fps = n / cpu
-    print(f"render: {fps:.1f} frames per CPU second at 640x480")
-    assert fps >= 10
+    assert (sc.diseased[outside] == 0).all()
+    soil = sc.radiance[outside]
+    assert soil[:, 0].mean() > soil[:, 2].mean()  # soil, not sky
 
 
 def test_tile_truth_follows_the_payload_grid() -> None:

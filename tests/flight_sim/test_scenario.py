@@ -10,13 +10,15 @@ import yaml
 
 from flight_sim.scenario import (
     Scenario,
+    altitude_for_gsd,
     load_scenario,
+    model_input_gsd_mm,
     random_scenario,
     scenario_from_dict,
     scenario_to_yaml,
-    texture_scale_px,
     tile_ground_size_m,
 )
+from payload.geo.camerapresets import PRESETS
 from tests.configtests import del_path, expect_config_error, run_cli, set_path, write_yaml
 from tests.flight_sim.conftest import DEFAULT_SCENARIO
 
@@ -61,19 +63,51 @@ def test_patch_outside_the_field(tmp_path: Path) -> None:
     expect_config_error(load_scenario, p, "patches[2]", "outside the field", "east 0..120", "move it inside")
 
 
-def test_field_raster_too_big(tmp_path: Path) -> None:
-    p = write_yaml(tmp_path, set_path(example(), "field.m_per_px", 0.005))
-    expect_config_error(load_scenario, p, "field.m_per_px", "Mpx", "raise m_per_px")
+@pytest.mark.parametrize(("key", "fix"), [("field.m_per_px", "delete field.m_per_px"),
+                                          ("camera.hfov_deg", "preset"),
+                                          ("terrain.paint_at_local_height", "delete it")])
+def test_painted_world_keys_are_rejected_with_their_fix(tmp_path: Path, key: str, fix: str) -> None:
+    """An old file's raster and texture-scale keys meant something: say what to do, never ignore them."""
+    data = example()
+    if key.startswith("terrain"):
+        data["terrain"] = {}
+    p = write_yaml(tmp_path, set_path(data, key, 0.05))
+    expect_config_error(load_scenario, p, key.split(".")[0], key.split(".")[1], "no longer a scenario key", fix)
+
+
+def test_camera_by_preset_or_intrinsics(tmp_path: Path) -> None:
+    s = load_scenario(DEFAULT_SCENARIO)
+    assert s.camera.preset == "rpi_cam_v2" and s.camera.hfov_deg == pytest.approx(PRESETS["rpi_cam_v2"].hfov_deg)
+    d = example()
+    d["camera"] = {k: v for k, v in d["camera"].items() if k != "preset"}
+    d["camera"].update(sensor_width_mm=6.287, sensor_height_mm=4.712, focal_length_mm=6.0)
+    hq = scenario_from_dict(d)
+    assert hq.camera.hfov_deg == pytest.approx(PRESETS["rpi_hq_6mm"].hfov_deg)
+    d["camera"]["focal_length_mm"] = None
+    expect_config_error(load_scenario, write_yaml(tmp_path, d, "half.yaml"), "camera", "together")
+    tall = set_path(example(), "camera.preset", "rpi_cam_v3")  # 16:9 sensor, 640x480 output
+    expect_config_error(load_scenario, write_yaml(tmp_path, tall), "camera.height", "at most 36")
+
+
+def test_patch_stage_defaults_to_moderate_and_is_checked(tmp_path: Path) -> None:
+    data = example()
+    del data["patches"][0]["stage"]
+    assert scenario_from_dict(data).patches[0].stage == "moderate"
+    data["patches"][0]["stage"] = "severe"
+    expect_config_error(load_scenario, write_yaml(tmp_path, data), "patches[0].stage", "'early'", "'late'")
 
 
 def test_tile_scale_follows_altitude_lens_and_tiling() -> None:
     s = load_scenario(DEFAULT_SCENARIO)
     w, h = tile_ground_size_m(s)
-    footprint_w = 2 * 30 * math.tan(math.radians(60) / 2)
+    p = PRESETS["rpi_cam_v2"]
+    footprint_w = 30 * p.sensor_width_mm / p.focal_length_mm  # GSD x width = h x sensor / focal
     assert w == pytest.approx(footprint_w / 4) and h == pytest.approx(footprint_w * 0.75 / 3)
-    assert texture_scale_px(s) == pytest.approx(w / 0.05)
+    assert model_input_gsd_mm(s, 224) == pytest.approx(1000 * max(w, h) / 224)
     twice = s.model_copy(update={"flight": s.flight.model_copy(update={"altitude_m": 60})})
-    assert texture_scale_px(twice) == pytest.approx(2 * texture_scale_px(s))
+    assert model_input_gsd_mm(twice) == pytest.approx(2 * model_input_gsd_mm(s))
+    agl = altitude_for_gsd(s.camera, model_input_gsd_mm(s))
+    assert agl == pytest.approx(30.0)
 
 
 def test_random_scenario_from_a_seed() -> None:
@@ -86,6 +120,17 @@ def test_random_scenario_from_a_seed() -> None:
         for q in a.patches[i + 1 :]:
             assert math.hypot(p.east_m - q.east_m, p.north_m - q.north_m) > p.radius_m + q.radius_m
     assert scenario_from_dict(yaml.safe_load(scenario_to_yaml(a))) == a
+    assert {p.stage for s in map(random_scenario, range(12)) for p in s.patches} == {"early", "moderate", "late"}
+
+
+@pytest.mark.parametrize("target", [10.0, 20.0, 40.0])
+def test_random_scenario_flies_at_the_target_model_input_resolution(target: float) -> None:
+    for seed in range(5):
+        s = random_scenario(seed, target_gsd_mm=target)
+        if 4.0 < s.flight.altitude_m < 120.0:  # not clipped to the altitude limits
+            assert model_input_gsd_mm(s) == pytest.approx(target, rel=0.01)
+        gsd = s.flight.altitude_m / float(s.camera.model().K[0, 0])
+        assert s.flight.speed_mps * s.camera.exposure_s / gsd <= 0.5 + 1e-9  # blur under half a pixel
 
 
 def test_cli_gives_exit_2_and_no_traceback(tmp_path: Path) -> None:
@@ -99,11 +144,6 @@ def test_cli_gives_exit_2_and_no_traceback(tmp_path: Path) -> None:
     ok = run_cli(["-m", "flight_sim", "validate-config", str(DEFAULT_SCENARIO)])
     assert ok.returncode == 0, ok.stderr
     assert '"class": "rust"' in ok.stdout
-
-
-def test_field_too_coarse_for_lesions(tmp_path: Path) -> None:
-    p = write_yaml(tmp_path, set_path(example(), "field.m_per_px", 0.5))
-    expect_config_error(load_scenario, p, "field.m_per_px", "too coarse", "lower m_per_px")
 
 
 def test_sparse_lines_are_noted() -> None:

@@ -1,4 +1,4 @@
-"""The hill: the renderer drapes the field on the terrain, and the DEM the payload reads agrees with it.
+"""The hill: the renderer drapes the world on the terrain, and the DEM the payload reads agrees with it.
 
 The renderer and the payload share the camera and surface code, so agreement between them alone
 proves no convention; the analytic checks of that code are tests/payload/test_surface.py. What is
@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flight_sim.field import build_field
-from flight_sim.render import FieldRenderer
+from flight_sim.render import WorldRenderer
 from flight_sim.scenario import load_scenario, terrain_height
 from flight_sim.terrain import scenario_frame
 from payload.demfile import check_dem
@@ -31,7 +30,7 @@ HILL = ROOT / "configs" / "scenarios" / "hill.yaml"
 @pytest.fixture(scope="module")
 def hill() -> tuple:
     s = load_scenario(HILL)
-    return s, FieldRenderer.for_scenario(s, build_field(s))
+    return s, WorldRenderer.for_scenario(s)
 
 
 def test_the_hill_has_at_least_20_m_of_relief_over_the_field() -> None:

@@ -11,10 +11,10 @@ import numpy as np
 import pymap3d
 import pytest
 
-from compile.synthetic import CLASSES
-from flight_sim.field import LABEL_OUTSIDE, build_field
-from flight_sim.render import FieldRenderer, tile_truth
+from flight_sim.render import WorldRenderer, tile_truth
 from flight_sim.scenario import Scenario
+from flight_sim.world.world import LABEL_OUTSIDE
+from payload.bundle import CLASSES
 from payload.pipeline.tiling import Tiler
 from payload.types import Pose
 
@@ -59,7 +59,7 @@ def test_truth_covers_the_overlapping_boxes(overlap: float) -> None:
 
 def test_rendered_truth_matches_the_tiler_boxes(scenario: Scenario) -> None:
     s = scenario.model_copy(update={"camera": scenario.camera.model_copy(update={"tile_overlap": 0.3})})
-    renderer = FieldRenderer.for_scenario(s, build_field(s))
+    renderer = WorldRenderer.for_scenario(s, effects=False)
     tiler = Tiler(ROWS, COLS, s.camera.tile_overlap, (96, 96))
     seen_disease = 0
     differs_from_no_overlap = 0

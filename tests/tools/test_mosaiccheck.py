@@ -6,10 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from compile.synthetic import leaf_canvas
-from flight_sim.field import Field
 from payload.geo.frames import LocalFrame
-from tools.mission.mosaiccheck import MosaicGrid, patch_offsets, phase_shift, truth_window
+from tools.mission.mosaiccheck import MosaicGrid, Orthophoto, patch_offsets, phase_shift, truth_window
 
 FIELD_ORIGIN = (-35.363261, 149.165230, 584.0)
 
@@ -31,10 +29,13 @@ def test_phase_shift_finds_a_known_image_shift(dx: float, dy: float) -> None:
     assert got[0] == pytest.approx(dx, abs=0.15) and got[1] == pytest.approx(dy, abs=0.15) and got[2] > 0.3
 
 
-def synthetic_field() -> Field:
+def synthetic_field() -> Orthophoto:
+    """60 m x 40 m at 5 cm of smooth random texture: the measure is tested, not the world's look."""
     rng = np.random.default_rng(5)
-    rgb = leaf_canvas(800, 1200, rng, 180.0)  # 60 m x 40 m at 5 cm, the simulator's look
-    return Field(rgb, np.zeros(rgb.shape[:2], np.uint8), 0.05, 60.0, 40.0, 180.0)
+    small = rng.uniform(40, 200, (80, 120, 3)).astype(np.float32)
+    rgb = cv2.resize(small, (1200, 800), interpolation=cv2.INTER_CUBIC)
+    rgb = np.clip(rgb + rng.normal(0, 6, rgb.shape), 0, 255).astype(np.uint8)
+    return Orthophoto(rgb, 0.05, 60.0, 40.0)
 
 
 @pytest.mark.parametrize("shift_en", [(0.6, -0.45), (-1.5, 1.2)])

@@ -27,6 +27,7 @@ import numpy as np
 import yaml
 
 from flight_sim.indoor import IndoorScenario, group_centre, load_indoor_scenario
+from flight_sim.scenario import payload_camera
 from flight_sim.sim import Simulation
 from tools.mission.run import MissionError, MissionPlan, _console_script, _free_port, _stop_payload, ensure_bundle
 
@@ -48,8 +49,7 @@ def indoor_payload_config(plan: MissionPlan, s: IndoorScenario, vehicle_url: str
         "output": {"dir": str(plan.out_dir.resolve())},
         "telemetry": {"connection": vehicle_url, "connect_timeout_s": 30.0, "frame": "local",
                       "frame_name": s.layout.name},
-        "camera": {"hfov_deg": c.hfov_deg, "width": c.width, "height": c.height,
-                   "mount_rpy_deg": list(c.mount_rpy_deg)},
+        "camera": {**payload_camera(c), "mount_rpy_deg": list(c.mount_rpy_deg)},
         # take-off and landing: the camera sees the floor at a scale the model never learnt
         "geotag": {"min_height_agl_m": round(0.6 * s.flight.height_m, 2)},
         "site": {"file": str(s.site)},

@@ -1,11 +1,12 @@
 """Mosaic registration: how far from their true places the payload's mosaic shows the painted patches.
 
-The simulator knows its field pixel by pixel (flight_sim/field.py). Around each true patch centre
-the field is resampled onto the mosaic's own pixel grid (through WGS84: the mosaic's tangent plane
+The simulator's world draws its field from straight above at any resolution (World.orthophoto, at
+the mosaic's own pixel size here). Around each true patch centre that orthophoto is resampled onto
+the mosaic's own pixel grid (through WGS84: the mosaic's tangent plane
 -> lat/lon -> the field's local frame), both windows are turned grey, and phase correlation
 (cv2.phaseCorrelate, Hanning-windowed, sub-pixel) gives the shift between them. The shift is where
 the mosaic draws the ground around that patch relative to where it truly is: a true patch centre
-drawn on the mosaic is that far from the painted patch. `mosaic_registration_m` is the largest
+drawn on the mosaic is that far from the true one. `mosaic_registration_m` is the largest
 over the patches; `mosaic_truth.png` draws the true patch circles on the mosaic for the eye.
 """
 
@@ -21,13 +22,39 @@ from typing import Any
 import cv2
 import numpy as np
 
-from flight_sim.field import Field, build_field
+from flight_sim.render import build_world
 from flight_sim.scenario import Scenario
 from payload.geo.frames import LocalFrame, geodetic_to_enu
 
 MIN_VALID_SHARE = 0.8  # a window the mosaic covers less than this is not measured (a field edge, a gap)
 MIN_RESPONSE = 0.03  # phase correlation peaks below this are noise, not a match
 REFINE_STEPS = 4
+
+
+MAX_ORTHO_PX = 30_000_000  # World.orthophoto refuses ~40 Mpx: a coarser truth than the mosaic beyond this
+
+
+@dataclass(frozen=True)
+class Orthophoto:
+    """The true field seen from straight above: row 0 its north edge, column 0 its west edge."""
+
+    rgb: np.ndarray  # (H, W, 3) uint8
+    m_per_px: float
+    width_m: float
+    height_m: float
+
+    def en_to_colrow(self, east_m: np.ndarray, north_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Continuous raster coordinates with pixel centres at integers (cv2.remap's convention)."""
+        col = np.asarray(east_m) / self.m_per_px - 0.5
+        row = (self.height_m - np.asarray(north_m)) / self.m_per_px - 0.5
+        return col, row
+
+
+def true_orthophoto(s: Scenario, m_per_px: float) -> Orthophoto:
+    """The scenario's world from straight above at m_per_px (coarser when that would exceed MAX_ORTHO_PX)."""
+    m = max(m_per_px, math.sqrt(s.field.width_m * s.field.height_m / MAX_ORTHO_PX))
+    rgb, _ = build_world(s).orthophoto(m)
+    return Orthophoto(rgb, s.field.width_m / rgb.shape[1], s.field.width_m, s.field.height_m)
 
 
 @dataclass(frozen=True)
@@ -81,7 +108,7 @@ def _grey(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(rgb[..., :3]), cv2.COLOR_RGB2GRAY).astype(np.float64)
 
 
-def truth_window(field: Field, field_origin: tuple[float, float, float], grid: MosaicGrid,
+def truth_window(field: Orthophoto, field_origin: tuple[float, float, float], grid: MosaicGrid,
                  rows: slice, cols: slice) -> np.ndarray:
     """The true field (RGB) resampled on the mosaic pixels rows x cols (field shrunk to the mosaic's size first)."""
     r = np.arange(rows.start, rows.stop) + 0.5
@@ -99,8 +126,9 @@ def truth_window(field: Field, field_origin: tuple[float, float, float], grid: M
     return cv2.remap(small, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
-def patch_offsets(mosaic_rgba: np.ndarray, grid: MosaicGrid, field: Field, field_origin: tuple[float, float, float],
-                  centres_en: Sequence[tuple[float, float]], half_m: float) -> list[dict[str, Any]]:
+def patch_offsets(mosaic_rgba: np.ndarray, grid: MosaicGrid, field: Orthophoto,
+                  field_origin: tuple[float, float, float], centres_en: Sequence[tuple[float, float]],
+                  half_m: float) -> list[dict[str, Any]]:
     """For each true centre (field metres): the mosaic's shift there, east and north metres, and its quality."""
     out = []
     h, w = mosaic_rgba.shape[:2]
@@ -150,13 +178,13 @@ def read_mosaic(out: Path) -> tuple[np.ndarray, MosaicGrid] | None:
     return rgba, MosaicGrid(LocalFrame(info["origin"]["lat"], info["origin"]["lon"], 0.0), left, top, res)
 
 
-def mosaic_registration(out: Path, s: Scenario, field: Field | None = None) -> dict[str, Any] | None:
+def mosaic_registration(out: Path, s: Scenario, field: Orthophoto | None = None) -> dict[str, Any] | None:
     """The mosaic's registration at every true patch (None without a mosaic); writes mosaic_truth.png."""
     got = read_mosaic(out)
     if got is None:
         return None
     rgba, grid = got
-    field = field if field is not None else build_field(s)
+    field = field if field is not None else true_orthophoto(s, grid.m_per_px)
     origin = (s.origin.lat, s.origin.lon, s.origin.alt)
     rows = patch_offsets(rgba, grid, field, origin, [(p.east_m, p.north_m) for p in s.patches],
                          half_m=max(p.radius_m for p in s.patches) + 8.0)

@@ -25,11 +25,11 @@ import numpy as np
 import shapely
 import yaml
 
-from flight_sim.scenario import Scenario, load_scenario, lowest_agl_m
+from flight_sim.scenario import Scenario, load_scenario, lowest_agl_m, payload_camera
 from flight_sim.sim import Simulation
 from flight_sim.terrain import scenario_surface
 from payload.errors import UserError
-from payload.geo.camera import CameraModel, footprint
+from payload.geo.camera import footprint
 from payload.geo.frames import geodetic_to_enu
 from payload.sinks.jsonl import read_jsonl
 from tools.mission.mapplot import draw_mission_map
@@ -108,7 +108,7 @@ def payload_config(plan: MissionPlan, s: Scenario, vehicle_url: str, camera_url:
         "scheduler": {"stats_interval_s": 10.0, "queue_size": 256},
         "output": {"dir": str(plan.out_dir.resolve())},
         "telemetry": {"connection": vehicle_url, "connect_timeout_s": 30.0},
-        "camera": {"hfov_deg": c.hfov_deg, "width": c.width, "height": c.height},
+        "camera": payload_camera(c),
         # sightings during take-off and landing see the ground at a scale the model never learnt
         "geotag": geotag,
         "sinks": {"crops": True, "layers_interval_s": 5.0},
@@ -200,7 +200,7 @@ def track_and_footprints(
 ) -> tuple[list[tuple[float, float]], list[list[tuple[float, float]]]]:
     """The true flight track and camera footprints (metres from the origin) for the map."""
     tl = sim.timeline
-    cam = CameraModel.from_hfov(s.camera.width, s.camera.height, s.camera.hfov_deg)
+    cam = s.camera.model()
     ground = scenario_surface(s) or s.origin.alt
     t0 = float(tl.truth.t[0]) if start_s is None else start_s
     t1 = float(tl.truth.t[0]) + tl.duration if end_s is None else end_s
