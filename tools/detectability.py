@@ -49,6 +49,7 @@ DEFAULT_GSD_MM: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 STAGES: tuple[str, ...] = ("early", "moderate", "late")
 REFERENCE_STAGE = "moderate"  # the stage the card's working_gsd_mm is defined at (docs/WORLD.md)
 MIN_RECALL = 0.9
+MAX_FALSE_ALARM = 0.1  # at the working resolution: a bundle that flags all canopy "sees" every disease
 CROP_KINDS: tuple[str, ...] = ("wheat", "soybean", "cucurbit", "grapevine")
 FRAME_W, FRAME_H = 640, 480  # the default mission camera's output size
 GRID_ROWS, GRID_COLS = 3, 4  # the payload's default tile grid
@@ -134,9 +135,15 @@ def scale_notes(recall: dict[str, dict[str, dict[float, float | None]]]) -> list
 
 
 def verdict(recall: dict[str, dict[str, dict[float, float | None]]], working_gsd_mm: float | None,
-            problems: Sequence[str], min_recall: float = MIN_RECALL) -> list[str]:
-    """Each miss as a sentence: recall at the card's working resolution, then physics."""
+            problems: Sequence[str], min_recall: float = MIN_RECALL,
+            false_alarm: dict[float, float | None] | None = None,
+            max_false_alarm: float = MAX_FALSE_ALARM) -> list[str]:
+    """Each miss as a sentence: recall (and healthy false alarms) at the card's working resolution, then physics."""
     out: list[str] = []
+    fa = None if working_gsd_mm is None or false_alarm is None else false_alarm.get(working_gsd_mm)
+    if fa is not None and fa > max_false_alarm:
+        out.append(f"{fa:.2f} of healthy tiles flagged at the card's working resolution {working_gsd_mm:g} mm/px "
+                   f"(> {max_false_alarm}): recall there means nothing")
     if working_gsd_mm is None:
         out.append("the card states no working_gsd_mm (rebuild the bundle with the canopy generator); "
                    "nothing to check the table against")
@@ -283,7 +290,7 @@ def run(bundle_dir: Path, gsds: Sequence[float], frames: int, seed: int,
         "physics_problems": problems,
         "scale_notes": scale_notes(recall),
     }
-    out["misses"] = verdict(recall, float(working) if working else None, problems)
+    out["misses"] = verdict(recall, float(working) if working else None, problems, false_alarm=false_alarm)
     return out
 
 

@@ -65,6 +65,9 @@ def test_verdict_checks_recall_at_the_cards_working_resolution() -> None:
     assert len(missed) == 1 and "moderate rust recall at the card's working resolution 16 mm/px is 0.50" in missed[0]
     assert "states no working_gsd_mm" in verdict(recall, None, [])[0]
     assert verdict(recall, 8.0, ["physics"]) == ["physics"]
+    # a bundle that flags healthy canopy as well finds every disease: its recall is worth nothing
+    (miss,) = verdict(recall, 8.0, [], false_alarm={8.0: 0.5})
+    assert "0.50 of healthy tiles flagged at the card's working resolution 8 mm/px" in miss
 
 
 class _ColourObserver:
