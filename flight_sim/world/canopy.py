@@ -26,6 +26,7 @@ SUNFLECK_SHARE = 0.25  # share of lower-layer leaves lit directly through gaps i
 LOWER_DIRECT = 0.10  # direct light reaching a lower-layer leaf outside a sunfleck
 UPPER_SKY_VIEW = 0.9
 LOWER_SKY_VIEW = 0.45
+ALPHA_FROM, ALPHA_TO = 0.25, 1.0  # footprint / leaf width over which leaves go from drawn to statistical
 
 
 @dataclass
@@ -63,6 +64,7 @@ class LeafLayer:
         lobe_gain = (1.0 - LOBE_DEPTH**2) ** -1.5 if crop.lobes else 1.0  # area inside r <= 1 / (1 + d cos n phi)
         self.mean_cover = float(np.mean(math.pi / 4.0 * s**2) / CELL_GAP**2 * lobe_gain)
         self.leaf_area = float(self.mean_cover * self.cl * self.cw)
+        self.leaf_dims = (float(crop.leaf_length_m), float(crop.leaf_width_m))
         mean_incl, half_incl = crop.inclination_deg
         self._incl = np.radians(mean_incl + half_incl * (2 * _golden(256, 0.6180339887) - 1))
         self._azim = 2 * math.pi * _golden(256, 0.5698402910)
@@ -117,18 +119,25 @@ class LeafLayer:
 
     def _cover(self, h: np.ndarray, fx: np.ndarray, fy: np.ndarray, w: np.ndarray) -> np.ndarray:
         semi = F32(0.5 * SIZE_MIN / CELL_GAP) + F32(0.5 * (1.0 - SIZE_MIN) / CELL_GAP) * byte_u(h, 0)  # cell units
-        room2 = F32(1.0) - F32(2.0) * semi  # twice the room the leaf's centre has in the cell
+        room = F32(0.5) - semi  # how far the leaf's centre could move before its outline leaves the cell
         inv = F32(1.0) / semi
-        dx = fx - (byte_u(h, 1) - F32(0.5)) * room2
+        # the centre moves over half the room, so the edge ramp always has the other half to spread in
+        jx = (byte_u(h, 1) - F32(0.5)) * room
+        jy = (byte_u(h, 2) - F32(0.5)) * room
+        dx = fx - jx
         dx *= inv
-        dy = fy - (byte_u(h, 2) - F32(0.5)) * room2
+        dy = fy - jy
         dy *= inv
+        side = room - np.maximum(np.abs(jx), np.abs(jy))
         rho = np.sqrt(dx * dx + dy * dy)  # 1 on the leaf's outline
         if self.crop.lobes:
             # lobes: cos(n phi) from the unit direction by the Chebyshev recurrence (no arctan per point)
             c = dx / np.maximum(rho, F32(1e-6))
             rho *= F32(1.0) + F32(LOBE_DEPTH) * _cheb(c, self.crop.lobes)
         omega = w * inv * F32(1.0 / self.cw)  # footprint over the short semi-axis, the outline's distance scale
+        # a ramp reaching past the cell's edge would be cut off there (area lost): cap it at the room left
+        np.minimum(omega, F32(2.0) * side * inv, out=omega)
+        np.maximum(omega, F32(1e-4), out=omega)
         k = ramp_unit(omega)
         k -= rho
         k /= omega
@@ -136,8 +145,8 @@ class LeafLayer:
         return np.clip(k, 0.0, 1.0, out=k)
 
     def alpha(self, w: np.ndarray) -> np.ndarray:
-        """0 where leaves are drawn (pixel under half a leaf's width), 1 where statistical (over twice)."""
-        return smoothstep(0.5, 2.0, w * F32(1.0 / self.crop.leaf_width_m))
+        """0 where leaves are drawn (pixel under a quarter of a leaf's width), 1 where statistical (over one)."""
+        return smoothstep(ALPHA_FROM, ALPHA_TO, w * F32(1.0 / self.crop.leaf_width_m))
 
 
 def ramp_unit(omega: np.ndarray) -> np.ndarray:
@@ -158,14 +167,19 @@ def _cheb(c: np.ndarray, n: int) -> np.ndarray:
     return t1
 
 
-def blend_to_mean(drawn: np.ndarray, mean: float, std: float, feature_area: float, w: np.ndarray,
-                  alpha: np.ndarray, noise: np.ndarray) -> np.ndarray:
+def blend_to_mean(drawn: np.ndarray, mean: float, std: float, feature: tuple[float, float], w: np.ndarray,
+                  alpha: np.ndarray, noise: np.ndarray, floor: float = 0.0, ceil: float = math.inf) -> np.ndarray:
     """Between drawn and statistical: alpha 0 keeps the drawn value, 1 the mean plus the footprint's spread.
 
-    The spread of an area average over a footprint of w^2 holding features of area a is about
-    std * sqrt(a / w^2): the count of independent features in the footprint sets it.
+    The spread of an area average over a w x w footprint holding features of length x width
+    (l, b) is about std * sqrt(min(l, w) min(b, w) / w^2): the count of independent features in the
+    footprint sets it, and a feature longer than the footprint counts only its part inside. The
+    noise (uniform, unit variance) is narrowed where it would cross [floor, ceil]: clipping it
+    there would shift the mean.
     """
-    spread = np.minimum(F32(math.sqrt(feature_area)) / w, F32(1.0))
+    lf, bf = feature
+    spread = np.sqrt(np.minimum(w, F32(lf)) * np.minimum(w, F32(bf)) * F32(math.pi / 4.0)) / w
+    np.minimum(spread, F32(min(mean - floor, ceil - mean) / math.sqrt(3.0) / max(std, 1e-9)), out=spread)
     spread *= F32(std)
     spread *= noise
     spread += F32(mean)

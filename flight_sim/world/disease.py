@@ -56,8 +56,8 @@ class LesionKind:
         return 3.0 * self.cell_along_m if self.group == "clusters" else self.cell_across_m
 
 
-RUST_BROAD = LesionKind(4.5e-3, 4.5e-3, (0.25e-3, 1.0e-3), 1.6, "clusters", 0.3, 2.5)
-RUST_CEREAL = LesionKind(4.0e-3, 2.2e-3, (0.25e-3, 0.6e-3), 1.5, "stripes", 0.4, 2.2)
+RUST_BROAD = LesionKind(5.0e-3, 5.0e-3, (0.25e-3, 1.0e-3), 1.6, "clusters", 0.3, 2.5)
+RUST_CEREAL = LesionKind(4.0e-3, 3.0e-3, (0.25e-3, 0.6e-3), 1.5, "stripes", 0.4, 2.2)
 MILDEW_COLONY = LesionKind(24e-3, 24e-3, (2.5e-3, 10e-3), 1.0, "none", 0.0, 1.0)
 
 
@@ -75,8 +75,12 @@ class Lesions:
         self.cell_area = kind.cell_along_m * kind.cell_across_m
         self.size_m = 2.0 * float(np.sqrt(np.mean((r * kind.halo_ratio) ** 2)))
 
-    def _group_gain(self, i: np.ndarray, j: np.ndarray, salt: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Each lesion cell's density relative to the mean (its group dense or sparse), faded out beyond the group's size."""
+    def _group_gain(self, i: np.ndarray, j: np.ndarray, salt: np.ndarray,
+                    w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each lesion cell's density relative to the mean (its group dense or sparse), and gamma.
+
+        gamma fades the grouping out (density 1) where footprints are beyond the group's size.
+        """
         k = self.kind
         gamma = smoothstep(0.5 * k.group_size_m, 2.0 * k.group_size_m, w)
         if k.group == "none":
@@ -143,6 +147,7 @@ class Lesions:
     def _statistical(self, sev: np.ndarray, w: np.ndarray, noise: np.ndarray) -> np.ndarray:
         """The footprint's share: the severity plus the spread of a lesion count, sqrt(sev a) / w."""
         spread = np.sqrt(sev * F32(self.area_mean)) / w
+        np.minimum(spread, sev * F32(1.0 / math.sqrt(3.0)), out=spread)  # never below 0: an unbiased mean
         return np.clip(sev + spread * noise, 0.0, 1.0)
 
     def _split_mean(self, total: np.ndarray) -> np.ndarray:
@@ -163,14 +168,20 @@ class Lesions:
         rh = rc * F32(k.halo_ratio)
         room_x = np.maximum(F32(0.5 * k.cell_along_m) - rh, 0.0)
         room_y = np.maximum(F32(0.5 * k.cell_across_m) - rh, 0.0)
-        dx = fx * F32(k.cell_along_m) - (byte_u(h, 1) - F32(0.5)) * F32(2.0) * room_x
-        dy = fy * F32(k.cell_across_m) - (byte_u(h, 2) - F32(0.5)) * F32(2.0) * room_y
+        # the centre moves over half the room, so the edge ramp always has the other half to spread in
+        jx = (byte_u(h, 1) - F32(0.5)) * room_x
+        jy = (byte_u(h, 2) - F32(0.5)) * room_y
+        dx = fx * F32(k.cell_along_m) - jx
+        dy = fy * F32(k.cell_across_m) - jy
         rho = np.sqrt(dx * dx + dy * dy)
-        inv_w = F32(1.0) / w
-        core = np.clip(F32(0.5) + (ramp_radius(rc, w) - rho) * inv_w, 0.0, 1.0)
+        # a ramp wider than the room left to the cell's edge would be cut off there (area lost): cap it
+        side = np.minimum(room_x - np.abs(jx), room_y - np.abs(jy))
+        wr = np.maximum(np.minimum(w, F32(2.0) * side), F32(1e-5))
+        inv_w = F32(1.0) / wr
+        core = np.clip(F32(0.5) + (ramp_radius(rc, wr) - rho) * inv_w, 0.0, 1.0)
         if k.halo_ratio <= 1.0:
             return core, np.zeros_like(core)
-        outer = np.clip(F32(0.5) + (ramp_radius(rh, w) - rho) * inv_w, 0.0, 1.0)
+        outer = np.clip(F32(0.5) + (ramp_radius(rh, wr) - rho) * inv_w, 0.0, 1.0)
         return core, np.maximum(outer - core, 0.0)
 
     def _split(self, h: np.ndarray, core: np.ndarray, halo: np.ndarray, coat: np.ndarray, total: np.ndarray,

@@ -219,8 +219,8 @@ class World:
         n0, n1, n2 = unit_noise(pn, 0), unit_noise(pn, 1), unit_noise(pn, 2)
         if float(alpha.min()) >= 1.0:  # every pixel holds many leaves: their statistics only
             zero = np.zeros_like(w)
-            cover_a = np.clip(blend_to_mean(zero, mc, sd, la.leaf_area, w, alpha, n0), 0.0, 1.0)
-            cover_b = np.clip(blend_to_mean(zero, mc, sd, la.leaf_area, w, alpha, n1), 0.0, 1.0)
+            cover_a = np.clip(blend_to_mean(zero, mc, sd, la.leaf_dims, w, alpha, n0, 0.0, 1.0), 0.0, 1.0)
+            cover_b = np.clip(blend_to_mean(zero, mc, sd, la.leaf_dims, w, alpha, n1, 0.0, 1.0), 0.0, 1.0)
             dir_a, dif_a = self._tones(la, None, elev, sun_az, w, alpha, n2)
             dir_b, dif_b = self._tones(lb, None, elev, sun_az, w, alpha, n2)
             return _Canopy(fc, fs, cover_a, cover_b, alpha, dir_a, dif_a, dir_b, dif_b, None)
@@ -228,8 +228,8 @@ class World:
         row = row_f.astype(np.int32)
         ha = la.hit(x, v, row, w)
         hb = lb.hit(x, v, row, w)
-        cover_a = np.clip(blend_to_mean(ha.cover, mc, sd, la.leaf_area, w, alpha, n0), 0.0, 1.0)
-        cover_b = np.clip(blend_to_mean(hb.cover, mc, sd, la.leaf_area, w, alpha, n1), 0.0, 1.0)
+        cover_a = np.clip(blend_to_mean(ha.cover, mc, sd, la.leaf_dims, w, alpha, n0, 0.0, 1.0), 0.0, 1.0)
+        cover_b = np.clip(blend_to_mean(hb.cover, mc, sd, la.leaf_dims, w, alpha, n1, 0.0, 1.0), 0.0, 1.0)
         dir_a, dif_a = self._tones(la, ha.tone, elev, sun_az, w, alpha, n2)
         dir_b, dif_b = self._tones(lb, hb.tone, elev, sun_az, w, alpha, n2)
         return _Canopy(fc, fs, cover_a, cover_b, alpha, dir_a, dif_a, dir_b, dif_b, (ha, hb))
@@ -268,8 +268,8 @@ class World:
             s = np.take(st, tone)
             if not alpha.any():
                 return d, s
-        d = blend_to_mean(d, float(dt.mean()), float(dt.std()), layer.leaf_area, w, alpha, noise)
-        s = blend_to_mean(s, float(st.mean()), float(st.std()), layer.leaf_area, w, alpha, noise)
+        d = blend_to_mean(d, float(dt.mean()), float(dt.std()), layer.leaf_dims, w, alpha, noise)
+        s = blend_to_mean(s, float(st.mean()), float(st.std()), layer.leaf_dims, w, alpha, noise)
         return d, s
 
     def _soil_texture(self, e: np.ndarray, n: np.ndarray, u: np.ndarray, v: np.ndarray, w: np.ndarray,
@@ -280,11 +280,11 @@ class World:
         a = smoothstep(0.5 * SOIL_CLOD_M, 2.0 * SOIL_CLOD_M, w)
         sd = SOIL_CLOD_AMP * 2.0 * 0.2  # value noise's std is about 0.2 of its range
         if float(a.min()) >= 1.0:
-            clod = blend_to_mean(np.zeros_like(w), 1.0, sd, SOIL_CLOD_M**2, w, a, unit_noise(pn, 3))
+            clod = blend_to_mean(np.zeros_like(w), 1.0, sd, (SOIL_CLOD_M, SOIL_CLOD_M), w, a, unit_noise(pn, 3))
         else:
             c = vnoise2(u * F32(1.0 / SOIL_CLOD_M), v * F32(1.0 / SOIL_CLOD_M), self.seed ^ 0x165667B1)
             drawn = F32(1.0 - SOIL_CLOD_AMP) + F32(2.0 * SOIL_CLOD_AMP) * c
-            clod = blend_to_mean(drawn, 1.0, sd, SOIL_CLOD_M**2, w, a, unit_noise(pn, 3))
+            clod = blend_to_mean(drawn, 1.0, sd, (SOIL_CLOD_M, SOIL_CLOD_M), w, a, unit_noise(pn, 3))
         return big * clod
 
     def _symptoms(self, sub: np.ndarray, w: np.ndarray, cls: np.ndarray, inc: np.ndarray, sev: np.ndarray,
@@ -298,7 +298,11 @@ class World:
         ws, inc_s, sev_s, alpha = w[sub], inc[sub], sev[sub], can.alpha[sub]
         pn2 = _mix(pn[sub] ^ U32(0x85EBCA6B))
         la = self.layers[0]
-        spread = np.sqrt(inc_s * (F32(1.0) - inc_s) * F32(la.leaf_area)) / ws
+        lf, bf = la.leaf_dims
+        area = np.minimum(ws, F32(lf)) * np.minimum(ws, F32(bf)) * F32(math.pi / 4.0)
+        spread = np.sqrt(inc_s * (F32(1.0) - inc_s) * area) / ws
+        # narrowed where it would cross 0 or 1 (clipping would shift the mean)
+        np.minimum(spread, np.minimum(inc_s, F32(1.0) - inc_s) * F32(1.0 / math.sqrt(3.0)), out=spread)
         stat = np.clip(inc_s + spread * unit_noise(pn2, 0), 0.0, 1.0)
         frame = None
         if can.hits is None:
