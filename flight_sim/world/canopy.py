@@ -34,7 +34,7 @@ class LayerHit:
     """What one leaf layer shows at each point."""
 
     cover: np.ndarray  # share of the footprint this layer's leaves cover
-    tone: np.ndarray  # uint8 index of the leaf's tone entry (explicit regime)
+    tone: np.ndarray  # index of the leaf's tone entry (explicit regime)
     cell: np.ndarray  # uint32 hash of the leaf's cell (its random draws: size, position, tone, infection)
     xl: np.ndarray  # point in the leaf lattice frame, metres along the leaf
     yl: np.ndarray  # metres across the leaf
@@ -91,7 +91,7 @@ class LeafLayer:
     def hit(self, x: np.ndarray, y: np.ndarray, row: np.ndarray, w: np.ndarray) -> LayerHit:
         """The layer at points (x across the row from its centre, y along the rows; metres), footprint w."""
         rh = hash1(row, self.seed)
-        ai = rh & U32(255)
+        ai = (rh & U32(255)).astype(np.intp)
         sn = np.take(self.sin_tab, ai)
         cs = np.take(self.cos_tab, ai)
         xl = x * sn
@@ -111,7 +111,7 @@ class LeafLayer:
         salt = rh ^ (U32(self.layer + 1) * ROW_SALT)
         h = hash2(i.astype(np.int32), ji, salt)
         cover = self._cover(h, fx, fy, w)
-        return LayerHit(cover, h >> U32(24), h, xl, yl, salt)
+        return LayerHit(cover, (h >> U32(24)).astype(np.intp), h, xl, yl, salt)
 
     def infect_u(self, cell: np.ndarray) -> np.ndarray:
         """The leaf's own uniform draw: it is infected where this is below the incidence."""

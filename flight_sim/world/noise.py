@@ -27,10 +27,15 @@ def _mix(h: np.ndarray) -> np.ndarray:
     return h
 
 
+def _u32(a: np.ndarray) -> np.ndarray:
+    """The bits of a 32-bit integer array as uint32 (a view, no copy)."""
+    return a.view(U32) if a.dtype.itemsize == 4 and a.dtype.kind in "iu" else a.astype(np.int64).astype(U32)
+
+
 def hash2(ix: np.ndarray, iy: np.ndarray, seed: int | np.ndarray) -> np.ndarray:
     """uint32 hash of two integer lattice coordinates (int32 arrays) and a seed (int or uint32 array)."""
-    h = ix.astype(U32) * U32(0x8DA6B343)
-    h ^= iy.astype(U32) * U32(0xD8163841)
+    h = _u32(ix) * U32(0x8DA6B343)
+    h ^= _u32(iy) * U32(0xD8163841)
     if isinstance(seed, np.ndarray):
         h ^= seed.astype(U32, copy=False)
     else:
@@ -40,7 +45,7 @@ def hash2(ix: np.ndarray, iy: np.ndarray, seed: int | np.ndarray) -> np.ndarray:
 
 def hash1(ix: np.ndarray, seed: int) -> np.ndarray:
     """uint32 hash of one integer coordinate (int32 array) and a seed."""
-    h = ix.astype(U32) * U32(0x9E3779B1)
+    h = _u32(ix) * U32(0x9E3779B1)
     h ^= U32(seed & 0xFFFFFFFF)
     return _mix(h)
 
@@ -62,8 +67,8 @@ def point_noise(east_m: np.ndarray, north_m: np.ndarray, seed: int) -> np.ndarra
     standard deviation a footprint's count of features has; points farther apart than 0.1 mm get
     independent draws, as pixels whose footprints do not overlap should.
     """
-    qx = np.floor(east_m * F32(1e4)).astype(np.int64).astype(np.int32)
-    qy = np.floor(north_m * F32(1e4)).astype(np.int64).astype(np.int32)
+    qx = np.floor(east_m * F32(1e4)).astype(np.int32)  # wraps nowhere below 200 km
+    qy = np.floor(north_m * F32(1e4)).astype(np.int32)
     return hash2(qx, qy, seed)
 
 
@@ -78,14 +83,26 @@ def smoothstep(e0: float, e1: float, x: np.ndarray) -> np.ndarray:
     return t * t * (F32(3.0) - F32(2.0) * t)
 
 
+def _lattice_u(i: np.ndarray, j: np.ndarray | None, seed: int) -> np.ndarray:
+    """A cheap lattice hash as a uniform in [0, 1): enough mixing for smooth noise, half the cost of hash2."""
+    h = _u32(i) * U32(0x9E3779B1)
+    if j is not None:
+        h += _u32(j) * U32(0x85EBCA77)
+    h ^= U32(seed & 0xFFFFFFFF)
+    h ^= h >> U32(15)
+    h *= U32(0x2C1B3C6D)
+    h ^= h >> U32(12)
+    return (h >> U32(8)).astype(F32) * INV_2_24
+
+
 def value_noise1(x: np.ndarray, seed: int) -> np.ndarray:
     """Smooth 1-D value noise in [0, 1) with unit cell size (x in cells)."""
     fx = np.floor(x)
     i = fx.astype(np.int32)
     t = x - fx
     t = t * t * (F32(3.0) - F32(2.0) * t)
-    a = high_u(hash1(i, seed))
-    b = high_u(hash1(i + 1, seed))
+    a = _lattice_u(i, None, seed)
+    b = _lattice_u(i + 1, None, seed)
     return a + (b - a) * t
 
 
@@ -99,10 +116,12 @@ def value_noise2(x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
     ty = y - fy
     tx = tx * tx * (F32(3.0) - F32(2.0) * tx)
     ty = ty * ty * (F32(3.0) - F32(2.0) * ty)
-    a = high_u(hash2(i, j, seed))
-    b = high_u(hash2(i + 1, j, seed))
-    c = high_u(hash2(i, j + 1, seed))
-    d = high_u(hash2(i + 1, j + 1, seed))
+    i1 = i + 1
+    j1 = j + 1
+    a = _lattice_u(i, j, seed)
+    b = _lattice_u(i1, j, seed)
+    c = _lattice_u(i, j1, seed)
+    d = _lattice_u(i1, j1, seed)
     ab = a + (b - a) * tx
     cd = c + (d - c) * tx
     return ab + (cd - ab) * ty

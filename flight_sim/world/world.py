@@ -37,6 +37,7 @@ from flight_sim.world.noise import value_noise2 as vnoise2
 
 LABEL_OUTSIDE = 255
 MAX_ORTHO_PX = 40_000_000
+CHUNK = 32_768  # points shaded at a time (their temporaries fit the CPU's cache)
 ROW_IRREGULARITY = 0.2  # the canopy band's half-width varies by this share along the row
 ROW_SHADOW_DIRECT = 0.12  # direct light through the canopy onto the soil in its shadow (porous canopy)
 GAP_SKY = 0.35  # light reaching the deep canopy between leaves (sky, and light scattered by the leaves)
@@ -133,6 +134,13 @@ class World:
         e = np.ascontiguousarray(east_m, dtype=np.float32).ravel()
         n = np.ascontiguousarray(north_m, dtype=np.float32).ravel()
         w = np.maximum(np.broadcast_to(np.asarray(footprint_m, np.float32), e.shape).ravel(), F32(1e-4))
+        if e.size <= CHUNK:
+            return self._shade(e, n, w, t_s)
+        # in cache-sized chunks: a frame's dozens of temporaries then stay in the CPU's cache
+        parts = [self._shade(e[i:i + CHUNK], n[i:i + CHUNK], w[i:i + CHUNK], t_s) for i in range(0, e.size, CHUNK)]
+        return Shaded(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("rgb", "leaf", "diseased", "labels")))
+
+    def _shade(self, e: np.ndarray, n: np.ndarray, w: np.ndarray, t_s: float) -> Shaded:
         sun = sun_at(self.light, t_s)
         inside = (e >= 0) & (e <= F32(self.width_m)) & (n >= 0) & (n <= F32(self.height_m))
         u = e * self._ca - n * self._sa  # across the rows
@@ -154,13 +162,16 @@ class World:
         sub = np.flatnonzero((inc > 0) & inside)
         if sub.size:
             sym = self._symptoms(sub, w, cls, inc, sev, pn, can)
-            diseased[sub] = leaf[sub] * sym.sum(axis=1)
+            full = sub.size == e.size
+            idx = slice(None) if full else sub
+            diseased[idx] = leaf[idx] * sym.sum(axis=1)
             dr = self._materials(self._sym_refl, sun.sun_rgb, sun.sky_rgb)
             # symptoms replace healthy leaf surface: their weights are the leaf's, times their shares
             wsym = np.empty((2 * N_SYMPTOMS, sub.size), np.float32)
-            wsym[0::2] = sym.T * wmat[0, sub]
-            wsym[1::2] = sym.T * wmat[1, sub]
-            lin[sub] += _mix_materials(wsym, dr - np.tile(rmat[0:2], (N_SYMPTOMS, 1)))
+            symt = np.ascontiguousarray(sym.T)
+            np.multiply(symt, wmat[0, idx], out=wsym[0::2])
+            np.multiply(symt, wmat[1, idx], out=wsym[1::2])
+            lin[idx] += _mix_materials(wsym, dr - np.tile(rmat[0:2], (N_SYMPTOMS, 1)))
         return Shaded(encode(lin), leaf, diseased, labels)
 
     @staticmethod
@@ -295,8 +306,13 @@ class World:
         its own draw, and its lesions are drawn in its frame. Beyond a leaf's size: the infected share
         of the footprint's leaves, with a binomial spread.
         """
-        ws, inc_s, sev_s, alpha = w[sub], inc[sub], sev[sub], can.alpha[sub]
-        pn2 = _mix(pn[sub] ^ U32(0x85EBCA6B))
+        full = sub.size == w.size
+
+        def pick(a: np.ndarray) -> np.ndarray:
+            return a if full else a[sub]
+
+        ws, inc_s, sev_s, alpha = pick(w), pick(inc), pick(sev), pick(can.alpha)
+        pn2 = _mix(pick(pn) ^ U32(0x85EBCA6B))
         la = self.layers[0]
         lf, bf = la.leaf_dims
         area = np.minimum(ws, F32(lf)) * np.minimum(ws, F32(bf)) * F32(math.pi / 4.0)
@@ -309,21 +325,25 @@ class World:
             f_inf = stat
         else:
             ha, hb = can.hits
-            ca, cb = ha.cover[sub], hb.cover[sub]
+            ca, cb = pick(ha.cover), pick(hb.cover)
             dom_a = ca >= cb * (F32(1.0) - ca)
-            cell = np.where(dom_a, ha.cell[sub], hb.cell[sub])
-            u_inf = np.where(dom_a, la.infect_u(cell), self.layers[1].infect_u(cell))
+            cell = np.where(dom_a, pick(ha.cell), pick(hb.cell))
+            u_inf = la.infect_u(cell)
             drawn = (u_inf < inc_s).astype(np.float32)
             f_inf = drawn + alpha * (stat - drawn)
-            frame = (np.where(dom_a, ha.xl[sub], hb.xl[sub]), np.where(dom_a, ha.yl[sub], hb.yl[sub]),
-                     np.where(dom_a, ha.salt[sub], hb.salt[sub]))
+            frame = (np.where(dom_a, pick(ha.xl), pick(hb.xl)), np.where(dom_a, pick(ha.yl), pick(hb.yl)),
+                     np.where(dom_a, pick(ha.salt), pick(hb.salt)))
         out = np.zeros((sub.size, N_SYMPTOMS), np.float32)
         lesion_noise = unit_noise(pn2, 1)
+        cls_s = pick(cls)
         for c in (RUST, MILDEW):
-            m = np.flatnonzero(cls[sub] == c)
+            m = np.flatnonzero(cls_s == c)
             if not m.size:
                 continue
-            fm = None if frame is None else tuple(a[m] for a in frame)
+            if m.size == sub.size:
+                out[:] = self.lesions[c].shares(frame, sev_s, ws, lesion_noise)
+                continue
+            fm = None if frame is None else (frame[0][m], frame[1][m], frame[2][m])
             out[m] = self.lesions[c].shares(fm, sev_s[m], ws[m], lesion_noise[m])
         out *= f_inf[:, None]
         return out
@@ -338,7 +358,7 @@ class World:
         rgb = np.empty((h, wd, 3), np.uint8)
         labels = np.empty((h, wd), np.uint8)
         east = ((np.arange(wd) + 0.5) * m_per_px).astype(np.float32)
-        chunk = max(1, 262_144 // wd)
+        chunk = max(1, 524_288 // wd)
         for r0 in range(0, h, chunk):
             r1 = min(h, r0 + chunk)
             north = (self.height_m - (np.arange(r0, r1) + 0.5) * m_per_px).astype(np.float32)
