@@ -217,7 +217,7 @@ def test_memory_bounded_for_a_10ha_field():
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert held < 2_000_000  # the world holds tables, not rasters
-    assert peak < 300_000_000  # one frame's working arrays: about 1 kB a point at most
+    assert peak < 100_000_000  # one frame's working arrays, shaded in cache-sized chunks
 
 
 def test_shade_cost_scales_with_points_not_field():
