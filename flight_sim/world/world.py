@@ -31,9 +31,11 @@ from flight_sim.world.canopy import LayerHit, LeafLayer, blend_to_mean
 from flight_sim.world.config import CropSection, LightSection
 from flight_sim.world.crops import GAP_REFLECTANCE, HEADLAND, crop_params, soil_reflectance
 from flight_sim.world.disease import MILDEW, N_SYMPTOMS, RUST, Lesions, PatchArrays, lesion_kinds
-from flight_sim.world.light import CLOUD_DIRECT, Clouds, Sun, encode, sun_at
+from flight_sim.world.light import CLOUD_DIRECT, Clouds, Sun, apply_haze, encode, sun_at
 from flight_sim.world.noise import F32, U32, _mix, band_fraction, point_noise, smoothstep, unit_noise, value_noise1
 from flight_sim.world.noise import value_noise2 as vnoise2
+
+__all__ = ["LABEL_OUTSIDE", "Shaded", "World", "apply_haze"]
 
 LABEL_OUTSIDE = 255
 MAX_ORTHO_PX = 40_000_000
@@ -128,12 +130,23 @@ class World:
         """Area-averaged scene over square footprints of side `footprint_m` centred at (east_m, north_m).
 
         east/north: metres from the field's south-west corner (outside the rectangle: bare headland,
-        label LABEL_OUTSIDE); footprint_m: the side of the ground area one pixel integrates (the area
-        filter's width, at least 0.1 mm); t_s: flight time (the sun and clouds drift).
+        label LABEL_OUTSIDE; NaN, a ray that meets no ground: headland too); footprint_m: the side of
+        the ground area one pixel integrates (the area filter's width, at least 0.1 mm; a scalar or
+        one per point); t_s: flight time (the sun and clouds drift).
         """
         e = np.ascontiguousarray(east_m, dtype=np.float32).ravel()
         n = np.ascontiguousarray(north_m, dtype=np.float32).ravel()
-        w = np.maximum(np.broadcast_to(np.asarray(footprint_m, np.float32), e.shape).ravel(), F32(1e-4))
+        w = np.broadcast_to(np.asarray(footprint_m, np.float32), e.shape).ravel()
+        bad = ~(np.isfinite(e) & np.isfinite(n) & np.isfinite(w))
+        if bad.any():
+            # a ray that meets no ground (sky): shaded as headland far outside the field, label LABEL_OUTSIDE
+            e = np.where(bad, F32(-1000.0), e)
+            n = np.where(bad, F32(-1000.0), n)
+            w = np.where(bad, F32(1.0), w)
+        w = np.maximum(w, F32(1e-4))
+        if e.size == 0:
+            z = np.zeros(0, np.float32)
+            return Shaded(np.zeros((0, 3), np.float32), z, z.copy(), np.zeros(0, np.uint8))
         if e.size <= CHUNK:
             return self._shade(e, n, w, t_s)
         # in cache-sized chunks: a frame's dozens of temporaries then stay in the CPU's cache

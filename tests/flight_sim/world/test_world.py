@@ -238,3 +238,22 @@ def test_shade_cost_scales_with_points_not_field():
 
     assert best(small, 200_000) < 8.0 * best(small, 50_000)
     assert best(large, 200_000) < 2.0 * best(small, 200_000)
+
+
+def test_sky_and_empty_inputs():
+    w = world("wheat")
+    s = w.shade(np.array([np.nan, 5.0]), np.array([1.0, 5.0]), 0.01)
+    assert s.labels.tolist() == [LABEL_OUTSIDE, 0] and np.isfinite(s.rgb).all()
+    e = w.shade(np.zeros(0), np.zeros(0), np.zeros(0))
+    assert e.rgb.shape == (0, 3) and e.labels.shape == (0,)
+
+
+def test_chunking_does_not_change_a_point():
+    w = world("cucurbit", (P("powdery_mildew", 20, 20, 10, "late"),))
+    rng = np.random.default_rng(9)
+    e, n = rng.uniform(10, 30, (2, 70_000)).astype(np.float32)
+    fp = rng.uniform(0.0005, 0.08, 70_000).astype(np.float32)
+    whole = w.shade(e, n, fp)
+    part = w.shade(e[40_000:40_100], n[40_000:40_100], fp[40_000:40_100])
+    assert np.allclose(whole.rgb[40_000:40_100], part.rgb, atol=1e-3)
+    assert np.array_equal(whole.labels[40_000:40_100], part.labels)
