@@ -62,7 +62,18 @@ class LeafLayer:
         s = SIZE_MIN + (1.0 - SIZE_MIN) * (np.arange(256) + 0.5) / 256.0
         # a leaf covers pi/4 s^2 of its cell's inscribed rectangle
         lobe_gain = (1.0 - LOBE_DEPTH**2) ** -1.5 if crop.lobes else 1.0  # area inside r <= 1 / (1 + d cos n phi)
-        self.mean_cover = float(np.mean(math.pi / 4.0 * s**2) / CELL_GAP**2 * lobe_gain)
+        # a leaf's own turn in the plane (the same byte as its tone: a leaf's orientation sets its light too)
+        self._aspect = crop.leaf_length_m / crop.leaf_width_m
+        self._twist = crop.leaf_twist_deg > 0.0
+        theta = np.radians(crop.leaf_twist_deg * (2.0 * _golden(256, 0.2836) - 1.0))
+        a2 = self._aspect**2
+        hy = np.sqrt(a2 * np.sin(theta) ** 2 + np.cos(theta) ** 2)  # the turned leaf's half-height in half-widths
+        g = np.minimum(1.0, 1.0 / hy)
+        self._cos_t = np.cos(theta).astype(np.float32)
+        self._sin_t = np.sin(theta).astype(np.float32)
+        self._inv_g = (1.0 / g).astype(np.float32)
+        twist_gain = float(np.mean(g**2)) if self._twist else 1.0
+        self.mean_cover = float(np.mean(math.pi / 4.0 * s**2) / CELL_GAP**2 * lobe_gain * twist_gain)
         self.leaf_area = float(self.mean_cover * self.cl * self.cw)
         self.leaf_dims = (float(crop.leaf_length_m), float(crop.leaf_width_m))
         mean_incl, half_incl = crop.inclination_deg
@@ -110,31 +121,40 @@ class LeafLayer:
         fx -= F32(0.5)
         salt = rh ^ (U32(self.layer + 1) * ROW_SALT)
         h = hash2(i.astype(np.int32), ji, salt)
-        cover = self._cover(h, fx, fy, w)
-        return LayerHit(cover, (h >> U32(24)).astype(np.intp), h, xl, yl, salt)
+        tone = (h >> U32(24)).astype(np.intp)
+        cover = self._cover(h, tone, fx, fy, w)
+        return LayerHit(cover, tone, h, xl, yl, salt)
 
     def infect_u(self, cell: np.ndarray) -> np.ndarray:
         """The leaf's own uniform draw: it is infected where this is below the incidence."""
         return high_u(hash1(cell.view(np.int32), self.seed ^ 0x5BD1E995))
 
-    def _cover(self, h: np.ndarray, fx: np.ndarray, fy: np.ndarray, w: np.ndarray) -> np.ndarray:
+    def _cover(self, h: np.ndarray, tone: np.ndarray, fx: np.ndarray, fy: np.ndarray, w: np.ndarray) -> np.ndarray:
         semi = F32(0.5 * SIZE_MIN / CELL_GAP) + F32(0.5 * (1.0 - SIZE_MIN) / CELL_GAP) * byte_u(h, 0)  # cell units
         room = F32(0.5) - semi  # how far the leaf's centre could move before its outline leaves the cell
         inv = F32(1.0) / semi
         # the centre moves over half the room, so the edge ramp always has the other half to spread in
         jx = (byte_u(h, 1) - F32(0.5)) * room
         jy = (byte_u(h, 2) - F32(0.5)) * room
-        dx = fx - jx
-        dx *= inv
-        dy = fy - jy
-        dy *= inv
         side = room - np.maximum(np.abs(jx), np.abs(jy))
+        dx = fx - jx
+        dy = fy - jy
+        if self._twist:
+            # each leaf turned by its own angle (in metres, across-leaf units), shrunk by g to stay in its box
+            dx *= F32(self._aspect)
+            ct, st, ig = np.take(self._cos_t, tone), np.take(self._sin_t, tone), np.take(self._inv_g, tone)
+            dx, dy = (dx * ct + dy * st) * ig * F32(1.0 / self._aspect), (dy * ct - dx * st) * ig
+            inv_s = inv * ig
+        else:
+            inv_s = inv
+        dx *= inv
+        dy *= inv
         rho = np.sqrt(dx * dx + dy * dy)  # 1 on the leaf's outline
         if self.crop.lobes:
             # lobes: cos(n phi) from the unit direction by the Chebyshev recurrence (no arctan per point)
             c = dx / np.maximum(rho, F32(1e-6))
             rho *= F32(1.0) + F32(LOBE_DEPTH) * _cheb(c, self.crop.lobes)
-        omega = w * inv * F32(1.0 / self.cw)  # footprint over the short semi-axis, the outline's distance scale
+        omega = w * inv_s * F32(1.0 / self.cw)  # footprint over the short semi-axis, the outline's distance scale
         # a ramp reaching past the cell's edge would be cut off there (area lost): cap it at the room left
         np.minimum(omega, F32(2.0) * side * inv, out=omega)
         np.maximum(omega, F32(1e-4), out=omega)

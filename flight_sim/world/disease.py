@@ -46,6 +46,7 @@ class LesionKind:
     group: str  # "clusters", "stripes" or "none"
     dense_share: float  # share of groups that are dense
     dense_gain: float  # lesion density in a dense group relative to the mean
+    soft: float = 0.0  # edge softness: the outline's ramp is at least this share of the radius (diffuse margins)
 
     @property
     def sparse_gain(self) -> float:
@@ -58,7 +59,7 @@ class LesionKind:
 
 RUST_BROAD = LesionKind(5.0e-3, 5.0e-3, (0.25e-3, 1.0e-3), 1.6, "clusters", 0.3, 2.5)
 RUST_CEREAL = LesionKind(4.0e-3, 3.0e-3, (0.25e-3, 0.6e-3), 1.5, "stripes", 0.4, 2.2)
-MILDEW_COLONY = LesionKind(24e-3, 24e-3, (2.5e-3, 10e-3), 1.0, "none", 0.0, 1.0)
+MILDEW_COLONY = LesionKind(30e-3, 30e-3, (2.5e-3, 10e-3), 1.0, "none", 0.0, 1.0, soft=0.6)
 
 
 class Lesions:
@@ -176,7 +177,8 @@ class Lesions:
         rho = np.sqrt(dx * dx + dy * dy)
         # a ramp wider than the room left to the cell's edge would be cut off there (area lost): cap it
         side = np.minimum(room_x - np.abs(jx), room_y - np.abs(jy))
-        wr = np.maximum(np.minimum(w, F32(2.0) * side), F32(1e-5))
+        wr = np.maximum(w, rc * F32(k.soft)) if k.soft else w
+        wr = np.maximum(np.minimum(wr, F32(2.0) * side), F32(1e-5))
         inv_w = F32(1.0) / wr
         core = np.clip(F32(0.5) + (ramp_radius(rc, wr) - rho) * inv_w, 0.0, 1.0)
         if k.halo_ratio <= 1.0:
