@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from flight_sim.world.crops import CropParams
-from flight_sim.world.noise import F32, U32, byte_u, hash1, hash2, high_u, smoothstep
+from flight_sim.world.noise import F32, NOISE_MAX, U32, byte_u, hash1, hash2, high_u, smoothstep
 
 CELL_GAP = 1.12  # a leaf cell is this much larger than the leaf: the room its position jitters in
 SIZE_MIN = 0.72  # leaf size relative to the cell's inscribed leaf: uniform in [SIZE_MIN, 1]
@@ -127,7 +127,10 @@ class LeafLayer:
 
     def infect_u(self, cell: np.ndarray) -> np.ndarray:
         """The leaf's own uniform draw: it is infected where this is below the incidence."""
-        return high_u(hash1(cell.view(np.int32), self.seed ^ 0x5BD1E995))
+        h = cell ^ (cell >> U32(15))  # a multiplicative remix: independent of the cell's other draws
+        h *= U32(0x2C1B3C6D)
+        h ^= h >> U32(12)
+        return high_u(h)
 
     def _cover(self, h: np.ndarray, tone: np.ndarray, fx: np.ndarray, fy: np.ndarray, w: np.ndarray) -> np.ndarray:
         semi = F32(0.5 * SIZE_MIN / CELL_GAP) + F32(0.5 * (1.0 - SIZE_MIN) / CELL_GAP) * byte_u(h, 0)  # cell units
@@ -194,12 +197,12 @@ def blend_to_mean(drawn: np.ndarray, mean: float, std: float, feature: tuple[flo
     The spread of an area average over a w x w footprint holding features of length x width
     (l, b) is about std * sqrt(min(l, w) min(b, w) / w^2): the count of independent features in the
     footprint sets it, and a feature longer than the footprint counts only its part inside. The
-    noise (uniform, unit variance) is narrowed where it would cross [floor, ceil]: clipping it
-    there would shift the mean.
+    noise (unit variance, |noise| <= NOISE_MAX) is narrowed where it would cross [floor, ceil]:
+    clipping it there would shift the mean.
     """
     lf, bf = feature
     spread = np.sqrt(np.minimum(w, F32(lf)) * np.minimum(w, F32(bf)) * F32(math.pi / 4.0)) / w
-    np.minimum(spread, F32(min(mean - floor, ceil - mean) / math.sqrt(3.0) / max(std, 1e-9)), out=spread)
+    np.minimum(spread, F32(min(mean - floor, ceil - mean) / NOISE_MAX / max(std, 1e-9)), out=spread)
     spread *= F32(std)
     spread *= noise
     spread += F32(mean)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from flight_sim.world.config import STAGES
-from flight_sim.world.noise import F32, U32, byte_u, hash1, hash2, high_u, ramp_radius, smoothstep
+from flight_sim.world.noise import F32, NOISE_MAX, U32, byte_u, hash1, hash2, high_u, ramp_radius, smoothstep
 from payload.bundle import CLASSES
 
 RUST = CLASSES.index("rust")
@@ -148,7 +148,7 @@ class Lesions:
     def _statistical(self, sev: np.ndarray, w: np.ndarray, noise: np.ndarray) -> np.ndarray:
         """The footprint's share: the severity plus the spread of a lesion count, sqrt(sev a) / w."""
         spread = np.sqrt(sev * F32(self.area_mean)) / w
-        np.minimum(spread, sev * F32(1.0 / math.sqrt(3.0)), out=spread)  # never below 0: an unbiased mean
+        np.minimum(spread, sev / NOISE_MAX, out=spread)  # never below 0: an unbiased mean
         return np.clip(sev + spread * noise, 0.0, 1.0)
 
     def _split_mean(self, total: np.ndarray) -> np.ndarray:

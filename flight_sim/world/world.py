@@ -32,7 +32,7 @@ from flight_sim.world.config import CropSection, LightSection
 from flight_sim.world.crops import GAP_REFLECTANCE, HEADLAND, crop_params, soil_reflectance
 from flight_sim.world.disease import MILDEW, N_SYMPTOMS, RUST, Lesions, PatchArrays, lesion_kinds
 from flight_sim.world.light import CLOUD_DIRECT, Clouds, Sun, apply_haze, encode, sun_at
-from flight_sim.world.noise import F32, U32, _mix, band_fraction, point_noise, smoothstep, unit_noise, value_noise1
+from flight_sim.world.noise import F32, NOISE_MAX, GroundNoise, band_fraction, smoothstep, value_noise1
 from flight_sim.world.noise import value_noise2 as vnoise2
 
 __all__ = ["LABEL_OUTSIDE", "Shaded", "World", "apply_haze"]
@@ -158,7 +158,7 @@ class World:
         inside = (e >= 0) & (e <= F32(self.width_m)) & (n >= 0) & (n <= F32(self.height_m))
         u = e * self._ca - n * self._sa  # across the rows
         v = e * self._sa + n * self._ca  # along the rows
-        pn = point_noise(e, n, self.seed)
+        pn = GroundNoise(e, n, w, self.seed)
         can = self._canopy(u, v, w, inside, sun.elev_deg, sun.azim_deg, pn)
         tex = self._soil_texture(e, n, u, v, w, pn)
         direct = F32(sun.direct_normal)
@@ -231,7 +231,7 @@ class World:
         return out
 
     def _canopy(self, u: np.ndarray, v: np.ndarray, w: np.ndarray, inside: np.ndarray, elev: float, sun_az: float,
-                pn: np.ndarray) -> _Canopy:
+                pn: GroundNoise) -> _Canopy:
         p = self.params
         s = p.row_spacing_m
         row_f = np.floor(u * F32(1.0 / s) + F32(0.5))
@@ -240,7 +240,7 @@ class World:
         alpha = la.alpha(w)
         mc = la.mean_cover
         sd = math.sqrt(mc * (1 - mc))
-        n0, n1, n2 = unit_noise(pn, 0), unit_noise(pn, 1), unit_noise(pn, 2)
+        n0, n1, n2 = pn.channel(0), pn.channel(1), pn.channel(2)
         if float(alpha.min()) >= 1.0:  # every pixel holds many leaves: their statistics only
             zero = np.zeros_like(w)
             cover_a = np.clip(blend_to_mean(zero, mc, sd, la.leaf_dims, w, alpha, n0, 0.0, 1.0), 0.0, 1.0)
@@ -297,22 +297,22 @@ class World:
         return d, s
 
     def _soil_texture(self, e: np.ndarray, n: np.ndarray, u: np.ndarray, v: np.ndarray, w: np.ndarray,
-                      pn: np.ndarray) -> np.ndarray:
+                      pn: GroundNoise) -> np.ndarray:
         """Soil brightness: clods (drawn, or their mean and spread beyond their size) and field-scale moisture."""
         big = F32(1.0 - SOIL_FIELD_AMP) + F32(2.0 * SOIL_FIELD_AMP) * vnoise2(
             e * F32(1.0 / SOIL_FIELD_M), n * F32(1.0 / SOIL_FIELD_M), self.seed ^ 0x27D4EB2F)
         a = smoothstep(0.5 * SOIL_CLOD_M, 2.0 * SOIL_CLOD_M, w)
         sd = SOIL_CLOD_AMP * 2.0 * 0.2  # value noise's std is about 0.2 of its range
         if float(a.min()) >= 1.0:
-            clod = blend_to_mean(np.zeros_like(w), 1.0, sd, (SOIL_CLOD_M, SOIL_CLOD_M), w, a, unit_noise(pn, 3))
+            clod = blend_to_mean(np.zeros_like(w), 1.0, sd, (SOIL_CLOD_M, SOIL_CLOD_M), w, a, pn.channel(3))
         else:
             c = vnoise2(u * F32(1.0 / SOIL_CLOD_M), v * F32(1.0 / SOIL_CLOD_M), self.seed ^ 0x165667B1)
             drawn = F32(1.0 - SOIL_CLOD_AMP) + F32(2.0 * SOIL_CLOD_AMP) * c
-            clod = blend_to_mean(drawn, 1.0, sd, (SOIL_CLOD_M, SOIL_CLOD_M), w, a, unit_noise(pn, 3))
+            clod = blend_to_mean(drawn, 1.0, sd, (SOIL_CLOD_M, SOIL_CLOD_M), w, a, pn.channel(3))
         return big * clod
 
     def _symptoms(self, sub: np.ndarray, w: np.ndarray, cls: np.ndarray, inc: np.ndarray, sev: np.ndarray,
-                  pn: np.ndarray, can: _Canopy) -> np.ndarray:
+                  pn: GroundNoise, can: _Canopy) -> np.ndarray:
         """(len(sub), 4) symptom shares of the leaf area at the diseased points `sub`.
 
         Drawn leaves: the leaf covering most of the point (upper or lower layer) is infected or not by
@@ -325,14 +325,14 @@ class World:
             return a if full else a[sub]
 
         ws, inc_s, sev_s, alpha = pick(w), pick(inc), pick(sev), pick(can.alpha)
-        pn2 = _mix(pick(pn) ^ U32(0x85EBCA6B))
+        pn2 = pn if full else pn.take(sub)
         la = self.layers[0]
         lf, bf = la.leaf_dims
         area = np.minimum(ws, F32(lf)) * np.minimum(ws, F32(bf)) * F32(math.pi / 4.0)
         spread = np.sqrt(inc_s * (F32(1.0) - inc_s) * area) / ws
         # narrowed where it would cross 0 or 1 (clipping would shift the mean)
-        np.minimum(spread, np.minimum(inc_s, F32(1.0) - inc_s) * F32(1.0 / math.sqrt(3.0)), out=spread)
-        stat = np.clip(inc_s + spread * unit_noise(pn2, 0), 0.0, 1.0)
+        np.minimum(spread, np.minimum(inc_s, F32(1.0) - inc_s) / NOISE_MAX, out=spread)
+        stat = np.clip(inc_s + spread * pn2.channel(4), 0.0, 1.0)
         frame = None
         if can.hits is None:
             f_inf = stat
@@ -341,23 +341,23 @@ class World:
             ca, cb = pick(ha.cover), pick(hb.cover)
             dom_a = ca >= cb * (F32(1.0) - ca)
             cell = np.where(dom_a, pick(ha.cell), pick(hb.cell))
-            u_inf = la.infect_u(cell)
-            drawn = (u_inf < inc_s).astype(np.float32)
+            drawn = (la.infect_u(cell) < inc_s).astype(np.float32)
             f_inf = drawn + alpha * (stat - drawn)
             frame = (np.where(dom_a, pick(ha.xl), pick(hb.xl)), np.where(dom_a, pick(ha.yl), pick(hb.yl)),
                      np.where(dom_a, pick(ha.salt), pick(hb.salt)))
         out = np.zeros((sub.size, N_SYMPTOMS), np.float32)
-        lesion_noise = unit_noise(pn2, 1)
+        lesion_noise = pn2.channel(5)
         cls_s = pick(cls)
+        live = f_inf > 0  # lesions only on the leaves that carry them
         for c in (RUST, MILDEW):
-            m = np.flatnonzero(cls_s == c)
-            if not m.size:
-                continue
-            if m.size == sub.size:
+            on = live & (cls_s == c)
+            if on.all():
                 out[:] = self.lesions[c].shares(frame, sev_s, ws, lesion_noise)
                 continue
-            fm = None if frame is None else (frame[0][m], frame[1][m], frame[2][m])
-            out[m] = self.lesions[c].shares(fm, sev_s[m], ws[m], lesion_noise[m])
+            m = np.flatnonzero(on)
+            if m.size:
+                fm = None if frame is None else (frame[0][m], frame[1][m], frame[2][m])
+                out[m] = self.lesions[c].shares(fm, sev_s[m], ws[m], lesion_noise[m])
         out *= f_inf[:, None]
         return out
 

@@ -257,3 +257,14 @@ def test_chunking_does_not_change_a_point():
     part = w.shade(e[40_000:40_100], n[40_000:40_100], fp[40_000:40_100])
     assert np.allclose(whole.rgb[40_000:40_100], part.rgb, atol=1e-3)
     assert np.array_equal(whole.labels[40_000:40_100], part.labels)
+
+
+def test_sub_pixel_texture_belongs_to_the_ground():
+    """The same ground seen through a grid shifted by a quarter pixel shows the same texture; other ground does not."""
+    w = World(CropSection(kind="wheat"), LightSection(), [], 40, 40, 3)
+    g = 0.04
+    a, _ = render(w, 10, 10, 128 * g, g)
+    b, _ = render(w, 10, 10 + 0.25 * g, 128 * g, g)
+    c, _ = render(w, 10, 10 + 3.5 * g, 128 * g, g)
+    assert np.corrcoef(a.rgb[:, 1], b.rgb[:, 1])[0, 1] > 0.5
+    assert abs(np.corrcoef(a.rgb[:, 1], c.rgb[:, 1])[0, 1]) < 0.2
