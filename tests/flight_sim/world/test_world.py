@@ -111,18 +111,17 @@ def test_early_rust_invisible_at_32mm_visible_close_or_late():
     assert (px_near > 25).sum() > 50
 
 
-def test_rust_pustules_are_dots_of_their_real_size():
-    gsd = 0.00025
+@pytest.mark.parametrize(("gsd", "side", "median_mm"), [(0.00025, 0.2, (0.5, 2.0)), (0.001, 0.4, (1.0, 2.5))])
+def test_rust_pustules_are_dots_of_their_real_size(gsd: float, side: float, median_mm: tuple[float, float]):
+    """Pustule cores (orange to red-brown: red above green) form dots 0.5-2 mm across (at 1 mm/px: 1-2 pixels)."""
     w = world("soybean", (P("rust", 20, 20, 15, "moderate"),))
-    s, n = render(w, 19.9, 19.9, 0.2, gsd)
+    s, n = render(w, 19.9, 19.9, side, gsd)
     rgb = s.rgb.reshape(n, n, 3)
-    core = (rgb[..., 0] > rgb[..., 1] * 1.15).astype(np.uint8)  # orange to red-brown: red above green
+    core = (rgb[..., 0] > rgb[..., 1] * 1.15).astype(np.uint8)
     count, _, stats, _ = cv2.connectedComponentsWithStats(core, connectivity=8)
-    areas = stats[1:, cv2.CC_STAT_AREA] * gsd * gsd * 1e6  # mm^2
-    areas = areas[areas > 0.05]
-    assert areas.size > 20
-    diam = 2.0 * np.sqrt(areas / np.pi)
-    assert 0.5 <= np.median(diam) <= 2.0, np.median(diam)
+    diam = 2.0 * np.sqrt(stats[1:, cv2.CC_STAT_AREA] * gsd * gsd * 1e6 / np.pi)  # equivalent diameter, mm
+    assert diam.size > 50
+    assert median_mm[0] <= np.median(diam) <= median_mm[1], np.median(diam)
     assert np.percentile(diam, 95) <= 2.6
 
 
