@@ -57,8 +57,8 @@ class LesionKind:
         return 3.0 * self.cell_along_m if self.group == "clusters" else self.cell_across_m
 
 
-RUST_BROAD = LesionKind(5.0e-3, 5.0e-3, (0.25e-3, 1.0e-3), 1.6, "clusters", 0.3, 2.5)
-RUST_CEREAL = LesionKind(4.0e-3, 3.0e-3, (0.25e-3, 0.6e-3), 1.5, "stripes", 0.4, 2.2)
+RUST_BROAD = LesionKind(5.0e-3, 5.0e-3, (0.25e-3, 1.0e-3), 1.35, "clusters", 0.3, 2.5)
+RUST_CEREAL = LesionKind(4.0e-3, 3.0e-3, (0.25e-3, 0.6e-3), 1.3, "stripes", 0.4, 2.2)
 MILDEW_COLONY = LesionKind(30e-3, 30e-3, (2.5e-3, 10e-3), 1.0, "none", 0.0, 1.0, soft=0.6)
 
 
