@@ -238,7 +238,13 @@ class PatchArrays:
         best_inc = np.zeros(n, np.float32)
         best_sev = np.zeros(n, np.float32)
         best_cls = np.zeros(n, np.uint8)
-        for k in range(self.cls.shape[0]):
+        if n == 0 or self.cls.shape[0] == 0:
+            return best_cls, best_inc, best_sev
+        # only the patches whose disk reaches the points' bounding box (a frame sees few of a field's patches)
+        e0, e1, n0, n1 = float(east.min()), float(east.max()), float(north.min()), float(north.max())
+        near = ((self.east + self.radius >= e0) & (self.east - self.radius <= e1)
+                & (self.north + self.radius >= n0) & (self.north - self.radius <= n1))
+        for k in np.flatnonzero(near):
             r = self.radius[k]
             de = east - F32(self.east[k])
             dn = north - F32(self.north[k])
