@@ -1,7 +1,7 @@
 """The simulator's physical world: crops, leaves, lesions and light at their real sizes (docs/WORLD.md).
 
-Its own code, numpy only: it imports nothing from compile/ (the classifier's training side), and
-compile imports nothing from here.
+Its own code (numpy; pydantic for the config sections): it imports nothing from compile/ (the
+classifier's training side), and compile imports nothing from here.
 """
 
 from flight_sim.world.config import STAGES, CropSection, LightSection, Stage

@@ -30,25 +30,26 @@ class CropParams:
     rust_form: str  # "stripes" (pustules in lines along veins, cereals) or "clusters" (broad leaves)
     lobes: int  # lobes on the leaf outline (0 = entire margin)
     irregularity_m: float  # along-row scale over which the canopy band's width varies (plant to plant)
+    leaf_twist_deg: float  # each leaf turned in the ground plane by up to this (round leaves: any angle)
 
 
 CROPS: dict[CropKind, CropParams] = {
     "wheat": CropParams(
         row_spacing_m=0.175, closure=0.9, height_m=0.8, leaf_length_m=0.20, leaf_width_m=0.015,
         inclination_deg=(60.0, 20.0), leaf_angle_deg=(0.0, 70.0), reflectance=(0.045, 0.095, 0.032),
-        rust_form="stripes", lobes=0, irregularity_m=0.12),
+        rust_form="stripes", lobes=0, irregularity_m=0.12, leaf_twist_deg=0.0),
     "soybean": CropParams(
         row_spacing_m=0.76, closure=0.8, height_m=0.8, leaf_length_m=0.085, leaf_width_m=0.055,
         inclination_deg=(35.0, 25.0), leaf_angle_deg=(0.0, 90.0), reflectance=(0.050, 0.115, 0.030),
-        rust_form="clusters", lobes=0, irregularity_m=0.15),
+        rust_form="clusters", lobes=0, irregularity_m=0.15, leaf_twist_deg=30.0),
     "cucurbit": CropParams(
         row_spacing_m=1.8, closure=0.6, height_m=0.35, leaf_length_m=0.20, leaf_width_m=0.20,
         inclination_deg=(25.0, 20.0), leaf_angle_deg=(0.0, 90.0), reflectance=(0.048, 0.110, 0.030),
-        rust_form="clusters", lobes=5, irregularity_m=0.4),
+        rust_form="clusters", lobes=5, irregularity_m=0.4, leaf_twist_deg=180.0),
     "grapevine": CropParams(
         row_spacing_m=2.5, closure=0.3, height_m=1.9, leaf_length_m=0.15, leaf_width_m=0.15,
         inclination_deg=(40.0, 25.0), leaf_angle_deg=(0.0, 90.0), reflectance=(0.055, 0.115, 0.035),
-        rust_form="clusters", lobes=5, irregularity_m=0.5),
+        rust_form="clusters", lobes=5, irregularity_m=0.5, leaf_twist_deg=180.0),
 }
 
 GAP_REFLECTANCE: RGB = (0.030, 0.050, 0.020)  # deep canopy: lower leaves and soil in the canopy's shade

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from flight_sim.world.config import STAGES
-from flight_sim.world.noise import F32, U32, byte_u, hash1, hash2, high_u, ramp_radius, smoothstep
+from flight_sim.world.noise import F32, NOISE_MAX, U32, byte_u, hash1, hash2, high_u, ramp_radius, smoothstep
 from payload.bundle import CLASSES
 
 RUST = CLASSES.index("rust")
@@ -46,6 +46,7 @@ class LesionKind:
     group: str  # "clusters", "stripes" or "none"
     dense_share: float  # share of groups that are dense
     dense_gain: float  # lesion density in a dense group relative to the mean
+    soft: float = 0.0  # edge softness: the outline's ramp is at least this share of the radius (diffuse margins)
 
     @property
     def sparse_gain(self) -> float:
@@ -56,9 +57,9 @@ class LesionKind:
         return 3.0 * self.cell_along_m if self.group == "clusters" else self.cell_across_m
 
 
-RUST_BROAD = LesionKind(4.5e-3, 4.5e-3, (0.25e-3, 1.0e-3), 1.6, "clusters", 0.3, 2.5)
-RUST_CEREAL = LesionKind(4.0e-3, 2.2e-3, (0.25e-3, 0.6e-3), 1.5, "stripes", 0.4, 2.2)
-MILDEW_COLONY = LesionKind(24e-3, 24e-3, (2.5e-3, 10e-3), 1.0, "none", 0.0, 1.0)
+RUST_BROAD = LesionKind(5.0e-3, 5.0e-3, (0.25e-3, 1.0e-3), 1.35, "clusters", 0.3, 2.5)
+RUST_CEREAL = LesionKind(4.0e-3, 3.0e-3, (0.25e-3, 0.6e-3), 1.3, "stripes", 0.4, 2.2)
+MILDEW_COLONY = LesionKind(30e-3, 30e-3, (2.5e-3, 10e-3), 1.0, "none", 0.0, 1.0, soft=0.6)
 
 
 class Lesions:
@@ -75,8 +76,12 @@ class Lesions:
         self.cell_area = kind.cell_along_m * kind.cell_across_m
         self.size_m = 2.0 * float(np.sqrt(np.mean((r * kind.halo_ratio) ** 2)))
 
-    def _group_gain(self, i: np.ndarray, j: np.ndarray, salt: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Each lesion cell's density relative to the mean (its group dense or sparse), faded out beyond the group's size."""
+    def _group_gain(self, i: np.ndarray, j: np.ndarray, salt: np.ndarray,
+                    w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each lesion cell's density relative to the mean (its group dense or sparse), and gamma.
+
+        gamma fades the grouping out (density 1) where footprints are beyond the group's size.
+        """
         k = self.kind
         gamma = smoothstep(0.5 * k.group_size_m, 2.0 * k.group_size_m, w)
         if k.group == "none":
@@ -143,6 +148,7 @@ class Lesions:
     def _statistical(self, sev: np.ndarray, w: np.ndarray, noise: np.ndarray) -> np.ndarray:
         """The footprint's share: the severity plus the spread of a lesion count, sqrt(sev a) / w."""
         spread = np.sqrt(sev * F32(self.area_mean)) / w
+        np.minimum(spread, sev / NOISE_MAX, out=spread)  # never below 0: an unbiased mean
         return np.clip(sev + spread * noise, 0.0, 1.0)
 
     def _split_mean(self, total: np.ndarray) -> np.ndarray:
@@ -163,14 +169,21 @@ class Lesions:
         rh = rc * F32(k.halo_ratio)
         room_x = np.maximum(F32(0.5 * k.cell_along_m) - rh, 0.0)
         room_y = np.maximum(F32(0.5 * k.cell_across_m) - rh, 0.0)
-        dx = fx * F32(k.cell_along_m) - (byte_u(h, 1) - F32(0.5)) * F32(2.0) * room_x
-        dy = fy * F32(k.cell_across_m) - (byte_u(h, 2) - F32(0.5)) * F32(2.0) * room_y
+        # the centre moves over half the room, so the edge ramp always has the other half to spread in
+        jx = (byte_u(h, 1) - F32(0.5)) * room_x
+        jy = (byte_u(h, 2) - F32(0.5)) * room_y
+        dx = fx * F32(k.cell_along_m) - jx
+        dy = fy * F32(k.cell_across_m) - jy
         rho = np.sqrt(dx * dx + dy * dy)
-        inv_w = F32(1.0) / w
-        core = np.clip(F32(0.5) + (ramp_radius(rc, w) - rho) * inv_w, 0.0, 1.0)
+        # a ramp wider than the room left to the cell's edge would be cut off there (area lost): cap it
+        side = np.minimum(room_x - np.abs(jx), room_y - np.abs(jy))
+        wr = np.maximum(w, rc * F32(k.soft)) if k.soft else w
+        wr = np.maximum(np.minimum(wr, F32(2.0) * side), F32(1e-5))
+        inv_w = F32(1.0) / wr
+        core = np.clip(F32(0.5) + (ramp_radius(rc, wr) - rho) * inv_w, 0.0, 1.0)
         if k.halo_ratio <= 1.0:
             return core, np.zeros_like(core)
-        outer = np.clip(F32(0.5) + (ramp_radius(rh, w) - rho) * inv_w, 0.0, 1.0)
+        outer = np.clip(F32(0.5) + (ramp_radius(rh, wr) - rho) * inv_w, 0.0, 1.0)
         return core, np.maximum(outer - core, 0.0)
 
     def _split(self, h: np.ndarray, core: np.ndarray, halo: np.ndarray, coat: np.ndarray, total: np.ndarray,
@@ -225,7 +238,13 @@ class PatchArrays:
         best_inc = np.zeros(n, np.float32)
         best_sev = np.zeros(n, np.float32)
         best_cls = np.zeros(n, np.uint8)
-        for k in range(self.cls.shape[0]):
+        if n == 0 or self.cls.shape[0] == 0:
+            return best_cls, best_inc, best_sev
+        # only the patches whose disk reaches the points' bounding box (a frame sees few of a field's patches)
+        e0, e1, n0, n1 = float(east.min()), float(east.max()), float(north.min()), float(north.max())
+        near = ((self.east + self.radius >= e0) & (self.east - self.radius <= e1)
+                & (self.north + self.radius >= n0) & (self.north - self.radius <= n1))
+        for k in np.flatnonzero(near):
             r = self.radius[k]
             de = east - F32(self.east[k])
             dn = north - F32(self.north[k])

@@ -7,8 +7,8 @@ sensor integrates them) and encodes to 0..255 with a gamma of 2 at the end (docs
 
 Models (docs/WORLD.md cites each): air mass after Kasten & Young 1989; broadband direct
 transmittance 0.7^(AM^0.678) (Meinel & Meinel 1976); diffuse transmittance 0.271 - 0.294 * direct
-(Liu & Jordan 1960); the sun's colour shift with air mass from Rayleigh optical depth
-0.0088 lambda^-4.05 (lambda in um); the colour temperature of the sunlight from Planck's law against
+(Liu & Jordan 1960); the sun's colour shift with air mass from the Rayleigh optical depth
+0.008735 lambda^-4.08 (lambda in um; Leckner 1978); the colour temperature of the sunlight from Planck's law against
 daylight white balance (5500 K); haze as Koschmieder's airlight model, I = J t + A (1 - t).
 """
 
@@ -49,7 +49,7 @@ def sun_colour(temp_k: float, elev_deg: float) -> np.ndarray:
     a lower sun reddens it further (Rayleigh scattering over the longer path).
     """
     tint = _planck_rgb(temp_k) / _planck_rgb(WHITE_BALANCE_K)
-    tau = 0.0088 * np.array(BANDS_UM) ** -4.05
+    tau = 0.008735 * np.array(BANDS_UM) ** -4.08
     redden = np.exp(-tau * (air_mass(elev_deg) - air_mass(45.0)))
     rgb = tint * redden
     return rgb / rgb[1]

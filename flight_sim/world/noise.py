@@ -8,6 +8,8 @@ independent of which points happen to be asked about, or in which order.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 F32 = np.float32
@@ -27,10 +29,15 @@ def _mix(h: np.ndarray) -> np.ndarray:
     return h
 
 
+def _u32(a: np.ndarray) -> np.ndarray:
+    """The bits of a 32-bit integer array as uint32 (a view, no copy)."""
+    return a.view(U32) if a.dtype.itemsize == 4 and a.dtype.kind in "iu" else a.astype(np.int64).astype(U32)
+
+
 def hash2(ix: np.ndarray, iy: np.ndarray, seed: int | np.ndarray) -> np.ndarray:
     """uint32 hash of two integer lattice coordinates (int32 arrays) and a seed (int or uint32 array)."""
-    h = ix.astype(U32) * U32(0x8DA6B343)
-    h ^= iy.astype(U32) * U32(0xD8163841)
+    h = _u32(ix) * U32(0x8DA6B343)
+    h ^= _u32(iy) * U32(0xD8163841)
     if isinstance(seed, np.ndarray):
         h ^= seed.astype(U32, copy=False)
     else:
@@ -40,7 +47,7 @@ def hash2(ix: np.ndarray, iy: np.ndarray, seed: int | np.ndarray) -> np.ndarray:
 
 def hash1(ix: np.ndarray, seed: int) -> np.ndarray:
     """uint32 hash of one integer coordinate (int32 array) and a seed."""
-    h = ix.astype(U32) * U32(0x9E3779B1)
+    h = _u32(ix) * U32(0x9E3779B1)
     h ^= U32(seed & 0xFFFFFFFF)
     return _mix(h)
 
@@ -55,16 +62,66 @@ def high_u(h: np.ndarray) -> np.ndarray:
     return (h >> U32(8)).astype(F32) * INV_2_24
 
 
-def point_noise(east_m: np.ndarray, north_m: np.ndarray, seed: int) -> np.ndarray:
-    """Per-point uint32 hash of the position quantised to 0.1 mm: independent values for distinct pixels.
+NOISE_BASE_M = 1e-4  # the finest block of ground noise: 0.1 mm
+NOISE_MAX = F32(np.sqrt(6.0))  # largest |value| of a ground-noise channel (two uniforms of unit variance)
 
-    Sub-pixel features are summarised by their expected area share plus this noise, scaled by the
-    standard deviation a footprint's count of features has; points farther apart than 0.1 mm get
-    independent draws, as pixels whose footprints do not overlap should.
+
+class GroundNoise:
+    """Unit-variance noise anchored to the ground, in blocks about one footprint wide.
+
+    Sub-pixel features are summarised by their expected share plus noise with the spread a
+    footprint's count of features has. That noise must belong to the ground, not to the pixel: the
+    same ground seen in two frames (or by two overlapping footprints) shows the same texture. Each
+    point takes the hash of its block on two power-of-two lattices around its footprint (cells in
+    (w/2, w] and (w, 2w]) and mixes them with weights cos and sin of the footprint's position
+    between them, so the variance stays 1 and the texture changes smoothly with the footprint.
+    Each hash gives four channels (bytes); channels 4-7 come from a second mix of the same hashes.
     """
-    qx = np.floor(east_m * F32(1e4)).astype(np.int64).astype(np.int32)
-    qy = np.floor(north_m * F32(1e4)).astype(np.int64).astype(np.int32)
-    return hash2(qx, qy, seed)
+
+    def __init__(self, east_m: np.ndarray, north_m: np.ndarray, w: np.ndarray, seed: int) -> None:
+        w0, w1 = float(w.min()), float(w.max())
+        if w0 == w1:  # one footprint for all (a nadir frame): the levels are scalars
+            lv = np.float32(math.log2(w0 / NOISE_BASE_M))
+            level = np.floor(lv)
+            t = float(lv - level) * math.pi / 2.0
+            self.a = np.float32(math.cos(t))
+            self.b = np.float32(math.sin(t))
+        else:
+            lv = np.log2(w * F32(1.0 / NOISE_BASE_M))
+            level = np.floor(lv)
+            ta = (lv - level) * F32(np.pi / 2.0)
+            self.a = np.cos(ta)
+            self.b = np.sin(ta)
+        self.h = []
+        for k in (0, 1):
+            lk = level + F32(k)
+            inv = np.exp2(-lk) * F32(1.0 / NOISE_BASE_M)  # 1 / cell size
+            shift = lk * F32(0.3819660)  # each level's lattice offset from the others
+            ix = np.floor(east_m * inv + shift).astype(np.int32)
+            iy = np.floor(north_m * inv + shift).astype(np.int32)
+            salt = np.asarray(lk).astype(np.int32).view(U32) * U32(0x9E3779B1) ^ U32(seed & 0xFFFFFFFF)
+            self.h.append(hash2(ix, iy, salt if salt.ndim else int(salt)))
+        self._more: list[np.ndarray] | None = None
+
+    def channel(self, k: int) -> np.ndarray:
+        """Channel k (0-7): zero mean, unit variance, |value| <= sqrt(6)."""
+        if k < 4:
+            h0, h1 = self.h
+        else:
+            if self._more is None:
+                self._more = [_mix(h ^ U32(0x85EBCA6B)) for h in self.h]
+            h0, h1 = self._more
+        j = k % 4
+        return unit_noise(h0, j) * self.a + unit_noise(h1, j) * self.b
+
+    def take(self, idx: np.ndarray | slice) -> GroundNoise:
+        """The noise at a subset of the points."""
+        out = GroundNoise.__new__(GroundNoise)
+        out.a = self.a[idx] if np.ndim(self.a) else self.a
+        out.b = self.b[idx] if np.ndim(self.b) else self.b
+        out.h = [h[idx] for h in self.h]
+        out._more = None
+        return out
 
 
 def unit_noise(h: np.ndarray, k: int) -> np.ndarray:
@@ -78,14 +135,26 @@ def smoothstep(e0: float, e1: float, x: np.ndarray) -> np.ndarray:
     return t * t * (F32(3.0) - F32(2.0) * t)
 
 
+def _lattice_u(i: np.ndarray, j: np.ndarray | None, seed: int) -> np.ndarray:
+    """A cheap lattice hash as a uniform in [0, 1): enough mixing for smooth noise, half the cost of hash2."""
+    h = _u32(i) * U32(0x9E3779B1)
+    if j is not None:
+        h += _u32(j) * U32(0x85EBCA77)
+    h ^= U32(seed & 0xFFFFFFFF)
+    h ^= h >> U32(15)
+    h *= U32(0x2C1B3C6D)
+    h ^= h >> U32(12)
+    return (h >> U32(8)).astype(F32) * INV_2_24
+
+
 def value_noise1(x: np.ndarray, seed: int) -> np.ndarray:
     """Smooth 1-D value noise in [0, 1) with unit cell size (x in cells)."""
     fx = np.floor(x)
     i = fx.astype(np.int32)
     t = x - fx
     t = t * t * (F32(3.0) - F32(2.0) * t)
-    a = high_u(hash1(i, seed))
-    b = high_u(hash1(i + 1, seed))
+    a = _lattice_u(i, None, seed)
+    b = _lattice_u(i + 1, None, seed)
     return a + (b - a) * t
 
 
@@ -99,10 +168,12 @@ def value_noise2(x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
     ty = y - fy
     tx = tx * tx * (F32(3.0) - F32(2.0) * tx)
     ty = ty * ty * (F32(3.0) - F32(2.0) * ty)
-    a = high_u(hash2(i, j, seed))
-    b = high_u(hash2(i + 1, j, seed))
-    c = high_u(hash2(i, j + 1, seed))
-    d = high_u(hash2(i + 1, j + 1, seed))
+    i1 = i + 1
+    j1 = j + 1
+    a = _lattice_u(i, j, seed)
+    b = _lattice_u(i1, j, seed)
+    c = _lattice_u(i, j1, seed)
+    d = _lattice_u(i1, j1, seed)
     ab = a + (b - a) * tx
     cd = c + (d - c) * tx
     return ab + (cd - ab) * ty

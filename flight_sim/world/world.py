@@ -31,12 +31,15 @@ from flight_sim.world.canopy import LayerHit, LeafLayer, blend_to_mean
 from flight_sim.world.config import CropSection, LightSection
 from flight_sim.world.crops import GAP_REFLECTANCE, HEADLAND, crop_params, soil_reflectance
 from flight_sim.world.disease import MILDEW, N_SYMPTOMS, RUST, Lesions, PatchArrays, lesion_kinds
-from flight_sim.world.light import CLOUD_DIRECT, Clouds, Sun, encode, sun_at
-from flight_sim.world.noise import F32, U32, _mix, band_fraction, point_noise, smoothstep, unit_noise, value_noise1
+from flight_sim.world.light import CLOUD_DIRECT, Clouds, Sun, apply_haze, encode, sun_at
+from flight_sim.world.noise import F32, NOISE_MAX, GroundNoise, band_fraction, smoothstep, value_noise1
 from flight_sim.world.noise import value_noise2 as vnoise2
+
+__all__ = ["LABEL_OUTSIDE", "Shaded", "World", "apply_haze"]
 
 LABEL_OUTSIDE = 255
 MAX_ORTHO_PX = 40_000_000
+CHUNK = 32_768  # points shaded at a time (their temporaries fit the CPU's cache)
 ROW_IRREGULARITY = 0.2  # the canopy band's half-width varies by this share along the row
 ROW_SHADOW_DIRECT = 0.12  # direct light through the canopy onto the soil in its shadow (porous canopy)
 GAP_SKY = 0.35  # light reaching the deep canopy between leaves (sky, and light scattered by the leaves)
@@ -127,17 +130,35 @@ class World:
         """Area-averaged scene over square footprints of side `footprint_m` centred at (east_m, north_m).
 
         east/north: metres from the field's south-west corner (outside the rectangle: bare headland,
-        label LABEL_OUTSIDE); footprint_m: the side of the ground area one pixel integrates (the area
-        filter's width, at least 0.1 mm); t_s: flight time (the sun and clouds drift).
+        label LABEL_OUTSIDE; NaN, a ray that meets no ground: headland too); footprint_m: the side of
+        the ground area one pixel integrates (the area filter's width, at least 0.1 mm; a scalar or
+        one per point); t_s: flight time (the sun and clouds drift).
         """
         e = np.ascontiguousarray(east_m, dtype=np.float32).ravel()
         n = np.ascontiguousarray(north_m, dtype=np.float32).ravel()
-        w = np.maximum(np.broadcast_to(np.asarray(footprint_m, np.float32), e.shape).ravel(), F32(1e-4))
+        w = np.broadcast_to(np.asarray(footprint_m, np.float32), e.shape).ravel()
+        bad = ~(np.isfinite(e) & np.isfinite(n) & np.isfinite(w))
+        if bad.any():
+            # a ray that meets no ground (sky): shaded as headland far outside the field, label LABEL_OUTSIDE
+            e = np.where(bad, F32(-1000.0), e)
+            n = np.where(bad, F32(-1000.0), n)
+            w = np.where(bad, F32(1.0), w)
+        w = np.maximum(w, F32(1e-4))
+        if e.size == 0:
+            z = np.zeros(0, np.float32)
+            return Shaded(np.zeros((0, 3), np.float32), z, z.copy(), np.zeros(0, np.uint8))
+        if e.size <= CHUNK:
+            return self._shade(e, n, w, t_s)
+        # in cache-sized chunks: a frame's dozens of temporaries then stay in the CPU's cache
+        parts = [self._shade(e[i:i + CHUNK], n[i:i + CHUNK], w[i:i + CHUNK], t_s) for i in range(0, e.size, CHUNK)]
+        return Shaded(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("rgb", "leaf", "diseased", "labels")))
+
+    def _shade(self, e: np.ndarray, n: np.ndarray, w: np.ndarray, t_s: float) -> Shaded:
         sun = sun_at(self.light, t_s)
         inside = (e >= 0) & (e <= F32(self.width_m)) & (n >= 0) & (n <= F32(self.height_m))
         u = e * self._ca - n * self._sa  # across the rows
         v = e * self._sa + n * self._ca  # along the rows
-        pn = point_noise(e, n, self.seed)
+        pn = GroundNoise(e, n, w, self.seed)
         can = self._canopy(u, v, w, inside, sun.elev_deg, sun.azim_deg, pn)
         tex = self._soil_texture(e, n, u, v, w, pn)
         direct = F32(sun.direct_normal)
@@ -154,13 +175,16 @@ class World:
         sub = np.flatnonzero((inc > 0) & inside)
         if sub.size:
             sym = self._symptoms(sub, w, cls, inc, sev, pn, can)
-            diseased[sub] = leaf[sub] * sym.sum(axis=1)
+            full = sub.size == e.size
+            idx = slice(None) if full else sub
+            diseased[idx] = leaf[idx] * sym.sum(axis=1)
             dr = self._materials(self._sym_refl, sun.sun_rgb, sun.sky_rgb)
             # symptoms replace healthy leaf surface: their weights are the leaf's, times their shares
             wsym = np.empty((2 * N_SYMPTOMS, sub.size), np.float32)
-            wsym[0::2] = sym.T * wmat[0, sub]
-            wsym[1::2] = sym.T * wmat[1, sub]
-            lin[sub] += _mix_materials(wsym, dr - np.tile(rmat[0:2], (N_SYMPTOMS, 1)))
+            symt = np.ascontiguousarray(sym.T)
+            np.multiply(symt, wmat[0, idx], out=wsym[0::2])
+            np.multiply(symt, wmat[1, idx], out=wsym[1::2])
+            lin[idx] += _mix_materials(wsym, dr - np.tile(rmat[0:2], (N_SYMPTOMS, 1)))
         return Shaded(encode(lin), leaf, diseased, labels)
 
     @staticmethod
@@ -207,7 +231,7 @@ class World:
         return out
 
     def _canopy(self, u: np.ndarray, v: np.ndarray, w: np.ndarray, inside: np.ndarray, elev: float, sun_az: float,
-                pn: np.ndarray) -> _Canopy:
+                pn: GroundNoise) -> _Canopy:
         p = self.params
         s = p.row_spacing_m
         row_f = np.floor(u * F32(1.0 / s) + F32(0.5))
@@ -216,11 +240,11 @@ class World:
         alpha = la.alpha(w)
         mc = la.mean_cover
         sd = math.sqrt(mc * (1 - mc))
-        n0, n1, n2 = unit_noise(pn, 0), unit_noise(pn, 1), unit_noise(pn, 2)
+        n0, n1, n2 = pn.channel(0), pn.channel(1), pn.channel(2)
         if float(alpha.min()) >= 1.0:  # every pixel holds many leaves: their statistics only
             zero = np.zeros_like(w)
-            cover_a = np.clip(blend_to_mean(zero, mc, sd, la.leaf_area, w, alpha, n0), 0.0, 1.0)
-            cover_b = np.clip(blend_to_mean(zero, mc, sd, la.leaf_area, w, alpha, n1), 0.0, 1.0)
+            cover_a = np.clip(blend_to_mean(zero, mc, sd, la.leaf_dims, w, alpha, n0, 0.0, 1.0), 0.0, 1.0)
+            cover_b = np.clip(blend_to_mean(zero, mc, sd, la.leaf_dims, w, alpha, n1, 0.0, 1.0), 0.0, 1.0)
             dir_a, dif_a = self._tones(la, None, elev, sun_az, w, alpha, n2)
             dir_b, dif_b = self._tones(lb, None, elev, sun_az, w, alpha, n2)
             return _Canopy(fc, fs, cover_a, cover_b, alpha, dir_a, dif_a, dir_b, dif_b, None)
@@ -228,8 +252,8 @@ class World:
         row = row_f.astype(np.int32)
         ha = la.hit(x, v, row, w)
         hb = lb.hit(x, v, row, w)
-        cover_a = np.clip(blend_to_mean(ha.cover, mc, sd, la.leaf_area, w, alpha, n0), 0.0, 1.0)
-        cover_b = np.clip(blend_to_mean(hb.cover, mc, sd, la.leaf_area, w, alpha, n1), 0.0, 1.0)
+        cover_a = np.clip(blend_to_mean(ha.cover, mc, sd, la.leaf_dims, w, alpha, n0, 0.0, 1.0), 0.0, 1.0)
+        cover_b = np.clip(blend_to_mean(hb.cover, mc, sd, la.leaf_dims, w, alpha, n1, 0.0, 1.0), 0.0, 1.0)
         dir_a, dif_a = self._tones(la, ha.tone, elev, sun_az, w, alpha, n2)
         dir_b, dif_b = self._tones(lb, hb.tone, elev, sun_az, w, alpha, n2)
         return _Canopy(fc, fs, cover_a, cover_b, alpha, dir_a, dif_a, dir_b, dif_b, (ha, hb))
@@ -268,59 +292,72 @@ class World:
             s = np.take(st, tone)
             if not alpha.any():
                 return d, s
-        d = blend_to_mean(d, float(dt.mean()), float(dt.std()), layer.leaf_area, w, alpha, noise)
-        s = blend_to_mean(s, float(st.mean()), float(st.std()), layer.leaf_area, w, alpha, noise)
+        d = blend_to_mean(d, float(dt.mean()), float(dt.std()), layer.leaf_dims, w, alpha, noise)
+        s = blend_to_mean(s, float(st.mean()), float(st.std()), layer.leaf_dims, w, alpha, noise)
         return d, s
 
     def _soil_texture(self, e: np.ndarray, n: np.ndarray, u: np.ndarray, v: np.ndarray, w: np.ndarray,
-                      pn: np.ndarray) -> np.ndarray:
+                      pn: GroundNoise) -> np.ndarray:
         """Soil brightness: clods (drawn, or their mean and spread beyond their size) and field-scale moisture."""
         big = F32(1.0 - SOIL_FIELD_AMP) + F32(2.0 * SOIL_FIELD_AMP) * vnoise2(
             e * F32(1.0 / SOIL_FIELD_M), n * F32(1.0 / SOIL_FIELD_M), self.seed ^ 0x27D4EB2F)
         a = smoothstep(0.5 * SOIL_CLOD_M, 2.0 * SOIL_CLOD_M, w)
         sd = SOIL_CLOD_AMP * 2.0 * 0.2  # value noise's std is about 0.2 of its range
         if float(a.min()) >= 1.0:
-            clod = blend_to_mean(np.zeros_like(w), 1.0, sd, SOIL_CLOD_M**2, w, a, unit_noise(pn, 3))
+            clod = blend_to_mean(np.zeros_like(w), 1.0, sd, (SOIL_CLOD_M, SOIL_CLOD_M), w, a, pn.channel(3))
         else:
             c = vnoise2(u * F32(1.0 / SOIL_CLOD_M), v * F32(1.0 / SOIL_CLOD_M), self.seed ^ 0x165667B1)
             drawn = F32(1.0 - SOIL_CLOD_AMP) + F32(2.0 * SOIL_CLOD_AMP) * c
-            clod = blend_to_mean(drawn, 1.0, sd, SOIL_CLOD_M**2, w, a, unit_noise(pn, 3))
+            clod = blend_to_mean(drawn, 1.0, sd, (SOIL_CLOD_M, SOIL_CLOD_M), w, a, pn.channel(3))
         return big * clod
 
     def _symptoms(self, sub: np.ndarray, w: np.ndarray, cls: np.ndarray, inc: np.ndarray, sev: np.ndarray,
-                  pn: np.ndarray, can: _Canopy) -> np.ndarray:
+                  pn: GroundNoise, can: _Canopy) -> np.ndarray:
         """(len(sub), 4) symptom shares of the leaf area at the diseased points `sub`.
 
         Drawn leaves: the leaf covering most of the point (upper or lower layer) is infected or not by
         its own draw, and its lesions are drawn in its frame. Beyond a leaf's size: the infected share
         of the footprint's leaves, with a binomial spread.
         """
-        ws, inc_s, sev_s, alpha = w[sub], inc[sub], sev[sub], can.alpha[sub]
-        pn2 = _mix(pn[sub] ^ U32(0x85EBCA6B))
+        full = sub.size == w.size
+
+        def pick(a: np.ndarray) -> np.ndarray:
+            return a if full else a[sub]
+
+        ws, inc_s, sev_s, alpha = pick(w), pick(inc), pick(sev), pick(can.alpha)
+        pn2 = pn if full else pn.take(sub)
         la = self.layers[0]
-        spread = np.sqrt(inc_s * (F32(1.0) - inc_s) * F32(la.leaf_area)) / ws
-        stat = np.clip(inc_s + spread * unit_noise(pn2, 0), 0.0, 1.0)
+        lf, bf = la.leaf_dims
+        area = np.minimum(ws, F32(lf)) * np.minimum(ws, F32(bf)) * F32(math.pi / 4.0)
+        spread = np.sqrt(inc_s * (F32(1.0) - inc_s) * area) / ws
+        # narrowed where it would cross 0 or 1 (clipping would shift the mean)
+        np.minimum(spread, np.minimum(inc_s, F32(1.0) - inc_s) / NOISE_MAX, out=spread)
+        stat = np.clip(inc_s + spread * pn2.channel(4), 0.0, 1.0)
         frame = None
         if can.hits is None:
             f_inf = stat
         else:
             ha, hb = can.hits
-            ca, cb = ha.cover[sub], hb.cover[sub]
+            ca, cb = pick(ha.cover), pick(hb.cover)
             dom_a = ca >= cb * (F32(1.0) - ca)
-            cell = np.where(dom_a, ha.cell[sub], hb.cell[sub])
-            u_inf = np.where(dom_a, la.infect_u(cell), self.layers[1].infect_u(cell))
-            drawn = (u_inf < inc_s).astype(np.float32)
+            cell = np.where(dom_a, pick(ha.cell), pick(hb.cell))
+            drawn = (la.infect_u(cell) < inc_s).astype(np.float32)
             f_inf = drawn + alpha * (stat - drawn)
-            frame = (np.where(dom_a, ha.xl[sub], hb.xl[sub]), np.where(dom_a, ha.yl[sub], hb.yl[sub]),
-                     np.where(dom_a, ha.salt[sub], hb.salt[sub]))
+            frame = (np.where(dom_a, pick(ha.xl), pick(hb.xl)), np.where(dom_a, pick(ha.yl), pick(hb.yl)),
+                     np.where(dom_a, pick(ha.salt), pick(hb.salt)))
         out = np.zeros((sub.size, N_SYMPTOMS), np.float32)
-        lesion_noise = unit_noise(pn2, 1)
+        lesion_noise = pn2.channel(5)
+        cls_s = pick(cls)
+        live = f_inf > 0  # lesions only on the leaves that carry them
         for c in (RUST, MILDEW):
-            m = np.flatnonzero(cls[sub] == c)
-            if not m.size:
+            on = live & (cls_s == c)
+            if on.all():
+                out[:] = self.lesions[c].shares(frame, sev_s, ws, lesion_noise)
                 continue
-            fm = None if frame is None else tuple(a[m] for a in frame)
-            out[m] = self.lesions[c].shares(fm, sev_s[m], ws[m], lesion_noise[m])
+            m = np.flatnonzero(on)
+            if m.size:
+                fm = None if frame is None else (frame[0][m], frame[1][m], frame[2][m])
+                out[m] = self.lesions[c].shares(fm, sev_s[m], ws[m], lesion_noise[m])
         out *= f_inf[:, None]
         return out
 
@@ -334,7 +371,7 @@ class World:
         rgb = np.empty((h, wd, 3), np.uint8)
         labels = np.empty((h, wd), np.uint8)
         east = ((np.arange(wd) + 0.5) * m_per_px).astype(np.float32)
-        chunk = max(1, 262_144 // wd)
+        chunk = max(1, 524_288 // wd)
         for r0 in range(0, h, chunk):
             r1 = min(h, r0 + chunk)
             north = (self.height_m - (np.arange(r0, r1) + 0.5) * m_per_px).astype(np.float32)
