@@ -54,7 +54,7 @@ CROP_KINDS: tuple[str, ...] = ("wheat", "soybean", "cucurbit", "grapevine")
 FRAME_W, FRAME_H = 640, 480  # the default mission camera's output size
 GRID_ROWS, GRID_COLS = 3, 4  # the payload's default tile grid
 NOISE_SIGMA = 3.0  # read noise, 0-255 units (the default scenario camera's)
-JPEG_QUALITY = 90
+JPEG_QUALITY = 90  # the default scenario camera's
 PHYSICS_GSD_MM = 32.0  # at this resolution early disease must be invisible (docs/WORLD.md)
 PHYSICS_MAX_EXCESS = 0.5  # early recall minus healthy false alarms at >= PHYSICS_GSD_MM
 
@@ -182,26 +182,34 @@ def _world(disease: str, stage: str | None, crop: str, seed: int, half_m: float)
     return World(CropSection(kind=crop), LightSection(), patches, size, size, seed)
 
 
-def render_frame(world: Any, centre_e: float, centre_n: float, frame_gsd: float, rng: np.random.Generator,
-                 width: int = FRAME_W, height: int = FRAME_H) -> np.ndarray:
-    """What an ideal nadir camera (north up) sees: an even ground grid, read noise and a JPEG round trip.
+ORIGIN = (-35.363261, 149.165230, 584.0)  # where the test fields lie (any place on Earth would do)
 
-    Over flat ground a nadir pinhole camera samples the ground evenly, so the frame is the world
-    shaded on a regular grid whose pixel footprint is the GSD.
+
+def render_frame(world: Any, centre_e: float, centre_n: float, frame_gsd: float, seed: int,
+                 width: int = FRAME_W, height: int = FRAME_H) -> np.ndarray:
+    """The frame the mission camera would deliver: nadir, north up, at the height that gives `frame_gsd`.
+
+    It goes through the simulator's whole camera chain (flight_sim/render.py: per-pixel footprint,
+    the world's shading; flight_sim/camerafx.py: auto exposure and white balance, read noise) and the
+    stream's JPEG, so the tiles are what the payload would receive.
     """
     import cv2
 
-    g = frame_gsd / 1000.0
-    u = (np.arange(width) + 0.5 - width / 2) * g
-    v = (np.arange(height) + 0.5 - height / 2) * g
-    ee, nn = np.meshgrid(centre_e + u, centre_n - v)
-    shaded = world.shade(ee.ravel(), nn.ravel(), np.full(ee.size, g))
-    rgb = shaded.rgb.reshape(height, width, 3) + rng.normal(0.0, NOISE_SIGMA, (height, width, 3))
-    img = np.clip(np.round(rgb), 0, 255).astype(np.uint8)
-    ok, enc = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-    if not ok:
-        raise DetectabilityError("JPEG encoding of a rendered frame failed")
-    return cv2.imdecode(enc, cv2.IMREAD_COLOR)[..., ::-1].copy()
+    from flight_sim.camerafx import CameraEffects
+    from flight_sim.render import WorldRenderer
+    from flight_sim.stream import encode_jpeg
+    from payload.geo.camera import CameraModel
+    from payload.geo.frames import enu_to_geodetic
+    from payload.types import Pose
+
+    cam = CameraModel.from_hfov(width, height, 62.2)
+    agl = frame_gsd / 1000.0 * float(cam.K[0, 0])  # nadir pinhole over flat ground: GSD = h / f_px
+    fx = CameraEffects((height, width), NOISE_SIGMA, seed)
+    renderer = WorldRenderer(world, cam, *ORIGIN, fx=fx)
+    lat, lon, alt = enu_to_geodetic(centre_e, centre_n, agl, *ORIGIN)
+    img = renderer.render(Pose(float(lat), float(lon), float(alt), 0.0, 0.0, 0.0))
+    jpeg = np.frombuffer(encode_jpeg(img, JPEG_QUALITY), np.uint8)
+    return cv2.cvtColor(cv2.imdecode(jpeg, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def measure_cell(cell: Cell, classify: Classify, tiler: Any, model_px: int, frames: int, seed: int,
@@ -218,7 +226,7 @@ def measure_cell(cell: Cell, classify: Classify, tiler: Any, model_px: int, fram
         crop = crops[k % len(crops)]
         world = _world(cell.disease, cell.stage, crop, int(rng.integers(0, 2**31)), half)
         jitter = rng.uniform(-0.02, 0.02, 2) * half
-        img = render_frame(world, half + jitter[0], half + jitter[1], fg, rng)
+        img = render_frame(world, half + jitter[0], half + jitter[1], fg, int(rng.integers(0, 2**31)))
         _, batch = tiler.tiles(img)
         for label, flagged in classify(batch):
             counts["tiles"] += 1
