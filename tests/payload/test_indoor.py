@@ -19,10 +19,11 @@ import yaml
 from payload.cli import main as payload_main
 from payload.config import PayloadConfig, TelemetrySection
 from payload.errors import ConfigError
+from payload.files.jsonl import read_jsonl
 from payload.geo.camera import CameraModel
 from payload.geo.site import FLOOR, MISS, address, camera_rays_enu, intersect_faces, place_pixels, site_faces
 from payload.pipeline.geotag import GeotagHandler
-from payload.sinks.jsonl import iter_detections, read_jsonl
+from payload.sinks.jsonl import iter_detections
 from payload.sitefile import SiteLayout, load_site
 from payload.types import EstimatorHealth
 from payload.vehicle.poseinterp import AttitudeSample, EstimatorSample, LocalPositionSample, StateBuffer
