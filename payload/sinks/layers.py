@@ -212,6 +212,37 @@ def _footprint_ring(d: Mapping[str, Any]) -> list[tuple[float, float]] | None:
     return _ccw_ring([(float(lon), float(lat)) for lat, lon in fp])
 
 
+def _geojson_features(gj: FeatureStream, fpj: FeatureStream, d: Mapping[str, Any], props: dict[str, Any],
+                      ring: list[tuple[float, float]] | None, placed: bool) -> None:
+    """A sighting's point (null geometry when it could not be placed) and, when it has one, its footprint."""
+    geom = geojson.Point((d["lon"], d["lat"]), precision=COORD_DECIMALS) if placed else None
+    gj.add(geojson.Feature(geometry=geom, properties=props, id=d.get("id")))
+    if ring is not None:
+        fp_props = {k: props[k] for k in ("id", "label", "confidence", "trusted")}
+        poly = geojson.Polygon([ring], precision=COORD_DECIMALS)
+        fpj.add(geojson.Feature(geometry=poly, properties=fp_props, id=d.get("id")))
+
+
+def _kml_document(path: Path, parts: dict[str, IO[str]], labels: list[str]) -> None:
+    """detections.kml: the styles, then a folder per label (and the footprints) copied from its part file."""
+    with atomic_open(path) as f:
+        k = Kml(f)
+        k.begin_document("cropscout detections")
+        _kml_styles(k, [*(_colour_for(lab, labels) for lab in labels), UNTRUSTED_COLOUR])
+        for name, part in parts.items():
+            is_fp = name == "\0footprints"
+            k.start("Folder")
+            k.leaf("name", "footprints" if is_fp else name)
+            if is_fp:
+                k.leaf("visibility", "0")
+            part.flush()
+            part.seek(0)
+            shutil.copyfileobj(part, f)
+            k.end("Folder")
+        k.end_document()
+        f.write("\n")
+
+
 def _write_detection_layers(out: Path, records: RecordSource, scan: RecordScan, formats: Sequence[str]) -> list[Path]:
     """One pass over the records writing every detection layer, feature by feature.
 
@@ -245,12 +276,7 @@ def _write_detection_layers(out: Path, records: RecordSource, scan: RecordScan, 
             ring = _footprint_ring(d)
             placed = d.get("lat") is not None and d.get("lon") is not None
             if gj is not None and fpj is not None:
-                geom = geojson.Point((d["lon"], d["lat"]), precision=COORD_DECIMALS) if placed else None
-                gj.add(geojson.Feature(geometry=geom, properties=props, id=d.get("id")))
-                if ring is not None:
-                    fp_props = {k: props[k] for k in ("id", "label", "confidence", "trusted")}
-                    poly = geojson.Polygon([ring], precision=COORD_DECIMALS)
-                    fpj.add(geojson.Feature(geometry=poly, properties=fp_props, id=d.get("id")))
+                _geojson_features(gj, fpj, d, props, ring, placed)
             if csv_f is not None:
                 csv_w.writerow({k: ("" if v is None else v) for k, v in props.items()})
             if want_kml and placed:
@@ -263,22 +289,7 @@ def _write_detection_layers(out: Path, records: RecordSource, scan: RecordScan, 
             gj.close()
             fpj.close()
         if want_kml:
-            with atomic_open(out / "detections.kml") as f:
-                k = Kml(f)
-                k.begin_document("cropscout detections")
-                _kml_styles(k, [*(_colour_for(lab, labels) for lab in labels), UNTRUSTED_COLOUR])
-                for name, part in parts.items():
-                    is_fp = name == "\0footprints"
-                    k.start("Folder")
-                    k.leaf("name", "footprints" if is_fp else name)
-                    if is_fp:
-                        k.leaf("visibility", "0")
-                    part.flush()
-                    part.seek(0)
-                    shutil.copyfileobj(part, f)
-                    k.end("Folder")
-                k.end_document()
-                f.write("\n")
+            _kml_document(out / "detections.kml", parts, labels)
             written.append(out / "detections.kml")
     if want_geojson:
         written[:0] = [out / "detections.geojson", out / "footprints.geojson"]
