@@ -1,6 +1,6 @@
 """mosaic.tif / mosaic.png / mosaic.json: the flight's own frames as a georeferenced picture of the field.
 
-The sink sees each frame's pixels with its look record (`write_look(look, result)`), takes every
+The sink sees each frame's pixels with its look record (`on_look(look, result)`), takes every
 `mosaic.every_n_frames`-th trusted look and composites it (payload/geo/mosaic.py). Memory is bounded
 whatever the area flown: at most `mosaic.max_tiles_in_memory` 256x256 tiles (256 KiB each) stay in
 memory, colder tiles are written to `.mosaic_tiles/` beside the outputs and read back when a later
