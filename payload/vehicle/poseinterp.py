@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
+from typing import Any
 
 from payload.geo.frames import enu_to_geodetic
 from payload.types import EstimatorHealth, Pose, PoseEstimate
@@ -208,26 +209,11 @@ class StateBuffer:
         if not pos or not att:
             return None
         p, p_age, extrapolated = interpolate_position(pos, t_boot_s, self.gps_lag_s)
-        a, a_age = interpolate_attitude(att, t_boot_s)
-        fix = latest_at(gps, t_boot_s)
-        g = latest_at(gimbal, t_boot_s)
         # the ground under the vehicle: home altitude when the autopilot told us, else what
         # GLOBAL_POSITION_INT implies (alt MSL - height above home)
         ground = home_alt if home_alt is not None else p.alt_m - p.relative_alt_m
-        return PoseEstimate(
-            pose=Pose(p.lat_deg, p.lon_deg, p.alt_m, a.roll, a.pitch, a.yaw),
-            t_boot_s=t_boot_s,
-            age_s=max(p_age, a_age),
-            position_age_s=p_age,
-            attitude_age_s=a_age,
-            extrapolated=extrapolated or t_boot_s > att[-1].t_boot_s,
-            relative_alt_m=p.relative_alt_m,
-            home_alt_m=ground,
-            fix_type=None if fix is None else fix.fix_type,
-            hdop=None if fix is None else fix.hdop,
-            satellites=None if fix is None else fix.satellites,
-            gimbal_rpy_deg=None if g is None else (g.roll_deg, g.pitch_deg, g.yaw_deg),
-        )
+        return _estimate(t_boot_s, (p.lat_deg, p.lon_deg, p.alt_m), p_age, extrapolated, att, gps, gimbal,
+                         p.relative_alt_m, ground)
 
     def _local_state_at_boot(self, t_boot_s: float) -> PoseEstimate | None:
         """The state from LOCAL_POSITION_NED and ATTITUDE: metres in the local frame, lat/lon only with an origin.
@@ -245,9 +231,6 @@ class StateBuffer:
         if not loc or not att:
             return None
         p, _v, p_age, extrapolated = interpolate_local(loc, t_boot_s)
-        a, a_age = interpolate_attitude(att, t_boot_s)
-        fix = latest_at(gps, t_boot_s)
-        g = latest_at(gimbal, t_boot_s)
         h = latest_at(est, t_boot_s)
         e, n, u = (float(x) for x in p)
         if origin is not None:
@@ -256,24 +239,9 @@ class StateBuffer:
         else:
             lat = lon = alt = math.nan
             home_alt = math.nan
-        return PoseEstimate(
-            pose=Pose(lat, lon, alt, a.roll, a.pitch, a.yaw),
-            t_boot_s=t_boot_s,
-            age_s=max(p_age, a_age),
-            position_age_s=p_age,
-            attitude_age_s=a_age,
-            extrapolated=extrapolated or t_boot_s > att[-1].t_boot_s,
-            relative_alt_m=u,
-            home_alt_m=home_alt,
-            fix_type=None if fix is None else fix.fix_type,
-            hdop=None if fix is None else fix.hdop,
-            satellites=None if fix is None else fix.satellites,
-            gimbal_rpy_deg=None if g is None else (g.roll_deg, g.pitch_deg, g.yaw_deg),
-            frame=self.frame_name,
-            enu_m=(e, n, u),
-            origin=origin,
-            estimator=None if h is None else h.health,
-        )
+        return _estimate(t_boot_s, (lat, lon, alt), p_age, extrapolated, att, gps, gimbal, u, home_alt,
+                         frame=self.frame_name, enu_m=(e, n, u), origin=origin,
+                         estimator=None if h is None else h.health)
 
     def state_at(self, t_mono: float) -> PoseEstimate | None:
         """The state at companion time `t_mono` (time.monotonic), or None before any telemetry."""
@@ -281,3 +249,27 @@ class StateBuffer:
         if t_boot is None:
             return None
         return self.state_at_boot(t_boot)
+
+
+def _estimate(t_boot_s: float, lla: tuple[float, float, float], p_age: float, extrapolated: bool,
+              att: list[AttitudeSample], gps: list[GpsSample], gimbal: list[GimbalSample], relative_alt_m: float,
+              home_alt_m: float, **local: Any) -> PoseEstimate:
+    """A PoseEstimate from an interpolated position (global or local) and the attitude, fix and gimbal then."""
+    a, a_age = interpolate_attitude(att, t_boot_s)
+    fix = latest_at(gps, t_boot_s)
+    g = latest_at(gimbal, t_boot_s)
+    return PoseEstimate(
+        pose=Pose(*lla, a.roll, a.pitch, a.yaw),
+        t_boot_s=t_boot_s,
+        age_s=max(p_age, a_age),
+        position_age_s=p_age,
+        attitude_age_s=a_age,
+        extrapolated=extrapolated or t_boot_s > att[-1].t_boot_s,
+        relative_alt_m=relative_alt_m,
+        home_alt_m=home_alt_m,
+        fix_type=None if fix is None else fix.fix_type,
+        hdop=None if fix is None else fix.hdop,
+        satellites=None if fix is None else fix.satellites,
+        gimbal_rpy_deg=None if g is None else (g.roll_deg, g.pitch_deg, g.yaw_deg),
+        **local,
+    )
