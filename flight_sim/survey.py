@@ -14,6 +14,8 @@ reading it back gives identical events.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -119,10 +121,63 @@ def _gauss_markov(n: int, dt: float, sigma: float, tau: float, rng: np.random.Ge
     return out
 
 
+@dataclass
+class _Flight:
+    """The true motion at TRUTH_HZ and the moments the vehicle arms, reaches altitude, starts landing, lands."""
+
+    t: np.ndarray
+    en: np.ndarray
+    up: np.ndarray
+    vel: np.ndarray
+    vup: np.ndarray
+    roll: np.ndarray
+    pitch: np.ndarray
+    yaw: np.ndarray
+    t_arm: float
+    t_auto: float
+    t_land: float
+    t_disarm: float
+
+    def at(self, x: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        return np.interp(ts, self.t, x)
+
+
+_Add = Callable[[float, int, str, dict[str, Any]], None]
+
+
 def survey_timeline(s: Scenario) -> Timeline:
     """The whole survey flight of a scenario as a Timeline (deterministic for the scenario's seed)."""
     rng = np.random.default_rng(s.seed)
     fl, o = s.flight, s.origin
+    f = _flight(s, rng)
+    truth = PoseTrack(f.t, *(np.asarray(x) for x in enu_to_geodetic(f.en[:, 0], f.en[:, 1], f.up, o.lat, o.lon,
+                                                                    o.alt)), f.roll, f.pitch, f.yaw)
+    events: list[tuple[float, int, str, dict[str, Any]]] = []
+
+    def add(ts: float, order: int, name: str, fields: dict[str, Any]) -> None:
+        events.append((round(float(ts), 6), order, name, mav.roundtrip(name, fields)))
+
+    tt, ekf = _telemetry_events(s, f, rng, add)
+    _gps_events(s, f, rng, tt, ekf, add)
+    _status_events(s, f, add)
+    events.sort(key=lambda x: (x[0], x[1]))
+    return Timeline(
+        events=[Event(ts, name, fields) for ts, _, name, fields in events],
+        params=_params(fl),
+        sysid=1,
+        compid=1,
+        vehicle_type=COPTER,
+        autopilot=ARDUPILOT,
+        truth=truth,
+        source=f"survey (seed {s.seed})",
+        t0_unix=T0_UNIX,
+        notes=_notes(s, f),
+    )
+
+
+def _flight(s: Scenario, rng: np.random.Generator) -> _Flight:
+    """Take-off, the survey legs with a hover at each stop, landing; smoothed, with attitude from the motion."""
+    fl = s.flight
     dt = 1.0 / TRUTH_HZ
     pause = np.zeros((int(1.5 * TRUTH_HZ), 2))  # hover at each stop while the nose swings round
     pieces: list[np.ndarray] = []
@@ -136,38 +191,32 @@ def survey_timeline(s: Scenario) -> Timeline:
     n_climb = int(math.ceil(fl.altitude_m / fl.climb_rate_mps * TRUTH_HZ)) + 1
     climb = np.linspace(0.0, fl.altitude_m, n_climb)
     settle = int(2.0 * TRUTH_HZ)  # hover before and after the survey: longer than the smoothing reach
-    up = np.concatenate(
-        [
-            np.zeros(n_ground),
-            climb,
-            np.full(settle + len(horiz) + settle, fl.altitude_m),
-            climb[::-1],
-            np.zeros(n_ground),
-        ]
-    )
-    en = np.concatenate(
-        [
-            np.zeros((n_ground + n_climb + settle, 2)),
-            horiz,
-            np.zeros((settle + n_climb + n_ground, 2)),
-        ]
-    )
-    n = len(up)
-    t = np.arange(n) * dt
+    up = np.concatenate([np.zeros(n_ground), climb, np.full(settle + len(horiz) + settle, fl.altitude_m),
+                         climb[::-1], np.zeros(n_ground)])
+    en = np.concatenate([np.zeros((n_ground + n_climb + settle, 2)), horiz,
+                         np.zeros((settle + n_climb + n_ground, 2))])
+    t = np.arange(len(up)) * dt
     sig = SMOOTH_S * TRUTH_HZ
     en = _smooth(en, sig)
     up = np.maximum(_smooth(up, sig), 0.0)
     vel = np.gradient(en, dt, axis=0)
-    acc = np.gradient(vel, dt, axis=0)
-    vup = np.gradient(up, dt)
-    speed = np.hypot(vel[:, 0], vel[:, 1])
+    roll, pitch, yaw = _attitude(vel, up, dt, sig, rng)
+    t_land = (n_ground + n_climb + settle + len(horiz) + settle) * dt
+    return _Flight(t, en, up, vel, np.gradient(up, dt), roll, pitch, yaw, t_arm=GROUND_S * 0.5,
+                   t_auto=(n_ground + n_climb) * dt, t_land=t_land, t_disarm=t_land + n_climb * dt + 0.5)
 
-    # yaw: the course while moving, held while hovering (initially towards the first leg)
+
+def _attitude(vel: np.ndarray, up: np.ndarray, dt: float, sig: float,
+              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Roll, pitch, yaw: the course while moving (held while hovering), tilted to push against drag and to turn."""
+    n = len(up)
+    acc = np.gradient(vel, dt, axis=0)
+    speed = np.hypot(vel[:, 0], vel[:, 1])
     course = np.arctan2(vel[:, 0], vel[:, 1])
     moving = speed > 0.3
     first_move = int(np.argmax(moving)) if moving.any() else 0
     yaw = np.empty(n)
-    last = course[first_move]
+    last = course[first_move]  # initially towards the first leg
     for i in range(n):
         if moving[i]:
             last = course[i]
@@ -182,37 +231,26 @@ def survey_timeline(s: Scenario) -> Timeline:
     pitch = -np.arctan2((push * fwd).sum(1), G) + airborne * _gauss_markov(n, dt, wobble, 1.0, rng)
     roll = np.arctan2((push * right).sum(1), G) * np.cos(pitch) + airborne * _gauss_markov(n, dt, wobble, 1.0, rng)
     yaw = (yaw + airborne * _gauss_markov(n, dt, wobble / 2, 2.0, rng) + np.pi) % (2 * np.pi) - np.pi
-    lat, lon, alt = enu_to_geodetic(en[:, 0], en[:, 1], up, o.lat, o.lon, o.alt)
-    truth = PoseTrack(t, np.asarray(lat), np.asarray(lon), np.asarray(alt), roll, pitch, yaw)
+    return roll, pitch, yaw
 
-    # the moments the vehicle arms, reaches altitude, starts landing, lands
-    t_arm = GROUND_S * 0.5
-    t_auto = (n_ground + n_climb) * dt
-    t_land = (n_ground + n_climb + settle + len(horiz) + settle) * dt
-    t_disarm = t_land + n_climb * dt + 0.5
 
-    def interp(x: np.ndarray, ts: np.ndarray) -> np.ndarray:
-        return np.interp(ts, t, x)
-
-    events: list[tuple[float, int, str, dict[str, Any]]] = []
-
-    def add(ts: float, order: int, name: str, fields: dict[str, Any]) -> None:
-        events.append((round(float(ts), 6), order, name, mav.roundtrip(name, fields)))
-
-    end = float(t[-1])
-    # telemetry: EKF position with a wandering error, attitude, HUD
+def _telemetry_events(s: Scenario, f: _Flight, rng: np.random.Generator,
+                      add: _Add) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """EKF position with a wandering error, attitude, HUD; returns their times and the EKF's error (e, n, u)."""
+    fl, o = s.flight, s.origin
+    dt = 1.0 / TRUTH_HZ
+    end = float(f.t[-1])
     tt = np.arange(0.0, end + 1e-9, 1.0 / fl.telemetry_rate_hz)
     ekf_e = _gauss_markov(len(tt), 1 / fl.telemetry_rate_hz, fl.position_error_m, 20.0, rng)
     ekf_n = _gauss_markov(len(tt), 1 / fl.telemetry_rate_hz, fl.position_error_m, 20.0, rng)
     ekf_u = _gauss_markov(len(tt), 1 / fl.telemetry_rate_hz, fl.position_error_m * 1.5, 20.0, rng)
-    e_t, n_t, u_t = interp(en[:, 0], tt), interp(en[:, 1], tt), interp(up, tt)
+    e_t, n_t, u_t = f.at(f.en[:, 0], tt), f.at(f.en[:, 1], tt), f.at(f.up, tt)
     elat, elon, ealt = enu_to_geodetic(e_t + ekf_e, n_t + ekf_n, u_t + ekf_u, o.lat, o.lon, o.alt)
-    ve, vn, vu = interp(vel[:, 0], tt), interp(vel[:, 1], tt), interp(vup, tt)
-    r_t = interp(np.unwrap(roll), tt)
-    p_t = interp(np.unwrap(pitch), tt)
-    y_un = np.unwrap(yaw)
-    y_t = (interp(y_un, tt) + np.pi) % (2 * np.pi) - np.pi
-    rr, pr, yr = (interp(np.gradient(np.unwrap(a), dt), tt) for a in (roll, pitch, yaw))
+    ve, vn, vu = f.at(f.vel[:, 0], tt), f.at(f.vel[:, 1], tt), f.at(f.vup, tt)
+    r_t = f.at(np.unwrap(f.roll), tt)
+    p_t = f.at(np.unwrap(f.pitch), tt)
+    y_t = (f.at(np.unwrap(f.yaw), tt) + np.pi) % (2 * np.pi) - np.pi
+    rr, pr, yr = (f.at(np.gradient(np.unwrap(a), dt), tt) for a in (f.roll, f.pitch, f.yaw))
     for k, ts in enumerate(tt):
         boot = BOOT_MS + int(round(ts * 1000))
         hdg = math.degrees(y_t[k]) % 360.0
@@ -232,14 +270,21 @@ def survey_timeline(s: Scenario) -> Timeline:
             "throttle": int(np.clip(45 + 8 * vu[k] + 2 * gs, 0, 100)) if u_t[k] > 0.05 else 0,
             "alt": ealt[k], "climb": vu[k],
         })  # fmt: skip
-    # raw GPS: the EKF's error plus white noise, at the GPS rate
-    tg = np.arange(0.0, end + 1e-9, 1.0 / fl.gps_rate_hz)
+    return tt, (ekf_e, ekf_n, ekf_u)
+
+
+def _gps_events(s: Scenario, f: _Flight, rng: np.random.Generator, tt: np.ndarray,
+                ekf: tuple[np.ndarray, np.ndarray, np.ndarray], add: _Add) -> None:
+    """Raw GPS: the EKF's error plus white noise, at the GPS rate."""
+    fl, o = s.flight, s.origin
+    ekf_e, ekf_n, ekf_u = ekf
+    tg = np.arange(0.0, float(f.t[-1]) + 1e-9, 1.0 / fl.gps_rate_hz)
     ge = np.interp(tg, tt, ekf_e) + rng.normal(0, fl.gps_noise_m, len(tg))
     gn = np.interp(tg, tt, ekf_n) + rng.normal(0, fl.gps_noise_m, len(tg))
     gu = np.interp(tg, tt, ekf_u) + rng.normal(0, fl.gps_noise_m * 1.5, len(tg))
-    glat, glon, galt = enu_to_geodetic(interp(en[:, 0], tg) + ge, interp(en[:, 1], tg) + gn,
-                                            interp(up, tg) + gu, o.lat, o.lon, o.alt)  # fmt: skip
-    gve, gvn = interp(vel[:, 0], tg), interp(vel[:, 1], tg)
+    glat, glon, galt = enu_to_geodetic(f.at(f.en[:, 0], tg) + ge, f.at(f.en[:, 1], tg) + gn,
+                                       f.at(f.up, tg) + gu, o.lat, o.lon, o.alt)
+    gve, gvn = f.at(f.vel[:, 0], tg), f.at(f.vel[:, 1], tg)
     for k, ts in enumerate(tg):
         gs = math.hypot(gve[k], gvn[k])
         add(ts, 1, "GPS_RAW_INT", {
@@ -249,10 +294,14 @@ def survey_timeline(s: Scenario) -> Timeline:
             "cog": int(round(math.degrees(math.atan2(gve[k], gvn[k])) % 360 * 100)) % 36000 if gs > 0.3 else 0,
             "satellites_visible": 12,
         })  # fmt: skip
-    # 1 Hz: heartbeat, system time, home
-    for ts in np.arange(0.0, end + 1e-9, 1.0):
-        armed = t_arm <= ts < t_disarm
-        mode = GUIDED if ts < t_auto else AUTO if ts < t_land else LAND
+
+
+def _status_events(s: Scenario, f: _Flight, add: _Add) -> None:
+    """1 Hz: heartbeat (armed, mode), system time; home every 5 s."""
+    o = s.origin
+    for ts in np.arange(0.0, float(f.t[-1]) + 1e-9, 1.0):
+        armed = f.t_arm <= ts < f.t_disarm
+        mode = GUIDED if ts < f.t_auto else AUTO if ts < f.t_land else LAND
         add(ts, 0, "HEARTBEAT", {
             "type": COPTER, "autopilot": ARDUPILOT, "base_mode": 81 | (128 if armed else 0),
             "custom_mode": mode, "system_status": 4 if armed else 3, "mavlink_version": 3,
@@ -264,18 +313,24 @@ def survey_timeline(s: Scenario) -> Timeline:
                 "latitude": int(round(o.lat * 1e7)), "longitude": int(round(o.lon * 1e7)),
                 "altitude": int(round(o.alt * 1000)), "q": [1.0, 0.0, 0.0, 0.0],
             })  # fmt: skip
-    events.sort(key=lambda x: (x[0], x[1]))
+
+
+def _params(fl: Any) -> list[Param]:
     params = default_params(1, COPTER) + [
         Param("WPNAV_SPEED_UP", fl.climb_rate_mps * 100, 9),
         Param("SURVEY_ALT", fl.altitude_m, 9),
     ]
     params = [Param(p.name, fl.speed_mps * 100, p.type) if p.name == "WPNAV_SPEED" else p for p in params]
-    params = [Param(p.name, float(np.float32(p.value)), p.type) for p in params]
+    return [Param(p.name, float(np.float32(p.value)), p.type) for p in params]
+
+
+def _notes(s: Scenario, f: _Flight) -> list[str]:
+    fl = s.flight
     legs = survey_lines(s)
     note = (
         f"lawnmower survey: {len(legs)} legs {legs[1][0] - legs[0][0] if len(legs) > 1 else 0:.1f} m apart at "
-        f"{fl.altitude_m} m and {fl.speed_mps} m/s; airborne {t_arm:.0f}-{t_disarm:.0f} s, survey (AUTO) "
-        f"{t_auto:.0f}-{t_land:.0f} s"
+        f"{fl.altitude_m} m and {fl.speed_mps} m/s; airborne {f.t_arm:.0f}-{f.t_disarm:.0f} s, survey (AUTO) "
+        f"{f.t_auto:.0f}-{f.t_land:.0f} s"
     )
     notes = [note]
     footprint_w = 2 * fl.altitude_m * math.tan(math.radians(s.camera.hfov_deg) / 2)
@@ -284,15 +339,4 @@ def survey_timeline(s: Scenario) -> Timeline:
             f"line spacing {legs[1][0] - legs[0][0]:.1f} m is wider than the camera footprint "
             f"({footprint_w:.1f} m): strips between the legs are never seen"
         )
-    return Timeline(
-        events=[Event(ts, name, f) for ts, _, name, f in events],
-        params=params,
-        sysid=1,
-        compid=1,
-        vehicle_type=COPTER,
-        autopilot=ARDUPILOT,
-        truth=truth,
-        source=f"survey (seed {s.seed})",
-        t0_unix=T0_UNIX,
-        notes=notes,
-    )
+    return notes

@@ -98,18 +98,8 @@ class _Records:
             i = end
 
 
-def read_tlog(
-    path: str | Path,
-    sysid: int | None = None,
-) -> Timeline:
-    """Read a tlog into the timeline of one autopilot (default: the first autopilot heard).
-
-    Raises TlogError naming the file and the fix for: a missing file, a file that is not a tlog,
-    no autopilot (or not the requested one), and no position/attitude/GPS messages from it. A file
-    cut short mid-record (a recorder stopped abruptly; the reference copter log is one) is replayed
-    up to the cut with a note; when the part before the cut is unusable the error says it is truncated.
-    """
-    p = Path(path)
+def _read_tlog_bytes(p: Path) -> bytes:
+    """The file's bytes, once it is known to be a tlog (TlogError naming the file and the fix otherwise)."""
     if not p.is_file():
         raise TlogError(f"{p}: file not found; pass the path of a telemetry log (.tlog)")
     data = p.read_bytes()
@@ -123,7 +113,22 @@ def read_tlog(
             f"{p}: not a telemetry log: a tlog starts with an 8-byte timestamp followed by a MAVLink "
             "packet (0xFE or 0xFD); pass a .tlog recorded by a ground station"
         )
+    return data
 
+
+def read_tlog(
+    path: str | Path,
+    sysid: int | None = None,
+) -> Timeline:
+    """Read a tlog into the timeline of one autopilot (default: the first autopilot heard).
+
+    Raises TlogError naming the file and the fix for: a missing file, a file that is not a tlog,
+    no autopilot (or not the requested one), and no position/attitude/GPS messages from it. A file
+    cut short mid-record (a recorder stopped abruptly; the reference copter log is one) is replayed
+    up to the cut with a note; when the part before the cut is unusable the error says it is truncated.
+    """
+    p = Path(path)
+    data = _read_tlog_bytes(p)
     parser = mav2.MAVLink(None)
     records = _Records(data)
     decoded: list[tuple[float, Any]] = []

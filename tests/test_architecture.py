@@ -2,13 +2,16 @@
 
 - payload imports nothing from compile, flight_sim or tools (the drone installs none of them);
 - inside payload, imports between rooms run one way, down the ROOMS order below;
-- compile and flight_sim import only payload's public contract modules (CONTRACT_MODULES).
+- compile and flight_sim import only payload's public contract modules (CONTRACT_MODULES);
+- no two payload modules import each other, directly or round a circle;
+- no module imports another module's private (underscored) names.
 Every `import` and `from ... import` counts, including ones inside functions.
 """
 
 from __future__ import annotations
 
 import ast
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -17,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Lowest first: a room may import from itself and from rooms listed before it, never after.
 # "core" is payload's top-level modules that every room may use; "entry" is the command line.
-ROOMS = ("core", "backends", "config", "geo", "grower", "vehicle", "capture", "sinks", "report", "ops", "pipeline",
-         "entry")
+ROOMS = ("core", "files", "backends", "config", "geo", "grower", "vehicle", "capture", "sinks", "report", "ops",
+         "pipeline", "entry")
 CORE = {"errors", "types", "configio", "bundle", "keyfile", "logsetup", "cliutil", "sitefile", "demfile"}
 ENTRY = {"cli", "__main__", "__init__"}
 
@@ -165,3 +168,77 @@ def test_importing_the_simulator_loads_nothing_of_compile() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+
+
+def _payload_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = defaultdict(set)
+    for name, p in module_files("payload"):
+        me = name.removesuffix(".__init__")
+        for _line, mod in imports_of(p, _package_of(name, p)):
+            if mod.split(".")[0] == "payload" and mod != me and _is_module(mod):
+                graph[me].add(mod)
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph.get(root, ()))))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            v, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph.get(child, ())))))
+                elif child in on_stack:
+                    low[v] = min(low[v], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                comp = []
+                while True:
+                    w = stack.pop()
+                    on_stack.discard(w)
+                    comp.append(w)
+                    if w == v:
+                        break
+                if len(comp) > 1:
+                    out.append(sorted(comp))
+    return out
+
+
+def test_payload_has_no_import_cycle() -> None:
+    """Every import counts, late ones inside functions too: a circle is a design knot, wherever it is tied."""
+    cycles = import_cycles(_payload_graph())
+    assert not cycles, "import circles:\n" + "\n".join(" <-> ".join(c) for c in cycles)
+
+
+def test_the_cycle_check_sees_a_cycle() -> None:
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    bad = []
+    for _name, p in module_files("payload"):
+        tree = ast.parse(p.read_text(encoding="utf-8"), str(p))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("payload"):
+                bad += [f"{p.relative_to(ROOT)}:{node.lineno} imports {node.module}.{a.name}"
+                        for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not bad, "\n".join(bad)

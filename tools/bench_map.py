@@ -157,7 +157,7 @@ def noisy_field_figures(n_frames: int = 1500, rate: float = 0.10) -> dict:
     zone snapshot the alerts and layers read (WGS84 polygons); its cost grows with the zones. The
     share is the writer's time spent on cuts at 5 fps.
     """
-    from payload.sinks.maplayers import zone_features
+    from payload.geo.diseasemap import zone_features
 
     dm = DiseaseMap(default_sensor_model("healthy", LABELS), MapSection(), ORIGIN)
     for rec in _noisy_looks(n_frames, rate):

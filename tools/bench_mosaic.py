@@ -75,13 +75,13 @@ def run(side_m: float, cfg: MosaicSection, out_dir: Path) -> dict:
                 "tiles": [{"footprint": f} for f in fps]}
         result = FrameResult(Frame(bank[i % 4], i, i / 5.0, 1.7e9 + i / 5.0), tiles, 1.0, "cpu", i / 5.0)
         t0 = time.perf_counter()
-        sink.write_look(look, result)
+        sink.on_look(look, result)
         if (i % cfg.every_n_frames) == 0:
             times.append(time.perf_counter() - t0)
     flying_peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.reset_peak()
     t_close = time.perf_counter()
-    sink.close()
+    sink.on_close()
     close_s = time.perf_counter() - t_close
     closing_peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()

@@ -46,7 +46,8 @@ from payload.pipeline.scheduler import Pipeline
 from payload.pipeline.tiling import Tiler
 from payload.sinks.records import JsonlRecordHandler
 from payload.types import Frame
-from payload.vehicle.poseinterp import AttitudeSample, GpsSample, PositionSample, StateBuffer
+from payload.vehicle.poseinterp import StateBuffer
+from payload.vehicle.samples import AttitudeSample, GpsSample, PositionSample
 
 HOME = (52.2053, 0.1218, 12.0)
 RSS_LIMIT_MB = 5.0

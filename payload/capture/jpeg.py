@@ -74,18 +74,46 @@ def inspect_jpeg(data: bytes) -> JpegLayout:
     every component to full precision (cut between two scans it is otherwise a valid, blurrier image).
     A thumbnail's markers inside an APP segment are skipped, not mistaken for the image's.
     """
-    n = len(data)
-    if n < 4 or data[0] != 0xFF or data[1] != 0xD8:
+    if len(data) < 4 or data[0] != 0xFF or data[1] != 0xD8:
         raise UnreadableFrameError("not a JPEG (no start-of-image marker FF D8)")
-    buf = np.frombuffer(data, np.uint8)
-    codes: np.ndarray | None = None  # marker bytes after every FF of the image data (stuffed FF 00 excluded)
-    offsets: np.ndarray | None = None
-    ends: np.ndarray | None = None  # indices into `codes` of markers other than RST0-7
-    comps: dict[int, tuple[int, int]] = {}
-    sof = width = height = interval = scans = 0
-    precision: dict[int, np.ndarray] = {}
+    walk = _JpegWalk(data)
     pos = 2
     while True:
+        ff, at, marker, pos = walk.next_marker(pos)
+        if marker == 0xD9:
+            return walk.finish(ff)
+        if marker == 0xD8:
+            raise UnreadableFrameError("a second start-of-image marker inside the image (two frames run together)")
+        if marker in (0x00, 0x01) or 0xD0 <= marker <= 0xD7:
+            continue  # no length: stuffing, TEM, a stray restart marker
+        end, body = walk.segment(pos, marker, at)
+        if marker in _SOF_ALL:
+            walk.frame_header(marker, body)
+        elif marker == 0xDD and len(body) >= 2:
+            walk.interval = (body[0] << 8) | body[1]
+        elif marker == 0xDA:
+            pos = walk.scan(body, end)  # the marker that ends the scan is read next
+            continue
+        pos = end
+
+
+class _JpegWalk:
+    """The state of `inspect_jpeg`'s walk over the markers, and what each kind of segment tells it."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.n = len(data)
+        self.buf = np.frombuffer(data, np.uint8)
+        self.codes: np.ndarray | None = None  # marker bytes after every FF of the image data (FF 00 excluded)
+        self.offsets: np.ndarray | None = None
+        self.ends: np.ndarray | None = None  # indices into `codes` of markers other than RST0-7
+        self.comps: dict[int, tuple[int, int]] = {}
+        self.sof = self.width = self.height = self.interval = self.scans = 0
+        self.precision: dict[int, np.ndarray] = {}
+
+    def next_marker(self, pos: int) -> tuple[int, int, int, int]:
+        """(first FF, the FF right before the marker, the marker byte, the position after it)."""
+        data, n = self.data, self.n
         ff = data.find(b"\xff", pos)  # like libjpeg, step over stray bytes between segments
         if ff < 0:
             raise UnreadableFrameError(_CUT_SHORT)
@@ -94,21 +122,21 @@ def inspect_jpeg(data: bytes) -> JpegLayout:
             pos += 1
         if pos >= n:
             raise UnreadableFrameError(_CUT_SHORT)
-        at, marker = pos - 1, data[pos]
-        pos += 1
-        if marker == 0xD9:
-            if not scans:
-                raise UnreadableFrameError("no image data before the end-of-image marker")
-            short = [c for c, p in precision.items() if p.max() > 0]
-            if short:
-                raise UnreadableFrameError(
-                    f"the progressive JPEG ends after scan {scans}: component {short[0]} never got all its "
-                    "coefficients at full precision (the later scans are missing)")
-            return JpegLayout(ff, sof, width, height)
-        if marker == 0xD8:
-            raise UnreadableFrameError("a second start-of-image marker inside the image (two frames run together)")
-        if marker in (0x00, 0x01) or 0xD0 <= marker <= 0xD7:
-            continue  # no length: stuffing, TEM, a stray restart marker
+        return ff, pos - 1, data[pos], pos + 1
+
+    def finish(self, eoi: int) -> JpegLayout:
+        if not self.scans:
+            raise UnreadableFrameError("no image data before the end-of-image marker")
+        short = [c for c, p in self.precision.items() if p.max() > 0]
+        if short:
+            raise UnreadableFrameError(
+                f"the progressive JPEG ends after scan {self.scans}: component {short[0]} never got all its "
+                "coefficients at full precision (the later scans are missing)")
+        return JpegLayout(eoi, self.sof, self.width, self.height)
+
+    def segment(self, pos: int, marker: int, at: int) -> tuple[int, bytes]:
+        """(where the segment ends, its body) of a segment with a length."""
+        data, n = self.data, self.n
         if pos + 2 > n:
             raise UnreadableFrameError(_CUT_SHORT)
         length = (data[pos] << 8) | data[pos + 1]
@@ -117,54 +145,57 @@ def inspect_jpeg(data: bytes) -> JpegLayout:
             raise UnreadableFrameError(f"segment FF{marker:02X} at byte {at} has an impossible length {length}")
         if end > n:
             raise UnreadableFrameError(_CUT_SHORT)
-        body = data[pos + 2:end]
-        if marker in _SOF_ALL:
-            if len(body) < 6 or len(body) < 6 + 3 * body[5]:
-                raise UnreadableFrameError(f"frame header FF{marker:02X} is too short")
-            sof, height, width = marker, (body[1] << 8) | body[2], (body[3] << 8) | body[4]
-            comps = {body[6 + 3 * i]: (body[7 + 3 * i] >> 4, body[7 + 3 * i] & 15) for i in range(body[5])}
-            if marker in _SOF_PROGRESSIVE:  # per component, the precision each coefficient has reached so far
-                precision = {c: np.full(64, 99, np.int16) for c in comps}
-        elif marker == 0xDD and len(body) >= 2:
-            interval = (body[0] << 8) | body[1]
-        elif marker == 0xDA:
-            if not sof:
-                raise UnreadableFrameError("image data (a scan) before the frame header")
-            if not body or len(body) < 1 + 2 * body[0]:
-                raise UnreadableFrameError("scan header FFDA is too short")
-            ids = [body[1 + 2 * i] for i in range(body[0])]
-            if precision and len(body) >= 4 + 2 * body[0]:
-                ss, se, al = body[1 + 2 * body[0]], body[2 + 2 * body[0]], body[3 + 2 * body[0]] & 15
-                for c in ids:
-                    if c in precision and ss <= se < 64:
-                        precision[c][ss:se + 1] = al
-            scans += 1
-            if codes is None:  # every marker of the image data, found once (vectorised, not a byte loop)
-                ffs = np.flatnonzero(buf[end:-1] == 0xFF) + end
-                nxt = buf[ffs + 1]
-                keep = (nxt != 0x00) & (nxt != 0xFF)
-                offsets, codes = ffs[keep], nxt[keep]
-                ends = np.flatnonzero((codes < 0xD0) | (codes > 0xD7))
-            assert offsets is not None and ends is not None
-            first = int(np.searchsorted(offsets, end))
-            k = int(np.searchsorted(ends, first))
-            if k >= len(ends):
-                raise UnreadableFrameError(_CUT_SHORT)
-            stop = int(ends[k])
-            rst = codes[first:stop].astype(np.int64) - 0xD0
-            due = np.arange(len(rst)) % 8
-            if len(rst) and not np.array_equal(rst, due):
-                j = int(np.flatnonzero(rst != due)[0])
-                raise UnreadableFrameError(
-                    f"restart marker RST{rst[j]} where RST{due[j]} was due: image data is missing from the "
-                    f"middle of scan {scans}")
-            expected = _restart_markers_due(sof, comps, ids, width, height, interval)
-            if expected is not None and len(rst) < expected:
-                raise UnreadableFrameError(
-                    f"{len(rst)} of {expected} restart markers in scan {scans}: the image data stops early")
-            pos = int(offsets[stop])  # the marker that ends the scan is read next
-            continue
-        pos = end
+        return end, data[pos + 2:end]
+
+    def frame_header(self, marker: int, body: bytes) -> None:
+        if len(body) < 6 or len(body) < 6 + 3 * body[5]:
+            raise UnreadableFrameError(f"frame header FF{marker:02X} is too short")
+        self.sof, self.height, self.width = marker, (body[1] << 8) | body[2], (body[3] << 8) | body[4]
+        self.comps = {body[6 + 3 * i]: (body[7 + 3 * i] >> 4, body[7 + 3 * i] & 15) for i in range(body[5])}
+        if marker in _SOF_PROGRESSIVE:  # per component, the precision each coefficient has reached so far
+            self.precision = {c: np.full(64, 99, np.int16) for c in self.comps}
+
+    def scan(self, body: bytes, end: int) -> int:
+        """Check one scan (header, restart markers); returns where the marker that ends it begins."""
+        if not self.sof:
+            raise UnreadableFrameError("image data (a scan) before the frame header")
+        if not body or len(body) < 1 + 2 * body[0]:
+            raise UnreadableFrameError("scan header FFDA is too short")
+        ids = [body[1 + 2 * i] for i in range(body[0])]
+        self._note_precision(body, ids)
+        self.scans += 1
+        if self.codes is None:  # every marker of the image data, found once (vectorised, not a byte loop)
+            ffs = np.flatnonzero(self.buf[end:-1] == 0xFF) + end
+            nxt = self.buf[ffs + 1]
+            keep = (nxt != 0x00) & (nxt != 0xFF)
+            self.offsets, self.codes = ffs[keep], nxt[keep]
+            self.ends = np.flatnonzero((self.codes < 0xD0) | (self.codes > 0xD7))
+        assert self.offsets is not None and self.ends is not None
+        first = int(np.searchsorted(self.offsets, end))
+        k = int(np.searchsorted(self.ends, first))
+        if k >= len(self.ends):
+            raise UnreadableFrameError(_CUT_SHORT)
+        stop = int(self.ends[k])
+        rst = self.codes[first:stop].astype(np.int64) - 0xD0
+        due = np.arange(len(rst)) % 8
+        if len(rst) and not np.array_equal(rst, due):
+            j = int(np.flatnonzero(rst != due)[0])
+            raise UnreadableFrameError(
+                f"restart marker RST{rst[j]} where RST{due[j]} was due: image data is missing from the "
+                f"middle of scan {self.scans}")
+        expected = _restart_markers_due(self.sof, self.comps, ids, self.width, self.height, self.interval)
+        if expected is not None and len(rst) < expected:
+            raise UnreadableFrameError(
+                f"{len(rst)} of {expected} restart markers in scan {self.scans}: the image data stops early")
+        return int(self.offsets[stop])
+
+    def _note_precision(self, body: bytes, ids: list[int]) -> None:
+        """A progressive scan's spectral band (ss..se) reaches successive-approximation bit `al`."""
+        if self.precision and len(body) >= 4 + 2 * body[0]:
+            ss, se, al = body[1 + 2 * body[0]], body[2 + 2 * body[0]], body[3 + 2 * body[0]] & 15
+            for c in ids:
+                if c in self.precision and ss <= se < 64:
+                    self.precision[c][ss:se + 1] = al
 
 
 def _maybe_partial(img: np.ndarray, layout: JpegLayout) -> bool:

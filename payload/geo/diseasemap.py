@@ -25,6 +25,7 @@ import numpy as np
 from payload.config import MapSection
 from payload.geo.frames import LocalFrame
 from payload.geo.grid import EvidenceGrid, posterior
+from payload.geo.lonlat import geometries_lonlat
 from payload.geo.looks import LOOK_SCHEMA
 from payload.geo.sensor import SensorModel
 from payload.geo.zones import Zone, ZoneBook, extract_zones
@@ -125,6 +126,18 @@ class DiseaseMap:
         """The final zones (re-extracted from everything added); returns the ones new at this point."""
         return self.update_zones()
 
+    @property
+    def georeferenced(self) -> bool:
+        return True  # its origin is the first trusted look's vehicle, a WGS84 position
+
+    def zone_features(self) -> list[dict[str, Any]]:
+        """The current zones as layer features: attributes and WGS84 polygons."""
+        return zone_features(self.zones, self.origin)
+
+    def describe_zone(self, props: Mapping[str, Any]) -> str:
+        return (f"new {props['label']} zone {props['id']} at {props['lat']:.6f}, {props['lon']:.6f} "
+                f"({props['area_m2']:.1f} m2, peak p {props['peak_p']:.2f})")
+
     def probability(self) -> tuple[tuple[int, int, int, int] | None, np.ndarray, np.ndarray]:
         """(cell bounds, posterior (K+1, h, w) float32 with healthy first, looks (h, w)) over the seen ground."""
         b = self.grid.extent()
@@ -161,3 +174,12 @@ def map_from_info(rec: Mapping[str, Any], origin: LocalFrame | None = None) -> D
     # a flight recorded before `explain_away` existed shared its evidence evenly: replay it so
     settings = {"explain_away": False, **rec["map"]}
     return DiseaseMap(sensor, MapSection.model_validate(settings), origin)
+
+
+def zone_features(zones: Sequence[Zone], origin: LocalFrame | None) -> list[dict[str, Any]]:
+    """Zones as plain data (attributes + WGS84 polygons): what the layer writers and other threads take."""
+    if origin is None:
+        return []
+    rows = zone_rows(zones, origin)
+    polys = geometries_lonlat([z.geometry_en for z in zones], origin)
+    return [{"properties": r, "polygons": p} for r, p in zip(rows, polys, strict=True)]

@@ -137,6 +137,14 @@ class FaceMap:
         """The final zones; returns the ones new at this point."""
         return self.update_zones()
 
+    @property
+    def georeferenced(self) -> bool:
+        """Only with a known origin: a local metre must never pass for a longitude (RFC 7946)."""
+        return self.origin is not None
+
+    def describe_zone(self, props: Mapping[str, Any]) -> str:
+        return f"new zone {props['id']}: {props['text']} ({props['area_m2']:.2f} m2, peak p {props['peak_p']:.2f})"
+
     def zone_rows(self) -> list[dict[str, Any]]:
         """Each zone as flat JSON-ready columns in site terms (and lat/lon when the origin is known)."""
         rows = []

@@ -211,3 +211,12 @@ class ZoneBook:
             z.id = match
             used.add(match)
         return new
+
+
+def polygons(geom: BaseGeometry | None) -> list[shapely.Polygon]:
+    """The polygons of a geometry, found however deep collections nest (empty and None: none)."""
+    if geom is None or geom.is_empty:
+        return []
+    if isinstance(geom, shapely.Polygon):
+        return [geom]
+    return [g for part in getattr(geom, "geoms", []) for g in polygons(part)]

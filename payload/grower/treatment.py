@@ -35,7 +35,7 @@ from shapely.geometry.base import BaseGeometry
 
 from payload.config import PrescriptionSection
 from payload.errors import PrescriptionError
-from payload.geo.zones import Zone
+from payload.geo.zones import Zone, polygons
 
 QUAD_SEGS = 8  # buffer arcs: 8 segments per quarter circle (a 5 m margin deviates < 4 cm from the true arc)
 # simplification tolerances tried, in metres (about the square root of the triangles removed)
@@ -103,15 +103,7 @@ class TreatmentPlan:
 
 def vertex_count(geom: BaseGeometry) -> int:
     """Distinct vertices of a polygon's rings (the closing point is not counted)."""
-    return sum(len(r.coords) - 1 for p in _polygons(geom) for r in (p.exterior, *p.interiors))
-
-
-def _polygons(geom: BaseGeometry) -> list[shapely.Polygon]:
-    if geom is None or geom.is_empty:
-        return []
-    if isinstance(geom, shapely.Polygon):
-        return [geom]
-    return [g for part in getattr(geom, "geoms", []) for g in _polygons(part)]
+    return sum(len(r.coords) - 1 for p in polygons(geom) for r in (p.exterior, *p.interiors))
 
 
 def rate_of(label: str, cfg: PrescriptionSection) -> float:
@@ -177,7 +169,7 @@ def _resolve(parts: dict[str, list[BaseGeometry]], cores: dict[str, BaseGeometry
         taken = []
         for part in parts.get(label, []):
             g = shapely.difference(shapely.difference(part, claimed), later)
-            for poly in _polygons(shapely.make_valid(g)):
+            for poly in polygons(shapely.make_valid(g)):
                 # a sliver where classes meet is dropped, never a piece holding diseased ground
                 if poly.area >= min_m2 or poly.intersection(cores[label]).area > 0:
                     out.append((label, poly))
@@ -236,7 +228,7 @@ def _simplify(polys: list[shapely.Polygon], cores: BaseGeometry, budget: int) ->
 
 
 def _largest(geom: BaseGeometry) -> shapely.Polygon:
-    polys = _polygons(shapely.make_valid(geom))
+    polys = polygons(shapely.make_valid(geom))
     return max(polys, key=lambda p: p.area) if polys else shapely.Polygon()
 
 
@@ -251,7 +243,7 @@ def plan_treatment(zones: Sequence[Zone], cfg: PrescriptionSection,
     check_classes(labels, cfg)
     order = priority(labels, cfg)
     cores = {c: shapely.union_all([z.geometry_en for z in zones if z.label == c]) for c in labels}
-    parts = {c: _polygons(shapely.union_all([z.geometry_en.buffer(cfg.margin_m, quad_segs=QUAD_SEGS)
+    parts = {c: polygons(shapely.union_all([z.geometry_en.buffer(cfg.margin_m, quad_segs=QUAD_SEGS)
                                               for z in zones if z.label == c])) for c in labels}
     plan = TreatmentPlan([])
     limit = cfg.terminal.max_zones
@@ -274,7 +266,7 @@ def plan_treatment(zones: Sequence[Zone], cfg: PrescriptionSection,
         plan.notes.append(f"merged two {merged[0]} zones {merged[1]:.1f} m apart (terminal.max_zones = {limit})")
     polys, plan.simplify_tolerance_m = _simplify([p for _, p in pieces], shapely.union_all(list(cores.values())),
                                                  cfg.max_vertices)
-    plain = {c: [p for p in _polygons(shapely.union_all([z.geometry_en.buffer(cfg.margin_m, quad_segs=QUAD_SEGS)
+    plain = {c: [p for p in polygons(shapely.union_all([z.geometry_en.buffer(cfg.margin_m, quad_segs=QUAD_SEGS)
                                                           for z in zones if z.label == c]))] for c in labels}
     # south-west first within each class in priority order, so ids are stable for a given map
     rows = sorted(zip([c for c, _ in pieces], polys, strict=True),

@@ -60,25 +60,26 @@ def build_geotag_handler(
     sensor: SensorModel | None = None,
 ) -> GeotagHandler:
     """Geotagging as `payload run` installs it: its own telemetry link, the disease map, disk guard and sinks."""
+    from payload.geo.mapkind import Site, default_sensor, open_map
     from payload.ops.diskguard import DiskGuard
-    from payload.pipeline.geotag import GeotagHandler, default_sensor, disease_map, local_safe_config
+    from payload.pipeline.geotag import GeotagHandler
     from payload.sinks.base import SinkContext
     from payload.sinks.registry import build_sinks
 
-    cfg = local_safe_config(cfg)
     out = Path(out_dir if out_dir is not None else cfg.output.dir)
     out.mkdir(parents=True, exist_ok=True)
     telemetry = open_pose_source(cfg)
     try:
-        dmap = disease_map(cfg, sensor or default_sensor(list(labels)))
+        site = Site(cfg)  # the site file, read once
+        dmap = open_map(cfg, sensor or default_sensor(list(labels)), site)
         disk = DiskGuard(out, cfg.preflight.min_free_disk_mb,
                          send=telemetry.send_statustext if telemetry is not None else None)
         snapshot: list[GeotagHandler] = []  # the handler, once built: the layers read its zone snapshot
         sinks = build_sinks(SinkContext(cfg, out, lambda: snapshot[0].zone_snapshot() if snapshot else [],
-                                        telemetry, disk.crops_allowed))
+                                        telemetry, disk.crops_allowed, map=dmap))
         handler = GeotagHandler(cfg, labels=labels, model_sha256=model_sha256, telemetry=telemetry, out_dir=out,
                                 owns_telemetry=telemetry is not None, status=telemetry, dmap=dmap, disk=disk,
-                                sinks=sinks)
+                                sinks=sinks, site=site)
         snapshot.append(handler)
         return handler
     except BaseException:

@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 import shapely
 
+from payload.files.jsonl import iter_jsonl
 from payload.geo.diseasemap import is_look
 from payload.geo.frames import LocalFrame
-from payload.sinks.jsonl import DETECTION_SCHEMA_PREFIX, DETECTIONS_FILE, iter_jsonl
+from payload.sinks.jsonl import DETECTION_SCHEMA_PREFIX, DETECTIONS_FILE
 from payload.sinks.mosaic import MOSAIC_JSON
 
 log = logging.getLogger(__name__)

@@ -119,11 +119,11 @@ class AlertsSink(SinkBase):
             return None
         return cls(AlertSender(ctx.status.send_statustext, a.severity, a.min_interval_s))
 
-    def new_zone(self, zone: dict[str, Any]) -> None:
+    def on_zone(self, zone: dict[str, Any]) -> None:
         self.sender.notify(zone_text(zone["properties"]))
 
-    def end_frame(self) -> None:
+    def on_snapshot(self) -> None:
         self.sender.tick()
 
-    def close(self) -> None:
+    def on_close(self) -> None:
         self.sender.tick()

@@ -1,10 +1,11 @@
-"""The interface every detection sink implements, and what a sink is built from.
+"""The interface every sink implements, and what a sink is built from.
 
-The geotagging handler (payload/pipeline/geotag.py) hands each detection record to its sinks in
-order (and each frame's look record, every tile with its footprint), tells them about each newly
-confirmed zone, and ends every frame and the run with them (in reverse
-order, so a sink that reads another's output, such as the layers reading detections.jsonl, is
-done before the one it reads). The sinks are built by `payload.sinks.registry.build_sinks`, which
+The geotagging handler (payload/pipeline/geotag.py) hands each frame's look record and each detection
+record to its sinks in order, tells them about each newly confirmed zone, and ends every frame
+(`on_snapshot`) and the run (`on_close`) with them in reverse order, so a sink that reads another's
+output, such as the layers reading detections.jsonl, is done before the one it reads. End-of-flight
+products (the map's layers and rasters, the prescription, the site products, the mosaic) are sinks
+too: they write at `on_close`. The sinks are built by `payload.sinks.registry.build_sinks`, which the
 config selects from; adding a sink is a module in this package plus a line in the registry.
 """
 
@@ -17,11 +18,17 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from payload.config import PayloadConfig
+from payload.geo.mapkind import MapKind
 from payload.types import FrameResult, StatusSender
 
 
 class DetectionSink(Protocol):
-    """Somewhere detection records go (a file, a layer, the ground station)."""
+    """Somewhere a flight's records go (a file, a layer, the ground station, an end-of-flight product).
+
+    The lifecycle: `earlier` once at the start (a resumed folder); per frame `on_look` for its look
+    record, `on_record` for each detection, `on_zone` for each newly confirmed zone and `on_snapshot`
+    when the frame is done; `on_close` once at the end, after the map's final zones.
+    """
 
     name: str
 
@@ -30,27 +37,29 @@ class DetectionSink(Protocol):
         crash), so the map can be rebuilt from their looks without alerting again; most sinks hold none."""
         ...
 
-    def write_look(self, look: dict[str, Any], result: FrameResult) -> None:
+    def on_look(self, look: dict[str, Any], result: FrameResult) -> None:
         """The frame's look record (every tile, its scores and footprint, the pose trust), before any
         detection of the frame; the map is updated from it once every sink has it."""
         ...
 
-    def write(self, det: dict[str, Any], result: FrameResult) -> None:
-        """One detection of `result`'s frame. Called in sink order: a sink may add keys to `det` that
-        later sinks keep (the crops sink adds the crop's path before the JSONL sink writes the record)."""
+    def on_record(self, det: dict[str, Any], result: FrameResult) -> None:
+        """One detection (flagged tile) of `result`'s frame, in sink order: a sink may add keys that later
+        sinks keep (the crops sink adds the crop's path before the JSONL sink writes the record)."""
         ...
 
-    def new_zone(self, zone: dict[str, Any]) -> None:
-        """A zone was confirmed for the first time (its feature: properties with id, label, lat, lon,
-        peak_p..., and WGS84 polygons)."""
+    def on_zone(self, zone: dict[str, Any]) -> None:
+        """A zone was confirmed for the first time (its feature: properties with id, label, peak_p, and
+        WGS84 polygons or site terms)."""
         ...
 
-    def end_frame(self) -> None:
-        """The frame's detections are all written (called for every frame, with or without any)."""
+    def on_snapshot(self) -> None:
+        """The frame's records are all handed on (called every frame): periodic layers are rebuilt and
+        queued messages sent when due."""
         ...
 
-    def close(self) -> None:
-        """Flush and release; called once at the end of the run."""
+    def on_close(self) -> None:
+        """The flight is over and the map holds its final zones: write the end-of-flight products, flush,
+        release. Called once, last sink first."""
         ...
 
 
@@ -62,19 +71,19 @@ class SinkBase:
     def earlier(self) -> Iterable[dict[str, Any]]:
         return ()
 
-    def write(self, det: dict[str, Any], result: FrameResult) -> None:
+    def on_look(self, look: dict[str, Any], result: FrameResult) -> None:
         return None
 
-    def write_look(self, look: dict[str, Any], result: FrameResult) -> None:
+    def on_record(self, det: dict[str, Any], result: FrameResult) -> None:
         return None
 
-    def new_zone(self, zone: dict[str, Any]) -> None:
+    def on_zone(self, zone: dict[str, Any]) -> None:
         return None
 
-    def end_frame(self) -> None:
+    def on_snapshot(self) -> None:
         return None
 
-    def close(self) -> None:
+    def on_close(self) -> None:
         return None
 
 
@@ -93,6 +102,7 @@ class SinkContext:
     crops_allowed: Callable[[], bool] = _always  # the free-disk guard's verdict (payload/ops/diskguard.py)
     clock: Callable[[], float] = time.monotonic  # flight time, for intervals
     built: dict[str, DetectionSink] = field(default_factory=dict)  # the sinks built before this one, by name
+    map: MapKind | None = None  # the run's disease map (the product sinks write from it at close)
 
 
 SinkFactory = Callable[[SinkContext], "DetectionSink | None"]

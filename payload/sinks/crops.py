@@ -111,7 +111,7 @@ class CropsSink(SinkBase):
             return None
         return cls(ctx.out_dir, ctx.cfg.sinks.crop_quality, ctx.crops_allowed)
 
-    def write(self, det: dict[str, Any], result: FrameResult) -> None:
+    def on_record(self, det: dict[str, Any], result: FrameResult) -> None:
         if not self._allowed():
             return
         try:

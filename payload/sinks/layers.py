@@ -17,65 +17,37 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import io
 import json
 import logging
-import os
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, cast
-from xml.sax.saxutils import XMLGenerator
-from xml.sax.xmlreader import AttributesImpl
+from typing import IO, Any
 
 import geojson
 
+from payload.files.atomic import atomic_open
+from payload.files.kml import LABEL_COLOURS, UNTRUSTED_COLOUR, Kml
+from payload.files.vector import VECTOR_FORMATS, FeatureStream
 from payload.sinks.base import SinkBase, SinkContext
 from payload.sinks.jsonl import DetectionsJsonl, iter_detections
+from payload.sinks.maplayers import write_zone_layers
 from payload.types import FrameResult
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("geojson", "kml", "csv")
+FORMATS = VECTOR_FORMATS
 # 1e-7 degree is ~1 cm: enough for the geometry, well short of float noise
 COORD_DECIMALS = 7
 
-# KML colours are aabbggrr
-_LABEL_COLOURS = ["ff0000ff", "ff00a5ff", "ffff00ff", "ff00ffff", "ffff0000", "ff00ff00"]
-_UNTRUSTED_COLOUR = "ff888888"
 
 
 # A sequence is read as it is; a callable is called once per pass for a fresh iterator (a file)
 RecordSource = Sequence[Mapping[str, Any]] | Callable[[], Iterable[Mapping[str, Any]]]
-
-
-@contextlib.contextmanager
-def atomic_open(path: Path) -> Iterator[IO[str]]:
-    """A text file that replaces `path` only when the block ends cleanly (fsync'd, then renamed).
-
-    Readers (QGIS refreshing a layer, the ground crew copying files) see the old file or the new
-    one, never half of one; a failure mid-write removes the temporary file and keeps the old layer.
-    """
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Replace `path` with `text` so readers see the old file or the new one, never half of one."""
-    with atomic_open(path) as f:
-        f.write(text)
 
 
 def flat_properties(det: Mapping[str, Any]) -> dict[str, Any]:
@@ -140,7 +112,7 @@ def _ccw_ring(lonlat: list[tuple[float, float]]) -> list[tuple[float, float]]:
 
 
 def _colour_for(label: str, labels: list[str]) -> str:
-    return _LABEL_COLOURS[labels.index(label) % len(_LABEL_COLOURS)]
+    return LABEL_COLOURS[labels.index(label) % len(LABEL_COLOURS)]
 
 
 # Columns a KML balloon shows (the full set is in the GeoJSON/CSV): a long flight has thousands of
@@ -199,80 +171,7 @@ def scan_records(records: RecordSource) -> RecordScan:
     return scan
 
 
-def _write_geojson_feature(f: IO[str], feature: geojson.Feature, first: bool) -> None:
-    if not feature.is_valid:
-        raise ValueError(f"invalid GeoJSON feature {feature.get('id')}: {feature.errors()}")
-    f.write("\n" if first else ",\n")
-    f.write(geojson.dumps(feature, allow_nan=False))
-
-
-_FC_HEAD = '{"type": "FeatureCollection", "features": ['
-_FC_TAIL = "\n]}\n"
-
-
-class _Kml:
-    """A thin KML vocabulary over the standard library's streaming XML writer (which escapes text)."""
-
-    def __init__(self, f: IO[str]) -> None:
-        # XMLGenerator writes str to a text stream; its stubs name only io's concrete classes
-        self.g = XMLGenerator(cast(io.TextIOBase, f), encoding="utf-8", short_empty_elements=False)
-
-    def start(self, tag: str, **attrs: str) -> None:
-        self.g.startElement(tag, AttributesImpl(attrs))
-
-    def end(self, tag: str) -> None:
-        self.g.endElement(tag)
-
-    def leaf(self, tag: str, text: str) -> None:
-        self.g.startElement(tag, AttributesImpl({}))
-        self.g.characters(text)
-        self.g.endElement(tag)
-
-    def extended_data(self, items: Iterable[tuple[str, Any]]) -> None:
-        """The balloon's table: every value as text, None as empty."""
-        self.start("ExtendedData")
-        for name, v in items:
-            self.start("Data", name=name)
-            self.leaf("value", "" if v is None else str(v))
-            self.end("Data")
-        self.end("ExtendedData")
-
-    def polygon_style(self, style_id: str, colour: str, fill_alpha: str, width: str | None = None) -> None:
-        """An outline in `colour` (aabbggrr) and a fill of the same colour at alpha `fill_alpha` (hex)."""
-        self.start("Style", id=style_id)
-        self.start("LineStyle")
-        self.leaf("color", colour)
-        if width is not None:
-            self.leaf("width", width)
-        self.end("LineStyle")
-        self.start("PolyStyle")
-        self.leaf("color", fill_alpha + colour[2:])
-        self.end("PolyStyle")
-        self.end("Style")
-
-    def polygon(self, rings: Iterable[Iterable[tuple[float, float]]]) -> None:
-        """A polygon from lon/lat rings: the first is the outer boundary, the others are holes."""
-        self.start("Polygon")
-        for j, ring in enumerate(rings):
-            side = "outerBoundaryIs" if j == 0 else "innerBoundaryIs"
-            self.start(side)
-            self.start("LinearRing")
-            self.leaf("coordinates", _kml_coords(ring))
-            self.end("LinearRing")
-            self.end(side)
-        self.end("Polygon")
-
-    def point(self, lon: float, lat: float) -> None:
-        self.start("Point")
-        self.leaf("coordinates", _kml_coords([(float(lon), float(lat))]))
-        self.end("Point")
-
-
-def _kml_coords(lonlat: Iterable[tuple[float, float]]) -> str:
-    return " ".join(f"{lon!r},{lat!r},0" for lon, lat in lonlat)
-
-
-def _kml_styles(k: _Kml, colours: Iterable[str]) -> None:
+def _kml_styles(k: Kml, colours: Iterable[str]) -> None:
     for colour in colours:
         k.start("Style", id=f"pt-{colour}")
         k.start("IconStyle")
@@ -283,7 +182,7 @@ def _kml_styles(k: _Kml, colours: Iterable[str]) -> None:
         k.polygon_style(f"fp-{colour}", colour, "33")
 
 
-def _kml_point(k: _Kml, d: Mapping[str, Any], props: Mapping[str, Any], colour: str) -> None:
+def _kml_point(k: Kml, d: Mapping[str, Any], props: Mapping[str, Any], colour: str) -> None:
     label = str(d.get("label"))
     k.start("Placemark")
     k.leaf("name", f"{label} {float(d.get('confidence', 0)):.2f}")
@@ -298,7 +197,7 @@ def _kml_point(k: _Kml, d: Mapping[str, Any], props: Mapping[str, Any], colour: 
     k.end("Placemark")
 
 
-def _kml_footprint(k: _Kml, d: Mapping[str, Any], ring: list[tuple[float, float]], colour: str) -> None:
+def _kml_footprint(k: Kml, d: Mapping[str, Any], ring: list[tuple[float, float]], colour: str) -> None:
     k.start("Placemark")
     k.leaf("name", str(d.get("id")))
     k.leaf("styleUrl", f"#fp-{colour}")
@@ -313,6 +212,37 @@ def _footprint_ring(d: Mapping[str, Any]) -> list[tuple[float, float]] | None:
     return _ccw_ring([(float(lon), float(lat)) for lat, lon in fp])
 
 
+def _geojson_features(gj: FeatureStream, fpj: FeatureStream, d: Mapping[str, Any], props: dict[str, Any],
+                      ring: list[tuple[float, float]] | None, placed: bool) -> None:
+    """A sighting's point (null geometry when it could not be placed) and, when it has one, its footprint."""
+    geom = geojson.Point((d["lon"], d["lat"]), precision=COORD_DECIMALS) if placed else None
+    gj.add(geojson.Feature(geometry=geom, properties=props, id=d.get("id")))
+    if ring is not None:
+        fp_props = {k: props[k] for k in ("id", "label", "confidence", "trusted")}
+        poly = geojson.Polygon([ring], precision=COORD_DECIMALS)
+        fpj.add(geojson.Feature(geometry=poly, properties=fp_props, id=d.get("id")))
+
+
+def _kml_document(path: Path, parts: dict[str, IO[str]], labels: list[str]) -> None:
+    """detections.kml: the styles, then a folder per label (and the footprints) copied from its part file."""
+    with atomic_open(path) as f:
+        k = Kml(f)
+        k.begin_document("cropscout detections")
+        _kml_styles(k, [*(_colour_for(lab, labels) for lab in labels), UNTRUSTED_COLOUR])
+        for name, part in parts.items():
+            is_fp = name == "\0footprints"
+            k.start("Folder")
+            k.leaf("name", "footprints" if is_fp else name)
+            if is_fp:
+                k.leaf("visibility", "0")
+            part.flush()
+            part.seek(0)
+            shutil.copyfileobj(part, f)
+            k.end("Folder")
+        k.end_document()
+        f.write("\n")
+
+
 def _write_detection_layers(out: Path, records: RecordSource, scan: RecordScan, formats: Sequence[str]) -> list[Path]:
     """One pass over the records writing every detection layer, feature by feature.
 
@@ -324,73 +254,42 @@ def _write_detection_layers(out: Path, records: RecordSource, scan: RecordScan, 
     want_geojson, want_kml, want_csv = ("geojson" in formats), ("kml" in formats), ("csv" in formats)
     written: list[Path] = []
     with contextlib.ExitStack() as stack:
-        gj = fpj = csv_f = None
+        gj = fpj = None
+        csv_f = None
         if want_geojson:
-            gj = stack.enter_context(atomic_open(out / "detections.geojson"))
-            fpj = stack.enter_context(atomic_open(out / "footprints.geojson"))
-            gj.write(_FC_HEAD)
-            fpj.write(_FC_HEAD)
+            gj = FeatureStream(stack.enter_context(atomic_open(out / "detections.geojson")))
+            fpj = FeatureStream(stack.enter_context(atomic_open(out / "footprints.geojson")))
         if want_csv:
             csv_f = stack.enter_context(atomic_open(out / "detections.csv"))
             csv_w = csv.DictWriter(csv_f, fieldnames=scan.columns, restval="", lineterminator="\n")
             csv_w.writeheader()
         parts: dict[str, IO[str]] = {}
-        kml_parts: dict[str, _Kml] = {}
+        kml_parts: dict[str, Kml] = {}
         if want_kml:
             for name in [*labels, "\0footprints"]:
                 parts[name] = stack.enter_context(
                     tempfile.TemporaryFile("w+", encoding="utf-8", newline="", dir=out, prefix=".kml-part-")
                 )
-                kml_parts[name] = _Kml(parts[name])
-        first_pt = first_fp = True
+                kml_parts[name] = Kml(parts[name])
         for d in _passes(records)():
             props = flat_properties(d)  # once per record: every layer shows the same columns
             ring = _footprint_ring(d)
             placed = d.get("lat") is not None and d.get("lon") is not None
             if gj is not None and fpj is not None:
-                geom = geojson.Point((d["lon"], d["lat"]), precision=COORD_DECIMALS) if placed else None
-                _write_geojson_feature(gj, geojson.Feature(geometry=geom, properties=props,
-                                                           id=d.get("id")), first_pt)
-                first_pt = False
-                if ring is not None:
-                    fp_props = {k: props[k] for k in ("id", "label", "confidence", "trusted")}
-                    poly = geojson.Polygon([ring], precision=COORD_DECIMALS)
-                    _write_geojson_feature(fpj, geojson.Feature(geometry=poly, properties=fp_props, id=d.get("id")),
-                                           first_fp)
-                    first_fp = False
+                _geojson_features(gj, fpj, d, props, ring, placed)
             if csv_f is not None:
                 csv_w.writerow({k: ("" if v is None else v) for k, v in props.items()})
             if want_kml and placed:
                 label = str(d.get("label"))
-                colour = _colour_for(label, labels) if d.get("trusted") else _UNTRUSTED_COLOUR
+                colour = _colour_for(label, labels) if d.get("trusted") else UNTRUSTED_COLOUR
                 _kml_point(kml_parts[label], d, props, colour)
                 if ring is not None:
                     _kml_footprint(kml_parts["\0footprints"], d, ring, colour)
         if gj is not None and fpj is not None:
-            gj.write(_FC_TAIL)
-            fpj.write(_FC_TAIL)
+            gj.close()
+            fpj.close()
         if want_kml:
-            with atomic_open(out / "detections.kml") as f:
-                k = _Kml(f)
-                k.g.startDocument()
-                k.start("kml", xmlns="http://www.opengis.net/kml/2.2")
-                k.start("Document")
-                k.leaf("name", "cropscout detections")
-                _kml_styles(k, [*(_colour_for(lab, labels) for lab in labels), _UNTRUSTED_COLOUR])
-                for name, part in parts.items():
-                    is_fp = name == "\0footprints"
-                    k.start("Folder")
-                    k.leaf("name", "footprints" if is_fp else name)
-                    if is_fp:
-                        k.leaf("visibility", "0")
-                    part.flush()
-                    part.seek(0)
-                    shutil.copyfileobj(part, f)
-                    k.end("Folder")
-                k.end("Document")
-                k.end("kml")
-                k.g.endDocument()
-                f.write("\n")
+            _kml_document(out / "detections.kml", parts, labels)
             written.append(out / "detections.kml")
     if want_geojson:
         written[:0] = [out / "detections.geojson", out / "footprints.geojson"]
@@ -416,8 +315,6 @@ def write_layers(
     if scan is None:
         scan = scan_records(records)
     written = _write_detection_layers(out, records, scan, formats)
-    from payload.sinks.maplayers import write_zone_layers  # maplayers builds on this module's KML writer
-
     written += write_zone_layers(out, zones, formats)
     return written
 
@@ -473,18 +370,23 @@ class LayersSink(SinkBase):
         if not isinstance(jsonl, DetectionsJsonl):
             return None  # the layers are built from detections.jsonl; without it there is nothing to map
         s = ctx.cfg.sinks
-        return cls(ctx.out_dir, jsonl, ctx.zones, s.formats, s.layers_interval_s, ctx.clock)
+        formats = list(s.formats)
+        if ctx.map is not None and not ctx.map.georeferenced and not set(formats) <= {"csv"}:
+            # GeoJSON and KML coordinates are WGS84: a local metre must never pass for a longitude (RFC 7946)
+            log.info("the map has no origin on Earth: GeoJSON/KML layers are off, CSV and site products only")
+            formats = [f for f in formats if f == "csv"]
+        return cls(ctx.out_dir, jsonl, ctx.zones, formats, s.layers_interval_s, ctx.clock)
 
-    def write(self, det: dict[str, Any], result: FrameResult) -> None:
+    def on_record(self, det: dict[str, Any], result: FrameResult) -> None:
         self._dirty = True
 
-    def new_zone(self, zone: dict[str, Any]) -> None:
+    def on_zone(self, zone: dict[str, Any]) -> None:
         self._dirty = True
 
-    def end_frame(self) -> None:
+    def on_snapshot(self) -> None:
         self.maybe_write()
 
-    def close(self) -> None:
+    def on_close(self) -> None:
         self.write_now()
 
     def write_now(self) -> None:

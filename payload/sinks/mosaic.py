@@ -1,12 +1,12 @@
 """mosaic.tif / mosaic.png / mosaic.json: the flight's own frames as a georeferenced picture of the field.
 
-The sink sees each frame's pixels with its look record (`write_look(look, result)`), takes every
+The sink sees each frame's pixels with its look record (`on_look(look, result)`), takes every
 `mosaic.every_n_frames`-th trusted look and composites it (payload/geo/mosaic.py). Memory is bounded
 whatever the area flown: at most `mosaic.max_tiles_in_memory` 256x256 tiles (256 KiB each) stay in
 memory, colder tiles are written to `.mosaic_tiles/` beside the outputs and read back when a later
 pass overlaps them; at close the tiles are written into a tiled GeoTIFF one by one and the folder
 is removed. The GeoTIFF is in the same tangent-plane CRS as the disease rasters
-(payload/sinks/maplayers.py `local_crs_wkt`, origin at the first trusted look's vehicle, the map's
+(payload/files/geotiff.py `tangent_plane_crs`, origin at the first trusted look's vehicle, the map's
 rule), so the two overlay exactly in any GIS.
 
 A mosaic fault never stops the flight: it is logged once and the mosaic is skipped. The frames are
@@ -19,7 +19,7 @@ import json
 import logging
 import shutil
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +27,11 @@ import cv2
 import numpy as np
 
 from payload.config import MosaicSection
+from payload.files.atomic import atomic_write_text
+from payload.files.geotiff import tangent_plane_crs, write_tiled_rgba
 from payload.geo.frames import LocalFrame
 from payload.geo.mosaic import EMPTY, TILE_PX, MosaicCanvas, TileKey, new_tile
 from payload.sinks.base import SinkBase, SinkContext
-from payload.sinks.layers import atomic_write_text
-from payload.sinks.maplayers import local_crs_wkt
 from payload.types import FrameResult
 
 log = logging.getLogger(__name__)
@@ -137,12 +137,6 @@ def write_mosaic(out: Path, canvas: MosaicCanvas, read: Callable[[TileKey], np.n
     `read(key)` returns a tile; the tiles are written one at a time, so writing costs one tile of
     memory plus the PNG (at most png_max_px squared, RGBA).
     """
-    import rasterio
-    from rasterio.crs import CRS
-    from rasterio.enums import ColorInterp, Resampling
-    from rasterio.transform import from_origin
-    from rasterio.windows import Window
-
     b = canvas.tile_bounds()
     if b is None:
         return []
@@ -151,31 +145,24 @@ def write_mosaic(out: Path, canvas: MosaicCanvas, read: Callable[[TileKey], np.n
     res = canvas.m_per_px
     rows, cols = r1 - r0, c1 - c0
     west, north = canvas.pixel_en(r0, c0)
-    transform = from_origin(west, north, res, res)
     k = png_shrink(rows, cols, png_max_px, t)
     png = np.zeros((rows // k, cols // k, 4), dtype=np.uint8)
-    tif = out / MOSAIC_TIF
-    tmp = tif.with_name(tif.name + ".tmp")
-    # GDAL caches written blocks up to GDAL_CACHEMAX (by default 5 % of the RAM) before compressing them
-    # out: cap it, or writing a large mosaic would hold much of it in memory after all
-    profile = {"driver": "GTiff", "width": cols, "height": rows, "count": 4, "dtype": "uint8",
-               "crs": CRS.from_proj4(local_crs_wkt(canvas.origin)), "transform": transform, "tiled": True,
-               "blockxsize": t, "blockysize": t, "compress": "deflate", "photometric": "RGB", "sparse_ok": True}
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rasterio.open(tmp, "w", **profile) as dst:
-        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+    crs = tangent_plane_crs(canvas.origin.lat0, canvas.origin.lon0)
+
+    def tiles() -> Iterator[tuple[int, int, np.ndarray]]:
         for key in sorted(canvas.store.keys()):
             tile = read(key)
             rgba = tile.copy()
             rgba[..., 3] = np.where(tile[..., 3] == EMPTY, 0, 255).astype(np.uint8)
             row, col = key[0] * t - r0, key[1] * t - c0
-            dst.write(np.moveaxis(rgba, 2, 0), window=Window(col, row, t, t))
+            yield row, col, rgba
             small = rgba if k == 1 else cv2.resize(rgba, (t // k, t // k), interpolation=cv2.INTER_AREA)
             png[row // k:row // k + t // k, col // k:col // k + t // k] = small
-        dst.update_tags(SOFTWARE="cropscout payload", MOSAIC_M_PER_PX=str(res))
-        levels = [f for f in (2, 4, 8, 16, 32) if max(rows, cols) / f >= 256]
-        if levels:
-            dst.build_overviews(levels, Resampling.average)
-    tmp.replace(tif)
+
+    tif = out / MOSAIC_TIF
+    write_tiled_rgba(tif, width=cols, height=rows, tile_px=t, crs=crs, west=west, north=north, m_per_px=res,
+                     tiles=tiles(), tags={"SOFTWARE": "cropscout payload", "MOSAIC_M_PER_PX": str(res)},
+                     cache_mb=GDAL_CACHE_MB)
     png_path = out / MOSAIC_PNG
     ok, buf = cv2.imencode(".png", cv2.cvtColor(png, cv2.COLOR_RGBA2BGRA, dst=png))  # in place: no second copy
     if not ok:
@@ -184,7 +171,7 @@ def write_mosaic(out: Path, canvas: MosaicCanvas, read: Callable[[TileKey], np.n
     e0, n1 = west, north
     info = {
         "origin": {"lat": canvas.origin.lat0, "lon": canvas.origin.lon0},
-        "crs": local_crs_wkt(canvas.origin),
+        "crs": crs,
         "m_per_px": res,
         "bounds_en": {"west": e0, "east": e0 + cols * res, "south": n1 - rows * res, "north": n1},
         "size_px": [cols, rows],
@@ -224,7 +211,7 @@ class MosaicSink(SinkBase):
             return None
         return cls(ctx.out_dir, ctx.cfg.mosaic)
 
-    def write_look(self, look: dict[str, Any], result: FrameResult) -> None:
+    def on_look(self, look: dict[str, Any], result: FrameResult) -> None:
         veh = look.get("vehicle") or {}
         if self._broken or not look.get("trusted") or veh.get("lat") is None or veh.get("lon") is None:
             return  # untrusted, or a local-frame pose with no origin on Earth: nowhere to put it
@@ -251,7 +238,7 @@ class MosaicSink(SinkBase):
         self.canvas.add_frame(result.frame.pixels, pairs[0], pairs[1], (float(ve), float(vn)), float(height))
         self.peak_bytes = max(self.peak_bytes, self.store.bytes_in_memory)
 
-    def close(self) -> None:
+    def on_close(self) -> None:
         try:
             if self.canvas is not None and not self._broken:
                 memory = {"peak_tile_bytes": self.peak_bytes, "peak_tiles": self.store.peak_tiles,

@@ -1,6 +1,6 @@
 """The prescription files of a finished map: what the grower loads into a sprayer, and where to walk.
 
-Written at the end of a run (payload/pipeline/geotag.py, after the map's products) and by
+Written at the end of a run (`PrescriptionSink`, at close) and by
 `payload export --prescription` (the same function on the same replayed map, so the same files).
 Everything is computed and checked first (payload/grower/: treatment zones, strict-terminal limits,
 the ISO-XML rules), then written; a prescription that cannot be made raises PrescriptionError and
@@ -25,18 +25,20 @@ import shapely
 
 from payload.config import PrescriptionSection
 from payload.errors import PrescriptionError
+from payload.files.atomic import atomic_write_text
+from payload.files.vector import features_csv, features_geojson
 from payload.geo.diseasemap import DiseaseMap, zone_rows
 from payload.geo.frames import LocalFrame
+from payload.geo.lonlat import geometry_lonlat, point_lonlat, to_lonlat
+from payload.geo.mapkind import ground_map
 from payload.geo.zones import mask_polygon
 from payload.grower.gpkg import GPKG_FILE, Layer, write_gpkg
 from payload.grower.gridrx import GridPrescription, grid_prescription
-from payload.grower.lonlat import point_lonlat, to_lonlat
 from payload.grower.scout import ScoutItem, scout_list, suspect_zones
 from payload.grower.shapefile import ShpRecord, check_records, shapefile_names, write_shapefile_zip
 from payload.grower.taskdata import TASKDATA_DIR, TaskZone, build_task, schema_problems, write_taskdata
 from payload.grower.treatment import TreatmentPlan, TreatmentZone, plan_treatment, priority
-from payload.sinks.layers import atomic_write_text
-from payload.sinks.maplayers import features_csv, features_geojson, geometry_lonlat
+from payload.sinks.base import SinkBase, SinkContext
 
 log = logging.getLogger(__name__)
 
@@ -275,3 +277,29 @@ def _layers(zones: list[TreatmentZone], lonlat: dict[str, Any], dmap: DiseaseMap
         layers.append(Layer("prescription_grid", "Polygon",
                             [(r.polygon, {"cell": r.zone, "class_code": r.code, "rate": r.rate}) for r in grec]))
     return layers
+
+
+class PrescriptionSink(SinkBase):
+    """The prescription files of the finished ground map (prescription.enabled). Settings a strict terminal
+    cannot meet are logged with their fix, and the flight's other products stand."""
+
+    name = "prescription"
+
+    def __init__(self, out_dir: Path, dmap: DiseaseMap, cfg: PrescriptionSection) -> None:
+        self.out_dir = out_dir
+        self.map = dmap
+        self.cfg = cfg
+
+    @classmethod
+    def from_context(cls, ctx: SinkContext) -> PrescriptionSink | None:
+        dmap = ground_map(ctx.map) if ctx.map is not None else None
+        if dmap is None or not ctx.cfg.prescription.enabled:
+            return None
+        return cls(ctx.out_dir, dmap, ctx.cfg.prescription)
+
+    def on_close(self) -> None:
+        try:
+            write_prescription(self.out_dir, self.map, self.cfg)
+        except PrescriptionError as err:
+            log.error("no prescription written: %s (then `payload export %s --prescription --config FILE`)",
+                      err, self.out_dir)

@@ -1,6 +1,6 @@
 """The default ResultHandler: one JSON line per frame with every tile's classification.
 
-Written through the crash-safe appender (payload/sinks/jsonl.py JsonlWriter): flushed and fsynced
+Written through the crash-safe appender (payload/files/jsonl.py JsonlWriter): flushed and fsynced
 per record, since a drone can lose power at any moment and a record that reached the handler must
 survive it; on a full disk no partial line is left and the record waits for space. The runner
 installs it beside the geotagging handler (payload/pipeline/runner.py).
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from payload.bundle import Bundle
-from payload.sinks.jsonl import JsonlWriter
+from payload.files.jsonl import JsonlWriter
 from payload.types import FrameResult
 
 

@@ -4,7 +4,7 @@ Indoors a grower walks to "rack B, bay 4, shelf 2", so the products say that, wi
 on the face in metres (along from the rack's start, up from the floor). A picture per rack face
 (SVG: no plotting library on the drone, readable in any browser) shows the shelves and bays, every
 trusted sighting on that face, and the zones. WGS84 layers are written by the layers sink only
-when the local frame's origin is known (payload/pipeline/geotag.py drops GeoJSON/KML otherwise).
+when the local frame's origin is known (the layers sink drops GeoJSON/KML otherwise).
 """
 
 from __future__ import annotations
@@ -12,14 +12,20 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
+from payload.files.atomic import atomic_write_text
 from payload.geo.facemap import FaceMap
+from payload.geo.mapkind import face_map
 from payload.geo.site import RackFace
-from payload.sinks.layers import atomic_write_text
+from payload.sinks.base import SinkBase, SinkContext
+from payload.sinks.jsonl import DetectionsJsonl, iter_detections
+
+log = logging.getLogger(__name__)
 
 PX_PER_M = 120.0
 _MARGIN = 40.0
@@ -124,3 +130,32 @@ def write_site_products(out: Path, fmap: FaceMap, sightings: Iterable[Mapping[st
         atomic_write_text(path, face_svg(f, dets, rows, fmap.labels, rings))
         written.append(path)
     return written
+
+
+class SiteLayersSink(SinkBase):
+    """An indoor run's products in site terms at the end of the flight (the rack-face map only), with the
+    sightings read back from detections.jsonl."""
+
+    name = "sitelayers"
+
+    def __init__(self, out_dir: Path, fmap: FaceMap, detections: Path | None) -> None:
+        self.out_dir = out_dir
+        self.map = fmap
+        self.detections = detections
+
+    @classmethod
+    def from_context(cls, ctx: SinkContext) -> SiteLayersSink | None:
+        fmap = face_map(ctx.map) if ctx.map is not None else None
+        if fmap is None:
+            return None
+        jsonl = ctx.built.get("jsonl")
+        return cls(ctx.out_dir, fmap, jsonl.path if isinstance(jsonl, DetectionsJsonl) else None)
+
+    def on_close(self) -> None:
+        path = self.detections
+        try:
+            write_site_products(self.out_dir, self.map, iter_detections(path) if path and path.is_file() else [])
+        except Exception:
+            log.exception("could not finish the map; `payload export %s` rebuilds it from detections.jsonl",
+                          self.out_dir)
+            raise

@@ -22,37 +22,14 @@ from typing import Any
 from payload.config import TelemetrySection
 from payload.errors import TelemetryError
 from payload.keyfile import read_signing_key
-from payload.types import EstimatorHealth
+from payload.vehicle.decoders import DECODERS, Rx
 from payload.vehicle.mavpatch import diagnose_handshake, frame_udp_datagrams, release_handshake
-from payload.vehicle.poseinterp import (
-    AttitudeSample,
-    EstimatorSample,
-    GimbalSample,
-    GpsSample,
-    LocalPositionSample,
-    PoseEstimate,
-    PositionSample,
-    StateBuffer,
-)
+from payload.vehicle.poseinterp import PoseEstimate, StateBuffer
 from payload.vehicle.signing import LinkSigning, use_mavlink2
 
 log = logging.getLogger(__name__)
 
 MAV_CMD_GET_HOME_POSITION = 410
-_LISTENED = (
-    "GLOBAL_POSITION_INT",
-    "ATTITUDE",
-    "GPS_RAW_INT",
-    "SYSTEM_TIME",
-    "TIMESYNC",
-    "MOUNT_STATUS",
-    "MOUNT_ORIENTATION",
-    "HOME_POSITION",
-    "LOCAL_POSITION_NED",
-    "GPS_GLOBAL_ORIGIN",
-    "EKF_STATUS_REPORT",
-    "ESTIMATOR_STATUS",
-)
 MAV_CMD_REQUEST_MESSAGE = 512
 MSG_GPS_GLOBAL_ORIGIN = 49
 # dronekit's default wait_ready set; a GPS-denied vehicle may send no GPS_RAW_INT at all (gps_0 never fills)
@@ -353,7 +330,7 @@ class Telemetry:
             self.signing.install(vehicle._handler.master)
         frame_udp_datagrams(vehicle)
         vehicle.add_message_listener("*", self._on_any)
-        for name in _LISTENED:
+        for name in DECODERS:
             vehicle.add_message_listener(name, self._on_message)
 
     def _unsigned_refused(self, msg: Any) -> bool:
@@ -372,13 +349,6 @@ class Telemetry:
                 self.signed_from_vehicle += 1
                 self._last_signed_mono = now
 
-    def _boot_now(self, t_rx: float) -> float:
-        t = self.buffer.now_boot(t_rx)
-        if t is not None:
-            return t
-        latest = self.buffer.latest_boot_s()
-        return latest if latest is not None else 0.0
-
     def _on_message(self, vehicle: Any, name: str, msg: Any) -> None:
         t_rx = time.monotonic()
         sysid = self._system_id if self._system_id is not None else getattr(vehicle, "_heartbeat_system", None)
@@ -387,60 +357,9 @@ class Telemetry:
         if self._unsigned_refused(msg):
             self.unsigned_past_parser += 1
             return
-        b = self.buffer
-        if name == "GLOBAL_POSITION_INT":
-            b.add_position(
-                PositionSample(
-                    msg.time_boot_ms / 1000.0,
-                    msg.lat / 1e7,
-                    msg.lon / 1e7,
-                    msg.alt / 1000.0,
-                    msg.relative_alt / 1000.0,
-                    msg.vx / 100.0,
-                    msg.vy / 100.0,
-                    msg.vz / 100.0,
-                ),
-                t_rx_mono=t_rx,
-            )
-        elif name == "ATTITUDE":
-            b.add_attitude(AttitudeSample(msg.time_boot_ms / 1000.0, msg.roll, msg.pitch, msg.yaw), t_rx_mono=t_rx)
-        elif name == "GPS_RAW_INT":
-            hdop = None if msg.eph in (65535, None) else msg.eph / 100.0
-            sats = None if msg.satellites_visible in (255, None) else int(msg.satellites_visible)
-            b.add_gps(GpsSample(self._boot_now(t_rx), int(msg.fix_type), hdop, sats))
-        elif name == "SYSTEM_TIME":
-            b.observe_clock(msg.time_boot_ms / 1000.0, t_rx)
-        elif name == "TIMESYNC":
-            if msg.tc1 != 0:
-                t_send = self._timesync_pending.pop(int(msg.ts1), None)
-                if t_send is not None:
-                    b.observe_timesync(t_send, msg.tc1 / 1e9, t_rx)
-        elif name == "MOUNT_STATUS":
-            b.add_gimbal(
-                GimbalSample(
-                    self._boot_now(t_rx), msg.pointing_b / 100.0, msg.pointing_a / 100.0, msg.pointing_c / 100.0
-                )
-            )
-        elif name == "MOUNT_ORIENTATION":
-            b.add_gimbal(GimbalSample(msg.time_boot_ms / 1000.0, msg.roll, msg.pitch, msg.yaw))
-        elif name == "HOME_POSITION":
-            b.set_home(msg.latitude / 1e7, msg.longitude / 1e7, msg.altitude / 1000.0)
-        elif name == "LOCAL_POSITION_NED":
-            b.add_local_position(
-                LocalPositionSample(msg.time_boot_ms / 1000.0, msg.x, msg.y, msg.z, msg.vx, msg.vy, msg.vz),
-                t_rx_mono=t_rx,
-            )
-        elif name == "GPS_GLOBAL_ORIGIN":
-            b.set_origin(msg.latitude / 1e7, msg.longitude / 1e7, msg.altitude / 1000.0)
-        elif name == "EKF_STATUS_REPORT":
-            b.add_estimator(EstimatorSample(self._boot_now(t_rx), EstimatorHealth(
-                int(msg.flags), float(msg.velocity_variance), float(msg.pos_horiz_variance),
-                float(msg.pos_vert_variance), "EKF_STATUS_REPORT")))
-        elif name == "ESTIMATOR_STATUS":
-            # PX4: the same flag bits; the test ratios are the normalised variances
-            b.add_estimator(EstimatorSample(self._boot_now(t_rx), EstimatorHealth(
-                int(msg.flags), float(msg.vel_ratio), float(msg.pos_horiz_ratio), float(msg.pos_vert_ratio),
-                "ESTIMATOR_STATUS")))
+        decode = DECODERS.get(name)
+        if decode is not None:
+            decode(msg, Rx(self.buffer, t_rx, self._timesync_pending))
 
     # ------------------------------------------------------------ supervision
     def _request_home(self) -> None:

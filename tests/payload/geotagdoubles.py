@@ -7,7 +7,8 @@ import math
 import numpy as np
 
 from payload.types import Frame, FrameResult, TileBox, TileResult
-from payload.vehicle.poseinterp import AttitudeSample, GpsSample, PositionSample, StateBuffer
+from payload.vehicle.poseinterp import StateBuffer
+from payload.vehicle.samples import AttitudeSample, GpsSample, PositionSample
 
 LABELS = ("healthy", "rust", "powdery_mildew")
 HOME = (52.2053, 0.1218, 12.0)  # lat, lon, alt MSL

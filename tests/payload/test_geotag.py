@@ -17,10 +17,11 @@ import pymap3d
 import pytest
 
 from payload.config import PayloadConfig
+from payload.files.jsonl import read_jsonl
 from payload.geo.looks import LOOK_SCHEMA
 from payload.pipeline.geotag import GeotagHandler
 from payload.sinks.export import ExportError, export_layers
-from payload.sinks.jsonl import iter_detections, read_jsonl
+from payload.sinks.jsonl import iter_detections
 from tests.payload.geotagdoubles import HOME, LABELS, ScriptedTelemetry, frame_result
 
 KML = "{http://www.opengis.net/kml/2.2}"
@@ -214,7 +215,7 @@ def test_crops_carry_exif_gps_only_when_trusted(tmp_path: Path) -> None:
 
 def test_export_rebuilds_layers_and_skips_a_torn_line(tmp_path: Path) -> None:
     h, _ = _run_flight(tmp_path, sinks={"layers_interval_s": 3600})  # layers written once, then stale
-    h.sink("jsonl").close()  # the process "dies": no close(), so the layers miss the later records
+    h.sink("jsonl").on_close()  # the process "dies": no close(), so the layers miss the later records
     out = tmp_path / "out"
     with open(out / "detections.jsonl", "a") as f:
         f.write('{"schema":"cropscout.detection/1","id":"torn","lab')

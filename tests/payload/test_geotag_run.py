@@ -20,12 +20,13 @@ import pytest
 from payload.capture.sources import InProcessSource
 from payload.cli import main as payload_main
 from payload.config import GeotagSection, PayloadConfig, PreflightSection
+from payload.files.jsonl import read_jsonl
 from payload.geo.camera import CameraModel, pixel_to_ground
 from payload.geo.diseasemap import MAPINFO_SCHEMA, is_look, map_from_info
 from payload.ops.preflight import PreflightError, run_preflight
 from payload.pipeline.runner import build_pipeline
 from payload.sinks.alerts import AlertSender, zone_text
-from payload.sinks.jsonl import iter_detections, read_jsonl
+from payload.sinks.jsonl import iter_detections
 from payload.types import Frame, Pose
 from tests.mavtestvehicle import MavTestVehicle, free_udp_port
 from tests.payload import tinymodel

@@ -19,13 +19,15 @@ import yaml
 from payload.cli import main as payload_main
 from payload.config import PayloadConfig, TelemetrySection
 from payload.errors import ConfigError
+from payload.files.jsonl import read_jsonl
 from payload.geo.camera import CameraModel
 from payload.geo.site import FLOOR, MISS, address, camera_rays_enu, intersect_faces, place_pixels, site_faces
 from payload.pipeline.geotag import GeotagHandler
-from payload.sinks.jsonl import iter_detections, read_jsonl
+from payload.sinks.jsonl import iter_detections
 from payload.sitefile import SiteLayout, load_site
 from payload.types import EstimatorHealth
-from payload.vehicle.poseinterp import AttitudeSample, EstimatorSample, LocalPositionSample, StateBuffer
+from payload.vehicle.poseinterp import StateBuffer
+from payload.vehicle.samples import AttitudeSample, EstimatorSample, LocalPositionSample
 from payload.vehicle.telemetry import Telemetry
 from tests.mavtestvehicle import MavTestVehicle, VehicleState, free_udp_port
 from tests.payload.geotagdoubles import LABELS, frame_result
@@ -169,7 +171,7 @@ def test_local_state_has_no_latlon_without_origin_and_exact_latlon_with_one() ->
 
 
 def test_auto_frame_uses_local_only_without_a_3d_fix() -> None:
-    from payload.vehicle.poseinterp import GpsSample, PositionSample
+    from payload.vehicle.samples import GpsSample, PositionSample
 
     b = StateBuffer(frame="auto")
     b.add_local_position(LocalPositionSample(1.0, 0, 0, -2, 0, 0, 0))

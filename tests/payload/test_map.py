@@ -448,7 +448,7 @@ def test_a_sliver_closer_than_the_pose_error_belongs_to_its_patch_zone() -> None
 
 
 def test_zone_polygons_in_one_conversion_match_a_vertex_by_vertex_conversion() -> None:
-    from payload.sinks.maplayers import geometries_lonlat, geometry_lonlat
+    from payload.geo.lonlat import geometries_lonlat, geometry_lonlat
 
     holed = shapely.Polygon([(0, 0), (10, 0), (10, 10), (0, 10)], [[(2, 2), (2, 4), (4, 4), (4, 2)]])
     multi = shapely.MultiPolygon([shapely.box(20, 0, 22, 3), shapely.box(30, 5, 31, 6)])

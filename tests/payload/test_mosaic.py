@@ -189,9 +189,9 @@ def test_sink_composites_trusted_looks_and_writes_at_close(tmp_path) -> None:
                 "tiles": [{"footprint": q.tolist()} for q in fps]}
         tiles = tuple(TileResult(b, np.zeros(3), "healthy", 0.9, False) for b in BOXES)
         frame = Frame(gradient_frame(), seq, float(seq), 1.79e9 + seq)
-        sink.write_look(look, FrameResult(frame, tiles, 1.0, "cpu", float(seq)))
+        sink.on_look(look, FrameResult(frame, tiles, 1.0, "cpu", float(seq)))
     assert sink.canvas is not None and sink.canvas.frames == 3  # 5 trusted looks, every 2nd
-    sink.close()
+    sink.on_close()
     info = json.loads((tmp_path / "mosaic.json").read_text())
     assert info["frames"] == 3 and info["memory"]["max_tiles_in_memory"] == 4
     assert not (tmp_path / ".mosaic_tiles").exists()
@@ -205,9 +205,9 @@ def test_a_failing_mosaic_does_not_raise_into_the_flight(tmp_path, caplog) -> No
             "tiles": [{"footprint": [[1.0, 2.0]] * 4}] * 2}
     frame = Frame(np.zeros((480, 640, 3), np.uint8), 0, 0.0, 0.0)
     tiles = tuple(TileResult(TileBox(0, 0, 10, 10), np.zeros(3), "healthy", 0.9, False) for _ in range(2))
-    sink.write_look(look, FrameResult(frame, tiles, 1.0, "cpu", 0.0))  # degenerate: every corner one point
+    sink.on_look(look, FrameResult(frame, tiles, 1.0, "cpu", 0.0))  # degenerate: every corner one point
     assert "mosaic failed" in caplog.text
-    sink.close()
+    sink.on_close()
     assert not (tmp_path / "mosaic.tif").exists()
 
 
@@ -218,6 +218,6 @@ def test_a_local_pose_without_an_origin_is_skipped_not_a_failure(tmp_path, caplo
             "tiles": [{"footprint": None}]}
     frame = Frame(np.zeros((480, 640, 3), np.uint8), 0, 0.0, 0.0)
     tile = TileResult(TileBox(0, 0, 10, 10), np.zeros(3), "healthy", 0.9, False)
-    sink.write_look(look, FrameResult(frame, (tile,), 1.0, "cpu", 0.0))
+    sink.on_look(look, FrameResult(frame, (tile,), 1.0, "cpu", 0.0))
     assert sink.canvas is None and not sink._broken and "mosaic failed" not in caplog.text
-    sink.close()
+    sink.on_close()

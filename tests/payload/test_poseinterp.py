@@ -8,15 +8,10 @@ import numpy as np
 import pymap3d
 import pytest
 
-from payload.vehicle.poseinterp import (
-    AttitudeSample,
-    ClockSync,
-    GpsSample,
-    PositionSample,
-    StateBuffer,
-    interp_angle,
-    interpolate_attitude,
-)
+from payload.vehicle.clocksync import ClockSync
+from payload.vehicle.interp import interp_angle, interpolate_attitude
+from payload.vehicle.poseinterp import StateBuffer
+from payload.vehicle.samples import AttitudeSample, GpsSample, PositionSample
 
 LAT0, LON0, ALT0 = -33.87, 151.21, 40.0
 

@@ -16,10 +16,11 @@ import pytest
 
 from payload.config import PayloadConfig, TelemetrySection
 from payload.errors import TelemetryError
+from payload.files.jsonl import read_jsonl
 from payload.geo.camera import CameraModel, pixel_to_ground
 from payload.pipeline.geotag import GeotagHandler
 from payload.pipeline.runner import build_geotag_handler
-from payload.sinks.jsonl import iter_detections, read_jsonl
+from payload.sinks.jsonl import iter_detections
 from payload.types import Pose
 from payload.vehicle.telemetry import Telemetry
 from tests.mavtestvehicle import MavTestVehicle, VehicleState, free_udp_port

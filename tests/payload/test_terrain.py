@@ -21,8 +21,7 @@ from payload.errors import ConfigError
 from payload.geo.detections import FLAG_OUTSIDE_DEM, DetectionContext, build_detection
 from payload.geo.frames import LocalFrame
 from payload.geo.looks import build_look
-from payload.geo.terrain import load_dem_surface
-from payload.pipeline.geotag import check_home_on_dem
+from payload.geo.terrain import check_home_on_dem, load_dem_surface
 from tests.configtests import run_cli, set_path, write_yaml
 from tests.payload.geotagdoubles import HOME, LABELS, ScriptedTelemetry, frame_result
 

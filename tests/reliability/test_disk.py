@@ -18,11 +18,11 @@ import pytest
 
 from payload.capture.sources import InProcessSource
 from payload.config import PayloadConfig
+from payload.files.jsonl import JsonlWriter, read_jsonl
 from payload.ops.diskguard import DiskGuard
 from payload.pipeline.geotag import GeotagHandler
 from payload.pipeline.scheduler import Pipeline
 from payload.pipeline.tiling import Tiler
-from payload.sinks.jsonl import JsonlWriter, read_jsonl
 from payload.types import Frame
 from tests.payload.geotagdoubles import LABELS, ScriptedTelemetry, frame_result
 from tests.reliability.faulty import HealthyClassifier

@@ -25,7 +25,8 @@ import yaml
 
 from flight_sim.scenario import Scenario, load_scenario
 from flight_sim.sim import Simulation
-from payload.sinks.jsonl import DETECTION_SCHEMA_PREFIX, read_jsonl
+from payload.files.jsonl import read_jsonl
+from payload.sinks.jsonl import DETECTION_SCHEMA_PREFIX
 from tests.flight_sim.conftest import free_tcp_port
 from tests.payload import tinymodel
 

@@ -24,8 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from payload.config import PayloadConfig, TelemetrySection
+from payload.files.jsonl import read_jsonl
 from payload.pipeline.geotag import GeotagHandler
-from payload.sinks.jsonl import read_jsonl
 from payload.vehicle.telemetry import Telemetry
 from tests.mavtestvehicle import MavTestVehicle, VehicleState, free_udp_port
 from tests.payload.geotagdoubles import LABELS, frame_result

@@ -31,7 +31,7 @@ from pymavlink.dialects.v20 import ardupilotmega as mav2
 from payload.config import GeotagSection, TelemetrySection
 from payload.errors import TelemetryError
 from payload.ops.preflight import check_telemetry
-from payload.vehicle.poseinterp import PositionSample
+from payload.vehicle.samples import PositionSample
 from payload.vehicle.signing import SIGNING_NEW_STREAM_WINDOW, LinkSigning, signing_timestamp
 from payload.vehicle.telemetry import Telemetry
 from tests.mavtestvehicle import MavTestVehicle, free_udp_port

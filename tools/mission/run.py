@@ -29,9 +29,9 @@ from flight_sim.scenario import Scenario, load_scenario, lowest_agl_m, payload_c
 from flight_sim.sim import Simulation
 from flight_sim.terrain import scenario_surface
 from payload.errors import UserError
+from payload.files.jsonl import read_jsonl
 from payload.geo.camera import footprint
 from payload.geo.frames import geodetic_to_enu
-from payload.sinks.jsonl import read_jsonl
 from tools.mission.mapplot import draw_mission_map
 from tools.mission.mosaiccheck import mosaic_registration
 from tools.mission.score import FoundZone, TruePatch, score_treatment, score_zones

@@ -25,12 +25,12 @@ import numpy as np
 from flight_sim.scenario import Scenario
 from flight_sim.terrain import dem_altitudes, extent_m, scenario_frame, utm_epsg
 from payload.demfile import write_dem
+from payload.files.jsonl import iter_jsonl
 from payload.geo.diseasemap import is_look
 from payload.geo.frames import LocalFrame
 from payload.geo.surface import HeightField
 from payload.geo.terrain import load_dem_surface
 from payload.sinks.export import export_layers
-from payload.sinks.jsonl import iter_jsonl
 
 DEM_FILE = "terrain_dem.tif"
 FLAT_DIR = "flat_assumption"

@@ -1,0 +1,75 @@
+"""Local east/north geometries as WGS84 lon/lat ones (every layer and terminal file is WGS84)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import shapely
+from shapely.geometry.base import BaseGeometry
+
+from payload.geo.frames import LocalFrame
+from payload.geo.zones import polygons
+
+DECIMALS = 8  # 1.1 mm of latitude: far below the map's cell, and what the GeoJSON layers use
+
+
+def to_lonlat(geom: BaseGeometry, frame: LocalFrame) -> BaseGeometry:
+    """The geometry with every vertex converted to (lon, lat) degrees, rounded to DECIMALS."""
+
+    def convert(en: np.ndarray) -> np.ndarray:
+        lat, lon, _ = frame.to_geodetic(en[:, 0], en[:, 1], 0.0)
+        return np.round(np.stack([np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)], axis=1),
+                        DECIMALS)
+
+    return shapely.transform(geom, convert)
+
+
+def point_lonlat(e: float, n: float, frame: LocalFrame) -> tuple[float, float]:
+    """(lon, lat) of a local point, rounded to DECIMALS."""
+    lat, lon, _ = frame.to_geodetic(e, n, 0.0)
+    return round(float(lon), DECIMALS), round(float(lat), DECIMALS)
+
+
+
+
+def _rings_lonlat(rings: Sequence[np.ndarray], origin: LocalFrame) -> list[list[list[float]]]:
+    """Many east/north rings to [lon, lat] lists through ONE geodetic conversion.
+
+    The conversion is elementwise, so one call over every vertex gives exactly the numbers a call per
+    ring would; what it saves is the per-call overhead, which made the live zone snapshot of a field
+    with hundreds of zones (a noisy model, widespread disease) cost more than the map update itself.
+    """
+    if not rings:
+        return []
+    en = np.concatenate([np.asarray(r, dtype=np.float64).reshape(-1, 2) for r in rings])
+    lat, lon, _ = origin.to_geodetic(en[:, 0], en[:, 1], 0.0)
+    lon_r = [round(v, DECIMALS) for v in np.asarray(lon, dtype=np.float64).tolist()]
+    lat_r = [round(v, DECIMALS) for v in np.asarray(lat, dtype=np.float64).tolist()]
+    out, k = [], 0
+    for r in rings:
+        n = len(r)
+        out.append([[a, b] for a, b in zip(lon_r[k:k + n], lat_r[k:k + n], strict=True)])
+        k += n
+    return out
+
+
+def _polygon_rings(geom: BaseGeometry) -> list[list[np.ndarray]]:
+    """Per polygon, its exterior then its holes as east/north arrays; exteriors counter-clockwise."""
+    # east/north and lon/lat have the same handedness: counter-clockwise here is counter-clockwise there
+    return [[np.asarray(poly.exterior.coords, dtype=np.float64)]
+            + [np.asarray(r.coords, dtype=np.float64) for r in poly.interiors]
+            for poly in polygons(shapely.orient_polygons(geom))]
+
+
+def geometry_lonlat(geom: BaseGeometry, origin: LocalFrame) -> list[list[list[list[float]]]]:
+    """A local geometry as RFC 7946 polygons: [polygon][ring][point] = [lon, lat]; exteriors counter-clockwise."""
+    return geometries_lonlat([geom], origin)[0]
+
+
+def geometries_lonlat(geoms: Sequence[BaseGeometry], origin: LocalFrame) -> list[list[list[list[list[float]]]]]:
+    """`geometry_lonlat` of many geometries through one geodetic conversion."""
+    polys = [_polygon_rings(g) for g in geoms]
+    flat = [ring for p in polys for poly in p for ring in poly]
+    conv = iter(_rings_lonlat(flat, origin))
+    return [[[next(conv) for _ in poly] for poly in p] for p in polys]
