@@ -4,9 +4,11 @@ The world (flight_sim/world) gives each pixel the scene radiance an ideal camera
 nominal exposure and daylight white balance. A drone camera then:
 - meters the scene and sets its gain, late: auto exposure follows the scene with a time constant
   (AE_TAU_S), so flying from bright soil onto dark canopy leaves a frame or two too dark;
-- balances white, also late (AWB_TAU_S) and only partly (grey-world gains pulled toward 1 by
-  AWB_STRENGTH, within AWB_LIMITS): a real AWB is constrained to plausible illuminants and never
-  turns a green canopy grey;
+- balances white, also late (AWB_TAU_S) and only partly, along the illuminant's warm-cool axis:
+  red and blue gains move in opposite directions (red x blue = 1), toward equal red and blue means,
+  pulled toward 1 by AWB_STRENGTH and within AWB_LIMITS. A camera's AWB searches daylight-like
+  illuminants (the Planckian locus); a free grey-world balance would lift red and blue together to
+  grey out a green canopy, and paint brown soil magenta, which no field camera does;
 - looks through air: haze lifts and flattens the colours with the path length (World's apply_haze);
 - smears the image along the ground's apparent motion during the exposure: blur length in pixels =
   speed x exposure / GSD, along the image-space direction the ground moves;
@@ -73,6 +75,18 @@ def motion_kernel(dx_px: float, dy_px: float) -> np.ndarray | None:
     return k / k.sum()
 
 
+def awb_gains(mean_rgb: np.ndarray) -> np.ndarray:
+    """White-balance gains (red, 1, blue) from a scene's mean colour, on the warm-cool axis only.
+
+    k = sqrt(mean blue / mean red) balances red against blue with red x blue gain = 1 (green is the
+    reference, as in camera ISPs); only AWB_STRENGTH of the correction is applied, within AWB_LIMITS.
+    """
+    r, b = float(mean_rgb[0]), float(mean_rgb[2])
+    k = math.sqrt(max(b, 1e-3) / max(r, 1e-3))
+    k = float(np.clip(k ** AWB_STRENGTH, *AWB_LIMITS))
+    return np.array([k, 1.0, 1.0 / k], np.float32)
+
+
 class CameraEffects:
     """The camera's processing chain for one camera (stateful: exposure and white balance lag)."""
 
@@ -100,9 +114,7 @@ class CameraEffects:
             sample = sample[v] if v.any() else sample
         mean = sample.mean(axis=0) + 1e-3
         target_gain = float(np.clip(AE_TARGET / float(mean.mean()), *AE_LIMITS))
-        grey = float(mean.mean()) / mean
-        target_wb = np.clip(1.0 + AWB_STRENGTH * (grey - 1.0), *AWB_LIMITS).astype(np.float32)
-        target_wb /= target_wb[1]  # the green channel is the reference, as camera ISPs do
+        target_wb = awb_gains(mean)
         st.gain = float(_lag(st.gain, target_gain, dt, AE_TAU_S))
         st.wb = np.asarray(target_wb if st.wb is None else _lag(st.wb, target_wb, dt, AWB_TAU_S), np.float32)
         return st.gain, st.wb

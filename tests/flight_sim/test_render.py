@@ -272,3 +272,16 @@ def test_tile_truth_follows_the_payload_grid() -> None:
         ["healthy", "powdery_mildew", "healthy", "healthy"],
         ["healthy", "healthy", "healthy", "-"],
     ]
+
+
+def test_white_balance_works_on_the_warm_cool_axis_only() -> None:
+    """A green canopy keeps its soil brown (no magenta cast); warm light is cooled, cool light warmed."""
+    from flight_sim.camerafx import awb_gains
+
+    canopy = awb_gains(np.array([50.0, 100.0, 45.0]))
+    assert canopy[0] * canopy[2] == pytest.approx(1.0) and canopy[1] == 1.0
+    soil = np.array([110.0, 85.0, 60.0]) * canopy
+    assert soil[0] > soil[1] > soil[2]  # still brown
+    warm = awb_gains(np.array([120.0, 100.0, 60.0]))
+    cool = awb_gains(np.array([60.0, 100.0, 120.0]))
+    assert warm[0] < 1.0 < warm[2] and cool[0] > 1.0 > cool[2]
