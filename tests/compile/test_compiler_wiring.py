@@ -99,6 +99,39 @@ def test_float_model_is_refused_with_the_real_message(models: dict[str, Path], t
         run_compiler(models["float"], tmp_path / "out", str(FAKE), timeout_s=120)
 
 
+def test_plain_float_keras_model_is_refused(tmp_path: Path) -> None:
+    """Conv2D, Flatten, Dense with a dynamic batch, converted with no options: the issue's exact model.
+
+    Its int32 shape ops are not float, so "every op is float" alone would let it through to a
+    0-subgraph "successful" compile; the real compiler refuses it before compiling anything.
+    """
+    model = tmp_path / "float.tflite"
+    model.write_bytes(tinymodel.build_plain_float_tflite())
+    done = subprocess.run([str(FAKE), "-s", "float.tflite"], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stdout.splitlines() == ["Edge TPU Compiler version 16.0.384591198", "Invalid model: float.tflite",
+                                        "Model not quantized"]
+    assert not list(tmp_path.glob("*_edgetpu.*"))
+
+
+def test_segments_are_named_as_the_real_tool_names_them(models: dict[str, Path], tmp_path: Path) -> None:
+    """`-n 2`: one compiled model and one log per segment, NAME_segment_K_of_N_edgetpu (edgetpu#557)."""
+    src = tmp_path / "model.tflite"
+    src.write_bytes(models["int8"].read_bytes())
+    done = subprocess.run([str(FAKE), "-n", "2", "model.tflite"], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stdout
+    names = sorted(p.name for p in tmp_path.glob("*_edgetpu.*"))
+    assert names == ["model_segment_0_of_2_edgetpu.log", "model_segment_0_of_2_edgetpu.tflite",
+                     "model_segment_1_of_2_edgetpu.log", "model_segment_1_of_2_edgetpu.tflite"]
+    out = done.stdout.splitlines()
+    assert "Input model: model_segment_0_of_2.tflite" in out
+    assert "Output model: model_segment_1_of_2_edgetpu.tflite" in out
+    assert "Operation log: model_segment_0_of_2_edgetpu.log" in out
+    assert out.count("Compilation succeeded!") == 2
+
+
 def test_garbage_input_is_not_compiled(tmp_path: Path) -> None:
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"\x00" * 64)

@@ -68,6 +68,23 @@ def build_tflite(size: int = SIZE, n_classes: int = len(CLASSES), *, float_input
     return conv.convert()
 
 
+def build_plain_float_tflite(size: int = SIZE, n_classes: int = len(CLASSES)) -> bytes:
+    """The model a newcomer converts first: Conv2D, Flatten, Dense, batch None, float32 throughout.
+
+    `TFLiteConverter.from_keras_model` with no options; the dynamic batch makes Flatten a
+    SHAPE/STRIDED_SLICE/PACK/RESHAPE chain on int32, so not every op is float, yet edgetpu_compiler
+    refuses it as "Model not quantized" all the same.
+    """
+    import tensorflow as tf
+
+    tf.random.set_seed(0)
+    inputs = tf.keras.Input((size, size, 3))
+    x = tf.keras.layers.Conv2D(8, 3, activation="relu")(inputs)
+    x = tf.keras.layers.Flatten()(x)
+    outputs = tf.keras.layers.Dense(n_classes, activation="softmax")(x)
+    return tf.lite.TFLiteConverter.from_keras_model(tf.keras.Model(inputs, outputs)).convert()
+
+
 def build_nan_tflite(size: int = SIZE, n_classes: int = len(CLASSES)) -> bytes:
     """A model with the payload's interface (uint8 [1,H,W,3] in, [1,C] out) whose every score is NaN.
 
