@@ -120,6 +120,8 @@ class Pipeline:
         self.processed = 0
         self.written = 0
         self.tiles = 0
+        # the grid's size until a frame has been cut (the tiler's grid never changes its count in a run)
+        self.tiles_per_frame = tiler.rows * tiler.cols
         self.handler_errors = 0
         self.failovers = 0
         self.inference_ms = Window()
@@ -151,6 +153,8 @@ class Pipeline:
             camera_stalls=c.stalls,
             tiles=self.tiles,
             tiles_per_s=self.tiles / elapsed,
+            tiles_offered=c.captured * self.tiles_per_frame,
+            tiles_classified=self.tiles,
             inference_ms_p50=self.inference_ms.percentile(50),
             inference_ms_p95=self.inference_ms.percentile(95),
             tile_ms_p50=self.tile_ms.percentile(50),
@@ -213,6 +217,7 @@ class Pipeline:
                         break
                     continue
                 boxes, batch = self.tiler.tiles(frame.pixels)
+                self.tiles_per_frame = len(boxes)
                 next_due = time.monotonic() + period  # the cap spaces the starts of inference
                 t0 = time.perf_counter()
                 scores = self._classify(batch)

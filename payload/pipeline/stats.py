@@ -46,6 +46,10 @@ class PipelineStats:
     camera_stalls: int  # reads that never returned (wedged driver, silent stream): abandoned, camera reopened
     tiles: int
     tiles_per_s: float
+    # every tile of every captured frame, classified or not: against tiles_classified it says how much of
+    # what the camera offered the classifier kept up with (a dropped frame's tiles are offered, not run)
+    tiles_offered: int
+    tiles_classified: int
     inference_ms_p50: float | None
     inference_ms_p95: float | None
     tile_ms_p50: float | None
@@ -66,7 +70,7 @@ class PipelineStats:
         return (
             f"frames captured {self.frames_captured} processed {self.frames_processed} dropped {self.frames_dropped} "
             f"unreadable {self.frames_unreadable} reconnects {self.camera_reconnects} stalls {self.camera_stalls} "
-            f"| tiles {self.tiles} "
+            f"| tiles {self.tiles_classified}/{self.tiles_offered} offered "
             f"({self.tiles_per_s:.1f}/s) | inference ms p50 {ms(self.inference_ms_p50)} "
             f"p95 {ms(self.inference_ms_p95)} "
             f"| capture-to-record ms p50 {ms(self.latency_ms_p50)} p95 {ms(self.latency_ms_p95)} "

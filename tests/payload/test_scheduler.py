@@ -88,6 +88,9 @@ def test_stale_frames_are_dropped_and_counted(tiny_bundle_dir: Path) -> None:
     assert [r.frame.seq for r in handler.results] == [0, 9]  # 1-8 went stale while 0 was classified
     assert (stats.frames_captured, stats.frames_processed, stats.frames_dropped) == (10, 2, 8)
     assert stats.tiles == 8 and handler.closed
+    # offered: every captured frame's 2x2 tiles; classified: only the two frames that ran
+    assert (stats.tiles_offered, stats.tiles_classified) == (40, 8)
+    assert stats.as_dict()["tiles_offered"] == 40 and "tiles 8/40 offered" in stats.line()
     assert stats.latency_ms_p50 is not None and stats.inference_ms_p50 is not None
 
 
