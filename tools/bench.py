@@ -46,6 +46,7 @@ from payload.types import FrameResult
 from tools.bench_chain import edgetpu_figures, render_figures, replay_figures
 from tools.bench_map import TARGETS as MAP_TARGETS
 from tools.bench_map import map_figures
+from tools.coral import add_modelled_coral_arguments, bundle_cost, device_models, layout_figures
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"pipeline_efficiency": (">=", 0.95), "rss_mb": ("<=", 250.0), "startup_s": ("<=", 2.0), **MAP_TARGETS}
@@ -197,6 +198,21 @@ def startup_and_rss(bundle: Bundle, threads: int, workdir: Path, launches: int =
             "rss_mb": max(peaks) / 2**20, "tensorflow_loaded": bool(tf_libs), "tensorflow_libraries": sorted(tf_libs)}
 
 
+def modelled_figures(bundle: Bundle, model: str, tpus: int, layout: str) -> dict:
+    """The bundle on a modelled Coral (tools/coral.py): per-tile latency and tiles per second, marked modelled."""
+    cost = bundle_cost(bundle.cpu_model)
+    f = layout_figures(cost, device_models()[model], tpus, layout)  # type: ignore[arg-type]
+    return {"modelled": True, "model": model, "tpus": tpus, "layout": layout, "macs": cost.macs,
+            "param_bytes": cost.param_bytes, "latency_ms_per_tile": round(1000.0 * f.latency_s, 4),
+            "tiles_per_s": round(f.tiles_per_s, 1)}
+
+
+def modelled_line(m: dict, cpu_ms: float) -> str:
+    """The modelled Coral's figures beside this machine's CPU time per tile, in one table cell."""
+    return (f"{m['model']} x{m['tpus']} {m['layout']}: {m['latency_ms_per_tile']:.3f} ms/tile, "
+            f"{m['tiles_per_s']:.0f} tiles/s (CPU here {cpu_ms:.2f} ms/tile)")
+
+
 def meets(name: str, value: float, targets: dict[str, tuple[str, float]] = TARGETS) -> bool:
     """Whether `value` meets the target named `name`."""
     op, target = targets[name]
@@ -234,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="target: median grid update per 12-tile frame (default %(default)s)")
     ap.add_argument("--max-map-mb", type=float, default=TARGETS["map_memory_mb_100ha"][1],
                     help="target: grid memory for 100 ha (default %(default)s)")
+    add_modelled_coral_arguments(ap)
     args = ap.parse_args(argv)
     targets = {"pipeline_efficiency": (">=", args.min_efficiency), "rss_mb": ("<=", args.max_rss_mb),
                "startup_s": ("<=", args.max_startup_s), "map_update_ms_p50": ("<=", args.max_map_update_ms),
@@ -316,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         "profile": bundle.card.profile,
         "targets": {k: f"{op} {v}" for k, (op, v) in targets.items()},
     }
+    if args.edgetpu_model:
+        result["modelled_edgetpu"] = modelled_figures(bundle, args.edgetpu_model, args.tpus, args.tpu_layout)
     result["missed"] = missed_targets(result, targets)
     result["ok"] = not result["missed"]
     out = Path(args.out)
@@ -338,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
          f"{result['capture_to_record_ms_p95']:.1f} ms", ""),
         ("edge tpu", (f"{tpu['inference_ms_p50']:.2f} / {tpu['inference_ms_p95']:.2f} ms" if tpu["available"]
                       else "not available: " + tpu["reason"][:70]), ""),
+        *([] if not args.edgetpu_model else [("modelled edgetpu", modelled_line(result["modelled_edgetpu"],
+                                                                           result["inference_ms_p50"]), "modelled")]),
         ("tlog replay read", f"{replay['events_per_s']:.0f} events/s "
          f"({replay['flight_s_per_s']:.0f} s of flight per s)",
          ""),

@@ -35,6 +35,7 @@ from flight_sim.scenario import random_scenario, scenario_to_yaml
 from payload.cliutil import run_cli
 from payload.errors import UserError
 from payload.logsetup import add_log_level_argument, setup_logging
+from tools.coral import add_modelled_coral_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SCENARIOS = ("default", "random-11", "random-23")
@@ -125,6 +126,8 @@ def summary_row(name: str, report: dict[str, Any]) -> dict[str, Any]:
         "frames_dropped": dropped,
         "dropped_share": (dropped / captured) if captured else None,
         "backend": report.get("backend"),
+        "tiles_offered": report.get("tiles_offered"),
+        "tiles_classified": report.get("tiles_classified"),
         "patches_treated": None if not report.get("treatment") else report["treatment"]["patches_treated"],
         "treated_m2": None if not report.get("treatment") else report["treatment"]["treated_m2"],
         "treated_ratio": None if not report.get("treatment") else report["treatment"]["treated_ratio"],
@@ -178,6 +181,8 @@ def summary_markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> st
         f"- command: `{meta['command']}`",
         f"- bundle: `{meta['bundle']}` (profile {meta['bundle_profile']}, model sha256 "
         f"{meta['bundle_model_sha256'][:12]}, built {meta['bundle_created_utc']})",
+        "- backend: " + ("the payload's own choice" if not meta.get("edgetpu_model") else
+                         "modelled Coral {model} x{tpus} ({layout}), tools/coral.py".format(**meta["edgetpu_model"])),
         f"- flown: {meta['finished_utc']}, {meta['wall_s']:.0f} s wall; a patch is found when a zone of its class "
         "overlaps its disk",
         "- targets: " + ", ".join(f"{k} {v}" for k, v in meta["targets"].items() if v is not None),
@@ -185,8 +190,8 @@ def summary_markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> st
         + (", ".join(map(str, meta.get("drawn_seeds") or [])) or "none"),
         "",
         "| scenario | seed | found | false zones | centroid error median / p95 (m) | mean IoU | coverage "
-        "| treated patches, area ratio | frames dropped | backend | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| treated patches, area ratio | frames dropped | tiles classified / offered | backend | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         dropped = f"{r['frames_dropped']}/{r['frames_captured']}" if r["frames_captured"] else "-"
@@ -197,21 +202,23 @@ def summary_markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> st
             f"{r['patches_found']}/{r['patches_total']} | {r['false_zones']} | "
             f"{_fmt(r['centroid_error_m_median'])} / {_fmt(r['centroid_error_m_p95'])} | {_fmt(r.get('iou_mean'))} | "
             f"{cov} | {_fmt(r.get('patches_treated'), 'd')}/{r['patches_total']}, {_fmt(r.get('treated_ratio'))}x | "
-            f"{dropped} | "
+            f"{dropped} | {_fmt(r.get('tiles_classified'), 'd')}/{_fmt(r.get('tiles_offered'), 'd')} | "
             f"{r['backend']} | {verdict} |"
         )
     lines += ["", f"result: {'all targets met' if meta['ok'] else 'TARGET MISSED'}", ""]
     return "\n".join(lines)
 
 
-Fly = Callable[[Path, Path, Path, float, str], dict[str, Any]]
+Fly = Callable[..., dict[str, Any]]
 
 
-def fly_mission(scenario: Path, out: Path, bundle: Path, speed: float, log_level: str) -> dict[str, Any]:
-    """One real mission (simulator + `payload run`); returns its report.json."""
+def fly_mission(scenario: Path, out: Path, bundle: Path, speed: float, log_level: str,
+                **modelled: Any) -> dict[str, Any]:
+    """One real mission (simulator + `payload run`); returns its report.json. `modelled`: edgetpu_model,
+    tpus, tpu_layout of a modelled Coral (tools/coral.py)."""
     from tools.mission.run import MissionPlan, run_mission
 
-    return run_mission(MissionPlan(scenario, out, bundle, speed=speed, log_level=log_level))
+    return run_mission(MissionPlan(scenario, out, bundle, speed=speed, log_level=log_level, **modelled))
 
 
 def _card(bundle: Path) -> dict[str, Any]:
@@ -248,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-dropped-share", type=float, default=d.max_dropped_share)
     ap.add_argument("--min-treated-share", type=float, default=d.min_treated_share)
     ap.add_argument("--max-treated-ratio", type=float, default=d.max_treated_ratio)
+    add_modelled_coral_arguments(ap)
     add_log_level_argument(ap)
     return ap
 
@@ -272,7 +280,9 @@ def run(argv: Sequence[str] | None, fly: Fly = fly_mission) -> int:
     rows = []
     for name, path in specs:
         log.info("mission %s: %s with %s", name, path, a.bundle)
-        report = fly(path, out / name, a.bundle, a.speed, a.log_level)
+        modelled = {} if a.edgetpu_model is None else {"edgetpu_model": a.edgetpu_model, "tpus": a.tpus,
+                                                        "tpu_layout": a.tpu_layout}
+        report = fly(path, out / name, a.bundle, a.speed, a.log_level, **modelled)
         row = summary_row(name, report)
         row["drawn_at_run_time"] = name in {f"random-{s}" for s in drawn}
         row["misses"] = misses(row, targets)
@@ -286,6 +296,9 @@ def run(argv: Sequence[str] | None, fly: Fly = fly_mission) -> int:
         "bundle_model_sha256": card["model_sha256"],
         "bundle_created_utc": card["created_utc"],
         "bundle_working_gsd_mm": card["working_gsd_mm"],
+        # a modelled Coral's pace (tools/coral.py) instead of the payload's own backend, or None
+        "edgetpu_model": None if a.edgetpu_model is None else {
+            "model": a.edgetpu_model, "tpus": a.tpus, "layout": a.tpu_layout, "modelled": True},
         "drawn_seeds": drawn,
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "wall_s": time.monotonic() - t0,

@@ -94,7 +94,7 @@ def test_summary_files_and_exit_status(tmp_path: Path, bundle: Path, capsys) -> 
     assert summary["bundle_model_sha256"] == tinymodel.sha256_file(bundle / "model_int8.tflite")
     assert [r["misses"] for r in summary["rows"]] == [[], ["5 false zones (> 0)"]]
     md = (out / "summary.md").read_text()
-    assert "| default | 7 | 3/3 | 0 | 0.80 / 2.50 | 0.60 | 97.0% | 3/3, 1.80x | 400/1000 | cpu | ok |" in md
+    assert "| default | 7 | 3/3 | 0 | 0.80 / 2.50 | 0.60 | 97.0% | 3/3, 1.80x | 400/1000 | -/- | cpu | ok |" in md
     assert "MISS: 5 false zones (> 0)" in md and "TARGET MISSED" in md
     assert "--scenarios default random-23" in summary["command"]
     # the same reports pass with the threshold overridden on the command line
@@ -168,3 +168,21 @@ def test_seeds_drawn_at_run_time_are_flown_printed_and_marked(tmp_path: Path, bu
     # a second run draws other seeds: nobody can tune on them
     run(["--bundle", str(bundle), "--out", str(out), "--scenarios", "default"], fly=fly)
     assert json.loads((out / "summary.json").read_text())["drawn_seeds"] != drawn
+
+
+def test_a_modelled_coral_reaches_every_mission_and_the_summary(tmp_path: Path, bundle: Path) -> None:
+    seen: list[dict] = []
+
+    def fly(scenario: Path, out: Path, b: Path, speed: float, log_level: str, **modelled) -> dict:
+        seen.append(modelled)
+        return {**GOOD, "backend": "modelled edgetpu usb3 x2 replicas (...)", "tiles_offered": 1200,
+                "tiles_classified": 700}
+
+    out = tmp_path / "missions"
+    run(["--bundle", str(bundle), "--out", str(out), "--scenarios", "default", "--drawn", "0",
+         "--edgetpu-model", "usb3", "--tpus", "2"], fly=fly)
+    assert seen == [{"edgetpu_model": "usb3", "tpus": 2, "tpu_layout": "replicas"}]
+    md = (out / "summary.md").read_text()
+    assert "modelled Coral usb3 x2 (replicas)" in md and "| 700/1200 | modelled edgetpu usb3 x2" in md
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["edgetpu_model"] == {"model": "usb3", "tpus": 2, "layout": "replicas", "modelled": True}

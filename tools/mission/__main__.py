@@ -11,6 +11,7 @@ from pathlib import Path
 from flight_sim.indoor import is_indoor
 from payload.cliutil import run_cli
 from payload.logsetup import add_log_level_argument, setup_logging
+from tools.coral import add_modelled_coral_arguments
 from tools.mission.run import SCORE_KEYS, MissionPlan, rescore, run_mission, treatment_line
 
 
@@ -32,6 +33,7 @@ def _main(argv: Sequence[str] | None) -> int:
     ap.add_argument("--end", type=float, default=None, help="fly only up to this flight second")
     ap.add_argument("--score-only", action="store_true",
                     help="do not fly: score the zones and coverage already in --out (e.g. a fused `payload export`)")
+    add_modelled_coral_arguments(ap)
     add_log_level_argument(ap)
     a = ap.parse_args(argv)
     setup_logging(a.log_level)
@@ -45,7 +47,7 @@ def _main(argv: Sequence[str] | None) -> int:
         full = Path("build/bundle")
         a.bundle = full if (full / "model_card.json").is_file() else Path("build/quick_bundle")
     plan = MissionPlan(a.scenario, a.out, a.bundle, a.tlog, a.speed, log_level=a.log_level, start_s=a.start,
-                       end_s=a.end)
+                       end_s=a.end, edgetpu_model=a.edgetpu_model, tpus=a.tpus, tpu_layout=a.tpu_layout)
     if is_indoor(a.scenario):
         from tools.mission.indoor import INDOOR_SCORE_KEYS, run_indoor_mission
 
@@ -54,7 +56,8 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"report: {a.out / 'report.json'}  rack faces: {', '.join(report['face_pictures'])}")
         return 0
     report = run_mission(plan)
-    summary = {k: report[k] for k in (*SCORE_KEYS, "frames_processed", "frames_dropped", "backend", "ground")}
+    summary = {k: report[k] for k in (*SCORE_KEYS, "frames_processed", "frames_dropped", "tiles_offered",
+                                      "tiles_classified", "backend", "ground")}
     if report.get("flat_assumption"):
         f = report["flat_assumption"]
         summary["flat_assumption"] = {k: f[k] for k in ("patches_found", "false_zones", "centroid_error_m_median",

@@ -29,7 +29,7 @@ import yaml
 from flight_sim.indoor import IndoorScenario, group_centre, load_indoor_scenario
 from flight_sim.scenario import payload_camera
 from flight_sim.sim import Simulation
-from tools.mission.run import MissionError, MissionPlan, _console_script, _free_port, _stop_payload, ensure_bundle
+from tools.mission.run import ROOT, MissionError, MissionPlan, _free_port, _stop_payload, ensure_bundle, payload_command
 
 log = logging.getLogger("mission")
 
@@ -140,9 +140,9 @@ def run_indoor_mission(plan: MissionPlan) -> dict:
                                            sort_keys=False))
         log.info("simulator: vehicle %s, camera %s; indoor flight of %.0f s at %gx",
                  vehicle_url, sim.camera_url, sim.timeline.duration, plan.speed)
-        cmd = [*_console_script("payload"), "--log-level", plan.log_level, "run", "--config", str(cfg_path)]
+        cmd = payload_command(plan, cfg_path)
         with (out / "payload.log").open("w", encoding="utf-8") as payload_log:
-            proc = subprocess.Popen(cmd, stdout=payload_log, stderr=subprocess.STDOUT)  # noqa: S603
+            proc = subprocess.Popen(cmd, stdout=payload_log, stderr=subprocess.STDOUT, cwd=ROOT)  # noqa: S603
             deadline = time.monotonic() + sim.timeline.duration / plan.speed + plan.payload_timeout_s
             last = 0.0
             while not sim.wait_done(timeout=1.0):

@@ -57,6 +57,23 @@ class MissionPlan:
     payload_timeout_s: float = 90.0
     start_s: float | None = None  # a window of the flight (a recorded tlog is long); None = all of it
     end_s: float | None = None
+    # a modelled Coral (tools/coral.py) instead of whatever backend the payload finds: usb3, usb2, pcie,
+    # devboard; None = the payload's own selection (the CPU on this machine)
+    edgetpu_model: str | None = None
+    tpus: int = 1
+    tpu_layout: str = "replicas"
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def payload_command(plan: MissionPlan, cfg_path: Path) -> list[str]:
+    """`payload run`, or the same run inside the modelled-Coral entry point when the plan asks for one."""
+    args = ["--log-level", plan.log_level, "run", "--config", str(cfg_path)]
+    if plan.edgetpu_model is None:
+        return [*_console_script("payload"), *args]
+    return [sys.executable, "-m", "tools.mission.modelled_payload", "--edgetpu-model", plan.edgetpu_model,
+            "--tpus", str(plan.tpus), "--layout", plan.tpu_layout, *args]
 
 
 # the payload writes the flight's products after SIGTERM (map, rasters, mosaic, prescription, report);
@@ -319,10 +336,10 @@ def run_mission(plan: MissionPlan) -> dict:
         cfg_path.write_text(yaml.safe_dump(payload_config(plan, s, vehicle_url, sim.camera_url, dem), sort_keys=False))
         log.info("simulator: vehicle %s, camera %s; flight of %.0f s at %gx",
                  vehicle_url, sim.camera_url, sim.timeline.duration, plan.speed)
-        cmd = [*_console_script("payload"), "--log-level", plan.log_level, "run", "--config", str(cfg_path)]
+        cmd = payload_command(plan, cfg_path)
         log.info("starting the payload: %s", " ".join(cmd))
         payload_log = (out / "payload.log").open("w", encoding="utf-8")
-        proc = subprocess.Popen(cmd, stdout=payload_log, stderr=subprocess.STDOUT)  # noqa: S603
+        proc = subprocess.Popen(cmd, stdout=payload_log, stderr=subprocess.STDOUT, cwd=ROOT)  # noqa: S603
         flight_s = sim.timeline.duration / plan.speed
         deadline = time.monotonic() + flight_s + plan.payload_timeout_s
         last = 0.0
@@ -371,6 +388,11 @@ def run_mission(plan: MissionPlan) -> dict:
         "frames_processed": stats.get("frames_processed"),
         "frames_dropped": stats.get("frames_dropped"),
         "backend": stats.get("backend"),
+        # the Coral the backend was modelled on (tools/coral.py), None when the payload chose its own
+        "edgetpu_model": None if plan.edgetpu_model is None else {
+            "model": plan.edgetpu_model, "tpus": plan.tpus, "layout": plan.tpu_layout, "modelled": True},
+        "tiles_offered": stats.get("tiles_offered"),
+        "tiles_classified": stats.get("tiles_classified"),
         "inference_ms_p50": stats.get("inference_ms_p50"),
         "capture_to_record_ms_p50": stats.get("latency_ms_p50"),
         "capture_to_record_ms_p95": stats.get("latency_ms_p95"),
