@@ -120,8 +120,6 @@ class Pipeline:
         self.processed = 0
         self.written = 0
         self.tiles = 0
-        # the grid's size until a frame has been cut (the tiler's grid never changes its count in a run)
-        self.tiles_per_frame = tiler.rows * tiler.cols
         self.handler_errors = 0
         self.failovers = 0
         self.inference_ms = Window()
@@ -153,7 +151,7 @@ class Pipeline:
             camera_stalls=c.stalls,
             tiles=self.tiles,
             tiles_per_s=self.tiles / elapsed,
-            tiles_offered=c.captured * self.tiles_per_frame,
+            tiles_offered=self.tiles_offered(c.captured),
             tiles_classified=self.tiles,
             inference_ms_p50=self.inference_ms.percentile(50),
             inference_ms_p95=self.inference_ms.percentile(95),
@@ -163,6 +161,12 @@ class Pipeline:
             handler_errors=self.handler_errors,
             backend_failovers=self.failovers,
         )
+
+    def tiles_offered(self, captured: int) -> int:
+        """Tiles of every captured frame: those classified, and a never-classified frame's share at the
+        mean tiles per classified frame (a staggered grid alternates its count; a frame never cut has none)."""
+        per_frame = self.tiles / self.processed if self.processed else self.tiler.rows * self.tiler.cols
+        return self.tiles + round(max(captured - self.processed, 0) * per_frame)
 
     # -- threads -----------------------------------------------------------------------------------
     def _fail(self, where: str, err: BaseException) -> None:
@@ -217,7 +221,6 @@ class Pipeline:
                         break
                     continue
                 boxes, batch = self.tiler.tiles(frame.pixels)
-                self.tiles_per_frame = len(boxes)
                 next_due = time.monotonic() + period  # the cap spaces the starts of inference
                 t0 = time.perf_counter()
                 scores = self._classify(batch)

@@ -91,6 +91,18 @@ def test_stale_frames_are_dropped_and_counted(tiny_bundle_dir: Path) -> None:
     # offered: every captured frame's 2x2 tiles; classified: only the two frames that ran
     assert (stats.tiles_offered, stats.tiles_classified) == (40, 8)
     assert stats.as_dict()["tiles_offered"] == 40 and "tiles 8/40 offered" in stats.line()
+
+
+def test_a_staggered_grid_offers_its_mean_count_per_frame(tiny_bundle_dir: Path) -> None:
+    """3x3 and its staggered 2x2-ish cut alternate; a replay classifies every frame, so offered == classified."""
+    frames = iter([np.zeros((64, 64, 3), np.uint8)] * 4)
+    src = InProcessSource(frames)
+    src.lossless = True
+    pipe = Pipeline(src, ScriptedClassifier(), RecordingHandler(), load_bundle(tiny_bundle_dir),
+                    Tiler(3, 3, 0.0, (32, 32), stagger=True))
+    stats = pipe.run()
+    assert stats.frames_processed == 4
+    assert stats.tiles_offered == stats.tiles_classified == stats.tiles
     assert stats.latency_ms_p50 is not None and stats.inference_ms_p50 is not None
 
 
