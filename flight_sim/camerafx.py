@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from flight_sim.world.light import decode
+
 AE_TARGET = 110.0  # mean level (0-255) the auto exposure aims for: a mid-grey scene, a little under half
 AE_TAU_S = 0.6  # auto-exposure time constant
 AE_LIMITS = (0.25, 8.0)  # gain range
@@ -126,7 +128,10 @@ class CameraEffects:
         img = rgb * (gain * wb)[None, None, :]
         k = motion_kernel(*blur_px)
         if k is not None:
-            img = cv2.filter2D(img, -1, k, borderType=cv2.BORDER_REFLECT)
+            # light adds up during the exposure, so the smear averages linear radiance, not encoded values
+            # (gain and white balance are per-channel scalings: they commute with the gamma-2 code)
+            lin = cv2.filter2D(decode(img), -1, k, borderType=cv2.BORDER_REFLECT)
+            img = np.sqrt(np.maximum(lin, 0.0)) * np.float32(255.0)
         if self._noise:
             img = img + self._noise[self._i % len(self._noise)]
             self._i += 1
