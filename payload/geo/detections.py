@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from payload.config import CameraSection, GeotagSection
 from payload.geo.camera import (
     CameraModel,
     Ground,
@@ -34,6 +33,8 @@ from payload.geo.camerapresets import PRESETS, camera_from_intrinsics
 from payload.geo.frames import enu_to_geodetic
 from payload.geo.site import RackFace, address, place_pixels
 from payload.geo.surface import HIT, OUTSIDE, GroundSurface
+from payload.settings.camera import CameraSection
+from payload.settings.geotag import GeotagSection
 from payload.types import GPS_FIX_NAMES, Frame, PoseEstimate, TileResult
 
 SCHEMA = "cropscout.detection/1"
