@@ -7,7 +7,7 @@ aisle, and how it is divided: shelves by height, bays by length. The payload tur
 sightings on the rack faces with it (payload/geo/site.py) and the simulator builds its farm from
 the same file, so the file is the one truth both agree on (docs/INDOOR.md has the format).
 
-A core module (a config file's model, like payload/config.py's sections) so that the payload
+A core module (a config file's model, like payload/settings/'s sections) so that the payload
 config can check a site file when it is loaded: a rack that makes no sense is an error naming
 the site file, the field and the value, before any flight.
 """

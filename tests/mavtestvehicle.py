@@ -15,6 +15,13 @@ MAVLink 2, signs everything it sends (link `signing_link_id`, timestamps from it
 that is not validly signed (`rejected_unverified` counts them; `received_signed` / `received_unsigned`
 count what it accepted by type). A vehicle with the wrong key is a spoofer that signs.
 `mavlink2=True` alone gives an unsigned MAVLink 2 vehicle.
+
+Why not flight_sim's vehicle (flight_sim/vehicle.py, issue 24): that one replays a precomputed
+Timeline on a SimClock, which suits a scripted flight; these tests need what it does not have: a
+trajectory function read at wall-clock time, faults switched while the link runs (`paused`,
+`fix_type`, `zero_latlon`, `nan_attitude`), a vehicle that never answers parameters, and MAVLink 2
+signing as ArduPilot does it (and a spoofer signing with the wrong key). Sharing one vehicle means
+adding signing and live fault knobs to flight_sim/vehicle.py first.
 """
 
 from __future__ import annotations

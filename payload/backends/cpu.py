@@ -5,10 +5,19 @@ Never the `_edgetpu.tflite` file: its `edgetpu-custom-op` cannot run without the
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from payload.backends.base import TFLiteClassifier
 from payload.backends.runtime import import_runtime
 from payload.bundle import Bundle
+from payload.configio import StrictModel
 from payload.errors import BundleError
+
+
+class CpuSettings(StrictModel):
+    """What the CPU backend reads from the config's `model` section."""
+
+    num_threads: int = Field(default=2, ge=1, le=64)
 
 
 class CpuClassifier(TFLiteClassifier):

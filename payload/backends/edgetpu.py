@@ -18,13 +18,24 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from pydantic import Field
+
 from payload.backends.base import TFLiteClassifier
 from payload.backends.runtime import RuntimeMissingError, import_runtime
 from payload.bundle import EDGETPU_MODEL, Bundle
+from payload.configio import StrictModel
 from payload.errors import UserError
 
 EDGETPU_LIBRARIES = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
 DEVICE_PATTERN = re.compile(r"^(usb|pci)?(:\d+)?$")
+
+
+class EdgeTpuSettings(StrictModel):
+    """What the Edge TPU backend reads from the config's `model` section (checked by `check_device` at open)."""
+
+    device: str | None = Field(
+        default=None, description="Edge TPU to use: usb, usb:N, pci, pci:N, :N; empty = first found"
+    )
 
 
 class EdgeTpuUnavailable(UserError):  # noqa: N818 - reads as a state, raised and caught by selection

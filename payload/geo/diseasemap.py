@@ -22,13 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from payload.config import MapSection
 from payload.geo.frames import LocalFrame
 from payload.geo.grid import EvidenceGrid, posterior
 from payload.geo.lonlat import geometries_lonlat
 from payload.geo.looks import LOOK_SCHEMA
 from payload.geo.sensor import SensorModel
 from payload.geo.zones import Zone, ZoneBook, extract_zones
+from payload.settings.map import MapSection
 
 
 def frame_weight(prev_en: tuple[float, float] | None, cur_en: tuple[float, float], decorrelation_m: float) -> float:

@@ -22,13 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from payload.config import MapSection
 from payload.geo.diseasemap import MapCounts, frame_weight
 from payload.geo.frames import enu_to_geodetic
 from payload.geo.grid import EvidenceGrid
 from payload.geo.sensor import SensorModel
 from payload.geo.site import RackFace, SiteAddress, address, face_by_id
 from payload.geo.zones import Zone, ZoneBook, extract_zones
+from payload.settings.map import MapSection
 
 
 @dataclass

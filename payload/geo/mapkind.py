@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from payload.config import MapSection, PayloadConfig
+from payload.config import PayloadConfig
 from payload.geo.diseasemap import DiseaseMap, MapCounts
 from payload.geo.facemap import FaceMap
 from payload.geo.sensor import SensorModel, default_sensor_model
 from payload.geo.site import RackFace, site_faces
+from payload.settings.map import MapSection
 from payload.sitefile import SiteLayout, load_site
 
 

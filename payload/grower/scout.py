@@ -23,9 +23,10 @@ from typing import Any, Literal
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from payload.config import MapSection, PrescriptionSection
 from payload.geo.grid import EvidenceGrid
 from payload.geo.zones import Zone, extract_zones
+from payload.settings.map import MapSection
+from payload.settings.prescription import PrescriptionSection
 
 GAP_OPEN_M = 1.0  # gaps are opened by this radius: a strip narrower than 2 m between passes is not a walk
 

@@ -33,9 +33,9 @@ import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from payload.config import PrescriptionSection
 from payload.errors import PrescriptionError
 from payload.geo.zones import Zone, polygons
+from payload.settings.prescription import PrescriptionSection
 
 QUAD_SEGS = 8  # buffer arcs: 8 segments per quarter circle (a 5 m margin deviates < 4 cm from the true arc)
 # simplification tolerances tried, in metres (about the square root of the triangles removed)

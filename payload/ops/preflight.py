@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from payload.config import GeotagSection, PreflightSection
+from payload.config import PreflightSection
 from payload.errors import UserError
+from payload.settings.geotag import GeotagSection
 from payload.types import GPS_FIX_NAMES, PoseSource
 
 log = logging.getLogger(__name__)

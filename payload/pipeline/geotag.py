@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from payload.config import PayloadConfig
-from payload.geo.detections import DetectionContext, build_detection
-from payload.geo.looks import build_look
+from payload.geo.detections import DetectionContext, detection_record
+from payload.geo.frameview import frame_view
+from payload.geo.looks import look_record
 from payload.geo.mapkind import MapKind, Site, default_sensor, open_map
 from payload.geo.sensor import SensorModel
 from payload.geo.terrain import HomeOnDem, ground_surface
@@ -98,11 +99,12 @@ class GeotagHandler:
         self.disk.poll()
         est = self._state_at(result.frame.t_mono)
         self._home.see(est)
-        look = build_look(self.ctx, result.frame, result.tiles, est)
+        view = frame_view(self.ctx, result.frame, est)  # pose, camera, ground and frame of reference, once
+        look = look_record(view, result.tiles)
         for sink in self.sinks:
             sink.on_look(look, result)
         for tile in (t for t in result.tiles if t.flagged):
-            det = build_detection(self.ctx, result.frame, tile, est, result.backend)
+            det = detection_record(view, tile, result.backend)
             for sink in self.sinks:
                 sink.on_record(det, result)
             self.written += 1

@@ -21,10 +21,10 @@ import cv2
 import numpy as np
 import shapely
 
-from payload.config import ReportSection
 from payload.files.atomic import atomic_write_text
 from payload.report.data import Crop, Raster, ReportData, crops_by_zone, gather, model_facts, seen_share
 from payload.report.data import treatment_rate as _rate
+from payload.settings.report import ReportSection
 
 log = logging.getLogger(__name__)
 

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from payload.config import PrescriptionSection
 from payload.errors import UserError
 from payload.files.atomic import atomic_write_text
 from payload.files.jsonl import JsonlProblems, iter_jsonl
 from payload.geo.diseasemap import MAPINFO_SCHEMA, DiseaseMap, is_look, map_from_info, zone_features
+from payload.settings.prescription import PrescriptionSection
 from payload.sinks.jsonl import DETECTION_SCHEMA_PREFIX, DETECTIONS_FILE
 from payload.sinks.layers import FORMATS, scan_records, summary_json, write_layers
 from payload.sinks.maplayers import write_map_products

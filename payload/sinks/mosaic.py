@@ -26,11 +26,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from payload.config import MosaicSection
 from payload.files.atomic import atomic_write_text
 from payload.files.geotiff import tangent_plane_crs, write_tiled_rgba
 from payload.geo.frames import LocalFrame
 from payload.geo.mosaic import EMPTY, TILE_PX, MosaicCanvas, TileKey, new_tile
+from payload.settings.mosaic import MosaicSection
 from payload.sinks.base import SinkBase, SinkContext
 from payload.types import FrameResult
 

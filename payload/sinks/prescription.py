@@ -23,7 +23,6 @@ from typing import Any
 
 import shapely
 
-from payload.config import PrescriptionSection
 from payload.errors import PrescriptionError
 from payload.files.atomic import atomic_write_text
 from payload.files.vector import features_csv, features_geojson
@@ -38,6 +37,7 @@ from payload.grower.scout import ScoutItem, scout_list, suspect_zones
 from payload.grower.shapefile import ShpRecord, check_records, shapefile_names, write_shapefile_zip
 from payload.grower.taskdata import TASKDATA_DIR, TaskZone, build_task, schema_problems, write_taskdata
 from payload.grower.treatment import TreatmentPlan, TreatmentZone, plan_treatment, priority
+from payload.settings.prescription import PrescriptionSection
 from payload.sinks.base import SinkBase, SinkContext
 
 log = logging.getLogger(__name__)

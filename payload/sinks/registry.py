@@ -7,7 +7,8 @@ alerts, then the mosaic (it reads only frames), then the end-of-flight products 
 the prescription and the ground map's layers (a ground map), the site products (rack faces). They
 close in reverse order, so the products are written first, before detections.jsonl is closed.
 Adding a sink: a module in payload/sinks/ with a class implementing DetectionSink (base.py) and a
-`from_context` factory, its line here, and its settings in payload/config.py SinksSection.
+`from_context` factory, its line here, its settings in payload/settings/ (a module of its own, or a
+field of SinksSection) and, for a section of its own, its field in payload/config.py PayloadConfig.
 """
 
 from __future__ import annotations

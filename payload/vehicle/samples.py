@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from payload.types import EstimatorHealth
 
-FrameMode = str  # "global" | "local" | "auto" (payload/config.py TelemetrySection.frame)
+FrameMode = str  # "global" | "local" | "auto" (payload/settings/telemetry.py TelemetrySection.frame)
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,9 @@ import threading
 import time
 from typing import Any
 
-from payload.config import TelemetrySection
 from payload.errors import TelemetryError
 from payload.keyfile import read_signing_key
+from payload.settings.telemetry import TelemetrySection
 from payload.vehicle.decoders import DECODERS, Rx
 from payload.vehicle.mavpatch import diagnose_handshake, frame_udp_datagrams, release_handshake
 from payload.vehicle.poseinterp import PoseEstimate, StateBuffer

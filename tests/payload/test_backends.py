@@ -286,3 +286,15 @@ def test_input_quantization_is_honoured_without_float_maths_per_pixel(tiny_bundl
     # real value = 0.5 * (q - 10)  =>  q = p / 0.5 + 10, clipped to 0-255
     assert tuple(interp.seen[1][0, 0, 0]) == (10, 210, 255)
     assert (interp.seen[2] == 10).all()
+
+
+def test_backend_table_and_names_agree() -> None:
+    """`BackendName` (what mypy and the config check) and `BACKENDS` (what opens) name the same backends,
+    and every setting a backend reads is part of the config's `model` section."""
+    from payload.backends.registry import BACKEND_NAMES, BACKENDS, BackendSettings, ModelSection
+
+    assert set(BACKENDS) == set(BACKEND_NAMES)
+    for entry in BACKENDS.values():
+        for settings in entry.settings:
+            assert issubclass(BackendSettings, settings) and set(settings.model_fields) <= set(
+                ModelSection.model_fields)

@@ -1,0 +1,94 @@
+"""The prescription's settings (`prescription:`), read by payload/grower/ and payload/sinks/prescription.py."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+
+from payload.configio import StrictModel
+
+RxFormat = Literal["shp", "gpkg", "isoxml"]
+
+
+def _all_rx_formats() -> list[RxFormat]:
+    return ["shp", "gpkg", "isoxml"]
+
+
+class TerminalSection(StrictModel):
+    """What a strict sprayer terminal accepts (docs/PRESCRIPTIONS.md): checked before any file is written."""
+
+    short_names: bool = Field(
+        default=False,
+        description="8.3 upper-case file names in the Shapefile zip (PRESCRIP.SHP ...): terminals that read a "
+        "USB stick with a FAT driver from the 1990s",
+    )
+    max_zones: int | None = Field(
+        default=None, ge=1, le=100000,
+        description="most treatment zones the terminal loads (Agrotax AgFusion: 100); null = no limit",
+    )
+    on_too_many: Literal["merge", "refuse"] = Field(
+        default="merge",
+        description="more zones than max_zones: merge the nearest zones of a class until they fit (the sprayer "
+        "treats the ground between them; said in the log and prescription.json), or refuse and write no "
+        "prescription",
+    )
+
+
+class PrescriptionSection(StrictModel):
+    """Treatment zones, the scout list and the terminal files (payload/grower/, sinks/prescription.py;
+    docs/PRESCRIPTIONS.md). Written at the end of the run and by `payload export --prescription`."""
+
+    enabled: bool = Field(default=True, description="write the prescription files at the end of the run")
+    margin_m: float = Field(default=5.0, ge=0.0, le=100.0,
+                            description="agronomic margin: every disease zone is treated this far beyond its edge")
+    rates: dict[str, Annotated[float, Field(ge=0.0)]] = Field(
+        default_factory=dict,
+        description="application rate per disease class (in `unit`), e.g. {rust: 1.2, powdery_mildew: 0.8}; a "
+        "class not listed gets default_rate; ground outside every treatment zone gets 0",
+    )
+    default_rate: float = Field(default=1.0, ge=0.0,
+                                description="rate of a class missing from `rates` (1.0: an on/off map)")
+    unit: Literal["l/ha", "kg/ha"] = Field(
+        default="l/ha", description="unit of the rates (ISO-XML: l/ha is DDI 1, kg/ha is DDI 6)")
+    products: dict[str, str] = Field(
+        default_factory=dict,
+        description="product name per disease class (ISO-XML product designator); default '<class> treatment'",
+    )
+    priority: list[str] = Field(
+        default_factory=list,
+        description="where treatment zones of two classes overlap, the earlier class's product is applied "
+        "(a disease zone itself always keeps its own class); default: higher rate first, then the model's "
+        "class order",
+    )
+    max_vertices: int = Field(default=64, ge=8, le=100000,
+                              description="vertex budget per treatment zone (all its rings); the outline is "
+                              "simplified outwards until it fits, never into the disease zone")
+    min_zone_m2: float = Field(default=1.0, ge=0.0,
+                               description="treatment zone pieces smaller than this (slivers left where "
+                               "classes meet) are dropped")
+    grid_cell_m: float | None = Field(
+        default=None, gt=0.5, le=100.0,
+        description="also write a grid prescription of square cells this size (spot-spray drones); null = none",
+    )
+    taskdata: Literal["zones", "grid"] = Field(
+        default="zones", description="ISO-XML TASKDATA as treatment-zone polygons or as a grid (needs grid_cell_m)")
+    scout_threshold: float = Field(
+        default=0.2, gt=0.0, lt=1.0,
+        description="ground whose disease probability reaches this but not map.zone_threshold (or a zone "
+        "smaller than map.min_zone_area_m2) goes on the scout list",
+    )
+    scout_min_gap_m2: float = Field(default=25.0, ge=0.0,
+                                    description="unseen parts of the flown area at least this large (and 2 m "
+                                    "wide) go on the scout list")
+    formats: list[RxFormat] = Field(default_factory=_all_rx_formats,
+                                    description="shp: prescription.zip, gpkg: zones.gpkg, isoxml: TASKDATA/")
+    terminal: TerminalSection = TerminalSection()
+
+    @field_validator("taskdata")
+    @classmethod
+    def _grid_needs_a_cell(cls, v: str, info) -> str:  # noqa: ANN001 - pydantic's ValidationInfo
+        """A grid TASKDATA without a cell size is a config error, not a surprise at the end of a flight."""
+        if v == "grid" and info.data.get("grid_cell_m") is None:
+            raise ValueError("taskdata: grid needs prescription.grid_cell_m (e.g. 5)")
+        return v
