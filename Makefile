@@ -1,10 +1,16 @@
-# Every target makes or refreshes .venv by itself, so a fresh clone needs nothing but CPython 3.11.
-PY ?= $(shell command -v python3.11 || command -v python3)
+# Every target makes or refreshes .venv by itself, so a fresh clone needs nothing but CPython 3.11
+# (and 3.13 for `make test`'s drone-only step).
+# An interpreter of version $(1) that runs: on PATH, or pyenv's (whose shim fails for a version not selected).
+find_python = $(shell for c in python$(1) $(wildcard $(HOME)/.pyenv/versions/$(1).*/bin/python$(1)) \
+  /usr/local/bin/python$(1) /usr/bin/python$(1); do $$c -c 'import sys; assert sys.version_info[:2] == \
+  tuple(map(int, "$(1)".split("."))); print(sys.executable)' 2>/dev/null && break; done)
+PY ?= $(or $(call find_python,3.11),$(shell command -v python3))
+PY313 ?= $(call find_python,3.13)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow lint edgetpu bench bench-build bench-render demo mission missions soak ci-tools detectability
+.PHONY: install test test-py313 test-slow lint edgetpu bench bench-build bench-render demo mission missions soak ci-tools detectability
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -14,8 +20,30 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)  ## the development venv (workstation + tests)
 
-test: $(STAMP)  ## the default test suite (fast: small inputs, shared builds); CI runs `make ci-tools test`
+test: $(STAMP) test-py313  ## the default test suite on 3.11 after the drone-only 3.13 step; CI runs `make ci-tools test`
 	$(BIN)/python -m pytest
+
+# The drone install on Python 3.13 (Debian 13): '.[drone]' and pytest only, no TensorFlow; the tiny TFLite
+# model its backend tests run is built once by the 3.11 venv. Tests that need TensorFlow are left out.
+VENV313 := .venv313
+STAMP313 := $(VENV313)/.installed
+TINY_TFLITE := build/py313/tiny.tflite
+PY313_TESTS := tests/test_no_tensorflow.py tests/payload/test_backends.py tests/payload/test_map.py \
+  tests/payload/test_compare.py tests/payload/test_tiling.py tests/payload/test_decoders.py \
+  tests/payload/test_poseinterp.py tests/payload/test_bundle.py
+PY313_SKIP := not float_input
+
+$(STAMP313): pyproject.toml constraints.txt
+	@test -n "$(PY313)" || { echo "make test-py313: no CPython 3.13 found (python3.13 on PATH or under pyenv); set PY313=..." >&2; exit 1; }
+	@test -x $(VENV313)/bin/python || $(PY313) -m venv $(VENV313)
+	$(VENV313)/bin/pip install --disable-pip-version-check -q -c constraints.txt -e '.[drone]' pytest pytest-timeout hypothesis
+	@touch $@
+
+$(TINY_TFLITE): tests/payload/tinymodel.py $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m tests.payload.tinymodel --tflite $@
+
+test-py313: $(STAMP313) $(TINY_TFLITE)  ## the drone install on CPython 3.13 and the payload tests that need no TensorFlow
+	CROPSCOUT_TINY_TFLITE=$(abspath $(TINY_TFLITE)) $(VENV313)/bin/python -m pytest -q $(PY313_TESTS) -k "$(PY313_SKIP)"
 
 test-slow: $(STAMP)  ## the `slow` cases: 2 h soaks, the 60 s radio gap, full-speed replays
 	$(BIN)/python -m pytest -m slow

@@ -47,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prescription", action="store_true",
                    help="also write the treatment zones, scout list and terminal files (prescription.zip, "
                    "zones.gpkg, TASKDATA/) with the config's prescription section (docs/PRESCRIPTIONS.md)")
+
+    p = sub.add_parser("compare", help="what changed between two flights of one field: zones new, grown, shrunk "
+                       "and gone -> D/changes.json, D/changes.geojson, D/compare.html")
+    p.add_argument("old", metavar="OLD", help="output folder of the earlier flight")
+    p.add_argument("new", metavar="NEW", help="output folder of the later flight")
+    p.add_argument("--out", required=True, metavar="D", help="folder for the change files")
     return parser
 
 
@@ -133,6 +139,10 @@ def _main(argv: Sequence[str] | None) -> int:
 
         code = export_from_cli(args.out_dir, args.config, args.out, args.prescription)
         return code or _export_report(args)
+    if args.command == "compare":
+        from payload.report.compare import compare_from_cli
+
+        return compare_from_cli(args.old, args.new, args.out)
     raise AssertionError(f"unhandled command {args.command}")
 
 

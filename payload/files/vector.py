@@ -1,7 +1,9 @@
 """Feature layers as files: GeoJSON (RFC 7946), KML and CSV, whole or streamed feature by feature.
 
 A feature here is plain data: `{"properties": {...}, "polygons": [polygon][ring][point] = [lon, lat]}`
-(and optionally `"point": [lon, lat]` when it has no polygon). Whole layers are replaced atomically.
+(and optionally `"point": [lon, lat]` when it has no polygon). A ring is a list of [lon, lat] pairs or
+an (n, 2) array (the live zone snapshot keeps arrays: payload/geo/lonlat.py). Whole layers are
+replaced atomically.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import geojson
+import numpy as np
 
 from payload.files.atomic import atomic_write_text
 from payload.files.kml import LABEL_COLOURS, Kml
@@ -21,10 +24,21 @@ from payload.files.kml import LABEL_COLOURS, Kml
 VECTOR_FORMATS = ("geojson", "kml", "csv")
 
 
-def geojson_geometry(polys: list[list[list[list[float]]]]) -> dict[str, Any] | None:
+Ring = Sequence[Sequence[float]] | np.ndarray
+
+
+def ring_list(ring: Ring) -> list[list[float]]:
+    """A ring as a list of [lon, lat] Python floats (JSON and KML print those, not numpy scalars)."""
+    if isinstance(ring, np.ndarray):
+        return ring.tolist()
+    return [[float(x), float(y)] for x, y in ring]
+
+
+def geojson_geometry(polys: Sequence[Sequence[Ring]]) -> dict[str, Any] | None:
     """RFC 7946 polygons as a Polygon, a MultiPolygon, or None when there are none."""
     if not polys:
         return None
+    polys = [[ring_list(r) for r in rings] for rings in polys]
     if len(polys) == 1:
         return {"type": "Polygon", "coordinates": polys[0]}
     return {"type": "MultiPolygon", "coordinates": polys}
@@ -63,7 +77,7 @@ def features_kml(features: Sequence[Mapping[str, Any]], name: str) -> str:
             k.extended_data(p.items())
             k.start("MultiGeometry")
             for rings in f["polygons"]:
-                k.polygon([[(x, y) for x, y in ring] for ring in rings])
+                k.polygon([[(x, y) for x, y in ring_list(ring)] for ring in rings])
             k.end("MultiGeometry")
             k.end("Placemark")
         k.end("Folder")

@@ -33,23 +33,24 @@ def point_lonlat(e: float, n: float, frame: LocalFrame) -> tuple[float, float]:
 
 
 
-def _rings_lonlat(rings: Sequence[np.ndarray], origin: LocalFrame) -> list[list[list[float]]]:
-    """Many east/north rings to [lon, lat] lists through ONE geodetic conversion.
+def _rings_lonlat(rings: Sequence[np.ndarray], origin: LocalFrame) -> list[np.ndarray]:
+    """Many east/north rings to (n, 2) float64 [lon, lat] arrays through ONE geodetic conversion.
 
     The conversion is elementwise, so one call over every vertex gives exactly the numbers a call per
     ring would; what it saves is the per-call overhead, which made the live zone snapshot of a field
     with hundreds of zones (a noisy model, widespread disease) cost more than the map update itself.
+    Arrays, not lists of Python floats: the live snapshot holds every zone's outline for the whole
+    flight, and a vertex costs 16 bytes in an array against about 120 as a list of two floats.
     """
     if not rings:
         return []
     en = np.concatenate([np.asarray(r, dtype=np.float64).reshape(-1, 2) for r in rings])
     lat, lon, _ = origin.to_geodetic(en[:, 0], en[:, 1], 0.0)
-    lon_r = [round(v, DECIMALS) for v in np.asarray(lon, dtype=np.float64).tolist()]
-    lat_r = [round(v, DECIMALS) for v in np.asarray(lat, dtype=np.float64).tolist()]
+    ll = np.round(np.stack([np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)], axis=1), DECIMALS)
     out, k = [], 0
     for r in rings:
         n = len(r)
-        out.append([[a, b] for a, b in zip(lon_r[k:k + n], lat_r[k:k + n], strict=True)])
+        out.append(ll[k:k + n].copy())  # a copy: a view would keep the whole flight's vertex array alive
         k += n
     return out
 
@@ -64,11 +65,14 @@ def _polygon_rings(geom: BaseGeometry) -> list[list[np.ndarray]]:
 
 def geometry_lonlat(geom: BaseGeometry, origin: LocalFrame) -> list[list[list[list[float]]]]:
     """A local geometry as RFC 7946 polygons: [polygon][ring][point] = [lon, lat]; exteriors counter-clockwise."""
-    return geometries_lonlat([geom], origin)[0]
+    return [[ring.tolist() for ring in poly] for poly in geometries_lonlat([geom], origin)[0]]
 
 
-def geometries_lonlat(geoms: Sequence[BaseGeometry], origin: LocalFrame) -> list[list[list[list[list[float]]]]]:
-    """`geometry_lonlat` of many geometries through one geodetic conversion."""
+def geometries_lonlat(geoms: Sequence[BaseGeometry], origin: LocalFrame) -> list[list[list[np.ndarray]]]:
+    """`geometry_lonlat` of many geometries through one geodetic conversion, each ring an (n, 2) [lon, lat] array.
+
+    The layer writers (payload/files/vector.py) take rings as arrays or lists alike.
+    """
     polys = [_polygon_rings(g) for g in geoms]
     flat = [ring for p in polys for poly in p for ring in poly]
     conv = iter(_rings_lonlat(flat, origin))

@@ -174,43 +174,120 @@ def extract_zones(
     return out
 
 
+# A zone no cut has found for this many cuts is forgotten: its outline is dropped and only its
+# bounding box is kept (ZoneBook). At the default `map.zones_every_frames` that is minutes of flight,
+# longer than a pass's evidence takes to settle, so a zone that flickers between cuts keeps its outline.
+FORGET_AFTER_CUTS = 20
+
+
+@dataclass
+class _Known:
+    """A zone id the book holds with its last outline, and the cut that last found it."""
+
+    label: str
+    id: str
+    geometry: BaseGeometry
+    seen_cut: int
+
+
 @dataclass
 class ZoneBook:
-    """Zone ids that last across re-extractions: a zone overlapping a known zone of its class keeps its id."""
+    """Zone ids that last across re-extractions: a zone overlapping a known zone of its class keeps its id.
 
-    known: list[tuple[str, str, BaseGeometry]] = field(default_factory=list)  # (label, id, last geometry)
+    Memory follows the zones alive, not every zone ever cut: a zone absent from `forget_after` cuts
+    in a row is forgotten, keeping only its label, id and bounding box (40 bytes in arrays, no
+    shapely object). The id rule stays one rule: a zone takes the oldest id of its class whose last
+    outline it touches; failing that, the oldest forgotten id of its class whose bounding box it
+    touches (a patch refuted and later seen again is the same patch to the grower); failing that, a
+    new id. Ids are never reused for another place, and `payload export`, which replays the same
+    cuts, forgets and revives the same ids.
+    """
+
+    forget_after: int = FORGET_AFTER_CUTS
+    known: list[_Known] = field(default_factory=list)
     _per_label: dict[str, int] = field(default_factory=dict)
+    _cut: int = 0
+    # forgotten zones: bounding boxes (N, 4) min e, min n, max e, max n; label and id as parallel lists
+    _gone_box: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), dtype=np.float64))
+    _gone_ids: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def forgotten(self) -> int:
+        """How many ids the book holds as bounding boxes only."""
+        return len(self._gone_ids)
 
     def assign(self, zones: Sequence[Zone]) -> list[Zone]:
         """Give every zone its id; returns the zones seen for the first time (to alert once).
 
         Highest peak first, each zone takes the oldest known id of its class whose last outline it
-        touches and that no zone of this cut has taken yet. The known outlines are searched through
-        an R-tree, so a cut costs ~Z log Z, not Z x known: a noisy field keeps thousands of zones.
+        touches and that no zone of this cut has taken yet, else a forgotten one (class docstring).
+        The known outlines are searched through an R-tree, so a cut costs ~Z log Z, not Z x known: a
+        noisy field keeps thousands of zones.
         """
+        self._cut += 1
         new: list[Zone] = []
         used: set[str] = set()
-        tree = shapely.STRtree([g for _, _, g in self.known]) if self.known else None
-        order = sorted(zones, key=lambda z: -z.peak_p)
-        for z in order:
+        tree = shapely.STRtree([k.geometry for k in self.known]) if self.known else None
+        revived: list[_Known] = []  # joined to `known` after the cut: the R-tree's indices are the cut's start
+        for z in sorted(zones, key=lambda z: -z.peak_p):
             match: str | None = None
             if tree is not None:
                 # candidates as of the cut's start (an id taken in this cut is `used`, so later outlines do not matter)
                 for i in sorted(int(j) for j in tree.query(z.geometry_en, predicate="intersects")):
-                    lab, zid, _ = self.known[i]
-                    if lab == z.label and zid not in used:
-                        match = zid
-                        self.known[i] = (lab, zid, z.geometry_en)
+                    k = self.known[i]
+                    if k.label == z.label and k.id not in used:
+                        match = k.id
+                        k.geometry, k.seen_cut = z.geometry_en, self._cut
                         break
             if match is None:
-                k = self._per_label.get(z.label, 0) + 1
-                self._per_label[z.label] = k
-                match = f"{z.label}-{k}"
-                self.known.append((z.label, match, z.geometry_en))
+                back = self._revive(z)
+                if back is not None:
+                    revived.append(back)
+                    match = back.id
+            if match is None:
+                n = self._per_label.get(z.label, 0) + 1
+                self._per_label[z.label] = n
+                match = f"{z.label}-{n}"
+                self.known.append(_Known(z.label, match, z.geometry_en, self._cut))
                 new.append(z)
             z.id = match
             used.add(match)
+        if revived:
+            self.known += revived
+            self.known.sort(key=lambda k: _id_order(k.id))  # oldest first within a class, as the search expects
+        self._forget()
         return new
+
+    def _revive(self, z: Zone) -> _Known | None:
+        """The oldest forgotten id of the zone's class whose bounding box the zone touches, out of the store."""
+        if not self._gone_ids or z.geometry_en.is_empty:
+            return None
+        e0, n0, e1, n1 = z.geometry_en.bounds
+        b = self._gone_box
+        hit = np.flatnonzero((b[:, 0] <= e1) & (b[:, 2] >= e0) & (b[:, 1] <= n1) & (b[:, 3] >= n0))
+        for i in sorted(hit.tolist(), key=lambda i: _id_order(self._gone_ids[i][1])):
+            label, zid = self._gone_ids[i]
+            if label == z.label:
+                del self._gone_ids[i]
+                self._gone_box = np.delete(self._gone_box, i, axis=0)
+                return _Known(label, zid, z.geometry_en, self._cut)
+        return None
+
+    def _forget(self) -> None:
+        """Move the zones no cut has found for `forget_after` cuts to the bounding-box store."""
+        stale = [k for k in self.known if self._cut - k.seen_cut >= self.forget_after]
+        if not stale:
+            return
+        self.known = [k for k in self.known if self._cut - k.seen_cut < self.forget_after]
+        boxes = np.array([k.geometry.bounds if not k.geometry.is_empty else (np.inf, np.inf, -np.inf, -np.inf)
+                          for k in stale], dtype=np.float64)
+        self._gone_box = np.concatenate([self._gone_box, boxes])
+        self._gone_ids += [(k.label, k.id) for k in stale]
+
+
+def _id_order(zid: str) -> int:
+    """An id's age within its class (`rust-12` -> 12): lower is older."""
+    return int(zid.rsplit("-", 1)[1])
 
 
 def polygons(geom: BaseGeometry | None) -> list[shapely.Polygon]:

@@ -51,11 +51,11 @@ def class_colours(labels: Iterable[str]) -> dict[str, tuple[int, int, int]]:
     return out
 
 
-def _hex(rgb: tuple[int, int, int]) -> str:
+def hex_colour(rgb: tuple[int, int, int]) -> str:
     return "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
-def _esc(v: Any) -> str:
+def esc(v: Any) -> str:
     return html.escape("" if v is None else str(v))
 
 
@@ -91,7 +91,7 @@ def mosaic_jpeg_uri(r: Raster, max_px: int) -> str:
 # ---------------------------------------------------------------- the SVG map
 
 
-def _path(geom: shapely.geometry.base.BaseGeometry) -> str:
+def svg_path(geom: shapely.geometry.base.BaseGeometry) -> str:
     """An SVG path (y = -north) of a (multi)polygon, holes included (fill-rule evenodd)."""
     parts = []
     polys = [geom] if isinstance(geom, shapely.Polygon) else [g for g in getattr(geom, "geoms", [])
@@ -132,7 +132,7 @@ def map_extent(d: ReportData, margin_m: float = 5.0) -> tuple[float, float, floa
     return min(xs) - margin_m, min(ys) - margin_m, max(xs) + margin_m, max(ys) + margin_m
 
 
-def _scale_bar(w: float, west: float, south: float, font: float) -> str:
+def scale_bar(w: float, west: float, south: float, font: float) -> str:
     nice = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000]
     length = max([n for n in nice if n <= w / 5] or [1])
     x0, y0 = west + w * 0.03, -south - font * 1.2
@@ -156,7 +156,7 @@ def svg_map(d: ReportData, cfg: ReportSection, colours: Mapping[str, tuple[int, 
            '<defs><pattern id="hatch" width="8" height="8" patternUnits="userSpaceOnUse" '
            'patternTransform="rotate(45)"><line x1="0" y1="0" x2="0" y2="8" stroke="#222" stroke-width="1.5"/>'
            '</pattern></defs>',
-           f'<rect x="{west:.2f}" y="{-north:.2f}" width="{w:.2f}" height="{h:.2f}" fill="{_hex(BACKGROUND)}"/>']
+           f'<rect x="{west:.2f}" y="{-north:.2f}" width="{w:.2f}" height="{h:.2f}" fill="{hex_colour(BACKGROUND)}"/>']
     if d.mosaic is not None:
         out.append(_image(d.mosaic, mosaic_jpeg_uri(d.mosaic, cfg.map_max_px)))
     if d.probability is not None:
@@ -170,10 +170,10 @@ def svg_map(d: ReportData, cfg: ReportSection, colours: Mapping[str, tuple[int, 
     if n is not None and 1 in d.seen and n > 1:
         thin = d.seen[1].difference(d.seen[n])
         if not thin.is_empty:
-            out.append(f'<path d="{_path(thin)}" fill="url(#hatch)" fill-rule="evenodd" opacity="0.55">'
+            out.append(f'<path d="{svg_path(thin)}" fill="url(#hatch)" fill-rule="evenodd" opacity="0.55">'
                        f'<title>seen fewer than {n} times</title></path>')
     if 1 in d.seen and not d.seen[1].is_empty:
-        out.append(f'<path d="{_path(d.seen[1])}" fill="none" stroke="#222" stroke-dasharray="6 4" '
+        out.append(f'<path d="{svg_path(d.seen[1])}" fill="none" stroke="#222" stroke-dasharray="6 4" '
                    'stroke-width="1.5" vector-effect="non-scaling-stroke" fill-rule="evenodd">'
                    '<title>edge of the ground seen</title></path>')
     if d.track:
@@ -184,23 +184,24 @@ def svg_map(d: ReportData, cfg: ReportSection, colours: Mapping[str, tuple[int, 
         if t.geometry.is_empty:
             continue
         tip = ", ".join(f"{k} {v}" for k, v in t.properties.items() if not isinstance(v, (dict, list)))
-        out.append(f'<path d="{_path(t.geometry)}" fill="{TREATMENT_COLOUR}" fill-opacity="0.10" '
+        out.append(f'<path d="{svg_path(t.geometry)}" fill="{TREATMENT_COLOUR}" fill-opacity="0.10" '
                    f'stroke="{TREATMENT_COLOUR}" stroke-width="2.5" stroke-dasharray="10 5" fill-rule="evenodd" '
-                   f'vector-effect="non-scaling-stroke"><title>treatment zone: {_esc(tip)}</title></path>')
+                   f'vector-effect="non-scaling-stroke"><title>treatment zone: {esc(tip)}</title></path>')
     for z in d.zones:
         p = z.properties
-        col = _hex(colours.get(str(p.get("label")), (255, 0, 255)))
-        out.append(f'<path d="{_path(z.geometry)}" fill="none" stroke="white" stroke-width="5" '
+        col = hex_colour(colours.get(str(p.get("label")), (255, 0, 255)))
+        out.append(f'<path d="{svg_path(z.geometry)}" fill="none" stroke="white" stroke-width="5" '
                    'vector-effect="non-scaling-stroke"/>')
-        out.append(f'<path d="{_path(z.geometry)}" fill="none" stroke="{col}" stroke-width="2.5" fill-rule="evenodd" '
-                   f'vector-effect="non-scaling-stroke"><title>{_esc(p.get("id"))} {_esc(p.get("label"))}: '
-                   f'{_esc(p.get("area_m2"))} m2, peak p {_esc(p.get("peak_p"))}</title></path>')
+        out.append(f'<path d="{svg_path(z.geometry)}" fill="none" stroke="{col}" stroke-width="2.5" '
+                   'fill-rule="evenodd" '
+                   f'vector-effect="non-scaling-stroke"><title>{esc(p.get("id"))} {esc(p.get("label"))}: '
+                   f'{esc(p.get("area_m2"))} m2, peak p {esc(p.get("peak_p"))}</title></path>')
         if not z.geometry.is_empty:
             c = z.geometry.representative_point()
             b = z.geometry.bounds
             out.append(f'<text x="{c.x:.2f}" y="{-b[3] - font * 0.3:.2f}" font-size="{font:.2f}" '
-                       f'text-anchor="middle" class="zlabel">{_esc(p.get("id"))}</text>')
-    out.append(_scale_bar(w, west, south, font))
+                       f'text-anchor="middle" class="zlabel">{esc(p.get("id"))}</text>')
+    out.append(scale_bar(w, west, south, font))
     out.append(f'<text x="{east - font * 1.5:.2f}" y="{-north + font * 1.6:.2f}" font-size="{font * 1.2:.2f}" '
                'text-anchor="middle" class="north">N &#8593;</text>')
     out.append("</svg>")
@@ -215,7 +216,7 @@ def _fmt(v: Any, digits: int = 2) -> str:
         return "-"
     if isinstance(v, float):
         return f"{v:.{digits}f}"
-    return _esc(v)
+    return esc(v)
 
 
 def zones_table(d: ReportData, colours: Mapping[str, tuple[int, int, int]]) -> str:
@@ -228,14 +229,14 @@ def zones_table(d: ReportData, colours: Mapping[str, tuple[int, int, int]]) -> s
     rows = []
     for z in sorted(d.zones, key=lambda f: str(f.properties.get("id"))):
         p = z.properties
-        col = _hex(colours.get(str(p.get("label")), (255, 0, 255)))
-        cells = [f'<span class="swatch" style="background:{col}"></span>{_esc(p.get("id"))}',
-                 _esc(str(p.get("label", "")).replace("_", " ")), _fmt(p.get("area_m2"), 1), _fmt(p.get("peak_p")),
+        col = hex_colour(colours.get(str(p.get("label")), (255, 0, 255)))
+        cells = [f'<span class="swatch" style="background:{col}"></span>{esc(p.get("id"))}',
+                 esc(str(p.get("label", "")).replace("_", " ")), _fmt(p.get("area_m2"), 1), _fmt(p.get("peak_p")),
                  _fmt(p.get("mean_p")), f'{_fmt(p.get("looks_max"))} / {_fmt(p.get("looks_mean"), 1)}',
                  _fmt(p.get("uncertainty_m"), 1), f'{_fmt(p.get("lat"), 6)}, {_fmt(p.get("lon"), 6)}']
         if rx:
             r = _rate(d, z)
-            cells.append("-" if r is None else f"{_fmt(r[0])}{' ' + _esc(r[1]) if r[1] else ''}")
+            cells.append("-" if r is None else f"{_fmt(r[0])}{' ' + esc(r[1]) if r[1] else ''}")
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return ("<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead><tbody>"
             + "".join(rows) + "</tbody></table>")
@@ -260,11 +261,11 @@ def gallery(d: ReportData, cfg: ReportSection) -> str:
             uri = _thumb(d.out_dir, c, cfg.crop_px)
             if uri is None:
                 continue
-            figs.append(f'<figure><img src="{uri}" alt="{_esc(c.path)}"><figcaption>{_esc(c.label)} '
-                        f'{c.confidence:.2f}<br>{_esc(c.utc[11:19])}</figcaption></figure>')
+            figs.append(f'<figure><img src="{uri}" alt="{esc(c.path)}"><figcaption>{esc(c.label)} '
+                        f'{c.confidence:.2f}<br>{esc(c.utc[11:19])}</figcaption></figure>')
         body = "".join(figs) or '<p class="none">no crop saved inside this zone (sinks.crops off, or the disk ' \
                                 'guard stopped them)</p>'
-        parts.append(f'<div class="zone"><h3>{_esc(zid)}</h3><div class="crops">{body}</div></div>')
+        parts.append(f'<div class="zone"><h3>{esc(zid)}</h3><div class="crops">{body}</div></div>')
     return "\n".join(parts)
 
 
@@ -278,7 +279,7 @@ def _duration(s: float | None) -> str:
 def flown_facts(d: ReportData) -> list[tuple[str, str]]:
     """What was flown, as (label, value) rows."""
     once, well, n = seen_share(d)
-    rows = [("flown (UTC)", f"{_esc(d.first_utc)} &ndash; {_esc(d.last_utc)}"),
+    rows = [("flown (UTC)", f"{esc(d.first_utc)} &ndash; {esc(d.last_utc)}"),
             ("duration", _duration(d.duration_s)),
             ("frames classified", f"{d.looks} ({d.looks_trusted} with a trusted pose)"),
             ("sightings recorded", str(d.detections))]
@@ -293,7 +294,7 @@ def flown_facts(d: ReportData) -> list[tuple[str, str]]:
                                "(mosaic.tif)"))
     st = d.stats or {}
     if st:
-        rows.append(("backend", _esc(st.get("backend"))))
+        rows.append(("backend", esc(st.get("backend"))))
         rows.append(("frames captured / dropped",
                      f"{_fmt(st.get('frames_captured'))} / {_fmt(st.get('frames_dropped'))}"))
         rows.append(("inference ms (p50)", _fmt(st.get("inference_ms_p50"), 1)))
@@ -308,18 +309,18 @@ def model_rows(m: Mapping[str, Any]) -> list[tuple[str, str]]:
         v = m.get(k)
         return "-" if v is None else f"{v:.1f} %"
 
-    rows = [("model sha256", _esc((m.get("sha256") or "-")[:16]))]
+    rows = [("model sha256", esc((m.get("sha256") or "-")[:16]))]
     if m.get("profile") is not None or m.get("classes"):
-        rows += [("build", f"{_esc(m.get('profile'))} profile, {_esc(m.get('created_utc'))}"),
-                 ("classes", _esc(", ".join(m.get("classes") or []))),
-                 ("input", f"{_esc(m.get('input_px', ['?'])[0])} px tiles"),
+        rows += [("build", f"{esc(m.get('profile'))} profile, {esc(m.get('created_utc'))}"),
+                 ("classes", esc(", ".join(m.get("classes") or []))),
+                 ("input", f"{esc(m.get('input_px', ['?'])[0])} px tiles"),
                  ("int8 test accuracy", f"{pct('int8_accuracy_pct')} on {_fmt(m.get('test_images'))} images"),
                  ("disease recall / false alarms at thresholds",
                   f"{pct('disease_recall_pct')} / {pct('false_alarm_pct')}"),
                  ("held-out looks accuracy", pct("heldout_accuracy_pct")),
-                 ("thresholds", _esc(", ".join(f"{k} {v:.2f}" for k, v in (m.get("thresholds") or {}).items()))),
+                 ("thresholds", esc(", ".join(f"{k} {v:.2f}" for k, v in (m.get("thresholds") or {}).items()))),
                  ("Edge TPU",
-                  "compiled" if m.get("edgetpu_compiled") else f"not compiled: {_esc(m.get('edgetpu_note'))}")]
+                  "compiled" if m.get("edgetpu_compiled") else f"not compiled: {esc(m.get('edgetpu_note'))}")]
     else:
         rows.append(("model card", "not recorded with this folder (the report was rebuilt without the flight's card)"))
     return rows
@@ -354,8 +355,8 @@ def legend(d: ReportData, colours: Mapping[str, tuple[int, int, int]]) -> str:
     if d.mosaic is not None:
         items.append("<span>background: the flight's own frames (mosaic)</span>")
     for lab in d.labels:
-        c = _hex(colours.get(lab, (255, 0, 255)))
-        items.append(f'<span><i class="key" style="border-color:{c}"></i>{_esc(lab.replace("_", " "))} zone; '
+        c = hex_colour(colours.get(lab, (255, 0, 255)))
+        items.append(f'<span><i class="key" style="border-color:{c}"></i>{esc(lab.replace("_", " "))} zone; '
                      f'tint = its probability</span>')
     if d.treatment is not None:
         items.append(f'<span><i class="key" style="border-color:{TREATMENT_COLOUR};border-style:dashed"></i>'
@@ -383,8 +384,8 @@ def render(d: ReportData, cfg: ReportSection, model: Mapping[str, Any]) -> str:
     svg = svg_map(d, cfg, colours) or '<p class="none">Nothing was placed on the ground (no trusted pose).</p>'
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>{_esc(title)}</title><style>{CSS}</style></head>
-<body><header><h1>{_esc(title)}</h1><p>{summary}</p></header><main>
+<title>{esc(title)}</title><style>{CSS}</style></head>
+<body><header><h1>{esc(title)}</h1><p>{summary}</p></header><main>
 <h2>Map</h2>
 {svg}
 {legend(d, colours)}
@@ -395,7 +396,7 @@ def render(d: ReportData, cfg: ReportSection, model: Mapping[str, Any]) -> str:
 <h2>What was flown</h2>
 <div class="facts"><div><h3>Flight</h3>{_facts_table(flown_facts(d))}</div>
 <div><h3>Model</h3>{_facts_table(model_rows(model))}</div></div>
-</main><footer>cropscout payload &middot; written from {_esc(d.out_dir.name)}/ (detections.jsonl, zones.geojson,
+</main><footer>cropscout payload &middot; written from {esc(d.out_dir.name)}/ (detections.jsonl, zones.geojson,
 coverage.geojson, probability_*.tif, mosaic.tif{', treatment.geojson' if d.treatment is not None else ''}).
 Positions are as good as the drone's GPS: see each zone's &plusmn; m.</footer></body></html>
 """

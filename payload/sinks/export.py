@@ -27,6 +27,7 @@ from payload.errors import UserError
 from payload.files.atomic import atomic_write_text
 from payload.files.jsonl import JsonlProblems, iter_jsonl
 from payload.geo.diseasemap import MAPINFO_SCHEMA, DiseaseMap, is_look, map_from_info, zone_features
+from payload.geo.frames import LocalFrame
 from payload.settings.prescription import PrescriptionSection
 from payload.sinks.jsonl import DETECTION_SCHEMA_PREFIX, DETECTIONS_FILE
 from payload.sinks.layers import FORMATS, scan_records, summary_json, write_layers
@@ -89,6 +90,28 @@ def _map_for(paths: Sequence[Path]) -> DiseaseMap | None:
         if info["sensor_model"] != infos[0]["sensor_model"] or info["map"]["cell_m"] != infos[0]["map"]["cell_m"]:
             log.warning("the flights were flown with other sensor models or cell sizes; fusing with the first's")
     return map_from_info(infos[0])
+
+
+def replay_map(folder: str | Path, origin: LocalFrame | None = None) -> DiseaseMap:
+    """One run folder's looks replayed through a fresh map with its own settings, finished (`payload compare`).
+
+    `origin` places the map on another map's lattice (the older flight's), so the two grids' cells are the
+    same ground; None keeps the flight's own origin (its first trusted look), as the export does.
+    """
+    (path,) = _paths([folder])
+    info = next((r for r in iter_jsonl(path) if r.get("schema") == MAPINFO_SCHEMA), None)
+    if info is None:
+        raise ExportError(f"{path} has no map-info record (a payload from before the evidence grid): "
+                          "it has no map to compare")
+    dmap = map_from_info(info, origin)
+    pr = JsonlProblems()
+    for rec in iter_jsonl(path, problems=pr):
+        if is_look(rec):
+            dmap.add_look(rec)
+    for n, why in pr.bad_lines:
+        log.warning("%s line %d skipped: %s", path, n, why)
+    dmap.finish()
+    return dmap
 
 
 def export_layers(

@@ -1,7 +1,13 @@
-"""Shared fixtures: a tiny uint8 TFLite bundle built once per session (TensorFlow is fine in tests)."""
+"""Shared fixtures: a tiny uint8 TFLite bundle built once per session (TensorFlow is fine in tests).
+
+`CROPSCOUT_TINY_TFLITE=FILE` reads the model from FILE instead of building it: the drone-only venv
+(`make test-py313`) has no TensorFlow, so the 3.11 venv builds the model once and the newer
+interpreter's run reads it (`python -m tests.payload.tinymodel --tflite FILE`).
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -12,7 +18,8 @@ from tests.payload import tinymodel
 
 @pytest.fixture(scope="session")
 def tiny_model_bytes() -> bytes:
-    return tinymodel.build_tflite()
+    prebuilt = os.environ.get("CROPSCOUT_TINY_TFLITE")
+    return Path(prebuilt).read_bytes() if prebuilt else tinymodel.build_tflite()
 
 
 @pytest.fixture(scope="session")

@@ -221,6 +221,30 @@ def test_zone_book_oldest_touching_id_of_the_class_wins_once_per_cut() -> None:
     assert book.assign([again]) == [] and again.id == "rust-2"
 
 
+def test_zone_book_forgets_zones_gone_for_long_and_a_returning_zone_keeps_its_id() -> None:
+    """Memory follows the zones alive; ids stay stable: a zone back over a forgotten one takes its id again."""
+    book = ZoneBook(forget_after=3)
+    a, b = _zone("rust", shapely.box(0, 0, 2, 2), 0.9), _zone("rust", shapely.box(10, 0, 12, 2), 0.8)
+    assert sorted(z.id for z in book.assign([a, b])) == ["rust-1", "rust-2"]
+    for _ in range(2):  # rust-1 is gone for two cuts: still known by its outline
+        keep = _zone("rust", shapely.box(10, 0, 12, 2), 0.8)
+        book.assign([keep])
+    assert book.forgotten == 0 and len(book.known) == 2
+    book.assign([_zone("rust", shapely.box(10, 0, 12, 2), 0.8)])  # the third cut without it: forgotten
+    assert book.forgotten == 1 and [k.id for k in book.known] == ["rust-2"]
+    # it comes back, touching its old bounds: the same id, not reported again
+    back = _zone("rust", shapely.box(1, 1, 3, 3), 0.7)
+    mildew = _zone("powdery_mildew", shapely.box(0, 0, 2, 2), 0.7)  # another class over the same ground
+    new = book.assign([back, mildew, _zone("rust", shapely.box(10, 0, 12, 2), 0.8)])
+    assert back.id == "rust-1" and [z.id for z in new] == ["powdery_mildew-1"]
+    assert book.forgotten == 0 and sorted(k.id for k in book.known) == ["powdery_mildew-1", "rust-1", "rust-2"]
+    # a new zone elsewhere gets a new id: ids are never reused
+    for _ in range(3):
+        book.assign([])
+    far = _zone("rust", shapely.box(50, 50, 51, 51), 0.9)
+    assert book.assign([far]) == [far] and far.id == "rust-3" and book.forgotten == 3
+
+
 def test_outline_cache_gives_the_zones_a_fresh_extraction_gives() -> None:
     """Zones cut with the outline cache are the zones cut without it, as the grid changes between cuts."""
     g = _disk_grid(10.0, 10.0, 3.0)
@@ -454,7 +478,8 @@ def test_zone_polygons_in_one_conversion_match_a_vertex_by_vertex_conversion() -
     multi = shapely.MultiPolygon([shapely.box(20, 0, 22, 3), shapely.box(30, 5, 31, 6)])
     out = geometries_lonlat([holed, shapely.Polygon(), multi], ORIGIN)
     assert len(out) == 3 and out[1] == [] and [len(p) for p in out[2]] == [1, 1] and len(out[0][0]) == 2
-    assert out[0] == geometry_lonlat(holed, ORIGIN)
+    assert all(isinstance(r, np.ndarray) and r.dtype == np.float64 for p in out for poly in p for r in poly)
+    assert [[r.tolist() for r in poly] for poly in out[0]] == geometry_lonlat(holed, ORIGIN)
     for geom, polys in ((holed, out[0]), (multi, out[2])):
         for poly, rings in zip(shapely.get_parts(shapely.orient_polygons(geom)), polys, strict=True):
             for ring, got in zip([poly.exterior, *poly.interiors], rings, strict=True):
@@ -462,4 +487,4 @@ def test_zone_polygons_in_one_conversion_match_a_vertex_by_vertex_conversion() -
                 for e, n in ring.coords:
                     lat, lon, _ = ORIGIN.to_geodetic(float(e), float(n), 0.0)
                     want.append([round(float(lon), 8), round(float(lat), 8)])
-                assert got == want
+                assert got.tolist() == want

@@ -178,6 +178,10 @@ def copy_bundle(src: Path, dst: Path) -> Path:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--tflite"]:  # the model file only (for a venv without TensorFlow: tests/payload/conftest.py)
+        Path(sys.argv[2]).parent.mkdir(parents=True, exist_ok=True)
+        Path(sys.argv[2]).write_bytes(build_tflite())
+        sys.exit(0)
     target = Path(sys.argv[1] if len(sys.argv) > 1 else "build/tiny_bundle")
     write_bundle(target, build_tflite(), edgetpu_copy="--edgetpu" in sys.argv)
     print(target)
