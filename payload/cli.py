@@ -137,7 +137,8 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "export":
         from payload.sinks.export import export_from_cli
 
-        code = export_from_cli(args.out_dir, args.config, args.out, args.prescription)
+        export_cfg = load_payload_config(args.config) if args.config else None
+        code = export_from_cli(args.out_dir, export_cfg, args.out, args.prescription)
         return code or _export_report(args)
     if args.command == "compare":
         from payload.report.compare import compare_from_cli

@@ -2,31 +2,36 @@
 
 Each section is its own model so that an error names the exact field. A section that one part of
 the payload reads lives beside it: a backend's settings in its module (`payload/backends/`, joined
-into `ModelSection` by the backend registry), the others in `payload/settings/` (one module per
-section; a room that reads only its own section imports it from there). This file keeps the sections
-that belong to the whole run (source, tiling, scheduler, output, preflight), puts every section in its
-place in `PayloadConfig` and loads the file. Defaults are what a nadir-mounted camera on a small
-multirotor surveying at 30 m would want.
+into `ModelSection` by the backend registry), a sink's in its module (`payload/sinks/`, registered
+with the sink: `register_sink(..., key=, settings=)`), the others in `payload/settings/` (one module
+per section; also the sections that more than one room reads, such as `sinks:` and `prescription:`,
+which the sinks register by the class they import from there). This file keeps the sections that
+belong to the whole run (source, tiling, scheduler, output, preflight), assembles `PayloadConfig`
+from them and from every registered sink's section, and loads the file. It sits above the sinks in
+the rooms; the rooms below read the config through `payload/settings/view.py` `ConfigView`.
+Defaults are what a nadir-mounted camera on a small multirotor surveying at 30 m would want.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from pydantic import Field
+from pydantic import BaseModel, Field, create_model
 
 from payload.backends.registry import ModelSection
 from payload.configio import StrictModel, load_config
-from payload.settings.alerts import AlertsSection
 from payload.settings.camera import CameraPresetName, CameraSection
 from payload.settings.geotag import GeotagSection
 from payload.settings.map import MapSection, SiteSection
-from payload.settings.mosaic import MosaicSection
 from payload.settings.prescription import PrescriptionSection, RxFormat, TerminalSection
 from payload.settings.report import ReportSection
 from payload.settings.sinks import LayerFormat, SinksSection
 from payload.settings.telemetry import OriginSection, SigningSection, TelemetrySection
+from payload.sinks.alerts import AlertsSection
+from payload.sinks.base import registered_sections
+from payload.sinks.mosaic import MosaicSection
+from payload.sinks.registry import sink_factories
 
 # every section stays importable from here, as configs, tools and tests have always named them
 __all__ = [
@@ -95,8 +100,23 @@ class PreflightSection(StrictModel):
     wait_fix_s: float = Field(default=0.0, ge=0, description="wait this long for a GPS fix before reporting")
 
 
-class PayloadConfig(StrictModel):
-    """The whole payload configuration."""
+S = TypeVar("S", bound=BaseModel)
+
+
+class _Config(StrictModel):
+    """What every assembled config can do besides holding its sections (payload/settings/view.py ConfigView)."""
+
+    def section(self, kind: type[S]) -> S:
+        """The section whose settings class is `kind` (a sink asks for the section it registered)."""
+        for name, f in type(self).model_fields.items():
+            value = getattr(self, name)
+            if f.annotation is kind and isinstance(value, kind):
+                return value
+        raise KeyError(f"the payload config has no section of type {kind.__name__}")
+
+
+class _RunSections(_Config):
+    """The sections that are not a sink's (the whole run's, a backend's, and the ones in payload/settings/)."""
 
     model: ModelSection
     source: SourceSection = SourceSection()
@@ -106,14 +126,38 @@ class PayloadConfig(StrictModel):
     telemetry: TelemetrySection = TelemetrySection()
     camera: CameraSection = CameraSection()
     geotag: GeotagSection = GeotagSection()
-    sinks: SinksSection = SinksSection()
     map: MapSection = MapSection()
     site: SiteSection | None = None
-    mosaic: MosaicSection = MosaicSection()
     report: ReportSection = ReportSection()
-    prescription: PrescriptionSection = PrescriptionSection()
-    alerts: AlertsSection = AlertsSection()
     preflight: PreflightSection = PreflightSection()
+
+
+# The sections' order in the file's schema and in a list of errors, as it has always been. A sink's section
+# not named here comes after them, in the sinks' priority order.
+SECTION_ORDER = ("model", "source", "tiling", "scheduler", "output", "telemetry", "camera", "geotag", "sinks", "map",
+                 "site", "mosaic", "report", "prescription", "alerts", "preflight")
+
+
+def _assemble() -> type[_Config]:
+    """PayloadConfig: the run's sections and every registered sink's section, each in its place."""
+    if not sink_factories():  # payload.sinks.registry imports every sink module
+        raise RuntimeError("no sink registered")
+    fields: dict[str, Any] = {name: (f.annotation, f) for name, f in _RunSections.model_fields.items()}
+    for key, settings in registered_sections().items():
+        if key in fields:
+            raise ValueError(f"a sink's config section {key!r} is already a section of the payload config")
+        fields[key] = (settings, settings())
+    rank = {key: i for i, key in enumerate(SECTION_ORDER)}
+    ordered = dict(sorted(fields.items(), key=lambda kv: rank.get(kv[0], len(rank))))
+    return create_model("PayloadConfig", __base__=_Config, __module__=__name__,
+                        __doc__="The whole payload configuration.", **ordered)
+
+
+if TYPE_CHECKING:
+    # what the payload's code may read by name; a sink's section is read through `section(its class)`
+    PayloadConfig = _RunSections
+else:
+    PayloadConfig = _assemble()
 
 
 def load_payload_config(path: str | Path) -> PayloadConfig:

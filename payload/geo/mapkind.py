@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from payload.config import PayloadConfig
 from payload.geo.diseasemap import DiseaseMap, MapCounts
 from payload.geo.facemap import FaceMap
 from payload.geo.sensor import SensorModel, default_sensor_model
 from payload.geo.site import RackFace, site_faces
 from payload.settings.map import MapSection
+from payload.settings.view import ConfigView
 from payload.sitefile import SiteLayout, load_site
 
 
@@ -75,13 +75,13 @@ def default_sensor(labels: Sequence[str]) -> SensorModel:
 class Site:
     """The site file of an indoor run, loaded once: its layout, rack faces and origin on Earth."""
 
-    def __init__(self, cfg: PayloadConfig) -> None:
+    def __init__(self, cfg: ConfigView) -> None:
         self.layout: SiteLayout | None = load_site(cfg.site.file) if cfg.site is not None else None
         self.faces: list[RackFace] = site_faces(self.layout) if self.layout is not None else []
         self.origin = site_origin(cfg, self.layout)
 
 
-def site_origin(cfg: PayloadConfig, site: SiteLayout | None) -> tuple[float, float, float] | None:
+def site_origin(cfg: ConfigView, site: SiteLayout | None) -> tuple[float, float, float] | None:
     """The local frame's configured origin on Earth: the site file's, else telemetry.origin, else None."""
     if site is not None and site.origin is not None:
         return (site.origin.lat, site.origin.lon, site.origin.alt)
@@ -89,7 +89,7 @@ def site_origin(cfg: PayloadConfig, site: SiteLayout | None) -> tuple[float, flo
     return None if o is None else (o.lat, o.lon, o.alt)
 
 
-def open_map(cfg: PayloadConfig, sensor: SensorModel, site: Site | None = None) -> MapKind:
+def open_map(cfg: ConfigView, sensor: SensorModel, site: Site | None = None) -> MapKind:
     """The disease map the config describes: the ground grid, or one grid per rack face in a site."""
     site = site if site is not None else Site(cfg)
     if site.layout is not None and cfg.site is not None:

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from payload.config import PayloadConfig
 from payload.demfile import DemRaster, read_dem
 from payload.errors import ConfigError
 from payload.geo.frames import LocalFrame
 from payload.geo.surface import GroundSurface, HeightField
+from payload.settings.view import ConfigView
 from payload.types import PoseEstimate
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def load_dem_surface(path: str | Path, vertical_offset_m: float = 0.0, cell_m: f
 DEM_HOME_MISMATCH_M = 3.0  # DEM height at home vs the autopilot's home altitude beyond this: a datum problem
 
 
-def ground_surface(cfg: PayloadConfig) -> GroundSurface | None:
+def ground_surface(cfg: ConfigView) -> GroundSurface | None:
     """The terrain the rays are cut with (geotag.ground: dem), loaded and resampled once; None: flat ground."""
     g = cfg.geotag
     if g.ground != "dem" or g.dem is None:

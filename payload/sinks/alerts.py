@@ -14,9 +14,12 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
-from payload.sinks.base import SinkBase, SinkContext
+from pydantic import Field
+
+from payload.configio import StrictModel
+from payload.sinks.base import SinkBase, SinkContext, register_sink
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +107,15 @@ class AlertSender:
         return len(self._pending)
 
 
+class AlertsSection(StrictModel):
+    """Live STATUSTEXT to the ground station, once per confirmed zone."""
+
+    enabled: bool = True
+    severity: Literal["EMERGENCY", "ALERT", "CRITICAL", "ERROR", "WARNING", "NOTICE", "INFO", "DEBUG"] = "WARNING"
+    min_interval_s: float = Field(default=5.0, ge=0, description="at most one alert per this many seconds")
+
+
+@register_sink(40, key="alerts", settings=AlertsSection)
 class AlertsSink(SinkBase):
     """A STATUSTEXT per newly confirmed zone through the ground-station link (rate-limited by AlertSender)."""
 
@@ -114,7 +126,7 @@ class AlertsSink(SinkBase):
 
     @classmethod
     def from_context(cls, ctx: SinkContext) -> AlertsSink | None:
-        a = ctx.cfg.alerts
+        a = ctx.settings(AlertsSection)
         if not a.enabled or ctx.status is None:
             return None
         return cls(AlertSender(ctx.status.send_statustext, a.severity, a.min_interval_s))

@@ -5,8 +5,14 @@ record to its sinks in order, tells them about each newly confirmed zone, and en
 (`on_snapshot`) and the run (`on_close`) with them in reverse order, so a sink that reads another's
 output, such as the layers reading detections.jsonl, is done before the one it reads. End-of-flight
 products (the map's layers and rasters, the prescription, the site products, the mosaic) are sinks
-too: they write at `on_close`. The sinks are built by `payload.sinks.registry.build_sinks`, which the
-config selects from; adding a sink is a module in this package plus a line in the registry.
+too: they write at `on_close`.
+
+A sink registers itself with `@register_sink(priority, key=..., settings=...)`: its place in the order
+(`priority`, lowest first) and, when it has one, the config section it reads (its settings class,
+defined in its own module, and the section's YAML key). `payload/config.py` puts every registered
+section into `PayloadConfig`; `payload.sinks.registry.build_sinks` builds the sinks the config enables.
+A sink module imports only rooms below the config: it reads the config through `ConfigView`
+(payload/settings/view.py), its own section by its settings class (`ctx.settings(AlertsSection)`).
 """
 
 from __future__ import annotations
@@ -15,10 +21,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from payload.config import PayloadConfig
+from pydantic import BaseModel
+
 from payload.geo.mapkind import MapKind
+from payload.settings.view import ConfigView
 from payload.types import FrameResult, StatusSender
 
 
@@ -86,6 +94,11 @@ class SinkBase:
     def on_close(self) -> None:
         return None
 
+    @classmethod
+    def from_context(cls, ctx: SinkContext) -> DetectionSink | None:
+        """The sink as the config wants it, or None when it is off."""
+        raise NotImplementedError(cls.__name__)
+
 
 def _always() -> bool:
     return True
@@ -95,7 +108,7 @@ def _always() -> bool:
 class SinkContext:
     """What a sink may be built from: the config and the run's shared services (no globals)."""
 
-    cfg: PayloadConfig
+    cfg: ConfigView
     out_dir: Path
     zones: Callable[[], list[dict[str, Any]]]  # a snapshot of the current zones (features: plain data)
     status: StatusSender | None = None  # the ground-station link, when there is one
@@ -104,5 +117,57 @@ class SinkContext:
     built: dict[str, DetectionSink] = field(default_factory=dict)  # the sinks built before this one, by name
     map: MapKind | None = None  # the run's disease map (the product sinks write from it at close)
 
+    def settings(self, kind: type[S]) -> S:
+        """The config section a sink registered, by its settings class."""
+        return self.cfg.section(kind)
+
 
 SinkFactory = Callable[[SinkContext], "DetectionSink | None"]
+S = TypeVar("S", bound=BaseModel)
+B = TypeVar("B", bound=type[SinkBase])
+
+
+@dataclass(frozen=True)
+class SinkEntry:
+    """A registered sink: its name, its place in the order, how it is built, and the config section it
+    reads (`key` in the YAML, `settings` its class), if any."""
+
+    name: str
+    priority: int
+    factory: SinkFactory
+    key: str | None = None
+    settings: type[BaseModel] | None = None
+
+
+REGISTERED: dict[str, SinkEntry] = {}
+
+
+def register_sink(priority: int, *, key: str | None = None,
+                  settings: type[BaseModel] | None = None) -> Callable[[B], B]:
+    """Class decorator: the sink joins the registry under its `name` (its `from_context` is its factory); records
+    pass through the sinks in `priority` order, lowest first. `key`/`settings`: the config section it reads
+    (several sinks may read one section: the first registered with it brings its class)."""
+
+    def add(cls: B) -> B:
+        name = cls.name
+        if name in REGISTERED:
+            raise ValueError(f"sink {name!r} registered twice")
+        REGISTERED[name] = SinkEntry(name, priority, cls.from_context, key, settings)
+        return cls
+
+    return add
+
+
+def registered_sinks() -> list[SinkEntry]:
+    """Every registered sink, in priority order."""
+    return sorted(REGISTERED.values(), key=lambda e: e.priority)
+
+
+def registered_sections() -> dict[str, type[BaseModel]]:
+    """The config sections the registered sinks read, YAML key -> settings class, in priority order."""
+    out: dict[str, type[BaseModel]] = {}
+    for e in registered_sinks():
+        if e.key is not None and e.settings is not None:
+            if out.setdefault(e.key, e.settings) is not e.settings:
+                raise ValueError(f"config section {e.key!r} registered with two settings classes")
+    return out

@@ -21,7 +21,8 @@ import cv2
 import numpy as np
 import piexif
 
-from payload.sinks.base import SinkBase, SinkContext
+from payload.settings.sinks import SinksSection
+from payload.sinks.base import SinkBase, SinkContext, register_sink
 from payload.types import FrameResult
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ def write_crop(out_dir: str | Path, det: Mapping[str, Any], pixels: np.ndarray, 
     return rel
 
 
+@register_sink(10, key="sinks", settings=SinksSection)
 class CropsSink(SinkBase):
     """A geotagged JPEG of each flagged tile, while the free-disk guard allows it; adds `crop` to the record."""
 
@@ -107,9 +109,10 @@ class CropsSink(SinkBase):
 
     @classmethod
     def from_context(cls, ctx: SinkContext) -> CropsSink | None:
-        if not ctx.cfg.sinks.crops:
+        s = ctx.settings(SinksSection)
+        if not s.crops:
             return None
-        return cls(ctx.out_dir, ctx.cfg.sinks.crop_quality, ctx.crops_allowed)
+        return cls(ctx.out_dir, s.crop_quality, ctx.crops_allowed)
 
     def on_record(self, det: dict[str, Any], result: FrameResult) -> None:
         if not self._allowed():

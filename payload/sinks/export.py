@@ -29,6 +29,8 @@ from payload.files.jsonl import JsonlProblems, iter_jsonl
 from payload.geo.diseasemap import MAPINFO_SCHEMA, DiseaseMap, is_look, map_from_info, zone_features
 from payload.geo.frames import LocalFrame
 from payload.settings.prescription import PrescriptionSection
+from payload.settings.sinks import SinksSection
+from payload.settings.view import ConfigView
 from payload.sinks.jsonl import DETECTION_SCHEMA_PREFIX, DETECTIONS_FILE
 from payload.sinks.layers import FORMATS, scan_records, summary_json, write_layers
 from payload.sinks.maplayers import write_map_products
@@ -172,18 +174,15 @@ def export_layers(
                         0 if dmap is None else dmap.counts.looks, written, rx_text)
 
 
-def export_from_cli(out_dirs: Sequence[str], config: str | None = None, out: str | None = None,
+def export_from_cli(out_dirs: Sequence[str], cfg: ConfigView | None = None, out: str | None = None,
                     prescription: bool = False) -> int:
     """`payload export DIR [DIR...] [--out DIR] [--config FILE] [--prescription]`: print what was rebuilt and
-    what was skipped."""
-    from payload.config import load_payload_config
-
+    what was skipped (`cfg`: the --config file, loaded)."""
     formats: Sequence[str] = FORMATS
     rx = PrescriptionSection() if prescription else None
-    if config:
-        cfg = load_payload_config(config)
-        formats = cfg.sinks.formats
-        rx = cfg.prescription if prescription else None
+    if cfg is not None:
+        formats = cfg.section(SinksSection).formats
+        rx = cfg.section(PrescriptionSection) if prescription else None
     report = export_layers(out_dirs, out, formats, rx)
     print(report.text())
     return 0

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from payload.files.jsonl import JsonlProblems, JsonlWriter, iter_jsonl
-from payload.sinks.base import SinkBase, SinkContext
+from payload.sinks.base import SinkBase, SinkContext, register_sink
 from payload.types import FrameResult
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ def iter_detections(
 
 
 
+@register_sink(20)
 class DetectionsJsonl(SinkBase):
     """The detections.jsonl sink: every look and detection record, durably, before anything else reads it.
 

@@ -33,7 +33,8 @@ import geojson
 from payload.files.atomic import atomic_open
 from payload.files.kml import LABEL_COLOURS, UNTRUSTED_COLOUR, Kml
 from payload.files.vector import VECTOR_FORMATS, FeatureStream
-from payload.sinks.base import SinkBase, SinkContext
+from payload.settings.sinks import SinksSection
+from payload.sinks.base import SinkBase, SinkContext, register_sink
 from payload.sinks.jsonl import DetectionsJsonl, iter_detections
 from payload.sinks.maplayers import write_zone_layers
 from payload.types import FrameResult
@@ -332,6 +333,7 @@ def summary_json(scan: RecordScan, zones: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
+@register_sink(30, key="sinks", settings=SinksSection)
 class LayersSink(SinkBase):
     """Keeps the GIS layers current: rewritten from detections.jsonl at most every `interval_s` and at close.
 
@@ -369,7 +371,7 @@ class LayersSink(SinkBase):
         jsonl = ctx.built.get("jsonl")
         if not isinstance(jsonl, DetectionsJsonl):
             return None  # the layers are built from detections.jsonl; without it there is nothing to map
-        s = ctx.cfg.sinks
+        s = ctx.settings(SinksSection)
         formats = list(s.formats)
         if ctx.map is not None and not ctx.map.georeferenced and not set(formats) <= {"csv"}:
             # GeoJSON and KML coordinates are WGS84: a local metre must never pass for a longitude (RFC 7946)

@@ -28,7 +28,8 @@ from payload.geo.frames import LocalFrame
 from payload.geo.lonlat import geometry_lonlat
 from payload.geo.mapkind import ground_map
 from payload.geo.zones import mask_polygon
-from payload.sinks.base import SinkBase, SinkContext
+from payload.settings.sinks import SinksSection
+from payload.sinks.base import SinkBase, SinkContext, register_sink
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,7 @@ def write_map_products(out: Path, dmap: DiseaseMap, formats: Sequence[str], rast
     return written
 
 
+@register_sink(70, key="sinks", settings=SinksSection)
 class MapLayersSink(SinkBase):
     """The ground map's products at the end of the flight: zones (unless the layers sink writes them), coverage,
     GeoTIFF rasters and map.json. A failure is logged with its fix and re-raised once the other sinks closed."""
@@ -131,7 +133,8 @@ class MapLayersSink(SinkBase):
         if dmap is None:
             return None
         # the layers sink, when there is one, writes the zones itself at close, from the final snapshot
-        return cls(ctx.out_dir, dmap, ctx.cfg.sinks.formats, ctx.cfg.map.rasters, zones="layers" not in ctx.built)
+        return cls(ctx.out_dir, dmap, ctx.settings(SinksSection).formats, ctx.cfg.map.rasters,
+                   zones="layers" not in ctx.built)
 
     def on_close(self) -> None:
         try:

@@ -25,13 +25,14 @@ from typing import Any
 
 import cv2
 import numpy as np
+from pydantic import Field
 
+from payload.configio import StrictModel
 from payload.files.atomic import atomic_write_text
 from payload.files.geotiff import tangent_plane_crs, write_tiled_rgba
 from payload.geo.frames import LocalFrame
 from payload.geo.mosaic import EMPTY, TILE_PX, MosaicCanvas, TileKey, new_tile
-from payload.settings.mosaic import MosaicSection
-from payload.sinks.base import SinkBase, SinkContext
+from payload.sinks.base import SinkBase, SinkContext, register_sink
 from payload.types import FrameResult
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,26 @@ MOSAIC_PNG = "mosaic.png"
 MOSAIC_JSON = "mosaic.json"
 SPILL_DIR = ".mosaic_tiles"
 GDAL_CACHE_MB = 32
+
+
+
+class MosaicSection(StrictModel):
+    """The quick mosaic: the flight's frames on flat ground (payload/geo/mosaic.py, sinks/mosaic.py; docs/MAPS.md)."""
+
+    enabled: bool = Field(default=True,
+                          description="write mosaic.tif, mosaic.png and mosaic.json at the end of the run")
+    m_per_px: float = Field(default=0.15, ge=0.05, le=1.0,
+                            description="ground size of a mosaic pixel (10-20 cm shows plants and patches; finer "
+                            "costs memory and disk as the square)")
+    every_n_frames: int = Field(default=3, ge=1, le=1000,
+                                description="use every n-th trusted frame (at 5 fps and 5 m/s consecutive frames "
+                                "overlap by over 95 %)")
+    max_tiles_in_memory: int = Field(default=48, ge=4, le=4096,
+                                     description="256x256 tiles kept in memory (256 KiB each); colder tiles wait on "
+                                     "disk beside the outputs until the end of the run")
+    png_max_px: int = Field(default=2048, ge=256, le=16384,
+                            description="mosaic.png is the mosaic shrunk by a power of two to at most this many pixels "
+                            "on its longer side")
 
 
 class SpillingTiles:
@@ -185,6 +206,7 @@ def write_mosaic(out: Path, canvas: MosaicCanvas, read: Callable[[TileKey], np.n
     return [tif, png_path, out / MOSAIC_JSON]
 
 
+@register_sink(50, key="mosaic", settings=MosaicSection)
 class MosaicSink(SinkBase):
     """Composites every n-th trusted frame into the mosaic; writes it at close."""
 
@@ -202,14 +224,14 @@ class MosaicSink(SinkBase):
 
     @classmethod
     def from_context(cls, ctx: SinkContext) -> MosaicSink | None:
-        if not ctx.cfg.mosaic.enabled:
+        if not ctx.settings(MosaicSection).enabled:
             return None
         if ctx.cfg.site is not None:
             # frames of rack faces warped onto the floor would be a picture of nothing; the rack-face
             # pictures are the site products (sinks/sitelayers.py)
             log.info("mosaic off: an indoor site's frames look at rack faces, not at flat ground")
             return None
-        return cls(ctx.out_dir, ctx.cfg.mosaic)
+        return cls(ctx.out_dir, ctx.settings(MosaicSection))
 
     def on_look(self, look: dict[str, Any], result: FrameResult) -> None:
         veh = look.get("vehicle") or {}

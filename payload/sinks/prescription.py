@@ -38,7 +38,7 @@ from payload.grower.shapefile import ShpRecord, check_records, shapefile_names, 
 from payload.grower.taskdata import TASKDATA_DIR, TaskZone, build_task, schema_problems, write_taskdata
 from payload.grower.treatment import TreatmentPlan, TreatmentZone, plan_treatment, priority
 from payload.settings.prescription import PrescriptionSection
-from payload.sinks.base import SinkBase, SinkContext
+from payload.sinks.base import SinkBase, SinkContext, register_sink
 
 log = logging.getLogger(__name__)
 
@@ -279,6 +279,7 @@ def _layers(zones: list[TreatmentZone], lonlat: dict[str, Any], dmap: DiseaseMap
     return layers
 
 
+@register_sink(60, key="prescription", settings=PrescriptionSection)
 class PrescriptionSink(SinkBase):
     """The prescription files of the finished ground map (prescription.enabled). Settings a strict terminal
     cannot meet are logged with their fix, and the flight's other products stand."""
@@ -293,9 +294,9 @@ class PrescriptionSink(SinkBase):
     @classmethod
     def from_context(cls, ctx: SinkContext) -> PrescriptionSink | None:
         dmap = ground_map(ctx.map) if ctx.map is not None else None
-        if dmap is None or not ctx.cfg.prescription.enabled:
+        if dmap is None or not ctx.settings(PrescriptionSection).enabled:
             return None
-        return cls(ctx.out_dir, dmap, ctx.cfg.prescription)
+        return cls(ctx.out_dir, dmap, ctx.settings(PrescriptionSection))
 
     def on_close(self) -> None:
         try:

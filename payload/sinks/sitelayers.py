@@ -22,7 +22,7 @@ from payload.files.atomic import atomic_write_text
 from payload.geo.facemap import FaceMap
 from payload.geo.mapkind import face_map
 from payload.geo.site import RackFace
-from payload.sinks.base import SinkBase, SinkContext
+from payload.sinks.base import SinkBase, SinkContext, register_sink
 from payload.sinks.jsonl import DetectionsJsonl, iter_detections
 
 log = logging.getLogger(__name__)
@@ -132,6 +132,7 @@ def write_site_products(out: Path, fmap: FaceMap, sightings: Iterable[Mapping[st
     return written
 
 
+@register_sink(80)
 class SiteLayersSink(SinkBase):
     """An indoor run's products in site terms at the end of the flight (the rack-face map only), with the
     sightings read back from detections.jsonl."""

@@ -1,0 +1,306 @@
+"""A live vehicle: a trajectory read at wall-clock time, with faults switched while the link runs.
+
+`VehicleEndpoint` (vehicle.py) replays a precomputed Timeline on the simulated clock; this vehicle
+asks a trajectory function for its state at the moment it sends, so a test can change what the
+vehicle does while the payload is connected. It speaks the same dialect (ArduPilot, a quadrotor in
+AUTO) and answers what dronekit asks during `wait_ready` the way the endpoint does (parameters,
+AUTOPILOT_VERSION, HOME_POSITION, TIMESYNC), and it records the STATUSTEXT messages it receives (the
+ground-station side of the live alerts). Loopback UDP: it sends to `udpout:127.0.0.1:PORT`.
+
+Faults, switched at any time (attributes read on every send):
+- `paused`: nothing but heartbeats (stale telemetry; TIMESYNC goes unanswered);
+- `fix_type`, `satellites`, `eph`: the GPS fix it reports;
+- `zero_latlon`: lat/lon sent as 0, 0 (a GPS that has not converged);
+- `nan_attitude`: roll, pitch and yaw sent as NaN;
+- `local_only` (GPS-denied: LOCAL_POSITION_NED from `home` as the EKF origin, and ATTITUDE) with
+  `ekf` = (flags, variance) for EKF_STATUS_REPORT; `gimbal_rpy_deg` streams MOUNT_STATUS.
+Set at construction: `answer_params=False` (a vehicle that never answers parameter requests, which
+dronekit waits for forever), `boot_offset_s` (the autopilot's boot clock differs from the
+companion's), `sysid`.
+
+MAVLink 2 signing, as an ArduPilot with a signing key behaves: with `signing_key` the vehicle speaks
+MAVLink 2, signs everything it sends (link `signing_link_id`, timestamps from its own clock, which
+`signing_clock_offset_s` can put behind or ahead of the wall clock) and drops every packet it receives
+that is not validly signed (`rejected_unverified` counts them; `received_signed` / `received_unsigned`
+count what it accepted by type). A vehicle with the wrong key is a spoofer that signs.
+`mavlink2=True` alone gives an unsigned MAVLink 2 vehicle.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pymavlink import mavutil
+
+from flight_sim.vehicle import ARDUPILOT_4_5_0, MAV_CMD_GET_HOME_POSITION, MAV_CMD_REQUEST_AUTOPILOT_CAPABILITIES
+
+mavlink = mavutil.mavlink
+SIGNING_EPOCH_UNIX = 1420070400  # MAVLink 2 signing timestamps count 10 us units from 2015-01-01
+
+
+@dataclass(frozen=True)
+class VehicleState:
+    """Truth at one boot time: position (deg, m MSL), NED velocity (m/s), attitude (rad)."""
+
+    lat: float
+    lon: float
+    alt: float
+    vn: float = 0.0
+    ve: float = 0.0
+    vd: float = 0.0
+    roll: float = 0.0
+    pitch: float = 0.0
+    yaw: float = 0.0
+
+
+Trajectory = Callable[[float], VehicleState]  # boot seconds -> state
+
+
+def free_udp_port() -> int:
+    """A UDP port on 127.0.0.1 that nothing is bound to right now."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return int(port)
+
+
+class LiveVehicle:
+    """Streams a trajectory to a payload listening on udp:127.0.0.1:PORT (the vehicle sends first)."""
+
+    def __init__(
+        self,
+        port: int,
+        trajectory: Trajectory,
+        *,
+        home: tuple[float, float, float],
+        rate_hz: float = 10.0,
+        boot_offset_s: float = 1000.0,
+        n_params: int = 20,
+        answer_params: bool = True,
+        sysid: int = 1,
+        signing_key: bytes | None = None,
+        signing_link_id: int = 0,
+        signing_clock_offset_s: float = 0.0,
+        mavlink2: bool = False,
+    ) -> None:
+        self.port = port
+        self.trajectory = trajectory
+        self.home = home
+        self.rate_hz = rate_hz
+        self.n_params = n_params
+        self.answer_params = answer_params
+        # boot clock = companion monotonic - boot_start: the two clocks differ, as on a real drone
+        self.boot_start = time.monotonic() - boot_offset_s
+        self.fix_type = 3
+        self.satellites = 12
+        self.eph = 80
+        self.zero_latlon = False
+        self.nan_attitude = False
+        self.paused = False
+        self.gimbal_rpy_deg: tuple[float, float, float] | None = None
+        self.local_only = False
+        self.ekf: tuple[int, float] | None = None
+        self.statustexts: list[tuple[int, str]] = []
+        self.received_counts: dict[str, int] = {}
+        self.sent_counts: dict[str, int] = {}
+        self.received_signed: dict[str, int] = {}
+        self.received_unsigned: dict[str, int] = {}
+        self.received_link_ids: set[int] = set()
+        self.rejected_unverified = 0
+        self._mav = mavutil.mavlink_connection(
+            f"udpout:127.0.0.1:{port}", source_system=sysid, source_component=1, dialect="ardupilotmega"
+        )
+        if signing_key is not None or mavlink2:
+            self._speak_mavlink2(sysid)
+        if signing_key is not None:
+            self._mav.setup_signing(
+                signing_key,
+                sign_outgoing=True,
+                allow_unsigned_callback=self._refuse_unverified,
+                initial_timestamp=int((time.time() + signing_clock_offset_s - SIGNING_EPOCH_UNIX) * 100_000),
+                link_id=signing_link_id,
+            )
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._handlers: dict[str, Callable[[Any], None]] = {
+            "PARAM_REQUEST_LIST": self._on_param_list,
+            "PARAM_REQUEST_READ": self._on_param_read,
+            "COMMAND_LONG": self._on_command,
+            "TIMESYNC": self._on_timesync,
+            "STATUSTEXT": self._on_statustext,
+        }
+
+    def _speak_mavlink2(self, sysid: int) -> None:
+        """A MAVLink 2 parser/encoder whatever version pymavlink's globals are at, and no auto-switch."""
+        from pymavlink.dialects.v20 import ardupilotmega as mav2
+
+        self._mav.mav = mav2.MAVLink(self._mav, srcSystem=sysid, srcComponent=1)
+        self._mav.mav.robust_parsing = True
+        self._mav.WIRE_PROTOCOL_VERSION = "2.0"
+        self._mav.first_byte = False
+
+    # ------------------------------------------------------------ clock
+    def boot_s(self, t_mono: float | None = None) -> float:
+        return (time.monotonic() if t_mono is None else t_mono) - self.boot_start
+
+    def _boot_ms(self) -> int:
+        return int(self.boot_s() * 1000)
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> LiveVehicle:
+        for target in (self._stream, self._receive):
+            t = threading.Thread(target=target, daemon=True, name=f"live-vehicle-{target.__name__}")
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=5)
+        self._mav.close()
+
+    def __enter__(self) -> LiveVehicle:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------ sending
+    def _send(self, msg: Any) -> None:
+        with self._lock:
+            self._mav.mav.send(msg)
+        self.sent_counts[msg.get_type()] = self.sent_counts.get(msg.get_type(), 0) + 1
+
+    def _heartbeat(self) -> None:
+        self._send(
+            self._mav.mav.heartbeat_encode(
+                mavlink.MAV_TYPE_QUADROTOR,
+                mavlink.MAV_AUTOPILOT_ARDUPILOTMEGA,
+                mavlink.MAV_MODE_FLAG_CUSTOM_MODE_ENABLED | mavlink.MAV_MODE_FLAG_SAFETY_ARMED,
+                3,  # ArduCopter AUTO
+                mavlink.MAV_STATE_ACTIVE,
+            )
+        )
+
+    def _stream_local(self, boot_ms: int, s: VehicleState) -> None:
+        import pymap3d
+
+        e, n, u = pymap3d.geodetic2enu(s.lat, s.lon, s.alt, *self.home)
+        m = self._mav.mav
+        self._send(m.local_position_ned_encode(boot_ms, float(n), float(e), float(-u), s.vn, s.ve, s.vd))
+        self._send(m.attitude_encode(boot_ms, s.roll, s.pitch, s.yaw, 0.0, 0.0, 0.0))
+        if self.ekf is not None:
+            flags, var = self.ekf
+            self._send(m.ekf_status_report_encode(flags, var, var, var, 0.05, 0.0))
+
+    def _stream_state(self) -> None:
+        boot_ms = self._boot_ms()
+        s = self.trajectory(boot_ms / 1000.0)
+        if self.local_only:
+            self._stream_local(boot_ms, s)
+            return
+        lat, lon = (0.0, 0.0) if self.zero_latlon else (s.lat, s.lon)
+        roll, pitch, yaw = (math.nan,) * 3 if self.nan_attitude else (s.roll, s.pitch, s.yaw)
+        m = self._mav.mav
+        ground_speed = math.hypot(s.vn, s.ve)
+        self._send(m.gps_raw_int_encode(boot_ms * 1000, self.fix_type, int(lat * 1e7), int(lon * 1e7),
+                                        int(s.alt * 1000), self.eph, 120, int(ground_speed * 100), 0,
+                                        self.satellites))
+        self._send(m.global_position_int_encode(
+            boot_ms, int(round(lat * 1e7)), int(round(lon * 1e7)), int(round(s.alt * 1000)),
+            int(round((s.alt - self.home[2]) * 1000)), int(round(s.vn * 100)), int(round(s.ve * 100)),
+            int(round(s.vd * 100)), int(math.degrees(s.yaw) % 360 * 100)))
+        self._send(m.attitude_encode(boot_ms, roll, pitch, yaw, 0.0, 0.0, 0.0))
+        if self.gimbal_rpy_deg is not None:
+            gr, gp, gy = self.gimbal_rpy_deg
+            self._send(m.mount_status_encode(0, 0, int(gp * 100), int(gr * 100), int(gy * 100)))
+        self._send(m.vfr_hud_encode(ground_speed, ground_speed, int(math.degrees(s.yaw) % 360), 50, s.alt, -s.vd))
+
+    def _stream(self) -> None:
+        period = 1.0 / self.rate_hz
+        next_hb = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_hb:
+                next_hb = now + 1.0
+                self._heartbeat()
+                if not self.paused and not self.local_only:
+                    self._send(self._mav.mav.system_time_encode(int(time.time() * 1e6), self._boot_ms()))
+            if not self.paused:
+                self._stream_state()
+            self._stop.wait(period)
+
+    # ------------------------------------------------------------ receiving
+    def _refuse_unverified(self, _mav: Any, _msg_id: int) -> bool:
+        """ArduPilot's rule on a signing link: nothing unsigned or wrongly signed is accepted."""
+        self.rejected_unverified += 1
+        return False
+
+    @property
+    def signing_timestamp(self) -> int:
+        """The vehicle's current signing timestamp (10 us units since 2015)."""
+        return int(self._mav.mav.signing.timestamp)
+
+    def _param_value(self, index: int) -> Any:
+        name = f"TEST_PARAM_{index:02d}".encode()
+        return self._mav.mav.param_value_encode(name, float(index), mavlink.MAV_PARAM_TYPE_REAL32, self.n_params, index)
+
+    def _receive(self) -> None:
+        while not self._stop.is_set():
+            try:
+                msg = self._mav.recv_match(blocking=True, timeout=0.1)
+            except OSError:
+                continue
+            if msg is None:
+                continue
+            self._count(msg)
+            handler = self._handlers.get(msg.get_type())
+            if handler is not None:
+                handler(msg)
+
+    def _count(self, msg: Any) -> None:
+        name = msg.get_type()
+        self.received_counts[name] = self.received_counts.get(name, 0) + 1
+        if name == "BAD_DATA":
+            return
+        seen = self.received_signed if msg.get_signed() else self.received_unsigned
+        seen[name] = seen.get(name, 0) + 1
+        if msg.get_signed():
+            self.received_link_ids.add(msg.get_link_id())
+
+    def _on_param_list(self, _msg: Any) -> None:
+        if self.answer_params:
+            for i in range(self.n_params):
+                self._send(self._param_value(i))
+
+    def _on_param_read(self, msg: Any) -> None:
+        if self.answer_params and 0 <= msg.param_index < self.n_params:
+            self._send(self._param_value(msg.param_index))
+
+    def _on_command(self, msg: Any) -> None:
+        m = self._mav.mav
+        if msg.command == MAV_CMD_REQUEST_AUTOPILOT_CAPABILITIES:
+            self._send(m.autopilot_version_encode(mavlink.MAV_PROTOCOL_CAPABILITY_MAVLINK2, ARDUPILOT_4_5_0, 0, 0, 0,
+                                                  [0] * 8, [0] * 8, [0] * 8, 0, 0, 0))
+        elif msg.command == MAV_CMD_GET_HOME_POSITION:
+            lat, lon, alt = self.home
+            self._send(m.home_position_encode(int(lat * 1e7), int(lon * 1e7), int(alt * 1000), 0, 0, 0, [1, 0, 0, 0],
+                                              0, 0, 0))
+        self._send(m.command_ack_encode(msg.command, mavlink.MAV_RESULT_ACCEPTED))
+
+    def _on_timesync(self, msg: Any) -> None:
+        if msg.tc1 == 0 and not self.paused:
+            self._send(self._mav.mav.timesync_encode(int(self.boot_s() * 1e9), msg.ts1))
+
+    def _on_statustext(self, msg: Any) -> None:
+        text = msg.text if isinstance(msg.text, str) else msg.text.decode("ascii", "replace")
+        self.statustexts.append((int(msg.severity), text.rstrip("\x00")))
