@@ -27,9 +27,17 @@ def smooth_noise(height: int, width: int, cell: float, rng: np.random.Generator,
     if interpolation == "cubic":
         import cv2
 
-        big = cv2.resize(grid.astype(np.float32), (int(round(gw * cell)), int(round(gh * cell))),
-                         interpolation=cv2.INTER_CUBIC)
-        return np.clip(big[:height, :width], -1.2, 1.2)
+        g32 = grid.astype(np.float32)
+        out_w, out_h = int(round(gw * cell)), int(round(gh * cell))
+        if out_w * out_h <= 4 * height * width:
+            big = cv2.resize(g32, (out_w, out_h), interpolation=cv2.INTER_CUBIC)[:height, :width]
+        else:  # a cell far larger than the image: sample only the pixels asked for, not the whole grid
+            sx, sy = gw / out_w, gh / out_h
+            mx = np.broadcast_to(((np.arange(width, dtype=np.float32) + 0.5) * sx - 0.5)[None], (height, width))
+            my = np.broadcast_to(((np.arange(height, dtype=np.float32) + 0.5) * sy - 0.5)[:, None], (height, width))
+            big = cv2.remap(g32, np.ascontiguousarray(mx), np.ascontiguousarray(my), cv2.INTER_CUBIC,
+                            borderMode=cv2.BORDER_REPLICATE)
+        return np.clip(big, -1.2, 1.2)
     y = np.arange(height) / cell
     x = np.arange(width) / cell
     y0 = np.floor(y).astype(int)
