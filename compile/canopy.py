@@ -126,14 +126,16 @@ STAGES: dict[str, tuple[float, float]] = {"early": (0.3, 0.01), "moderate": (0.7
 REFERENCE_STAGE = "moderate"
 
 # Label rule thresholds (docs/TRAINING_DATA.md, "The label rule").
-SPECKLE_SIGMAS = 3.0  # a lesion's pixel must differ from leaf by this many noise sigmas
+SPECKLE_SIGMAS = 5.0  # a lesion's pixel must differ from leaf by this many noise sigmas
 TEXTURE_SIGMA = 4.0  # healthy canopy's own pixel-to-pixel variation, added to sensor noise
-MIN_LESIONS = 12  # speckle needs this many lesions in the diseased region
-MIN_SHIFT = 8.0  # or the region's mean colour shifts by this many RGB units
+MIN_LESIONS = 40  # speckle needs this many lesions in the diseased region
+MIN_SHIFT = 25.0  # or the region's mean colour lies this far (RGB) from any healthy canopy colour
 MIN_REGION = 0.05  # and the region covers at least this share of the tile
+MIN_INFECTED_LEAVES = 4.0  # and holds this many infected leaves on average (none is then ~2 % likely)
 # The scene grid's pixels per model-input pixel. 1: leaf edges, lesions and sub-pixel leaves are
 # area-filtered analytically (`_canopy`, `_lesion_kernel`), so a finer grid only costs time.
 SUPERSAMPLE = 1
+MATCHED_HEALTHY = 0.6  # share of healthy images drawn at the resolutions disease images end up at
 
 
 def along(path: np.ndarray, t: float) -> np.ndarray:
@@ -198,6 +200,10 @@ def sample_scene(cls: str, rng: np.random.Generator, part: Part = "train", gsd_m
     its disease is visible at its resolution (the label rule, `visible`).
     """
     _check_class(cls)
+    if cls == HEALTHY and gsd_mm is None and rng.random() < MATCHED_HEALTHY:
+        # the label rule keeps disease images where disease is visible, mostly at fine resolution;
+        # healthy images drawn at the same resolutions keep resolution itself from being a cue
+        gsd_mm = sample_scene(str(rng.choice(["rust", "powdery_mildew"])), rng).gsd_mm
     held = str(rng.choice(HELD_OUT_FACTORS[cls])) if part == "heldout" else None
     crop_name = HELD_OUT_CROP if held == "crop" else str(rng.choice(TRAIN_CROPS))
     crop = CROPS[crop_name]
@@ -251,7 +257,10 @@ def sample_scene(cls: str, rng: np.random.Generator, part: Part = "train", gsd_m
         s = replace(scene, incidence=float(rng.uniform(0.2, 1.0)), severity=_log_uniform(rng, 0.003, 0.4))
         if visible(s):
             return s
-    return replace(scene, incidence=1.0, severity=0.4, region=1.0)
+    # not even a late stage shows here (an open vineyard seen from high up through haze, say):
+    # such a tile is not a disease image at all, so draw another tile
+    late = replace(scene, incidence=1.0, severity=0.4, region=1.0)
+    return late if visible(late) else sample_scene(cls, rng, part, gsd_mm, stage)
 
 
 def canopy_cover(scene: Scene, size: int = 96) -> float:
@@ -273,29 +282,67 @@ def symptom_contrast(scene: Scene) -> tuple[float, float]:
     return area, float(scene.mildew_alpha * np.linalg.norm(np.asarray(scene.lesion_rgb) - leaf))
 
 
+def _healthy_rays() -> np.ndarray:
+    """Unit colour directions healthy canopy can show: leaves, soil and their mixtures (any brightness)."""
+    leaves = _path_points(LEAF_PATH, 16)
+    soils = _path_points(SOIL_PATH, 6)
+    mixes = [w * lf + (1 - w) * so for lf in leaves for so in soils for w in (0.25, 0.5, 0.75)]
+    rays = np.concatenate([leaves, soils, np.asarray(mixes)])
+    return rays / np.linalg.norm(rays, axis=1, keepdims=True)
+
+
+def off_healthy(rgb: np.ndarray) -> float:
+    """RGB distance from a colour to the nearest colour healthy canopy (leaf, soil, a mix) can take at
+    any exposure: how far a diseased canopy's mean colour has left what healthy canopy looks like."""
+    rays = _HEALTHY_RAYS
+    proj = np.clip(rays @ rgb, 0.0, None)
+    return float(np.sqrt(max(float(rgb @ rgb - (proj ** 2).max()), 0.0)))
+
+
 def visible(scene: Scene, size: int = 96) -> bool:
     """The label rule: is this scene's disease physically visible at its resolution?
 
-    Visible when the diseased region covers at least MIN_REGION of the tile and either
-    (speckle) a single lesion's pixel differs from healthy leaf by SPECKLE_SIGMAS noise sigmas
+    Visible when the diseased region covers at least MIN_REGION of the tile, holds at least
+    MIN_INFECTED_LEAVES infected leaves on average, and either
+    (speckle) a single lesion's pixel differs from its leaf by SPECKLE_SIGMAS noise sigmas
     (sensor noise and the canopy's own texture) and the region holds at least MIN_LESIONS
-    lesions, or (colour) the region's mean colour shifts by at least MIN_SHIFT RGB units. Both are
-    taken after haze and exposure, which scale contrast. A scene that fails is not drawn as a
-    disease image (`sample_scene` draws its stage again), so no label contradicts its pixels.
+    lesions, or (colour) the region's mean colour lies at least MIN_SHIFT RGB units away from
+    every colour healthy canopy can take (a yellowing that a pale, nitrogen-poor crop also shows
+    is no evidence of rust). Both are taken after haze and exposure, which scale contrast. A scene
+    that fails is not drawn as a disease image (`sample_scene` draws its stage again), so no
+    label contradicts its pixels.
     """
     if scene.cls == HEALTHY:
         return False
     if scene.region < MIN_REGION:
         return False
     area, contrast = symptom_contrast(scene)
-    contrast *= scene.haze * scene.gain
+    dim = scene.haze * scene.gain
     px_area = scene.gsd_mm ** 2
-    share = scene.incidence * scene.severity * canopy_cover(scene, size)  # symptomatic share of the region's ground
+    cover = canopy_cover(scene, size)
+    share = scene.incidence * scene.severity * cover  # symptomatic share of the region's ground
     region_mm2 = scene.region * (size * scene.gsd_mm) ** 2
     lesions = share * region_mm2 / area
+    # a tile holding two big cucurbit leaves at 30 % incidence often holds no infected leaf at all
+    if scene.incidence * cover * region_mm2 / (0.7 * scene.leaf_w_mm * scene.leaf_len_mm) < MIN_INFECTED_LEAVES:
+        return False
     sigma = float(np.hypot(scene.noise, TEXTURE_SIGMA))
-    speckle = min(area / px_area, 1.0) * contrast >= SPECKLE_SIGMAS * sigma and lesions >= MIN_LESIONS
-    return bool(speckle or share * contrast >= MIN_SHIFT)
+    if min(area / px_area, 1.0) * contrast * dim >= SPECKLE_SIGMAS * sigma and lesions >= MIN_LESIONS:
+        return True
+    leaf = np.asarray(scene.leaf_rgb) * 0.85  # leaves in the canopy's mix of sun and shade
+    symptom = _symptom_colour(scene)
+    sick_leaf = (1 - scene.incidence * scene.severity) * leaf + scene.incidence * scene.severity * symptom
+    canopy_mix = cover * sick_leaf + (1 - cover) * np.asarray(scene.soil_rgb) * 0.7
+    return off_healthy(canopy_mix) * dim >= MIN_SHIFT
+
+
+def _symptom_colour(scene: Scene) -> np.ndarray:
+    """Mean colour of a symptom's area (a rust pustule with its halo; mildew over its leaf)."""
+    if scene.cls == "rust":
+        core = 1.0 / HALO_SCALE ** 2
+        return core * np.asarray(scene.lesion_rgb) + (1 - core) * HALO
+    a = scene.mildew_alpha
+    return a * np.asarray(scene.lesion_rgb) + (1 - a) * np.asarray(scene.leaf_rgb)
 
 
 def _outline(a: np.ndarray, b: np.ndarray, outline: str) -> np.ndarray:
@@ -428,7 +475,8 @@ def render(scene: Scene, size: int, rng: np.random.Generator) -> np.ndarray:
         ker = _lesion_kernel(diam_px, scene.stripe, scene.row_angle + rng.uniform(-0.6, 0.6))
         unit_px = float(ker.sum())
         # lesions cluster on a leaf: a smooth clumping field with mean 1 modulates their density
-        clump = np.exp(0.8 * smooth_noise(n, n, 30.0 / fine_mm, rng)).astype(np.float32)
+        # (30 mm blobs; a pixel wider than that averages several, so their spread shrinks with it)
+        clump = np.exp(0.8 * min(1.0, 30.0 / fine_mm) * smooth_noise(n, n, 30.0 / fine_mm, rng)).astype(np.float32)
         clump /= clump.mean()
         if scene.cls == "rust":
             halo_ker = _lesion_kernel(diam_px * HALO_SCALE, scene.stripe, 0.0)
@@ -485,7 +533,9 @@ def _path_points(path: np.ndarray, n: int = 24) -> np.ndarray:
 
 
 def _jittered(points: np.ndarray, jitter: float) -> np.ndarray:
-    corners = np.array(np.meshgrid(*[[1 - jitter, 1.0, 1 + jitter]] * 3)).reshape(3, -1).T
+    # the jitter box's corners and centre: a sample of the box, not all of it; the margin asked of a
+    # held-out band is well above the few units a colour can move between these points
+    corners = np.concatenate([np.array(np.meshgrid(*[[1 - jitter, 1 + jitter]] * 3)).reshape(3, -1).T, np.ones((1, 3))])
     return (points[:, None, :] * corners[None]).reshape(-1, 3)
 
 
@@ -503,9 +553,9 @@ def camera_reach(materials: np.ndarray, gain: tuple[float, float], wb: tuple[flo
     The gain is a scalar on the whole pixel, so the set training reaches is these points times
     any gain in the range (`nearest_distance` takes that range analytically).
     """
-    ks = np.linspace(wb[0], wb[1], 7)
-    taus = np.linspace(haze[0], haze[1], 4)
-    shades = np.linspace(shade[0], shade[1], 9) if shade[1] > shade[0] else np.array([shade[0]])
+    ks = np.linspace(wb[0], wb[1], 5)
+    taus = np.linspace(haze[0], haze[1], 3) if haze[1] > haze[0] else np.array([haze[0]])
+    shades = np.linspace(shade[0], shade[1], 6) if shade[1] > shade[0] else np.array([shade[0]])
     levels = np.linspace(airlight[0], airlight[1], 3) if haze[0] < 1.0 else np.array([1.0])
     pts = []
     for tau in taus:
@@ -552,6 +602,8 @@ def colour_margin(factor: str) -> float:
     reach, gain = camera_reach(training_materials(), GAIN, WB, SHADE, HAZE)
     return nearest_distance(heldout_band(factor), reach, gain)
 
+
+_HEALTHY_RAYS = _healthy_rays()
 
 __all__ = ["CLASSES", "CROPS", "GSD_LADDER_MM", "HELD_OUT", "HELD_OUT_FACTORS", "STAGES", "Scene", "camera_reach",
            "canopy_image", "colour_margin", "heldout_band", "ladder_image", "nearest_distance", "render",
