@@ -131,6 +131,9 @@ TEXTURE_SIGMA = 4.0  # healthy canopy's own pixel-to-pixel variation, added to s
 MIN_LESIONS = 40  # speckle needs this many lesions in the diseased region
 MIN_SHIFT = 25.0  # or the region's mean colour lies this far (RGB) from any healthy canopy colour
 MIN_REGION = 0.05  # and the region covers at least this share of the tile
+# a training disease image must stay visible at 1/CLEAR_MARGIN of its severity: cases near the
+# rule's edge are as ambiguous as the invisible ones and are left out with them
+CLEAR_MARGIN = 2.0
 MIN_INFECTED_LEAVES = 4.0  # and holds this many infected leaves on average (none is then ~2 % likely)
 # The scene grid's pixels per model-input pixel. 1: leaf edges, lesions and sub-pixel leaves are
 # area-filtered analytically (`_canopy`, `_lesion_kernel`), so a finer grid only costs time.
@@ -255,7 +258,7 @@ def sample_scene(cls: str, rng: np.random.Generator, part: Part = "train", gsd_m
         return replace(scene, incidence=float(stage[0]), severity=float(stage[1]))
     for _ in range(12):
         s = replace(scene, incidence=float(rng.uniform(0.2, 1.0)), severity=_log_uniform(rng, 0.003, 0.4))
-        if visible(s):
+        if visible(replace(s, severity=s.severity / CLEAR_MARGIN)):
             return s
     # not even a late stage shows here (an open vineyard seen from high up through haze, say):
     # such a tile is not a disease image at all, so draw another tile

@@ -136,3 +136,15 @@ def test_canopy_held_out_split_replays_its_factors() -> None:
     assert cn.sample_scene(cn.CLASSES[lab], np.random.default_rng([cfg.seed, seed]), "heldout").held_out == factors[0]
     img = synthetic_image(lab, seed, 32, cfg.seed, None, "heldout", "canopy")
     assert not np.array_equal(img, synthetic_image(lab, seed, 32, cfg.seed, None, "train", "canopy"))
+
+
+def test_cards_without_the_new_fields_still_load_and_new_ones_keep_them() -> None:
+    from payload.bundle import FORMAT_VERSION, ModelCard
+
+    old = {"format_version": FORMAT_VERSION, "classes": list(cn.CLASSES), "healthy_class": "healthy",
+           "disease_classes": ["rust", "powdery_mildew"], "thresholds": {"rust": 0.5, "powdery_mildew": 0.5},
+           "input": {"height": 96, "width": 96, "channels": 3, "dtype": "uint8"}}
+    card = ModelCard.model_validate(old)
+    assert card.working_gsd_mm is None and card.gsd_recall is None
+    new = ModelCard.model_validate(old | {"working_gsd_mm": 4.0, "gsd_recall": {"recall_by_gsd_mm": {}}})
+    assert new.to_dict()["working_gsd_mm"] == 4.0
