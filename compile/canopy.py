@@ -465,12 +465,22 @@ def _region(n: int, share: float, rng: np.random.Generator) -> np.ndarray:
 
 def render(scene: Scene, size: int, rng: np.random.Generator) -> np.ndarray:
     """The tile's image (uint8 RGB, size x size) as the camera records it."""
+    return render_with_truth(scene, size, rng)[0]
+
+
+def render_with_truth(scene: Scene, size: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """The tile's image and the share of its area that shows symptoms (lesions, halo, coating).
+
+    The share is 0 for a tile whose leaves all escaped infection (few big leaves at fine resolution,
+    incidence below 1): such a tile shows no disease whatever its label.
+    """
     import cv2
 
     k = SUPERSAMPLE
     n = size * k
     fine_mm = scene.gsd_mm / k
     rgb, cover, infected = _canopy(scene, n, fine_mm, rng)
+    symptoms = 0.0
     if scene.cls != HEALTHY and scene.severity > 0:
         region = _region(n, scene.region, rng)
         sick = infected * region
@@ -487,6 +497,7 @@ def render(scene: Scene, size: int, rng: np.random.Generator) -> np.ndarray:
         lam = np.float32(scene.severity / unit_px) * clump * sick
         counts = rng.poisson(lam).astype(np.float32)
         core = np.minimum(cv2.filter2D(counts, -1, ker, borderType=cv2.BORDER_REFLECT), 1.0)
+        symptoms = float(core.mean())
         if scene.cls == "rust":
             ring = cv2.filter2D(counts, -1, _lesion_kernel(diam_px * HALO_SCALE, scene.stripe, 0.0),
                                 borderType=cv2.BORDER_REFLECT)
@@ -514,7 +525,7 @@ def render(scene: Scene, size: int, rng: np.random.Generator) -> np.ndarray:
         img = cv2.GaussianBlur(img, (0, 0), scene.blur_px)
     noise = rng.standard_normal(img.shape, dtype=np.float32) * np.float32(scene.noise)
     img = img + noise * np.sqrt(np.clip(img, 1.0, None) / np.float32(128.0))  # shot noise grows with signal
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8), symptoms
 
 
 def canopy_image(cls: str, size: int, rng: np.random.Generator, part: Part = "train") -> np.ndarray:
@@ -524,9 +535,18 @@ def canopy_image(cls: str, size: int, rng: np.random.Generator, part: Part = "tr
 
 def ladder_image(cls: str, size: int, gsd_mm: float, rng: np.random.Generator,
                  stage: str = REFERENCE_STAGE) -> np.ndarray:
-    """An evaluation tile for the GSD ladder: the whole tile inside a patch at `stage`, at `gsd_mm`."""
-    scene = sample_scene(cls, rng, "train", gsd_mm=gsd_mm, stage=STAGES[stage] if cls != HEALTHY else None)
-    return render(scene, size, rng)
+    """An evaluation tile for the GSD ladder: the whole tile inside a patch at `stage`, at `gsd_mm`.
+
+    A disease tile always shows some symptom: a tile whose few leaves all escaped infection is drawn
+    again, since no camera could find disease there at any resolution. Whether the symptoms are
+    visible at `gsd_mm` is not asked: that is what the ladder measures.
+    """
+    for _ in range(50):
+        scene = sample_scene(cls, rng, "train", gsd_mm=gsd_mm, stage=STAGES[stage] if cls != HEALTHY else None)
+        img, symptoms = render_with_truth(scene, size, rng)
+        if cls == HEALTHY or symptoms > 0:
+            break
+    return img
 
 
 # ---- pixel disjointness of the held-out colour bands -------------------------------------------
