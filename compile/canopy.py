@@ -129,12 +129,11 @@ REFERENCE_STAGE = "moderate"
 SPECKLE_SIGMAS = 5.0  # a lesion's pixel must differ from leaf by this many noise sigmas
 TEXTURE_SIGMA = 4.0  # healthy canopy's own pixel-to-pixel variation, added to sensor noise
 MIN_LESIONS = 40  # speckle needs this many lesions in the diseased region
-MIN_SHIFT = 25.0  # or the region's mean colour lies this far (RGB) from any healthy canopy colour
+MIN_SHIFT = 20.0  # or the symptoms shift the region's mean colour by this many RGB units
 MIN_REGION = 0.05  # and the region covers at least this share of the tile
 # a training disease image must stay visible at 1/CLEAR_MARGIN of its severity: cases near the
 # rule's edge are as ambiguous as the invisible ones and are left out with them
 CLEAR_MARGIN = 2.0
-MIN_INFECTED_LEAVES = 4.0  # and holds this many infected leaves on average (none is then ~2 % likely)
 # The scene grid's pixels per model-input pixel. 1: leaf edges, lesions and sub-pixel leaves are
 # area-filtered analytically (`_canopy`, `_lesion_kernel`), so a finer grid only costs time.
 SUPERSAMPLE = 1
@@ -195,19 +194,22 @@ def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
 
 
 def sample_scene(cls: str, rng: np.random.Generator, part: Part = "train", gsd_mm: float | None = None,
-                 stage: tuple[float, float] | None = None) -> Scene:
+                 stage: tuple[float, float] | None = None, held_out: str | None = None) -> Scene:
     """Draw a tile's scene from the training region, or (part='heldout') with one factor held out.
 
     `gsd_mm` and `stage` (incidence, severity, the whole tile in the patch) pin the resolution
     and the disease for the build's GSD ladder; otherwise a disease scene's stage is drawn until
-    its disease is visible at its resolution (the label rule, `visible`).
+    its disease is visible at its resolution (the label rule, `visible`). `held_out` pins the
+    held-out factor of a redrawn held-out tile, so the factor a record reports is the one drawn.
     """
     _check_class(cls)
     if cls == HEALTHY and gsd_mm is None and rng.random() < MATCHED_HEALTHY:
         # the label rule keeps disease images where disease is visible, mostly at fine resolution;
         # healthy images drawn at the same resolutions keep resolution itself from being a cue
         gsd_mm = sample_scene(str(rng.choice(["rust", "powdery_mildew"])), rng).gsd_mm
-    held = str(rng.choice(HELD_OUT_FACTORS[cls])) if part == "heldout" else None
+    held = None
+    if part == "heldout":
+        held = held_out if held_out is not None else str(rng.choice(HELD_OUT_FACTORS[cls]))
     crop_name = HELD_OUT_CROP if held == "crop" else str(rng.choice(TRAIN_CROPS))
     crop = CROPS[crop_name]
     leaf_w = float(rng.uniform(*crop.leaf_w_mm))
@@ -263,7 +265,7 @@ def sample_scene(cls: str, rng: np.random.Generator, part: Part = "train", gsd_m
     # not even a late stage shows here (an open vineyard seen from high up through haze, say):
     # such a tile is not a disease image at all, so draw another tile
     late = replace(scene, incidence=1.0, severity=0.4, region=1.0)
-    return late if visible(late) else sample_scene(cls, rng, part, gsd_mm, stage)
+    return late if visible(late) else sample_scene(cls, rng, part, gsd_mm, stage, held)
 
 
 def canopy_cover(scene: Scene, size: int = 96) -> float:
@@ -285,35 +287,18 @@ def symptom_contrast(scene: Scene) -> tuple[float, float]:
     return area, float(scene.mildew_alpha * np.linalg.norm(np.asarray(scene.lesion_rgb) - leaf))
 
 
-def _healthy_rays() -> np.ndarray:
-    """Unit colour directions healthy canopy can show: leaves, soil and their mixtures (any brightness)."""
-    leaves = _path_points(LEAF_PATH, 16)
-    soils = _path_points(SOIL_PATH, 6)
-    mixes = [w * lf + (1 - w) * so for lf in leaves for so in soils for w in (0.25, 0.5, 0.75)]
-    rays = np.concatenate([leaves, soils, np.asarray(mixes)])
-    return rays / np.linalg.norm(rays, axis=1, keepdims=True)
-
-
-def off_healthy(rgb: np.ndarray) -> float:
-    """RGB distance from a colour to the nearest colour healthy canopy (leaf, soil, a mix) can take at
-    any exposure: how far a diseased canopy's mean colour has left what healthy canopy looks like."""
-    rays = _HEALTHY_RAYS
-    proj = np.clip(rays @ rgb, 0.0, None)
-    return float(np.sqrt(max(float(rgb @ rgb - (proj ** 2).max()), 0.0)))
-
-
 def visible(scene: Scene, size: int = 96) -> bool:
     """The label rule: is this scene's disease physically visible at its resolution?
 
-    Visible when the diseased region covers at least MIN_REGION of the tile, holds at least
-    MIN_INFECTED_LEAVES infected leaves on average, and either
+    Visible when the diseased region covers at least MIN_REGION of the tile and either
     (speckle) a single lesion's pixel differs from its leaf by SPECKLE_SIGMAS noise sigmas
     (sensor noise and the canopy's own texture) and the region holds at least MIN_LESIONS
-    lesions, or (colour) the region's mean colour lies at least MIN_SHIFT RGB units away from
-    every colour healthy canopy can take (a yellowing that a pale, nitrogen-poor crop also shows
-    is no evidence of rust). Both are taken after haze and exposure, which scale contrast. A scene
+    lesions, or (colour) the symptoms shift the region's mean colour by at least MIN_SHIFT RGB
+    units (symptomatic share of the ground times the symptoms' distance from the leaf). Both are
+    taken after haze and exposure, which scale contrast. A scene
     that fails is not drawn as a disease image (`sample_scene` draws its stage again), so no
-    label contradicts its pixels.
+    label contradicts its pixels. The rule reasons on expected values; `canopy_image` also
+    redraws a disease tile whose few leaves all escaped infection.
     """
     if scene.cls == HEALTHY:
         return False
@@ -326,26 +311,10 @@ def visible(scene: Scene, size: int = 96) -> bool:
     share = scene.incidence * scene.severity * cover  # symptomatic share of the region's ground
     region_mm2 = scene.region * (size * scene.gsd_mm) ** 2
     lesions = share * region_mm2 / area
-    # a tile holding two big cucurbit leaves at 30 % incidence often holds no infected leaf at all
-    if scene.incidence * cover * region_mm2 / (0.7 * scene.leaf_w_mm * scene.leaf_len_mm) < MIN_INFECTED_LEAVES:
-        return False
     sigma = float(np.hypot(scene.noise, TEXTURE_SIGMA))
     if min(area / px_area, 1.0) * contrast * dim >= SPECKLE_SIGMAS * sigma and lesions >= MIN_LESIONS:
         return True
-    leaf = np.asarray(scene.leaf_rgb) * 0.85  # leaves in the canopy's mix of sun and shade
-    symptom = _symptom_colour(scene)
-    sick_leaf = (1 - scene.incidence * scene.severity) * leaf + scene.incidence * scene.severity * symptom
-    canopy_mix = cover * sick_leaf + (1 - cover) * np.asarray(scene.soil_rgb) * 0.7
-    return off_healthy(canopy_mix) * dim >= MIN_SHIFT
-
-
-def _symptom_colour(scene: Scene) -> np.ndarray:
-    """Mean colour of a symptom's area (a rust pustule with its halo; mildew over its leaf)."""
-    if scene.cls == "rust":
-        core = 1.0 / HALO_SCALE ** 2
-        return core * np.asarray(scene.lesion_rgb) + (1 - core) * HALO
-    a = scene.mildew_alpha
-    return a * np.asarray(scene.lesion_rgb) + (1 - a) * np.asarray(scene.leaf_rgb)
+    return share * contrast * dim >= MIN_SHIFT
 
 
 def _outline(a: np.ndarray, b: np.ndarray, outline: str) -> np.ndarray:
@@ -529,8 +498,18 @@ def render_with_truth(scene: Scene, size: int, rng: np.random.Generator) -> tupl
 
 
 def canopy_image(cls: str, size: int, rng: np.random.Generator, part: Part = "train") -> np.ndarray:
-    """One training (or held-out) image of class `cls`: a freshly sampled scene, rendered."""
-    return render(sample_scene(cls, rng, part), size, rng)
+    """One training (or held-out) image of class `cls`: a freshly sampled scene, rendered.
+
+    A disease tile must show a symptom: at fine resolution a tile holds one or two big leaves, and
+    at incidence below 1 they may all have escaped infection; such a tile is drawn again.
+    """
+    scene = sample_scene(cls, rng, part)
+    for _ in range(30):
+        img, symptoms = render_with_truth(scene, size, rng)
+        if cls == HEALTHY or symptoms > 0:
+            break
+        scene = sample_scene(cls, rng, part, held_out=scene.held_out)
+    return img
 
 
 def ladder_image(cls: str, size: int, gsd_mm: float, rng: np.random.Generator,
@@ -626,7 +605,6 @@ def colour_margin(factor: str) -> float:
     return nearest_distance(heldout_band(factor), reach, gain)
 
 
-_HEALTHY_RAYS = _healthy_rays()
 
 __all__ = ["CLASSES", "CROPS", "GSD_LADDER_MM", "HELD_OUT", "HELD_OUT_FACTORS", "STAGES", "Scene", "camera_reach",
            "canopy_image", "colour_margin", "heldout_band", "ladder_image", "nearest_distance", "render",

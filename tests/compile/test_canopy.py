@@ -48,7 +48,8 @@ def test_label_rule_follows_the_physics() -> None:
 
     def scene(cls: str, gsd: float, stage: str) -> cn.Scene:
         s = cn.sample_scene(cls, rng, gsd_mm=gsd, stage=cn.STAGES[stage])
-        return replace(s, gain=1.0, haze=1.0, noise=3.0, closure=0.9, row_mm=150.0)
+        return replace(s, gain=1.0, haze=1.0, noise=3.0, closure=0.9, row_mm=150.0, crop="wheat", leaf_w_mm=15.0,
+                       leaf_len_mm=200.0, lesion_mm=1.5 if cls == "rust" else 12.0)
 
     assert not cn.visible(scene("rust", 32, "early"))
     assert not cn.visible(scene("powdery_mildew", 32, "early"))
@@ -79,7 +80,7 @@ def test_sub_pixel_lesions_shift_colour_by_area_and_never_alias_into_dots() -> N
 def test_partial_patches_are_in_the_data() -> None:
     rng = np.random.default_rng(2)
     regions = [cn.sample_scene("powdery_mildew", rng).region for _ in range(300)]
-    assert 0.3 < np.mean(np.array(regions) < 0.999) < 0.8
+    assert 0.2 < np.mean(np.array(regions) < 0.999) < 0.8
 
 
 def _family_reach() -> tuple[np.ndarray, tuple[float, float]]:
