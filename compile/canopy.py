@@ -2,9 +2,10 @@
 
 A tile is a square of ground `size * gsd_mm` millimetres wide, seen straight down at a ground
 resolution (GSD) drawn log-uniformly from 1 to 64 mm per model-input pixel. The scene is built in
-millimetres (rows at their spacing, leaves at their size, lesions at theirs) on a grid
-`SUPERSAMPLE` times finer than the model's input and area-averaged down, so what a pixel shows is
-the area average of what lies under it:
+millimetres (rows at their spacing, leaves at their size, lesions at theirs) and filtered to the
+model's pixels by area, analytically where a feature is smaller than a pixel (`SUPERSAMPLE` can
+add a finer grid, area-averaged down), so what a pixel shows is the area average of what lies
+under it:
 
 - leaves are cells of a staggered lattice, one leaf per cell with a crop-specific outline and an
   analytic one-pixel edge ramp (a leaf narrower than a pixel becomes its area share, never a
@@ -18,9 +19,9 @@ the area average of what lies under it:
   compile/data.py, like every synthetic source).
 
 The label rule (`visible`): a disease image is only drawn when its disease is physically visible
-at its resolution; otherwise its stage is drawn again. The held-out factors (`HELD_OUT`) are
-chosen so that no training image can produce their colours (`colour_margin`, and the test that
-sweeps exposure and white balance over training's ranges).
+at its resolution (and visibly so at half its severity); otherwise its stage is drawn again. The
+held-out colour bands (`HELD_OUT`) are chosen so that no training image can produce their colours
+(`colour_margin`, and the test that sweeps exposure and white balance over training's ranges).
 
 Nothing here is shared with the flight simulator's world (flight_sim/world/): the literature's
 sizes and colours are common facts, the drawing is this module's own. numpy + OpenCV, vectorised
@@ -105,7 +106,10 @@ AIRLIGHT = np.array([196.0, 206.0, 222.0])  # the bluish-white veil haze adds (s
 JITTER = 0.04
 GAIN = (0.7, 1.3)  # exposure: sun, cloud, auto-exposure error
 WB = (-0.07, 0.07)  # white-balance error: R x (1+k), B x (1-k)
-SHADE = (0.3, 1.12)  # what falls on a surface: lower layers, cast and cloud shadows, leaf tilt
+# every brightness factor a surface meets in `render` besides the exposure: lower layers (0.62-1),
+# leaf tone and tilt (0.78-1.2), midrib (up to 1.25), soil texture (0.78-1.22), pustule grain
+# (about +-0.36 at three sigmas), cast shadows (down to 0.35) and cloud shadow (down to 0.6)
+SHADE = (0.1, 1.6)
 HAZE = (0.75, 1.0)  # transmittance of the air column (1 = clear)
 HELD_OUT_HAZE = (0.4, 0.55)  # held out (factor `haze`): a hazy morning, a dusty lens
 AIRLIGHT_LEVEL = (0.8, 1.05)
