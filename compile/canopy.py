@@ -593,9 +593,9 @@ def heldout_band(factor: str) -> np.ndarray:
     if factor == "rust_colour":
         return _jittered(_path_points(STRIPE_RUST, 8), JITTER)
     if factor == "haze":  # a sunlit training leaf under the held-out haze
-        leaves = _jittered(_path_points(LEAF_PATH, 12), JITTER)
-        out = [tau * leaves + (1 - tau) * lev * AIRLIGHT for tau in np.linspace(*HELD_OUT_HAZE, 4)
-               for lev in np.linspace(*AIRLIGHT_LEVEL, 3)]
+        leaves = _jittered(_path_points(LEAF_PATH, 6), JITTER)
+        out = [tau * leaves + (1 - tau) * lev * AIRLIGHT for tau in np.linspace(*HELD_OUT_HAZE, 3)
+               for lev in AIRLIGHT_LEVEL]
         return np.concatenate(out)
     raise ValueError(f"{factor!r} is not a colour factor; colour factors: leaf_colour, rust_colour, haze")
 
