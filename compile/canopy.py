@@ -123,7 +123,7 @@ HELD_OUT: tuple[str, ...] = ("leaf_colour", "rust_colour", "crop", "haze")
 
 # Disease sizes (mm) and the reference stages (incidence, severity) of the shared plan.
 PUSTULE_MM = (0.5, 2.0)  # rust pustule diameter
-HALO_SCALE = 1.6  # halo diameter / pustule diameter
+HALO_SCALE = 1.3  # halo diameter / pustule diameter: a narrow ring (sources describe halos, not their width)
 STRIPE_ASPECT = (3.0, 7.0)  # a cereal stripe: a chain of pustules along a vein
 COLONY_MM = (5.0, 20.0)  # powdery-mildew colony diameter
 STAGES: dict[str, tuple[float, float]] = {"early": (0.3, 0.01), "moderate": (0.7, 0.08), "late": (1.0, 0.30)}
