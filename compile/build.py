@@ -107,16 +107,82 @@ def _evaluate_heldout(model, int8_path: Path, splits, thr_float: dict[str, float
     m_f["roc_auc"] = auc_summary(per_class_roc(held_f, y))
     m_q["roc_auc"] = auc_summary(per_class_roc(held_q, y))
     factors = np.array([f or "-" for f in heldout_factors(split, seed)])
-    pred = decide(held_q, thr_int8)
-    by_factor = {
-        f: {"images": int((factors == f).sum()), "accuracy": float(np.mean(pred[factors == f] == y[factors == f]))}
-        for f in sorted(set(factors.tolist()))
-    }
-    log.info("held-out families: int8 accuracy at thresholds %.4f, disease recall %.4f; by factor %s",
+    by_factor = {f: _factor_figures(held_q[factors == f], y[factors == f], thr_int8)
+                 for f in sorted(set(factors.tolist()))}
+    worst = min(by_factor, key=lambda f: (by_factor[f]["accuracy"], f))
+    log.info("held-out: int8 accuracy at thresholds %.4f, disease recall %.4f; by factor %s; worst %s",
              m_q["at_thresholds"]["accuracy"], m_q["at_thresholds"]["disease_recall"],
-             {f: round(v["accuracy"], 3) for f, v in by_factor.items()})
+             {f: round(v["accuracy"], 3) for f, v in by_factor.items()}, worst)
     return {"what": splits.heldout_what, "images": int(len(y)), "float": m_f, "int8": m_q,
-            "int8_by_factor": by_factor}
+            "int8_by_factor": by_factor,
+            # the headline: a model is as good as its worst unseen condition, not their average
+            "headline": {"factor": worst, "accuracy": by_factor[worst]["accuracy"],
+                         "disease_recall": by_factor[worst]["disease_recall"]}}
+
+
+def _factor_figures(scores: np.ndarray, y: np.ndarray, thresholds: dict[str, float]) -> dict[str, Any]:
+    """Accuracy at thresholds and disease recall (diseased tiles flagged as any disease) of one factor's images."""
+    pred = decide(scores, thresholds)
+    diseased = y != CLASSES.index(HEALTHY)
+    flagged = pred != CLASSES.index(HEALTHY)
+    return {"images": int(len(y)), "accuracy": float(np.mean(pred == y)),
+            "disease_recall": float(flagged[diseased].mean()) if diseased.any() else None}
+
+
+def gsd_ladder(int8_path: Path, cfg: BuildConfig, thresholds: dict[str, float]) -> dict[str, Any] | None:
+    """Tile recall per ground resolution at the reference stage, and the working ground resolution.
+
+    Every tile lies wholly inside a patch at the reference stage (compile.canopy.REFERENCE_STAGE),
+    drawn whether or not the disease is visible at that resolution: the ladder measures where the
+    bundle stops seeing it. Recall counts a tile as found when it is flagged as its own disease.
+    `working_gsd_mm` is the coarsest rung up to which every rung's worst-disease recall reaches
+    evaluate.gsd_min_recall (a rung that fails ends the run, so a lucky coarse rung cannot claim
+    it); None when even the finest fails.
+    """
+    from tqdm import tqdm
+
+    from . import canopy
+    from .quantize import Int8Runner
+
+    ev, size = cfg.evaluate, cfg.model.input_size
+    if cfg.data.source != "synthetic" or cfg.data.generator != "canopy" or ev.gsd_images == 0:
+        return None
+    runner = Int8Runner(int8_path)
+    counts = {"healthy": max(ev.gsd_images // 2, 1), **{d: ev.gsd_images for d in DISEASES}}
+    jobs = [(g, cls, i) for g in ev.gsd_ladder_mm for cls, n in counts.items() for i in range(n)]
+    rows: dict[str, dict[str, Any]] = {}
+    scores: dict[tuple[float, str], list[np.ndarray]] = {}
+    for g, cls, i in tqdm(jobs, desc="gsd ladder", unit="img", disable=None, leave=False):
+        rng = np.random.default_rng([cfg.data.seed, 7_000_003, int(round(g * 1000)), CLASSES.index(cls), i])
+        img = canopy.ladder_image(cls, size, g, rng)
+        if cfg.data.jpeg_quality is not None:
+            from .data import jpeg_roundtrip
+
+            img = jpeg_roundtrip(img, int(rng.integers(cfg.data.jpeg_quality[0], cfg.data.jpeg_quality[1] + 1)))
+        scores.setdefault((g, cls), []).append(runner.scores(img))
+    for g in ev.gsd_ladder_mm:
+        row: dict[str, Any] = {}
+        for cls in counts:
+            pred = decide(np.asarray(scores[(g, cls)]), thresholds)
+            if cls == HEALTHY:
+                row["false_alarm_rate"] = float(np.mean(pred != CLASSES.index(HEALTHY)))
+            else:
+                row[cls] = float(np.mean(pred == CLASSES.index(cls)))
+        row["worst"] = min(row[d] for d in DISEASES)
+        rows[f"{g:g}"] = row
+        log.info("gsd %5.1f mm/px: recall %s, false alarms %.3f", g,
+                 ", ".join(f"{d} {row[d]:.2f}" for d in DISEASES), row["false_alarm_rate"])
+    working = None
+    for g in sorted(ev.gsd_ladder_mm):
+        if rows[f"{g:g}"]["worst"] < ev.gsd_min_recall:
+            break
+        working = float(g)
+    log.info("working ground resolution: %s mm per model-input pixel (recall >= %.2f at stage %s)",
+             working, ev.gsd_min_recall, canopy.REFERENCE_STAGE)
+    return {"working_gsd_mm": working, "stage": canopy.REFERENCE_STAGE,
+            "stage_incidence_severity": list(canopy.STAGES[canopy.REFERENCE_STAGE]),
+            "min_recall": ev.gsd_min_recall, "images_per_disease": ev.gsd_images,
+            "recall_by_gsd_mm": rows}
 
 
 def run_build(
@@ -199,6 +265,7 @@ def run_build(
                 "quantize.agreement_floor knowingly"
             )
         heldout = _evaluate_heldout(model, int8_path, splits, chosen_float["thresholds"], thresholds, cfg)
+        ladder = gsd_ladder(int8_path, cfg, thresholds)
         precheck = check_model(int8_path, cfg.edgetpu.min_runtime_version)
         log.info("pre-check: %s", "OK" if precheck.ok else "; ".join(precheck.errors))
 
@@ -211,7 +278,7 @@ def run_build(
         metrics = {"float": m_float, "int8": m_int8, "fidelity": fidelity,
                    "thresholds_int8": chosen, "thresholds_float": chosen_float,
                    "data": splits.summary(), "roc": roc, "backbone_weights": backbone, "warnings": warnings,
-                   "heldout": heldout}
+                   "heldout": heldout, "gsd_ladder": ladder}
         (staging / "report" / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
         (staging / "report" / "history.json").write_text(json.dumps(history, indent=1) + "\n")
         report.confusion_png(m_float["argmax"]["confusion_matrix"], "float, test, argmax",
@@ -265,8 +332,11 @@ def run_build(
                     "float": _card_metrics(heldout["float"]),
                     "int8": _card_metrics(heldout["int8"]),
                     "int8_by_factor": heldout["int8_by_factor"],
+                    "headline": heldout["headline"],
                 },
             },
+            "working_gsd_mm": None if ladder is None else ladder["working_gsd_mm"],
+            "gsd_recall": ladder,
             "training": train_facts | {
                 "backbone": _backbone_text(cfg.model.resolved_head_stages()),
                 "weights": cfg.model.weights,

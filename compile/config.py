@@ -23,9 +23,11 @@ class DataConfig(StrictModel):
     """Where images come from and how they are split."""
 
     source: Literal["synthetic", "folder"] = "synthetic"
-    # synthetic source: "family" samples every image's look (docs/TRAINING_DATA.md), "single" draws
-    # every image with the one look the simulator paints (compile/synthetic.py)
-    generator: Literal["family", "single"] = "family"
+    # synthetic source: "canopy" draws crop canopy as a drone tile sees it, at ground resolutions of
+    # 1-64 mm per pixel (compile/canopy.py, docs/TRAINING_DATA.md); "family" a leaf close-up whose
+    # look is domain-randomised (compile/family.py); "single" every image with the one look the old
+    # simulator painted (compile/synthetic.py)
+    generator: Literal["canopy", "family", "single"] = "canopy"
     folder: str | None = None  # PlantVillage layout: one sub-folder per class
     # folder name -> model class; folder classes not listed are ignored (and reported)
     class_map: dict[str, Literal["healthy", "rust", "powdery_mildew"]] = Field(default_factory=dict)
@@ -191,6 +193,12 @@ class EvalConfig(StrictModel):
     # image scored < 0.01 shipped a 0.01 mildew threshold, and over `flight-sim random-scenario
     # --seed 31` flagged 1,718 tiles as mildew, 1,504 of them scoring < 0.3 (median 0.03).
     min_threshold: float = Field(0.1, ge=0.01, le=0.99)
+    # The working ground resolution (card `working_gsd_mm`): canopy tiles at the reference disease
+    # stage are scored at each of these mm per model-input pixel; `gsd_images` tiles per disease and
+    # resolution (and half as many healthy ones for the false-alarm rate). Canopy generator only.
+    gsd_ladder_mm: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0])
+    gsd_images: int = Field(40, ge=0)
+    gsd_min_recall: float = Field(0.9, gt=0, le=1)
 
 
 class QuantizeConfig(StrictModel):
@@ -234,14 +242,14 @@ class BuildConfig(StrictModel):
 # Small input, small data, few steps, stages 1-4 frozen, no augmentation (it slows learning more
 # than 160 steps can afford): a real bundle in about two minutes on 2 cores, for demos and tests.
 QUICK_PROFILE: dict[str, Any] = {
-    # The domain-randomised family, like the default: with a random backbone the head reads the
-    # pooled stem and stage 2 (model.head_stages: auto), which tell the family's looks apart where
-    # conv5 could not (160 steps on conv5 reached 0.58-0.66 validation accuracy). No backbone stage
+    # Canopy views, like the default: with a random backbone the head reads the pooled stem and
+    # stage 2 (model.head_stages: auto), which tell colour and texture apart where conv5 could not
+    # (160 steps on conv5 reached 0.58-0.66 validation accuracy on the leaf family). No backbone stage
     # trains, so the activation cache holds each image's pooled features and an epoch costs
     # milliseconds: the quick build's time is making images and the int8 conversion.
     # no JPEG step: measured on simulator tiles with the old conv5 head, 160 steps with it called
     # soil rust on 16 % of non-disease tiles (817 of 5,170) against 0.1 % without
-    "data": {"synthetic_per_class": 1000, "jpeg_quality": None, "generator": "family"},
+    "data": {"synthetic_per_class": 1000, "jpeg_quality": None, "generator": "canopy"},
     "augment": {"enabled": False},
     # 96 px keeps lesions several pixels wide; weights none: this profile is for offline demos and
     # tests (no download); the card and report say the backbone was random. `--weights imagenet`

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import canopy
 from .config import DataConfig
 from .errors import DataError
 from .family import HELD_OUT, HELD_OUT_SHAPE, Part, family_image, sample_look
@@ -34,8 +35,8 @@ class Split:
     paths: list[str] | None = None  # folder source
     seeds: np.ndarray | None = None  # synthetic source
     jpeg_quality: tuple[int, int] | None = None  # synthetic source: the camera's JPEG step (data.jpeg_quality)
-    generator: str = "family"  # synthetic source: data.generator
-    part: Part = "train"  # synthetic source: the family's training region, or its held-out regions
+    generator: str = "canopy"  # synthetic source: data.generator
+    part: Part = "train"  # synthetic source: the generator's training region, or its held-out factors
 
     def __len__(self) -> int:
         return int(self.labels.size)
@@ -99,8 +100,9 @@ def class_weights(labels: np.ndarray, n_classes: int = len(CLASSES)) -> dict[int
 def synthetic_splits(cfg: DataConfig) -> DataSplits:
     """Synthetic records: equal classes, each image identified by a seed derived from data.seed.
 
-    The held-out set draws its looks from the family's held-out regions (compile.family.HELD_OUT)
-    with seeds no other split uses, so it measures generalisation to looks training never saw.
+    The held-out set draws its images from the generator's held-out factors (compile.canopy.HELD_OUT,
+    or compile.family.HELD_OUT for the leaf generators) with seeds no other split uses, so it
+    measures generalisation to looks training never saw.
     """
     n = cfg.synthetic_per_class
     labels = np.repeat(np.arange(len(CLASSES)), n)
@@ -112,15 +114,24 @@ def synthetic_splits(cfg: DataConfig) -> DataSplits:
     if n_held > 0:
         h_labels = np.repeat(np.arange(len(CLASSES)), n_held)
         h_seeds = labels.size + np.arange(h_labels.size, dtype=np.int64)
-        heldout = Split(h_labels, seeds=h_seeds, jpeg_quality=q, part="heldout")  # always family looks
+        # the leaf generators share the family's held-out looks; canopy has its own factors
+        heldout = Split(h_labels, seeds=h_seeds, jpeg_quality=q, part="heldout",
+                        generator="canopy" if g == "canopy" else "family")
+    if g == "canopy":
+        what = ("canopy views with one held-out factor each: glaucous blue-green leaves, stripe-rust yellow "
+                f"pustules, the {canopy.HELD_OUT_CROP} crop, heavy haze (transmittance "
+                f"{canopy.HELD_OUT_HAZE[0]:.2f}-{canopy.HELD_OUT_HAZE[1]:.2f})")
+    else:
+        what = ("looks from held-out regions of the generator family: "
+                + ", ".join(f"{k} {lo:.2f}-{hi:.2f}" for k, (lo, hi) in HELD_OUT.items())
+                + f", {HELD_OUT_SHAPE} lesions")
     return DataSplits(
         "synthetic",
         Split(labels[tr], seeds=seeds[tr], jpeg_quality=q, generator=g),
         Split(labels[va], seeds=seeds[va], jpeg_quality=q, generator=g),
         Split(labels[te], seeds=seeds[te], jpeg_quality=q, generator=g),
         heldout=heldout,
-        heldout_what="looks from held-out regions of the generator family: "
-        + ", ".join(f"{k} {lo:.2f}-{hi:.2f}" for k, (lo, hi) in HELD_OUT.items()) + f", {HELD_OUT_SHAPE} lesions",
+        heldout_what=what,
     )
 
 
@@ -225,14 +236,17 @@ def jpeg_roundtrip(img: np.ndarray, quality: int) -> np.ndarray:
 
 def synthetic_image(
     label: int, seed: int, size: int, base_seed: int, jpeg_quality: tuple[int, int] | None = None,
-    part: Part = "train", generator: str = "family",
+    part: Part = "train", generator: str = "canopy",
 ) -> np.ndarray:
     """The synthetic image of one record: the same arguments always give the same pixels.
 
-    The held-out part always comes from the family (its held-out regions), whatever the generator.
+    The held-out part of the leaf generators ("single", "family") comes from the family's held-out
+    regions; the canopy generator has its own held-out factors.
     """
     rng = np.random.default_rng([base_seed, int(seed)])
-    if generator == "single" and part == "train":
+    if generator == "canopy":
+        img = canopy.canopy_image(CLASSES[int(label)], size, rng, part)
+    elif generator == "single" and part == "train":
         img = training_image(CLASSES[int(label)], size, rng)
     else:
         img = family_image(CLASSES[int(label)], size, rng, part)
@@ -324,11 +338,14 @@ def iterate_images(split: Split, size: int, base_seed: int, limit: int | None = 
 def heldout_factors(split: Split, base_seed: int) -> list[str | None]:
     """Which held-out factor each synthetic record samples (None for folder sources), for the report.
 
-    `family_image` draws the look first from the record's generator, so replaying that one draw
-    gives the factor without rendering the image.
+    `family_image` and `canopy_image` draw the look (scene) first from the record's generator, so
+    replaying that one draw gives the factor without rendering the image.
     """
     if split.seeds is None:
         return [None] * len(split)
+    if split.generator == "canopy":
+        return [canopy.sample_scene(CLASSES[int(lab)], np.random.default_rng([base_seed, int(s)]), split.part).held_out
+                for lab, s in zip(split.labels, split.seeds, strict=True)]
     return [
         sample_look(CLASSES[int(lab)], np.random.default_rng([base_seed, int(s)]), split.part).held_out
         for lab, s in zip(split.labels, split.seeds, strict=True)

@@ -33,6 +33,7 @@ from typing import Literal
 
 import numpy as np
 
+from .noise import smooth_noise
 from .synthetic import (
     BACKGROUND_FRACTION,
     CLASSES,
@@ -92,18 +93,8 @@ SHAPE_STATS: dict[str, tuple[tuple[int, int], tuple[float, float], tuple[float, 
 
 
 def _smooth_noise(height: int, width: int, cell: float, rng: np.random.Generator) -> np.ndarray:
-    """Value noise in about [-1, 1] with features `cell` pixels apart: a random grid upsampled by OpenCV.
-
-    The same idea as compile.synthetic's noise, several times faster (the family renders thousands
-    of images per build, the simulator one field).
-    """
-    import cv2
-
-    cell = max(float(cell), 1.0)
-    gh, gw = int(np.ceil(height / cell)) + 2, int(np.ceil(width / cell)) + 2
-    grid = rng.uniform(-1.0, 1.0, size=(gh, gw)).astype(np.float32)
-    big = cv2.resize(grid, (int(round(gw * cell)), int(round(gh * cell))), interpolation=cv2.INTER_CUBIC)
-    return np.clip(big[:height, :width], -1.2, 1.2)
+    """The shared value noise (compile/noise.py), OpenCV's cubic upsampling: thousands of images a build."""
+    return smooth_noise(height, width, cell, rng, "cubic")
 
 
 def along(path: np.ndarray, t: float) -> np.ndarray:

@@ -21,6 +21,8 @@ import numpy as np
 # the class list is part of the bundle contract; re-exported here for the build's modules
 from payload.bundle import CLASSES, HEALTHY
 
+from .noise import smooth_noise
+
 # Lesion statistics at the 224-px reference: (count range per scale x scale area, radius range px).
 REFERENCE_PX = 224
 LESION_COUNTS: dict[str, tuple[int, int]] = {"rust": (15, 40), "powdery_mildew": (10, 25)}
@@ -40,27 +42,8 @@ def _check_class(cls: str) -> None:
 
 
 def _smooth_noise(height: int, width: int, cell: float, rng: np.random.Generator) -> np.ndarray:
-    """Value noise: a coarse random grid bilinearly upsampled, values roughly in [-1, 1].
-
-    Low-frequency blotches mimic uneven chlorophyll and lighting without per-pixel loops.
-    """
-    cell = max(float(cell), 1.0)
-    gh = int(np.ceil(height / cell)) + 2
-    gw = int(np.ceil(width / cell)) + 2
-    grid = rng.uniform(-1.0, 1.0, size=(gh, gw))
-    y = np.arange(height) / cell
-    x = np.arange(width) / cell
-    y0 = np.floor(y).astype(int)
-    x0 = np.floor(x).astype(int)
-    fy = (y - y0)[:, None]
-    fx = (x - x0)[None, :]
-    fy = fy * fy * (3 - 2 * fy)  # smoothstep: no visible grid lines
-    fx = fx * fx * (3 - 2 * fx)
-    g00 = grid[np.ix_(y0, x0)]
-    g01 = grid[np.ix_(y0, x0 + 1)]
-    g10 = grid[np.ix_(y0 + 1, x0)]
-    g11 = grid[np.ix_(y0 + 1, x0 + 1)]
-    return (g00 * (1 - fx) + g01 * fx) * (1 - fy) + (g10 * (1 - fx) + g11 * fx) * fy
+    """Low-frequency blotches (uneven chlorophyll and lighting) in this module's own interpolation."""
+    return smooth_noise(height, width, cell, rng, "smoothstep")
 
 
 def _vein_field(height: int, width: int, rng: np.random.Generator, scale: float) -> np.ndarray:

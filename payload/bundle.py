@@ -157,6 +157,12 @@ class ModelCard(_CardPart):
     sensor_model: dict[str, Any] | None = None
     edgetpu: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
+    # the coarsest ground resolution (mm per model-input pixel) at which the bundle's tile recall
+    # at the reference disease stage is still >= the build's floor (0.9): what a flight planner
+    # chooses altitude from; null when not measured (folder data, leaf generators) or never reached
+    working_gsd_mm: float | None = None
+    # the per-resolution recall table behind it (compile/build.py gsd_ladder)
+    gsd_recall: dict[str, Any] | None = None
     training: dict[str, Any] | None = None
     tools: dict[str, Any] | None = None
     # the file table is filled in last, when every other file of the bundle is written

@@ -318,6 +318,7 @@ def model_facts(card: Mapping[str, Any] | None, sha256: str | None) -> dict[str,
     int8 = m.get("int8") or {}
     at = int8.get("at_thresholds") or {}
     held = (m.get("heldout") or {}).get("int8") or {}
+    worst = (m.get("heldout") or {}).get("headline") or {}
     inp = card.get("input") or {}
     tpu = card.get("edgetpu") or {}
 
@@ -334,7 +335,11 @@ def model_facts(card: Mapping[str, Any] | None, sha256: str | None) -> dict[str,
         "int8_accuracy_pct": pct(int8.get("accuracy")),
         "disease_recall_pct": pct(at.get("disease_recall")),
         "false_alarm_pct": pct(at.get("false_alarm_rate")),
-        "heldout_accuracy_pct": pct(held.get("accuracy")),
+        # the worst held-out factor when the card names one (a model is as good as its worst unseen
+        # condition), else the whole held-out set (older cards)
+        "heldout_accuracy_pct": pct(worst.get("accuracy", held.get("accuracy"))),
+        "heldout_worst_factor": worst.get("factor"),
+        "working_gsd_mm": card.get("working_gsd_mm"),
         "heldout_what": (m.get("heldout") or {}).get("what"),
         "edgetpu_compiled": tpu.get("compiled"),
         "edgetpu_note": tpu.get("reason"),

@@ -317,7 +317,10 @@ def model_rows(m: Mapping[str, Any]) -> list[tuple[str, str]]:
                  ("int8 test accuracy", f"{pct('int8_accuracy_pct')} on {_fmt(m.get('test_images'))} images"),
                  ("disease recall / false alarms at thresholds",
                   f"{pct('disease_recall_pct')} / {pct('false_alarm_pct')}"),
-                 ("held-out looks accuracy", pct("heldout_accuracy_pct")),
+                 ("held-out looks accuracy" + (f" (worst factor: {esc(m.get('heldout_worst_factor'))})"
+                                               if m.get("heldout_worst_factor") else ""), pct("heldout_accuracy_pct")),
+                 ("working ground resolution", "-" if m.get("working_gsd_mm") is None
+                  else f"{_fmt(m.get('working_gsd_mm'))} mm per model-input pixel"),
                  ("thresholds", esc(", ".join(f"{k} {v:.2f}" for k, v in (m.get("thresholds") or {}).items()))),
                  ("Edge TPU",
                   "compiled" if m.get("edgetpu_compiled") else f"not compiled: {esc(m.get('edgetpu_note'))}")]

@@ -1,6 +1,8 @@
 """The default profile (224 px, 2,000 images per class) meets the issue's quality targets offline.
 
-Slow (`make test-slow`): 4-9 min on 2 cores (`build_seconds` in the card).
+Slow (`make test-slow`): 4-9 min on 2 cores (`build_seconds` in the card). The targets are the leaf
+family's (`data.generator: family`), which this test pins: the canopy generator's targets for the
+random-backbone 224 px build are not set yet (docs/TRAINING_DATA.md).
 """
 
 from __future__ import annotations
@@ -21,8 +23,12 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_default_profile_quality(tmp_path: Path) -> None:
     out = tmp_path / "bundle"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    config = tmp_path / "build.yaml"
+    text = (ROOT / "configs" / "build.yaml").read_text()
+    config.write_text(text.replace("  generator: canopy ", "  generator: family ", 1))
+    assert "generator: family" in config.read_text()
     proc = subprocess.run(
-        [sys.executable, "-m", "compile", "build", "--config", str(ROOT / "configs" / "build.yaml"),
+        [sys.executable, "-m", "compile", "build", "--config", str(config),
          "--profile", "default", "--weights", "none", "--out", str(out), "--cpu-only"],
         capture_output=True, text=True, cwd=ROOT, env=env, timeout=3 * 3600,
     )

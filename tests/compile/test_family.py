@@ -116,7 +116,7 @@ def test_glare_is_smooth_white_and_dry_mildew_is_grainy() -> None:
 
 
 def test_heldout_split_is_disjoint_and_labelled_by_factor() -> None:
-    cfg = DataConfig(synthetic_per_class=20, heldout_per_class=10)
+    cfg = DataConfig(synthetic_per_class=20, heldout_per_class=10, generator="family")
     s = synthetic_splits(cfg)
     assert s.heldout is not None and len(s.heldout) == 30 and s.heldout.part == "heldout"
     used = set(s.train.seeds) | set(s.val.seeds) | set(s.test.seeds)
@@ -128,8 +128,8 @@ def test_heldout_split_is_disjoint_and_labelled_by_factor() -> None:
     rng = np.random.default_rng([cfg.seed, seed])
     assert fam.sample_look(fam.CLASSES[lab], rng, "heldout").held_out == factors[0]
     assert heldout_factors(s.test, cfg.seed) == [None] * len(s.test)
-    img = synthetic_image(lab, seed, 32, cfg.seed, None, "heldout")
-    assert not np.array_equal(img, synthetic_image(lab, seed, 32, cfg.seed, None, "train"))
+    img = synthetic_image(lab, seed, 32, cfg.seed, None, "heldout", "family")
+    assert not np.array_equal(img, synthetic_image(lab, seed, 32, cfg.seed, None, "train", "family"))
 
 
 def test_soil_negatives_and_edge_cuts_are_kept() -> None:
