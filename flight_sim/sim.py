@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from flight_sim.clock import AtEnd
 from flight_sim.indoor import IndoorScenario, SiteRenderer, indoor_timeline
@@ -38,13 +39,14 @@ class CameraRig:
     """The world, its renderer (with the camera's effects) and the in-process camera for one scenario."""
 
     scenario: Scenario
-    world: World
+    world: World | Any  # World, or an object with its interface (shade, orthophoto, radiance_scale)
     renderer: WorldRenderer
     camera: SimCamera
 
     @classmethod
-    def build(cls, scenario: Scenario, timeline: Timeline) -> CameraRig:
-        world = build_world(scenario)
+    def build(cls, scenario: Scenario, timeline: Timeline, world: World | Any | None = None) -> CameraRig:
+        """The rig over `world` (default: the scenario's physical World; a test double may stand in for it)."""
+        world = world if world is not None else build_world(scenario)
         renderer = WorldRenderer.for_scenario(scenario, world)
         return cls(scenario, world, renderer, SimCamera(lambda t: renderer.render_at(timeline.pose_at, t)))
 
@@ -66,6 +68,7 @@ class Simulation:
         camera_port: int = 0,
         max_camera_fps: float = 30.0,
         restamp_time: bool = False,
+        world: World | Any | None = None,
     ) -> None:
         self.timeline = timeline
         self.scenario = scenario
@@ -89,7 +92,7 @@ class Simulation:
                 site = self.site_renderer = SiteRenderer(scenario)
                 camera = SimCamera(lambda t: site.render_at(timeline.pose_at, t))
             else:
-                self.rig = CameraRig.build(scenario, timeline)
+                self.rig = CameraRig.build(scenario, timeline, world)
                 camera = self.rig.camera
             self.server = MjpegServer(camera_host, camera_port)
             self.streamer = CameraStreamer(
@@ -102,15 +105,18 @@ class Simulation:
             )
 
     @classmethod
-    def survey(cls, scenario: Scenario | str | Path, out: str, speed: float = 1.0, **kw: object) -> Simulation:
+    def survey(cls, scenario: Scenario | str | Path, out: str, speed: float = 1.0, world: World | Any | None = None,
+               **kw: object) -> Simulation:
         """A scripted survey of a scenario (object or YAML path) with its camera stream.
+
+        `world` replaces the scenario's physical World under the camera (an object with its interface).
 
         Away from 1x its autopilot clock fields are restamped to tick with the wall clock (unless
         restamp_time=False), so the payload's clock sync maps frames to poses correctly.
         """
         s = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
         kw.setdefault("restamp_time", speed != 1.0)
-        return cls(survey_timeline(s), out, speed, scenario=s, **kw)  # type: ignore[arg-type]
+        return cls(survey_timeline(s), out, speed, scenario=s, world=world, **kw)  # type: ignore[arg-type]
 
     @classmethod
     def indoor(cls, scenario: IndoorScenario, out: str, speed: float = 1.0, **kw: object) -> Simulation:

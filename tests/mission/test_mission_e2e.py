@@ -1,5 +1,14 @@
 """The whole chain on one small field: simulator, the real `payload run` process, the map, scoring, report.
 
+The flight here is over a TEST DOUBLE world, tests/trainingtexture_world.py: the field painted with
+the classifier's own training textures (compile/synthetic.py) at the scale where a tile looks like a
+training image, as the simulator's field was before it became a physical world (flight_sim/world).
+This test measures the chain after the classifier (geometry and geotags, the map's fusion, zones,
+mosaic, rasters, prescription, report), and it needs a classifier that sees the patch to do so; the
+quick bundle (`generator: family`, configs/build.yaml and compile/config.py's quick profile) does
+not yet see disease in the physical world, and what the classifier sees there is measured elsewhere,
+never here.
+
 The model here is the session's quick bundle (barely trained) on one plain rust patch: the zone
 must be found where the patch is, with no false zone, the field covered, the GeoTIFFs georeferenced,
 trusted sightings on the patch, and the live alert sent once for the zone. The same flight's mosaic
@@ -27,6 +36,7 @@ from flight_sim.scenario import load_scenario
 from payload.geo.frames import enu_to_geodetic
 from payload.sinks.jsonl import iter_detections
 from tests.browser import screenshot
+from tests.trainingtexture_world import TrainingTextureWorld
 from tools.mission.run import MissionPlan, _enu, run_mission
 from tools.remap import main as remap_main
 
@@ -46,10 +56,12 @@ def small_scenario(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def flown(tmp_path_factory: pytest.TempPathFactory, quick_bundle) -> tuple[Path, Path, dict]:
-    """One mission for this module's tests: (its folder, the payload's output folder, report.json)."""
+    """One mission for this module's tests over the training-texture double: (its folder, the payload's output
+    folder, report.json)."""
     tmp_path = tmp_path_factory.mktemp("e2e")
     out = tmp_path / "mission"
-    return tmp_path, out, run_mission(MissionPlan(small_scenario(tmp_path), out, quick_bundle.path))
+    plan = MissionPlan(small_scenario(tmp_path), out, quick_bundle.path, world_factory=TrainingTextureWorld)
+    return tmp_path, out, run_mission(plan)
 
 
 def test_mission_flies_the_real_payload_and_reports(flown: tuple[Path, Path, dict], quick_bundle) -> None:

@@ -50,10 +50,11 @@ class Orthophoto:
         return col, row
 
 
-def true_orthophoto(s: Scenario, m_per_px: float) -> Orthophoto:
-    """The scenario's world from straight above at m_per_px (coarser when that would exceed MAX_ORTHO_PX)."""
+def true_orthophoto(s: Scenario, m_per_px: float, world: Any | None = None) -> Orthophoto:
+    """The scenario's world (or `world`, an object with World's orthophoto) from straight above at m_per_px
+    (coarser when that would exceed MAX_ORTHO_PX)."""
     m = max(m_per_px, math.sqrt(s.field.width_m * s.field.height_m / MAX_ORTHO_PX))
-    rgb, _ = build_world(s).orthophoto(m)
+    rgb, _ = (world if world is not None else build_world(s)).orthophoto(m)
     return Orthophoto(rgb, s.field.width_m / rgb.shape[1], s.field.width_m, s.field.height_m)
 
 
@@ -178,13 +179,17 @@ def read_mosaic(out: Path) -> tuple[np.ndarray, MosaicGrid] | None:
     return rgba, MosaicGrid(LocalFrame(info["origin"]["lat"], info["origin"]["lon"], 0.0), left, top, res)
 
 
-def mosaic_registration(out: Path, s: Scenario, field: Orthophoto | None = None) -> dict[str, Any] | None:
-    """The mosaic's registration at every true patch (None without a mosaic); writes mosaic_truth.png."""
+def mosaic_registration(out: Path, s: Scenario, field: Orthophoto | None = None,
+                        world: Any | None = None) -> dict[str, Any] | None:
+    """The mosaic's registration at every true patch (None without a mosaic); writes mosaic_truth.png.
+
+    The truth is `field`, else `world`'s orthophoto (the world the flight flew over), else the scenario's World's.
+    """
     got = read_mosaic(out)
     if got is None:
         return None
     rgba, grid = got
-    field = field if field is not None else true_orthophoto(s, grid.m_per_px)
+    field = field if field is not None else true_orthophoto(s, grid.m_per_px, world)
     origin = (s.origin.lat, s.origin.lon, s.origin.alt)
     rows = patch_offsets(rgba, grid, field, origin, [(p.east_m, p.north_m) for p in s.patches],
                          half_m=max(p.radius_m for p in s.patches) + 8.0)

@@ -18,8 +18,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import shapely
@@ -62,6 +64,10 @@ class MissionPlan:
     edgetpu_model: str | None = None
     tpus: int = 1
     tpu_layout: str = "replicas"
+    # what the camera flies over instead of the scenario's physical World (flight_sim/world): an object with
+    # World's interface built from the scenario (a test double, e.g. tests/trainingtexture_world.py); the
+    # mosaic's registration check then takes its truth from that object's orthophoto
+    world_factory: Callable[[Scenario], Any] | None = None
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -323,10 +329,12 @@ def run_mission(plan: MissionPlan) -> dict:
     window: dict = {"end_s": plan.end_s}
     if plan.start_s is not None:
         window["start_s"] = plan.start_s
+    world = None if plan.world_factory is None else plan.world_factory(s)
     if plan.tlog is not None:
-        sim = Simulation.replay(plan.tlog, vehicle_url, plan.speed, scenario=s, wait_for_client=True, **window)
+        sim = Simulation.replay(plan.tlog, vehicle_url, plan.speed, scenario=s, wait_for_client=True, world=world,
+                                **window)
     else:
-        sim = Simulation.survey(s, vehicle_url, plan.speed, wait_for_client=True, **window)
+        sim = Simulation.survey(s, vehicle_url, plan.speed, wait_for_client=True, world=world, **window)
     sim.start()
     t_start = time.monotonic()
     proc: subprocess.Popen | None = None
@@ -374,7 +382,7 @@ def run_mission(plan: MissionPlan) -> dict:
         flat = {"what": "the same looks re-projected onto flat ground at home altitude (tools/mission/terrain.py)",
                 **{k: fscore.get(k) for k in SCORE_KEYS if k != "coverage_fraction"}, "patches": fscore["patches"],
                 "false_zone_positions": fscore["false_zone_positions"]}
-    registration = mosaic_registration(out, s)
+    registration = mosaic_registration(out, s, world=world)
     stats_path = out / "run_stats.json"
     stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
     report = {
