@@ -46,3 +46,28 @@ def quick_bundle(tmp_path_factory: pytest.TempPathFactory) -> QuickBundle:
     if not (out / "model_card.json").is_file():
         pytest.fail(f"quick build wrote no bundle (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     return QuickBundle(out, float_model, proc, seconds)
+
+
+@pytest.fixture(scope="session")
+def leaf_family_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A quick bundle trained on the leaf family (`data.generator: family`), for the chain test only.
+
+    The chain test flies tests/trainingtexture_world.py, a field painted with the leaf textures this
+    bundle learnt: it measures geometry, the map and the products, never perception (the physical
+    world is flight_sim/world, and the quick profile trains on canopy views for it).
+    """
+    import yaml
+
+    tmp = tmp_path_factory.mktemp("leaf_family_bundle")
+    cfg = yaml.safe_load((ROOT / "configs" / "build.yaml").read_text(encoding="utf-8"))
+    cfg["profiles"] = {"quick": {"data": {"generator": "family", "synthetic_per_class": 600}}}
+    cfg_path = tmp / "build.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    out = tmp / "bundle"
+    cmd = [sys.executable, "-m", "compile", "build", "--profile", "quick", "--weights", "none", "--cpu-only",
+           "--out", str(out), "--config", str(cfg_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=ROOT,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    if not (out / "model_card.json").is_file():
+        pytest.fail(f"leaf-family build wrote no bundle (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    return out

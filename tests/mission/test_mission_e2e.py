@@ -55,16 +55,16 @@ def small_scenario(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def flown(tmp_path_factory: pytest.TempPathFactory, quick_bundle) -> tuple[Path, Path, dict]:
+def flown(tmp_path_factory: pytest.TempPathFactory, leaf_family_bundle: Path) -> tuple[Path, Path, dict]:
     """One mission for this module's tests over the training-texture double: (its folder, the payload's output
     folder, report.json)."""
     tmp_path = tmp_path_factory.mktemp("e2e")
     out = tmp_path / "mission"
-    plan = MissionPlan(small_scenario(tmp_path), out, quick_bundle.path, world_factory=TrainingTextureWorld)
+    plan = MissionPlan(small_scenario(tmp_path), out, leaf_family_bundle, world_factory=TrainingTextureWorld)
     return tmp_path, out, run_mission(plan)
 
 
-def test_mission_flies_the_real_payload_and_reports(flown: tuple[Path, Path, dict], quick_bundle) -> None:
+def test_mission_flies_the_real_payload_and_reports(flown: tuple[Path, Path, dict], leaf_family_bundle: Path) -> None:
     tmp_path, out, report = flown
     on_disk = json.loads((out / "report.json").read_text())
     assert on_disk == json.loads(json.dumps(report))
@@ -112,14 +112,14 @@ def test_mission_flies_the_real_payload_and_reports(flown: tuple[Path, Path, dic
     # tools.remap replays the recorded looks with a table recomputed from the card's counts: at the
     # card's own shares it rebuilds the flight's zones exactly; with one share for hits and misses
     # (the old model) the zone grows past the patch
-    card = json.loads((quick_bundle.path / "model_card.json").read_text())["sensor_model"]
-    assert remap_main([str(tmp_path), "--bundle", str(quick_bundle.path), "--out", str(tmp_path / "same"),
+    card = json.loads((leaf_family_bundle / "model_card.json").read_text())["sensor_model"]
+    assert remap_main([str(tmp_path), "--bundle", str(leaf_family_bundle), "--out", str(tmp_path / "same"),
                        "--hit-share", str(card["hit_share"]), "--miss-share", str(card["miss_share"]),
                        "--cap", str(card["llr_cap"])]) == 0
     def zone_areas(d: Path) -> list[float]:
         return sorted(f["properties"]["area_m2"] for f in json.loads((d / "zones.geojson").read_text())["features"])
     assert zone_areas(tmp_path / "same" / "mission") == zone_areas(out)
-    remap_main([str(tmp_path), "--bundle", str(quick_bundle.path), "--out", str(tmp_path / "wide"),
+    remap_main([str(tmp_path), "--bundle", str(leaf_family_bundle), "--out", str(tmp_path / "wide"),
                 "--hit-share", "0.25", "--miss-share", "0.25", "--cap", "2"])
     assert sum(zone_areas(tmp_path / "wide" / "mission")) > sum(zone_areas(out))
 
