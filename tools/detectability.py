@@ -88,12 +88,19 @@ def altitude_for_gsd_m(model_gsd_mm: float, focal_mm: float, sensor_w_mm: float,
     return model_gsd_mm / 1000.0 * focal_mm * cols * model_px / sensor_w_mm
 
 
-def coarsest_seen(recall_by_gsd: dict[float, float | None], min_recall: float = MIN_RECALL) -> float | None:
-    """The coarsest resolution whose recall, and every finer one's, is at least `min_recall` (None: never)."""
+def coarsest_seen(recall_by_gsd: dict[float, float | None], min_recall: float = MIN_RECALL,
+                  false_alarm: dict[float, float | None] | None = None,
+                  max_false_alarm: float = MAX_FALSE_ALARM) -> float | None:
+    """The coarsest resolution at which, and at every finer one, the disease is seen (None: never).
+
+    Seen means recall at least `min_recall` while healthy canopy at that resolution is flagged no more
+    than `max_false_alarm` of the time: a bundle that flags everything finds every disease, and sees none.
+    """
     best = None
     for g in sorted(recall_by_gsd):
         r = recall_by_gsd[g]
-        if r is None or r < min_recall:
+        fa = None if false_alarm is None else false_alarm.get(g)
+        if r is None or r < min_recall or (fa is not None and fa > max_false_alarm):
             break
         best = g
     return best
@@ -276,7 +283,7 @@ def run(bundle_dir: Path, gsds: Sequence[float], frames: int, seed: int,
                      if c.disease == d and c.stage == s} for s in STAGES} for d in diseases}
     false_alarm = {c.gsd_mm: results[c]["false_alarm"] for c in cells if c.disease == "healthy"}
     problems = physics_problems(recall, false_alarm)
-    seen = {d: {s: coarsest_seen(recall[d][s]) for s in STAGES} for d in diseases}
+    seen = {d: {s: coarsest_seen(recall[d][s], false_alarm=false_alarm) for s in STAGES} for d in diseases}
     out = {
         "bundle": str(bundle_dir),
         "model_sha256": (card.get("files") or {}).get("model_int8.tflite", {}).get("sha256"),
@@ -355,7 +362,8 @@ def markdown(res: dict[str, Any]) -> str:
             lines.append(f"| {d} | {s} | " + " | ".join(_pct(by.get(g)) for g in gs) + " |")
     lines.append("| healthy (false alarms) | - | " + " | ".join(_pct(res["false_alarm"].get(g)) for g in gs) + " |")
     lines += ["", "Highest altitude (m) at which a disease stage is still seen (recall >= "
-              f"{res['min_recall']}), per camera: default 3x4 grid / native model-sized tiles", "",
+              f"{res['min_recall']} with healthy false alarms <= {MAX_FALSE_ALARM} at that resolution and every "
+              "finer one), per camera: default 3x4 grid / native model-sized tiles", "",
               "| camera | disease | early | moderate | late |", "|---|---|---|---|---|"]
     by_cam: dict[tuple[str, str], dict[str, str]] = {}
     for r in res["altitudes"]:

@@ -33,6 +33,9 @@ def test_coarsest_seen_stops_at_the_first_miss() -> None:
     assert coarsest_seen({1.0: 1.0, 2.0: 0.95, 4.0: 0.8, 8.0: 0.92}) == 2.0  # 8 mm after a miss does not count
     assert coarsest_seen({1.0: 0.5, 2.0: 0.95}) is None
     assert coarsest_seen({1.0: 1.0, 2.0: None}) == 1.0
+    # found everywhere by a bundle that also flags healthy canopy there: not seen
+    assert coarsest_seen({1.0: 1.0, 2.0: 1.0}, false_alarm={1.0: 0.05, 2.0: 0.9}) == 1.0
+    assert coarsest_seen({1.0: 1.0}, false_alarm={1.0: 0.5}) is None
 
 
 def _table(early32: float, fa32: float) -> tuple[dict, dict]:
