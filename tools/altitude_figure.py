@@ -43,7 +43,8 @@ def _label_rgb(labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def draw(scenario_path: Path, gsd_mm: float, model_px: int, patch_index: int, out: Path) -> list[float]:
+def draw(scenario_path: Path, gsd_mm: float, model_px: int, patch_index: int, out: Path,
+         source: str = "--gsd-mm") -> list[float]:
     """Write the figure; returns the three heights (m) it shows."""
     import matplotlib
 
@@ -64,7 +65,7 @@ def draw(scenario_path: Path, gsd_mm: float, model_px: int, patch_index: int, ou
     tile_px = s.camera.width / s.camera.tile_cols
     work = working_height_m(gsd_mm, f_px, tile_px, model_px)
     heights = [work / 2.0, work, work * 4.0]
-    names = ["near", "working", "too high"]
+    names = ["near", "working" if source != "--gsd-mm" else "reference", "too high"]
     fig, axes = plt.subplots(2, 3, figsize=(12, 6.6), dpi=100)
     for k, (name, h) in enumerate(zip(names, heights, strict=True)):
         lat, lon, alt = enu_to_geodetic(p.east_m, p.north_m, h, s.origin.lat, s.origin.lon, s.origin.alt)
@@ -83,12 +84,17 @@ def draw(scenario_path: Path, gsd_mm: float, model_px: int, patch_index: int, ou
             ax.set_yticks([])
     fig.suptitle(f"{s.crop.kind}, {p.stage} {p.cls} patch of radius {p.radius_m} m, camera "
                  f"{s.camera.preset or 'by intrinsics'} {s.camera.width}x{s.camera.height}, {s.camera.tile_rows}x"
-                 f"{s.camera.tile_cols} tiles to {model_px} px; working resolution {gsd_mm:g} mm/px\n"
+                 f"{s.camera.tile_cols} tiles to {model_px} px; middle height: {gsd_mm:g} mm per model pixel "
+                 f"({source})\n"
                  f"`python -m tools.altitude_figure` (scenario {scenario_path.name})", fontsize=9)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
     plt.close(fig)
+    from PIL import Image  # matplotlib's own dependency
+
+    with Image.open(out) as im:  # 256 colours: a figure for docs/, not a photo
+        im.convert("RGB").quantize(256).save(out, optimize=True)
     return heights
 
 
@@ -111,7 +117,8 @@ def _main(argv: Sequence[str] | None) -> int:
         gsd = gsd if gsd is not None else card.get("working_gsd_mm")
     if gsd is None or gsd <= 0:
         raise FigureError("give --gsd-mm, or a --bundle whose card states working_gsd_mm")
-    heights = draw(a.scenario, float(gsd), px, a.patch, a.out)
+    source = "the bundle card's working_gsd_mm" if a.bundle is not None and a.gsd_mm is None else "--gsd-mm"
+    heights = draw(a.scenario, float(gsd), px, a.patch, a.out, source)
     print(f"wrote {a.out}: heights {', '.join(f'{h:.1f}' for h in heights)} m")
     return 0
 
