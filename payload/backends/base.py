@@ -3,14 +3,24 @@
 The interface is deliberately tiny (a batch of uint8 tiles in, float scores out, `name`, `close`)
 because the Edge TPU runs in a child process under a watchdog (payload/backends/isolated.py: a USB
 transfer error aborts the whole process natively), and only this surface crosses that boundary.
+
+A backend registers itself in its own module with `register_backend(name, settings=..., opener=...,
+falls_back_to_cpu=..., rank=...)`: the settings classes it reads from the config's `model` section
+(defined in its module), how it is opened, whether the CPU takes over when it fails in flight, and its
+place in the list of names (`rank`: the CLI's `--backend` choices and the config's error messages list
+the names in that order). `payload/backends/registry.py` imports every backend module and assembles
+`ModelSection` from what registered.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from pydantic import BaseModel
 
 from payload.bundle import Bundle, dequantize
 from payload.errors import BundleError
@@ -27,6 +37,41 @@ class Classifier(Protocol):
 
     def close(self) -> None:
         """Release the interpreter (and the accelerator)."""
+
+
+# how a backend is opened: the bundle, the `model` settings (an instance of every registered settings class,
+# so an opener may type it as its own) and `isolate` (the Edge TPU in a watched child process)
+Opener = Callable[[Bundle, Any, bool], Classifier]
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    """A registered backend: its name, the settings it reads, how it is opened, whether the CPU takes over
+    when it fails in flight, and its place in the list of names."""
+
+    name: str
+    settings: tuple[type[BaseModel], ...]
+    open: Opener
+    falls_back_to_cpu: bool
+    rank: int
+
+
+REGISTERED_BACKENDS: dict[str, BackendEntry] = {}
+
+
+def register_backend(name: str, *, settings: tuple[type[BaseModel], ...], opener: Opener,
+                     falls_back_to_cpu: bool, rank: int) -> None:
+    """The backend `name` joins the registry (called once in its module)."""
+    if name in REGISTERED_BACKENDS:
+        raise ValueError(f"backend {name!r} registered twice")
+    if any(e.rank == rank for e in REGISTERED_BACKENDS.values()):
+        raise ValueError(f"backend {name!r}: rank {rank} is taken")
+    REGISTERED_BACKENDS[name] = BackendEntry(name, settings, opener, falls_back_to_cpu, rank)
+
+
+def registered_backends() -> dict[str, BackendEntry]:
+    """Every registered backend by name, in rank order."""
+    return {e.name: e for e in sorted(REGISTERED_BACKENDS.values(), key=lambda e: e.rank)}
 
 
 # dequantized uint8 softmax scores lie on a 1/256 grid inside 0-1; float rounding may step past by a hair

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib
+import logging
 import platform
 import re
 import sys
@@ -20,11 +21,14 @@ from typing import Any
 
 from pydantic import Field
 
-from payload.backends.base import TFLiteClassifier
+from payload.backends.base import Classifier, TFLiteClassifier, register_backend
+from payload.backends.isolated import IsolatedClassifier
 from payload.backends.runtime import RuntimeMissingError, import_runtime
 from payload.bundle import EDGETPU_MODEL, Bundle
 from payload.configio import StrictModel
 from payload.errors import UserError
+
+log = logging.getLogger("payload.backend")
 
 EDGETPU_LIBRARIES = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
 DEVICE_PATTERN = re.compile(r"^(usb|pci)?(:\d+)?$")
@@ -142,3 +146,52 @@ class EdgeTpuClassifier(TFLiteClassifier):
         super().__init__(interp, bundle, model, name=f"edgetpu ({how}, device {device or 'first found'})")
         self.device = device
         self.how = how
+
+
+def _edgetpu_in_child(bundle: Any, device: str | None) -> Classifier:
+    """Child-side factory: the real Edge TPU backend, built inside the child."""
+    return EdgeTpuClassifier(bundle, device)
+
+
+def open_edgetpu_isolated(bundle: Any, device: str | None, *, tile_deadline_s: float = 0.8) -> IsolatedClassifier:
+    """The bundle's Edge TPU model in a watched child (payload/backends/isolated.py); raises EdgeTpuUnavailable
+    like the direct way.
+
+    The cheap checks (no Edge TPU model in the bundle, bad device string, no runtime for this OS)
+    run here first, so a drone without an accelerator does not pay for starting a child to learn it.
+    """
+    device = check_device(device)
+    if bundle.edgetpu_model is None:
+        raise EdgeTpuUnavailable(f"the bundle has no {EDGETPU_MODEL} ({bundle.edgetpu_note})")
+    delegate_library()
+    return IsolatedClassifier(_edgetpu_in_child, (bundle, device), len(bundle.labels),
+                              tile_deadline_s=tile_deadline_s)
+
+
+def open_edgetpu(bundle: Bundle, device: str | None, isolate: bool) -> Classifier:
+    """The Edge TPU classifier, in a watched child process when `isolate`."""
+    if not isolate:
+        return EdgeTpuClassifier(bundle, device)
+    return open_edgetpu_isolated(bundle, device)
+
+
+def tpu_model_name(bundle: Bundle) -> str:
+    return bundle.edgetpu_model.name if bundle.edgetpu_model else "?"
+
+
+def _open_edgetpu_required(bundle: Bundle, s: EdgeTpuSettings, isolate: bool) -> Classifier:
+    try:
+        clf = open_edgetpu(bundle, s.device, isolate)
+    except EdgeTpuUnavailable as err:
+        raise EdgeTpuUnavailable(
+            f"Edge TPU required (model.backend: edgetpu) but not usable: {err}; "
+            "or set model.backend: auto to fall back to the CPU"
+        ) from None
+    log.info("backend edgetpu (requested by model.backend: edgetpu): %s running %s", clf.name,
+             tpu_model_name(bundle))
+    return clf
+
+
+# edgetpu only means "do not take off without it": in flight the CPU takes over when it fails
+register_backend("edgetpu", settings=(EdgeTpuSettings,), opener=_open_edgetpu_required, falls_back_to_cpu=True,
+                 rank=1)

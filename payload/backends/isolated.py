@@ -318,29 +318,3 @@ class IsolatedClassifier:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             self._kill()
-
-
-# -- the Edge TPU in a child -------------------------------------------------------------------------
-
-
-def _edgetpu_in_child(bundle: Any, device: str | None) -> Classifier:
-    """Child-side factory: the real Edge TPU backend (imported here, inside the child)."""
-    from payload.backends.edgetpu import EdgeTpuClassifier
-
-    return EdgeTpuClassifier(bundle, device)
-
-
-def open_edgetpu_isolated(bundle: Any, device: str | None, *, tile_deadline_s: float = 0.8) -> IsolatedClassifier:
-    """The bundle's Edge TPU model in a watched child; raises EdgeTpuUnavailable like the direct way.
-
-    The cheap checks (no Edge TPU model in the bundle, bad device string, no runtime for this OS)
-    run here first, so a drone without an accelerator does not pay for starting a child to learn it.
-    """
-    from payload.backends.edgetpu import EDGETPU_MODEL, EdgeTpuUnavailable, check_device, delegate_library
-
-    device = check_device(device)
-    if bundle.edgetpu_model is None:
-        raise EdgeTpuUnavailable(f"the bundle has no {EDGETPU_MODEL} ({bundle.edgetpu_note})")
-    delegate_library()
-    return IsolatedClassifier(_edgetpu_in_child, (bundle, device), len(bundle.labels),
-                              tile_deadline_s=tile_deadline_s)

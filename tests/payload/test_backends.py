@@ -289,12 +289,31 @@ def test_input_quantization_is_honoured_without_float_maths_per_pixel(tiny_bundl
 
 
 def test_backend_table_and_names_agree() -> None:
-    """`BackendName` (what mypy and the config check) and `BACKENDS` (what opens) name the same backends,
-    and every setting a backend reads is part of the config's `model` section."""
-    from payload.backends.registry import BACKEND_NAMES, BACKENDS, BackendSettings, ModelSection
+    """`BackendName` (what mypy checks) names the registered backends (what opens, what the config and the CLI
+    accept), in the same order, and every setting a backend reads is part of the config's `model` section."""
+    from typing import get_args
 
-    assert set(BACKENDS) == set(BACKEND_NAMES)
+    from payload.backends.registry import BACKEND_NAMES, BACKENDS, BackendName, BackendSettings, ModelSection
+
+    assert get_args(BackendName) == BACKEND_NAMES == tuple(BACKENDS), (
+        "a backend registered (register_backend) but not in BackendName, or the other way round")
+    assert get_args(ModelSection.model_fields["backend"].annotation) == BACKEND_NAMES
     for entry in BACKENDS.values():
         for settings in entry.settings:
             assert issubclass(BackendSettings, settings) and set(settings.model_fields) <= set(
                 ModelSection.model_fields)
+
+
+def test_model_section_keeps_its_field_order() -> None:
+    """The `model` section is assembled from the registered settings; its keys keep the order the schema and
+    the error lists have always had."""
+    from payload.backends.registry import ModelSection
+
+    assert list(ModelSection.model_fields) == ["bundle", "backend", "device", "num_threads"]
+
+
+def test_only_the_cpu_has_nothing_to_fall_back_to() -> None:
+    from payload.backends.registry import BACKENDS
+
+    assert {name: e.falls_back_to_cpu for name, e in BACKENDS.items()} == {
+        "auto": True, "edgetpu": True, "cpu": False}

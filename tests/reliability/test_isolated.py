@@ -19,8 +19,8 @@ import psutil
 import pytest
 
 from payload.backends import open_classifier
-from payload.backends.edgetpu import EdgeTpuUnavailable
-from payload.backends.isolated import IsolatedBackendError, IsolatedClassifier, open_edgetpu_isolated
+from payload.backends.edgetpu import EdgeTpuUnavailable, open_edgetpu_isolated
+from payload.backends.isolated import IsolatedBackendError, IsolatedClassifier
 from payload.bundle import load_bundle
 from payload.capture.sources import InProcessSource
 from payload.pipeline.scheduler import Pipeline
@@ -137,7 +137,7 @@ def test_real_edgetpu_child_without_libedgetpu_raises_unavailable(tiny_tpu_bundl
 
 
 def test_open_classifier_isolates_only_when_asked(monkeypatch: pytest.MonkeyPatch, tiny_tpu_bundle_dir: Path) -> None:
-    import payload.backends.isolated as iso
+    import payload.backends.edgetpu as tpu
 
     seen: list[str | None] = []
 
@@ -145,7 +145,7 @@ def test_open_classifier_isolates_only_when_asked(monkeypatch: pytest.MonkeyPatc
         seen.append(device)
         return HealthyClassifier(name="edgetpu (isolated double)")
 
-    monkeypatch.setattr(iso, "open_edgetpu_isolated", fake)
+    monkeypatch.setattr(tpu, "open_edgetpu_isolated", fake)
     clf = open_classifier(load_bundle(tiny_tpu_bundle_dir), "edgetpu", "usb", isolate=True)
     assert clf.name == "edgetpu (isolated double)" and seen == ["usb"]
 
@@ -273,7 +273,7 @@ def test_payload_run_wiring_fails_over_to_the_real_cpu_backend(monkeypatch: pyte
     per-frame record in classifications.jsonl, in order."""
     import json
 
-    import payload.backends.isolated as iso
+    import payload.backends.edgetpu as tpu
     import payload.pipeline.runner as runner
     from payload.backends.cpu import CpuClassifier
     from payload.config import PayloadConfig
@@ -282,7 +282,7 @@ def test_payload_run_wiring_fails_over_to_the_real_cpu_backend(monkeypatch: pyte
         return IsolatedClassifier(make_faulty, (N_CLASSES, SIZE, "abort", 1 + 2 * 4 + 1, None), N_CLASSES,
                                   tile_deadline_s=DEADLINE_S)
 
-    monkeypatch.setattr(iso, "open_edgetpu_isolated", faulty_edgetpu)
+    monkeypatch.setattr(tpu, "open_edgetpu_isolated", faulty_edgetpu)
     cfg = PayloadConfig.model_validate({
         "model": {"bundle": str(tiny_tpu_bundle_dir), "backend": "edgetpu", "num_threads": 1},
         "tiling": {"rows": 2, "cols": 2}, "output": {"dir": str(tmp_path / "out")},
