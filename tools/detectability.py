@@ -167,25 +167,16 @@ def verdict(recall: dict[str, dict[str, dict[float, float | None]]], working_gsd
 # -- rendering and classifying ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Patch:
-    cls: str
-    east_m: float
-    north_m: float
-    radius_m: float
-    stage: str
-
-
 Classify = Callable[[np.ndarray], list[tuple[str, bool]]]  # tiles batch -> (label, flagged) per tile
 
 
 def _world(disease: str, stage: str | None, crop: str, seed: int, half_m: float) -> Any:
     """A field of one crop, wholly one stage of one disease around its centre (or healthy)."""
-    from flight_sim.world.config import CropSection, LightSection
+    from flight_sim.world.config import CropSection, LightSection, PatchSpec
     from flight_sim.world.world import World
 
     size = 2 * half_m
-    patches = [] if stage is None else [_Patch(disease, half_m, half_m, half_m * 0.98, stage)]
+    patches = [] if stage is None else [PatchSpec(disease, half_m, half_m, half_m * 0.98, stage)]
     return World(CropSection(kind=crop), LightSection(), patches, size, size, seed)
 
 

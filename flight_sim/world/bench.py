@@ -13,25 +13,13 @@ from __future__ import annotations
 import argparse
 import time
 import tracemalloc
-from dataclasses import dataclass
 
 import numpy as np
 
-from flight_sim.world.config import CropSection, LightSection
+from flight_sim.world.config import CropSection, LightSection, PatchSpec
 from flight_sim.world.world import World
 
 FRAME = (640, 480)
-
-
-@dataclass(frozen=True)
-class _Patch:
-    """A patch as the world reads it."""
-
-    cls: str
-    east_m: float
-    north_m: float
-    radius_m: float
-    stage: str
 
 
 def frame_points(centre: tuple[float, float], gsd_m: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -56,7 +44,7 @@ def cpu_ms(world: World, pts: tuple[np.ndarray, np.ndarray, np.ndarray], repeat:
 def memory_10ha() -> tuple[float, float]:
     """(MB the world holds, MB peak while shading one 640 x 480 frame at 1 mm/px) for a 316 x 316 m field."""
     tracemalloc.start()
-    world = World(CropSection(kind="wheat"), LightSection(cloud_cover=0.3), [_Patch("rust", 150, 150, 20, "late")],
+    world = World(CropSection(kind="wheat"), LightSection(cloud_cover=0.3), [PatchSpec("rust", 150, 150, 20, "late")],
                   316.0, 316.0, 1)
     held, _ = tracemalloc.get_traced_memory()
     pts = frame_points((150.0, 150.0), 0.001)
@@ -75,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"World.shade, {FRAME[0]} x {FRAME[1]} = {FRAME[0] * FRAME[1]} points, CPU ms (best of {args.repeat})")
     print(f"{'crop':10s} {'mm/px':>6s} {'healthy':>8s} {'in patch':>9s}")
     for kind in ("wheat", "soybean", "cucurbit", "grapevine"):
-        world = World(CropSection(kind=kind), LightSection(), [_Patch("rust", 60, 60, 12, "late")], 120, 120, 1)
+        world = World(CropSection(kind=kind), LightSection(), [PatchSpec("rust", 60, 60, 12, "late")], 120, 120, 1)
         for gsd in (0.001, 0.030, 0.054):
             healthy = cpu_ms(world, frame_points((20.0, 20.0), gsd), args.repeat)
             sick = cpu_ms(world, frame_points((60.0, 60.0), gsd), args.repeat)

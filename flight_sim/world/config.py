@@ -6,6 +6,7 @@ would recognise; the crop's literature ranges live in flight_sim/world/crops.py 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import Field
@@ -52,3 +53,17 @@ class LightSection(StrictModel):
     cloud_speed_m_s: float = Field(default=4.0, ge=0.0)  # cloud shadows drift with the wind
     cloud_direction_deg: float = 60.0  # direction the cloud shadows move towards, clockwise from north
     cloud_size_m: float = Field(default=150.0, gt=1.0)  # typical cloud shadow size
+
+
+@dataclass(frozen=True)
+class PatchSpec:
+    """A disease patch as the world reads it, for callers without a scenario (benches, figures, tools).
+
+    Scenarios bring their own patch objects; the world needs only these attributes.
+    """
+
+    cls: str  # "rust" | "powdery_mildew"
+    east_m: float
+    north_m: float
+    radius_m: float
+    stage: Stage = "moderate"

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import io
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from flight_sim.world.config import CropSection, LightSection
+from flight_sim.world.config import CropSection, LightSection, PatchSpec
 from flight_sim.world.light import decode, encode
 from flight_sim.world.world import LABEL_OUTSIDE, World
 
@@ -24,17 +23,6 @@ SCALES_MM = (2.0, 12.0, 40.0)
 GAIN = 2.8  # +1.5 stops: about what a camera's auto exposure gives a canopy
 VIEW_PX = (400, 300)
 LABEL_RGB = {0: (60, 140, 60), 1: (215, 120, 30), 2: (235, 235, 235), LABEL_OUTSIDE: (90, 90, 90)}
-
-
-@dataclass(frozen=True)
-class _Patch:
-    """A patch as the world reads it (scenarios bring their own)."""
-
-    cls: str
-    east_m: float
-    north_m: float
-    radius_m: float
-    stage: str
 
 
 def nadir_view(world: World, centre: tuple[float, float], mm_per_px: float, size_px: tuple[int, int] = VIEW_PX,
@@ -70,7 +58,7 @@ def make_figure(out: Path, kind: str = "soybean", seed: int = 5) -> Path:
 
     light = LightSection(sun_elevation_deg=50.0)
     crop = CropSection(kind=kind, row_azimuth_deg=15.0)
-    worlds = {st: World(crop, light, [_Patch("rust", 20.0, 20.0, 4.0, st)], 40.0, 40.0, seed)
+    worlds = {st: World(crop, light, [PatchSpec("rust", 20.0, 20.0, 4.0, st)], 40.0, 40.0, seed)
               for st in ("moderate", "late")}
     # the finest view sits near the centre, where the disease is densest; the coarser ones on the patch's edge
     centres = ((20.3, 20.2), (21.5, 21.0), (21.0, 20.5))
