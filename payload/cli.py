@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="classify camera frames until the stream ends or SIGINT/SIGTERM")
     p.add_argument("--config", required=True, help="path of the payload YAML file")
+    p.add_argument("--no-telemetry", action="store_true",
+                   help="run with no flight controller link on purpose (telemetry.connection null): records are "
+                   "flagged no_telemetry and nothing is geotagged; same as telemetry.allow_none: true")
 
     p = sub.add_parser("classify", help="classify whole images and print class, confidence and all scores")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format OpenCV reads)")
@@ -128,7 +131,10 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "run":
         from payload.pipeline.runner import run_payload
 
-        run_payload(load_payload_config(args.config))
+        cfg = load_payload_config(args.config)
+        if args.no_telemetry:  # the operator's "on purpose", as telemetry.allow_none would say it
+            cfg = cfg.model_copy(update={"telemetry": cfg.telemetry.model_copy(update={"allow_none": True})})
+        run_payload(cfg)
         return 0
     if args.command == "classify":
         return _classify(args)

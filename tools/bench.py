@@ -162,7 +162,8 @@ def startup_and_rss(bundle: Bundle, threads: int, workdir: Path, launches: int =
         records = out / "classifications.jsonl"
         t0 = time.monotonic()
         proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "payload", "--log-level", "WARNING", "run", "--config", str(cfg_path)],
+            [sys.executable, "-m", "payload", "--log-level", "WARNING", "run", "--config", str(cfg_path),
+             "--no-telemetry"],  # a startup and RSS bench: no flight controller, on purpose
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         ps = psutil.Process(proc.pid)

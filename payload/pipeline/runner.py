@@ -25,6 +25,7 @@ from payload.backends.base import Classifier
 from payload.bundle import Bundle, load_bundle
 from payload.capture.sources import FrameSource, make_source
 from payload.config import PayloadConfig
+from payload.errors import ConfigError
 from payload.geo.sensor import SensorModel, sensor_model_for_card
 from payload.ops.paths import resolve_config_paths
 from payload.pipeline.scheduler import Pipeline
@@ -53,6 +54,26 @@ def open_pose_source(cfg: PayloadConfig) -> Telemetry | None:
     telemetry = Telemetry(cfg.telemetry)
     telemetry.start_background()
     return telemetry
+
+
+NO_TELEMETRY_FLAG = "--no-telemetry"
+
+
+def require_pose_source(cfg: PayloadConfig) -> None:
+    """Refuse a run with no telemetry link unless it was asked for on purpose (ConfigError: exit 2).
+
+    With `telemetry.connection: null` and a non-strict preflight the payload used to fly a whole
+    survey recording frames with no position: nothing on the map, no prescription, and only a
+    flag in the records to say so. A bench or a replay of a folder means it; a flight config
+    that forgot its link does not.
+    """
+    if cfg.telemetry.connection or cfg.telemetry.allow_none:
+        return
+    raise ConfigError(
+        "telemetry.connection is not set: the payload would record frames with no position (nothing geotagged, "
+        "no map, no prescription). Set telemetry.connection (e.g. udp:127.0.0.1:14550 or /dev/ttyAMA0), or, "
+        f"to run without a flight controller on purpose, pass `payload run {NO_TELEMETRY_FLAG}` or set "
+        "telemetry.allow_none: true")
 
 
 def build_geotag_handler(
@@ -175,6 +196,7 @@ def run_payload(cfg: PayloadConfig, *, source: FrameSource | None = None) -> Pip
     """`payload run`: run until the source ends or a signal, write the final stats next to the records."""
     from payload.pipeline.heap import pin_malloc_thresholds
 
+    require_pose_source(cfg)  # before anything opens: a config error, said at once
     pin_malloc_thresholds()  # before the flight allocates: RSS must not creep with the zone count
     cfg = resolve_config_paths(cfg)
     pipeline = build_pipeline(cfg, source=source)

@@ -28,6 +28,7 @@ from payload.sinks.mosaic import MOSAIC_JSON
 log = logging.getLogger(__name__)
 
 TREATMENT_FILE = "treatment.geojson"
+RX_JSON = "prescription.json"
 MAX_TRACK_POINTS = 2000  # the track is decimated to this many points: enough to see the legs
 
 
@@ -86,6 +87,7 @@ class ReportData:
     map_info: dict[str, Any] | None = None
     stats: dict[str, Any] | None = None
     model: dict[str, Any] | None = None
+    rates_placeholder: bool = False  # the prescription's rates are default_rate for every zone: an on/off map
 
 
 def _json(path: Path) -> Any:
@@ -246,6 +248,7 @@ def gather(out: Path, colours: Mapping[str, tuple[int, int, int]]) -> ReportData
     data.probability, data.labels = read_probability(out, data.frame, data.map_info, colours)
     data.zones = read_features(out / "zones.geojson", data.frame) or []
     data.treatment = read_features(out / TREATMENT_FILE, data.frame)
+    data.rates_placeholder = rates_placeholder(out, data.treatment)
     for f in read_features(out / "coverage.geojson", data.frame) or []:
         n = f.properties.get("min_looks")
         if isinstance(n, int):
@@ -253,6 +256,17 @@ def gather(out: Path, colours: Mapping[str, tuple[int, int, int]]) -> ReportData
     if not data.labels:
         data.labels = sorted({str(z.properties.get("label")) for z in data.zones})
     return data
+
+
+def rates_placeholder(out: Path, treatment: Sequence[Feature] | None) -> bool:
+    """Whether the prescription's rates are placeholders: prescription.json says no rate was set, or (a
+    folder without it) every treatment zone carries rates "placeholder"."""
+    if treatment is None:
+        return False
+    rx = _json(out / RX_JSON) if (out / RX_JSON).is_file() else None
+    if isinstance(rx, dict) and "rates_placeholder" in rx:
+        return bool(rx["rates_placeholder"])
+    return bool(treatment) and all(t.properties.get("rates") == "placeholder" for t in treatment)
 
 
 def crops_by_zone(data: ReportData, per_zone: int) -> dict[str, list[Crop]]:
@@ -343,5 +357,36 @@ def model_facts(card: Mapping[str, Any] | None, sha256: str | None) -> dict[str,
         "heldout_what": (m.get("heldout") or {}).get("what"),
         "edgetpu_compiled": tpu.get("compiled"),
         "edgetpu_note": tpu.get("reason"),
+        **training_facts(card),
     })
     return out
+
+
+def training_facts(card: Mapping[str, Any]) -> dict[str, Any]:
+    """What the model was made from, which its accuracy figures alone hide (JSON-ready).
+
+    A card of a random backbone trained on synthetic images can show 99 % test accuracy; the
+    grower must read on the first lines that it is a demo, not a model to fly.
+    """
+    t = card.get("training") or {}
+    weights = t.get("weights")
+    named = card.get("backbone_weights")
+    if weights is None and isinstance(named, str):  # a card that names the weights only at the top
+        weights = "none" if named.startswith("none") else named
+    pretrained = None if weights is None else str(weights).strip().lower() != "none"
+    data = t.get("data") or {}
+    data_cfg = (t.get("config") or {}).get("data") or {}
+    kind = data.get("source") or data_cfg.get("source")
+    what: str | None
+    if kind == "synthetic":
+        what = f"synthetic ({data_cfg.get('generator') or 'unknown'} generator)"
+    elif kind == "folder":
+        what = f"folder ({data_cfg.get('folder') or 'path not recorded'})"
+    else:
+        what = None if kind is None else str(kind)
+    return {
+        "warnings": [str(w) for w in card.get("warnings") or []],
+        "backbone_weights": None if weights is None else str(weights),
+        "backbone_pretrained": pretrained,
+        "training_data": what,
+    }

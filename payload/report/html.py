@@ -329,6 +329,34 @@ def model_rows(m: Mapping[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def _weights_text(m: Mapping[str, Any]) -> str:
+    """Whether the backbone started from learnt features: the first thing to doubt in a high test score."""
+    pre, w = m.get("backbone_pretrained"), m.get("backbone_weights")
+    if pre is None:
+        return "not recorded"
+    if not pre:
+        return "<strong>no</strong>: random init (weights: none), a model for demos and tests, not to fly"
+    return f"yes ({esc(w)})"
+
+
+def honest_lines(d: ReportData, m: Mapping[str, Any]) -> list[str]:
+    """The first lines of the page: what the accuracy figures further down do not say (HTML fragments).
+
+    The card's warnings, whether the backbone was pretrained, what it was trained on, the ground
+    resolution it was made for, and placeholder rates: each can make a good-looking map wrong to act on.
+    """
+    gsd = m.get("working_gsd_mm")
+    lines = [f"<strong>model warning:</strong> {esc(w)}" for w in m.get("warnings") or []]
+    lines += [f"backbone pretrained: {_weights_text(m)}",
+              f"training data: {esc(m.get('training_data') or 'not recorded')}",
+              "working ground resolution: " + ("not stated" if gsd is None
+                                               else f"{_fmt(gsd)} mm per model-input pixel")]
+    if d.rates_placeholder:
+        lines.append("<strong>rates not set: on/off map</strong> (every treatment zone has default_rate; set "
+                     "prescription.rates per class before spraying)")
+    return lines
+
+
 CSS = """
 body{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;margin:0;color:#1d2a1d;background:#fafaf7}
 header{background:#2e5e2e;color:#fff;padding:14px 24px}header h1{margin:0;font-size:22px}
@@ -350,6 +378,7 @@ th,td{border:1px solid #cfd8c7;padding:4px 8px;text-align:left}th{background:#ee
 figure{margin:0;font-size:11px;text-align:center}figure img{display:block;border:1px solid #999}
 .none{color:#666;font-style:italic}
 footer{font-size:11px;color:#666;padding:16px 24px}
+.caveats{background:#fff6d6;border-left:4px solid #c79100;margin:0;padding:8px 24px 8px 40px;font-size:13px}
 """
 
 
@@ -388,7 +417,8 @@ def render(d: ReportData, cfg: ReportSection, model: Mapping[str, Any]) -> str:
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>{esc(title)}</title><style>{CSS}</style></head>
-<body><header><h1>{esc(title)}</h1><p>{summary}</p></header><main>
+<body><header><h1>{esc(title)}</h1><p>{summary}</p></header>
+<ul class="caveats">{"".join(f"<li>{line}</li>" for line in honest_lines(d, model))}</ul><main>
 <h2>Map</h2>
 {svg}
 {legend(d, colours)}
@@ -428,7 +458,8 @@ def write_report(out_dir: str | Path, cfg: ReportSection | None = None, card: Ma
              "treatment_zones": None if d.treatment is None else len(d.treatment),
              "looks": d.looks, "looks_trusted": d.looks_trusted, "first_utc": d.first_utc, "last_utc": d.last_utc,
              "seen_m2": once, "seen_well_m2": well, "coverage_min_looks": n,
-             "mosaic": d.mosaic is not None, "html_bytes": len(page.encode("utf-8"))}
+             "mosaic": d.mosaic is not None, "rates_placeholder": d.rates_placeholder,
+             "html_bytes": len(page.encode("utf-8"))}
     atomic_write_text(out / REPORT_JSON, json.dumps(facts, indent=2, allow_nan=False) + "\n")
     log.info("report: %s (%.0f kB, %d zones)", out / REPORT_HTML, len(page) / 1024, len(d.zones))
     return out / REPORT_HTML

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
@@ -11,8 +13,19 @@ from payload.configio import StrictModel
 RxFormat = Literal["shp", "gpkg", "isoxml"]
 
 
-def _all_rx_formats() -> list[RxFormat]:
-    return ["shp", "gpkg", "isoxml"]
+def _drone_rx_formats() -> list[RxFormat]:
+    """The default formats: the ones the drone extra can write (shp with pyshp, isoxml with isoxml).
+
+    gpkg needs pyogrio (GDAL), a workstation dependency the drone extra lacks; in the defaults it made an
+    error path run at the end of every flight. It stays selectable, and `payload export --prescription`
+    writes it wherever pyogrio is installed.
+    """
+    return ["shp", "isoxml"]
+
+
+def pyogrio_available() -> bool:
+    """Whether zones.gpkg can be written here (without importing GDAL just to find out)."""
+    return importlib.util.find_spec("pyogrio") is not None
 
 
 class TerminalSection(StrictModel):
@@ -81,9 +94,30 @@ class PrescriptionSection(StrictModel):
     scout_min_gap_m2: float = Field(default=25.0, ge=0.0,
                                     description="unseen parts of the flown area at least this large (and 2 m "
                                     "wide) go on the scout list")
-    formats: list[RxFormat] = Field(default_factory=_all_rx_formats,
-                                    description="shp: prescription.zip, gpkg: zones.gpkg, isoxml: TASKDATA/")
+    formats: list[RxFormat] = Field(default_factory=_drone_rx_formats,
+                                    description="shp: prescription.zip, isoxml: TASKDATA/, gpkg: zones.gpkg (needs "
+                                    "pyogrio, which the drone extra lacks; not in the default)")
     terminal: TerminalSection = TerminalSection()
+
+    @property
+    def rates_placeholder(self) -> bool:
+        """No rate set for any class: every zone gets default_rate, an on/off map rather than a dose."""
+        return not self.rates
+
+    @field_validator("formats")
+    @classmethod
+    def _gpkg_needs_pyogrio(cls, v: list[RxFormat]) -> list[RxFormat]:
+        """Say at load time, not at the end of a flight, that zones.gpkg cannot be written on this machine.
+
+        A warning, not an error: one config file may serve the drone and the workstation, where
+        `payload export --prescription` writes the GeoPackage.
+        """
+        if "gpkg" in v and not pyogrio_available():
+            logging.getLogger(__name__).warning(
+                "prescription.formats has gpkg, but pyogrio is not installed here (the drone extra lacks it): "
+                "zones.gpkg will be skipped. Remove gpkg from prescription.formats, or install pyogrio "
+                "(the workstation extra); `payload export DIR --prescription` on a workstation writes it")
+        return v
 
     @field_validator("taskdata")
     @classmethod

@@ -75,6 +75,13 @@ class TelemetrySection(StrictModel):
         description="dronekit connection string: udp:127.0.0.1:14550 (listen), udpout:H:P, tcp:H:P, "
         "/dev/ttyAMA0 (serial, with baud); null = no link (detections are recorded and flagged)",
     )
+    allow_none: bool = Field(
+        default=False,
+        description="with connection null, let `payload run` start anyway (bench, ground tests, a folder of "
+        "frames): every record is then flagged no_telemetry and nothing is placed on the map. Without it (or "
+        "`payload run --no-telemetry`) a run with no link refuses to start, so a forgotten connection does "
+        "not fly a whole survey without geotags",
+    )
     baud: int = Field(default=921600, ge=1200)
     connect_timeout_s: float = Field(default=30.0, gt=0, description="give up connecting after this")
     link_timeout_s: float = Field(default=3.0, gt=0, description="no message for this long = link lost")

@@ -28,7 +28,7 @@ from payload.files.atomic import atomic_write_text
 from payload.files.jsonl import JsonlProblems, iter_jsonl
 from payload.geo.diseasemap import MAPINFO_SCHEMA, DiseaseMap, is_look, map_from_info, zone_features
 from payload.geo.frames import LocalFrame
-from payload.settings.prescription import PrescriptionSection
+from payload.settings.prescription import PrescriptionSection, pyogrio_available
 from payload.settings.sinks import SinksSection
 from payload.settings.view import ConfigView
 from payload.sinks.jsonl import DETECTION_SCHEMA_PREFIX, DETECTIONS_FILE
@@ -174,6 +174,18 @@ def export_layers(
                         0 if dmap is None else dmap.counts.looks, written, rx_text)
 
 
+def with_geopackage(rx: PrescriptionSection | None) -> PrescriptionSection | None:
+    """The prescription settings with gpkg added where pyogrio is installed.
+
+    The drone's defaults leave zones.gpkg out (its extra lacks pyogrio), and every message about a
+    skipped GeoPackage names `payload export --prescription` on a workstation as the way to get it: so
+    export writes it whenever it can, whatever the drone's config chose for the drone.
+    """
+    if rx is None or "gpkg" in rx.formats or not pyogrio_available():
+        return rx
+    return rx.model_copy(update={"formats": [*rx.formats, "gpkg"]})
+
+
 def export_from_cli(out_dirs: Sequence[str], cfg: ConfigView | None = None, out: str | None = None,
                     prescription: bool = False) -> int:
     """`payload export DIR [DIR...] [--out DIR] [--config FILE] [--prescription]`: print what was rebuilt and
@@ -183,6 +195,6 @@ def export_from_cli(out_dirs: Sequence[str], cfg: ConfigView | None = None, out:
     if cfg is not None:
         formats = cfg.section(SinksSection).formats
         rx = cfg.section(PrescriptionSection) if prescription else None
-    report = export_layers(out_dirs, out, formats, rx)
+    report = export_layers(out_dirs, out, formats, with_geopackage(rx))
     print(report.text())
     return 0

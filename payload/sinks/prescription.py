@@ -10,6 +10,11 @@ Files (docs/PRESCRIPTIONS.md): treatment.geojson, scout.geojson, scout.csv, pres
 (Shapefile), prescription_grid.zip (with a grid), TASKDATA/TASKDATA.XML (ISO 11783-10), zones.gpkg
 (all layers; needs pyogrio, so `payload export` writes it when the drone cannot), prescription.json
 (the figures: treated area, zones, merges, class codes).
+
+Placeholder rates (a class missing from `prescription.rates`, so it gets `default_rate`) are said in the
+files that carry attributes: each treatment zone's `rates` is "placeholder" or "set" (treatment.geojson,
+the GeoPackage), prescription.json's `rates_placeholder` is true when no rate is set at all, and the log
+says it at WARNING. The Shapefile keeps its three numeric fields (what the strictest terminals accept).
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ TREATMENT_FILE = "treatment.geojson"  # payload/report/data.py reads it
 SCOUT_GEOJSON = "scout.geojson"
 SCOUT_CSV = "scout.csv"
 RX_JSON = "prescription.json"
+RATES_KEY = "rates"  # treatment zone attribute: "placeholder" (default_rate) or "set"; the report reads it
+PLACEHOLDER = "placeholder"
 ZONES_NAMES = ("prescription", "RXZONES")  # (name, 8.3 name) of the zones Shapefile
 GRID_NAMES = ("prescription_grid", "RXGRID")
 
@@ -133,6 +140,8 @@ def _summary(res: PrescriptionResult, cfg: PrescriptionSection, labels: list[str
         "strict_terminal_merges": plan.merges,
         "simplify_tolerance_m": plan.simplify_tolerance_m,
         "notes": plan.notes,
+        "rates_placeholder": cfg.rates_placeholder,
+        "placeholder_rate_classes": sorted({z.label for z in plan.zones if z.label not in cfg.rates}),
         "scout_items": len(res.scouts),
         "grid": None if res.grid is None else {"cell_m": res.grid.cell_m, "rows": res.grid.shape[0],
                                                "cols": res.grid.shape[1],
@@ -231,7 +240,7 @@ def write_prescription(out: Path, dmap: DiseaseMap, cfg: PrescriptionSection,
 
     remove_rx_files(out)
     written: list[Path] = []
-    treat = [_feature(z.as_dict(), z.geometry_en, origin) for z in plan.zones]
+    treat = [_feature(zone_attributes(z, cfg), z.geometry_en, origin) for z in plan.zones]
     atomic_write_text(out / TREATMENT_FILE, features_geojson(treat))
     scout_feats = _scout_features(scouts, origin)
     atomic_write_text(out / SCOUT_GEOJSON, features_geojson(scout_feats))
@@ -248,7 +257,8 @@ def write_prescription(out: Path, dmap: DiseaseMap, cfg: PrescriptionSection,
         written.append(write_taskdata(out, *b.task))
     if "gpkg" in cfg.formats:
         try:
-            written.append(write_gpkg(out / GPKG_FILE, _layers(plan.zones, lonlat, dmap, scout_feats, grid, grec)))
+            written.append(write_gpkg(out / GPKG_FILE, _layers(plan.zones, cfg, lonlat, dmap, scout_feats, grid,
+                                                               grec)))
         except ImportError as err:
             res.skipped.append(f"{GPKG_FILE} ({err}); `payload export {out} --prescription` on a workstation "
                                "writes it")
@@ -259,17 +269,39 @@ def write_prescription(out: Path, dmap: DiseaseMap, cfg: PrescriptionSection,
     res.written = written
     for note in plan.notes:
         log.warning("prescription: %s", note)
+    warn_placeholder_rates(plan.zones, cfg)
     log.info("%s", res.text().splitlines()[0])
     return res
 
 
-def _layers(zones: list[TreatmentZone], lonlat: dict[str, Any], dmap: DiseaseMap, scout_feats: list[dict[str, Any]],
-            grid: GridPrescription | None, grec: list[ShpRecord]) -> list[Layer]:
+def zone_attributes(z: TreatmentZone, cfg: PrescriptionSection) -> dict[str, Any]:
+    """A treatment zone's attributes, with whether its rate was set or is the placeholder default_rate.
+
+    A sprayer applies whatever number it is given; a grower loading the file must be able to see that
+    1.0 l/ha was nobody's choice.
+    """
+    return z.as_dict() | {RATES_KEY: "set" if z.label in cfg.rates else PLACEHOLDER}
+
+
+def warn_placeholder_rates(zones: list[TreatmentZone], cfg: PrescriptionSection) -> None:
+    """Say at WARNING which treatment zones got default_rate because their class has no rate set."""
+    missing = sorted({z.label for z in zones if z.label not in cfg.rates})
+    if cfg.rates_placeholder:
+        log.warning("prescription: rates not set (prescription.rates is empty): every treatment zone gets "
+                    "default_rate %g %s, an on/off map, not a dose; set prescription.rates per class (e.g. "
+                    "{rust: 1.2}) before spraying", cfg.default_rate, cfg.unit)
+    elif missing:
+        log.warning("prescription: no rate set for %s: those zones get default_rate %g %s; add them to "
+                    "prescription.rates before spraying", ", ".join(missing), cfg.default_rate, cfg.unit)
+
+
+def _layers(zones: list[TreatmentZone], cfg: PrescriptionSection, lonlat: dict[str, Any], dmap: DiseaseMap,
+            scout_feats: list[dict[str, Any]], grid: GridPrescription | None, grec: list[ShpRecord]) -> list[Layer]:
     assert dmap.origin is not None
     disease = [(to_lonlat(z.geometry_en, dmap.origin), row) for z, row in zip(dmap.zones, zone_rows(
         dmap.zones, dmap.origin), strict=True)]
     layers = [
-        Layer("treatment_zones", "Polygon", [(lonlat[z.id], z.as_dict()) for z in zones]),
+        Layer("treatment_zones", "Polygon", [(lonlat[z.id], zone_attributes(z, cfg)) for z in zones]),
         Layer("disease_zones", "MultiPolygon", disease),
         Layer("scout", "Point", [(shapely.Point(f["point"]), f["properties"]) for f in scout_feats]),
     ]

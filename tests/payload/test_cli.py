@@ -37,9 +37,10 @@ def image_folder(path: Path, n: int) -> Path:
 
 
 def config(tmp_path: Path, bundle: Path, source: dict, **sections: dict) -> Path:
+    """A payload YAML for these tests: no flight controller, on purpose (telemetry.allow_none) unless overridden."""
     cfg = {"model": {"bundle": str(bundle), "backend": "cpu", "num_threads": 1}, "source": source,
            "tiling": {"rows": 2, "cols": 2}, "scheduler": {"stats_interval_s": 0.5},
-           "output": {"dir": str(tmp_path / "out")}, **sections}
+           "output": {"dir": str(tmp_path / "out")}, "telemetry": {"allow_none": True}, **sections}
     p = tmp_path / "payload.yaml"
     p.write_text(yaml.safe_dump(cfg))
     return p
@@ -90,6 +91,21 @@ def test_run_to_the_end_of_a_folder_with_unreadable_files(tmp_path: Path, tiny_b
     page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     assert "Nothing was placed on the ground" in page and "3 frames" in page
     assert "skipped an unreadable frame (IMG_20261125_109999.jpg cannot be decoded" in out.stderr
+
+
+def test_run_without_telemetry_refuses_unless_said_on_purpose(tmp_path: Path, tiny_bundle_dir: Path) -> None:
+    folder = image_folder(tmp_path / "imgs", 2)
+    cfg = config(tmp_path, tiny_bundle_dir, {"kind": "folder", "uri": str(folder), "time_from": "rate",
+                                             "rate_hz": 1.0}, telemetry={"connection": None})
+    out = payload("run", "--config", str(cfg))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    # the reason and both fixes are in the message; nothing was started
+    for text in ("telemetry.connection is not set", "no position", "--no-telemetry", "telemetry.allow_none: true"):
+        assert text in out.stderr, text
+    assert not (tmp_path / "out" / "classifications.jsonl").exists()
+    out = payload("run", "--config", str(cfg), "--no-telemetry")
+    assert out.returncode == 0, out.stderr
+    assert len((tmp_path / "out" / "classifications.jsonl").read_text().splitlines()) == 2
 
 
 def test_run_with_a_camera_that_will_not_open(tmp_path: Path, tiny_bundle_dir: Path) -> None:

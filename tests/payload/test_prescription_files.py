@@ -28,6 +28,8 @@ from tests.payload.test_map import LABELS, ORIGIN, survey_looks
 pyogrio = pytest.importorskip("pyogrio")
 isoxml_io = pytest.importorskip("isoxml.util.isoxml_io")
 
+WITH_GPKG = ["shp", "gpkg", "isoxml"]  # gpkg is selectable, not a default (the drone extra lacks pyogrio)
+
 
 def _map() -> DiseaseMap:
     dm = DiseaseMap(default_sensor_model("healthy", LABELS), MapSection(), ORIGIN)
@@ -91,7 +93,7 @@ def test_short_names_are_8_3(tmp_path: Path, dmap: DiseaseMap) -> None:
 
 
 def test_geopackage_layers(tmp_path: Path, dmap: DiseaseMap) -> None:
-    write_prescription(tmp_path, dmap, PrescriptionSection(grid_cell_m=5.0))
+    write_prescription(tmp_path, dmap, PrescriptionSection(grid_cell_m=5.0, formats=WITH_GPKG))
     path = tmp_path / "zones.gpkg"
     layers = {name: kind for name, kind in pyogrio.list_layers(path)}
     assert layers == {"treatment_zones": "Polygon", "disease_zones": "MultiPolygon", "scout": "Point",
@@ -294,7 +296,7 @@ def test_a_grid_with_more_cells_than_the_terminal_takes_is_left_out_or_refused(t
                                                                              dmap: DiseaseMap) -> None:
     """A strict terminal counts a grid Shapefile's cells as zones; cells cannot be merged, so `merge` leaves the
     grid Shapefile out (and says so) and `refuse` writes nothing."""
-    merge = PrescriptionSection(grid_cell_m=5.0, terminal={"max_zones": 100})
+    merge = PrescriptionSection(grid_cell_m=5.0, terminal={"max_zones": 100}, formats=WITH_GPKG)
     res = write_prescription(tmp_path, dmap, merge)
     assert res.grid is not None and res.grid.shape[0] * res.grid.shape[1] > 100
     assert (tmp_path / "prescription.zip").is_file() and not (tmp_path / "prescription_grid.zip").exists()
@@ -318,9 +320,50 @@ def test_a_drone_without_gdal_skips_only_the_geopackage(tmp_path: Path, dmap: Di
 
     monkeypatch.setitem(sys.modules, "pyogrio", None)  # `import pyogrio` raises ImportError, as on the drone
     monkeypatch.setitem(sys.modules, "pyogrio.raw", None)
-    res = write_prescription(tmp_path, dmap, PrescriptionSection())
+    res = write_prescription(tmp_path, dmap, PrescriptionSection(formats=WITH_GPKG))
     assert not (tmp_path / "zones.gpkg").exists()
     assert len(res.skipped) == 1 and "payload export" in res.skipped[0] and "--prescription" in res.skipped[0]
     for name in ("prescription.zip", "TASKDATA/TASKDATA.XML", "treatment.geojson", "scout.csv"):
         assert (tmp_path / name).is_file(), name
     assert json.loads((tmp_path / "prescription.json").read_text())["skipped"] == res.skipped
+
+
+def test_default_formats_are_what_the_drone_writes_and_gpkg_without_pyogrio_warns(
+        tmp_path: Path, dmap: DiseaseMap, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The defaults never take the error path on the drone; choosing gpkg there is said when the config loads."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pyogrio", None)  # as on the drone
+    monkeypatch.setitem(sys.modules, "pyogrio.raw", None)
+    res = write_prescription(tmp_path, dmap, PrescriptionSection())
+    assert PrescriptionSection().formats == ["shp", "isoxml"] and res.skipped == []
+    assert not (tmp_path / "zones.gpkg").exists() and (tmp_path / "prescription.zip").is_file()
+    caplog.clear()
+    PrescriptionSection(formats=WITH_GPKG)
+    said = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert "prescription.formats has gpkg, but pyogrio is not installed" in said
+    assert "Remove gpkg from prescription.formats, or install pyogrio" in said
+
+
+def test_placeholder_rates_are_said_in_the_files_and_the_log(tmp_path: Path, dmap: DiseaseMap,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """rates: {} gives every zone default_rate: an on/off map. The attributes, prescription.json and the log
+    say so; with a rate set they say "set" and nothing is warned."""
+    caplog.set_level("WARNING", logger="payload.sinks.prescription")
+    write_prescription(tmp_path, dmap, PrescriptionSection(formats=WITH_GPKG))
+    feats = json.loads((tmp_path / "treatment.geojson").read_text())["features"]
+    assert feats and all(f["properties"]["rates"] == "placeholder" for f in feats)
+    _m, _f, _g, cols = pyogrio.raw.read(tmp_path / "zones.gpkg", layer="treatment_zones")
+    names = pyogrio.read_info(tmp_path / "zones.gpkg", layer="treatment_zones")["fields"].tolist()
+    assert list(cols[names.index("rates")]) == ["placeholder"] * len(feats)
+    rx = json.loads((tmp_path / "prescription.json").read_text())
+    assert rx["rates_placeholder"] is True and rx["placeholder_rate_classes"] == ["rust"]
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("rates not set (prescription.rates is empty)" in m and "on/off map" in m for m in warned), warned
+
+    caplog.clear()
+    write_prescription(tmp_path, dmap, PrescriptionSection(rates={"rust": 2.5}))
+    feats = json.loads((tmp_path / "treatment.geojson").read_text())["features"]
+    assert all(f["properties"]["rates"] == "set" for f in feats)
+    assert json.loads((tmp_path / "prescription.json").read_text())["rates_placeholder"] is False
+    assert not [r for r in caplog.records if "rate" in r.getMessage() and r.levelname == "WARNING"]

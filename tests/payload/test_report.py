@@ -158,3 +158,48 @@ def test_an_empty_folder_still_gives_a_page(tmp_path: Path) -> None:
     path = write_report(tmp_path)
     page = path.read_text(encoding="utf-8")
     assert path.name == REPORT_HTML and "Nothing was placed on the ground" in page and "No disease zone" in page
+
+
+def test_the_first_lines_say_what_the_model_is_and_that_rates_are_placeholders(folder: Path, tmp_path: Path) -> None:
+    """A demo bundle (random backbone, synthetic canopy images, no working resolution) and a prescription whose
+    rates nobody set: all of it is said before the map, and kept for `payload export`, which has no card."""
+    import shutil
+
+    out = tmp_path / "demo"
+    shutil.copytree(folder, out)
+    lat, lon, _ = ORIGIN.to_geodetic(PATCH[0], PATCH[1], 0.0)
+    d = 15.0 / 111_000.0
+    ring = [[lon - d, lat - d], [lon + d, lat - d], [lon + d, lat + d], [lon - d, lat + d], [lon - d, lat - d]]
+    fc = {"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {
+        "id": "T1", "class": "rust", "rate": 1.0, "unit": "l/ha", "rates": "placeholder"},
+        "geometry": {"type": "Polygon", "coordinates": [ring]}}]}
+    (out / "treatment.geojson").write_text(json.dumps(fc))
+    card = {"profile": "quick", "classes": ["healthy", "rust"], "input": {"width": 96, "height": 96},
+            "backbone_weights": "none (random init)", "warnings": ["backbone weights: none (random init): demo"],
+            "working_gsd_mm": None,
+            "training": {"weights": "none", "data": {"source": "synthetic"},
+                         "config": {"data": {"source": "synthetic", "generator": "canopy"}}}}
+    page = write_report(out, ReportSection(crops_per_zone=0), card).read_text(encoding="utf-8")
+    head = page[:page.index("<h2>Map</h2>")]
+    for text in ("model warning:</strong> backbone weights: none (random init): demo",
+                 "backbone pretrained: <strong>no</strong>: random init", "training data: synthetic (canopy generator)",
+                 "working ground resolution: not stated", "rates not set: on/off map"):
+        assert text in head, text
+    facts = json.loads((out / "report_facts.json").read_text())
+    assert facts["rates_placeholder"] is True and facts["model"]["backbone_pretrained"] is False
+    # `payload export` rewrites the page without the card: the facts recorded with the flight are reused
+    head = write_report(out).read_text(encoding="utf-8").split("<h2>Map</h2>")[0]
+    assert "random init" in head and "synthetic (canopy generator)" in head
+
+    # a flying model: pretrained, a folder of real images, a stated resolution; rates set
+    fc["features"][0]["properties"]["rates"] = "set"
+    (out / "treatment.geojson").write_text(json.dumps(fc))
+    card = {**card, "warnings": [], "working_gsd_mm": 4.0, "backbone_weights": "imagenet",
+            "training": {"weights": "imagenet", "data": {"source": "folder"},
+                         "config": {"data": {"source": "folder", "folder": "/data/plantvillage"}}}}
+    head = write_report(out, ReportSection(crops_per_zone=0), card).read_text(encoding="utf-8").split(
+        "<h2>Map</h2>")[0]
+    for text in ("backbone pretrained: yes (imagenet)", "training data: folder (/data/plantvillage)",
+                 "working ground resolution: 4.00 mm per model-input pixel"):
+        assert text in head, text
+    assert "model warning" not in head and "rates not set" not in head

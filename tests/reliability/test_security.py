@@ -53,7 +53,7 @@ def test_payload_run_opens_no_listening_port(tmp_path: Path, tiny_tpu_bundle_dir
            "source": {"kind": "folder", "uri": str(frames), "time_from": "filename", "realtime": True,
                       "rate_hz": 50},
            "tiling": {"rows": 1, "cols": 2}, "output": {"dir": str(tmp_path / "out")},
-           "preflight": {"min_free_disk_mb": 1}}
+           "telemetry": {"allow_none": True}, "preflight": {"min_free_disk_mb": 1}}
     cfg_path = tmp_path / "p.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     proc = subprocess.Popen([sys.executable, "-m", "payload", "run", "--config", str(cfg_path)], cwd=ROOT,
@@ -229,7 +229,7 @@ def test_payload_run_with_a_bad_output_dir_exits_2(tmp_path: Path, tiny_bundle_d
     cfg_path = tmp_path / "p.yaml"
     cfg_path.write_text(yaml.safe_dump({"model": {"bundle": str(bundle), "backend": "cpu"},
                                         "source": {"kind": "folder", "uri": str(tmp_path)},
-                                        "output": {"dir": str(blocker)}}))
+                                        "output": {"dir": str(blocker)}, "telemetry": {"allow_none": True}}))
     proc = subprocess.run([sys.executable, "-m", "payload", "run", "--config", str(cfg_path)], cwd=ROOT,
                           capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert proc.returncode == 2, proc.stderr[-2000:]

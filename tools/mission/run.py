@@ -137,7 +137,8 @@ def payload_config(plan: MissionPlan, s: Scenario, vehicle_url: str, camera_url:
         "sinks": {"crops": True, "layers_interval_s": 5.0},
         "alerts": {"enabled": True, "min_interval_s": 2.0},
         # the grid prescription too, so one mission shows every terminal file (docs/PRESCRIPTIONS.md)
-        "prescription": {"grid_cell_m": 5.0},
+        # and zones.gpkg: the mission runs on the workstation (pyogrio), not in the drone's defaults
+        "prescription": {"grid_cell_m": 5.0, "formats": ["shp", "gpkg", "isoxml"]},
         "preflight": {"min_free_disk_mb": 50.0, "wait_fix_s": 5.0},
     }
 
