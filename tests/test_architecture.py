@@ -242,3 +242,15 @@ def test_no_module_imports_another_modules_private_names() -> None:
                 bad += [f"{p.relative_to(ROOT)}:{node.lineno} imports {node.module}.{a.name}"
                         for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
     assert not bad, "\n".join(bad)
+
+
+def test_the_config_and_the_geotag_handler_stay_small() -> None:
+    """Issue 24's limits: plugins carry their settings, so config.py only assembles; the handler only hands on."""
+    import ast
+
+    config_lines = len((ROOT / "payload" / "config.py").read_text(encoding="utf-8").splitlines())
+    assert config_lines < 300, f"payload/config.py has {config_lines} lines: move a section beside its plugin"
+    tree = ast.parse((ROOT / "payload" / "pipeline" / "geotag.py").read_text(encoding="utf-8"))
+    (handler,) = [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "GeotagHandler"]
+    size = (handler.end_lineno or handler.lineno) - handler.lineno + 1
+    assert size < 120, f"GeotagHandler has {size} lines: it should turn results into looks and records, no more"

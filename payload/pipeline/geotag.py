@@ -37,10 +37,9 @@ log = logging.getLogger(__name__)
 class GeotagHandler:
     """ResultHandler (payload/types.py) turning each frame into looks and detections for its sinks and map.
 
-    `telemetry` is where poses come from (None: every look is flagged no_telemetry); `status` is the
-    ground-station link for the disk guard's and the sinks' messages (default: the telemetry, when it
-    can send). `sensor` is the bundle's sensor model (default: the documented default table). `sinks`,
-    `dmap`, `disk` and `site` are built from the config when not handed in (the runner hands them in).
+    `telemetry` gives poses (None: every look is flagged no_telemetry); `status` is the ground-station
+    link for the disk guard's and sinks' messages (default: the telemetry, when it can send); `sensor`
+    is the bundle's sensor model; `sinks`, `dmap`, `disk` and `site` come from the config unless handed in.
     """
 
     def __init__(self, cfg: PayloadConfig, *, labels: Sequence[str], model_sha256: str,
