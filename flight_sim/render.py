@@ -228,8 +228,16 @@ class WorldRenderer:
         return self.render(pose_at(t_s), t_s, pose_at(t_s + MOTION_DT_S))
 
     def render_labels(self, pose: Pose, gm: GroundMap | None = None) -> np.ndarray:
-        """The true class index of every frame pixel (255 outside the field or above the horizon)."""
-        return self.scene(pose, 0.0, gm).labels
+        """The true class index of every frame pixel (255 outside the field or above the horizon).
+
+        Only the ground points are needed, not the shading: truth beside every rendered frame
+        (`flight-sim render`, tile evaluation) costs a projection, not a second render.
+        """
+        gm = gm or self.ground_map(pose)
+        labels = np.full(gm.sky.shape, LABEL_OUTSIDE, np.uint8)
+        ground = ~gm.sky
+        labels[ground] = self.world.labels(gm.east[ground], gm.north[ground])
+        return labels
 
 
 def build_world(s: Scenario) -> World:

@@ -107,6 +107,18 @@ class TrainingTextureWorld:
     def _colrow(self, e: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return e / self.m_per_px - 0.5, (self.height_m - n) / self.m_per_px - 0.5
 
+    def labels(self, east_m: Any, north_m: Any) -> np.ndarray:
+        """The painted label raster at the points (LABEL_OUTSIDE outside the field), as World.labels."""
+        e = np.asarray(east_m, np.float64).ravel()
+        n = np.asarray(north_m, np.float64).ravel()
+        bad = ~(np.isfinite(e) & np.isfinite(n))
+        e, n = np.where(bad, -1000.0, e), np.where(bad, -1000.0, n)
+        inside = (e >= 0) & (e <= self.width_m) & (n >= 0) & (n <= self.height_m)
+        col, row = self._colrow(e, n)
+        ci = np.clip(np.rint(col), 0, self._labels.shape[1] - 1).astype(np.intp)
+        ri = np.clip(np.rint(row), 0, self._labels.shape[0] - 1).astype(np.intp)
+        return np.where(inside, self._labels[ri, ci], LABEL_OUTSIDE).astype(np.uint8)
+
     def shade(self, east_m: Any, north_m: Any, footprint_m: Any = None, t_s: float = 0.0) -> Shaded:
         """The painted field at the points (metres from the south-west corner); footprint and time are ignored."""
         e = np.asarray(east_m, np.float64).ravel()

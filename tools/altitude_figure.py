@@ -51,7 +51,7 @@ def draw(scenario_path: Path, gsd_mm: float, model_px: int, patch_index: int, ou
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from flight_sim.render import WorldRenderer
+    from flight_sim.render import WorldRenderer, build_world
     from flight_sim.scenario import load_scenario
     from payload.geo.frames import enu_to_geodetic
     from payload.types import Pose
@@ -60,8 +60,8 @@ def draw(scenario_path: Path, gsd_mm: float, model_px: int, patch_index: int, ou
     if not 0 <= patch_index < len(s.patches):
         raise FigureError(f"--patch {patch_index}: the scenario has {len(s.patches)} patches (0..{len(s.patches) - 1})")
     p = s.patches[patch_index]
-    r = WorldRenderer.for_scenario(s)
-    f_px = float(r.cam.K[0, 0])
+    world = build_world(s)
+    f_px = float(s.camera.model().K[0, 0])
     tile_px = s.camera.width / s.camera.tile_cols
     work = working_height_m(gsd_mm, f_px, tile_px, model_px)
     heights = [work / 2.0, work, work * 4.0]
@@ -70,7 +70,7 @@ def draw(scenario_path: Path, gsd_mm: float, model_px: int, patch_index: int, ou
     for k, (name, h) in enumerate(zip(names, heights, strict=True)):
         lat, lon, alt = enu_to_geodetic(p.east_m, p.north_m, h, s.origin.lat, s.origin.lon, s.origin.alt)
         pose = Pose(float(lat), float(lon), float(alt), 0.0, 0.0, 0.0)
-        r.fx = type(r.fx)((s.camera.height, s.camera.width), s.camera.noise_sigma, s.seed) if r.fx else None
+        r = WorldRenderer.for_scenario(s, world)  # each height a fresh camera: its exposure meters anew
         img = r.render(pose)
         labels = r.render_labels(pose)
         frame_gsd = h / f_px * 1000.0

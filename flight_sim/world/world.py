@@ -153,6 +153,26 @@ class World:
         parts = [self._shade(e[i:i + CHUNK], n[i:i + CHUNK], w[i:i + CHUNK], t_s) for i in range(0, e.size, CHUNK)]
         return Shaded(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("rgb", "leaf", "diseased", "labels")))
 
+    def labels(self, east_m: np.ndarray, north_m: np.ndarray) -> np.ndarray:
+        """The true class index at each point (as `shade` gives it), without shading: truth costs no render.
+
+        Labels depend on where a point is (the field, the patches' infected regions), never on light or
+        footprint, so a label frame needs only the ground points.
+        """
+        e = np.ascontiguousarray(east_m, dtype=np.float32).ravel()
+        n = np.ascontiguousarray(north_m, dtype=np.float32).ravel()
+        bad = ~(np.isfinite(e) & np.isfinite(n))
+        e, n = np.where(bad, F32(-1000.0), e), np.where(bad, F32(-1000.0), n)
+        inside = (e >= 0) & (e <= F32(self.width_m)) & (n >= 0) & (n <= F32(self.height_m))
+        cls, inc, _ = self.patches.at(e, n)
+        return self._labels(cls, inc, inside)
+
+    @staticmethod
+    def _labels(cls: np.ndarray, inc: np.ndarray, inside: np.ndarray) -> np.ndarray:
+        labels = np.where(inc > 0, cls, np.uint8(0)).astype(np.uint8)
+        labels[~inside] = LABEL_OUTSIDE
+        return labels
+
     def _shade(self, e: np.ndarray, n: np.ndarray, w: np.ndarray, t_s: float) -> Shaded:
         sun = sun_at(self.light, t_s)
         inside = (e >= 0) & (e <= F32(self.width_m)) & (n >= 0) & (n <= F32(self.height_m))
@@ -169,8 +189,7 @@ class World:
         rmat = self._materials(self._refl, sun.sun_rgb, sun.sky_rgb)
         lin = _mix_materials(wmat, rmat)
         cls, inc, sev = self.patches.at(e, n)
-        labels = np.where(inc > 0, cls, np.uint8(0)).astype(np.uint8)
-        labels[~inside] = LABEL_OUTSIDE
+        labels = self._labels(cls, inc, inside)
         diseased = np.zeros_like(e)
         sub = np.flatnonzero((inc > 0) & inside)
         if sub.size:

@@ -134,6 +134,9 @@ def test_labels_inside_patch_outside_field():
     assert s.labels.tolist() == [mildew, mildew, 0, rust, rust, 0, LABEL_OUTSIDE, LABEL_OUTSIDE, LABEL_OUTSIDE]
     assert s.leaf[6:].max() == 0.0 and s.diseased[6:].max() == 0.0
     assert s.diseased[[2, 5]].max() == 0.0
+    # the label function alone gives the same truth (NaN: no ground, outside)
+    assert w.labels(e, n).tolist() == s.labels.tolist()
+    assert w.labels(np.array([np.nan]), np.array([1.0])).tolist() == [LABEL_OUTSIDE]
 
 
 @pytest.mark.parametrize(("kind", "spacing"), [("wheat", 0.175), ("soybean", 0.76), ("cucurbit", 1.8),
