@@ -244,6 +244,7 @@ def open_replica_pool(bundle: Bundle, devices: list[str], isolate: bool) -> Repl
     if bundle.edgetpu_model is None:
         raise EdgeTpuUnavailable(f"the bundle has no {EDGETPU_MODEL} ({_why_no_model(bundle)})")
     delegate_library()
+    openers: list[Callable[[], Classifier]]
     if isolate:
         openers = [functools.partial(open_edgetpu_isolated, bundle, d, restarts=0) for d in devices]
     else:

@@ -77,7 +77,11 @@ class ReplicaPool:
         for dev, err in errors:
             log.warning("Edge TPU %s did not open (%s); flying with %d of %d devices", dev, err, len(live),
                         len(self.members))
-        self.input_size: tuple[int, int] = tuple(live[0].clf.input_size)  # type: ignore[union-attr,assignment]
+        first = live[0].clf
+        assert first is not None
+        self.input_size: tuple[int, int] = (int(first.input_size[0]), int(first.input_size[1]))
+        self.name = ""
+        self._rename()
 
     def _open_all(self) -> list[tuple[str, BaseException]]:
         """Open every member at once (each child takes seconds to start); return the failures."""
@@ -97,13 +101,12 @@ class ReplicaPool:
         order = [m.device for m in self.members]
         return sorted(errors, key=lambda e: order.index(e[0]))
 
-    @property
-    def name(self) -> str:
-        """What the stats and the log call the backend: the live devices out of all, and one member's name."""
-        live = [m for m in self.members if m.clf is not None]
-        first = live[0].clf.name if live and live[0].clf is not None else "none live"
+    def _rename(self) -> None:
+        """`name` (what the stats and the log call the backend): the live devices out of all, one member's name."""
+        live = [m.clf for m in self.members if m.clf is not None]
+        first = live[0].name if live else "none live"
         devs = ", ".join(m.device + ("" if m.clf is not None else " (down)") for m in self.members)
-        return f"edgetpu pool, {len(live)} of {len(self.members)} devices [{devs}]: {first}"
+        self.name = f"edgetpu pool, {len(live)} of {len(self.members)} devices [{devs}]: {first}"
 
     @property
     def alive(self) -> int:
@@ -180,6 +183,7 @@ class ReplicaPool:
         m.faults.append(text)
         with self._lock:
             m.clf = None
+            self._rename()
         with contextlib.suppress(Exception):
             clf.close()
         others = self.alive
@@ -203,6 +207,7 @@ class ReplicaPool:
                     new.close()
                 else:
                     m.clf = new
+                    self._rename()
                 m.reopening = None
             log.warning("Edge TPU %s is back: %s", m.device, new.name)
 
@@ -221,6 +226,7 @@ class ReplicaPool:
             if clf is not None:
                 with contextlib.suppress(Exception):
                     clf.close()
+        self._rename()
 
 
 class SegmentPipeline:
