@@ -11,6 +11,10 @@ an exception inside the child, and garbage output (wrong shape, NaN/inf, scores 
 first fault the child is killed and restarted once and the whole batch (the frame in flight) is run
 again. On a fault after that the wrapper raises `IsolatedBackendError`; the scheduler's fallback then
 opens the CPU backend and re-runs the same frame there, so the frame is not lost.
+
+A child may also run one segment of a pipeline (payload/backends/pool.py): its classifier then carries
+an `IoSpec` (what it takes and gives per item, the raw tensor that crosses its cut), the tiles go over
+the pipe with their dtype, and the parent checks each answer against the spec instead of the score rules.
 """
 
 from __future__ import annotations
