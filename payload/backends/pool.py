@@ -40,8 +40,9 @@ from payload.backends.isolated import IsolatedBackendError
 
 log = logging.getLogger("payload.backend.pool")
 
-# how long a member thread waits on an empty queue before it looks again whether the frame is done
-_POLL_S = 0.02
+# how long a member thread waits on an empty queue before it looks again whether the frame is done (the
+# member that finishes the frame's last tile wakes the others at once; this is only the backstop)
+_POLL_S = 0.5
 
 
 @dataclass
@@ -137,7 +138,7 @@ class ReplicaPool:
         work: queue.SimpleQueue[int] = queue.SimpleQueue()
         for i in pending:
             work.put(i)
-        state = {"done": 0, "alive": len(live)}
+        state = {"done": 0}
         target = len(pending)
 
         def serve(m: _Member) -> None:
@@ -151,18 +152,22 @@ class ReplicaPool:
                     i = work.get(timeout=_POLL_S)
                 except queue.Empty:
                     continue
+                if i < 0:  # the frame is done: woken so as not to sit out the poll
+                    return
                 try:
                     scores = clf.classify_batch(tiles[i : i + 1])
                 except Exception as err:  # noqa: BLE001 - the tile goes back; the member is down
                     work.put(i)
-                    with self._lock:
-                        state["alive"] -= 1
                     self._lost(m, clf, err)
                     return
                 out[i] = scores[0]
                 m.tiles += 1
                 with self._lock:
                     state["done"] += 1
+                    last = state["done"] == target
+                if last:
+                    for _ in live:
+                        work.put(-1)
 
         threads = [threading.Thread(target=serve, args=(m,), name=f"tpu-{m.device}") for m in live]
         for t in threads:
@@ -172,9 +177,11 @@ class ReplicaPool:
         left: list[int] = []
         while True:
             try:
-                left.append(work.get_nowait())
+                i = work.get_nowait()
             except queue.Empty:
                 break
+            if i >= 0:
+                left.append(i)
         return sorted(left)
 
     def _lost(self, m: _Member, clf: Classifier, err: BaseException) -> None:
