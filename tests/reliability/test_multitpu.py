@@ -314,3 +314,29 @@ def test_payload_run_wiring_with_three_devices_loses_no_record(monkeypatch: pyte
     assert [r["seq"] for r in recs] == list(range(n))  # 0 records lost, in order
     assert opened.count("usb:1") == 2  # killed, then reopened
     print(f"RUNNER POOL: {n}/{n} records; devices opened {opened}")
+
+
+def test_open_classifier_gives_a_segmented_bundle_a_pipeline(segmented_bundle: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process (`payload classify`): the selection itself picks the pipeline for a segmented bundle, one
+    delegate per device, segment k on devices[k]; `all` with three devices found does the same."""
+    from payload.backends import open_classifier
+    from payload.backends.cpu import CpuClassifier
+    from tests.payload import doubles
+    from tests.payload.doubles import Calls
+
+    calls = Calls()
+    doubles.install_pycoral(monkeypatch, Calls(), tpus=[{"type": "usb", "path": "a"}, {"type": "usb", "path": "b"},
+                                                        {"type": "pci", "path": "/dev/apex_0"}])
+    monkeypatch.setattr("payload.backends.edgetpu._pycoral_edgetpu", lambda: None)  # the load_delegate path
+    doubles.install_runtime(monkeypatch, "ai_edge_litert", doubles.fake_runtime("ai_edge_litert", calls))
+    bundle = load_bundle(segmented_bundle)
+    clf = open_classifier(bundle, "edgetpu", "all")
+    try:
+        assert isinstance(clf, SegmentPipeline) and clf.devices == DEVICES
+        assert [o["device"] for _, o in calls.load_delegate] == DEVICES
+        assert [Path(i["model_path"]).name for i in calls.interpreters] == [p.name for p in bundle.edgetpu_segments]
+        batch = distinct_tiles(bundle, 6)
+        np.testing.assert_array_equal(clf.classify_batch(batch), CpuClassifier(bundle, 1).classify_batch(batch))
+    finally:
+        clf.close()
