@@ -5,6 +5,10 @@ pycoral has no wheels for Python >= 3.10 on Coral's index (community builds exis
 so the direct path is the same thing without the dependency. Loading fails as OSError when
 libedgetpu is not installed and as ValueError ("Failed to load delegate") when it is installed but no
 accelerator answers; both become EdgeTpuUnavailable with the fix in the message.
+
+`model.device` may name several devices (payload/backends/devices.py reads it): an ordinary bundle then
+runs as the same model on each (a `ReplicaPool`), a bundle compiled into N segments as a pipeline of N
+devices (a `SegmentPipeline`, whose children run `EdgeTpuSegment`); payload/backends/pool.py runs both.
 """
 
 from __future__ import annotations
@@ -39,7 +43,6 @@ from payload.configio import StrictModel
 from payload.errors import BundleError
 
 log = logging.getLogger("payload.backend")
-
 
 
 class EdgeTpuSettings(StrictModel):
