@@ -371,7 +371,7 @@ def run_build(
         if not cpu_only:
             try:
                 written = attach_edgetpu(out, cfg.edgetpu.compiler, cfg.edgetpu.min_runtime_version,
-                                         cfg.edgetpu.timeout_s)
+                                         cfg.edgetpu.timeout_s, cfg.edgetpu.num_segments)
             except CompilerError as err:
                 compiler_error = err
                 written = json.loads((out / CARD).read_text())
@@ -383,8 +383,11 @@ def run_build(
 
 
 def attach_edgetpu(bundle: Path, compiler: str = "edgetpu_compiler", min_runtime: int = 14,
-                   timeout_s: float = 600) -> dict[str, Any]:
+                   timeout_s: float = 600, num_segments: int = 1) -> dict[str, Any]:
     """Compile a bundle's int8 model and rewrite the bundle with the Edge TPU model, log and summary.
+
+    With `num_segments` > 1 the bundle carries the compiler's N segment models and logs instead
+    (payload/bundle.py `EDGETPU_SEGMENT`), every one hashed in the card's file table like any file.
 
     Works on any complete bundle, so an int8 bundle built where the compiler is missing can be
     compiled later on a machine that has it. On failure the bundle is rewritten without any
@@ -405,7 +408,7 @@ def attach_edgetpu(bundle: Path, compiler: str = "edgetpu_compiler", min_runtime
         summary: dict[str, Any] | None = None
         try:
             log.info("running edgetpu_compiler on %s", bundle / INT8_NAME)
-            summary = run_compiler(staging / INT8_NAME, staging, compiler, min_runtime, timeout_s)
+            summary = run_compiler(staging / INT8_NAME, staging, compiler, min_runtime, timeout_s, num_segments)
             check_mapped(summary)
         except CompilerError as err:
             for stray in staging.glob("*_edgetpu.*"):
@@ -418,7 +421,8 @@ def attach_edgetpu(bundle: Path, compiler: str = "edgetpu_compiler", min_runtime
             card = card.model_copy(update={"edgetpu": edgetpu, "tools": tools})
             finalize(staging, bundle, card)
             raise
-        edgetpu.update(compiled=True, cpu_only=False, reason=None, summary=summary, min_runtime_version=min_runtime)
+        edgetpu.update(compiled=True, cpu_only=False, reason=None, summary=summary, min_runtime_version=min_runtime,
+                       num_segments=max(num_segments, 1), model_files=summary["model_files"])
         card = card.model_copy(
             update={"edgetpu": edgetpu, "tools": (card.tools or {}) | {"edgetpu_compiler": summary.get("version")}}
         )

@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compiler", default="edgetpu_compiler", help="edgetpu_compiler name or path")
     p.add_argument("--min-runtime", type=int, default=14, help="Edge TPU runtime version to target (default 14)")
     p.add_argument("--timeout", type=float, default=600, help="seconds before the compiler is stopped")
+    p.add_argument("--num-segments", type=int, default=1,
+                   help="compile into N segments, one per Edge TPU, run by the payload as a pipeline (default 1)")
 
     p = sub.add_parser("validate-config", help="check a build YAML file and print it resolved")
     p.add_argument("config", help="path of the build YAML file")
@@ -110,10 +112,11 @@ def _check(args: argparse.Namespace) -> int:
 def _compile_bundle(args: argparse.Namespace) -> int:
     from .build import attach_edgetpu
 
-    card = attach_edgetpu(Path(args.bundle), args.compiler, args.min_runtime, args.timeout)
+    card = attach_edgetpu(Path(args.bundle), args.compiler, args.min_runtime, args.timeout, args.num_segments)
     s = card["edgetpu"]["summary"]
     print(f"{args.bundle}: compiled with edgetpu_compiler {s.get('version')}: {s.get('ops_on_tpu')} ops on the "
-          f"Edge TPU, {s.get('ops_on_cpu')} on the CPU")
+          f"Edge TPU, {s.get('ops_on_cpu')} on the CPU"
+          + (f", in {s['num_segments']} segments" if s.get("num_segments", 1) > 1 else ""))
     return 0
 
 

@@ -215,6 +215,10 @@ class EdgeTpuConfig(StrictModel):
     min_runtime_version: int = Field(14, ge=10, le=16)
     timeout_s: float = Field(600.0, gt=0)
     cpu_only: bool = False
+    # `edgetpu_compiler --num_segments N`: the model cut into N segments, one per Edge TPU, which the
+    # payload runs as a pipeline (model.device must then name N devices). Worth it when the parameters
+    # do not fit one chip's ~8 MB cache (docs/CORAL.md); 1 = one whole model (one device, or a pool).
+    num_segments: int = Field(1, ge=1, le=8)
 
 
 class BuildConfig(StrictModel):

@@ -117,13 +117,64 @@ _FAILURE_HINTS = {
 }
 
 
+def segment_stem(stem: str, k: int, n: int) -> str:
+    """The compiler's name for segment k of n of a model named `stem` (google-coral/edgetpu#557)."""
+    return f"{stem}_segment_{k}_of_{n}"
+
+
+def split_segments(stdout: str) -> list[str]:
+    """The compiler's stdout cut into one block per compiled model: each starts at its timeout timer line."""
+    marker = "Started a compilation timeout timer"
+    starts = [i for i, line in enumerate(stdout.splitlines()) if line.startswith(marker)]
+    lines = stdout.splitlines()
+    if not starts:
+        return [stdout]
+    return ["\n".join(lines[a:b]) for a, b in zip(starts, [*starts[1:], len(lines)], strict=True)]
+
+
+def combine_segments(parts: list[dict[str, Any]], version: str | None) -> dict[str, Any]:
+    """One summary of N segments: op counts and streamed bytes added up, subgraphs counted, each kept."""
+    def total(key: str) -> int | None:
+        vals = [p[key] for p in parts]
+        return None if any(v is None for v in vals) else int(sum(vals))
+
+    ops: dict[str, dict[str, Any]] = {}
+    for p in parts:
+        for name, row in p["ops"].items():
+            acc = ops.setdefault(name, {"tpu": 0, "cpu": 0, "cpu_reasons": {}})
+            acc["tpu"] += row["tpu"]
+            acc["cpu"] += row["cpu"]
+            for reason, c in row["cpu_reasons"].items():
+                acc["cpu_reasons"][reason] = acc["cpu_reasons"].get(reason, 0) + c
+    out: dict[str, Any] = {
+        "version": version, "compile_ms": total("compile_ms"),
+        "subgraphs": total("subgraphs"), "total_ops": total("total_ops"), "ops_on_tpu": total("ops_on_tpu"),
+        "ops_on_cpu": total("ops_on_cpu"), "on_chip_bytes": total("on_chip_bytes"),
+        "off_chip_bytes": total("off_chip_bytes"), "ops": ops,
+        # a segment that maps nothing is a CPU model in the pipeline: the whole is then not compiled
+        "fully_mapped": all(p["fully_mapped"] for p in parts),
+        "segments": parts,
+    }
+    if any(p["subgraphs"] == 0 for p in parts):
+        out["subgraphs"] = 0
+    return out
+
+
 def run_compiler(
-    model: Path, out_dir: Path, compiler: str = "edgetpu_compiler", min_runtime: int = 14, timeout_s: float = 600
+    model: Path, out_dir: Path, compiler: str = "edgetpu_compiler", min_runtime: int = 14, timeout_s: float = 600,
+    num_segments: int = 1,
 ) -> dict[str, Any]:
-    """Compile `model` into `out_dir`; return the parsed summary plus the file paths written."""
+    """Compile `model` into `out_dir`; return the parsed summary plus the file paths written.
+
+    With `num_segments` > 1 the compiler writes one model and one log per segment,
+    NAME_segment_K_of_N_edgetpu.tflite/.log, and reports each in its own block of stdout; the summary
+    then adds them up and keeps each under `segments`, and `model_files` lists them in order.
+    """
     exe = find_compiler(compiler)
     out_dir.mkdir(parents=True, exist_ok=True)
     cmd = [exe, "-s", "-m", str(min_runtime), "-o", str(out_dir), str(model)]
+    if num_segments > 1:
+        cmd[1:1] = ["-n", str(num_segments)]
     log.info("running %s", " ".join(cmd))
     try:
         proc = subprocess.run(  # noqa: S603 - fixed argv, no shell
@@ -137,18 +188,32 @@ def run_compiler(
     except OSError as err:
         raise CompilerError(f"edgetpu_compiler at {exe} could not be started ({err}); reinstall it") from None
     stem = model.stem
-    out_model = out_dir / f"{stem}_edgetpu.tflite"
-    out_log = out_dir / f"{stem}_edgetpu.log"
-    log_text = out_log.read_text(encoding="utf-8", errors="replace") if out_log.is_file() else ""
+    stems = [stem] if num_segments <= 1 else [segment_stem(stem, k, num_segments) for k in range(num_segments)]
+    out_models = [out_dir / f"{s}_edgetpu.tflite" for s in stems]
+    out_logs = [out_dir / f"{s}_edgetpu.log" for s in stems]
+    log_texts = [p.read_text(encoding="utf-8", errors="replace") if p.is_file() else "" for p in out_logs]
     text = proc.stdout + "\n" + proc.stderr
-    if proc.returncode != 0 or "Compilation succeeded" not in proc.stdout or not out_model.is_file():
+    succeeded = proc.stdout.count("Compilation succeeded") >= len(stems)
+    if proc.returncode != 0 or not succeeded or not all(p.is_file() for p in out_models):
         markers = ("rror", "Invalid", "not quantized", "Didn't find", "could not be parsed", "Aborting")
         lines = [ln.strip() for ln in text.splitlines() if any(m in ln for m in markers)]
         detail = " / ".join(dict.fromkeys(lines)) or (text.strip().splitlines() or ["no output"])[-1]
         hint = next((h for k, h in _FAILURE_HINTS.items() if k in text), "see the compiler output above")
         raise CompilerError(f"edgetpu_compiler failed (exit {proc.returncode}): {detail}; {hint}")
-    summary = parse_output(proc.stdout, log_text)
+    if num_segments <= 1:
+        summary = parse_output(proc.stdout, log_texts[0])
+    else:
+        blocks = split_segments(proc.stdout)
+        if len(blocks) != num_segments:
+            raise CompilerError(f"edgetpu_compiler -n {num_segments} reported {len(blocks)} compiled models; see its "
+                                "output above")
+        parts = [parse_output(b, lt) for b, lt in zip(blocks, log_texts, strict=True)]
+        for p, m, lg in zip(parts, out_models, out_logs, strict=True):
+            p["model_file"], p["log_file"] = m.name, lg.name if lg.is_file() else None
+        summary = combine_segments(parts, parse_output(proc.stdout)["version"])
     summary["command"] = [Path(exe).name, *cmd[1:-3], "-o", "<bundle>", model.name]
-    summary["model_file"] = out_model.name
-    summary["log_file"] = out_log.name if out_log.is_file() else None
+    summary["model_file"] = out_models[0].name if num_segments <= 1 else None
+    summary["model_files"] = [p.name for p in out_models]
+    summary["log_file"] = out_logs[0].name if out_logs[0].is_file() else None
+    summary["num_segments"] = max(num_segments, 1)
     return summary

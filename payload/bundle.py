@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,8 @@ CARD = "model_card.json"
 CPU_MODEL = "model_int8.tflite"
 EDGETPU_MODEL = "model_int8_edgetpu.tflite"
 LABELS = "labels.txt"
+# `edgetpu_compiler --num_segments N` names segment K of the int8 model exactly so (google-coral/edgetpu#557)
+EDGETPU_SEGMENT = re.compile(r"^model_int8_segment_(\d+)_of_(\d+)_edgetpu\.tflite$")
 REPORT_DIR = "report"
 FORMAT_VERSION = 1
 
@@ -53,6 +56,11 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def edgetpu_segment_name(k: int, n: int) -> str:
+    """File name of segment `k` of `n` of the Edge TPU model, as the compiler writes it."""
+    return f"model_int8_segment_{k}_of_{n}_edgetpu.tflite"
 
 
 def dequantize(raw: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
@@ -269,6 +277,8 @@ class Bundle:
     cpu_model: Path
     edgetpu_model: Path | None
     model_sha256: str
+    # the Edge TPU model compiled into segments, in pipeline order (one device each); () when not segmented
+    edgetpu_segments: tuple[Path, ...] = ()
 
     @property
     def edgetpu_note(self) -> str:
@@ -305,6 +315,28 @@ def _verify_files(root: Path, files: Mapping[str, FileEntry]) -> None:
         raise _fail(
             root, f"{EDGETPU_MODEL} is present but not listed in {CARD}", "rebuild the bundle; do not add files by hand"
         )
+    for p in sorted(root.glob("*_edgetpu.tflite")):
+        if EDGETPU_SEGMENT.match(p.name) and p.name not in files:
+            raise _fail(root, f"{p.name} is present but not listed in {CARD}",
+                        "rebuild the bundle; do not add files by hand")
+
+
+def _segments(root: Path, files: Mapping[str, FileEntry]) -> tuple[Path, ...]:
+    """The segment files the card lists, in order; every one of 0..N-1 of a single N, or a BundleError."""
+    found: dict[int, int] = {}
+    for name in files:
+        m = EDGETPU_SEGMENT.match(name)
+        if m:
+            found[int(m.group(1))] = int(m.group(2))
+    if not found:
+        return ()
+    counts = set(found.values())
+    n = max(counts)
+    if len(counts) != 1 or sorted(found) != list(range(n)):
+        names = sorted(edgetpu_segment_name(k, v) for k, v in found.items())
+        raise _fail(root, f"{CARD} lists Edge TPU segments {names}, not all N segments of one compile",
+                    "rebuild the bundle with `make edgetpu` (edgetpu.num_segments)")
+    return tuple(root / edgetpu_segment_name(k, n) for k in range(n))
 
 
 def load_bundle(path: str | Path) -> Bundle:
@@ -335,4 +367,5 @@ def load_bundle(path: str | Path) -> Bundle:
         cpu_model=root / CPU_MODEL,
         edgetpu_model=edgetpu,
         model_sha256=card.files[CPU_MODEL].sha256,
+        edgetpu_segments=_segments(root, card.files),
     )

@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle", help="model bundle folder (default: model.bundle of --config)")
     p.add_argument("--config", help="payload YAML file to take bundle/backend/device/threads from")
     p.add_argument("--backend", choices=BACKEND_NAMES, help="override model.backend")
-    p.add_argument("--device", help="Edge TPU device: usb, usb:N, pci, pci:N")
+    p.add_argument("--device", help="Edge TPU device: usb, usb:N, pci, pci:N; several: usb:0,usb:1; all")
     p.add_argument("--threads", type=int, help="CPU threads")
     p.add_argument("--json", action="store_true", help="one JSON object per image instead of text")
 
@@ -108,13 +108,14 @@ def _classify(args: argparse.Namespace) -> int:
 
 
 def _devices() -> int:
-    from payload.backends.devices import list_edge_tpus, runtime_library_status
+    from payload.backends.devices import device_strings, list_edge_tpus, runtime_library_status
 
     found, how = list_edge_tpus()
     status = runtime_library_status()
     if found:
-        for dev in found:
-            print(f"{dev.type}\t{dev.path}\t{dev.detail}")
+        # the first column is what model.device takes (`all` = every line)
+        for name, dev in zip(device_strings(found), found, strict=True):
+            print(f"{name}\t{dev.type}\t{dev.path}\t{dev.detail}")
         print(f"({how}; {status})")
     else:
         print(f"no Edge TPU found ({how}); {status}. The payload will run on the CPU with model.backend: auto.")

@@ -143,6 +143,27 @@ def layout_figures(cost: BundleCost, device: DeviceModel, devices: int, layout: 
     return Figures(sum(stages), 1.0 / max(stages))
 
 
+def runtime_layout_notes(segments: int, tpus: int, layout: Layout) -> list[str]:
+    """Where the real payload would run this bundle on `tpus` devices differently from the modelled layout.
+
+    The payload (payload/backends/pool.py) runs a bundle compiled into N segments only as a pipeline of
+    N devices (more are left idle, fewer refuse to open), and an unsegmented bundle only as replicas
+    (model.device listing several devices); the model cuts any bundle into ideal equal segments. Empty
+    when the two agree.
+    """
+    notes = []
+    if segments > 1 and layout == "replicas":
+        notes.append(f"the bundle is compiled into {segments} segments: the payload runs it only as a pipeline of "
+                     f"{segments} devices, not as {tpus} replica(s)")
+    elif segments > 1 and tpus != segments:
+        notes.append(f"the bundle is compiled into {segments} segments: the payload uses {segments} devices "
+                     + (f"and leaves {tpus - segments} idle" if tpus > segments else f"and refuses {tpus}"))
+    elif segments <= 1 and layout == "pipeline" and tpus > 1:
+        notes.append(f"the bundle is not compiled into segments: the payload runs it as {tpus} replicas; the modelled "
+                     f"pipeline is what a build with edgetpu.num_segments: {tpus} would fly, cut into equal shares")
+    return notes
+
+
 def batch_s(cost: BundleCost, device: DeviceModel, devices: int, layout: Layout, n_tiles: int) -> float:
     """Seconds the modelled chips take for one frame's `n_tiles`."""
     if layout == "replicas":

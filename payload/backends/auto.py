@@ -9,6 +9,7 @@ from typing import Protocol
 
 from payload.backends.base import Classifier, register_backend
 from payload.backends.cpu import CpuClassifier, CpuSettings
+from payload.backends.devices import DeviceStringError
 from payload.backends.edgetpu import EdgeTpuSettings, EdgeTpuUnavailable, open_edgetpu, tpu_model_name
 from payload.bundle import Bundle
 
@@ -25,6 +26,8 @@ class _AutoSettings(Protocol):
 def _open_auto(bundle: Bundle, s: _AutoSettings, isolate: bool) -> Classifier:
     try:
         clf = open_edgetpu(bundle, s.device, isolate)
+    except DeviceStringError:
+        raise  # a typo in model.device is fixed on the ground, not flown around on the CPU
     except EdgeTpuUnavailable as err:
         cpu = CpuClassifier(bundle, s.num_threads)
         log.warning("backend auto: Edge TPU not used: %s; falling back to %s running %s", err, cpu.name,

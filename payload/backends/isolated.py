@@ -11,6 +11,10 @@ an exception inside the child, and garbage output (wrong shape, NaN/inf, scores 
 first fault the child is killed and restarted once and the whole batch (the frame in flight) is run
 again. On a fault after that the wrapper raises `IsolatedBackendError`; the scheduler's fallback then
 opens the CPU backend and re-runs the same frame there, so the frame is not lost.
+
+A child may also run one segment of a pipeline (payload/backends/pool.py): its classifier then carries
+an `IoSpec` (what it takes and gives per item, the raw tensor that crosses its cut), the tiles go over
+the pipe with their dtype, and the parent checks each answer against the spec instead of the score rules.
 """
 
 from __future__ import annotations
@@ -59,6 +63,21 @@ class FaultEvent:
     recovered_s: float | None = None  # fault detection -> batch answered again by a new child
 
 
+@dataclass(frozen=True)
+class IoSpec:
+    """What a child that is not a whole classifier takes and gives per item (one Edge TPU segment of a pipeline).
+
+    A child without one takes uint8 tiles and answers scores (the `Classifier` surface); a segment child
+    takes the previous segment's raw output tensor and answers its own, so the parent checks each answer
+    against this instead of against the score rules.
+    """
+
+    in_shape: tuple[int, ...]
+    in_dtype: str
+    out_shape: tuple[int, ...]
+    out_dtype: str
+
+
 # -- child side ----------------------------------------------------------------------------------------
 
 
@@ -71,10 +90,14 @@ def _child_main(conn: Connection, factory: Callable[..., Classifier], args: tupl
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         clf = factory(*args)
+        spec: IoSpec | None = getattr(clf, "io_spec", None)
         if warmup:
-            h, w = clf.input_size
-            clf.classify_batch(np.zeros((1, h, w, 3), dtype=np.uint8))
-        conn.send(("ready", clf.name, tuple(clf.input_size)))
+            if spec is None:
+                h, w = clf.input_size
+                clf.classify_batch(np.zeros((1, h, w, 3), dtype=np.uint8))
+            else:
+                clf.classify_batch(np.zeros((1, *spec.in_shape), dtype=spec.in_dtype))
+        conn.send(("ready", clf.name, tuple(clf.input_size), spec))
     except BaseException as err:  # noqa: BLE001 - everything goes back to the parent
         with contextlib.suppress(Exception):
             conn.send(("error", _picklable(err), traceback.format_exc()))
@@ -87,8 +110,8 @@ def _child_main(conn: Connection, factory: Callable[..., Classifier], args: tupl
                 return  # the parent is gone or closed the pipe
             if header is None:
                 return
-            shape = tuple(header)
-            tiles = np.frombuffer(conn.recv_bytes(), dtype=np.uint8).reshape(shape)
+            shape, dtype = tuple(header[0]), np.dtype(header[1])
+            tiles = np.frombuffer(conn.recv_bytes(), dtype=dtype).reshape(shape)
             for i in range(shape[0]):
                 try:
                     scores = np.asarray(clf.classify_batch(tiles[i : i + 1]))
@@ -149,6 +172,7 @@ class IsolatedClassifier:
         self._failed: str | None = None
         self.child_name = "?"
         self.input_size: tuple[int, int] = (0, 0)
+        self.io_spec: IoSpec | None = None
         self.name = "isolated (starting)"
         self._start()
 
@@ -169,7 +193,7 @@ class IsolatedClassifier:
         if msg[0] == "error":
             self._kill()
             raise msg[1]
-        _, self.child_name, size = msg
+        _, self.child_name, size, self.io_spec = msg
         self.input_size = (int(size[0]), int(size[1]))
         self.name = f"{self.child_name} [isolated, pid {proc.pid}]"
         log.info("backend child started: %s", self.name)
@@ -226,12 +250,16 @@ class IsolatedClassifier:
         conn = self._conn
         assert conn is not None
         try:
-            conn.send(tiles.shape)
+            conn.send((tiles.shape, tiles.dtype.str))
             conn.send_bytes(np.ascontiguousarray(tiles).data.cast("B"))
         except (OSError, ValueError) as err:
             raise ChildFaultError("died", self._death(err)) from None
         n = tiles.shape[0]
-        out = np.empty((n, self.n_classes), dtype=np.float32)
+        spec = self.io_spec
+        if spec is not None and not self._scores_out(spec):
+            out = np.empty((n, *spec.out_shape), dtype=np.dtype(spec.out_dtype))
+        else:
+            out = np.empty((n, self.n_classes), dtype=np.float32)
         for i in range(n):
             msg = self._recv(time.monotonic() + self.tile_deadline_s, f"classifying tile {i + 1} of {n}")
             if msg[0] == "error":
@@ -241,7 +269,14 @@ class IsolatedClassifier:
             out[i] = self._check(msg[2], i)
         return out
 
+    def _scores_out(self, spec: IoSpec) -> bool:
+        """Whether a segment child answers scores (the last segment of a pipeline)."""
+        return spec.out_shape == (self.n_classes,) and np.dtype(spec.out_dtype) == np.float32
+
     def _check(self, scores: Any, i: int) -> np.ndarray:
+        spec = self.io_spec
+        if spec is not None and not self._scores_out(spec):
+            return self._check_tensor(scores, i, spec)
         arr = np.asarray(scores)
         if arr.shape != (1, self.n_classes):
             raise ChildFaultError("garbage", f"tile {i}: scores of shape {arr.shape}, expected (1, {self.n_classes})")
@@ -254,13 +289,29 @@ class IsolatedClassifier:
             raise ChildFaultError("garbage", f"tile {i}: scores outside 0-1 {arr.tolist()}")
         return arr[0]
 
+    def _check_tensor(self, raw: Any, i: int, spec: IoSpec) -> np.ndarray:
+        """A segment's output: exactly the shape and dtype its model declares (else garbage)."""
+        arr = np.asarray(raw)
+        if arr.shape != (1, *spec.out_shape) or arr.dtype != np.dtype(spec.out_dtype):
+            raise ChildFaultError("garbage", f"item {i}: output {arr.dtype} {arr.shape}, expected "
+                                  f"{spec.out_dtype} {(1, *spec.out_shape)}")
+        return arr[0]
+
+    def _check_input(self, tiles: np.ndarray) -> None:
+        spec = self.io_spec
+        if spec is not None:
+            if tiles.dtype != np.dtype(spec.in_dtype) or tiles.shape[1:] != spec.in_shape:
+                raise ValueError(f"input must be {spec.in_dtype} (N, {', '.join(map(str, spec.in_shape))}), got "
+                                 f"{tiles.dtype} {tiles.shape}")
+        elif tiles.dtype != np.uint8 or tiles.ndim != 4 or tiles.shape[1:] != (*self.input_size, 3):
+            raise ValueError(f"tiles must be uint8 (N, {self.input_size[0]}, {self.input_size[1]}, 3), got "
+                             f"{tiles.dtype} {tiles.shape}")
+
     def classify_batch(self, tiles: np.ndarray) -> np.ndarray:
         """Classify in the child; on a fault restart it once and re-run this batch, then give up."""
         if self._failed is not None:
             raise IsolatedBackendError(self._failed)
-        if tiles.dtype != np.uint8 or tiles.ndim != 4 or tiles.shape[1:] != (*self.input_size, 3):
-            raise ValueError(f"tiles must be uint8 (N, {self.input_size[0]}, {self.input_size[1]}, 3), got "
-                             f"{tiles.dtype} {tiles.shape}")
+        self._check_input(tiles)
         t0 = time.monotonic()
         try:
             return self._run_once(tiles)

@@ -15,12 +15,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from compile.build import attach_edgetpu
 from compile.bundle import verify_bundle
 from compile.edgetpu import find_compiler, memory_bytes, parse_output, run_compiler
 from compile.errors import CompilerError, CompilerNotFoundError, NothingMappedError
+from payload.errors import BundleError
 from tests.payload import tinymodel
 
 HERE = Path(__file__).resolve().parent
@@ -130,6 +132,95 @@ def test_segments_are_named_as_the_real_tool_names_them(models: dict[str, Path],
     assert "Output model: model_segment_1_of_2_edgetpu.tflite" in out
     assert "Operation log: model_segment_0_of_2_edgetpu.log" in out
     assert out.count("Compilation succeeded!") == 2
+
+
+def _chain(paths: list[Path], x: np.ndarray) -> np.ndarray:
+    """Run `x` through the models in `paths` one after the other, each output the next one's input."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    for p in paths:
+        it = Interpreter(model_path=str(p))
+        it.allocate_tensors()
+        it.set_tensor(it.get_input_details()[0]["index"], x)
+        it.invoke()
+        x = it.get_tensor(it.get_output_details()[0]["index"])
+    return x
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_segments_are_real_models_that_join_up(models: dict[str, Path], tmp_path: Path, n: int) -> None:
+    """Each segment loads on its own, takes the tensor the previous one gives, and together they compute the
+    whole model: what a pipeline of Edge TPUs runs (the double's segments carry a CPU graph, as its whole
+    model does)."""
+    from compile.tflite_check import check_model
+
+    src = tmp_path / "model.tflite"
+    src.write_bytes(models["int8"].read_bytes())
+    done = subprocess.run([str(FAKE), "-n", str(n), "model.tflite"], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    segs = [tmp_path / f"model_segment_{k}_of_{n}_edgetpu.tflite" for k in range(n)]
+    out = done.stdout.splitlines()
+    # one version line, then per segment the real tool's block (google-coral/edgetpu#557)
+    assert out[0] == "Edge TPU Compiler version 16.0.384591198" and out.count(out[0]) == 1
+    assert out.count("Started a compilation timeout timer of 180 seconds.") == n
+    totals = [int(line.rsplit(":", 1)[1]) for line in out if line.startswith("Total number of operations:")]
+    assert len(totals) == n and all(t > 0 for t in totals)
+    assert sum(totals) == len(check_model(src).ops)  # every op in exactly one segment
+    for k in range(n):
+        assert f"Input model: model_segment_{k}_of_{n}.tflite" in out
+        log_text = (tmp_path / f"model_segment_{k}_of_{n}_edgetpu.log").read_text()
+        assert f"Output: model_segment_{k}_of_{n}_edgetpu.tflite" in log_text
+    rng = np.random.default_rng(3)
+    for _ in range(4):
+        x = rng.integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
+        np.testing.assert_array_equal(_chain(segs, x), _chain([src], x))
+
+
+def test_run_compiler_with_segments(models: dict[str, Path], tmp_path: Path, monkeypatch) -> None:
+    argv_log = tmp_path / "argv.txt"
+    monkeypatch.setenv("FAKE_EDGETPU_ARGV_LOG", str(argv_log))
+    s = run_compiler(models["int8"], tmp_path / "out", str(FAKE), timeout_s=120, num_segments=2)
+    assert argv_log.read_text().split()[:2] == ["-n", "2"]
+    assert s["num_segments"] == 2 and s["model_file"] is None
+    assert s["model_files"] == ["model_int8_segment_0_of_2_edgetpu.tflite", "model_int8_segment_1_of_2_edgetpu.tflite"]
+    assert [p["model_file"] for p in s["segments"]] == s["model_files"]
+    assert s["subgraphs"] == 2 and s["fully_mapped"] is True
+    assert s["total_ops"] == sum(p["total_ops"] for p in s["segments"]) == s["ops_on_tpu"]
+
+
+def test_attach_with_segments_hashes_every_segment(bundle: Path) -> None:
+    from payload.bundle import load_bundle
+
+    card = attach_edgetpu(bundle, str(FAKE), 14, 120, num_segments=2)
+    names = ["model_int8_segment_0_of_2_edgetpu.tflite", "model_int8_segment_1_of_2_edgetpu.tflite"]
+    assert card["edgetpu"]["num_segments"] == 2 and card["edgetpu"]["model_files"] == names
+    assert set(names) <= set(card["files"]) and "model_int8_edgetpu.tflite" not in card["files"]
+    assert verify_bundle(bundle) == []
+    b = load_bundle(bundle)
+    assert [p.name for p in b.edgetpu_segments] == names and b.edgetpu_model is None
+    # a segment changed after the build is caught like any bundle file
+    seg = bundle / names[1]
+    seg.write_bytes(seg.read_bytes() + b"x")
+    with pytest.raises(BundleError, match="sha256 mismatch for model_int8_segment_1_of_2"):
+        load_bundle(bundle)
+
+
+def test_bundle_refuses_unlisted_or_incomplete_segments(bundle: Path) -> None:
+    from payload.bundle import load_bundle
+
+    attach_edgetpu(bundle, str(FAKE), 14, 120, num_segments=2)
+    stray = bundle / "model_int8_segment_2_of_3_edgetpu.tflite"
+    stray.write_bytes(b"not listed")
+    with pytest.raises(BundleError, match="model_int8_segment_2_of_3_edgetpu.tflite is present but not listed"):
+        load_bundle(bundle)
+    stray.unlink()
+    card = json.loads((bundle / "model_card.json").read_text())
+    del card["files"]["model_int8_segment_1_of_2_edgetpu.tflite"]
+    (bundle / "model_card.json").write_text(json.dumps(card))
+    (bundle / "model_int8_segment_1_of_2_edgetpu.tflite").unlink()
+    with pytest.raises(BundleError, match="not all N segments of one compile"):
+        load_bundle(bundle)
 
 
 def test_garbage_input_is_not_compiled(tmp_path: Path) -> None:

@@ -140,3 +140,21 @@ def test_the_mission_starts_the_modelled_entry_point_only_when_asked(tmp_path: P
     assert cmd[1:3] == ["-m", "tools.mission.modelled_payload"]
     assert cmd[3:9] == ["--edgetpu-model", "pcie", "--tpus", "3", "--layout", "replicas"]
     assert cmd[-3:] == ["run", "--config", str(cfg)]
+
+
+def test_the_model_says_where_the_runtime_would_run_the_bundle_otherwise() -> None:
+    """The payload runs a segmented bundle only as a pipeline of its N devices, an unsegmented one only as
+    replicas (payload/backends/pool.py); the model can do either, so it says when it departs."""
+    from tools.coral import runtime_layout_notes
+
+    assert runtime_layout_notes(1, 3, "replicas") == []
+    assert runtime_layout_notes(1, 1, "pipeline") == []  # one segment on one chip is the replica
+    assert runtime_layout_notes(3, 3, "pipeline") == []
+    (n,) = runtime_layout_notes(1, 3, "pipeline")
+    assert "runs it as 3 replicas" in n and "edgetpu.num_segments: 3" in n
+    (n,) = runtime_layout_notes(3, 2, "replicas")
+    assert "only as a pipeline of 3 devices" in n
+    (n,) = runtime_layout_notes(2, 3, "pipeline")
+    assert "leaves 1 idle" in n
+    (n,) = runtime_layout_notes(3, 2, "pipeline")
+    assert "refuses 2" in n

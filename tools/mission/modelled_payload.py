@@ -22,7 +22,17 @@ from typing import Any
 
 import numpy as np
 
-from tools.coral import EDGETPU_MODELS, LAYOUTS, BundleCost, DeviceModel, Layout, batch_s, bundle_cost, device_models
+from tools.coral import (
+    EDGETPU_MODELS,
+    LAYOUTS,
+    BundleCost,
+    DeviceModel,
+    Layout,
+    batch_s,
+    bundle_cost,
+    device_models,
+    runtime_layout_notes,
+)
 
 log = logging.getLogger("payload.backend")
 
@@ -74,6 +84,8 @@ def modelled_opener(model: str, tpus: int, layout: Layout) -> Any:
                               layout)
         log.info("backend %s (model.backend %s and device %s ignored: the mission asked for a modelled Coral)",
                  clf.name, backend, device_name)
+        for note in runtime_layout_notes(len(getattr(bundle, "edgetpu_segments", ())), tpus, layout):
+            log.warning("modelled Coral differs from the payload's runtime here: %s", note)
         return clf
 
     return open_modelled
