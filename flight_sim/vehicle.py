@@ -11,8 +11,10 @@ can check what the payload told the ground station.
 as QGroundControl does on 14550; `tcp:HOST:PORT` listens for one), routed the way ArduPilot routes
 MAVLink between its ports: the vehicle's own stream goes to both sides; every packet a payload client
 sends is forwarded to the ground station unchanged (signature included), so its camera component
-appears there; a ground station's packets go on to the payload unless they are addressed to the
-autopilot alone, and those addressed to the autopilot (or to everyone) are answered here.
+appears there, except packets addressed to the autopilot or to a system not heard on the ground
+station's side (the payload's own requests for telemetry); a ground station's packets go on to the
+payload unless addressed to the autopilot alone, and those addressed to the autopilot (or to
+everyone) are answered here.
 """
 
 from __future__ import annotations
@@ -147,6 +149,7 @@ class VehicleEndpoint:
         self.forwarded_to_gcs: Counter[str] = Counter()
         self.forwarded_to_payload: Counter[str] = Counter()
         self.gcs_received: Counter[str] = Counter()
+        self._gcs_systems: set[int] = set()  # systems heard on the ground station's side: routes to it
         self.error: BaseException | None = None
         self._closed = False
 
@@ -398,8 +401,14 @@ class VehicleEndpoint:
             if peer.gcs:
                 self._from_gcs(peer, msg)
             else:
-                self._forward(msg, self._gcs_peers, self.forwarded_to_gcs)
+                if self._routes_to_gcs(msg):
+                    self._forward(msg, self._gcs_peers, self.forwarded_to_gcs)
                 self._on_message(peer, msg)
+
+    def _routes_to_gcs(self, msg: Any) -> bool:
+        """ArduPilot's rule: a broadcast goes everywhere, a targeted packet only where its system was heard."""
+        target = getattr(msg, "target_system", 0)
+        return target == 0 or target in self._gcs_systems
 
     def _forward(self, msg: Any, peers: list[_Peer], counts: Counter[str]) -> None:
         """Pass a packet on unchanged, as an autopilot routes between its ports (a signature stays valid)."""
@@ -414,6 +423,7 @@ class VehicleEndpoint:
         """A ground station's packet: on to the payload unless addressed to the autopilot alone; answered here
         when addressed to the autopilot or to everyone."""
         self.gcs_received[msg.get_type()] += 1
+        self._gcs_systems.add(msg.get_srcSystem())
         sysid, compid = self.timeline.sysid, self.timeline.compid
         target_sys = getattr(msg, "target_system", 0)
         target_comp = getattr(msg, "target_component", 0)

@@ -3,7 +3,8 @@
 A payload client (raw MAVLink 2 over TCP, speaking as a camera component of the vehicle) and a ground
 station (tools/mission/gcs.py on UDP): the vehicle's stream and the client's packets reach the ground
 station; the ground station's command to the camera reaches the client and is not answered by the
-autopilot; its command to the autopilot is answered and not passed on.
+autopilot; its command to the autopilot is answered and not passed on, and the client's requests to the
+autopilot stay off the ground station's link.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def test_payload_packets_reach_the_ground_station_and_its_commands_come_back(sur
             camera.heartbeat_send(30, 8, 0, 0, 4)  # MAV_TYPE_CAMERA, no autopilot
             camera.camera_image_captured_send(0, 0, 0, 474000000, 85000000, 500000, 30000, [1, 0, 0, 0], 0, 1,
                                               b"file:///crops/a.jpg")
+            camera.param_request_list_send(survey.sysid, 1)  # the autopilot's business: not routed to the GCS
             client.sendall(bytes(out.buf))
             assert wait_for(lambda: gcs.received("CAMERA_IMAGE_CAPTURED"), 20.0)
             (cap,) = gcs.received("CAMERA_IMAGE_CAPTURED")
@@ -67,5 +69,6 @@ def test_payload_packets_reach_the_ground_station_and_its_commands_come_back(sur
             assert wait_for(lambda: gcs.counts["AUTOPILOT_VERSION"] > 0, 20.0)
             assert ep.forwarded_to_payload["COMMAND_LONG"] == 1
             assert ep.forwarded_to_gcs["CAMERA_IMAGE_CAPTURED"] == 1 and ep.forwarded_to_gcs["HEARTBEAT"] == 1
+            assert "PARAM_REQUEST_LIST" not in ep.forwarded_to_gcs and gcs.counts["PARAM_REQUEST_LIST"] == 0
             # what the payload sent is still recorded as before; the ground station's packets are not
-            assert [r.name for r in ep.received()] == ["HEARTBEAT", "CAMERA_IMAGE_CAPTURED"]
+            assert [r.name for r in ep.received()] == ["HEARTBEAT", "CAMERA_IMAGE_CAPTURED", "PARAM_REQUEST_LIST"]
