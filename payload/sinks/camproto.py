@@ -106,8 +106,8 @@ def _pose_fields(pose: dict[str, Any] | None, height_agl_m: float | None) -> dic
     """Time, altitudes and attitude of a captured message from a record's pose (zeros where unknown)."""
     pose = pose or {}
     alt, t_boot = _finite(pose.get("alt_m")), _finite(pose.get("t_boot_s"))
-    rpy = [_finite(pose.get(k)) for k in ("roll_deg", "pitch_deg", "yaw_deg")]
-    q = quaternion(*(math.radians(a) for a in rpy)) if all(a is not None for a in rpy) else [1.0, 0.0, 0.0, 0.0]  # type: ignore[arg-type]
+    rpy = [a for a in (_finite(pose.get(k)) for k in ("roll_deg", "pitch_deg", "yaw_deg")) if a is not None]
+    q = quaternion(*(math.radians(a) for a in rpy)) if len(rpy) == 3 else [1.0, 0.0, 0.0, 0.0]  # unknown: level
     agl = _finite(height_agl_m)
     return {"time_boot_ms": 0 if t_boot is None else int(t_boot * 1000) & 0xFFFFFFFF,
             "alt": 0 if alt is None else int(round(alt * 1000)),
