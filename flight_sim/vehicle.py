@@ -59,14 +59,15 @@ class Received:
     src_component: int
 
 
-def parse_address(addr: str) -> tuple[str, str, int]:
-    """('udp'|'tcp', host, port) from 'udp:HOST:PORT' / 'tcp:HOST:PORT' (also udpout:/tcpin:)."""
+def parse_address(addr: str, what: str = "vehicle") -> tuple[str, str, int]:
+    """('udp'|'tcp', host, port) from 'udp:HOST:PORT' / 'tcp:HOST:PORT' (also udpout:/tcpin:); `what` names the
+    link in the error (the vehicle's, or the ground station's)."""
     kind, _, rest = addr.partition(":")
     kind = {"udp": "udp", "udpout": "udp", "tcp": "tcp", "tcpin": "tcp"}.get(kind.lower(), "")
     host, _, port_s = rest.rpartition(":")
     if not kind or not host or not port_s.isdigit() or not 0 < int(port_s) < 65536:
         raise EndpointError(
-            f"bad vehicle address {addr!r}; use udp:HOST:PORT (send to a client listening there, e.g. "
+            f"bad {what} address {addr!r}; use udp:HOST:PORT (send to a client listening there, e.g. "
             "udp:127.0.0.1:14550) or tcp:HOST:PORT (listen for clients, e.g. tcp:127.0.0.1:5760)"
         )
     return kind, host, int(port_s)
@@ -114,7 +115,7 @@ class VehicleEndpoint:
         if start_s is None:
             start_s = timeline.ready_s
         self.kind, self.host, self.port = parse_address(out)
-        self.gcs = None if gcs is None else parse_address(gcs)
+        self.gcs = None if gcs is None else parse_address(gcs, "ground station (--gcs)")
         end = timeline.duration if end_s is None else min(float(end_s), timeline.duration)
         if start_s < 0 or start_s >= max(end, 1e-9) and timeline.duration > 0:
             raise EndpointError(
