@@ -58,6 +58,10 @@ def _common_run(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--end", type=float, default=None, help="end this many seconds into the flight")
     p.add_argument("--at-end", choices=("stop", "hold", "loop"), default="stop", help="what to do at the end")
     p.add_argument("--wait-client", action="store_true", help="hold the flight at its start until a client talks")
+    p.add_argument(
+        "--gcs", default=None,
+        help="a ground station's link as well: udp:HOST:PORT sends there (QGroundControl listens on 14550), "
+        "tcp:HOST:PORT listens; the payload's messages (its camera) are routed to it, as ArduPilot does")
     p.add_argument("--camera-host", default="127.0.0.1", help="where the camera stream listens")
     p.add_argument("--camera-port", type=int, default=8090, help="camera stream port (0: any free port)")
     p.add_argument(
@@ -161,6 +165,9 @@ def _start(sim: Simulation) -> None:
     print(f"vehicle: {sim.vehicle_url}  (dronekit.connect('{sim.vehicle_url}', wait_ready=True))", flush=True)
     if sim.camera_url:
         print(f"camera: {sim.camera_url}  (cv2.VideoCapture('{sim.camera_url}'))", flush=True)
+    if sim.vehicle.gcs_url:
+        print(f"ground station link: {sim.vehicle.gcs_url}  (the vehicle's stream and the payload's messages)",
+              flush=True)
 
 
 def _render(args: argparse.Namespace) -> int:
@@ -226,6 +233,7 @@ def _main(argv: Sequence[str] | None) -> int:
         camera_port=args.camera_port,
         max_camera_fps=args.max_camera_fps,
         restamp_time=args.restamp_time,
+        gcs=args.gcs,
     )
     if args.command == "replay":
         tl = read_tlog(args.tlog, sysid=args.sysid)

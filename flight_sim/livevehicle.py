@@ -24,6 +24,10 @@ MAVLink 2, signs everything it sends (link `signing_link_id`, timestamps from it
 that is not validly signed (`rejected_unverified` counts them; `received_signed` / `received_unsigned`
 count what it accepted by type). A vehicle with the wrong key is a spoofer that signs.
 `mavlink2=True` alone gives an unsigned MAVLink 2 vehicle.
+
+`gcs_port`: a ground station listening on udp:127.0.0.1:PORT as well, routed as ArduPilot routes its ports:
+the vehicle's own messages and every packet the payload sends (that the vehicle accepted) go there unchanged;
+the ground station's packets go on to the payload unless addressed to the autopilot (component 1) alone.
 """
 
 from __future__ import annotations
@@ -89,8 +93,10 @@ class LiveVehicle:
         signing_link_id: int = 0,
         signing_clock_offset_s: float = 0.0,
         mavlink2: bool = False,
+        gcs_port: int | None = None,
     ) -> None:
         self.port = port
+        self.sysid = sysid
         self.trajectory = trajectory
         self.home = home
         self.rate_hz = rate_hz
@@ -127,6 +133,17 @@ class LiveVehicle:
                 initial_timestamp=int((time.time() + signing_clock_offset_s - SIGNING_EPOCH_UNIX) * 100_000),
                 link_id=signing_link_id,
             )
+        self._gcs: Any = None
+        self.forwarded_to_gcs: dict[str, int] = {}
+        self.forwarded_to_payload: dict[str, int] = {}
+        if gcs_port is not None:
+            from pymavlink.dialects.v20 import ardupilotmega as mav2
+
+            self._gcs = mavutil.mavlink_connection(f"udpout:127.0.0.1:{gcs_port}", source_system=sysid,
+                                                   source_component=1)
+            self._gcs.mav = mav2.MAVLink(self._gcs, srcSystem=sysid, srcComponent=1)  # reads both versions
+            self._gcs.mav.robust_parsing = True
+            self._gcs.first_byte = False
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -156,7 +173,7 @@ class LiveVehicle:
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> LiveVehicle:
-        for target in (self._stream, self._receive):
+        for target in (self._stream, self._receive, *([self._receive_gcs] if self._gcs is not None else [])):
             t = threading.Thread(target=target, daemon=True, name=f"live-vehicle-{target.__name__}")
             t.start()
             self._threads.append(t)
@@ -167,6 +184,8 @@ class LiveVehicle:
         for t in self._threads:
             t.join(timeout=5)
         self._mav.close()
+        if self._gcs is not None:
+            self._gcs.close()
 
     def __enter__(self) -> LiveVehicle:
         return self.start()
@@ -178,7 +197,27 @@ class LiveVehicle:
     def _send(self, msg: Any) -> None:
         with self._lock:
             self._mav.mav.send(msg)
+            if self._gcs is not None:
+                self._gcs.write(bytes(msg.get_msgbuf()))
         self.sent_counts[msg.get_type()] = self.sent_counts.get(msg.get_type(), 0) + 1
+
+    def _forward(self, msg: Any, conn: Any, counts: dict[str, int]) -> None:
+        """Pass a packet on unchanged (its signature stays valid), as an autopilot routes between its ports."""
+        with self._lock:
+            conn.write(bytes(msg.get_msgbuf()))
+        counts[msg.get_type()] = counts.get(msg.get_type(), 0) + 1
+
+    def _receive_gcs(self) -> None:
+        while not self._stop.is_set():
+            try:
+                msg = self._gcs.recv_match(blocking=True, timeout=0.1)
+            except OSError:
+                continue
+            if msg is None or msg.get_type() == "BAD_DATA":
+                continue
+            if getattr(msg, "target_system", 0) == self.sysid and getattr(msg, "target_component", 0) == 1:
+                continue  # the autopilot's own business: this double answers only the payload
+            self._forward(msg, self._mav, self.forwarded_to_payload)
 
     def _heartbeat(self) -> None:
         self._send(
@@ -263,6 +302,8 @@ class LiveVehicle:
             if msg is None:
                 continue
             self._count(msg)
+            if self._gcs is not None and msg.get_type() != "BAD_DATA":
+                self._forward(msg, self._gcs, self.forwarded_to_gcs)
             handler = self._handlers.get(msg.get_type())
             if handler is not None:
                 handler(msg)

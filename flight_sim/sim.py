@@ -69,7 +69,9 @@ class Simulation:
         max_camera_fps: float = 30.0,
         restamp_time: bool = False,
         world: World | Any | None = None,
+        gcs: str | None = None,
     ) -> None:
+        """gcs: a ground-station-side link (udp:HOST:PORT sends there), routed as an autopilot routes its ports."""
         self.timeline = timeline
         self.scenario = scenario
         self.vehicle = VehicleEndpoint(
@@ -81,6 +83,7 @@ class Simulation:
             at_end=at_end,
             wait_for_client=wait_for_client,
             restamp_time=restamp_time,
+            gcs=gcs,
         )
         self.clock = self.vehicle.clock
         self.rig: CameraRig | None = None

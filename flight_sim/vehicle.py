@@ -6,6 +6,15 @@ thread runs a select loop: it sends the timeline's messages when the shared SimC
 them and answers what dronekit asks during `wait_ready` (parameters, capabilities), so the client
 never hangs. Everything the clients send is recorded (`received()`, `statustexts()`) so tests
 can check what the payload told the ground station.
+
+`gcs`: a second, ground-station-side link (`udp:HOST:PORT` sends to a ground station listening there,
+as QGroundControl does on 14550; `tcp:HOST:PORT` listens for one), routed the way ArduPilot routes
+MAVLink between its ports: the vehicle's own stream goes to both sides; every packet a payload client
+sends is forwarded to the ground station unchanged (signature included), so its camera component
+appears there, except packets addressed to the autopilot or to a system not heard on the ground
+station's side (the payload's own requests for telemetry); a ground station's packets go on to the
+payload unless addressed to the autopilot alone, and those addressed to the autopilot (or to
+everyone) are answered here.
 """
 
 from __future__ import annotations
@@ -50,25 +59,29 @@ class Received:
     src_component: int
 
 
-def parse_address(addr: str) -> tuple[str, str, int]:
-    """('udp'|'tcp', host, port) from 'udp:HOST:PORT' / 'tcp:HOST:PORT' (also udpout:/tcpin:)."""
+def parse_address(addr: str, what: str = "vehicle") -> tuple[str, str, int]:
+    """('udp'|'tcp', host, port) from 'udp:HOST:PORT' / 'tcp:HOST:PORT' (also udpout:/tcpin:); `what` names the
+    link in the error (the vehicle's, or the ground station's)."""
     kind, _, rest = addr.partition(":")
     kind = {"udp": "udp", "udpout": "udp", "tcp": "tcp", "tcpin": "tcp"}.get(kind.lower(), "")
     host, _, port_s = rest.rpartition(":")
     if not kind or not host or not port_s.isdigit() or not 0 < int(port_s) < 65536:
         raise EndpointError(
-            f"bad vehicle address {addr!r}; use udp:HOST:PORT (send to a client listening there, e.g. "
+            f"bad {what} address {addr!r}; use udp:HOST:PORT (send to a client listening there, e.g. "
             "udp:127.0.0.1:14550) or tcp:HOST:PORT (listen for clients, e.g. tcp:127.0.0.1:5760)"
         )
     return kind, host, int(port_s)
 
 
 class _Peer:
-    """One client: where to send, and its own MAVLink parser (a stream may split packets)."""
+    """One client: where to send, and its own MAVLink parser (a stream may split packets).
 
-    def __init__(self, sock: socket.socket, addr: tuple[str, int] | None) -> None:
+    `gcs`: the peer is on the ground-station side (the second link), not the payload's."""
+
+    def __init__(self, sock: socket.socket, addr: tuple[str, int] | None, gcs: bool = False) -> None:
         self.sock = sock
         self.addr = addr
+        self.gcs = gcs
         self.parser = mav.new_parser()
 
 
@@ -87,8 +100,11 @@ class VehicleEndpoint:
         hold_period_s: float = 1.0,
         clock: SimClock | None = None,
         restamp_time: bool = False,
+        gcs: str | None = None,
     ) -> None:
         """start_s None: where the vehicle's state is first complete (Timeline.ready_s).
+
+        gcs: the ground-station-side link's address (udp:HOST:PORT or tcp:HOST:PORT), None for none.
 
         restamp_time: rewrite the autopilot clock fields (time_boot_ms, GPS time_usec, SYSTEM_TIME)
         to tick with the wall clock from the moment of sending. At speed x the recorded stamps
@@ -99,6 +115,7 @@ class VehicleEndpoint:
         if start_s is None:
             start_s = timeline.ready_s
         self.kind, self.host, self.port = parse_address(out)
+        self.gcs = None if gcs is None else parse_address(gcs, "ground station (--gcs)")
         end = timeline.duration if end_s is None else min(float(end_s), timeline.duration)
         if start_s < 0 or start_s >= max(end, 1e-9) and timeline.duration > 0:
             raise EndpointError(
@@ -128,6 +145,12 @@ class VehicleEndpoint:
         self._listener: socket.socket | None = None
         self._udp: socket.socket | None = None
         self._peers: list[_Peer] = []
+        self._gcs_peers: list[_Peer] = []
+        self._gcs_listener: socket.socket | None = None
+        self.forwarded_to_gcs: Counter[str] = Counter()
+        self.forwarded_to_payload: Counter[str] = Counter()
+        self.gcs_received: Counter[str] = Counter()
+        self._gcs_systems: set[int] = set()  # systems heard on the ground station's side: routes to it
         self.error: BaseException | None = None
         self._closed = False
 
@@ -157,9 +180,39 @@ class VehicleEndpoint:
             self._udp = udp
             self._peers.append(_Peer(udp, (self.host, self.port)))
             self._sel.register(udp, selectors.EVENT_READ, "udp")
+        if self.gcs is not None:
+            self._open_gcs(*self.gcs)
         self._thread = threading.Thread(target=self._run_safe, name="flight-sim-vehicle", daemon=True)
         self._thread.start()
         return self
+
+    def _open_gcs(self, kind: str, host: str, port: int) -> None:
+        """The ground-station side: a UDP socket sending to HOST:PORT, or a TCP port a ground station connects to."""
+        if kind == "tcp":
+            srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                srv.bind((host, port))
+            except OSError as err:
+                srv.close()
+                self.stop()
+                raise _bind_error("tcp", host, port, err) from None
+            srv.listen(4)
+            srv.setblocking(False)
+            self._gcs_listener = srv
+            self._sel.register(srv, selectors.EVENT_READ, "gcs_accept")
+            return
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.1" if host in ("localhost", "127.0.0.1") else "", 0))
+        udp.setblocking(False)
+        peer = _Peer(udp, ("127.0.0.1" if host == "localhost" else host, port), gcs=True)
+        self._gcs_peers.append(peer)
+        self._sel.register(udp, selectors.EVENT_READ, peer)
+
+    @property
+    def gcs_url(self) -> str | None:
+        """The ground-station link's address, None without one."""
+        return None if self.gcs is None else f"{self.gcs[0]}:{self.gcs[1]}:{self.gcs[2]}"
 
     def stop(self) -> None:
         """Stop streaming and close every socket."""
@@ -275,7 +328,7 @@ class VehicleEndpoint:
         data = self.encoder.pack(name, fields)
         self.sent_counts[name] += 1
         self.last_sent[name] = fields
-        for p in [peer] if peer is not None else list(self._peers):
+        for p in [peer] if peer is not None else [*self._peers, *self._gcs_peers]:
             self._write(p, data)
 
     def _write(self, p: _Peer, data: bytes) -> None:
@@ -292,33 +345,42 @@ class VehicleEndpoint:
                 self._drop(p)
 
     def _drop(self, p: _Peer) -> None:
-        if p in self._peers:
-            self._peers.remove(p)
+        peers = self._gcs_peers if p.gcs else self._peers
+        if p in peers:
+            peers.remove(p)
             try:
                 self._sel.unregister(p.sock)
             except (KeyError, ValueError):
                 pass
             p.sock.close()
 
-    def _on_readable(self, key: selectors.SelectorKey) -> None:
-        if key.data == "accept":
-            assert self._listener is not None
-            try:
-                conn, addr = self._listener.accept()
-            except BlockingIOError:
-                return
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn.settimeout(2.0)
-            peer = _Peer(conn, None)
-            self._peers.append(peer)
-            self._sel.register(conn, selectors.EVENT_READ, peer)
-            log.info("client connected from %s:%s", *addr[:2])
-            if not self.clock.started:
-                self.clock.begin()
-            self._send_state(self.clock.now())
+    def _accept(self, listener: socket.socket, gcs: bool) -> None:
+        try:
+            conn, addr = listener.accept()
+        except BlockingIOError:
             return
-        if key.data == "udp":
-            peer = self._peers[0]
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.settimeout(2.0)
+        peer = _Peer(conn, None, gcs=gcs)
+        (self._gcs_peers if gcs else self._peers).append(peer)
+        self._sel.register(conn, selectors.EVENT_READ, peer)
+        log.info("%s connected from %s:%s", "ground station" if gcs else "client", *addr[:2])
+        if gcs:
+            self._send_state(self.clock.now() if self.clock.started else self.clock.start_s)
+            return
+        if not self.clock.started:
+            self.clock.begin()
+        self._send_state(self.clock.now())
+
+    def _on_readable(self, key: selectors.SelectorKey) -> None:
+        if key.data in ("accept", "gcs_accept"):
+            gcs = key.data == "gcs_accept"
+            listener = self._gcs_listener if gcs else self._listener
+            assert listener is not None
+            self._accept(listener, gcs)
+            return
+        if key.data == "udp" or (isinstance(key.data, _Peer) and key.data.sock.type == socket.SOCK_DGRAM):
+            peer = self._peers[0] if key.data == "udp" else key.data
             try:
                 data, _addr = peer.sock.recvfrom(65536)
             except (BlockingIOError, ConnectionRefusedError, OSError):
@@ -335,25 +397,65 @@ class VehicleEndpoint:
                 return
         msgs = peer.parser.parse_buffer(data) or []
         for msg in msgs:
-            if msg.get_type() != "BAD_DATA":
+            if msg.get_type() == "BAD_DATA":
+                continue
+            if peer.gcs:
+                self._from_gcs(peer, msg)
+            else:
+                if self._routes_to_gcs(msg):
+                    self._forward(msg, self._gcs_peers, self.forwarded_to_gcs)
                 self._on_message(peer, msg)
+
+    def _routes_to_gcs(self, msg: Any) -> bool:
+        """ArduPilot's rule: a broadcast goes everywhere, a targeted packet only where its system was heard."""
+        target = getattr(msg, "target_system", 0)
+        return target == 0 or target in self._gcs_systems
+
+    def _forward(self, msg: Any, peers: list[_Peer], counts: Counter[str]) -> None:
+        """Pass a packet on unchanged, as an autopilot routes between its ports (a signature stays valid)."""
+        if not peers:
+            return
+        data = bytes(msg.get_msgbuf())
+        for p in list(peers):
+            self._write(p, data)
+        counts[msg.get_type()] += 1
+
+    def _from_gcs(self, peer: _Peer, msg: Any) -> None:
+        """A ground station's packet: on to the payload unless addressed to the autopilot alone; answered here
+        when addressed to the autopilot or to everyone."""
+        self.gcs_received[msg.get_type()] += 1
+        self._gcs_systems.add(msg.get_srcSystem())
+        sysid, compid = self.timeline.sysid, self.timeline.compid
+        target_sys = getattr(msg, "target_system", 0)
+        target_comp = getattr(msg, "target_component", 0)
+        if not (target_sys == sysid and target_comp == compid):
+            self._forward(msg, self._peers, self.forwarded_to_payload)
+        if target_sys in (0, sysid) and target_comp in (0, compid):
+            self._on_message(peer, msg)
+
+    def _addressed_to_us(self, fields: dict[str, Any]) -> bool:
+        """To this autopilot or to everyone; not to another system, nor to another component (the payload's
+        camera: routed, not answered here)."""
+        return (fields.get("target_system", 0) in (0, self.timeline.sysid)
+                and fields.get("target_component", 0) in (0, self.timeline.compid))
 
     def _on_message(self, peer: _Peer, msg: Any) -> None:
         name = msg.get_type()
-        if not self.clock.started:
+        if not self.clock.started and not peer.gcs:
             self.clock.begin()
         try:
             fields = mav.fields_of(msg)
         except KeyError:  # a MAVLink 2-only message: keep what pymavlink decoded
             fields = msg.to_dict()
             fields.pop("mavpackettype", None)
-        rec = Received(time.monotonic(), self.clock.now(), name, fields, msg.get_srcSystem(), msg.get_srcComponent())
-        with self._lock:
-            self._received.append(rec)
+        if not peer.gcs:  # what the payload sent (tests read it as what the ground station was told)
+            rec = Received(time.monotonic(), self.clock.now(), name, fields, msg.get_srcSystem(),
+                           msg.get_srcComponent())
+            with self._lock:
+                self._received.append(rec)
         if name == "STATUSTEXT":
             log.info("payload says (severity %s): %s", fields.get("severity"), fields.get("text"))
-        target = fields.get("target_system", 0)
-        if target not in (0, self.timeline.sysid):
+        if not self._addressed_to_us(fields):
             return
         if name == "PARAM_REQUEST_LIST":
             for i in range(len(self.params)):

@@ -11,6 +11,7 @@ Conventions (the simulator renders with the same ones the payload inverts):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -134,6 +135,39 @@ class StatusSender(Protocol):
 
     def send_statustext(self, severity: int, text: str) -> bool:
         """Send now; False when no link took it (callers retry or queue)."""
+        ...
+
+
+# A command addressed to a component of ours -> (MAV_RESULT, messages to send after the COMMAND_ACK).
+CommandAnswer = tuple[int, list[tuple[str, dict[str, Any]]]]
+CommandHandler = Callable[[int, list[float]], CommandAnswer | None]
+
+
+class ComponentLink(Protocol):
+    """The payload speaking as one more MAVLink component of the vehicle (e.g. the camera, id 100)."""
+
+    @property
+    def system_id(self) -> int | None:
+        """The system id this component sends with (the vehicle's), None before it is known."""
+        ...
+
+    def send(self, name: str, fields: dict[str, Any]) -> bool:
+        """Encode message `name` (MAVLink 2, signed when the link signs) and queue it; False without a link."""
+        ...
+
+    def close(self) -> None:
+        """Stop announcing the component (no more heartbeats, commands to it go unanswered)."""
+        ...
+
+
+@runtime_checkable
+class ComponentHost(Protocol):
+    """A link the payload can add components to: the ground station then sees a camera beside the autopilot."""
+
+    def open_component(self, component_id: int, mav_type: int, on_command: CommandHandler) -> ComponentLink:
+        """Announce a component (HEARTBEAT of `mav_type` at 1 Hz) and route the COMMAND_LONGs addressed to it to
+        `on_command(command, params)`; its answer is acknowledged (COMMAND_ACK) and its messages sent. A None
+        answer means the command is not ours to answer (acknowledged MAV_RESULT_UNSUPPORTED)."""
         ...
 
 

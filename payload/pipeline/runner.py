@@ -49,9 +49,12 @@ def open_pose_source(cfg: PayloadConfig) -> Telemetry | None:
     """
     if not cfg.telemetry.connection:
         return None
+    from payload.sinks.camproto import wants_mavlink2
     from payload.vehicle.telemetry import Telemetry  # dronekit and pymavlink load only when a link is configured
 
-    telemetry = Telemetry(cfg.telemetry)
+    # the camera component's messages and a ground station's commands to it are MAVLink 2: the parser must
+    # read MAVLink 2 before the first packet, so this is decided before the sinks exist
+    telemetry = Telemetry(cfg.telemetry, mavlink2=wants_mavlink2(cfg))
     telemetry.start_background()
     return telemetry
 
@@ -97,7 +100,7 @@ def build_geotag_handler(
                          send=telemetry.send_statustext if telemetry is not None else None)
         snapshot: list[GeotagHandler] = []  # the handler, once built: the layers read its zone snapshot
         sinks = build_sinks(SinkContext(cfg, out, lambda: snapshot[0].zone_snapshot() if snapshot else [],
-                                        telemetry, disk.crops_allowed, map=dmap))
+                                        telemetry, disk.crops_allowed, map=dmap, model_sha256=model_sha256))
         handler = GeotagHandler(cfg, labels=labels, model_sha256=model_sha256, telemetry=telemetry, out_dir=out,
                                 owns_telemetry=telemetry is not None, status=telemetry, dmap=dmap, disk=disk,
                                 sinks=sinks, site=site)

@@ -116,6 +116,7 @@ class SinkContext:
     clock: Callable[[], float] = time.monotonic  # flight time, for intervals
     built: dict[str, DetectionSink] = field(default_factory=dict)  # the sinks built before this one, by name
     map: MapKind | None = None  # the run's disease map (the product sinks write from it at close)
+    model_sha256: str = ""  # the bundle's model, for what names it (the camera's model_name)
 
     def settings(self, kind: type[S]) -> S:
         """The config section a sink registered, by its settings class."""

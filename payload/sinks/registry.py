@@ -23,6 +23,7 @@ from payload.geo.mapkind import MapKind
 # the sink modules, one line each: importing one registers its sink (base.py `register_sink`)
 from payload.sinks import (
     alerts,  # noqa: F401 - registers itself
+    camproto,  # noqa: F401 - registers itself
     crops,  # noqa: F401 - registers itself
     jsonl,  # noqa: F401 - registers itself
     layers,  # noqa: F401 - registers itself

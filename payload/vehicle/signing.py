@@ -141,6 +141,15 @@ class LinkSigning:
             "unsigned packets ACCEPTED" if self.allow_unsigned else "unsigned packets dropped",
         )
 
+    def sign_encoder(self, mav: Any) -> None:
+        """Sign everything a second encoder on the same connection sends (another component of ours, e.g. the
+        camera): the same key and link id, its own timestamps. Receivers keep one timestamp per (link, system,
+        component), so the component's stream is its own and needs no ordering with the main one's."""
+        mav.signing.secret_key = self._key
+        mav.signing.link_id = self.link_id
+        mav.signing.sign_outgoing = True
+        mav.signing.timestamp = max(signing_timestamp(), self.timestamp + 1, int(mav.signing.timestamp) + 1)
+
     def _check_signature(self, msgbuf: bytearray, src_system: int, src_component: int) -> bool:
         """pymavlink's check, in the safe order: signature, then timestamp, then remember the timestamp."""
         state = self._state

@@ -22,6 +22,8 @@ from typing import Any
 from payload.errors import TelemetryError
 from payload.keyfile import read_signing_key
 from payload.settings.telemetry import TelemetrySection
+from payload.types import CommandHandler, ComponentLink
+from payload.vehicle.component import MavComponent
 from payload.vehicle.decoders import DECODERS, Rx
 from payload.vehicle.mavpatch import diagnose_handshake, frame_udp_datagrams, release_handshake
 from payload.vehicle.poseinterp import PoseEstimate, StateBuffer
@@ -129,8 +131,12 @@ def open_vehicle(
 class Telemetry:
     """A supervised dronekit link whose listeners feed a StateBuffer; `state_at` reads it."""
 
-    def __init__(self, cfg: TelemetrySection) -> None:
+    def __init__(self, cfg: TelemetrySection, *, mavlink2: bool = False) -> None:
+        """`mavlink2`: parse MAVLink 2 from the first packet, for components of ours (the camera protocol's
+        messages and a ground station's commands to it are MAVLink 2 only); signing implies it."""
         self.cfg = cfg
+        self._mavlink2 = mavlink2
+        self._components: list[MavComponent] = []
         origin = None if cfg.origin is None else (cfg.origin.lat, cfg.origin.lon, cfg.origin.alt)
         self.buffer = StateBuffer(horizon_s=cfg.buffer_s, gps_lag_s=cfg.gps_lag_s, frame=cfg.frame,
                                   frame_name=cfg.frame_name, origin=origin)
@@ -172,7 +178,7 @@ class Telemetry:
             raise TelemetryError(
                 "telemetry: no connection configured; set telemetry.connection (e.g. udp:127.0.0.1:14550)"
             )
-        if self.signing is not None:
+        if self.signing is not None or self._mavlink2:
             use_mavlink2()  # before the connection exists: its parser must be MAVLink 2 from the start
         t0 = time.monotonic()
         before = None if self.signing is None else self.signing.counters()
@@ -217,6 +223,8 @@ class Telemetry:
 
     def close(self) -> None:
         """Stop supervising and close the link."""
+        for comp in self._components:
+            comp.close()
         self._stop.set()
         if self._supervisor is not None:
             self._supervisor.join(timeout=self.cfg.connect_timeout_s + 5)
@@ -261,6 +269,7 @@ class Telemetry:
             "reconnect_count": self.reconnect_count,
             "samples": self.buffer.counts(),
             "signing": self._signing_summary(),
+            "components": [c.summary() for c in self._components],
         }
 
     def _estimator_summary(self) -> dict[str, Any] | None:
@@ -313,6 +322,21 @@ class Telemetry:
             "unsigned_past_parser": self.unsigned_past_parser,
         }
 
+    def open_component(self, component_id: int, mav_type: int, on_command: CommandHandler) -> ComponentLink:
+        """A component of ours beside the autopilot (types.py `ComponentHost`): it sends with the vehicle's
+        system id, heartbeats at 1 Hz while the link is up, and answers the COMMAND_LONGs addressed to it."""
+        if not self._mavlink2 and self.signing is None:
+            self._mavlink2 = True
+            if self.vehicle is not None:
+                log.warning("telemetry: a MAVLink component was added after the link opened with a MAVLink 1 "
+                            "parser: a ground station's MAVLink 2 commands to it are lost until the link reconnects")
+        comp = MavComponent(component_id, mav_type, on_command, lambda: self._system_id, self.signing)
+        self._components.append(comp)
+        vehicle = self.vehicle
+        if vehicle is not None:
+            comp.attach(vehicle)
+        return comp
+
     def send_statustext(self, severity: int, text: str) -> bool:
         """Send a STATUSTEXT to the ground station through the autopilot; False without a link."""
         vehicle = self.vehicle
@@ -328,8 +352,11 @@ class Telemetry:
         self._connecting_master = vehicle._handler.master
         if self.signing is not None:
             self.signing.install(vehicle._handler.master)
+        for comp in self._components:
+            comp.attach(vehicle)
         frame_udp_datagrams(vehicle)
         vehicle.add_message_listener("*", self._on_any)
+        vehicle.add_message_listener("COMMAND_LONG", self._on_command_long)
         for name in DECODERS:
             vehicle.add_message_listener(name, self._on_message)
 
@@ -348,6 +375,14 @@ class Telemetry:
             if self.signing is not None and msg.get_signed():
                 self.signed_from_vehicle += 1
                 self._last_signed_mono = now
+
+    def _on_command_long(self, _vehicle: Any, _name: str, msg: Any) -> None:
+        """A command from any system (a ground station, through the autopilot) to one of our components."""
+        if not self._components or self._unsigned_refused(msg):
+            return
+        for comp in self._components:
+            if comp.handle_command(msg):
+                return
 
     def _on_message(self, vehicle: Any, name: str, msg: Any) -> None:
         t_rx = time.monotonic()
@@ -438,6 +473,8 @@ class Telemetry:
                     needs_connect = True
                     next_try = now
                 continue
+            for comp in self._components:
+                comp.tick(now)
             if self.cfg.timesync and now >= next_sync:
                 next_sync = now + 1.0
                 self._send_timesync()

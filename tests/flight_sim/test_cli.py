@@ -10,6 +10,7 @@ import yaml
 from flight_sim.tlog import read_tlog
 from tests.configtests import run_cli
 from tests.flight_sim.conftest import COPTER_TLOG, DEFAULT_SCENARIO, free_tcp_port, free_udp_port
+from tools.mission.gcs import GroundStation
 
 
 def _small_scenario(tmp_path: Path) -> Path:
@@ -22,10 +23,13 @@ def _small_scenario(tmp_path: Path) -> Path:
 
 
 def test_replay_runs_a_window_to_its_end() -> None:
-    out = run_cli(["-m", "flight_sim", "replay", str(COPTER_TLOG), "--speed", "50", "--start", "600", "--end", "650",
-                   "--out", f"udp:127.0.0.1:{free_udp_port()}"], timeout=60)  # fmt: skip
+    with GroundStation() as gcs:
+        out = run_cli(["-m", "flight_sim", "replay", str(COPTER_TLOG), "--speed", "50", "--start", "600", "--end",
+                       "650", "--out", f"udp:127.0.0.1:{free_udp_port()}", "--gcs", gcs.url], timeout=60)  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "vehicle: udp:127.0.0.1:" in out.stdout
+    assert f"ground station link: {gcs.url}" in out.stdout
+    assert gcs.counts["HEARTBEAT"] > 0 and gcs.counts["GLOBAL_POSITION_INT"] > 0  # the vehicle's stream reached it
     assert "1314 packets with a bad CRC" in out.stderr  # the log notes go to the log
     assert "flight ended" in out.stderr and "flight:" in out.stderr  # progress bar
 
@@ -63,6 +67,8 @@ def test_bad_inputs_exit_2_with_a_message(tmp_path: Path) -> None:
     assert out.returncode == 2 and "Traceback" not in out.stderr and "not a telemetry log" in out.stderr
     out = run_cli(["-m", "flight_sim", "replay", str(COPTER_TLOG), "--out", "127.0.0.1:14550"])
     assert out.returncode == 2 and "use udp:HOST:PORT" in out.stderr
+    out = run_cli(["-m", "flight_sim", "replay", str(COPTER_TLOG), "--gcs", "14550"])
+    assert out.returncode == 2 and "bad ground station (--gcs) address" in out.stderr
     out = run_cli(["-m", "flight_sim", "replay", str(COPTER_TLOG), "--speed", "100"])
     assert out.returncode == 2 and "speed must be between 0.1 and 50" in out.stderr
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:

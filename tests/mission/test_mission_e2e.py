@@ -188,3 +188,18 @@ def test_the_flight_writes_a_prescription_terminals_read(flown: tuple[Path, Path
     t = report["treatment"]
     assert t is not None and t["patches_treated"] == report["patches_total"], t
     assert t["treated_ratio"] is not None and t["treated_ratio"] <= 3.0, t
+
+
+def test_the_ground_station_gets_a_map_point_per_zone(flown: tuple[Path, Path, dict]) -> None:
+    """A pymavlink ground station on the simulator's second link (tools/mission/gcs.py) saw the payload as a
+    camera, was told who it is, and got a CAMERA_IMAGE_CAPTURED for every zone, beside the vehicle's stream."""
+    _tmp, _out, report = flown
+    g = report["gcs_messages"]
+    counts = g["counts"]
+    assert counts.get("CAMERA_IMAGE_CAPTURED", 0) >= report["zones_total"] >= 1, g
+    assert g["captured_ok"] == counts["CAMERA_IMAGE_CAPTURED"]
+    indices = g["captured_image_indices"]
+    assert indices == sorted(set(indices))  # each image_index once, counting up
+    assert g["cameras"] == [[1, 100]] and g["camera_model_name"].startswith("CropScout ")
+    assert counts["CAMERA_INFORMATION"] >= 1 and counts["GLOBAL_POSITION_INT"] > 0
+    assert counts.get("STATUSTEXT", 0) >= report["zones_total"]  # the text alerts still reach it

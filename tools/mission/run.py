@@ -34,6 +34,7 @@ from payload.errors import UserError
 from payload.files.jsonl import read_jsonl
 from payload.geo.camera import footprint
 from payload.geo.frames import geodetic_to_enu
+from tools.mission.gcs import GroundStation
 from tools.mission.mapplot import draw_mission_map
 from tools.mission.mosaiccheck import mosaic_registration
 from tools.mission.score import FoundZone, TruePatch, score_treatment, score_zones
@@ -316,6 +317,17 @@ def rescore(out: Path, scenario: Path) -> dict:
     return score
 
 
+def gcs_messages(gcs: GroundStation) -> dict:
+    """The ground station's counts by type, and the camera protocol's messages in a few words."""
+    out = gcs.summary()
+    captured = gcs.received("CAMERA_IMAGE_CAPTURED")
+    info = gcs.received("CAMERA_INFORMATION")
+    out["camera_model_name"] = bytes(info[0].model_name).rstrip(b"\0").decode("ascii", "replace") if info else None
+    out["captured_image_indices"] = [int(m.image_index) for m in captured]
+    out["captured_ok"] = sum(1 for m in captured if m.capture_result == 1)
+    return out
+
+
 def run_mission(plan: MissionPlan) -> dict:
     """Fly, score and report one mission; returns report.json's content."""
     s = load_scenario(plan.scenario)
@@ -331,12 +343,20 @@ def run_mission(plan: MissionPlan) -> dict:
     if plan.start_s is not None:
         window["start_s"] = plan.start_s
     world = None if plan.world_factory is None else plan.world_factory(s)
+    # a ground station on the vehicle's second link, as QGroundControl on the telemetry radio: what it receives
+    # (the vehicle's stream and, routed through the vehicle, the payload's camera messages) is gcs_messages
+    gcs = GroundStation().start()
     if plan.tlog is not None:
         sim = Simulation.replay(plan.tlog, vehicle_url, plan.speed, scenario=s, wait_for_client=True, world=world,
-                                **window)
+                                gcs=gcs.url, **window)
     else:
-        sim = Simulation.survey(s, vehicle_url, plan.speed, wait_for_client=True, world=world, **window)
-    sim.start()
+        sim = Simulation.survey(s, vehicle_url, plan.speed, wait_for_client=True, world=world, gcs=gcs.url,
+                                **window)
+    try:
+        sim.start()
+    except BaseException:
+        gcs.stop()
+        raise
     t_start = time.monotonic()
     proc: subprocess.Popen | None = None
     try:
@@ -374,6 +394,7 @@ def run_mission(plan: MissionPlan) -> dict:
         if proc is not None and proc.poll() is None:
             proc.kill()
         sim.stop()
+        gcs.stop()
 
     patches, zones, score = score_output(out, s)
     flat = None
@@ -407,6 +428,9 @@ def run_mission(plan: MissionPlan) -> dict:
         "capture_to_record_ms_p95": stats.get("latency_ms_p95"),
         "detection_write_latency": record_latency_ms(out),
         "alerts_received_by_gcs": [t for _sev, t in alerts],
+        # what a ground station on the vehicle's second link received, by message type (tools/mission/gcs.py):
+        # CAMERA_IMAGE_CAPTURED are the payload's points on QGroundControl's map (a zone's at least once each)
+        "gcs_messages": gcs_messages(gcs),
         "flight_s": round(sim.timeline.duration, 1),
         "wall_s": round(time.monotonic() - t_start, 1),
         "patches": score["patches"],
