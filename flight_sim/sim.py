@@ -28,7 +28,7 @@ from flight_sim.stream import CameraStreamer, MjpegServer, SimCamera
 from flight_sim.survey import survey_timeline
 from flight_sim.timeline import Timeline
 from flight_sim.tlog import read_tlog
-from flight_sim.vehicle import VehicleEndpoint
+from flight_sim.vehicle import RateRequests, VehicleEndpoint
 from flight_sim.world.world import World
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ class Simulation:
         max_camera_fps: float = 30.0,
         restamp_time: bool = False,
         world: World | Any | None = None,
+        rate_requests: RateRequests = "ardupilot",
     ) -> None:
         self.timeline = timeline
         self.scenario = scenario
@@ -81,6 +82,7 @@ class Simulation:
             at_end=at_end,
             wait_for_client=wait_for_client,
             restamp_time=restamp_time,
+            rate_requests=rate_requests,
         )
         self.clock = self.vehicle.clock
         self.rig: CameraRig | None = None
