@@ -98,10 +98,11 @@ class RateRequest:
         self.acks.clear()
         self.fallback_reason = None
         self.method = "none"
-        for name, hz in self.want.items():
-            set_interval(MESSAGE_IDS[name], 1e6 / hz)
+        # pending before the first send: on loopback an answer can arrive before the last request is out
         self.t_sent = now
         self.pending = True
+        for name, hz in self.want.items():
+            set_interval(MESSAGE_IDS[name], 1e6 / hz)
 
     def on_ack(self, command: int, result: int) -> None:
         """A COMMAND_ACK arrived; only SET_MESSAGE_INTERVAL's count."""
