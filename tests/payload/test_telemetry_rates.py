@@ -21,6 +21,8 @@ from payload.capture.sources import InProcessSource
 from payload.config import PayloadConfig, PreflightSection, TelemetrySection
 from payload.ops.preflight import PreflightError, check_telemetry, run_preflight
 from payload.pipeline.runner import run_payload
+from payload.report.data import ReportData
+from payload.report.html import flown_facts
 from payload.settings.geotag import GeotagSection
 from payload.settings.telemetry import RatesSection
 from payload.types import Frame
@@ -262,3 +264,16 @@ def test_run_stats_carry_the_measured_rates(tmp_path: Path, tiny_bundle_dir: Pat
     assert att["count"] > 20 and att["mean_hz"] > 10.0
     assert att["min_window_hz"] is None or att["min_window_hz"] > 8.0
     assert d["measured"]["GLOBAL_POSITION_INT"]["mean_hz"] > 8.0
+
+
+def test_the_report_says_what_rates_geotagging_was_fed() -> None:
+    d = ReportData(Path("."))
+    d.stats = {"backend": "cpu", "telemetry_rates": {"method": "REQUEST_DATA_STREAM", "measured": {
+        "ATTITUDE": {"mean_hz": 24.6, "min_window_hz": 19.5}, "GLOBAL_POSITION_INT": {"mean_hz": 3.9,
+                                                                                    "min_window_hz": None}}}}
+    rows = dict(flown_facts(d))
+    line = rows["telemetry rates (mean / slowest window)"]
+    assert "ATTITUDE 24.6 / 19.5 Hz" in line and "GLOBAL_POSITION_INT 3.9 / - Hz" in line
+    assert "REQUEST_DATA_STREAM" in line
+    d.stats = {"backend": "cpu"}  # a run without a link: no row
+    assert "telemetry rates (mean / slowest window)" not in dict(flown_facts(d))
