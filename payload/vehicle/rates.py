@@ -177,6 +177,10 @@ class RateMeter:
         span = min(self.window_s, max(now - self._since, 1e-9))
         return sum(1 for t in q if t >= now - span) / span
 
+    def skip(self, now: float) -> None:
+        """Leave the coming window out of the slowest-window figure (the link is lost: that is counted apart)."""
+        self._next_sample = max(self._next_sample, now + self.window_s)
+
     def sample(self, now: float) -> None:
         """Note every full window's rate, so the run's slowest window is kept (called by the supervisor)."""
         if now < self._next_sample:

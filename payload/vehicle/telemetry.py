@@ -434,7 +434,10 @@ class Telemetry:
         if self._rates.poll(request_stream, now):
             self.rate_meter.reset(now)
             log.warning("telemetry: %s; asked with REQUEST_DATA_STREAM instead", self._rates.fallback_reason)
-        self.rate_meter.sample(now)
+        if self._lost:
+            self.rate_meter.skip(now)  # a lost link is link_lost_count's, not a slow stream
+        else:
+            self.rate_meter.sample(now)
 
     def _request_home(self) -> None:
         vehicle = self.vehicle

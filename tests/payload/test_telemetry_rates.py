@@ -110,6 +110,24 @@ def test_meter_measures_the_window_and_keeps_the_slowest() -> None:
     assert set(m.summary(8.0)) == {"ATTITUDE"}
 
 
+def test_a_lost_link_is_not_a_slow_window() -> None:
+    m = RateMeter(window_s=1.0)
+    m.reset(0.0)
+    t = 0.0
+    while t < 10.0:
+        silent = 3.0 <= t < 6.0  # the link is lost for 3 s
+        if silent:
+            m.skip(t)
+        else:
+            m.on_message("ATTITUDE", t)
+            m.sample(t)
+        t += 0.04
+    assert m.summary(10.0)["ATTITUDE"]["min_window_hz"] > 20.0
+    m.sample(10.5)  # without skip the same silence would be the slowest window
+    m.sample(12.0)
+    assert m.summary(12.0)["ATTITUDE"]["min_window_hz"] == 0.0
+
+
 # ---------------------------------------------------------------- the link
 def _tel(port: int, **rates) -> Telemetry:
     return Telemetry(TelemetrySection(connection=f"udp:127.0.0.1:{port}", connect_timeout_s=10.0,
