@@ -73,6 +73,13 @@ def _common_run(p: argparse.ArgumentParser, default_out: str) -> None:
         help="stamp time_boot_ms/time_usec with the wall clock, for the payload's clock sync at speed != 1 "
         "(survey: on whenever speed != 1)",
     )
+    p.add_argument(
+        "--rate-requests",
+        choices=("ardupilot", "ignore", "unsupported"),
+        default="ardupilot",
+        help="how the vehicle answers MAV_CMD_SET_MESSAGE_INTERVAL: ardupilot (accept, stream at the requested rate), "
+        "ignore (never answer), unsupported (answer UNSUPPORTED); REQUEST_DATA_STREAM is honoured by all three",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
 
 
@@ -234,6 +241,7 @@ def _main(argv: Sequence[str] | None) -> int:
         max_camera_fps=args.max_camera_fps,
         restamp_time=args.restamp_time,
         gcs=args.gcs,
+        rate_requests=args.rate_requests,
     )
     if args.command == "replay":
         tl = read_tlog(args.tlog, sysid=args.sysid)

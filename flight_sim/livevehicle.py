@@ -28,6 +28,16 @@ count what it accepted by type). A vehicle with the wrong key is a spoofer that 
 `gcs_port`: a ground station listening on udp:127.0.0.1:PORT as well, routed as ArduPilot routes its ports:
 the vehicle's own messages and every packet the payload sends (that the vehicle accepted) go there unchanged;
 the ground station's packets go on to the payload unless addressed to the autopilot (component 1) alone.
+Stream rates (`rate_requests`, set at construction): every streamed message has its own interval
+(`intervals_s`), all `1 / rate_hz` at the start (SYSTEM_TIME 1 s).
+- `"fixed"` (the default, what the link tests were written against): ACKs every command ACCEPTED
+  and keeps its rates, so a test's 4 Hz stays 4 Hz whatever the payload asks;
+- `"ardupilot"`: as ArduPilot does, MAV_CMD_SET_MESSAGE_INTERVAL sets one message's interval
+  (ACK ACCEPTED; -1 stops it, 0 restores the default) and REQUEST_DATA_STREAM sets every message
+  of a stream group (ALL = every group) to the requested rate, overriding earlier intervals;
+- `"ignore"`: SET_MESSAGE_INTERVAL is never answered (a stack that drops the command), and
+  `"unsupported"`: it is answered UNSUPPORTED; both still honour REQUEST_DATA_STREAM, the old way.
+`interval_requests` and `stream_requests` record what was asked.
 """
 
 from __future__ import annotations
@@ -38,7 +48,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pymavlink import mavutil
 
@@ -64,6 +74,13 @@ class VehicleState:
 
 
 Trajectory = Callable[[float], VehicleState]  # boot seconds -> state
+RateRequests = Literal["fixed", "ardupilot", "ignore", "unsupported"]
+MAV_CMD_SET_MESSAGE_INTERVAL = 511
+MESSAGE_NAMES = {2: "SYSTEM_TIME", 24: "GPS_RAW_INT", 30: "ATTITUDE", 32: "LOCAL_POSITION_NED",
+                 33: "GLOBAL_POSITION_INT", 74: "VFR_HUD", 158: "MOUNT_STATUS", 193: "EKF_STATUS_REPORT"}
+# ArduPilot's stream groups (MAV_DATA_STREAM id -> the messages of it this vehicle sends)
+STREAM_GROUPS = {2: ("GPS_RAW_INT",), 6: ("GLOBAL_POSITION_INT", "LOCAL_POSITION_NED"), 10: ("ATTITUDE",),
+                 11: ("VFR_HUD",), 12: ("SYSTEM_TIME", "EKF_STATUS_REPORT", "MOUNT_STATUS")}
 
 
 def free_udp_port() -> int:
@@ -94,6 +111,7 @@ class LiveVehicle:
         signing_clock_offset_s: float = 0.0,
         mavlink2: bool = False,
         gcs_port: int | None = None,
+        rate_requests: RateRequests = "fixed",
     ) -> None:
         self.port = port
         self.sysid = sysid
@@ -120,6 +138,10 @@ class LiveVehicle:
         self.received_unsigned: dict[str, int] = {}
         self.received_link_ids: set[int] = set()
         self.rejected_unverified = 0
+        self.rate_requests = rate_requests
+        self.intervals_s: dict[str, float] = self._default_intervals()
+        self.interval_requests: list[tuple[str, float]] = []  # (message, interval in s; <0 = stop)
+        self.stream_requests: list[tuple[int, int, int]] = []  # (stream id, rate Hz, start_stop)
         self._mav = mavutil.mavlink_connection(
             f"udpout:127.0.0.1:{port}", source_system=sysid, source_component=1, dialect="ardupilotmega"
         )
@@ -153,7 +175,13 @@ class LiveVehicle:
             "COMMAND_LONG": self._on_command,
             "TIMESYNC": self._on_timesync,
             "STATUSTEXT": self._on_statustext,
+            "REQUEST_DATA_STREAM": self._on_request_data_stream,
         }
+
+    def _default_intervals(self) -> dict[str, float]:
+        out = {name: 1.0 / self.rate_hz for name in MESSAGE_NAMES.values()}
+        out["SYSTEM_TIME"] = 1.0
+        return out
 
     def _speak_mavlink2(self, sysid: int) -> None:
         """A MAVLink 2 parser/encoder whatever version pymavlink's globals are at, and no auto-switch."""
@@ -230,53 +258,71 @@ class LiveVehicle:
             )
         )
 
-    def _stream_local(self, boot_ms: int, s: VehicleState) -> None:
-        import pymap3d
-
-        e, n, u = pymap3d.geodetic2enu(s.lat, s.lon, s.alt, *self.home)
-        m = self._mav.mav
-        self._send(m.local_position_ned_encode(boot_ms, float(n), float(e), float(-u), s.vn, s.ve, s.vd))
-        self._send(m.attitude_encode(boot_ms, s.roll, s.pitch, s.yaw, 0.0, 0.0, 0.0))
-        if self.ekf is not None:
-            flags, var = self.ekf
-            self._send(m.ekf_status_report_encode(flags, var, var, var, 0.05, 0.0))
-
-    def _stream_state(self) -> None:
-        boot_ms = self._boot_ms()
-        s = self.trajectory(boot_ms / 1000.0)
+    def _streamed(self) -> tuple[str, ...]:
+        """The messages this vehicle streams right now (by its faults: GPS-denied, gimbal, paused)."""
+        if self.paused:
+            return ()
         if self.local_only:
-            self._stream_local(boot_ms, s)
-            return
-        lat, lon = (0.0, 0.0) if self.zero_latlon else (s.lat, s.lon)
-        roll, pitch, yaw = (math.nan,) * 3 if self.nan_attitude else (s.roll, s.pitch, s.yaw)
+            return ("LOCAL_POSITION_NED", "ATTITUDE") + (("EKF_STATUS_REPORT",) if self.ekf is not None else ())
+        return ("GPS_RAW_INT", "GLOBAL_POSITION_INT", "ATTITUDE", "VFR_HUD", "SYSTEM_TIME") + (
+            ("MOUNT_STATUS",) if self.gimbal_rpy_deg is not None else ())
+
+    def _encode(self, name: str, boot_ms: int, s: VehicleState) -> Any:
+        """One message of the state `s` at boot time `boot_ms`, with the faults switched on now."""
         m = self._mav.mav
+        lat, lon = (0.0, 0.0) if self.zero_latlon else (s.lat, s.lon)
         ground_speed = math.hypot(s.vn, s.ve)
-        self._send(m.gps_raw_int_encode(boot_ms * 1000, self.fix_type, int(lat * 1e7), int(lon * 1e7),
-                                        int(s.alt * 1000), self.eph, 120, int(ground_speed * 100), 0,
-                                        self.satellites))
-        self._send(m.global_position_int_encode(
-            boot_ms, int(round(lat * 1e7)), int(round(lon * 1e7)), int(round(s.alt * 1000)),
-            int(round((s.alt - self.home[2]) * 1000)), int(round(s.vn * 100)), int(round(s.ve * 100)),
-            int(round(s.vd * 100)), int(math.degrees(s.yaw) % 360 * 100)))
-        self._send(m.attitude_encode(boot_ms, roll, pitch, yaw, 0.0, 0.0, 0.0))
-        if self.gimbal_rpy_deg is not None:
+        if name == "ATTITUDE":
+            roll, pitch, yaw = (math.nan,) * 3 if self.nan_attitude else (s.roll, s.pitch, s.yaw)
+            return m.attitude_encode(boot_ms, roll, pitch, yaw, 0.0, 0.0, 0.0)
+        if name == "GLOBAL_POSITION_INT":
+            return m.global_position_int_encode(
+                boot_ms, int(round(lat * 1e7)), int(round(lon * 1e7)), int(round(s.alt * 1000)),
+                int(round((s.alt - self.home[2]) * 1000)), int(round(s.vn * 100)), int(round(s.ve * 100)),
+                int(round(s.vd * 100)), int(math.degrees(s.yaw) % 360 * 100))
+        if name == "GPS_RAW_INT":
+            return m.gps_raw_int_encode(boot_ms * 1000, self.fix_type, int(lat * 1e7), int(lon * 1e7),
+                                        int(s.alt * 1000), self.eph, 120, int(ground_speed * 100), 0, self.satellites)
+        if name == "LOCAL_POSITION_NED":
+            import pymap3d
+
+            e, n, u = pymap3d.geodetic2enu(s.lat, s.lon, s.alt, *self.home)
+            return m.local_position_ned_encode(boot_ms, float(n), float(e), float(-u), s.vn, s.ve, s.vd)
+        if name == "EKF_STATUS_REPORT" and self.ekf is not None:
+            flags, var = self.ekf
+            return m.ekf_status_report_encode(flags, var, var, var, 0.05, 0.0)
+        if name == "MOUNT_STATUS" and self.gimbal_rpy_deg is not None:
             gr, gp, gy = self.gimbal_rpy_deg
-            self._send(m.mount_status_encode(0, 0, int(gp * 100), int(gr * 100), int(gy * 100)))
-        self._send(m.vfr_hud_encode(ground_speed, ground_speed, int(math.degrees(s.yaw) % 360), 50, s.alt, -s.vd))
+            return m.mount_status_encode(0, 0, int(gp * 100), int(gr * 100), int(gy * 100))
+        if name == "VFR_HUD":
+            return m.vfr_hud_encode(ground_speed, ground_speed, int(math.degrees(s.yaw) % 360), 50, s.alt, -s.vd)
+        if name == "SYSTEM_TIME":
+            return m.system_time_encode(int(time.time() * 1e6), boot_ms)
+        return None
 
     def _stream(self) -> None:
-        period = 1.0 / self.rate_hz
+        """Each message on its own schedule (due times advance by the interval, so the mean rate holds)."""
         next_hb = 0.0
+        due: dict[str, float] = {}
         while not self._stop.is_set():
             now = time.monotonic()
             if now >= next_hb:
                 next_hb = now + 1.0
                 self._heartbeat()
-                if not self.paused and not self.local_only:
-                    self._send(self._mav.mav.system_time_encode(int(time.time() * 1e6), self._boot_ms()))
-            if not self.paused:
-                self._stream_state()
-            self._stop.wait(period)
+            names = [n for n in self._streamed() if self.intervals_s.get(n, -1.0) > 0]
+            ready = [n for n in names if now >= due.get(n, 0.0)]
+            if ready:
+                boot_ms = self._boot_ms()
+                state = self.trajectory(boot_ms / 1000.0)
+                for name in ready:
+                    msg = self._encode(name, boot_ms, state)
+                    if msg is not None:
+                        self._send(msg)
+                    period = self.intervals_s[name]
+                    # fall behind by at most one period (a stalled thread does not burst afterwards)
+                    due[name] = max(due.get(name, now) + period, now)
+            wake = min([due.get(n, now) for n in names] + [next_hb])
+            self._stop.wait(min(max(wake - time.monotonic(), 0.001), 0.1))
 
     # ------------------------------------------------------------ receiving
     def _refuse_unverified(self, _mav: Any, _msg_id: int) -> bool:
@@ -329,6 +375,9 @@ class LiveVehicle:
 
     def _on_command(self, msg: Any) -> None:
         m = self._mav.mav
+        if msg.command == MAV_CMD_SET_MESSAGE_INTERVAL and self.rate_requests != "fixed":
+            self._on_set_message_interval(msg)
+            return
         if msg.command == MAV_CMD_REQUEST_AUTOPILOT_CAPABILITIES:
             self._send(m.autopilot_version_encode(mavlink.MAV_PROTOCOL_CAPABILITY_MAVLINK2, ARDUPILOT_4_5_0, 0, 0, 0,
                                                   [0] * 8, [0] * 8, [0] * 8, 0, 0, 0))
@@ -337,6 +386,35 @@ class LiveVehicle:
             self._send(m.home_position_encode(int(lat * 1e7), int(lon * 1e7), int(alt * 1000), 0, 0, 0, [1, 0, 0, 0],
                                               0, 0, 0))
         self._send(m.command_ack_encode(msg.command, mavlink.MAV_RESULT_ACCEPTED))
+
+    def _on_set_message_interval(self, msg: Any) -> None:
+        """ArduPilot's answer: param1 a message id, param2 microseconds (-1 stop, 0 the default)."""
+        if self.rate_requests == "ignore":
+            return
+        if self.rate_requests == "unsupported":
+            self._send(self._mav.mav.command_ack_encode(msg.command, mavlink.MAV_RESULT_UNSUPPORTED))
+            return
+        name = MESSAGE_NAMES.get(int(msg.param1))
+        if name is None:
+            self._send(self._mav.mav.command_ack_encode(msg.command, mavlink.MAV_RESULT_DENIED))
+            return
+        us = float(msg.param2)
+        interval = self._default_intervals()[name] if us == 0 else (-1.0 if us < 0 else us / 1e6)
+        self.intervals_s[name] = interval
+        self.interval_requests.append((name, interval))
+        self._send(self._mav.mav.command_ack_encode(msg.command, mavlink.MAV_RESULT_ACCEPTED))
+
+    def _on_request_data_stream(self, msg: Any) -> None:
+        """The old way: a stream group (0 = all) at a rate in Hz; stop, or rate 0, stops it. No answer is sent."""
+        self.stream_requests.append((int(msg.req_stream_id), int(msg.req_message_rate), int(msg.start_stop)))
+        if self.rate_requests == "fixed":
+            return
+        sid = int(msg.req_stream_id)
+        groups = list(STREAM_GROUPS) if sid == 0 else [sid]
+        on = msg.start_stop and msg.req_message_rate > 0
+        for g in groups:
+            for name in STREAM_GROUPS.get(g, ()):
+                self.intervals_s[name] = 1.0 / msg.req_message_rate if on else -1.0
 
     def _on_timesync(self, msg: Any) -> None:
         if msg.tc1 == 0 and not self.paused:

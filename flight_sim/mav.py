@@ -52,6 +52,12 @@ class Encoder:
 _CLASSES: dict[str, Any] = {cls.msgname: cls for cls in mav1.mavlink_map.values()}
 
 
+def message_name(msg_id: int) -> str | None:
+    """The name of MAVLink message `msg_id` in the ardupilotmega dialect (None if unknown)."""
+    cls = mav2.mavlink_map.get(int(msg_id))
+    return None if cls is None else str(cls.msgname)
+
+
 def message_class(name: str) -> Any:
     """The MAVLink 1 message class for `name` (KeyError if MAVLink 1 cannot carry it)."""
     return _CLASSES[name]

@@ -28,7 +28,7 @@ from flight_sim.stream import CameraStreamer, MjpegServer, SimCamera
 from flight_sim.survey import survey_timeline
 from flight_sim.timeline import Timeline
 from flight_sim.tlog import read_tlog
-from flight_sim.vehicle import VehicleEndpoint
+from flight_sim.vehicle import RateRequests, VehicleEndpoint
 from flight_sim.world.world import World
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,7 @@ class Simulation:
         restamp_time: bool = False,
         world: World | Any | None = None,
         gcs: str | None = None,
+        rate_requests: RateRequests = "ardupilot",
     ) -> None:
         """gcs: a ground-station-side link (udp:HOST:PORT sends there), routed as an autopilot routes its ports."""
         self.timeline = timeline
@@ -84,6 +85,7 @@ class Simulation:
             wait_for_client=wait_for_client,
             restamp_time=restamp_time,
             gcs=gcs,
+            rate_requests=rate_requests,
         )
         self.clock = self.vehicle.clock
         self.rig: CameraRig | None = None

@@ -15,6 +15,16 @@ appears there, except packets addressed to the autopilot or to a system not hear
 station's side (the payload's own requests for telemetry); a ground station's packets go on to the
 payload unless addressed to the autopilot alone, and those addressed to the autopilot (or to
 everyone) are answered here.
+Stream rates, as ArduPilot honours them (`rate_requests="ardupilot"`, the default): every type
+streams at its recorded rate until a client sends MAV_CMD_SET_MESSAGE_INTERVAL for it (ACK
+ACCEPTED); from then on it is sent at the requested interval, interpolated from the recording
+(flight_sim/resample.py), and its recorded messages are no longer sent (interval 0 restores them,
+-1 stops the type). REQUEST_DATA_STREAM for a named group sets every recorded type of that group
+the same way. MAV_DATA_STREAM_ALL (dronekit sends it at 4 Hz while connecting, a ground station's
+stream-rate slider sends it) is recorded and leaves the recorded rates: the recorded rates are
+what a replay is for. `"ignore"` never answers SET_MESSAGE_INTERVAL and `"unsupported"` answers it
+UNSUPPORTED (a stack without it): both still honour REQUEST_DATA_STREAM, so a client's fallback
+can be flown. `interval_requests`, `stream_requests` and `intervals` say what was asked and holds.
 """
 
 from __future__ import annotations
@@ -27,11 +37,12 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from flight_sim import mav
 from flight_sim.clock import AtEnd, SimClock
 from flight_sim.errors import EndpointError
+from flight_sim.resample import Resampler
 from flight_sim.timeline import Event, Timeline
 
 log = logging.getLogger(__name__)
@@ -45,6 +56,14 @@ MAV_RESULT_ACCEPTED, MAV_RESULT_FAILED, MAV_RESULT_UNSUPPORTED = 0, 4, 3
 # SET_POSITION_TARGET_GLOBAL_INT, TERRAIN, FLIGHT_TERMINATION, COMPASS_CALIBRATION (no MAVLINK2: we send v1)
 CAPABILITIES = 1 | 2 | 4 | 8 | 64 | 128 | 256 | 512 | 2048 | 4096
 ARDUPILOT_4_5_0 = (4 << 24) | (5 << 16) | (0 << 8) | 255
+MAV_RESULT_DENIED = 2
+RateRequests = Literal["ardupilot", "ignore", "unsupported"]
+# ArduPilot's stream groups (MAV_DATA_STREAM id -> the streamed messages it covers)
+STREAM_GROUPS: dict[int, tuple[str, ...]] = {
+    2: ("GPS_RAW_INT",), 6: ("GLOBAL_POSITION_INT", "LOCAL_POSITION_NED"), 10: ("ATTITUDE",), 11: ("VFR_HUD",),
+    12: ("SYSTEM_TIME", "EKF_STATUS_REPORT", "MOUNT_STATUS"),
+}
+MIN_INTERVAL_S = 0.002  # ArduPilot caps a message at 500 Hz
 
 
 @dataclass(frozen=True)
@@ -101,6 +120,7 @@ class VehicleEndpoint:
         clock: SimClock | None = None,
         restamp_time: bool = False,
         gcs: str | None = None,
+        rate_requests: RateRequests = "ardupilot",
     ) -> None:
         """start_s None: where the vehicle's state is first complete (Timeline.ready_s).
 
@@ -128,6 +148,12 @@ class VehicleEndpoint:
         self.wait_for_client = wait_for_client
         self.hold_period_s = hold_period_s
         self.restamp_time = restamp_time
+        self.rate_requests = rate_requests
+        self.resampler = Resampler(timeline)
+        self.intervals: dict[str, float] = {}  # type -> timeline seconds between sends; < 0 = stopped
+        self._next_t: dict[str, float] = {}  # type -> timeline time of its next resampled send
+        self.interval_requests: list[tuple[str, float]] = []
+        self.stream_requests: list[tuple[int, int, int]] = []
         self._mono0 = time.monotonic()
         self._unix0 = time.time()
         self.encoder = mav.Encoder(timeline.sysid, timeline.compid)
@@ -288,14 +314,19 @@ class VehicleEndpoint:
                 cur_lap = clock.lap(now)
                 if cur_lap != lap:
                     while idx < end_idx:  # finish the lap this loop iteration came late for
-                        self._send_event(events[idx], now)
+                        self._send_recorded(events[idx], now)
                         idx += 1
                     lap, idx = cur_lap, first_idx
+                    self._next_t.clear()
                     self._send_state(clock.start_s)
                 t = clock.now(now)
                 while idx < end_idx and events[idx].t <= t:
-                    self._send_event(events[idx], now)
+                    self._send_recorded(events[idx], now)
                     idx += 1
+                if not clock.finished(now):
+                    due = self._send_resampled(t, now)
+                    if due is not None:
+                        timeout = min(timeout, clock.wall_at(due, lap) - now)
                 if idx >= end_idx and clock.finished(now):
                     if clock.at_end == "stop":
                         self.done.set()
@@ -318,6 +349,28 @@ class VehicleEndpoint:
         now = time.monotonic()
         for e in sorted(state.values(), key=lambda e: e.t):
             self._send_event(e, now)
+
+    def _send_recorded(self, e: Event, now: float) -> None:
+        """A recorded message, unless a client asked for its type at another interval (then resampled)."""
+        if e.name not in self.intervals:
+            self._send_event(e, now)
+
+    def _send_resampled(self, t: float, now: float) -> float | None:
+        """Send every requested type that is due at timeline time t; the earliest next due time."""
+        nxt: float | None = None
+        for name, interval in list(self.intervals.items()):
+            if interval <= 0:
+                continue
+            due = self._next_t.get(name, t)
+            if t >= due:
+                fields = self.resampler.fields_at(name, t)
+                if fields is not None:
+                    self._send_event(Event(t, name, fields), now)
+                # fall behind by at most one interval: a stalled loop does not burst afterwards
+                due = max(due + interval, t)
+                self._next_t[name] = due
+            nxt = due if nxt is None else min(nxt, due)
+        return nxt
 
     def _send_event(self, e: Event, now: float) -> None:
         fields = _restamped(e.name, e.fields, now - self._mono0, self._unix0) if self.restamp_time else e.fields
@@ -457,21 +510,10 @@ class VehicleEndpoint:
             log.info("payload says (severity %s): %s", fields.get("severity"), fields.get("text"))
         if not self._addressed_to_us(fields):
             return
-        if name == "PARAM_REQUEST_LIST":
-            for i in range(len(self.params)):
-                self._send_param(i, peer)
-        elif name == "PARAM_REQUEST_READ":
-            i = int(fields["param_index"])
-            if i < 0:
-                i = self._param_index.get(fields["param_id"], -1)
-            if 0 <= i < len(self.params):
-                self._send_param(i, peer)
-        elif name == "PARAM_SET":
-            i = self._param_index.get(fields["param_id"], -1)
-            if i >= 0:
-                old = self.params[i]
-                self.params[i] = type(old)(old.name, float(fields["param_value"]), old.type)
-                self._send_param(i, peer)
+        if name == "REQUEST_DATA_STREAM":
+            self._on_request_data_stream(fields)
+        elif name.startswith("PARAM_"):
+            self._on_param(peer, name, fields)
         elif name == "COMMAND_LONG":
             self._on_command(peer, fields)
         elif name == "TIMESYNC" and int(fields["tc1"]) == 0:
@@ -504,6 +546,24 @@ class VehicleEndpoint:
             peer,
         )
 
+    def _on_param(self, peer: _Peer, name: str, fields: dict[str, Any]) -> None:
+        """PARAM_REQUEST_LIST, PARAM_REQUEST_READ and PARAM_SET, answered as an autopilot does (PARAM_VALUE)."""
+        if name == "PARAM_REQUEST_LIST":
+            for i in range(len(self.params)):
+                self._send_param(i, peer)
+        elif name == "PARAM_REQUEST_READ":
+            i = int(fields["param_index"])
+            if i < 0:
+                i = self._param_index.get(fields["param_id"], -1)
+            if 0 <= i < len(self.params):
+                self._send_param(i, peer)
+        elif name == "PARAM_SET":
+            i = self._param_index.get(fields["param_id"], -1)
+            if i >= 0:
+                old = self.params[i]
+                self.params[i] = type(old)(old.name, float(fields["param_value"]), old.type)
+                self._send_param(i, peer)
+
     def _on_command(self, peer: _Peer, f: dict[str, Any]) -> None:
         cmd = int(f["command"])
         result = MAV_RESULT_UNSUPPORTED
@@ -520,8 +580,38 @@ class VehicleEndpoint:
             else:
                 result = MAV_RESULT_FAILED
         elif cmd == MAV_CMD_SET_MESSAGE_INTERVAL:
-            result = MAV_RESULT_ACCEPTED  # streams keep their recorded rates; the request is recorded
+            if self.rate_requests == "ignore":
+                return  # a stack that drops the command: no answer at all
+            result = MAV_RESULT_UNSUPPORTED if self.rate_requests == "unsupported" else self._set_interval(f)
         self._send("COMMAND_ACK", {"command": cmd, "result": result}, peer)
+
+    def _set_interval(self, f: dict[str, Any]) -> int:
+        """MAV_CMD_SET_MESSAGE_INTERVAL: param1 the message id, param2 microseconds (0 recorded rate, -1 stop)."""
+        name = mav.message_name(int(f["param1"]))
+        if name is None:
+            return MAV_RESULT_DENIED
+        us = float(f["param2"])
+        self.interval_requests.append((name, us / 1e6))
+        if us == 0:
+            self.intervals.pop(name, None)
+        else:
+            self.intervals[name] = -1.0 if us < 0 else max(us / 1e6, MIN_INTERVAL_S) * self._vehicle_second()
+        self._next_t.pop(name, None)
+        return MAV_RESULT_ACCEPTED
+
+    def _vehicle_second(self) -> float:
+        """Timeline seconds per second of the vehicle's own clock: a restamped clock ticks with the wall, so at
+        speed x a requested 40 ms is 40 ms of wall time (x * 40 ms of timeline); otherwise timeline time."""
+        return self.clock.speed if self.restamp_time else 1.0
+
+    def _on_request_data_stream(self, f: dict[str, Any]) -> None:
+        """REQUEST_DATA_STREAM: a named group's recorded types at the rate asked (ALL: recorded only)."""
+        sid, hz, on = int(f["req_stream_id"]), int(f["req_message_rate"]), int(f["start_stop"])
+        self.stream_requests.append((sid, hz, on))
+        for name in STREAM_GROUPS.get(sid, ()):
+            if self.resampler.has(name):
+                self.intervals[name] = self._vehicle_second() / hz if on and hz > 0 else -1.0
+                self._next_t.pop(name, None)
 
     def _autopilot_version(self) -> dict[str, Any]:
         if self.timeline.autopilot_version is not None:

@@ -1,7 +1,8 @@
 """Preflight: the checks an operator wants to see once, in one block, before the drone takes off.
 
-GPS fix, home position, telemetry link and clock, camera open, model loaded, free disk above a
-floor. Printed and logged as one block; with `preflight.strict` a failed check stops the start
+GPS fix, home position, telemetry link and clock, the stream rates the autopilot sends (against
+the floors in telemetry.rates), camera open, model loaded, free disk above a floor. Printed and
+logged as one block; with `preflight.strict` a failed check stops the start
 (PreflightError, a UserError naming the failed checks), otherwise the run goes on and every
 detection carries flags for what was wrong.
 """
@@ -130,6 +131,8 @@ def check_telemetry(
             "wait for a 3D fix under open sky",
         )
     )
+    if "rates" in s:  # a Telemetry (test doubles may not report it)
+        checks.append(check_rates(telemetry, s) if s.get("link_ok") else check_rates_offline(s["rates"]))
     home = s.get("home")
     checks.append(
         Check(
@@ -140,6 +143,50 @@ def check_telemetry(
         )
     )
     return checks
+
+
+def _rates_settled(r: dict[str, Any]) -> bool:
+    return not str(r.get("method", "")).startswith("waiting") and r.get("measured_for_s", 0.0) >= r.get("window_s", 0.0)
+
+
+def check_rates(telemetry: PoseSource, s: dict[str, Any]) -> Check:
+    """The rates that arrive since the payload asked, against the floors (telemetry.rates.*_min_hz).
+
+    Waits (at most the ACK timeout plus one measuring window, a few seconds) until one whole window has
+    been measured since the last request, so the check judges what the autopilot does after being asked,
+    not the 4 Hz a ground station had set before.
+    """
+    r = s["rates"]
+    deadline = time.monotonic() + float(r.get("settle_s", 0.0)) + 0.5
+    while not _rates_settled(r) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        r = telemetry.summary()["rates"]
+    measured = r.get("measured", {})
+    parts, slow = [], []
+    for name, hz in r.get("wanted_hz", {}).items():
+        got = measured.get(name, {}).get("hz", 0.0)
+        floor = r.get("floors_hz", {}).get(name)
+        parts.append(f"{name} {got:.1f} Hz (asked {hz:g}" + ("" if floor is None else f", floor {floor:g}") + ")")
+        if floor is not None and got < floor:
+            slow.append(name)
+    how = r.get("method", "none") if r.get("requested") else "not requested (telemetry.rates.request: false)"
+    if r.get("fallback_reason"):
+        how += f" after {r['fallback_reason']}"
+    return Check(
+        "telemetry rates",
+        not slow,
+        f"{'; '.join(parts)}; via {how}" + (f"; BELOW FLOOR: {', '.join(slow)}" if slow else ""),
+        "the autopilot sends too slowly for geotagging: raise its stream rates on this port (SRn_ parameters on "
+        "ArduPilot, MAV_*_RATE or mavlink stream on PX4), check the link's bandwidth, or lower "
+        "telemetry.rates.attitude_min_hz / position_min_hz",
+    )
+
+
+def check_rates_offline(r: dict[str, Any]) -> Check:
+    """No link: nothing arrives, so every floor is missed (named, with what was wanted)."""
+    floors = r.get("floors_hz", {})
+    return Check("telemetry rates", not floors, "no link: nothing measured (floors "
+                 + ", ".join(f"{k} {v:g} Hz" for k, v in floors.items()) + ")", "bring the telemetry link up")
 
 
 def check_signing(signing: dict[str, Any] | None) -> Check:

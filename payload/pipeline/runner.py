@@ -11,6 +11,7 @@ after running the preflight checks. Tests, the bench and the simulator pass thei
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import signal
@@ -204,12 +205,28 @@ def run_payload(cfg: PayloadConfig, *, source: FrameSource | None = None) -> Pip
     cfg = resolve_config_paths(cfg)
     pipeline = build_pipeline(cfg, source=source)
     stats = run_with_signals(pipeline)
+    tel = pose_source_of(pipeline.handler)
+    if tel is not None:
+        stats = dataclasses.replace(stats, telemetry_rates=tel.rates_summary())
     out = Path(cfg.output.dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "run_stats.json").write_text(json.dumps(stats.as_dict(), indent=2) + "\n", encoding="utf-8")
     if cfg.report.enabled:
         write_flight_report(out, cfg, pipeline.bundle, stats.as_dict())
     return stats
+
+
+def pose_source_of(handler: ResultHandler) -> Telemetry | None:
+    """The telemetry link the geotagging handler owns (inside the fan-out), for the run's stats.
+
+    Asked by what it can do, not by its class: importing payload.vehicle.telemetry would load dronekit
+    in runs that have no link.
+    """
+    for h in getattr(handler, "handlers", [handler]):
+        tel = getattr(h, "telemetry", None)
+        if callable(getattr(tel, "rates_summary", None)):
+            return tel
+    return None
 
 
 def write_flight_report(out: Path, cfg: PayloadConfig, bundle: Bundle, stats: dict) -> None:

@@ -57,6 +57,9 @@ class PipelineStats:
     latency_ms_p95: float | None
     handler_errors: int
     backend_failovers: int
+    # what the autopilot's streams delivered per message type (Telemetry.rates_summary(): asked, how, measured
+    # now, mean and slowest window): a map geotagged from 4 Hz attitude is not one from 25 Hz. None without a link
+    telemetry_rates: dict | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -298,9 +298,22 @@ def flown_facts(d: ReportData) -> list[tuple[str, str]]:
         rows.append(("frames captured / dropped",
                      f"{_fmt(st.get('frames_captured'))} / {_fmt(st.get('frames_dropped'))}"))
         rows.append(("inference ms (p50)", _fmt(st.get("inference_ms_p50"), 1)))
+        rates = st.get("telemetry_rates") or {}
+        if rates.get("measured"):
+            rows.append(("telemetry rates (mean / slowest window)", _rates_text(rates)))
     if d.map_info:
         rows.append(("map cell", f"{_fmt(d.map_info.get('cell_m'))} m"))
     return rows
+
+
+def _rates_text(rates: Mapping[str, Any]) -> str:
+    """What geotagging was fed: the pose streams' mean and slowest rates, and how they were asked for."""
+    parts = []
+    for name in ("ATTITUDE", "GLOBAL_POSITION_INT", "LOCAL_POSITION_NED"):
+        m = (rates.get("measured") or {}).get(name)
+        if m:
+            parts.append(f"{name} {_fmt(m.get('mean_hz'), 1)} / {_fmt(m.get('min_window_hz'), 1)} Hz")
+    return esc("; ".join(parts) + f" (via {rates.get('method')})")
 
 
 def model_rows(m: Mapping[str, Any]) -> list[tuple[str, str]]:

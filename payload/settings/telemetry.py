@@ -67,6 +67,43 @@ class OriginSection(StrictModel):
     alt: float = Field(default=0.0, ge=-500.0, le=9000.0, description="metres above mean sea level")
 
 
+class RatesSection(StrictModel):
+    """The stream rates the payload asks the autopilot for, and the floors below which preflight complains.
+
+    Why: a frame is placed from the pose interpolated at its time, and at 20 m/s 50 ms of pose is
+    1 m on the ground; a ground station's 2-4 Hz streams leave 250-500 ms gaps that a banked turn
+    bends. So the payload asks for ATTITUDE and GLOBAL_POSITION_INT at tens of Hz (docs/TELEMETRY.md).
+    """
+
+    request: bool = Field(
+        default=True,
+        description="ask the autopilot for these rates at connect, reconnect and reboot (MAV_CMD_SET_MESSAGE_"
+        "INTERVAL, falling back to REQUEST_DATA_STREAM); false = take whatever it streams",
+    )
+    attitude_hz: float = Field(default=25.0, gt=0, le=200, description="ATTITUDE: roll/pitch/yaw at frame time")
+    position_hz: float = Field(default=25.0, gt=0, le=200,
+                               description="GLOBAL_POSITION_INT (and LOCAL_POSITION_NED with frame local/auto)")
+    estimator_hz: float = Field(default=2.0, gt=0, le=50, description="EKF_STATUS_REPORT: estimator health")
+    gps_hz: float = Field(default=2.0, gt=0, le=50, description="GPS_RAW_INT: fix type, HDOP, satellites")
+    system_time_hz: float = Field(default=1.0, gt=0, le=50, description="SYSTEM_TIME: boot clock, reboots")
+    attitude_min_hz: float = Field(
+        default=10.0, ge=0, le=200,
+        description="preflight fails (a warning, an error with preflight.strict) when ATTITUDE arrives slower; "
+        "0 = no floor",
+    )
+    position_min_hz: float = Field(
+        default=10.0, ge=0, le=200,
+        description="the same floor for the position stream the frame uses (GLOBAL_POSITION_INT or LOCAL_POSITION_NED)",
+    )
+    ack_timeout_s: float = Field(
+        default=1.5, gt=0, le=30,
+        description="no COMMAND_ACK for SET_MESSAGE_INTERVAL within this = the stack does not do it: fall back to "
+        "REQUEST_DATA_STREAM",
+    )
+    measure_s: float = Field(default=3.0, gt=0.5, le=60,
+                             description="window over which received rates are measured (preflight waits for one)")
+
+
 class TelemetrySection(StrictModel):
     """The MAVLink link to the flight controller (dronekit), owned by payload/vehicle/telemetry.py."""
 
@@ -124,4 +161,9 @@ class TelemetrySection(StrictModel):
         default=None,
         description="MAVLink 2 signing (key_file, link_id, allow_unsigned); null = off: any packet carrying the "
         "vehicle's system id is believed",
+    )
+    rates: RatesSection = Field(
+        default_factory=RatesSection,
+        description="stream rates to request (attitude_hz, position_hz, ...) and the preflight floors "
+        "(attitude_min_hz, position_min_hz)",
     )

@@ -2,7 +2,9 @@
 
 Each decoder takes the message and what it may need besides (`Rx`: the buffer, the receive time,
 the boot clock at that time, the TIMESYNC requests in flight) and needs no link, so each is testable
-with a single message. `payload/vehicle/telemetry.py` listens to exactly the types in `DECODERS`.
+with a single message. `payload/vehicle/telemetry.py` listens to exactly the types in `DECODERS` for
+the state buffer; COMMAND_ACK is not one of them: it answers the link's own rate requests and goes
+to payload/vehicle/rates.py, never into the buffer.
 """
 
 from __future__ import annotations

@@ -10,6 +10,10 @@ The listeners only decode messages into samples (payload/vehicle/poseinterp.py h
 A supervisor thread watches the link: silence longer than `link_timeout_s` marks it lost; a dead
 or long-silent link is closed and reopened with a growing back-off, keeping the pose history
 (time_boot_ms carries on unless the autopilot rebooted, which the buffer detects).
+
+At every connect, after a silence the link came back from, and after an autopilot reboot, the
+payload asks for the stream rates geotagging needs (payload/vehicle/rates.py) and measures what
+arrives; `summary()["rates"]` reports both (the preflight block and run_stats.json show it).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from payload.vehicle.component import MavComponent
 from payload.vehicle.decoders import DECODERS, Rx
 from payload.vehicle.mavpatch import diagnose_handshake, frame_udp_datagrams, release_handshake
 from payload.vehicle.poseinterp import PoseEstimate, StateBuffer
+from payload.vehicle.rates import MAV_CMD_SET_MESSAGE_INTERVAL, RateMeter, RateRequest, floors, wanted_rates
 from payload.vehicle.signing import LinkSigning, use_mavlink2
 
 log = logging.getLogger(__name__)
@@ -164,6 +169,11 @@ class Telemetry:
         self.reconnect_count = 0
         self.last_error: str | None = None
         self._lost = False
+        self._rates = RateRequest(wanted_rates(cfg.rates, cfg.frame), cfg.rates.ack_timeout_s)
+        self.rate_meter = RateMeter(cfg.rates.measure_s)
+        self.rate_requests = 0  # rounds sent: connect, reconnect, link back, reboot
+        self._reboots_seen = 0
+        self._closed_mono: float | None = None  # rates are reported as they were when the link closed
 
     # ------------------------------------------------------------ lifecycle
     @property
@@ -207,6 +217,7 @@ class Telemetry:
         self._lost = False
         log.info("telemetry: connected to %s in %.2f s", self.cfg.connection, self.connect_time_s)
         self._request_home()
+        self.request_rates("connect")
 
     def start(self) -> None:
         """Connect, then supervise the link in the background until `close()`."""
@@ -226,6 +237,7 @@ class Telemetry:
         for comp in self._components:
             comp.close()
         self._stop.set()
+        self._closed_mono = time.monotonic()
         if self._supervisor is not None:
             self._supervisor.join(timeout=self.cfg.connect_timeout_s + 5)
         with self._vehicle_lock:
@@ -270,6 +282,24 @@ class Telemetry:
             "samples": self.buffer.counts(),
             "signing": self._signing_summary(),
             "components": [c.summary() for c in self._components],
+            "rates": self.rates_summary(),
+        }
+
+    def rates_summary(self) -> dict[str, Any]:
+        """What was asked for, how (and why a fallback), and what arrives per message type."""
+        r = self._rates
+        now = self._closed_mono or time.monotonic()
+        return {
+            "requested": self.cfg.rates.request,
+            "method": r.method if not r.pending else "waiting for COMMAND_ACK",
+            "fallback_reason": r.fallback_reason,
+            "rounds": self.rate_requests,
+            "wanted_hz": dict(r.want),
+            "floors_hz": floors(self.cfg.rates, self.cfg.frame),
+            "window_s": self.rate_meter.window_s,
+            "settle_s": self.cfg.rates.ack_timeout_s + self.rate_meter.window_s,
+            "measured_for_s": round(self.rate_meter.covered_s(now), 2),
+            "measured": self.rate_meter.summary(now),
         }
 
     def _estimator_summary(self) -> dict[str, Any] | None:
@@ -357,6 +387,7 @@ class Telemetry:
         frame_udp_datagrams(vehicle)
         vehicle.add_message_listener("*", self._on_any)
         vehicle.add_message_listener("COMMAND_LONG", self._on_command_long)
+        vehicle.add_message_listener("COMMAND_ACK", self._on_ack)
         for name in DECODERS:
             vehicle.add_message_listener(name, self._on_message)
 
@@ -372,6 +403,7 @@ class Telemetry:
                 return
             now = time.monotonic()
             self._last_rx_mono = now
+            self.rate_meter.on_message(_name, now)
             if self.signing is not None and msg.get_signed():
                 self.signed_from_vehicle += 1
                 self._last_signed_mono = now
@@ -383,6 +415,9 @@ class Telemetry:
         for comp in self._components:
             if comp.handle_command(msg):
                 return
+    def _on_ack(self, _vehicle: Any, _name: str, msg: Any) -> None:
+        if self._system_id is None or msg.get_srcSystem() == self._system_id:
+            self._rates.on_ack(int(msg.command), int(msg.result))
 
     def _on_message(self, vehicle: Any, name: str, msg: Any) -> None:
         t_rx = time.monotonic()
@@ -397,6 +432,47 @@ class Telemetry:
             decode(msg, Rx(self.buffer, t_rx, self._timesync_pending))
 
     # ------------------------------------------------------------ supervision
+    def request_rates(self, why: str) -> None:
+        """Ask for the streams geotagging needs (a new round: the measurement restarts with it)."""
+        vehicle = self.vehicle
+        if vehicle is None or not self.cfg.rates.request:
+            self.rate_meter.reset(time.monotonic())
+            return
+        target = self._system_id or 0
+        factory = vehicle.message_factory
+
+        def set_interval(msg_id: int, interval_us: float) -> None:
+            vehicle.send_mavlink(factory.command_long_encode(target, 0, MAV_CMD_SET_MESSAGE_INTERVAL, 0, msg_id,
+                                                             interval_us, 0, 0, 0, 0, 0))
+
+        self.rate_requests += 1
+        self._reboots_seen = self.buffer.reboots
+        now = time.monotonic()
+        self.rate_meter.reset(now)
+        self._rates.send(set_interval, now)
+        log.info("telemetry: asked for %s (%s)", ", ".join(f"{k} {v:g} Hz" for k, v in self._rates.want.items()), why)
+
+    def _poll_rates(self, now: float) -> None:
+        """Fall back to REQUEST_DATA_STREAM when SET_MESSAGE_INTERVAL is refused or unanswered; re-ask after reboots."""
+        vehicle = self.vehicle
+        if vehicle is None:
+            return
+        if self.buffer.reboots != self._reboots_seen:
+            self.request_rates("the autopilot rebooted")
+            return
+        target = self._system_id or 0
+
+        def request_stream(stream_id: int, hz: int) -> None:
+            vehicle.send_mavlink(vehicle.message_factory.request_data_stream_encode(target, 0, stream_id, hz, 1))
+
+        if self._rates.poll(request_stream, now):
+            self.rate_meter.reset(now)
+            log.warning("telemetry: %s; asked with REQUEST_DATA_STREAM instead", self._rates.fallback_reason)
+        if self._lost:
+            self.rate_meter.skip(now)  # a lost link is link_lost_count's, not a slow stream
+        else:
+            self.rate_meter.sample(now)
+
     def _request_home(self) -> None:
         vehicle = self.vehicle
         if vehicle is None or self.buffer.home is not None:
@@ -465,6 +541,7 @@ class Telemetry:
             elif not silent and self._lost:
                 self._lost = False
                 log.warning("telemetry: link back after a silence")
+                self.request_rates("the link came back")  # an autopilot that restarted forgot what it was asked
             if self._link_dead() or (silent and age is not None and age > 2 * self.cfg.link_timeout_s):
                 if self.cfg.reconnect:
                     with self._vehicle_lock:
@@ -475,6 +552,7 @@ class Telemetry:
                 continue
             for comp in self._components:
                 comp.tick(now)
+            self._poll_rates(now)
             if self.cfg.timesync and now >= next_sync:
                 next_sync = now + 1.0
                 self._send_timesync()

@@ -1,0 +1,82 @@
+"""A recorded message type at any time: what the vehicle sends when a client asks for another rate.
+
+ArduPilot streams each message at whatever interval MAV_CMD_SET_MESSAGE_INTERVAL sets; a timeline
+holds one type at its recorded rate only. To serve the payload at the rate it asks for, the
+endpoint (flight_sim/vehicle.py) sends, on its own schedule, the recorded type interpolated at the
+moment of sending: continuous fields linearly between the recorded messages either side (angles
+the short way round), everything else (flags, fix type, counts) from the last recorded message, as
+a vehicle's state holds between updates. Linear is what the payload itself assumes between samples,
+so a resampled stream adds no shape of its own (issue 29 item 4's fitted trajectory would replace it).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from typing import Any
+
+from flight_sim.timeline import Timeline
+
+# the fields that vary continuously, per message (the rest hold their last recorded value)
+CONTINUOUS: dict[str, tuple[str, ...]] = {
+    "ATTITUDE": ("time_boot_ms", "roll", "pitch", "yaw", "rollspeed", "pitchspeed", "yawspeed"),
+    "GLOBAL_POSITION_INT": ("time_boot_ms", "lat", "lon", "alt", "relative_alt", "vx", "vy", "vz", "hdg"),
+    "LOCAL_POSITION_NED": ("time_boot_ms", "x", "y", "z", "vx", "vy", "vz"),
+    "GPS_RAW_INT": ("time_usec", "lat", "lon", "alt", "vel", "cog"),
+    "VFR_HUD": ("airspeed", "groundspeed", "heading", "alt", "climb"),
+    "SYSTEM_TIME": ("time_unix_usec", "time_boot_ms"),
+}
+# angle fields and their full turn (a missing heading, 65535 / UINT16_MAX, is held, not interpolated)
+PERIOD: dict[tuple[str, str], float] = {
+    ("ATTITUDE", "roll"): 2 * math.pi, ("ATTITUDE", "pitch"): 2 * math.pi, ("ATTITUDE", "yaw"): 2 * math.pi,
+    ("GLOBAL_POSITION_INT", "hdg"): 36000.0, ("GPS_RAW_INT", "cog"): 36000.0, ("VFR_HUD", "heading"): 360.0,
+}
+UNKNOWN_ANGLE = 65535
+
+
+def _blend(a: Any, b: Any, w: float, period: float | None) -> Any:
+    """a..b at weight w, keeping the type of a (integer fields stay integers)."""
+    if period is not None:
+        if a == UNKNOWN_ANGLE or b == UNKNOWN_ANGLE:
+            return a
+        d = (b - a + period / 2) % period - period / 2
+        v = (a + w * d) % period
+        if period == 2 * math.pi and v > math.pi:
+            v -= period  # radians stay in -pi..pi, as the autopilot sends them
+    else:
+        v = a + w * (b - a)
+    return int(round(v)) if isinstance(a, int) and not isinstance(a, bool) else float(v)
+
+
+class Resampler:
+    """A timeline's messages of one type at any time t (None before the first recorded one)."""
+
+    def __init__(self, timeline: Timeline) -> None:
+        self.timeline = timeline
+        self._series: dict[str, tuple[list[float], list[dict[str, Any]]]] = {}
+
+    def has(self, name: str) -> bool:
+        """Whether the timeline records this type at all."""
+        return bool(self._get(name)[0])
+
+    def _get(self, name: str) -> tuple[list[float], list[dict[str, Any]]]:
+        if name not in self._series:
+            events = self.timeline.of(name)
+            self._series[name] = ([e.t for e in events], [e.fields for e in events])
+        return self._series[name]
+
+    def fields_at(self, name: str, t: float) -> dict[str, Any] | None:
+        """The message `name` as the vehicle would send it at timeline time t."""
+        ts, fs = self._get(name)
+        i = bisect.bisect_right(ts, t) - 1
+        if i < 0:
+            return None
+        out = dict(fs[i])
+        if i + 1 >= len(ts) or ts[i + 1] <= ts[i]:
+            return out
+        w = (t - ts[i]) / (ts[i + 1] - ts[i])
+        nxt = fs[i + 1]
+        for key in CONTINUOUS.get(name, ()):
+            if key in out and key in nxt:
+                out[key] = _blend(out[key], nxt[key], w, PERIOD.get((name, key)))
+        return out
