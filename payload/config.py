@@ -83,6 +83,10 @@ class SchedulerSection(StrictModel):
     max_rate_hz: float | None = Field(default=None, gt=0, description="cap on frames classified per second")
     queue_size: int = Field(default=64, ge=1, le=100000)
     stats_interval_s: float = Field(default=10.0, gt=0)
+    # when the chip cannot classify every tile of every frame: "map" classifies the newest frame's most
+    # valuable tiles (unseen, then undecided ground; payload/pipeline/choose.py), "all" every tile of the
+    # newest frame and drops the frames it cannot reach
+    tile_choice: Literal["map", "all"] = "map"
 
 
 class OutputSection(StrictModel):

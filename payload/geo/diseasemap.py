@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 
 from payload.geo.frames import LocalFrame
-from payload.geo.grid import EvidenceGrid, posterior
+from payload.geo.grid import EvidenceGrid, frame_window, posterior
 from payload.geo.lonlat import geometries_lonlat
 from payload.geo.looks import LOOK_SCHEMA
 from payload.geo.sensor import SensorModel
+from payload.geo.tilevalue import cell_values, footprint_values
 from payload.geo.zones import Zone, ZoneBook, extract_zones
 from payload.settings.map import MapSection
 
@@ -105,6 +106,30 @@ class DiseaseMap:
                                      self.cfg.prior_logodds if self.cfg.explain_away else None)
             self.counts.applied += 1
         return self._maybe_zones()
+
+    def tile_values(self, rec: Mapping[str, Any]) -> list[float] | None:
+        """What each tile of a look (placed, not yet classified) is worth to the map (payload/geo/tilevalue.py).
+
+        None when the look cannot be placed on the grid (untrusted, no origin yet): the caller keeps its
+        own order. A tile without a footprint is worth nothing here (the map would not use it either).
+        """
+        veh = rec.get("vehicle")
+        if not rec.get("trusted") or not veh or veh.get("lat") is None or self.origin is None:
+            return None
+        tiles = rec.get("tiles", [])
+        placed = [i for i, t in enumerate(tiles) if t.get("footprint")]
+        out = [0.0] * len(tiles)
+        if not placed:
+            return out
+        ll = np.asarray([tiles[i]["footprint"] for i in placed], dtype=np.float64).reshape(-1, 2)
+        e, n, _ = self.origin.to_enu(ll[:, 0], ll[:, 1], 0.0)
+        quads = np.stack([e, n], axis=-1).reshape(len(placed), 4, 2)
+        win = frame_window(quads, self.cfg.cell_m)
+        ev, looks = self.grid.dense(win)
+        values = cell_values(ev, looks, self.cfg.prior_logodds, self.cfg.coverage_min_looks, self.cfg.zone_threshold)
+        for i, v in zip(placed, footprint_values(quads, self.cfg.cell_m, win, values), strict=True):
+            out[i] = float(v)
+        return out
 
     def _maybe_zones(self) -> list[Zone]:
         self._since_zones += 1

@@ -24,9 +24,10 @@ import numpy as np
 
 from payload.geo.diseasemap import MapCounts, frame_weight
 from payload.geo.frames import enu_to_geodetic
-from payload.geo.grid import EvidenceGrid
+from payload.geo.grid import EvidenceGrid, frame_window
 from payload.geo.sensor import SensorModel
 from payload.geo.site import RackFace, SiteAddress, address, face_by_id
+from payload.geo.tilevalue import UNSEEN, cell_values, footprint_values
 from payload.geo.zones import Zone, ZoneBook, extract_zones
 from payload.settings.map import MapSection
 
@@ -107,6 +108,30 @@ class FaceMap:
         if by_face:
             self.counts.applied += 1
         return self._maybe_zones()
+
+    def tile_values(self, rec: Mapping[str, Any]) -> list[float] | None:
+        """What each tile of a look is worth to its rack face's grid (payload/geo/tilevalue.py); a face never
+        seen is all new ground. None when the look cannot be placed (untrusted)."""
+        veh = rec.get("vehicle")
+        if not rec.get("trusted") or not veh or veh.get("east_m") is None:
+            return None
+        out: list[float] = []
+        for t in rec.get("tiles", []):
+            fid, quad = t.get("face"), t.get("face_quad")
+            if not fid or not quad:
+                out.append(0.0)
+                continue
+            grid = self.grids.get(str(fid))
+            if grid is None:
+                out.append(UNSEEN)
+                continue
+            q = np.asarray([quad], dtype=np.float64)
+            win = frame_window(q, self.cfg.cell_m)
+            ev, looks = grid.dense(win)
+            values = cell_values(ev, looks, self.cfg.prior_logodds, self.cfg.coverage_min_looks,
+                                 self.cfg.zone_threshold)
+            out.append(float(footprint_values(q, self.cfg.cell_m, win, values)[0]))
+        return out
 
     def _maybe_zones(self) -> list[FaceZone]:
         self._since_zones += 1

@@ -256,7 +256,7 @@ class EvidenceGrid:
         ev = np.zeros((self.n_classes, r1 - r0, c1 - c0), dtype=np.float32)
         lk = np.zeros((r1 - r0, c1 - c0), dtype=np.uint8)
         n = self.chunk
-        for (ci, cj), c in self.chunks.items():
+        for (ci, cj), c in list(self.chunks.items()):  # a copy: the scheduler reads while the writer adds chunks
             a0, a1 = max(r0, ci * n), min(r1, (ci + 1) * n)
             b0, b1 = max(c0, cj * n), min(c1, (cj + 1) * n)
             if a0 >= a1 or b0 >= b1:

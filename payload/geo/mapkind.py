@@ -49,6 +49,10 @@ class MapKind(Protocol):
 
     def finish(self) -> Sequence[ZoneLike]: ...
 
+    def tile_values(self, rec: Mapping[str, Any]) -> list[float] | None:
+        """Each tile of a placed, unclassified look: what a look there is worth (None: cannot say)."""
+        ...
+
     def zone_features(self) -> list[dict[str, Any]]: ...
 
     def describe_zone(self, props: Mapping[str, Any]) -> str:

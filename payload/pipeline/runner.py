@@ -29,6 +29,7 @@ from payload.config import PayloadConfig
 from payload.errors import ConfigError
 from payload.geo.sensor import SensorModel, sensor_model_for_card
 from payload.ops.paths import resolve_config_paths
+from payload.pipeline.choose import MapTileChooser
 from payload.pipeline.scheduler import Pipeline
 from payload.pipeline.stats import PipelineStats
 from payload.pipeline.tiling import Tiler
@@ -172,7 +173,17 @@ def build_pipeline(
         max_rate_hz=cfg.scheduler.max_rate_hz,
         stats_interval_s=cfg.scheduler.stats_interval_s,
         fallback=fallback,
+        chooser=map_chooser(handler) if cfg.scheduler.tile_choice == "map" else None,
     )
+
+
+def map_chooser(handler: ResultHandler) -> MapTileChooser | None:
+    """The map's tile chooser over the run's geotagger (None when the handler has none: no map to ask)."""
+    from payload.pipeline.geotag import FanOutHandler, GeotagHandler
+
+    handlers = handler.handlers if isinstance(handler, FanOutHandler) else [handler]
+    geo = next((h for h in handlers if isinstance(h, GeotagHandler)), None)
+    return None if geo is None else MapTileChooser(geo)
 
 
 def run_with_signals(pipeline: Pipeline) -> PipelineStats:

@@ -25,6 +25,7 @@ import numpy as np
 from payload.backends.base import Classifier
 from payload.bundle import Bundle
 from payload.capture.sources import FrameSource
+from payload.pipeline.choose import TileChooser, choose, tile_budget
 from payload.pipeline.stats import PipelineStats, Window
 from payload.pipeline.tiling import Tiler
 from payload.types import Frame, FrameResult, ResultHandler, TileResult
@@ -101,6 +102,7 @@ class Pipeline:
         stats_interval_s: float = 10.0,
         fallback: Callable[[], Classifier] | None = None,
         join_timeout_s: float = 5.0,
+        chooser: TileChooser | None = None,
     ) -> None:
         self.source = source
         self.classifier = classifier
@@ -111,6 +113,12 @@ class Pipeline:
         self.stats_interval_s = stats_interval_s
         self.fallback = fallback
         self.join_timeout_s = join_timeout_s
+        # with a chooser, a frame the chip cannot finish in time has its most valuable tiles classified
+        # (payload/pipeline/choose.py); without one, every tile of the newest frame (frames are dropped)
+        self.chooser = chooser
+        self.choose_ms = Window()
+        self.frame_interval_s = Window(64)
+        self.tiles_cut = 0  # tiles of the processed frames, classified or not
         self.mailbox = Mailbox()
         self.results: queue.Queue[object] = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
@@ -153,6 +161,8 @@ class Pipeline:
             tiles_per_s=self.tiles / elapsed,
             tiles_offered=self.tiles_offered(c.captured),
             tiles_classified=self.tiles,
+            tile_choice="map" if self.chooser is not None else "all",
+            choose_ms_p50=self.choose_ms.percentile(50),
             inference_ms_p50=self.inference_ms.percentile(50),
             inference_ms_p95=self.inference_ms.percentile(95),
             tile_ms_p50=self.tile_ms.percentile(50),
@@ -165,8 +175,8 @@ class Pipeline:
     def tiles_offered(self, captured: int) -> int:
         """Tiles of every captured frame: those classified, and a never-classified frame's share at the
         mean tiles per classified frame (a staggered grid alternates its count; a frame never cut has none)."""
-        per_frame = self.tiles / self.processed if self.processed else self.tiler.rows * self.tiler.cols
-        return self.tiles + round(max(captured - self.processed, 0) * per_frame)
+        per_frame = self.tiles_cut / self.processed if self.processed else self.tiler.rows * self.tiler.cols
+        return self.tiles_cut + round(max(captured - self.processed, 0) * per_frame)
 
     # -- threads -----------------------------------------------------------------------------------
     def _fail(self, where: str, err: BaseException) -> None:
@@ -176,11 +186,15 @@ class Pipeline:
         self.stop()
 
     def _capture(self) -> None:
+        prev: float | None = None
         try:
             while not self._stop.is_set():
                 frame = self.source.read()
                 if frame is None:
                     break
+                if prev is not None and frame.t_mono > prev:
+                    self.frame_interval_s.add(frame.t_mono - prev)
+                prev = frame.t_mono
                 self.mailbox.put(frame, wait=self.source.lossless, abort=self._stop)
         except Exception as err:  # noqa: BLE001 - reported and re-raised by run()
             self._fail("capture", err)
@@ -206,6 +220,22 @@ class Pipeline:
             log.warning("backend now %s", self.classifier.name)
             return self.classifier.classify_batch(tiles)
 
+    def _choose(self, frame: Frame, boxes: list, batch: np.ndarray, period: float) -> tuple[list, np.ndarray]:
+        """The tiles this frame can afford (all when the chip keeps up, the source is lossless, or no chooser)."""
+        if self.chooser is None or self.source.lossless:
+            return boxes, batch
+        interval = self.frame_interval_s.percentile(50)
+        if interval is not None and period:
+            interval = max(interval, period)
+        tile_ms = self.tile_ms.percentile(50)
+        budget = tile_budget(interval, None if tile_ms is None else tile_ms / 1000.0, len(boxes))
+        if budget >= len(boxes):
+            return boxes, batch
+        t0 = time.perf_counter()
+        keep = choose(self.chooser.values(frame, boxes), len(boxes), budget, frame.seq)
+        self.choose_ms.add((time.perf_counter() - t0) * 1000.0)
+        return [boxes[i] for i in keep], batch[keep]
+
     def _infer(self) -> None:
         next_due = 0.0
         period = 1.0 / self.max_rate_hz if self.max_rate_hz else 0.0
@@ -221,6 +251,8 @@ class Pipeline:
                         break
                     continue
                 boxes, batch = self.tiler.tiles(frame.pixels)
+                self.tiles_cut += len(boxes)
+                boxes, batch = self._choose(frame, boxes, batch, period)
                 next_due = time.monotonic() + period  # the cap spaces the starts of inference
                 t0 = time.perf_counter()
                 scores = self._classify(batch)

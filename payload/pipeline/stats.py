@@ -50,6 +50,8 @@ class PipelineStats:
     # what the camera offered the classifier kept up with (a dropped frame's tiles are offered, not run)
     tiles_offered: int
     tiles_classified: int
+    tile_choice: str  # "map": the map chose a busy chip's tiles (payload/pipeline/choose.py); "all": every tile
+    choose_ms_p50: float | None  # what choosing cost per frame that needed it (None: the chip kept up)
     inference_ms_p50: float | None
     inference_ms_p95: float | None
     tile_ms_p50: float | None
@@ -73,7 +75,7 @@ class PipelineStats:
         return (
             f"frames captured {self.frames_captured} processed {self.frames_processed} dropped {self.frames_dropped} "
             f"unreadable {self.frames_unreadable} reconnects {self.camera_reconnects} stalls {self.camera_stalls} "
-            f"| tiles {self.tiles_classified}/{self.tiles_offered} offered "
+            f"| tiles {self.tiles_classified}/{self.tiles_offered} offered ({self.tile_choice}) "
             f"({self.tiles_per_s:.1f}/s) | inference ms p50 {ms(self.inference_ms_p50)} "
             f"p95 {ms(self.inference_ms_p95)} "
             f"| capture-to-record ms p50 {ms(self.latency_ms_p50)} p95 {ms(self.latency_ms_p95)} "
