@@ -15,10 +15,11 @@ import json
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from payload.backends import cpu_fallback, open_classifier
 from payload.backends.base import Classifier
@@ -27,7 +28,8 @@ from payload.capture.sources import FrameSource, make_source
 from payload.config import PayloadConfig
 from payload.errors import ConfigError
 from payload.geo.sensor import SensorModel, sensor_model_for_card
-from payload.ops.paths import resolve_config_paths
+from payload.ops.flights import FlightFolder, VehicleIdentity, host_boot_id, open_flight, open_flight_dir
+from payload.ops.paths import check_output_dir, resolve_config_paths
 from payload.pipeline.scheduler import Pipeline
 from payload.pipeline.stats import PipelineStats
 from payload.pipeline.tiling import Tiler
@@ -76,11 +78,19 @@ def require_pose_source(cfg: PayloadConfig) -> None:
         "telemetry.allow_none: true")
 
 
+OPEN_LINK: Literal["open"] = "open"
+
+
 def build_geotag_handler(
     cfg: PayloadConfig, *, labels: Sequence[str], model_sha256: str, out_dir: str | Path | None = None,
-    sensor: SensorModel | None = None,
+    sensor: SensorModel | None = None, telemetry: Telemetry | None | Literal["open"] = OPEN_LINK,
 ) -> GeotagHandler:
-    """Geotagging as `payload run` installs it: its own telemetry link, the disease map, disk guard and sinks."""
+    """Geotagging as `payload run` installs it: its telemetry link, the disease map, disk guard and sinks.
+
+    `telemetry` is a link already open (`payload run` opens it first, to learn which flight this is
+    before it picks the folder) or None for none; by default the config's link is opened here. Either
+    way the handler owns it from here on and closes it.
+    """
     from payload.geo.mapkind import Site, default_sensor, open_map
     from payload.ops.diskguard import DiskGuard
     from payload.pipeline.geotag import GeotagHandler
@@ -89,7 +99,9 @@ def build_geotag_handler(
 
     out = Path(out_dir if out_dir is not None else cfg.output.dir)
     out.mkdir(parents=True, exist_ok=True)
-    telemetry = open_pose_source(cfg)
+    if telemetry == OPEN_LINK:
+        telemetry = open_pose_source(cfg)
+    assert not isinstance(telemetry, str)
     try:
         site = Site(cfg)  # the site file, read once
         dmap = open_map(cfg, sensor or default_sensor(list(labels)), site)
@@ -109,19 +121,21 @@ def build_geotag_handler(
         raise
 
 
-def build_handler(cfg: PayloadConfig, bundle: Bundle) -> ResultHandler:
+def build_handler(cfg: PayloadConfig, bundle: Bundle,
+                  telemetry: Telemetry | None | Literal["open"] = OPEN_LINK) -> ResultHandler:
     """THE hook for what the writer thread does with each FrameResult (called once per run).
 
     Per-frame records, then geotagging. Runs the preflight block (link, clock, GPS fix, home,
     model, free disk; the camera is opened later by the capture thread and reported when its first
     frame arrives) and raises PreflightError when preflight.strict is set and a check failed.
+    `telemetry`: as `build_geotag_handler` takes it.
     """
     from payload.ops.preflight import run_preflight
     from payload.pipeline.geotag import FanOutHandler
 
     records = JsonlRecordHandler(Path(cfg.output.dir) / cfg.output.records, bundle)
     geo = build_geotag_handler(cfg, labels=bundle.labels, model_sha256=bundle.model_sha256,
-                               sensor=sensor_model_for_card(bundle.card))
+                               sensor=sensor_model_for_card(bundle.card), telemetry=telemetry)
     try:
         run_preflight(
             cfg.preflight,
@@ -192,21 +206,78 @@ def run_with_signals(pipeline: Pipeline) -> PipelineStats:
             signal.signal(s, h)
 
 
-def run_payload(cfg: PayloadConfig, *, source: FrameSource | None = None) -> PipelineStats:
-    """`payload run`: run until the source ends or a signal, write the final stats next to the records."""
+def vehicle_identity(telemetry: Telemetry | None, wait_s: float) -> VehicleIdentity:
+    """Which flight this is: the vehicle's system id and its autopilot's boot, waited for up to `wait_s`.
+
+    Preflight waits as long for the link anyway, so a vehicle that is there costs no extra start-up
+    time; one that does not answer leaves the identity unknown (a new folder, never a resumed one).
+    """
+    host = host_boot_id()
+    if telemetry is None:
+        return VehicleIdentity(host_boot=host)
+    deadline = time.monotonic() + wait_s
+    while True:
+        sysid, boot = telemetry.system_id, telemetry.buffer.boot_mono()
+        if (sysid is not None and boot is not None) or time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    if sysid is None or boot is None:
+        log.warning("flight: the vehicle was not heard within %.0f s, so this run cannot be matched to its flight: "
+                    "it gets a new folder (a restart continues one only with `payload run --flight-dir DIR`)", wait_s)
+        return VehicleIdentity(sysid=sysid, host_boot=host)
+    boot_utc = time.time() - (time.monotonic() - boot)
+    return VehicleIdentity(sysid, round(boot_utc, 3), round(boot, 3), host)
+
+
+def open_run_folder(cfg: PayloadConfig, who: VehicleIdentity, flight_dir: str | Path | None) -> FlightFolder:
+    """The folder this run writes to: `flight_dir` exactly when given, else this flight's under output.dir."""
+    if flight_dir is not None:
+        return open_flight_dir(check_output_dir(flight_dir), who)
+    return open_flight(Path(cfg.output.dir), who)
+
+
+def run_payload(cfg: PayloadConfig, *, source: FrameSource | None = None,
+                flight_dir: str | Path | None = None) -> PipelineStats:
+    """`payload run`: pick the flight's folder, run until the source ends or a signal, write the final stats
+    next to the records and mark the flight finished (payload/ops/flights.py).
+
+    `flight_dir` names the exact folder (`payload run --flight-dir`: tools that read one run's output);
+    otherwise output.dir is the root of one folder per flight.
+    """
     from payload.pipeline.heap import pin_malloc_thresholds
 
     require_pose_source(cfg)  # before anything opens: a config error, said at once
     pin_malloc_thresholds()  # before the flight allocates: RSS must not creep with the zone count
     cfg = resolve_config_paths(cfg)
-    pipeline = build_pipeline(cfg, source=source)
-    stats = run_with_signals(pipeline)
-    out = Path(cfg.output.dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "run_stats.json").write_text(json.dumps(stats.as_dict(), indent=2) + "\n", encoding="utf-8")
-    if cfg.report.enabled:
-        write_flight_report(out, cfg, pipeline.bundle, stats.as_dict())
-    return stats
+    telemetry = open_pose_source(cfg)
+    handed: list[bool] = []  # the geotagging handler took the link: it closes it
+
+    def handler(c: PayloadConfig, b: Bundle) -> ResultHandler:
+        handed.append(True)
+        return build_handler(c, b, telemetry=telemetry)
+
+    try:
+        flight = open_run_folder(cfg, vehicle_identity(telemetry, cfg.telemetry.connect_timeout_s + 1.0), flight_dir)
+        try:
+            cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"dir": flight.path})})
+            pipeline = build_pipeline(cfg, source=source, handler_factory=handler)
+            stats = run_with_signals(pipeline)
+            out = flight.path
+            (out / "run_stats.json").write_text(json.dumps(stats.as_dict(), indent=2) + "\n", encoding="utf-8")
+            if cfg.report.enabled:
+                write_flight_report(out, cfg, pipeline.bundle, stats.as_dict())
+            flight.finish(stats.as_dict())
+            log.info("flight: %s finished", out)
+            return stats
+        except BaseException:
+            flight.abandon_if_empty()
+            raise
+        finally:
+            flight.release()
+    except BaseException:
+        if telemetry is not None and not handed:
+            telemetry.close()
+        raise
 
 
 def write_flight_report(out: Path, cfg: PayloadConfig, bundle: Bundle, stats: dict) -> None:
