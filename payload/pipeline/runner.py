@@ -29,7 +29,7 @@ from payload.config import PayloadConfig
 from payload.errors import ConfigError
 from payload.geo.sensor import SensorModel, sensor_model_for_card
 from payload.ops.flights import FlightFolder, VehicleIdentity, host_boot_id, open_flight, open_flight_dir
-from payload.ops.paths import check_output_dir, resolve_config_paths
+from payload.ops.paths import resolve_config_paths
 from payload.pipeline.scheduler import Pipeline
 from payload.pipeline.stats import PipelineStats
 from payload.pipeline.tiling import Tiler
@@ -121,14 +121,15 @@ def build_geotag_handler(
         raise
 
 
-def build_handler(cfg: PayloadConfig, bundle: Bundle,
-                  telemetry: Telemetry | None | Literal["open"] = OPEN_LINK) -> ResultHandler:
+def build_handler(cfg: PayloadConfig, bundle: Bundle, telemetry: Telemetry | None | Literal["open"] = OPEN_LINK,
+                  connect_wait_s: float | None = None) -> ResultHandler:
     """THE hook for what the writer thread does with each FrameResult (called once per run).
 
     Per-frame records, then geotagging. Runs the preflight block (link, clock, GPS fix, home,
     model, free disk; the camera is opened later by the capture thread and reported when its first
     frame arrives) and raises PreflightError when preflight.strict is set and a check failed.
-    `telemetry`: as `build_geotag_handler` takes it.
+    `telemetry`: as `build_geotag_handler` takes it; `connect_wait_s`: how long preflight waits for the
+    link to connect (default the connect timeout; less when the run already waited for it).
     """
     from payload.ops.preflight import run_preflight
     from payload.pipeline.geotag import FanOutHandler
@@ -143,7 +144,7 @@ def build_handler(cfg: PayloadConfig, bundle: Bundle,
             geo.out_dir,
             telemetry=geo.telemetry,
             model=(True, f"{bundle.path} ({', '.join(bundle.labels)}; sha256 {bundle.model_sha256[:12]})"),
-            connect_wait_s=cfg.telemetry.connect_timeout_s + 1.0,
+            connect_wait_s=cfg.telemetry.connect_timeout_s + 1.0 if connect_wait_s is None else connect_wait_s,
         )
     except BaseException:
         geo.close()
@@ -229,10 +230,11 @@ def vehicle_identity(telemetry: Telemetry | None, wait_s: float) -> VehicleIdent
     return VehicleIdentity(sysid, round(boot_utc, 3), round(boot, 3), host)
 
 
-def open_run_folder(cfg: PayloadConfig, who: VehicleIdentity, flight_dir: str | Path | None) -> FlightFolder:
-    """The folder this run writes to: `flight_dir` exactly when given, else this flight's under output.dir."""
-    if flight_dir is not None:
-        return open_flight_dir(check_output_dir(flight_dir), who)
+def open_run_folder(cfg: PayloadConfig, who: VehicleIdentity, exact: bool) -> FlightFolder:
+    """The folder this run writes to: output.dir itself when `exact` (`--flight-dir`), else this flight's
+    folder under the output.dir root."""
+    if exact:
+        return open_flight_dir(Path(cfg.output.dir), who)
     return open_flight(Path(cfg.output.dir), who)
 
 
@@ -248,16 +250,19 @@ def run_payload(cfg: PayloadConfig, *, source: FrameSource | None = None,
 
     require_pose_source(cfg)  # before anything opens: a config error, said at once
     pin_malloc_thresholds()  # before the flight allocates: RSS must not creep with the zone count
+    if flight_dir is not None:  # the one folder checked (and created) instead of the root
+        cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"dir": Path(flight_dir)})})
     cfg = resolve_config_paths(cfg)
     telemetry = open_pose_source(cfg)
     handed: list[bool] = []  # the geotagging handler took the link: it closes it
+    deadline = time.monotonic() + cfg.telemetry.connect_timeout_s + 1.0  # one wait for the link, not two
 
     def handler(c: PayloadConfig, b: Bundle) -> ResultHandler:
         handed.append(True)
-        return build_handler(c, b, telemetry=telemetry)
+        return build_handler(c, b, telemetry=telemetry, connect_wait_s=max(1.0, deadline - time.monotonic()))
 
     try:
-        flight = open_run_folder(cfg, vehicle_identity(telemetry, cfg.telemetry.connect_timeout_s + 1.0), flight_dir)
+        flight = open_run_folder(cfg, vehicle_identity(telemetry, deadline - time.monotonic()), flight_dir is not None)
         try:
             cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"dir": flight.path})})
             pipeline = build_pipeline(cfg, source=source, handler_factory=handler)

@@ -152,6 +152,15 @@ def test_two_runs_into_one_root_give_two_flight_folders(tmp_path: Path, tiny_bun
     assert again.returncode == 2 and "never appended to" in again.stderr and "Traceback" not in again.stderr
     assert len((first / "classifications.jsonl").read_text().splitlines()) == 2
     assert payload("flights", str(tmp_path / "nope")).returncode == 2
+    # --flight-dir: exactly that folder, beside a tool's own files; the output.dir root is left alone
+    exact = tmp_path / "mission"
+    exact.mkdir()
+    (exact / "payload.yaml").write_text("a tool's own file\n")
+    named = payload("run", "--config", str(cfg), "--flight-dir", str(exact))
+    assert named.returncode == 0, named.stderr
+    assert len((exact / "classifications.jsonl").read_text().splitlines()) == 2
+    assert json.loads((exact / "flight.json").read_text())["state"] == "finished"
+    assert flight_folders(root) == [first, second] and not (exact / "mission").exists()
 
 
 def test_run_with_a_camera_that_will_not_open(tmp_path: Path, tiny_bundle_dir: Path) -> None:
