@@ -175,9 +175,15 @@ def _new_marker(start: float, who: VehicleIdentity) -> dict[str, Any]:
 
 
 def _resume(folder: Path, marker: dict[str, Any]) -> FlightFolder | None:
+    """The unfinished folder locked for this run (None: a live run holds it, or finished it meanwhile)."""
     lock = _lock(folder)
     if lock is None:
         return None
+    now = read_marker(folder)  # read again under the lock: the run that held it may have finished since
+    if now is None or now.get("state") != "running":
+        lock.close()
+        return None
+    marker = now
     marker["resumes"] = int(marker.get("resumes") or 0) + 1
     ff = FlightFolder(folder, marker, lock, resumed=True)
     ff._write()
