@@ -326,11 +326,15 @@ def summarize(folder: Path) -> FlightSummary | None:
 
 
 def list_flights(root: Path) -> list[FlightSummary]:
-    """Every flight folder directly under `root`, oldest first (ConfigError: no such folder)."""
+    """Every flight folder directly under `root`, oldest first, after the root's own records if it holds some
+    from before this layout ("."; ConfigError: no such folder)."""
     if not root.is_dir():
         raise ConfigError(f"{root}: not a folder; give the output.dir root that holds the flight folders")
-    rows = (summarize(p) for p in sorted(root.iterdir()) if p.is_dir())
-    return [r for r in rows if r is not None]
+    rows = [summarize(p) for p in sorted(root.iterdir()) if p.is_dir()]
+    flat = summarize(root)  # the records of runs from before one folder per flight, in the root itself
+    if flat is not None:
+        flat.folder = "."
+    return [r for r in (flat, *rows) if r is not None]
 
 
 def _cell(v: Any, fmt: str = "{}") -> str:

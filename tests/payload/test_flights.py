@@ -132,9 +132,11 @@ def test_flights_lists_start_duration_area_zones_and_state(tmp_path: Path) -> No
     legacy.mkdir()
     (legacy / "detections.jsonl").write_text("")
     (tmp_path / "notes").mkdir()  # not a flight: not listed
+    (tmp_path / "detections.jsonl").write_text("")  # records of the flat layout, in the root itself
 
     rows = {r.folder: r for r in list_flights(tmp_path)}
-    assert set(rows) == {done.path.name, killed.name, live.path.name, legacy.name}
+    assert set(rows) == {".", done.path.name, killed.name, live.path.name, legacy.name}
+    assert list_flights(tmp_path)[0].folder == "." and rows["."].state == "no marker"
     d = rows[done.path.name]
     assert (d.start, d.area_ha, d.zones, d.state, d.sysid) == ("2026-12-07T041200Z", 2.5, 2, "finished", 1)
     assert d.duration_s == pytest.approx(marker["finished_utc"] - T0, abs=0.1)
