@@ -147,6 +147,9 @@ class FlightFolder:
         if stats is not None:
             self.marker["stats"] = {k: stats.get(k) for k in ("frames_captured", "frames_processed", "backend")}
         self._write()
+        # a finished flight is never locked again: the lock file goes (a run that opened it meanwhile reads
+        # the marker again under its lock and finds the flight finished)
+        (self.path / LOCK_FILE).unlink(missing_ok=True)
         self.release()
 
     def abandon_if_empty(self) -> None:

@@ -74,6 +74,7 @@ def test_a_restart_resumes_only_an_unfinished_run_of_the_same_flight(tmp_path: P
     again.finish({"frames_processed": 7})
     marker = read_marker(killed)
     assert marker["state"] == "finished" and marker["stats"]["frames_processed"] == 7
+    assert sorted(p.name for p in killed.iterdir()) == ["detections.jsonl", FLIGHT_FILE]  # no lock file left
     # a finished flight is never appended to: the same flight's next run gets a new folder
     after = open_flight(root, VEHICLE, now=T0 + 60)
     assert after.path != killed and not after.resumed
