@@ -99,25 +99,23 @@ def build_geotag_handler(
 
     out = Path(out_dir if out_dir is not None else cfg.output.dir)
     out.mkdir(parents=True, exist_ok=True)
-    if telemetry == OPEN_LINK:
-        telemetry = open_pose_source(cfg)
-    assert not isinstance(telemetry, str)
+    link = open_pose_source(cfg) if isinstance(telemetry, str) else telemetry  # OPEN_LINK: the config's
     try:
         site = Site(cfg)  # the site file, read once
         dmap = open_map(cfg, sensor or default_sensor(list(labels)), site)
         disk = DiskGuard(out, cfg.preflight.min_free_disk_mb,
-                         send=telemetry.send_statustext if telemetry is not None else None)
+                         send=link.send_statustext if link is not None else None)
         snapshot: list[GeotagHandler] = []  # the handler, once built: the layers read its zone snapshot
         sinks = build_sinks(SinkContext(cfg, out, lambda: snapshot[0].zone_snapshot() if snapshot else [],
-                                        telemetry, disk.crops_allowed, map=dmap))
-        handler = GeotagHandler(cfg, labels=labels, model_sha256=model_sha256, telemetry=telemetry, out_dir=out,
-                                owns_telemetry=telemetry is not None, status=telemetry, dmap=dmap, disk=disk,
+                                        link, disk.crops_allowed, map=dmap))
+        handler = GeotagHandler(cfg, labels=labels, model_sha256=model_sha256, telemetry=link, out_dir=out,
+                                owns_telemetry=link is not None, status=link, dmap=dmap, disk=disk,
                                 sinks=sinks, site=site)
         snapshot.append(handler)
         return handler
     except BaseException:
-        if telemetry is not None:
-            telemetry.close()
+        if link is not None:
+            link.close()
         raise
 
 
