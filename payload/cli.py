@@ -30,6 +30,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-telemetry", action="store_true",
                    help="run with no flight controller link on purpose (telemetry.connection null): records are "
                    "flagged no_telemetry and nothing is geotagged; same as telemetry.allow_none: true")
+    p.add_argument("--flight-dir", metavar="DIR",
+                   help="write to exactly this folder instead of a new flight folder under output.dir (continues "
+                   "it if its run did not finish; refuses a finished flight)")
+
+    p = sub.add_parser("flights", help="list the flight folders under an output.dir root: start, duration, area "
+                       "seen, zones, and whether each finished cleanly")
+    p.add_argument("root", metavar="ROOT", help="the output.dir root of `payload run`")
+    p.add_argument("--json", action="store_true", help="a JSON list instead of the table")
 
     p = sub.add_parser("classify", help="classify whole images and print class, confidence and all scores")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format OpenCV reads)")
@@ -135,8 +143,12 @@ def _main(argv: Sequence[str] | None) -> int:
         cfg = load_payload_config(args.config)
         if args.no_telemetry:  # the operator's "on purpose", as telemetry.allow_none would say it
             cfg = cfg.model_copy(update={"telemetry": cfg.telemetry.model_copy(update={"allow_none": True})})
-        run_payload(cfg)
+        run_payload(cfg, flight_dir=args.flight_dir)
         return 0
+    if args.command == "flights":
+        from payload.ops.flights import flights_from_cli
+
+        return flights_from_cli(args.root, args.json)
     if args.command == "classify":
         return _classify(args)
     if args.command == "devices":

@@ -92,7 +92,8 @@ class SchedulerSection(StrictModel):
 class OutputSection(StrictModel):
     """Where records go."""
 
-    dir: Path = Path("flight_output")
+    dir: Path = Field(default=Path("flight_output"), description="the root of the flight folders: each `payload run` "
+                      "writes to a new folder under it named by its UTC start (`payload flights DIR` lists them)")
     records: str = Field(default="classifications.jsonl", description="JSONL file of per-frame, per-tile results")
 
 

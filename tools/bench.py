@@ -163,7 +163,8 @@ def startup_and_rss(bundle: Bundle, threads: int, workdir: Path, launches: int =
         t0 = time.monotonic()
         proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-m", "payload", "--log-level", "WARNING", "run", "--config", str(cfg_path),
-             "--no-telemetry"],  # a startup and RSS bench: no flight controller, on purpose
+             "--no-telemetry",  # a startup and RSS bench: no flight controller, on purpose
+             "--flight-dir", str(out)],  # the records where this bench reads them, not in a flight folder
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         ps = psutil.Process(proc.pid)

@@ -16,10 +16,11 @@ import json
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from payload.backends import cpu_fallback, open_classifier
 from payload.backends.base import Classifier
@@ -28,6 +29,7 @@ from payload.capture.sources import FrameSource, make_source
 from payload.config import PayloadConfig
 from payload.errors import ConfigError
 from payload.geo.sensor import SensorModel, sensor_model_for_card
+from payload.ops.flights import FlightFolder, VehicleIdentity, host_boot_id, open_flight, open_flight_dir
 from payload.ops.paths import resolve_config_paths
 from payload.pipeline.choose import MapTileChooser
 from payload.pipeline.scheduler import Pipeline
@@ -81,11 +83,19 @@ def require_pose_source(cfg: PayloadConfig) -> None:
         "telemetry.allow_none: true")
 
 
+OPEN_LINK: Literal["open"] = "open"
+
+
 def build_geotag_handler(
     cfg: PayloadConfig, *, labels: Sequence[str], model_sha256: str, out_dir: str | Path | None = None,
-    sensor: SensorModel | None = None,
+    sensor: SensorModel | None = None, telemetry: Telemetry | None | Literal["open"] = OPEN_LINK,
 ) -> GeotagHandler:
-    """Geotagging as `payload run` installs it: its own telemetry link, the disease map, disk guard and sinks."""
+    """Geotagging as `payload run` installs it: its telemetry link, the disease map, disk guard and sinks.
+
+    `telemetry` is a link already open (`payload run` opens it first, to learn which flight this is
+    before it picks the folder) or None for none; by default the config's link is opened here. Either
+    way the handler owns it from here on and closes it.
+    """
     from payload.geo.mapkind import Site, default_sensor, open_map
     from payload.ops.diskguard import DiskGuard
     from payload.pipeline.geotag import GeotagHandler
@@ -94,39 +104,42 @@ def build_geotag_handler(
 
     out = Path(out_dir if out_dir is not None else cfg.output.dir)
     out.mkdir(parents=True, exist_ok=True)
-    telemetry = open_pose_source(cfg)
+    link = open_pose_source(cfg) if isinstance(telemetry, str) else telemetry  # OPEN_LINK: the config's
     try:
         site = Site(cfg)  # the site file, read once
         dmap = open_map(cfg, sensor or default_sensor(list(labels)), site)
         disk = DiskGuard(out, cfg.preflight.min_free_disk_mb,
-                         send=telemetry.send_statustext if telemetry is not None else None)
+                         send=link.send_statustext if link is not None else None)
         snapshot: list[GeotagHandler] = []  # the handler, once built: the layers read its zone snapshot
         sinks = build_sinks(SinkContext(cfg, out, lambda: snapshot[0].zone_snapshot() if snapshot else [],
-                                        telemetry, disk.crops_allowed, map=dmap, model_sha256=model_sha256))
-        handler = GeotagHandler(cfg, labels=labels, model_sha256=model_sha256, telemetry=telemetry, out_dir=out,
-                                owns_telemetry=telemetry is not None, status=telemetry, dmap=dmap, disk=disk,
+                                        link, disk.crops_allowed, map=dmap, model_sha256=model_sha256))
+        handler = GeotagHandler(cfg, labels=labels, model_sha256=model_sha256, telemetry=link, out_dir=out,
+                                owns_telemetry=link is not None, status=link, dmap=dmap, disk=disk,
                                 sinks=sinks, site=site)
         snapshot.append(handler)
         return handler
     except BaseException:
-        if telemetry is not None:
-            telemetry.close()
+        if link is not None:
+            link.close()
         raise
 
 
-def build_handler(cfg: PayloadConfig, bundle: Bundle) -> ResultHandler:
+def build_handler(cfg: PayloadConfig, bundle: Bundle, telemetry: Telemetry | None | Literal["open"] = OPEN_LINK,
+                  connect_wait_s: float | None = None) -> ResultHandler:
     """THE hook for what the writer thread does with each FrameResult (called once per run).
 
     Per-frame records, then geotagging. Runs the preflight block (link, clock, GPS fix, home,
     model, free disk; the camera is opened later by the capture thread and reported when its first
     frame arrives) and raises PreflightError when preflight.strict is set and a check failed.
+    `telemetry`: as `build_geotag_handler` takes it; `connect_wait_s`: how long preflight waits for the
+    link to connect (default the connect timeout; less when the run already waited for it).
     """
     from payload.ops.preflight import run_preflight
     from payload.pipeline.geotag import FanOutHandler
 
     records = JsonlRecordHandler(Path(cfg.output.dir) / cfg.output.records, bundle)
     geo = build_geotag_handler(cfg, labels=bundle.labels, model_sha256=bundle.model_sha256,
-                               sensor=sensor_model_for_card(bundle.card))
+                               sensor=sensor_model_for_card(bundle.card), telemetry=telemetry)
     try:
         run_preflight(
             cfg.preflight,
@@ -134,7 +147,7 @@ def build_handler(cfg: PayloadConfig, bundle: Bundle) -> ResultHandler:
             geo.out_dir,
             telemetry=geo.telemetry,
             model=(True, f"{bundle.path} ({', '.join(bundle.labels)}; sha256 {bundle.model_sha256[:12]})"),
-            connect_wait_s=cfg.telemetry.connect_timeout_s + 1.0,
+            connect_wait_s=cfg.telemetry.connect_timeout_s + 1.0 if connect_wait_s is None else connect_wait_s,
         )
     except BaseException:
         geo.close()
@@ -207,24 +220,85 @@ def run_with_signals(pipeline: Pipeline) -> PipelineStats:
             signal.signal(s, h)
 
 
-def run_payload(cfg: PayloadConfig, *, source: FrameSource | None = None) -> PipelineStats:
-    """`payload run`: run until the source ends or a signal, write the final stats next to the records."""
+def vehicle_identity(telemetry: Telemetry | None, wait_s: float) -> VehicleIdentity:
+    """Which flight this is: the vehicle's system id and its autopilot's boot, waited for up to `wait_s`.
+
+    Preflight waits as long for the link anyway, so a vehicle that is there costs no extra start-up
+    time; one that does not answer leaves the identity unknown (a new folder, never a resumed one).
+    """
+    host = host_boot_id()
+    if telemetry is None:
+        return VehicleIdentity(host_boot=host)
+    deadline = time.monotonic() + wait_s
+    while True:
+        sysid, boot = telemetry.system_id, telemetry.buffer.boot_mono()
+        if (sysid is not None and boot is not None) or time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    if sysid is None or boot is None:
+        log.warning("flight: the vehicle was not heard within %.0f s, so this run cannot be matched to its flight: "
+                    "it gets a new folder (a restart continues one only with `payload run --flight-dir DIR`)", wait_s)
+        return VehicleIdentity(sysid=sysid, host_boot=host)
+    boot_utc = time.time() - (time.monotonic() - boot)
+    return VehicleIdentity(sysid, round(boot_utc, 3), round(boot, 3), host)
+
+
+def open_run_folder(cfg: PayloadConfig, who: VehicleIdentity, exact: bool) -> FlightFolder:
+    """The folder this run writes to: output.dir itself when `exact` (`--flight-dir`), else this flight's
+    folder under the output.dir root."""
+    if exact:
+        return open_flight_dir(Path(cfg.output.dir), who)
+    return open_flight(Path(cfg.output.dir), who)
+
+
+def run_payload(cfg: PayloadConfig, *, source: FrameSource | None = None,
+                flight_dir: str | Path | None = None) -> PipelineStats:
+    """`payload run`: pick the flight's folder, run until the source ends or a signal, write the final stats
+    next to the records and mark the flight finished (payload/ops/flights.py).
+
+    `flight_dir` names the exact folder (`payload run --flight-dir`: tools that read one run's output);
+    otherwise output.dir is the root of one folder per flight.
+    """
     from payload.pipeline.heap import pin_malloc_thresholds
 
     require_pose_source(cfg)  # before anything opens: a config error, said at once
     pin_malloc_thresholds()  # before the flight allocates: RSS must not creep with the zone count
+    if flight_dir is not None:  # the one folder checked (and created) instead of the root
+        cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"dir": Path(flight_dir)})})
     cfg = resolve_config_paths(cfg)
-    pipeline = build_pipeline(cfg, source=source)
-    stats = run_with_signals(pipeline)
-    tel = pose_source_of(pipeline.handler)
-    if tel is not None:
-        stats = dataclasses.replace(stats, telemetry_rates=tel.rates_summary())
-    out = Path(cfg.output.dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "run_stats.json").write_text(json.dumps(stats.as_dict(), indent=2) + "\n", encoding="utf-8")
-    if cfg.report.enabled:
-        write_flight_report(out, cfg, pipeline.bundle, stats.as_dict())
-    return stats
+    telemetry = open_pose_source(cfg)
+    handed: list[bool] = []  # the geotagging handler took the link: it closes it
+    deadline = time.monotonic() + cfg.telemetry.connect_timeout_s + 1.0  # one wait for the link, not two
+
+    def handler(c: PayloadConfig, b: Bundle) -> ResultHandler:
+        handed.append(True)
+        return build_handler(c, b, telemetry=telemetry, connect_wait_s=max(1.0, deadline - time.monotonic()))
+
+    try:
+        flight = open_run_folder(cfg, vehicle_identity(telemetry, deadline - time.monotonic()), flight_dir is not None)
+        try:
+            cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"dir": flight.path})})
+            pipeline = build_pipeline(cfg, source=source, handler_factory=handler)
+            stats = run_with_signals(pipeline)
+            tel = pose_source_of(pipeline.handler)
+            if tel is not None:
+                stats = dataclasses.replace(stats, telemetry_rates=tel.rates_summary())
+            out = flight.path
+            (out / "run_stats.json").write_text(json.dumps(stats.as_dict(), indent=2) + "\n", encoding="utf-8")
+            if cfg.report.enabled:
+                write_flight_report(out, cfg, pipeline.bundle, stats.as_dict())
+            flight.finish(stats.as_dict())
+            log.info("flight: %s finished", out)
+            return stats
+        except BaseException:
+            flight.abandon_if_empty()
+            raise
+        finally:
+            flight.release()
+    except BaseException:
+        if telemetry is not None and not handed:
+            telemetry.close()
+        raise
 
 
 def pose_source_of(handler: ResultHandler) -> Telemetry | None:

@@ -71,7 +71,8 @@ def _paths(dirs: Sequence[str | Path]) -> list[Path]:
     for d in dirs:
         path = Path(d) / DETECTIONS_FILE
         if not path.is_file():
-            raise ExportError(f"{path}: not found; pass the output folder of a run (output.dir in the payload config)")
+            raise ExportError(f"{path}: not found; pass a flight's folder (one per `payload run` under output.dir; "
+                              "`payload flights ROOT` lists them)")
         paths.append(path)
     return paths
 

@@ -156,6 +156,12 @@ class StateBuffer:
             self._home_alt_m = alt_m
 
     # ------------------------------------------------------------ reading
+    def boot_mono(self) -> float | None:
+        """When the autopilot booted, on the companion's monotonic clock (None before its clock is heard):
+        the same moment for every run of one flight, which is how a restart finds its flight's folder."""
+        with self._lock:
+            return self.clock.offset_s if self.clock.known else None
+
     @property
     def home(self) -> tuple[float, float, float] | None:
         with self._lock:

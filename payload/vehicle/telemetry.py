@@ -255,6 +255,11 @@ class Telemetry:
         return (time.monotonic() if now is None else now) - self._last_rx_mono
 
     @property
+    def system_id(self) -> int | None:
+        """The vehicle's MAVLink system id: the config's, else its first heartbeat's (None before one)."""
+        return self._system_id
+
+    @property
     def link_ok(self) -> bool:
         age = self.last_rx_age_s()
         return self.vehicle is not None and age is not None and age <= self.cfg.link_timeout_s

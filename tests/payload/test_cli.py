@@ -46,15 +46,31 @@ def config(tmp_path: Path, bundle: Path, source: dict, **sections: dict) -> Path
     return p
 
 
+def flight_folders(root: Path) -> list[Path]:
+    """The flight folders `payload run` made under an output.dir root, oldest first."""
+    return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def only_flight(root: Path, wait_s: float = 0.0) -> Path:
+    """The one flight folder under `root` (waited for up to wait_s while a run starts)."""
+    deadline = time.monotonic() + wait_s
+    while not flight_folders(root) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    found = flight_folders(root)
+    assert len(found) == 1, found
+    return found[0]
+
+
 def test_sigterm_stops_cleanly_and_loses_nothing(tmp_path: Path, tiny_bundle_dir: Path) -> None:
     # 200 images replayed at their recorded pace (one per second of file-name time) would take minutes
     folder = image_folder(tmp_path / "imgs", 200)
     cfg = config(tmp_path, tiny_bundle_dir, {"kind": "folder", "uri": str(folder), "time_from": "filename",
                                              "realtime": True})
-    records = tmp_path / "out" / "classifications.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "payload", "run", "--config", str(cfg)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
+        flight = only_flight(tmp_path / "out", wait_s=60)
+        records = flight / "classifications.jsonl"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and (not records.exists() or records.read_text().count("\n") < 2):
             time.sleep(0.1)
@@ -67,7 +83,7 @@ def test_sigterm_stops_cleanly_and_loses_nothing(tmp_path: Path, tiny_bundle_dir
     assert "SIGTERM received" in err and "final stats:" in err and "Traceback" not in err
     lines = records.read_text().splitlines()
     parsed = [json.loads(line) for line in lines]  # every line complete
-    stats = json.loads((tmp_path / "out" / "run_stats.json").read_text())
+    stats = json.loads((flight / "run_stats.json").read_text())
     assert len(parsed) == stats["frames_processed"] >= 2
     assert stats["frames_captured"] == stats["frames_processed"] + stats["frames_dropped"]
     assert stats["frames_captured"] < 200  # it really stopped early
@@ -83,12 +99,13 @@ def test_run_to_the_end_of_a_folder_with_unreadable_files(tmp_path: Path, tiny_b
                                              "rate_hz": 1.0})
     out = payload("run", "--config", str(cfg))
     assert out.returncode == 0, out.stderr
-    stats = json.loads((tmp_path / "out" / "run_stats.json").read_text())
+    flight = only_flight(tmp_path / "out")
+    stats = json.loads((flight / "run_stats.json").read_text())
     assert stats["frames_unreadable"] == 1 and stats["frames_captured"] == 3
     assert stats["frames_processed"] == 3 and stats["frames_dropped"] == 0  # an unpaced replay loses nothing
-    assert len((tmp_path / "out" / "classifications.jsonl").read_text().splitlines()) == 3
+    assert len((flight / "classifications.jsonl").read_text().splitlines()) == 3
     # the run ends with the field report, even with no telemetry (nothing placed on the ground)
-    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    page = (flight / "report.html").read_text(encoding="utf-8")
     assert "Nothing was placed on the ground" in page and "3 frames" in page
     assert "skipped an unreadable frame (IMG_20261125_109999.jpg cannot be decoded" in out.stderr
 
@@ -102,10 +119,48 @@ def test_run_without_telemetry_refuses_unless_said_on_purpose(tmp_path: Path, ti
     # the reason and both fixes are in the message; nothing was started
     for text in ("telemetry.connection is not set", "no position", "--no-telemetry", "telemetry.allow_none: true"):
         assert text in out.stderr, text
-    assert not (tmp_path / "out" / "classifications.jsonl").exists()
+    assert flight_folders(tmp_path / "out") == []
     out = payload("run", "--config", str(cfg), "--no-telemetry")
     assert out.returncode == 0, out.stderr
-    assert len((tmp_path / "out" / "classifications.jsonl").read_text().splitlines()) == 2
+    assert len((only_flight(tmp_path / "out") / "classifications.jsonl").read_text().splitlines()) == 2
+
+
+def test_two_runs_into_one_root_give_two_flight_folders(tmp_path: Path, tiny_bundle_dir: Path) -> None:
+    folder = image_folder(tmp_path / "imgs", 2)
+    cfg = config(tmp_path, tiny_bundle_dir, {"kind": "folder", "uri": str(folder), "time_from": "rate",
+                                             "rate_hz": 1.0})
+    root = tmp_path / "out"
+    for _ in range(2):
+        out = payload("run", "--config", str(cfg))
+        assert out.returncode == 0, out.stderr
+    first, second = flight_folders(root)
+    for flight in (first, second):  # each flight whole in its own folder, marked finished; none appended to
+        assert len((flight / "classifications.jsonl").read_text().splitlines()) == 2
+        marker = json.loads((flight / "flight.json").read_text())
+        assert marker["state"] == "finished" and marker["resumes"] == 0
+        assert flight.name.startswith(marker["started"])
+    listed = payload("flights", str(root), "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert [r["folder"] for r in rows] == [first.name, second.name]
+    assert [r["state"] for r in rows] == ["finished", "finished"]
+    assert all(r["duration_s"] is not None and r["duration_s"] >= 0 for r in rows)
+    table = payload("flights", str(root))
+    assert table.returncode == 0 and first.name in table.stdout and "finished" in table.stdout
+    # a finished flight is never appended to, even when named exactly
+    again = payload("run", "--config", str(cfg), "--flight-dir", str(first))
+    assert again.returncode == 2 and "never appended to" in again.stderr and "Traceback" not in again.stderr
+    assert len((first / "classifications.jsonl").read_text().splitlines()) == 2
+    assert payload("flights", str(tmp_path / "nope")).returncode == 2
+    # --flight-dir: exactly that folder, beside a tool's own files; the output.dir root is left alone
+    exact = tmp_path / "mission"
+    exact.mkdir()
+    (exact / "payload.yaml").write_text("a tool's own file\n")
+    named = payload("run", "--config", str(cfg), "--flight-dir", str(exact))
+    assert named.returncode == 0, named.stderr
+    assert len((exact / "classifications.jsonl").read_text().splitlines()) == 2
+    assert json.loads((exact / "flight.json").read_text())["state"] == "finished"
+    assert flight_folders(root) == [first, second] and not (exact / "mission").exists()
 
 
 def test_run_with_a_camera_that_will_not_open(tmp_path: Path, tiny_bundle_dir: Path) -> None:

@@ -274,7 +274,7 @@ def test_run_stats_carry_the_measured_rates(tmp_path: Path, tiny_bundle_dir: Pat
                 time.sleep(0.5)
                 yield Frame(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8), i, time.monotonic(), time.time(), "t")
 
-        run_payload(cfg, source=InProcessSource(frames()))
+        run_payload(cfg, source=InProcessSource(frames()), flight_dir=tmp_path / "out")  # this flight's folder
     d = json.loads((tmp_path / "out" / "run_stats.json").read_text())["telemetry_rates"]
     att = d["measured"]["ATTITUDE"]
     assert d["method"] == "SET_MESSAGE_INTERVAL" and d["wanted_hz"]["ATTITUDE"] == 25.0

@@ -57,51 +57,73 @@ def payload_env() -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=str(ROOT))
 
 
+def payload_config(tmp_path: Path, bundle: Path, s: Scenario, vehicle_url: str, camera_url: str) -> Path:
+    """The payload YAML of these tests: every tile a detection, output.dir the root of the flight folders."""
+    cfg = {
+        "model": {"bundle": str(bundle), "backend": "auto", "num_threads": 1},
+        "source": {"kind": "opencv", "uri": camera_url, "reconnect_min_s": 0.2, "reconnect_max_s": 1.0},
+        "tiling": {"rows": ROWS, "cols": COLS, "stagger": False},  # ROWS x COLS detections a frame
+        "scheduler": {"max_rate_hz": 8.0, "stats_interval_s": 2.0},
+        "output": {"dir": str(tmp_path / "out")},
+        "telemetry": {"connection": vehicle_url, "connect_timeout_s": 30.0},
+        "camera": {"hfov_deg": s.camera.hfov_deg, "width": s.camera.width, "height": s.camera.height},
+        "sinks": {"layers_interval_s": 1.0},
+        "alerts": {"min_interval_s": 1.0},
+        "preflight": {"min_free_disk_mb": 1.0, "wait_fix_s": 5.0},
+    }
+    cfg_path = tmp_path / "payload.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return cfg_path
+
+
+def start_payload(cfg_path: Path, log_path: Path) -> subprocess.Popen:
+    with log_path.open("a") as log:
+        return subprocess.Popen([sys.executable, "-m", "payload", "run", "--config", str(cfg_path)],
+                                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=payload_env())
+
+
+def flight_folders(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def wait_for_detections(proc: subprocess.Popen, root: Path, n_lines: int, log_path: Path) -> Path:
+    """The run's flight folder once its detections.jsonl has n_lines lines (the payload must stay up)."""
+    deadline = time.monotonic() + 120
+    while True:
+        found = flight_folders(root)
+        if found and lines_of(found[-1] / "detections.jsonl") >= n_lines:
+            return found[-1]
+        assert proc.poll() is None, log_path.read_text()[-3000:]
+        assert time.monotonic() < deadline, f"not {n_lines} lines within 120 s:\n" + log_path.read_text()[-3000:]
+        time.sleep(0.05)
+
+
 def test_sigkill_mid_flight_loses_no_written_detection(tmp_path: Path, tiny_bundle_dir: Path) -> None:
     bundle = tinymodel.copy_bundle(tiny_bundle_dir, tmp_path / "bundle")
     tinymodel.rewrite_card(bundle, thresholds={"rust": 0.0, "powdery_mildew": 0.0})
     s = small_scenario()
-    out = tmp_path / "out"
     vehicle_url = f"tcp:127.0.0.1:{free_tcp_port()}"
     sim = Simulation.survey(s, vehicle_url, 5.0, wait_for_client=True)
     sim.start()
     proc = None
+    log_path = tmp_path / "payload.log"
     try:
         assert sim.camera_url is not None
-        cfg = {
-            "model": {"bundle": str(bundle), "backend": "auto", "num_threads": 1},
-            "source": {"kind": "opencv", "uri": sim.camera_url, "reconnect_min_s": 0.2, "reconnect_max_s": 1.0},
-            "tiling": {"rows": ROWS, "cols": COLS, "stagger": False},  # ROWS x COLS detections a frame
-            "scheduler": {"max_rate_hz": 8.0, "stats_interval_s": 2.0},
-            "output": {"dir": str(out)},
-            "telemetry": {"connection": vehicle_url, "connect_timeout_s": 30.0},
-            "camera": {"hfov_deg": s.camera.hfov_deg, "width": s.camera.width, "height": s.camera.height},
-            "sinks": {"layers_interval_s": 1.0},
-            "alerts": {"min_interval_s": 1.0},
-            "preflight": {"min_free_disk_mb": 1.0, "wait_fix_s": 5.0},
-        }
-        cfg_path = tmp_path / "payload.yaml"
-        cfg_path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-        log = (tmp_path / "payload.log").open("w")
-        proc = subprocess.Popen([sys.executable, "-m", "payload", "run", "--config", str(cfg_path)],
-                                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=payload_env())
+        cfg_path = payload_config(tmp_path, bundle, s, vehicle_url, sim.camera_url)
+        proc = start_payload(cfg_path, log_path)
+        # map info, then a dozen frames of a look + detections
+        out = wait_for_detections(proc, tmp_path / "out", 1 + 12 * (1 + ROWS * COLS), log_path)
         dets = out / "detections.jsonl"
-        deadline = time.monotonic() + 120
-        while lines_of(dets) < 1 + 12 * (1 + ROWS * COLS):  # map info, then a dozen frames of a look + detections
-            assert proc.poll() is None, (tmp_path / "payload.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "no detections within 120 s:\n" + (
-                tmp_path / "payload.log").read_text()[-3000:]
-            time.sleep(0.05)
         assert not sim.wait_done(0)  # mid-flight
         os.kill(proc.pid, signal.SIGKILL)  # the power cut: no handler, no flush, no close
         proc.wait(10)
-        log.close()
     finally:
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait(10)
         sim.stop()
     assert proc.returncode == -signal.SIGKILL
+    assert json.loads((out / "flight.json").read_text())["state"] == "running"  # never completed
 
     res = read_jsonl(dets)
     bad = [n for n, _ in res.bad_lines]
@@ -164,3 +186,58 @@ def test_sigkill_mid_flight_loses_no_written_detection(tmp_path: Path, tiny_bund
     print(f"POWER CUT: killed after {len(records)} detections ({len(frame_seqs)} frames); export kept {n_kept}, "
           f"torn line {'real' if bad else 'simulated'}")
 
+
+
+def test_a_killed_run_resumed_is_one_flight_folder_with_no_record_lost(tmp_path: Path, tiny_bundle_dir: Path) -> None:
+    """SIGKILL `payload run` mid-survey, start it again on the same flight (the vehicle flies on): the second
+    run finds the first one's unfinished folder by its marker (same system id, same autopilot boot) and
+    continues it. One folder; every record the killed run had written is still there, then the new ones."""
+    bundle = tinymodel.copy_bundle(tiny_bundle_dir, tmp_path / "bundle")
+    tinymodel.rewrite_card(bundle, thresholds={"rust": 0.0, "powdery_mildew": 0.0})
+    s = small_scenario()
+    vehicle_url = f"tcp:127.0.0.1:{free_tcp_port()}"
+    sim = Simulation.survey(s, vehicle_url, 2.0, wait_for_client=True)  # 55 s of flight: time to restart
+    sim.start()
+    log_path = tmp_path / "payload.log"
+    root = tmp_path / "out"
+    procs: list[subprocess.Popen] = []
+    try:
+        assert sim.camera_url is not None
+        cfg_path = payload_config(tmp_path, bundle, s, vehicle_url, sim.camera_url)
+        procs.append(start_payload(cfg_path, log_path))
+        flight = wait_for_detections(procs[0], root, 1 + 6 * (1 + ROWS * COLS), log_path)
+        os.kill(procs[0].pid, signal.SIGKILL)  # the power cut
+        procs[0].wait(10)
+        before = read_jsonl(flight / "detections.jsonl")
+        killed_ids = [r["id"] for r in before.records if _is_detection(r)]
+        assert len(killed_ids) >= 6 * ROWS * COLS and not sim.wait_done(0)
+
+        procs.append(start_payload(cfg_path, log_path))  # systemd restarts it: same config, same root
+        wait_for_detections(procs[1], root, lines_of(flight / "detections.jsonl") + 6 * (1 + ROWS * COLS), log_path)
+        assert not sim.wait_done(0)
+        procs[1].send_signal(signal.SIGTERM)  # a clean stop
+        assert procs[1].wait(120) == 0, log_path.read_text()[-3000:]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+        sim.stop()
+
+    assert flight_folders(root) == [flight], flight_folders(root)  # one folder: the flight resumed, not a new one
+    after = [r for r in read_jsonl(flight / "detections.jsonl").records if _is_detection(r)]
+    ids = [r["id"] for r in after]
+    lost = set(killed_ids) - set(ids)
+    assert not lost, f"{len(lost)} records lost"
+    assert ids[:len(killed_ids)] == killed_ids  # the killed run's records first, in order, then the new run's
+    assert len(set(ids)) == len(ids) and len(ids) > len(killed_ids)
+    assert len({r["run_id"] for r in after}) == 2
+    marker = json.loads((flight / "flight.json").read_text())
+    assert marker["state"] == "finished" and marker["resumes"] == 1 and marker["vehicle"]["sysid"] is not None
+    listed = subprocess.run([sys.executable, "-m", "payload", "flights", str(root), "--json"], capture_output=True,
+                            text=True, timeout=60, cwd=ROOT, env=payload_env())
+    assert listed.returncode == 0, listed.stderr
+    [row] = json.loads(listed.stdout)
+    assert (row["folder"], row["state"], row["resumes"]) == (flight.name, "finished", 1)
+    print(f"RESUMED: killed after {len(killed_ids)} detections; one folder {flight.name} with {len(ids)} "
+          f"({len(ids) - len(killed_ids)} after the restart), 0 lost")

@@ -61,9 +61,9 @@ def test_payload_run_opens_no_listening_port(tmp_path: Path, tiny_tpu_bundle_dir
                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
     seen: list = []
     try:
-        records = tmp_path / "out" / "classifications.jsonl"
         deadline = time.monotonic() + 60
-        while not (records.exists() and records.stat().st_size > 0):
+        # output.dir is the root: the run writes to its own flight folder under it
+        while not any(r.stat().st_size > 0 for r in (tmp_path / "out").glob("*/classifications.jsonl")):
             assert proc.poll() is None, proc.stderr.read()[-2000:]
             assert time.monotonic() < deadline
             time.sleep(0.05)

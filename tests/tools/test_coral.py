@@ -135,11 +135,12 @@ def test_entry_point_passes_the_rest_to_the_payload() -> None:
 def test_the_mission_starts_the_modelled_entry_point_only_when_asked(tmp_path: Path) -> None:
     cfg = tmp_path / "payload.yaml"
     plain = payload_command(MissionPlan(Path("s.yaml"), tmp_path, tmp_path), cfg)
-    assert "tools.mission.modelled_payload" not in plain and plain[-3:] == ["run", "--config", str(cfg)]
+    flight = ["--flight-dir", str(tmp_path.resolve())]  # the mission's folder is the flight's
+    assert "tools.mission.modelled_payload" not in plain and plain[-5:] == ["run", "--config", str(cfg), *flight]
     cmd = payload_command(MissionPlan(Path("s.yaml"), tmp_path, tmp_path, edgetpu_model="pcie", tpus=3), cfg)
     assert cmd[1:3] == ["-m", "tools.mission.modelled_payload"]
     assert cmd[3:9] == ["--edgetpu-model", "pcie", "--tpus", "3", "--layout", "replicas"]
-    assert cmd[-3:] == ["run", "--config", str(cfg)]
+    assert cmd[-5:] == ["run", "--config", str(cfg), *flight]
 
 
 def test_the_model_says_where_the_runtime_would_run_the_bundle_otherwise() -> None:

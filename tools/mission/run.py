@@ -75,8 +75,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def payload_command(plan: MissionPlan, cfg_path: Path) -> list[str]:
-    """`payload run`, or the same run inside the modelled-Coral entry point when the plan asks for one."""
-    args = ["--log-level", plan.log_level, "run", "--config", str(cfg_path)]
+    """`payload run`, or the same run inside the modelled-Coral entry point when the plan asks for one.
+
+    `--flight-dir`: the payload writes this mission's one flight into the mission's folder itself (not a
+    new flight folder under it), where the scoring, the report and the tools that follow read it.
+    """
+    args = ["--log-level", plan.log_level, "run", "--config", str(cfg_path), "--flight-dir",
+            str(plan.out_dir.resolve())]
     if plan.edgetpu_model is None:
         return [*_console_script("payload"), *args]
     return [sys.executable, "-m", "tools.mission.modelled_payload", "--edgetpu-model", plan.edgetpu_model,
