@@ -74,7 +74,7 @@ class PlanCamera(StrictModel):
     def geometry(self) -> CameraGeometry:
         """The planner's camera (ConfigError-free: the height was checked when loaded)."""
         sw, sh, f = self.intrinsics()
-        h = self.height if self.height is not None else int(self.width * sh / sw) // 2 * 2
+        h = self.height if self.height is not None else 2 * round(self.width * sh / sw / 2)
         return CameraGeometry(sw, sh, f, self.width, h, self.max_fps, self.exposure_s)
 
 

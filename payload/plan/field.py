@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 from shapely.geometry import LineString, Polygon
+from shapely.ops import linemerge
 from shapely.validation import explain_validity
 
 from payload.errors import ConfigError
@@ -135,6 +136,9 @@ def survey_lines(poly: Polygon, spacing_m: float) -> list[list[tuple[float, floa
         p1 = c * nrm + (mid_along + reach) * u
         cut = poly.intersection(LineString([tuple(p0), tuple(p1)]))
         parts = [g for g in getattr(cut, "geoms", [cut]) if isinstance(g, LineString) and g.length > 0.01]
+        if len(parts) > 1:  # pieces that touch (a line along an inner edge) are one piece to fly
+            merged = linemerge(parts)
+            parts = [g for g in getattr(merged, "geoms", [merged]) if isinstance(g, LineString)]
         ends: list[tuple[float, float]] = []
         for g in sorted(parts, key=lambda g: min(np.asarray(g.coords) @ u)):
             q = sorted((tuple(map(float, pt)) for pt in g.coords), key=lambda pt: float(np.dot(pt, u)))

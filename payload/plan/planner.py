@@ -10,7 +10,8 @@ tiles a second the Edge TPU classifies. This module puts the three together (doc
   focal length in output pixels;
 - the tile grid: as many columns as the output width holds without enlarging a tile (a tile of
   fewer pixels than the model's input would be upsampled: its true resolution coarser than the
-  card's), rows keeping tiles near square, fewer columns only if the altitude would pass the ceiling;
+  card's), the fewest rows that keep tiles no taller than wide, fewer columns only if the
+  altitude would pass the ceiling;
 - line spacing from the side overlap of the ground footprint; speed the least of what forward
   overlap at the camera's frame rate allows, what the chip classifies (tiles per frame x frames per
   second <= the chip's tiles per second), what keeps motion blur under its bound, and the
@@ -105,8 +106,9 @@ def altitude_for(gsd_mm: float, model_px: int, cam: CameraGeometry, rows: int, c
 
 
 def rows_for(cam: CameraGeometry, cols: int) -> int:
-    """Rows that keep tiles near square for `cols` columns."""
-    return max(1, math.floor(cam.height * cols / cam.width + 0.5))
+    """The fewest rows whose tiles are no taller than wide: the tile's width then sets the model's resolution,
+    as tools/detectability.py `altitude_for_gsd_m` assumes, and the altitude is the highest the grid allows."""
+    return max(1, math.ceil(cam.height * cols / cam.width - 1e-9))
 
 
 def choose_grid(gsd_mm: float, model_px: int, cam: CameraGeometry,
