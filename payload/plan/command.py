@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import Field, model_validator
 
@@ -223,7 +224,10 @@ def make_plan(a: PlanArgs) -> dict[str, Any]:
     chip = chip_figure(card, bundle, a.edgetpu_model, a.tpus, a.model_cost)
     s = plan_survey(gsd, max(card.input.height, card.input.width), cam.geometry(), chip.tiles_per_s, a.limits)
     lines = survey_lines(field.polygon, s.line_spacing_m)
-    geo = [[tuple(float(v) for v in field.frame.to_geodetic(e, n, 0.0)[:2]) for e, n in line] for line in lines]
+    geo = []
+    for line in lines:
+        lat, lon, _ = field.frame.to_geodetic(np.array([p[0] for p in line]), np.array([p[1] for p in line]), 0.0)
+        geo.append([(float(a), float(b)) for a, b in zip(lat, lon, strict=True)])
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     doc = plan_document((field.frame.lat0, field.frame.lon0, a.home_alt_m), geo, s.altitude_m, s.speed_mps,

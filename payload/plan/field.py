@@ -129,7 +129,7 @@ def survey_lines(poly: Polygon, spacing_m: float) -> list[list[tuple[float, floa
     step = (b - a) / n
     reach = float(np.ptp(xy @ u)) + 10.0
     mid_along = float((xy @ u).mean())
-    lines = []
+    lines: list[list[tuple[float, float]]] = []
     for i in range(n):
         c = a + step * (i + 0.5)
         p0 = c * nrm + (mid_along - reach) * u
@@ -141,7 +141,7 @@ def survey_lines(poly: Polygon, spacing_m: float) -> list[list[tuple[float, floa
             parts = [g for g in getattr(merged, "geoms", [merged]) if isinstance(g, LineString)]
         ends: list[tuple[float, float]] = []
         for g in sorted(parts, key=lambda g: min(np.asarray(g.coords) @ u)):
-            q = sorted((tuple(map(float, pt)) for pt in g.coords), key=lambda pt: float(np.dot(pt, u)))
+            q = sorted(((float(pt[0]), float(pt[1])) for pt in g.coords), key=lambda pt: float(np.dot(pt, u)))
             ends += [q[0], q[-1]]
         if ends:
             lines.append(ends if len(lines) % 2 == 0 else ends[::-1])
