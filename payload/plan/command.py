@@ -186,6 +186,21 @@ def scenario_data(field: FieldGeometry, cam: PlanCamera, s: Survey, plan_name: s
     }
 
 
+def payload_sections(cam: PlanCamera, s: Survey) -> dict[str, Any]:
+    """The payload config's sections this plan assumes: its tile grid, its camera, its frame-rate cap.
+
+    The grid must be the planned one (the altitude follows from it); `stagger: false` keeps every
+    frame at the planned tile count (staggered frames offer fewer, which the chip would not need);
+    `max_rate_hz` keeps the payload from classifying more frames than the chip was planned for.
+    """
+    sw, sh, f = cam.intrinsics()
+    geom = cam.geometry()
+    return {"tiling": {"rows": s.tile_rows, "cols": s.tile_cols, "overlap": 0.0, "stagger": False},
+            "camera": {"sensor_width_mm": sw, "sensor_height_mm": sh, "focal_length_mm": f,
+                       "exposure_s": cam.exposure_s, "width": geom.width, "height": geom.height},
+            "scheduler": {"max_rate_hz": s.fps}}
+
+
 def flight_time_s(lines: list[list[tuple[float, float]]], speed: float, accel: float = 1.5,
                   stop_s: float = 1.5) -> float:
     """Seconds from the first waypoint to the last: every segment from rest to rest (a copter stops at each)."""
@@ -247,6 +262,7 @@ def make_plan(a: PlanArgs) -> dict[str, Any]:
                  "invoke_ms": round(chip.invoke_ms, 3), "tiles_per_s": round(chip.tiles_per_s, 2),
                  "source": chip.source},
         **s.to_dict(),
+        "payload_config": payload_sections(cam, s),
         "survey_time_min": round(t / 60.0, 2),
         "ha_per_h_field": round(field.area_ha / (t / 3600.0), 3) if t > 0 else None,
         "files": {"plan": str(out / "survey.plan"), "scenario": str(out / "scenario.yaml"),
@@ -277,6 +293,9 @@ def summary_text(m: dict[str, Any]) -> str:
         f"turns ({m['survey_time_min']:.1f} min); physical bound (swath x the chip's speed) "
         f"{m['physical_bound_ha_per_h']:.2f} ha/h",
     ]
+    pc = m["payload_config"]
+    lines += [f"  payload config: tiling {pc['tiling']['rows']} x {pc['tiling']['cols']} (stagger false), "
+              f"scheduler.max_rate_hz {pc['scheduler']['max_rate_hz']:g} (summary.json payload_config)"]
     lines += [f"  note: {n}" for n in m["notes"]]
     lines += [f"  wrote {m['files']['plan']}, {m['files']['scenario']}, {m['files']['summary']}"]
     return "\n".join(lines)

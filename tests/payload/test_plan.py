@@ -203,6 +203,14 @@ def test_the_plan_file_has_qgroundcontrols_structure_and_waypoints_in_the_field(
     on_disk = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
     assert on_disk["ha_per_h_lines"] == summary["ha_per_h_lines"] > 0
     assert "the card's working_gsd_mm" == on_disk["working_gsd_source"]
+    # the payload's config sections the plan assumes validate as the payload's own
+    from payload.config import SchedulerSection, TilingSection
+    from payload.settings.camera import CameraSection
+
+    pc = on_disk["payload_config"]
+    assert TilingSection(**pc["tiling"]).rows * TilingSection(**pc["tiling"]).cols == summary["tiles_per_frame"]
+    assert SchedulerSection(**pc["scheduler"]).max_rate_hz == pytest.approx(summary["fps"])
+    assert CameraSection(**pc["camera"]).focal_length_mm == pytest.approx(3.04)
 
 
 def test_the_scenario_loads_in_the_simulator_and_matches_the_plan(tmp_path: Path) -> None:
