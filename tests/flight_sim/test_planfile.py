@@ -100,3 +100,15 @@ def test_the_reader_refuses_what_it_cannot_fly() -> None:
             it["frame"] = 0
     with pytest.raises(ConfigError, match="frame"):
         plan_from_data(amsl)
+
+
+def test_the_command_line_flies_a_plan(planned: Path) -> None:
+    from flight_sim.cli import _scenario, build_parser
+
+    plan = read_plan(planned / "survey.plan")
+    for cmd in (["survey"], ["render", "--out", str(planned / "frames")]):
+        args = build_parser().parse_args([*cmd, "--scenario", str(ROOT / "configs/scenarios/default.yaml"),
+                                          "--plan", str(planned / "survey.plan")])
+        s = _scenario(args)
+        assert s.flight.plan == str((planned / "survey.plan").resolve())
+        assert s.flight.altitude_m == pytest.approx(plan.altitude_m, abs=1e-3)
