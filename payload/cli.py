@@ -11,6 +11,7 @@ from payload.backends.registry import BACKEND_NAMES
 from payload.cliutil import run_cli
 from payload.config import load_payload_config
 from payload.logsetup import add_log_level_argument, setup_logging
+from payload.plan.chip import EDGETPU_MODELS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,7 +73,7 @@ def _plan_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", required=True, help="model bundle folder (its card's working_gsd_mm sets the altitude)")
     p.add_argument("--out", required=True, metavar="D", help="folder for survey.plan, scenario.yaml, summary.json")
     p.add_argument("--tpus", type=int, default=1, help="Edge TPUs, the same model on each (default %(default)s)")
-    p.add_argument("--edgetpu-model", choices=("usb3", "usb2", "pcie", "devboard"), default="usb3",
+    p.add_argument("--edgetpu-model", choices=EDGETPU_MODELS, default="usb3",
                    help="the Edge TPU's attachment, for its published pace (default %(default)s)")
     p.add_argument("--gsd-mm", type=float, default=None,
                    help="mm per model-input pixel to plan at INSTEAD of the card's working_gsd_mm (said in the "
