@@ -2,6 +2,7 @@
 
     flight-sim replay FILE.tlog --speed 10 --out udp:127.0.0.1:14550
     flight-sim survey --scenario configs/scenarios/default.yaml --speed 10 --out tcp:127.0.0.1:5760
+    flight-sim survey --scenario S.yaml --plan survey.plan    (a QGroundControl .plan's waypoints)
     flight-sim render --scenario configs/scenarios/default.yaml --out frames/
     flight-sim validate-config configs/scenarios/default.yaml
     flight-sim random-scenario --seed 3 --out scenario.yaml
@@ -23,7 +24,7 @@ from tqdm import tqdm
 
 from flight_sim.clock import MAX_SPEED, MIN_SPEED
 from flight_sim.render import tile_truth
-from flight_sim.scenario import load_scenario, random_scenario, scenario_to_yaml
+from flight_sim.scenario import Scenario, load_scenario, plan_scenario, random_scenario, scenario_to_yaml
 from flight_sim.sim import CameraRig, Simulation
 from flight_sim.stream import ImageFolderWriter, VideoFileWriter
 from flight_sim.survey import survey_timeline
@@ -101,12 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("survey", help="fly a scripted lawnmower survey of a scenario, with its camera stream")
     p.add_argument("--scenario", required=True, help="scenario YAML file")
     p.add_argument("--write-tlog", default=None, help="also write the survey as a tlog to this path")
+    p.add_argument("--plan", default=None, help="fly this QGroundControl .plan's waypoints (its altitude and speed) "
+                   "instead of the scenario's flight")
     _common_run(p, "tcp:127.0.0.1:5760")
 
     p = sub.add_parser("render", help="render a flight's camera frames to an image folder (and a video)")
     p.add_argument("--scenario", required=True, help="scenario YAML file")
     p.add_argument("--out", required=True, help="folder for the JPEG frames and frames.csv")
     p.add_argument("--tlog", default=None, help="render a recorded flight instead of the scripted survey")
+    p.add_argument("--plan", default=None, help="render the flight of this QGroundControl .plan's waypoints")
     p.add_argument("--fps", type=float, default=None, help="frames per flight second (default: the camera's fps)")
     p.add_argument("--start", type=float, default=0.0)
     p.add_argument("--end", type=float, default=None)
@@ -177,8 +181,14 @@ def _start(sim: Simulation) -> None:
               flush=True)
 
 
-def _render(args: argparse.Namespace) -> int:
+def _scenario(args: argparse.Namespace) -> Scenario:
+    """The scenario file, flying `--plan` when one is given."""
     s = load_scenario(args.scenario)
+    return plan_scenario(s, args.plan) if getattr(args, "plan", None) else s
+
+
+def _render(args: argparse.Namespace) -> int:
+    s = _scenario(args)
     tl = read_tlog(args.tlog) if args.tlog else survey_timeline(s)
     rig = CameraRig.build(s, tl)
     fps = args.fps or s.camera.fps
@@ -249,7 +259,7 @@ def _main(argv: Sequence[str] | None) -> int:
         scenario = load_scenario(args.scenario) if args.scenario else None
         sim = Simulation(tl, args.out, args.speed, scenario=scenario, **common)  # type: ignore[arg-type]
     elif args.command == "survey":
-        s = load_scenario(args.scenario)
+        s = _scenario(args)
         tl = survey_timeline(s)
         _describe(tl)
         if args.write_tlog:

@@ -26,6 +26,7 @@ from payload.configio import StrictModel, load_config, validate_config
 from payload.errors import ConfigError
 from payload.geo.camera import CameraModel
 from payload.geo.camerapresets import PRESETS, camera_from_intrinsics
+from payload.geo.frames import geodetic_to_enu
 from payload.pipeline.tiling import tile_span
 
 DISEASES = ("rust", "powdery_mildew")
@@ -82,8 +83,10 @@ class Patch(StrictModel):
 
 
 class FlightSection(StrictModel):
-    """The scripted lawnmower survey."""
+    """The scripted survey: the scenario's own lawnmower, or the waypoints of a QGroundControl `.plan` (`plan:`)."""
 
+    plan: str | None = Field(default=None, description="a QGroundControl .plan (relative to the scenario file) whose "
+                             "waypoints are flown instead of the lawnmower; altitude_m and speed_mps must match it")
     altitude_m: float = Field(gt=1, le=500, description="above the field")
     speed_mps: float = Field(gt=0.2, le=40)
     line_spacing_m: float = Field(gt=0.5, le=1000)
@@ -247,14 +250,55 @@ def check_scenario(s: Scenario, source: str) -> Scenario:
         s.camera.model()
     except ValueError as err:
         problems.append(f"field 'camera.height': {err}")
+    if s.flight.plan is not None:
+        problems += _plan_problems(s)
     if problems:
         raise ConfigError(f"{source}: invalid scenario\n" + "\n".join(f"  - {m}" for m in problems))
     return s
 
 
+def _plan_problems(s: Scenario) -> list[str]:
+    """What disagrees between the scenario and the .plan it flies (the plan is what the autopilot would fly)."""
+    from flight_sim.planfile import read_plan
+
+    assert s.flight.plan is not None
+    plan = read_plan(s.flight.plan)
+    out = []
+    if abs(plan.altitude_m - s.flight.altitude_m) > 0.5:
+        out.append(f"field 'flight.altitude_m': {s.flight.altitude_m} m, but {plan.source} flies at "
+                   f"{plan.altitude_m:.2f} m; make them equal")
+    if plan.speed_mps is not None and abs(plan.speed_mps - s.flight.speed_mps) > 0.05:
+        out.append(f"field 'flight.speed_mps': {s.flight.speed_mps} m/s, but {plan.source} sets {plan.speed_mps} m/s; "
+                   "make them equal")
+    e, n, _ = geodetic_to_enu(plan.home[0], plan.home[1], s.origin.alt, s.origin.lat, s.origin.lon, s.origin.alt)
+    if math.hypot(float(e), float(n)) > 2.0:
+        out.append(f"field 'flight.plan': the plan's home is {math.hypot(float(e), float(n)):.1f} m from the "
+                   "scenario's origin, where the simulated vehicle takes off; move the origin or the plan's home")
+    return out
+
+
+def plan_scenario(s: Scenario, plan_path: str | Path) -> Scenario:
+    """The scenario flying a .plan's waypoints at the plan's altitude and speed (`flight-sim survey --plan`)."""
+    from flight_sim.planfile import read_plan
+
+    plan = read_plan(plan_path)
+    update: dict[str, Any] = {"plan": str(Path(plan_path).resolve()), "altitude_m": round(plan.altitude_m, 3)}
+    if plan.speed_mps is not None:
+        update["speed_mps"] = plan.speed_mps
+    return check_scenario(s.model_copy(update={"flight": s.flight.model_copy(update=update)}), str(plan_path))
+
+
 def load_scenario(path: str | Path) -> Scenario:
-    """Load and check a scenario YAML file (ConfigError with file, field, value and rule)."""
-    return check_scenario(load_config(path, Scenario), str(path))
+    """Load and check a scenario YAML file (ConfigError with file, field, value and rule).
+
+    A relative `flight.plan` is taken from the scenario file's folder (`payload plan` writes the two
+    side by side).
+    """
+    s = load_config(path, Scenario)
+    if s.flight.plan is not None and not Path(s.flight.plan).is_absolute():
+        plan = str((Path(path).parent / s.flight.plan).resolve())
+        s = s.model_copy(update={"flight": s.flight.model_copy(update={"plan": plan})})
+    return check_scenario(s, str(path))
 
 
 def scenario_from_dict(data: Any, source: str = "<scenario>") -> Scenario:

@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 
 from flight_sim import mav
+from flight_sim.planfile import read_plan
 from flight_sim.scenario import Scenario
 from flight_sim.timeline import Event, Param, PoseTrack, Timeline
 from flight_sim.tlog import default_params
-from payload.geo.frames import enu_to_geodetic
+from payload.geo.frames import enu_to_geodetic, geodetic_to_enu
 
 G = 9.80665
 TRUTH_HZ = 20.0
@@ -50,17 +51,41 @@ def survey_lines(s: Scenario) -> list[tuple[float, float, float]]:
     return legs
 
 
+def _line(a: np.ndarray, b: np.ndarray, step: float = 0.2) -> np.ndarray:
+    """Points every `step` metres from a to b, both ends included."""
+    n = max(2, int(np.ceil(np.linalg.norm(b - a) / step)) + 1)
+    return a + (b - a) * np.linspace(0, 1, n)[:, None]
+
+
+def plan_waypoints_enu(s: Scenario) -> np.ndarray:
+    """The scenario's .plan waypoints as (east, north) metres from the origin, in flight order."""
+    assert s.flight.plan is not None
+    plan = read_plan(s.flight.plan)
+    lat = np.array([w[0] for w in plan.waypoints])
+    lon = np.array([w[1] for w in plan.waypoints])
+    e, n, _ = geodetic_to_enu(lat, lon, np.full(len(lat), s.origin.alt), s.origin.lat, s.origin.lon, s.origin.alt)
+    return np.stack([np.asarray(e, dtype=float), np.asarray(n, dtype=float)], axis=1)
+
+
+def _plan_paths(s: Scenario) -> list[np.ndarray]:
+    """Home, every waypoint of the .plan, home: each leg from rest to rest, as a copter in AUTO flies
+    straight waypoint to waypoint and stops at each."""
+    home = np.zeros(2)
+    pts = [home, *plan_waypoints_enu(s), home]
+    return [_line(a, b) for a, b in zip(pts, pts[1:], strict=False) if np.linalg.norm(b - a) > 1e-3]
+
+
 def _paths(s: Scenario) -> list[np.ndarray]:
     """Horizontal paths flown from rest to rest: home to the first leg, the legs with their turns, home.
 
     A copter in AUTO stops at a sharp corner instead of cutting it, so the transits are separate.
+    With `flight.plan`, the plan's waypoints instead (`_plan_paths`).
     """
+    if s.flight.plan is not None:
+        return _plan_paths(s)
     legs = survey_lines(s)
     step = 0.2
-
-    def line(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        n = max(2, int(np.ceil(np.linalg.norm(b - a) / step)) + 1)
-        return a + (b - a) * np.linspace(0, 1, n)[:, None]
+    line = _line
 
     home = np.array([0.0, 0.0])
     first = np.array([legs[0][0], legs[0][1]])
@@ -326,6 +351,9 @@ def _params(fl: Any) -> list[Param]:
 
 def _notes(s: Scenario, f: _Flight) -> list[str]:
     fl = s.flight
+    if fl.plan is not None:
+        return [f"plan {fl.plan}: {len(plan_waypoints_enu(s))} waypoints at {fl.altitude_m} m and {fl.speed_mps} m/s; "
+                f"airborne {f.t_arm:.0f}-{f.t_disarm:.0f} s, survey (AUTO) {f.t_auto:.0f}-{f.t_land:.0f} s"]
     legs = survey_lines(s)
     note = (
         f"lawnmower survey: {len(legs)} legs {legs[1][0] - legs[0][0] if len(legs) > 1 else 0:.1f} m apart at "

@@ -11,6 +11,7 @@ from payload.backends.registry import BACKEND_NAMES
 from payload.cliutil import run_cli
 from payload.config import load_payload_config
 from payload.logsetup import add_log_level_argument, setup_logging
+from payload.plan.chip import EDGETPU_MODELS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +65,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("old", metavar="OLD", help="output folder of the earlier flight")
     p.add_argument("new", metavar="NEW", help="output folder of the later flight")
     p.add_argument("--out", required=True, metavar="D", help="folder for the change files")
+
+    p = sub.add_parser("plan", help="a survey from what the product needs: altitude from the bundle's working "
+                       "resolution, speed from overlap and the Edge TPU's throughput -> D/survey.plan "
+                       "(QGroundControl), D/scenario.yaml (flight-sim), D/summary.json (docs/PLAN.md)")
+    _plan_arguments(p)
     return parser
+
+
+def _plan_arguments(p: argparse.ArgumentParser) -> None:
+    """`payload plan`'s options (docs/PLAN.md)."""
+    p.add_argument("--field", required=True, help="the field: a GeoJSON polygon (lon, lat, WGS 84)")
+    p.add_argument("--camera", required=True, help="camera YAML: preset or sensor_width_mm/sensor_height_mm/"
+                   "focal_length_mm, width, height, max_fps, exposure_s")
+    p.add_argument("--bundle", required=True, help="model bundle folder (its card's working_gsd_mm sets the altitude)")
+    p.add_argument("--out", required=True, metavar="D", help="folder for survey.plan, scenario.yaml, summary.json")
+    p.add_argument("--tpus", type=int, default=1, help="Edge TPUs, the same model on each (default %(default)s)")
+    p.add_argument("--edgetpu-model", choices=EDGETPU_MODELS, default="usb3",
+                   help="the Edge TPU's attachment, for its published pace (default %(default)s)")
+    p.add_argument("--gsd-mm", type=float, default=None,
+                   help="mm per model-input pixel to plan at INSTEAD of the card's working_gsd_mm (said in the "
+                   "summary)")
+    p.add_argument("--model-cost", choices=("bundle", "resnet50"), default="bundle",
+                   help="the chip's work per tile: the bundle's model counted, or a full ResNet-50 V1 at its input "
+                   "size (the product's model); a card's edgetpu.latency_ms wins over both (default %(default)s)")
+    p.add_argument("--front-overlap", type=float, default=0.75, help="along-track overlap of frames (default 0.75)")
+    p.add_argument("--side-overlap", type=float, default=0.3, help="overlap of neighbouring lines (default 0.3)")
+    p.add_argument("--max-blur-px", type=float, default=0.5, help="motion blur bound, frame pixels (default 0.5)")
+    p.add_argument("--max-speed", type=float, default=12.0, help="the vehicle's top survey speed, m/s (default 12)")
+    p.add_argument("--max-altitude", type=float, default=120.0, help="altitude ceiling above the crop, m (default 120)")
+    p.add_argument("--home-alt", type=float, default=0.0, help="the field's ground altitude AMSL, m (default 0)")
+    p.add_argument("--crop", choices=("wheat", "soybean", "cucurbit", "grapevine"), default="wheat",
+                   help="the crop the simulator scenario grows (default %(default)s)")
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from payload.plan.command import PlanArgs, make_plan, summary_text
+    from payload.plan.planner import PlanLimits
+
+    limits = PlanLimits(front_overlap=args.front_overlap, side_overlap=args.side_overlap, max_blur_px=args.max_blur_px,
+                        max_speed_mps=args.max_speed, max_altitude_m=args.max_altitude)
+    summary = make_plan(PlanArgs(args.field, args.camera, args.bundle, args.out, args.tpus, args.edgetpu_model,
+                                 args.gsd_mm, args.model_cost, limits, args.home_alt, args.crop))
+    print(summary_text(summary))
+    return 0
 
 
 def _classify(args: argparse.Namespace) -> int:
@@ -163,6 +207,8 @@ def _main(argv: Sequence[str] | None) -> int:
         from payload.report.compare import compare_from_cli
 
         return compare_from_cli(args.old, args.new, args.out)
+    if args.command == "plan":
+        return _plan(args)
     raise AssertionError(f"unhandled command {args.command}")
 
 

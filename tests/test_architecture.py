@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Lowest first: a room may import from itself and from rooms listed before it, never after.
 # "core" is payload's top-level modules that every room may use; "entry" is the command line.
 ROOMS = ("core", "files", "backends", "settings", "geo", "grower", "vehicle", "capture", "sinks", "config", "report",
-         "ops", "pipeline", "entry")
+         "ops", "pipeline", "plan", "entry")
 CORE = {"errors", "types", "configio", "bundle", "keyfile", "logsetup", "cliutil", "sitefile", "demfile"}
 ENTRY = {"cli", "__main__", "__init__"}
 
