@@ -256,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--min-treated-share", type=float, default=d.min_treated_share)
     ap.add_argument("--max-treated-ratio", type=float, default=d.max_treated_ratio)
     add_modelled_coral_arguments(ap)
+    ap.add_argument("--tile-choice", choices=("map", "all"), default="map",
+                    help="a busy chip's tiles chosen by the map, or every tile of the newest frame (the payload's "
+                    "scheduler.tile_choice)")
     add_log_level_argument(ap)
     return ap
 
@@ -280,8 +283,10 @@ def run(argv: Sequence[str] | None, fly: Fly = fly_mission) -> int:
     rows = []
     for name, path in specs:
         log.info("mission %s: %s with %s", name, path, a.bundle)
-        modelled = {} if a.edgetpu_model is None else {"edgetpu_model": a.edgetpu_model, "tpus": a.tpus,
-                                                        "tpu_layout": a.tpu_layout}
+        modelled = {"tile_choice": a.tile_choice}
+        if a.edgetpu_model is not None:
+            modelled.update(edgetpu_model=a.edgetpu_model, tpus=a.tpus, tpu_layout=a.tpu_layout,
+                            model_cost=a.model_cost)
         report = fly(path, out / name, a.bundle, a.speed, a.log_level, **modelled)
         row = summary_row(name, report)
         row["drawn_at_run_time"] = name in {f"random-{s}" for s in drawn}
@@ -298,7 +303,9 @@ def run(argv: Sequence[str] | None, fly: Fly = fly_mission) -> int:
         "bundle_working_gsd_mm": card["working_gsd_mm"],
         # a modelled Coral's pace (tools/coral.py) instead of the payload's own backend, or None
         "edgetpu_model": None if a.edgetpu_model is None else {
-            "model": a.edgetpu_model, "tpus": a.tpus, "layout": a.tpu_layout, "modelled": True},
+            "model": a.edgetpu_model, "tpus": a.tpus, "layout": a.tpu_layout, "model_cost": a.model_cost,
+            "modelled": True},
+        "tile_choice": a.tile_choice,
         "drawn_seeds": drawn,
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "wall_s": time.monotonic() - t0,

@@ -159,3 +159,17 @@ def test_the_model_says_where_the_runtime_would_run_the_bundle_otherwise() -> No
     assert "leaves 1 idle" in n
     (n,) = runtime_layout_notes(3, 2, "pipeline")
     assert "refuses 2" in n
+
+
+def test_the_resnet50_charge_is_the_default_build_at_the_chips_pace(tmp_path: Path) -> None:
+    """--model-cost resnet50: a quick bundle's scores flown at the pace of the 224 px ResNet-50 the product
+    builds; below the published 299 px figure (fewer MACs, the same streamed parameters), far above the quick
+    bundle's third of a millisecond."""
+    from tools.coral import device_models, invoke_s, modelled_cost
+    from tools.mission.run import MissionPlan, payload_command
+
+    ms = 1000.0 * invoke_s(modelled_cost("resnet50", tmp_path / "unused.tflite"), device_models()["usb3"])
+    assert 25.0 < ms < 49.0
+    cmd = payload_command(MissionPlan(Path("s.yaml"), tmp_path, tmp_path, edgetpu_model="usb3",
+                                      model_cost="resnet50"), tmp_path / "c.yaml")
+    assert cmd[cmd.index("--model-cost") + 1] == "resnet50"

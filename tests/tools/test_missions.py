@@ -75,7 +75,7 @@ def test_scenario_names(tmp_path: Path) -> None:
 def _fly_from(reports: dict[str, dict]):
     flown: list[tuple[str, Path]] = []
 
-    def fly(scenario: Path, out: Path, bundle: Path, speed: float, log_level: str) -> dict:
+    def fly(scenario: Path, out: Path, bundle: Path, speed: float, log_level: str, **_kw) -> dict:
         flown.append((out.name, bundle))
         return reports[out.name]
 
@@ -149,7 +149,7 @@ def test_soak_flies_each_scouting_rate_and_fails_on_a_leak(tmp_path: Path, monke
 def test_seeds_drawn_at_run_time_are_flown_printed_and_marked(tmp_path: Path, bundle: Path, capsys) -> None:
     flown: list[str] = []
 
-    def fly(scenario: Path, out: Path, b: Path, speed: float, log_level: str) -> dict:
+    def fly(scenario: Path, out: Path, b: Path, speed: float, log_level: str, **_kw) -> dict:
         flown.append(out.name)
         seed = int(out.name.split("-")[1]) if out.name.startswith("random-") else 7
         return {**GOOD, "seed": seed}
@@ -180,9 +180,12 @@ def test_a_modelled_coral_reaches_every_mission_and_the_summary(tmp_path: Path, 
 
     out = tmp_path / "missions"
     run(["--bundle", str(bundle), "--out", str(out), "--scenarios", "default", "--drawn", "0",
-         "--edgetpu-model", "usb3", "--tpus", "2"], fly=fly)
-    assert seen == [{"edgetpu_model": "usb3", "tpus": 2, "tpu_layout": "replicas"}]
+         "--edgetpu-model", "usb3", "--tpus", "2", "--model-cost", "resnet50", "--tile-choice", "all"], fly=fly)
+    assert seen == [{"edgetpu_model": "usb3", "tpus": 2, "tpu_layout": "replicas", "model_cost": "resnet50",
+                     "tile_choice": "all"}]
     md = (out / "summary.md").read_text()
     assert "modelled Coral usb3 x2 (replicas)" in md and "| 700/1200 | modelled edgetpu usb3 x2" in md
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["edgetpu_model"] == {"model": "usb3", "tpus": 2, "layout": "replicas", "modelled": True}
+    assert summary["edgetpu_model"] == {"model": "usb3", "tpus": 2, "layout": "replicas", "model_cost": "resnet50",
+                                        "modelled": True}
+    assert summary["tile_choice"] == "all"

@@ -34,6 +34,9 @@ def _main(argv: Sequence[str] | None) -> int:
     ap.add_argument("--score-only", action="store_true",
                     help="do not fly: score the zones and coverage already in --out (e.g. a fused `payload export`)")
     add_modelled_coral_arguments(ap)
+    ap.add_argument("--tile-choice", choices=("map", "all"), default="map",
+                    help="when the chip cannot classify every tile: the map chooses them (map) or every tile of the "
+                    "newest frame, dropping frames (all); the payload's scheduler.tile_choice")
     add_log_level_argument(ap)
     a = ap.parse_args(argv)
     setup_logging(a.log_level)
@@ -47,7 +50,8 @@ def _main(argv: Sequence[str] | None) -> int:
         full = Path("build/bundle")
         a.bundle = full if (full / "model_card.json").is_file() else Path("build/quick_bundle")
     plan = MissionPlan(a.scenario, a.out, a.bundle, a.tlog, a.speed, log_level=a.log_level, start_s=a.start,
-                       end_s=a.end, edgetpu_model=a.edgetpu_model, tpus=a.tpus, tpu_layout=a.tpu_layout)
+                       end_s=a.end, edgetpu_model=a.edgetpu_model, tpus=a.tpus, tpu_layout=a.tpu_layout,
+                       model_cost=a.model_cost, tile_choice=a.tile_choice)
     if is_indoor(a.scenario):
         from tools.mission.indoor import INDOOR_SCORE_KEYS, run_indoor_mission
 

@@ -25,12 +25,13 @@ import numpy as np
 from tools.coral import (
     EDGETPU_MODELS,
     LAYOUTS,
+    MODEL_COSTS,
     BundleCost,
     DeviceModel,
     Layout,
     batch_s,
-    bundle_cost,
     device_models,
+    modelled_cost,
     runtime_layout_notes,
 )
 
@@ -72,7 +73,7 @@ class ModelledEdgeTpu:
         self.inner.close()
 
 
-def modelled_opener(model: str, tpus: int, layout: Layout) -> Any:
+def modelled_opener(model: str, tpus: int, layout: Layout, model_cost: str = "bundle") -> Any:
     """An `open_classifier` replacement for the payload's runner: the CPU backend inside the timing model."""
     from payload.backends.cpu import CpuClassifier
 
@@ -80,8 +81,8 @@ def modelled_opener(model: str, tpus: int, layout: Layout) -> Any:
 
     def open_modelled(bundle: Any, backend: str = "auto", device_name: str | None = None, num_threads: int = 2,
                       **_kw: Any) -> ModelledEdgeTpu:
-        clf = ModelledEdgeTpu(CpuClassifier(bundle, num_threads), bundle_cost(bundle.cpu_model), device, tpus,
-                              layout)
+        clf = ModelledEdgeTpu(CpuClassifier(bundle, num_threads), modelled_cost(model_cost, bundle.cpu_model),
+                              device, tpus, layout)
         log.info("backend %s (model.backend %s and device %s ignored: the mission asked for a modelled Coral)",
                  clf.name, backend, device_name)
         for note in runtime_layout_notes(len(getattr(bundle, "edgetpu_segments", ())), tpus, layout):
@@ -98,6 +99,8 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
     ap.add_argument("--tpus", type=int, default=1)
     ap.add_argument("--layout", choices=LAYOUTS, default="replicas",
                     help="the same model on each device (replicas) or one segment each (pipeline)")
+    ap.add_argument("--model-cost", choices=MODEL_COSTS, default="bundle",
+                    help="charge the bundle's own model or the default build's 224 px ResNet-50 per tile")
     a, rest = ap.parse_known_args(argv)
     if a.tpus < 1:
         ap.error(f"--tpus must be 1 or more, got {a.tpus}")
@@ -110,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from payload.cli import main as payload_main
 
     a, rest = parse(argv)
-    runner.open_classifier = modelled_opener(a.edgetpu_model, a.tpus, a.layout)  # type: ignore[assignment]
+    runner.open_classifier = modelled_opener(a.edgetpu_model, a.tpus, a.layout, a.model_cost)  # type: ignore[assignment]
     payload_main(rest)
 
 

@@ -65,6 +65,10 @@ class MissionPlan:
     edgetpu_model: str | None = None
     tpus: int = 1
     tpu_layout: str = "replicas"
+    model_cost: str = "bundle"  # what a tile costs the modelled chip: the bundle's model, or "resnet50" (224 px)
+    # scheduler.tile_choice: "map" (a busy chip classifies the tiles the map values most) or "all" (every
+    # tile of the newest frame; frames the chip cannot reach are dropped)
+    tile_choice: str = "map"
     # what the camera flies over instead of the scenario's physical World (flight_sim/world): an object with
     # World's interface built from the scenario (a test double, e.g. tests/trainingtexture_world.py); the
     # mosaic's registration check then takes its truth from that object's orthophoto
@@ -85,7 +89,7 @@ def payload_command(plan: MissionPlan, cfg_path: Path) -> list[str]:
     if plan.edgetpu_model is None:
         return [*_console_script("payload"), *args]
     return [sys.executable, "-m", "tools.mission.modelled_payload", "--edgetpu-model", plan.edgetpu_model,
-            "--tpus", str(plan.tpus), "--layout", plan.tpu_layout, *args]
+            "--tpus", str(plan.tpus), "--layout", plan.tpu_layout, "--model-cost", plan.model_cost, *args]
 
 
 # the payload writes the flight's products after SIGTERM (map, rasters, mosaic, prescription, report);
@@ -134,7 +138,7 @@ def payload_config(plan: MissionPlan, s: Scenario, vehicle_url: str, camera_url:
         "model": {"bundle": str(plan.bundle.resolve()), "backend": "auto", "num_threads": 2},
         "source": {"kind": "opencv", "uri": camera_url, "reconnect_min_s": 0.2, "reconnect_max_s": 2.0},
         "tiling": {"rows": c.tile_rows, "cols": c.tile_cols, "overlap": c.tile_overlap},
-        "scheduler": {"stats_interval_s": 10.0, "queue_size": 256},
+        "scheduler": {"stats_interval_s": 10.0, "queue_size": 256, "tile_choice": plan.tile_choice},
         "output": {"dir": str(plan.out_dir.resolve())},
         "telemetry": {"connection": vehicle_url, "connect_timeout_s": 30.0},
         "camera": payload_camera(c),
@@ -425,7 +429,9 @@ def run_mission(plan: MissionPlan) -> dict:
         "backend": stats.get("backend"),
         # the Coral the backend was modelled on (tools/coral.py), None when the payload chose its own
         "edgetpu_model": None if plan.edgetpu_model is None else {
-            "model": plan.edgetpu_model, "tpus": plan.tpus, "layout": plan.tpu_layout, "modelled": True},
+            "model": plan.edgetpu_model, "tpus": plan.tpus, "layout": plan.tpu_layout, "model_cost": plan.model_cost,
+            "modelled": True},
+        "tile_choice": plan.tile_choice,
         "tiles_offered": stats.get("tiles_offered"),
         "tiles_classified": stats.get("tiles_classified"),
         "inference_ms_p50": stats.get("inference_ms_p50"),
