@@ -27,3 +27,11 @@ def test_update_figures_are_timed_per_frame() -> None:
     u = update_figures(n_frames=40)
     assert 0 < u["map_update_ms_p50"] <= u["map_update_ms_p95"]
     assert u["map_tiles_per_frame"] == 12 and u["map_frames"] == 40
+
+
+def test_ranking_a_frame_costs_a_sliver_of_a_tile() -> None:
+    from tools.bench_map import choose_figures
+
+    f = choose_figures(60)
+    assert f["choose_ms_p50"] > 0 and f["choose_tile_ms_modelled"] > 25.0
+    assert f["choose_share_of_tile"] == round(f["choose_ms_p50"] / f["choose_tile_ms_modelled"], 4)

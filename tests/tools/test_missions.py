@@ -111,8 +111,9 @@ def test_not_a_bundle_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_bench_missed_targets() -> None:
     ok = {"pipeline_efficiency": 0.97, "rss_mb": 120.0, "startup_s": 1.2, "tensorflow_loaded": False,
-          "map_update_ms_p50": 1.5, "map_memory_mb_100ha": 15.0}
+          "map_update_ms_p50": 1.5, "map_memory_mb_100ha": 15.0, "choose_share_of_tile": 0.01}
     assert missed_targets(ok) == []
+    assert missed_targets({**ok, "choose_share_of_tile": 0.25}) == ["choose_share_of_tile 0.25 (target <= 0.1)"]
     assert missed_targets({**ok, "map_memory_mb_100ha": 22.3}) == ["map_memory_mb_100ha 22.3 (target <= 20.0)"]
     assert missed_targets({**ok, "pipeline_efficiency": 0.9}) == ["pipeline_efficiency 0.9 (target >= 0.95)"]
     assert missed_targets({**ok, "tensorflow_loaded": True}) == [
