@@ -15,7 +15,7 @@ import json
 import logging
 import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -78,7 +78,7 @@ def require_pose_source(cfg: PayloadConfig) -> None:
 
 def build_geotag_handler(
     cfg: PayloadConfig, *, labels: Sequence[str], model_sha256: str, out_dir: str | Path | None = None,
-    sensor: SensorModel | None = None,
+    sensor: SensorModel | None = None, thresholds: Mapping[str, float] | None = None,
 ) -> GeotagHandler:
     """Geotagging as `payload run` installs it: its own telemetry link, the disease map, disk guard and sinks."""
     from payload.geo.mapkind import Site, default_sensor, open_map
@@ -97,7 +97,8 @@ def build_geotag_handler(
                          send=telemetry.send_statustext if telemetry is not None else None)
         snapshot: list[GeotagHandler] = []  # the handler, once built: the layers read its zone snapshot
         sinks = build_sinks(SinkContext(cfg, out, lambda: snapshot[0].zone_snapshot() if snapshot else [],
-                                        telemetry, disk.crops_allowed, map=dmap))
+                                        telemetry, disk.crops_allowed, map=dmap,
+                                        thresholds=dict(thresholds or {})))
         handler = GeotagHandler(cfg, labels=labels, model_sha256=model_sha256, telemetry=telemetry, out_dir=out,
                                 owns_telemetry=telemetry is not None, status=telemetry, dmap=dmap, disk=disk,
                                 sinks=sinks, site=site)
@@ -121,7 +122,7 @@ def build_handler(cfg: PayloadConfig, bundle: Bundle) -> ResultHandler:
 
     records = JsonlRecordHandler(Path(cfg.output.dir) / cfg.output.records, bundle)
     geo = build_geotag_handler(cfg, labels=bundle.labels, model_sha256=bundle.model_sha256,
-                               sensor=sensor_model_for_card(bundle.card))
+                               sensor=sensor_model_for_card(bundle.card), thresholds=bundle.thresholds)
     try:
         run_preflight(
             cfg.preflight,

@@ -29,6 +29,7 @@ from payload.sinks import (
     maplayers,  # noqa: F401 - registers itself
     mosaic,  # noqa: F401 - registers itself
     prescription,  # noqa: F401 - registers itself
+    review,  # noqa: F401 - registers itself
     sitelayers,  # noqa: F401 - registers itself
 )
 from payload.sinks.base import DetectionSink, SinkContext, SinkFactory, registered_sinks
