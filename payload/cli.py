@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("old", metavar="OLD", help="output folder of the earlier flight")
     p.add_argument("new", metavar="NEW", help="output folder of the later flight")
     p.add_argument("--out", required=True, metavar="D", help="folder for the change files")
+
+    p = sub.add_parser("review", help="label the tiles a flight kept for review in a local web page (127.0.0.1): "
+                       "answers go to FLIGHT_DIR/labels/ (labels.csv and class folders compile reads)")
+    p.add_argument("flight", metavar="FLIGHT_DIR", help="output folder of a flight flown with review.enabled")
+    p.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0: any free port; default 8765)")
     return parser
 
 
@@ -151,6 +156,10 @@ def _main(argv: Sequence[str] | None) -> int:
         from payload.report.compare import compare_from_cli
 
         return compare_from_cli(args.old, args.new, args.out)
+    if args.command == "review":
+        from payload.report.review import review_from_cli
+
+        return review_from_cli(args.flight, args.port)
     raise AssertionError(f"unhandled command {args.command}")
 
 
