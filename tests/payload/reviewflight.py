@@ -1,9 +1,12 @@
-"""A short real flight for the review tests: the real pipeline (tiny bundle, CPU), a scripted flight north and
-frames cut from one ground picture (a red disc on green), so the map confirms a zone and tiles cross its edge.
+"""A short real flight for the review tests: the real pipeline (scheduler, tiler, the bundle's decision rule,
+geotagging, the map, every sink), a scripted flight north and frames cut from one ground picture (a red disc
+on green), so the map confirms a zone and tiles cross its edge.
 
-The tiny bundle (tests/payload/tinymodel.py) scores a red tile a little higher for powdery mildew than a green
-one; its threshold is set between the two, so the disc is flagged, the ground around it is not, and the
-tiles that straddle the disc's rim sit near the decision: every kind the review sink keeps occurs.
+The classifier is a double that scores a tile by its share of red pixels: the tiny bundle's random weights
+differ from one build to the next (its scores sit within a few 1/256 steps of a third), so the tiles near the
+decision would change from run to run. With this one the disc is flagged, the ground around it is not, and
+the tiles that straddle the disc's rim sit near the threshold: every kind the review sink keeps occurs. The
+bundle is still the tiny one: its card's thresholds decide and its hash is recorded.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ import numpy as np
 from payload.bundle import Bundle
 from payload.capture.sources import InProcessSource
 from payload.config import PayloadConfig
-from payload.pipeline.geotag import GeotagHandler
+from payload.pipeline.geotag import FanOutHandler, GeotagHandler
 from payload.pipeline.runner import build_pipeline
+from payload.sinks.records import JsonlRecordHandler
 from payload.types import Frame, FrameResult
 from tests.payload import tinymodel
 from tests.payload.geotagdoubles import ScriptedTelemetry
@@ -41,6 +45,22 @@ def ground_picture(n_frames: int, seed: int = 0) -> np.ndarray:
     img[disc] = (200, 40, 40)
     img += rng.normal(0, 25, img.shape)
     return np.clip(img, 0, 255).astype(np.uint8)
+
+
+class RedShareClassifier:
+    """A `Classifier` (payload/backends/base.py) whose powdery-mildew score is the tile's share of red pixels."""
+
+    name = "red-share"
+    input_size = (tinymodel.SIZE, tinymodel.SIZE)
+
+    def classify_batch(self, tiles: np.ndarray) -> np.ndarray:
+        t = tiles.astype(np.int16)
+        red = ((t[..., 0] - t[..., 1]) > 60).mean(axis=(1, 2))
+        pm = 0.04 + 0.92 * red
+        return np.stack([1.0 - pm - 0.02, np.full_like(pm, 0.02), pm], axis=1).astype(np.float32)
+
+    def close(self) -> None:
+        return None
 
 
 class CountingHandler(GeotagHandler):
@@ -68,10 +88,12 @@ def frames(n_frames: int, done: Callable[[], int], timeout_s: float = 60.0) -> I
         yield Frame(np.ascontiguousarray(ground[top:top + H]), k, t, 1.79e9 + t, "review-test")
 
 
-def fly(tiny_bundle_dir: Path, out: Path, n_frames: int = 80, review: dict | None = None) -> Path:
-    """Fly the short flight with the review sink on; returns the flight's output folder."""
+def fly(tiny_bundle_dir: Path, out: Path, n_frames: int = 80, review: dict | None = None,
+        floor_mb: float = 1.0) -> Path:
+    """Fly the short flight with the review sink on; returns the flight's output folder. `floor_mb` is the
+    free-disk floor (payload/ops/diskguard.py): above the disk's free space, the guard stops the review's JPEGs."""
     bundle = tinymodel.copy_bundle(tiny_bundle_dir, out.parent / f"{out.name}-bundle")
-    tinymodel.rewrite_card(bundle, thresholds={"rust": 0.5, "powdery_mildew": 0.39})
+    tinymodel.rewrite_card(bundle, thresholds={"rust": 0.5, "powdery_mildew": 0.5})
     cfg = PayloadConfig.model_validate({
         "model": {"bundle": str(bundle), "backend": "cpu", "num_threads": 1},
         "tiling": {"rows": 3, "cols": 4, "stagger": False},
@@ -79,20 +101,22 @@ def fly(tiny_bundle_dir: Path, out: Path, n_frames: int = 80, review: dict | Non
         "telemetry": {"allow_none": True},
         "map": {"zones_every_frames": 3},
         "mosaic": {"enabled": False},
-        "preflight": {"min_free_disk_mb": 1},
+        "preflight": {"min_free_disk_mb": floor_mb},
         "review": {"enabled": True, "max_margin": 8, "max_edge": 8, "max_flagged": 6, "max_healthy": 6,
-                   "margin_below": 0.012, **(review or {})},
+                   **(review or {})},
     })
     telemetry = ScriptedTelemetry(t_end=0.5 + n_frames / FPS + 1.0, north_mps=NORTH_MPS)
 
     made: list[CountingHandler] = []
 
-    def handler(c: PayloadConfig, b: Bundle) -> CountingHandler:
+    def handler(c: PayloadConfig, b: Bundle) -> FanOutHandler:
+        # what build_handler installs (the per-frame records, then geotagging), with the scripted flight
         made.append(CountingHandler(c, labels=b.labels, model_sha256=b.model_sha256, telemetry=telemetry,
                                     thresholds=b.thresholds))
-        return made[0]
+        return FanOutHandler([JsonlRecordHandler(out / c.output.records, b), made[0]])
 
     produced = frames(n_frames, lambda: made[0].handled if made else 0)
-    stats = build_pipeline(cfg, source=InProcessSource(produced), handler_factory=handler).run()
+    stats = build_pipeline(cfg, source=InProcessSource(produced), handler_factory=handler,
+                           classifier=RedShareClassifier()).run()
     assert stats.frames_processed == n_frames, stats
     return out
