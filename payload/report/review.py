@@ -214,8 +214,9 @@ def base_map(flight: Path, tiles: Sequence[Mapping[str, Any]]) -> tuple[str, dic
     """The flight's small map as SVG (track, zones, every kept tile) and each tile's outline in its pixels."""
     track = flight_track(flight)
     zones = zone_rings(flight)
-    feet = {str(t["id"]): [(p[1], p[0]) for p in t["footprint"]] for t in tiles if t.get("footprint")}
-    frame = MapFrame([*track, *(p for _, r in zones for p in r), *(p for f in feet.values() for p in f)])
+    feet = {str(t["id"]): [(float(p[1]), float(p[0])) for p in t["footprint"]] for t in tiles if t.get("footprint")}
+    zone_points = [(float(p[0]), float(p[1])) for _, ring in zones for p in ring]
+    frame = MapFrame([*track, *zone_points, *(p for f in feet.values() for p in f)])
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {MAP_W} {MAP_H}" width="{MAP_W}" '
              f'height="{MAP_H}" id="map"><rect width="{MAP_W}" height="{MAP_H}" fill="#f4f1e8"/>']
     for label, ring in zones:
@@ -343,9 +344,9 @@ def review_from_cli(flight: str | Path, port: int = DEFAULT_PORT) -> int:
     """`payload review FLIGHT_DIR`: serve until Ctrl-C; prints the address to open."""
     app = ReviewApp(flight)
     server = open_server(app, port)
-    host, bound = server.server_address[:2]
+    bound = server.server_address[1]
     done = len(app.book.rows)
-    print(f"review: http://{host}:{bound}/  {len(app.tiles)} tiles, {done} labelled; answers go to "
+    print(f"review: http://127.0.0.1:{bound}/  {len(app.tiles)} tiles, {done} labelled; answers go to "
           f"{app.flight / LABELS_DIR}. Ctrl-C to stop.", flush=True)
     try:
         server.serve_forever()
