@@ -364,7 +364,7 @@ PAGE = r"""<!doctype html>
 body{font-family:system-ui,sans-serif;margin:0;background:#fafaf7;color:#222}
 header{padding:10px 16px;background:#2f4f2f;color:#fff;display:flex;gap:24px;align-items:baseline}
 header h1{font-size:18px;margin:0}#progress{font-size:14px}
-main{display:grid;grid-template-columns:auto 380px;gap:16px;padding:16px}
+main{display:grid;grid-template-columns:460px 380px;gap:24px;padding:16px}
 #tile img{width:448px;height:448px;object-fit:contain;image-rendering:pixelated;background:#ddd;border:1px solid #999}
 #facts{font-size:14px;margin-top:8px}#facts td{padding:1px 8px 1px 0}
 .bar{display:inline-block;height:10px;background:#7a7;vertical-align:middle}
