@@ -112,16 +112,20 @@ class DevTools:
         return res["result"].get("value")
 
     def wait_for(self, expression: str, timeout_s: float = 20.0) -> object:
-        """Poll an expression until it is truthy; returns its value (fails after timeout_s)."""
+        """Poll an expression until it is truthy; returns its value (fails after timeout_s with the last error)."""
         import time
 
         deadline = time.monotonic() + timeout_s
+        last = None
         while time.monotonic() < deadline:
-            value = self.evaluate(expression)
+            # a page still loading may not have the elements yet: an exception is "not yet"
+            res = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+            last = res.get("exceptionDetails")
+            value = None if last else res["result"].get("value")
             if value:
                 return value
             time.sleep(0.05)
-        raise AssertionError(f"page never satisfied {expression!r} within {timeout_s} s")
+        raise AssertionError(f"page never satisfied {expression!r} within {timeout_s} s (last error: {last})")
 
     def press(self, key: str) -> None:
         """One key press as the keyboard sends it: keyDown (with its text, for a character) then keyUp."""

@@ -26,7 +26,6 @@ import json
 import logging
 import math
 import os
-import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -50,7 +49,6 @@ CSV_FIELDS = ("tile_id", "label", "labelled_utc", "model_label", "model_sha256",
 DEFAULT_PORT = 8765
 MAP_W, MAP_H, MAP_PAD = 360, 270, 8
 MAX_TRACK_POINTS = 2000
-TILE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 
 
 def fsync_dir(path: Path) -> None:
@@ -310,6 +308,11 @@ def make_handler(app: ReviewApp) -> type[BaseHTTPRequestHandler]:
                 self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
 
         def do_POST(self) -> None:
+            # JSON only: a form or a plain-text POST from another web page open in the same browser is a
+            # "simple" request that needs no permission; a JSON one does, and this server never grants it
+            if (self.headers.get("Content-Type") or "").split(";")[0].strip() != "application/json":
+                self._json(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, {"error": "send application/json"})
+                return
             try:
                 n = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(min(n, 65536)) or b"{}")
@@ -462,15 +465,16 @@ function strip() {
 }
 function say(text, bad) { $("status").textContent = text; $("status").className = bad ? "err" : ""; }
 function answer(label) {
-  const t = S.tiles[idx];
-  busy = busy.then(() => post("/api/label", {id: t.id, label: label}).then(() => {
+  // the tile is the one shown when this answer's turn comes: keys pressed faster than the disk label
+  // one tile after another, never the same tile twice
+  busy = busy.then(() => { const t = S.tiles[idx]; return post("/api/label", {id: t.id, label: label}).then(() => {
     S.answers[t.id] = label;
     undoStack.push(t.id);
     say(`saved: ${pretty(label)}`);
     const nxt = nextUnlabelled(idx + 1);
     if (nxt >= 0) idx = nxt;
     render();
-  }).catch((e) => say("NOT saved: " + e.message, true)));
+  }).catch((e) => say("NOT saved: " + e.message, true)); });
 }
 function undo() {
   busy = busy.then(() => {

@@ -267,12 +267,13 @@ class ReviewSink(SinkBase):
                 self.skipped_disk += 1
                 continue
             record = self._record(look, rec, tile.box, kind, margin, crossed, classes)
+            image = self.root / record["image"]
             try:
-                write_bytes_durably(self.root / record["image"],
-                                    encode_jpeg(result.frame.pixels, tile.box, self.cfg.jpeg_quality))
+                write_bytes_durably(image, encode_jpeg(result.frame.pixels, tile.box, self.cfg.jpeg_quality))
                 self._jsonl.write(record)
-            except (OSError, ValueError) as err:
+            except (OSError, ValueError) as err:  # a full card, a tile off the frame: the flight goes on
                 log.warning("review tile %s not kept: %s", record["id"], err)
+                image.unlink(missing_ok=True)  # no JPEG without its line: the bound counts lines
                 continue
             out = self.pools[kind].put(Kept(info, record["id"], record), slot)
             if out is not None:

@@ -92,8 +92,10 @@ def fly(tiny_bundle_dir: Path, out: Path, n_frames: int = 80, review: dict | Non
         floor_mb: float = 1.0) -> Path:
     """Fly the short flight with the review sink on; returns the flight's output folder. `floor_mb` is the
     free-disk floor (payload/ops/diskguard.py): above the disk's free space, the guard stops the review's JPEGs."""
-    bundle = tinymodel.copy_bundle(tiny_bundle_dir, out.parent / f"{out.name}-bundle")
-    tinymodel.rewrite_card(bundle, thresholds={"rust": 0.5, "powdery_mildew": 0.5})
+    bundle = out.parent / f"{out.name}-bundle"
+    if not bundle.is_dir():  # a second flight into the same folder (a restart) flies the same bundle
+        tinymodel.copy_bundle(tiny_bundle_dir, bundle)
+        tinymodel.rewrite_card(bundle, thresholds={"rust": 0.5, "powdery_mildew": 0.5})
     cfg = PayloadConfig.model_validate({
         "model": {"bundle": str(bundle), "backend": "cpu", "num_threads": 1},
         "tiling": {"rows": 3, "cols": 4, "stagger": False},

@@ -133,6 +133,19 @@ def test_flight_keeps_every_kind_bounded_with_its_facts(flight: Path) -> None:
     assert margins and max(margins) <= min(r["margin"] for r in kept if r["kind"] in ("flagged", "healthy"))
 
 
+def test_a_restart_into_the_same_folder_keeps_the_bound(tmp_path: Path, tiny_bundle_dir: Path) -> None:
+    out = reviewflight.fly(tiny_bundle_dir, tmp_path / "out", n_frames=40)
+    first = {r["id"] for r in read_review(out)}
+    reviewflight.fly(tiny_bundle_dir, out, n_frames=40)  # the payload restarted after a crash: a new run id
+    kept = read_review(out)
+    runs = {r["run_id"] for r in kept}
+    kinds = Counter(r["kind"] for r in kept)
+    assert all(kinds[k] <= LIMITS[k] for k in LIMITS), kinds  # both runs together, still bounded
+    assert len(runs) == 2 and first & {r["id"] for r in kept}  # the earlier run's tiles competed, some stayed
+    on_disk = sorted(p.name for p in (out / "review" / "tiles").iterdir())
+    assert on_disk == sorted(Path(r["image"]).name for r in kept)
+
+
 def payload_cli(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, "-m", "payload", *args], capture_output=True, text=True, timeout=120,
@@ -193,7 +206,8 @@ def test_label_ten_tiles_with_keys_kill_restart_and_find_them(flight: Path, tmp_
         for key in [*KEYS, "m"]:  # an eleventh answer, undone below with z
             page.press(key)
             n += 1
-            page.wait_for(f"document.getElementById('progress').dataset.labelled === '{n}'")
+            if n > 1:  # the first two keys come faster than the disk: they must label two tiles, in order
+                page.wait_for(f"document.getElementById('progress').dataset.labelled === '{n}'")
         page.press("z")
         page.wait_for(f"document.getElementById('progress').dataset.labelled === '{len(KEYS)}'")
         page.press("1")  # again, and undone with Backspace
@@ -234,7 +248,8 @@ def test_label_ten_tiles_with_keys_kill_restart_and_find_them(flight: Path, tmp_
 
 def test_the_label_folder_is_what_compile_reads(flight: Path, tmp_path: Path) -> None:
     """Answers given through the server's own HTTP interface land in class folders compile's scan_folder maps
-    with no class map (unsure is left out)."""
+    with no class map (unsure is left out); an unknown tile or label, or a POST that is not JSON (what another
+    web page could send without asking), changes nothing."""
     import urllib.request
 
     from compile.config import DataConfig
@@ -251,14 +266,19 @@ def test_the_label_folder_is_what_compile_reads(flight: Path, tmp_path: Path) ->
                                          headers={"Content-Type": "application/json"})
             with urllib.request.urlopen(req, timeout=10) as r:
                 assert json.load(r)["saved"]["label"] == label
-        bad = urllib.request.Request(server.url + "api/label", method="POST",
-                                     data=json.dumps({"id": tiles[0]["id"], "label": "blight"}).encode())
-        with pytest.raises(urllib.error.HTTPError) as err:
-            urllib.request.urlopen(bad, timeout=10)
-        assert err.value.code == 400
+        for body, ctype, code in ((b'{"id": "x", "label": "rust"}', "application/json", 400),
+                                  (json.dumps({"id": tiles[0]["id"], "label": "blight"}).encode(), "application/json",
+                                   400),
+                                  (json.dumps({"id": tiles[0]["id"], "label": "rust"}).encode(), "text/plain", 415)):
+            bad = urllib.request.Request(server.url + "api/label", method="POST", data=body,
+                                         headers={"Content-Type": ctype})
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(bad, timeout=10)
+            assert err.value.code == code
     finally:
         server.kill()
     splits = scan_folder(DataConfig(source="folder", folder=str(folder / "labels"), val_fraction=0.3,
                                     test_fraction=0.3))
     n = sum(len(s) for s in (splits.train, splits.val, splits.test))
     assert n == 9  # three of each class; the unsure tiles are not a class
+    assert len((folder / "labels" / "labels.csv").read_text().splitlines()) == 1 + 12
