@@ -4,11 +4,12 @@ The crops sink keeps only the tiles the model already flagged; a grower who want
 also needs the tiles it was unsure of, the ones on the edges of the zones it drew, and some of what it
 called healthy (a missed patch hides there). This sink keeps a bounded sample of each kind:
 
+- `edge`: tiles whose ground footprint crosses the boundary of a zone the map has confirmed so far
+  (the zones are the live map's, refreshed at the end of every frame: `on_snapshot`; a zone first cut
+  late in the flight has no edge tiles from before it existed);
 - `margin`: tiles near the decision (margin sampling): the margin is the smaller of the gap between the
   top disease score and its threshold and the gap between the top two classes; the smallest margins
   are kept;
-- `edge`: tiles whose ground footprint crosses the boundary of a zone the map has confirmed so far
-  (the zones are the live map's, refreshed at the end of every frame: `on_snapshot`);
 - `flagged`: the other flagged tiles, the least sure first;
 - `healthy`: a uniform random sample of the remaining tiles (reservoir sampling: every tile of the
   flight has the same chance, however long the flight).
@@ -51,7 +52,7 @@ REVIEW_DIR = "review"
 TILES_DIR = "tiles"
 REVIEW_JSONL = "review.jsonl"
 REVIEW_SCHEMA = "cropscout.review/1"
-KINDS = ("margin", "edge", "flagged", "healthy")
+KINDS = ("edge", "margin", "flagged", "healthy")
 
 
 class ReviewSection(StrictModel):
@@ -217,7 +218,7 @@ class ReviewSink(SinkBase):
         self._zones = zones
         self._allowed = allowed
         rng = np.random.default_rng(cfg.seed)
-        sizes = {"margin": cfg.max_margin, "edge": cfg.max_edge, "flagged": cfg.max_flagged,
+        sizes = {"edge": cfg.max_edge, "margin": cfg.max_margin, "flagged": cfg.max_flagged,
                  "healthy": cfg.max_healthy}
         self.pools = {k: Pool(sizes[k], k == "healthy", rng) for k in KINDS}
         self.edges = ZoneEdges()
