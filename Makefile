@@ -10,7 +10,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-py313 test-slow lint edgetpu bench bench-build bench-render demo mission missions soak ci-tools detectability
+.PHONY: install test test-py313 test-slow lint edgetpu bench bench-build bench-render demo mission missions soak ci-tools detectability review-shot
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -102,6 +102,10 @@ detectability: $(STAMP) $(BUNDLE)/model_card.json  ## recall by disease, stage a
 
 demo: $(STAMP)  ## fly the default scenario with the real payload, map and score it -> build/demo/
 	$(BIN)/python -m tools.mission --scenario configs/scenarios/default.yaml --out build/demo
+
+review-shot: $(STAMP)  ## docs/img/review.png: fly the default scenario (review tiles kept) -> build/review_demo/, then the review page in headless Chromium
+	$(BIN)/python -m tools.mission --scenario configs/scenarios/default.yaml --out build/review_demo
+	$(BIN)/python -m tools.review_shot build/review_demo --out docs/img/review.png
 
 mission: $(STAMP)  ## the same for any scenario: make mission SCENARIO=FILE OUT=DIR [TLOG=FILE]
 	$(BIN)/python -m tools.mission --scenario $(SCENARIO) --out $(OUT) $(if $(TLOG),--tlog $(TLOG))

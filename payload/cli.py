@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "resolution, speed from overlap and the Edge TPU's throughput -> D/survey.plan "
                        "(QGroundControl), D/scenario.yaml (flight-sim), D/summary.json (docs/PLAN.md)")
     _plan_arguments(p)
+    p = sub.add_parser("review", help="label the tiles a flight kept for review in a local web page (127.0.0.1): "
+                       "answers go to FLIGHT_DIR/labels/ (labels.csv and class folders compile reads)")
+    p.add_argument("flight", metavar="FLIGHT_DIR", help="output folder of a flight flown with review.enabled")
+    p.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0: any free port; default 8765)")
     return parser
 
 
@@ -209,6 +213,10 @@ def _main(argv: Sequence[str] | None) -> int:
         return compare_from_cli(args.old, args.new, args.out)
     if args.command == "plan":
         return _plan(args)
+    if args.command == "review":
+        from payload.report.review import review_from_cli
+
+        return review_from_cli(args.flight, args.port)
     raise AssertionError(f"unhandled command {args.command}")
 
 

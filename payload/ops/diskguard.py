@@ -1,10 +1,11 @@
 """Free-disk floor for the outputs that can be given up: crops stop first, detections.jsonl goes on.
 
-A JPEG crop is ~10-30 kB, a detection record ~1 kB. When the card fills during a long flight,
-crops are what must stop: the records are the product (and `payload export` rebuilds every layer
-from them). Below the floor the crops are skipped (and counted), the operator is told once through
-the log and a STATUSTEXT (retried until a link takes it), and crops resume when space comes back
-above the floor plus a margin (hysteresis, so a card hovering at the floor does not flap).
+A JPEG crop is ~10-30 kB, a detection record ~1 kB. The review's tiles (payload/sinks/review.py) are
+JPEGs too and ask the same verdict (`crops_allowed`): they stop and resume with the crops. When the card
+fills during a long flight, crops are what must stop: the records are the product (and `payload export`
+rebuilds every layer from them). Below the floor the crops are skipped (and counted), the operator is
+told once through the log and a STATUSTEXT (retried until a link takes it), and crops resume when space
+comes back above the floor plus a margin (hysteresis, so a card hovering at the floor does not flap).
 
 `disk_usage` is checked at most every `check_every_s` seconds: statvfs is cheap, but a frame can
 have 20 flagged tiles and the writer thread must stay fast.

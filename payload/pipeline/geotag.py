@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +38,15 @@ class GeotagHandler:
     """ResultHandler (payload/types.py) turning each frame into looks and detections for its sinks and map.
 
     `telemetry` gives poses (None: every look is flagged no_telemetry); `status` is the ground-station
-    link for the disk guard's and sinks' messages (default: the telemetry, when it can send); `sensor`
-    is the bundle's sensor model; `sinks`, `dmap`, `disk` and `site` come from the config unless handed in.
-    """
+    link for the disk guard's and sinks' messages (default: the telemetry, when it can send); `sensor` and
+    `thresholds` the bundle's; `sinks`, `dmap`, `disk` and `site` come from the config unless handed in."""
 
     def __init__(self, cfg: PayloadConfig, *, labels: Sequence[str], model_sha256: str,
                  telemetry: PoseSource | None = None, out_dir: str | Path | None = None, run_id: str | None = None,
                  owns_telemetry: bool = False, clock: Callable[[], float] = time.monotonic,
                  status: StatusSender | None = None, sensor: SensorModel | None = None,
-                 dmap: MapKind | None = None, disk: DiskGuard | None = None,
-                 sinks: Sequence[DetectionSink] | None = None, site: Site | None = None) -> None:
+                 dmap: MapKind | None = None, disk: DiskGuard | None = None, site: Site | None = None,
+                 sinks: Sequence[DetectionSink] | None = None, thresholds: Mapping[str, float] | None = None) -> None:
         self.cfg = cfg
         self.out_dir = Path(out_dir if out_dir is not None else cfg.output.dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -65,7 +64,8 @@ class GeotagHandler:
         self.disk = disk if disk is not None else DiskGuard(
             self.out_dir, cfg.preflight.min_free_disk_mb, send=status.send_statustext if status else None)
         self.sinks = list(sinks if sinks is not None else build_sinks(SinkContext(
-            cfg, self.out_dir, self.zone_snapshot, status, self.disk.crops_allowed, clock, map=self.map)))
+            cfg, self.out_dir, self.zone_snapshot, status, self.disk.crops_allowed, clock, map=self.map,
+            thresholds=thresholds or {})))
         self.resumed = replay_earlier(self.sinks, self.map)
         self._zone_snapshot, self._zones_version = self.map.zone_features(), self.map.zones_version
         self._last_flags: tuple[str, ...] = ()

@@ -17,7 +17,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Literal
@@ -88,7 +88,8 @@ OPEN_LINK: Literal["open"] = "open"
 
 def build_geotag_handler(
     cfg: PayloadConfig, *, labels: Sequence[str], model_sha256: str, out_dir: str | Path | None = None,
-    sensor: SensorModel | None = None, telemetry: Telemetry | None | Literal["open"] = OPEN_LINK,
+    sensor: SensorModel | None = None, thresholds: Mapping[str, float] | None = None,
+    telemetry: Telemetry | None | Literal["open"] = OPEN_LINK,
 ) -> GeotagHandler:
     """Geotagging as `payload run` installs it: its telemetry link, the disease map, disk guard and sinks.
 
@@ -112,7 +113,8 @@ def build_geotag_handler(
                          send=link.send_statustext if link is not None else None)
         snapshot: list[GeotagHandler] = []  # the handler, once built: the layers read its zone snapshot
         sinks = build_sinks(SinkContext(cfg, out, lambda: snapshot[0].zone_snapshot() if snapshot else [],
-                                        link, disk.crops_allowed, map=dmap, model_sha256=model_sha256))
+                                        link, disk.crops_allowed, map=dmap, model_sha256=model_sha256,
+                                        thresholds=dict(thresholds or {})))
         handler = GeotagHandler(cfg, labels=labels, model_sha256=model_sha256, telemetry=link, out_dir=out,
                                 owns_telemetry=link is not None, status=link, dmap=dmap, disk=disk,
                                 sinks=sinks, site=site)
@@ -139,7 +141,8 @@ def build_handler(cfg: PayloadConfig, bundle: Bundle, telemetry: Telemetry | Non
 
     records = JsonlRecordHandler(Path(cfg.output.dir) / cfg.output.records, bundle)
     geo = build_geotag_handler(cfg, labels=bundle.labels, model_sha256=bundle.model_sha256,
-                               sensor=sensor_model_for_card(bundle.card), telemetry=telemetry)
+                               sensor=sensor_model_for_card(bundle.card), thresholds=bundle.thresholds,
+                               telemetry=telemetry)
     try:
         run_preflight(
             cfg.preflight,

@@ -18,7 +18,7 @@ A sink module imports only rooms below the config: it reads the config through `
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -117,6 +117,8 @@ class SinkContext:
     built: dict[str, DetectionSink] = field(default_factory=dict)  # the sinks built before this one, by name
     map: MapKind | None = None  # the run's disease map (the product sinks write from it at close)
     model_sha256: str = ""  # the bundle's model, for what names it (the camera's model_name)
+    # the bundle's decision thresholds per disease (the review sink's margin); empty when not known
+    thresholds: Mapping[str, float] = field(default_factory=dict)
 
     def settings(self, kind: type[S]) -> S:
         """The config section a sink registered, by its settings class."""

@@ -5,12 +5,12 @@ the import list below is the one place that names the sink modules, so importing
 them all (and `payload/config.py`, which imports it, finds every sink's section). `build_sinks` builds
 every sink the config enables: each factory reads its own config section (and the map kind) and returns
 None when it is off. Order matters (priority, lowest first): crops first (they add the crop's path to
-the record), then detections.jsonl (the source of truth), then the layers built from it, then the live
-alerts, then the mosaic (it reads only frames), then the end-of-flight products of the finished map:
-the prescription and the ground map's layers (a ground map), the site products (rack faces). They
-close in reverse order, so the products are written first, before detections.jsonl is closed.
-Adding a sink: its module in payload/sinks/ (the sink, its settings class, `@register_sink`) and its
-line in the import list below.
+the record), then the review's kept tiles, then detections.jsonl (the source of truth), then the layers
+built from it, then the live alerts, then the mosaic (it reads only frames), then the end-of-flight
+products of the finished map: the prescription and the ground map's layers (a ground map), the site
+products (rack faces). They close in reverse order, so the products are written first, before
+detections.jsonl is closed. Adding a sink: its module in payload/sinks/ (the sink, its settings class,
+`@register_sink`) and its line in the import list below.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from payload.sinks import (
     maplayers,  # noqa: F401 - registers itself
     mosaic,  # noqa: F401 - registers itself
     prescription,  # noqa: F401 - registers itself
+    review,  # noqa: F401 - registers itself
     sitelayers,  # noqa: F401 - registers itself
 )
 from payload.sinks.base import DetectionSink, SinkContext, SinkFactory, registered_sinks

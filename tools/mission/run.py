@@ -146,6 +146,8 @@ def payload_config(plan: MissionPlan, s: Scenario, vehicle_url: str, camera_url:
         "geotag": geotag,
         "sinks": {"crops": True, "layers_interval_s": 5.0},
         "alerts": {"enabled": True, "min_interval_s": 2.0},
+        # the tiles worth a person's look, so every mission can be reviewed (`payload review`, docs/REVIEW.md)
+        "review": {"enabled": True},
         # the grid prescription too, so one mission shows every terminal file (docs/PRESCRIPTIONS.md)
         # and zones.gpkg: the mission runs on the workstation (pyogrio), not in the drone's defaults
         "prescription": {"grid_cell_m": 5.0, "formats": ["shp", "gpkg", "isoxml"]},
