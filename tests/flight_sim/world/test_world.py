@@ -230,16 +230,16 @@ def test_shade_cost_scales_with_points_not_field():
     pts = rng.uniform(0, 40, (2, 200_000)).astype(np.float32)
     fp = np.full(200_000, 0.03, np.float32)
 
-    def best(w: World, k: int) -> float:
-        out = []
-        for _ in range(3):
+    cases = {"small_all": (small, 200_000), "small_quarter": (small, 50_000), "large_all": (large, 200_000)}
+    best = dict.fromkeys(cases, float("inf"))
+    # interleaved rounds, best of each: a load spike on a shared machine hits one round, not one case
+    for _ in range(7):
+        for name, (w, k) in cases.items():
             t0 = time.perf_counter()
             w.shade(pts[0][:k], pts[1][:k], fp[:k])
-            out.append(time.perf_counter() - t0)
-        return min(out)
-
-    assert best(small, 200_000) < 8.0 * best(small, 50_000)
-    assert best(large, 200_000) < 2.0 * best(small, 200_000)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    assert best["small_all"] < 8.0 * best["small_quarter"]
+    assert best["large_all"] < 2.0 * best["small_all"]
 
 
 def test_sky_and_empty_inputs():
