@@ -150,9 +150,10 @@ class MjpegServer:
                 seq = 0
                 try:
                     while not latest.closed:
-                        seq, jpeg, frame = latest.wait_newer(seq, 1.0)
-                        if jpeg is None or frame is None:
+                        newer, jpeg, frame = latest.wait_newer(seq, 1.0)
+                        if newer == seq or jpeg is None or frame is None:  # timed out, or closed: nothing new
                             continue
+                        seq = newer
                         head = (
                             f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n"
                             f"{frame.headers()}\r\n"
@@ -204,6 +205,11 @@ class MjpegServer:
             self.served.append(frame)
         self.latest.publish(jpeg, frame)
         return frame
+
+    def log_snapshot(self) -> tuple[list[ServedFrame], list[list[int]]]:
+        """A copy of the frames served and of the indices sent per connection, taken while the stream runs."""
+        with self._log_lock:
+            return list(self.served), [list(c) for c in self.connections]
 
     def start(self) -> MjpegServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="flight-sim-mjpeg", daemon=True)
