@@ -50,6 +50,16 @@ def test_the_report_entry_in_milliseconds(tmp_path: Path) -> None:
     assert got["p95"] == pytest.approx(19.05, abs=0.01)
     assert got["min"] == pytest.approx(1.0, abs=0.01) and got["max"] == pytest.approx(20.0, abs=0.01)
     assert got["payload_latency_s"] == pytest.approx(0.08) and got["camera_latency_s"] == pytest.approx(0.1)
+    assert got["camera_delivery_ms_median"] == pytest.approx(100.0) and got["camera_late_frames"] == 0
+
+
+def test_frames_the_camera_could_not_hold_to_its_latency_are_counted() -> None:
+    from tools.mission.frametime import camera_delivery
+
+    truth = _truth([[1, 2, 3]], n=4)
+    for f, delay in zip(truth["frames"], (0.1, 0.104, 0.14, 0.2), strict=True):
+        f["delivery_delay_s"] = delay
+    assert camera_delivery(truth) == {"camera_delivery_ms_median": 122.0, "camera_late_frames": 2}
 
 
 def test_no_looks_no_figures(tmp_path: Path) -> None:

@@ -95,6 +95,20 @@ def stamp_errors(looks: Iterable[dict[str, Any]], truth: dict[str, Any]) -> tupl
     return np.asarray(errors, dtype=float), unmatched
 
 
+LATE_MARGIN_S = 0.005
+
+
+def camera_delivery(truth: dict[str, Any]) -> dict[str, Any]:
+    """How long the simulated camera took from exposure to delivery, and how many frames it could not hold to
+    its latency: a frame that takes longer to render and encode than `camera.latency_s` goes out when it is
+    ready, so on a loaded machine the camera is slower than the scenario says."""
+    delays = np.array([float(f["delivery_delay_s"]) for f in truth["frames"]])
+    if delays.size == 0:
+        return {"camera_delivery_ms_median": None, "camera_late_frames": 0}
+    late = int(np.sum(delays > float(truth.get("camera_latency_s") or 0.0) + LATE_MARGIN_S))
+    return {"camera_delivery_ms_median": round(1000.0 * float(np.median(delays)), 2), "camera_late_frames": late}
+
+
 def frame_stamp_error(out_dir: Path, truth: dict[str, Any]) -> dict[str, Any]:
     """report.json's `frame_stamp_error_ms`: the payload's stamps against the truth, in milliseconds."""
     looks = read_looks(out_dir)
@@ -108,6 +122,7 @@ def frame_stamp_error(out_dir: Path, truth: dict[str, Any]) -> dict[str, Any]:
         "connections": len(truth["connections"]),
         "camera_latency_s": truth.get("camera_latency_s"),
         "payload_latency_s": sorted(latency)[0] if len(latency) == 1 else sorted(latency),
+        **camera_delivery(truth),
     }
     if err.size == 0:
         return {**out, "median": None, "p95": None, "p95_abs": None, "min": None, "max": None}
