@@ -51,6 +51,36 @@ def test_the_report_entry_in_milliseconds(tmp_path: Path) -> None:
     assert got["min"] == pytest.approx(1.0, abs=0.01) and got["max"] == pytest.approx(20.0, abs=0.01)
     assert got["payload_latency_s"] == pytest.approx(0.08) and got["camera_latency_s"] == pytest.approx(0.1)
     assert got["camera_delivery_ms_median"] == pytest.approx(100.0) and got["camera_late_frames"] == 0
+    assert got["read_before_delivery"] == 0  # no delivery times in this truth: nothing to check against
+
+
+def test_a_frame_matched_to_a_part_delivered_after_it_was_read_is_counted(tmp_path: Path) -> None:
+    """Part i delivered at monotonic 10 + i / 10; the payload read its frame 1 at 10.25 (stamp 10.17 + 0.08 of
+    latency): part 2 (10.2) fits, but if its frames were really parts 3, 4 ... the match is impossible."""
+    truth = _truth([[1, 2, 3]], n=4)
+    for f in truth["frames"]:
+        f["delivered_mono"] = 10 + f["index"] / 10
+    look = {"schema": LOOK_SCHEMA, "frame": {"seq": 1, "t_boot_s": 100.22, "t_mono": 10.17, "latency_s": 0.08}}
+    (tmp_path / "detections.jsonl").write_text(json.dumps(look) + "\n", encoding="utf-8")
+    assert frame_stamp_error(tmp_path, truth)["read_before_delivery"] == 0
+    truth["connections"] = [[3, 4]]
+    got = frame_stamp_error(tmp_path, truth)
+    assert got["read_before_delivery"] == 1 and got["matched"] == 1
+
+
+def test_the_mission_gives_the_payload_the_cameras_latency_unless_told_otherwise() -> None:
+    from flight_sim.scenario import load_scenario
+    from payload.config import PayloadConfig
+    from tools.mission.run import ROOT, MissionPlan, payload_config
+
+    s = load_scenario(ROOT / "configs" / "scenarios" / "default.yaml")
+    s = s.model_copy(update={"camera": s.camera.model_copy(update={"latency_s": 0.12})})
+    got = {}
+    for told in (None, 0.0):
+        plan = MissionPlan(Path("s.yaml"), Path("/tmp/o"), Path("/tmp/b"), payload_latency_s=told)
+        cfg = payload_config(plan, s, "tcp:127.0.0.1:1", "http://127.0.0.1:2/stream.mjpg")
+        got[told] = PayloadConfig.model_validate(cfg).camera.latency_s
+    assert got == {None: pytest.approx(0.12), 0.0: 0.0}
 
 
 def test_frames_the_camera_could_not_hold_to_its_latency_are_counted() -> None:

@@ -40,7 +40,8 @@ def camera_truth(server: MjpegServer, latency_s: float) -> dict[str, Any]:
         "what": "the simulated camera's truth (flight_sim/stream.py): exposure_s on the vehicle's boot clock",
         "camera_latency_s": latency_s,
         "frames": [{"index": f.index, "sim_t": round(f.sim_t, 6), "exposure_s": round(f.exposure_s, 6),
-                    "delivery_delay_s": round(f.delivered_mono - f.exposure_mono, 6)} for f in served],
+                    "delivery_delay_s": round(f.delivered_mono - f.exposure_mono, 6),
+                    "delivered_mono": round(f.delivered_mono, 6)} for f in served],
         "connections": connections,
     }
 
@@ -77,10 +78,18 @@ def matchable_indices(connections: Sequence[Sequence[int]]) -> list[int]:
 def stamp_errors(looks: Iterable[dict[str, Any]], truth: dict[str, Any]) -> tuple[np.ndarray, int]:
     """Per matched look, the payload's stamp minus the true exposure time (s); and how many looks had a stamp
     but could not be matched."""
-    exposure = {int(f["index"]): float(f["exposure_s"]) for f in truth["frames"]}
+    errors, unmatched, _ = _match(looks, truth)
+    return np.asarray(errors, dtype=float), unmatched
+
+
+def _match(looks: Iterable[dict[str, Any]], truth: dict[str, Any]) -> tuple[list[float], int, int]:
+    """The stamp errors, the unmatched looks, and the matches that cannot be right: a frame read (its stamp plus
+    the latency taken off, on this machine's monotonic clock) before its part was delivered. A count above 0
+    means the order matching failed (another reader on the stream, a connection the payload did not use)."""
+    frames = {int(f["index"]): f for f in truth["frames"]}
     by_seq = matchable_indices(truth["connections"])
     errors: list[float] = []
-    unmatched = 0
+    unmatched = impossible = 0
     for look in looks:
         if look.get("schema") != LOOK_SCHEMA:
             continue
@@ -88,11 +97,16 @@ def stamp_errors(looks: Iterable[dict[str, Any]], truth: dict[str, Any]) -> tupl
         seq, stamp = frame.get("seq"), frame.get("t_boot_s")
         if stamp is None or seq is None:
             continue
-        if not 0 <= int(seq) < len(by_seq) or by_seq[int(seq)] not in exposure:
+        if not 0 <= int(seq) < len(by_seq) or by_seq[int(seq)] not in frames:
             unmatched += 1
             continue
-        errors.append(float(stamp) - exposure[by_seq[int(seq)]])
-    return np.asarray(errors, dtype=float), unmatched
+        part = frames[by_seq[int(seq)]]
+        errors.append(float(stamp) - float(part["exposure_s"]))
+        read = frame.get("t_mono")
+        if read is not None and part.get("delivered_mono") is not None:
+            read_mono = float(read) + float(frame.get("latency_s") or 0.0)
+            impossible += int(read_mono < float(part["delivered_mono"]) - 1e-3)
+    return errors, unmatched, impossible
 
 
 LATE_MARGIN_S = 0.005
@@ -112,13 +126,16 @@ def camera_delivery(truth: dict[str, Any]) -> dict[str, Any]:
 def frame_stamp_error(out_dir: Path, truth: dict[str, Any]) -> dict[str, Any]:
     """report.json's `frame_stamp_error_ms`: the payload's stamps against the truth, in milliseconds."""
     looks = read_looks(out_dir)
-    err, unmatched = stamp_errors(looks, truth)
+    errors, unmatched, impossible = _match(looks, truth)
+    err = np.asarray(errors, dtype=float)
     latency = {float((lk.get("frame") or {}).get("latency_s") or 0.0) for lk in looks}
     out: dict[str, Any] = {
         "what": "payload's frame stamp (camera.latency_s taken off, on the vehicle's clock through its clock sync) "
                 "minus the true exposure time; + = stamped late (placed ahead along the track)",
         "matched": int(err.size),
         "unmatched": unmatched,
+        # frames matched to a part delivered after they were read: must be 0, or the matching is wrong
+        "read_before_delivery": impossible,
         "connections": len(truth["connections"]),
         "camera_latency_s": truth.get("camera_latency_s"),
         "payload_latency_s": sorted(latency)[0] if len(latency) == 1 else sorted(latency),
