@@ -124,6 +124,9 @@ class CameraSection(StrictModel):
     )
     noise_sigma: float = Field(default=3.0, ge=0, le=50, description="sensor read noise, 0-255 units")
     jpeg_quality: int = Field(default=90, ge=10, le=100)
+    latency_s: float = Field(
+        default=0.0, ge=0.0, le=2.0, description="exposure to delivery, wall seconds: the stream holds each frame "
+        "back this long after its exposure (render and encode count towards it), as a real camera's pipeline does")
     auto_exposure: bool = Field(default=True, description="lagging auto exposure and white balance, as a camera")
 
     @model_validator(mode="before")

@@ -8,8 +8,9 @@ A mission runner does:
     sim.wait_done(timeout=...)   # or poll sim.sim_time / sim.finished
     sim.stop()
 
-Vehicle and camera share one SimClock, so the frame served at any moment is rendered at the pose
-the vehicle is reporting at that moment (the camera uses the TRUE pose; the telemetry carries
+Vehicle and camera share one SimClock, so the frame exposed at any moment is rendered at the pose
+the vehicle is reporting at that moment; each part of the stream carries its exposure time on the
+vehicle's boot clock, and is delivered `camera.latency_s` after it (the camera uses the TRUE pose; the telemetry carries
 the GPS/EKF error the payload has to live with).
 """
 
@@ -107,6 +108,8 @@ class Simulation:
                 scenario.camera.fps,
                 scenario.camera.jpeg_quality,
                 max_camera_fps,
+                latency_s=scenario.camera.latency_s,
+                boot_clock=self.vehicle.boot_s_now,
             )
 
     @classmethod

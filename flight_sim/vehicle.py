@@ -520,9 +520,10 @@ class VehicleEndpoint:
             # a clock-sync request: answer with our boot clock (ns), echoing the sender's stamp
             self._send("TIMESYNC", {"tc1": int(self.boot_s_now() * 1e9), "ts1": int(fields["ts1"])}, peer)
 
-    def boot_s_now(self) -> float:
-        """The autopilot's boot clock (seconds) right now, as its time_boot_ms fields tell it."""
-        now = time.monotonic()
+    def boot_s_now(self, now: float | None = None) -> float:
+        """The autopilot's boot clock (seconds) at time.monotonic() `now` (default: now), as its time_boot_ms
+        fields tell it; the camera stamps its true exposure times with it."""
+        now = time.monotonic() if now is None else now
         if self.restamp_time:
             return RESTAMP_BOOT_MS / 1000.0 + (now - self._mono0)
         t = self.clock.now(now)

@@ -177,6 +177,9 @@ class Frame:
 
     `t_mono` (time.monotonic) orders frames and matches telemetry; `t_wall` (time.time) is for
     people and file names. `seq` counts frames captured by the source, so gaps show drops.
+    A source that stamps a frame when it reads it moves both stamps back by the camera's delay from
+    exposure to delivery (`camera.latency_s`), so they say when the ground was seen; `latency_s`
+    records by how much.
     """
 
     pixels: np.ndarray
@@ -184,6 +187,7 @@ class Frame:
     t_mono: float
     t_wall: float
     source: str = ""
+    latency_s: float = 0.0
 
     @property
     def height(self) -> int:

@@ -101,6 +101,9 @@ class FrameSource(ABC):
         self.counters = SourceCounters()
         self._seq = 0
         self._stop = threading.Event()
+        # the camera's delay from exposure to delivery (camera.latency_s): a frame read now was exposed this
+        # long ago, and the pose that saw its ground is the one then
+        self.latency_s = 0.0
 
     def open(self) -> None:  # noqa: B027 - most sources need no opening
         """Open the device; raise CameraError when it cannot be opened."""
@@ -116,8 +119,12 @@ class FrameSource(ABC):
         """Release the device."""
 
     def _stamp(self, pixels: np.ndarray, t_wall: float | None = None) -> Frame:
-        t_mono = time.monotonic()
-        frame = Frame(pixels, self._seq, t_mono, time.time() if t_wall is None else t_wall, self.name)
+        """The frame stamped at its exposure: read now, less the camera's latency. A `t_wall` given by the
+        camera itself (a photo's EXIF time) is its capture time already and stays as it is."""
+        lat = self.latency_s
+        t_mono = time.monotonic() - lat
+        t_wall = time.time() - lat if t_wall is None else t_wall
+        frame = Frame(pixels, self._seq, t_mono, t_wall, self.name, lat)
         self._seq += 1
         self.counters.captured += 1
         return frame
@@ -642,11 +649,17 @@ class InProcessSource(FrameSource):
         return None
 
 
-def make_source(section: Any) -> FrameSource:
-    """Build the source the config's `source` section describes (not yet opened)."""
+def make_source(section: Any, latency_s: float = 0.0) -> FrameSource:
+    """Build the source the config's `source` section describes (not yet opened); `latency_s` is the camera's
+    delay from exposure to delivery (`camera.latency_s`), taken off every stamp it makes."""
+    src: FrameSource
     if section.kind == "folder":
-        return FolderSource(section.uri, section.time_from, section.rate_hz, section.realtime)
-    if section.kind == "opencv":
-        return OpenCVSource(section.uri, section.reconnect_min_s, section.reconnect_max_s, realtime=section.realtime,
-                            stall_timeout_s=section.stall_timeout_s)
-    raise CameraError(f"source.kind {section.kind!r} cannot be built from a config; use opencv or folder")
+        src = FolderSource(section.uri, section.time_from, section.rate_hz, section.realtime)
+    elif section.kind == "opencv":
+        src = OpenCVSource(section.uri, section.reconnect_min_s, section.reconnect_max_s, realtime=section.realtime,
+                           stall_timeout_s=section.stall_timeout_s)
+    else:
+        raise CameraError(f"source.kind {section.kind!r} cannot be built from a config; use opencv or folder")
+    src.latency_s = latency_s
+    return src
+

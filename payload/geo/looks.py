@@ -34,8 +34,12 @@ def look_record(view: FrameView, tiles: Sequence[TileResult]) -> dict[str, Any]:
     return {
         "schema": LOOK_SCHEMA,
         "run_id": ctx.run_id,
+        # t_boot_s: the stamp on the vehicle's clock, as the pose was looked up (the mission scores it against
+        # the true exposure time); latency_s: how far the source moved the stamp back (camera.latency_s)
         "frame": {"seq": frame.seq, "t_mono": round(frame.t_mono, 6), "t_wall": round(frame.t_wall, 6),
-                  "utc": utc_iso(frame.t_wall), "width": frame.width, "height": frame.height},
+                  "utc": utc_iso(frame.t_wall), "width": frame.width, "height": frame.height,
+                  "t_boot_s": None if view.est is None else round(view.est.t_boot_s, 6),
+                  "latency_s": frame.latency_s},
         "trusted": not flags,
         "flags": flags,
         **view.look_fields(),

@@ -176,7 +176,8 @@ def build_pipeline(
     clf = classifier or open_classifier(bundle, m.backend, m.device, m.num_threads, isolate=True)
     fallback = cpu_fallback(bundle, m.backend, clf, m.num_threads)
 
-    src = source or make_source(cfg.source)
+    # a supplied source stamps as its maker set it up; one built here takes the camera's latency off its stamps
+    src = source or make_source(cfg.source, cfg.camera.latency_s)
     handler = (handler_factory or build_handler)(cfg, bundle)
     t = cfg.tiling
     return Pipeline(

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from payload.configio import StrictModel
 
 # The names of payload/geo/camerapresets.py PRESETS (settings sit below geo in the rooms, so they cannot
 # import them; tests/payload/test_camerapresets.py keeps the two lists equal)
 CameraPresetName = Literal["rpi_cam_v2", "rpi_cam_v3", "rpi_hq_6mm", "mavic3m_rgb", "coral_camera"]
+
+
+MAX_LATENCY_S = 2.0  # a network camera's worst exposure-to-delivery delay is well under a second
 
 
 class CameraSection(StrictModel):
@@ -38,6 +41,21 @@ class CameraSection(StrictModel):
         default=(0.0, 0.0, 0.0), description="mount roll, pitch, yaw from nadir (pitch + = looks forward)"
     )
     use_gimbal: bool = Field(default=False, description="take the mount angles from MOUNT_STATUS when present")
+    latency_s: float = Field(
+        default=0.0, description="exposure to delivery: each frame's capture stamp is moved back by it, so the pose "
+        "looked up is the one at exposure (docs/TELEMETRY.md, 'Frame time'); 0 = stamped when read")
+
+    @field_validator("latency_s")
+    @classmethod
+    def _latency(cls, v: float) -> float:
+        """A negative latency would stamp frames after they were read, and a huge one is a unit slip (ms for s)."""
+        if not v >= 0.0:
+            raise ValueError("camera.latency_s is the time from exposure to delivery and cannot be negative (or "
+                             "NaN); measure it (python -m tools.latency FLIGHT_DIR) or leave it at 0")
+        if v > MAX_LATENCY_S:
+            raise ValueError(f"camera.latency_s is in seconds; {v} s is more than any camera's {MAX_LATENCY_S} s "
+                             "(was it given in milliseconds?)")
+        return v
 
     @model_validator(mode="after")
     def _one_geometry(self) -> CameraSection:

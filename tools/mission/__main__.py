@@ -37,6 +37,9 @@ def _main(argv: Sequence[str] | None) -> int:
     ap.add_argument("--tile-choice", choices=("map", "all"), default="map",
                     help="when the chip cannot classify every tile: the map chooses them (map) or every tile of the "
                     "newest frame, dropping frames (all); the payload's scheduler.tile_choice")
+    ap.add_argument("--payload-latency", type=float, default=None, metavar="S",
+                    help="the payload's camera.latency_s (default: the scenario's camera.latency_s, the delay the "
+                    "simulated camera has; 0 flies a payload that does not know it)")
     add_log_level_argument(ap)
     a = ap.parse_args(argv)
     setup_logging(a.log_level)
@@ -51,7 +54,8 @@ def _main(argv: Sequence[str] | None) -> int:
         a.bundle = full if (full / "model_card.json").is_file() else Path("build/quick_bundle")
     plan = MissionPlan(a.scenario, a.out, a.bundle, a.tlog, a.speed, log_level=a.log_level, start_s=a.start,
                        end_s=a.end, edgetpu_model=a.edgetpu_model, tpus=a.tpus, tpu_layout=a.tpu_layout,
-                       model_cost=a.model_cost, tile_choice=a.tile_choice)
+                       model_cost=a.model_cost, tile_choice=a.tile_choice,
+                       payload_latency_s=a.payload_latency)
     if is_indoor(a.scenario):
         from tools.mission.indoor import INDOOR_SCORE_KEYS, run_indoor_mission
 
@@ -62,6 +66,9 @@ def _main(argv: Sequence[str] | None) -> int:
     report = run_mission(plan)
     summary = {k: report[k] for k in (*SCORE_KEYS, "frames_processed", "frames_dropped", "tiles_offered",
                                       "tiles_classified", "backend", "ground")}
+    stamp = report.get("frame_stamp_error_ms")
+    if stamp:
+        summary["frame_stamp_error_ms"] = {k: stamp[k] for k in ("median", "p95", "matched")}
     if report.get("flat_assumption"):
         f = report["flat_assumption"]
         summary["flat_assumption"] = {k: f[k] for k in ("patches_found", "false_zones", "centroid_error_m_median",

@@ -34,6 +34,7 @@ from payload.errors import UserError
 from payload.files.jsonl import read_jsonl
 from payload.geo.camera import footprint
 from payload.geo.frames import geodetic_to_enu
+from tools.mission.frametime import camera_truth, frame_stamp_error, write_truth
 from tools.mission.gcs import GroundStation
 from tools.mission.mapplot import draw_mission_map
 from tools.mission.mosaiccheck import mosaic_registration
@@ -73,6 +74,9 @@ class MissionPlan:
     # World's interface built from the scenario (a test double, e.g. tests/trainingtexture_world.py); the
     # mosaic's registration check then takes its truth from that object's orthophoto
     world_factory: Callable[[Scenario], Any] | None = None
+    # the payload's camera.latency_s: None = the scenario's camera.latency_s (a camera whose delay is known);
+    # 0 flies a payload that does not know it, to see the error it leaves
+    payload_latency_s: float | None = None
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -134,6 +138,8 @@ def payload_config(plan: MissionPlan, s: Scenario, vehicle_url: str, camera_url:
         # the terrain as a grower's DEM; take-off and landing are judged above the ground, as on flat ground
         geotag = {"ground": "dem", "dem": str(dem.resolve()),
                   "min_height_agl_m": round(0.5 * lowest_agl_m(s), 1)}
+    camera = payload_camera(c)
+    camera["latency_s"] = c.latency_s if plan.payload_latency_s is None else plan.payload_latency_s
     return {
         "model": {"bundle": str(plan.bundle.resolve()), "backend": "auto", "num_threads": 2},
         "source": {"kind": "opencv", "uri": camera_url, "reconnect_min_s": 0.2, "reconnect_max_s": 2.0},
@@ -141,7 +147,7 @@ def payload_config(plan: MissionPlan, s: Scenario, vehicle_url: str, camera_url:
         "scheduler": {"stats_interval_s": 10.0, "queue_size": 256, "tile_choice": plan.tile_choice},
         "output": {"dir": str(plan.out_dir.resolve())},
         "telemetry": {"connection": vehicle_url, "connect_timeout_s": 30.0},
-        "camera": payload_camera(c),
+        "camera": camera,
         # sightings during take-off and landing see the ground at a scale the model never learnt
         "geotag": geotag,
         "sinks": {"crops": True, "layers_interval_s": 5.0},
@@ -400,6 +406,7 @@ def run_mission(plan: MissionPlan) -> dict:
         if code != 0:
             raise MissionError(f"the payload exited with code {code}; see {out / 'payload.log'}")
         alerts = sim.vehicle.statustexts()
+        truth = None if sim.server is None else write_truth(out, camera_truth(sim.server, s.camera.latency_s))
         track, fps = track_and_footprints(sim, s, start_s=plan.start_s, end_s=plan.end_s)
     finally:
         if proc is not None and proc.poll() is None:
@@ -416,6 +423,7 @@ def run_mission(plan: MissionPlan) -> dict:
                 **{k: fscore.get(k) for k in SCORE_KEYS if k != "coverage_fraction"}, "patches": fscore["patches"],
                 "false_zone_positions": fscore["false_zone_positions"]}
     registration = mosaic_registration(out, s, world=world)
+    stamp_error = None if truth is None else frame_stamp_error(out, json.loads(truth.read_text(encoding="utf-8")))
     stats_path = out / "run_stats.json"
     stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
     report = {
@@ -439,6 +447,8 @@ def run_mission(plan: MissionPlan) -> dict:
         "inference_ms_p50": stats.get("inference_ms_p50"),
         "capture_to_record_ms_p50": stats.get("latency_ms_p50"),
         "capture_to_record_ms_p95": stats.get("latency_ms_p95"),
+        # the payload's frame stamps against the camera's true exposure times (tools/mission/frametime.py)
+        "frame_stamp_error_ms": stamp_error,
         "detection_write_latency": record_latency_ms(out),
         "alerts_received_by_gcs": [t for _sev, t in alerts],
         # what a ground station on the vehicle's second link received, by message type (tools/mission/gcs.py):
