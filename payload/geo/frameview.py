@@ -33,10 +33,12 @@ from payload.geo.camera import (
     pixel_to_ground,
     pixels_to_ground_offsets,
     pixels_to_latlon,
+    pixels_to_rays_enu,
     pixels_to_surface,
 )
 from payload.geo.camerapresets import PRESETS, camera_from_intrinsics
 from payload.geo.frames import enu_to_geodetic
+from payload.geo.placeerror import PlaceMotion, place_sigma_m
 from payload.geo.site import RackFace, address, place_pixels
 from payload.geo.surface import HIT, OUTSIDE, GroundSurface
 from payload.settings.camera import CameraSection
@@ -60,6 +62,10 @@ FLAG_NO_ESTIMATOR_REPORT = "no_estimator_report"
 FLAG_NOT_ON_PLANTS = "not_on_plants"  # site: the ray meets the floor, a rack's back or nothing
 # terrain (geotag.ground: dem): the vehicle, or a ray of the sighting, left the DEM; the ground there is unknown
 FLAG_OUTSIDE_DEM = "outside_dem"
+# how sure the look is of its place (payload/geo/placeerror.py, geotag.max_*): placed, but kept out of the map
+FLAG_TILT_HIGH = "tilt_high"
+FLAG_RATE_HIGH = "rate_high"
+FLAG_PLACE_UNCERTAIN = "place_uncertain"
 
 # A receiver without a fix reports 0, 0; interpolation and dead reckoning move that by metres, so
 # anything within ~1 km of "Null Island" (open sea in the Gulf of Guinea, no crops) is that case.
@@ -218,6 +224,21 @@ def _fix_record(est: PoseEstimate | None) -> dict[str, Any]:
     return {"type": est.fix_type, "name": est.fix_name, "hdop": est.hdop, "satellites": est.satellites}
 
 
+def place_motion(est: PoseEstimate) -> PlaceMotion:
+    """What the pose says about how it may be wrong, for payload/geo/placeerror.py (zeros where it says nothing)."""
+    v = est.velocity_enu or (0.0, 0.0, 0.0)
+    r, p, y = est.attitude_rate_rps or (0.0, 0.0, 0.0)
+    return PlaceMotion(speed_mps=math.hypot(*v), accel_mps2=est.accel_mps2, position_age_s=est.position_age_s,
+                       position_gap_s=est.position_gap_s, tilt_rate_rps=math.hypot(r, p), yaw_rate_rps=abs(y),
+                       attitude_age_s=est.attitude_age_s, attitude_gap_s=est.attitude_gap_s,
+                       clock_sigma_s=est.clock_sigma_s)
+
+
+def _off_nadir(rays_enu: np.ndarray) -> np.ndarray:
+    """Angles of unit ENU rays from straight down (radians; beyond pi/2 looks up)."""
+    return np.arccos(np.clip(-rays_enu[:, 2], -1.0, 1.0))
+
+
 class FrameView:
     """What every kind of frame answers; the kinds below differ only in how they place.
 
@@ -299,9 +320,36 @@ class GroundView(FrameView):
             self.vehicle = {"lat": round(p.lat_deg, 8), "lon": round(p.lon_deg, 8), "alt_m": round(p.alt_m, 3),
                             "height_agl_m": round(self.height_agl, 3) if math.isfinite(self.height_agl) else None}
         self._check_height(self.height_agl, off_surface=ctx.surface is not None and not _finite(self.height_agl))
+        self.place: dict[str, Any] | None = None
+        if self.placeable:
+            self._judge_motion()
+
+    def _judge_motion(self) -> None:
+        """The camera axis's tilt and the attitude's rate against the limits (flags tilt_high, rate_high)."""
+        p, g = self.pose_est.pose, self.ctx.geotag
+        axis = pixels_to_rays_enu(self.camera, np.array([[self.frame.width / 2.0, self.frame.height / 2.0]]),
+                                  p.roll_rad, p.pitch_rad, p.yaw_rad)
+        tilt = math.degrees(float(_off_nadir(axis)[0]))
+        rate = math.degrees(math.hypot(*(self.pose_est.attitude_rate_rps or (0.0, 0.0, 0.0))))
+        if tilt > g.max_tilt_deg:
+            self.flags.append(FLAG_TILT_HIGH)
+        if not (rate <= g.max_rate_dps):  # NaN rates too
+            self.flags.append(FLAG_RATE_HIGH)
+        self.place = {"tilt_deg": _r(tilt, 2), "rate_dps": _r(rate, 2),
+                      "clock_sigma_ms": _r(1000.0 * self.pose_est.clock_sigma_s, 3), "sigma_m": None}
+
+    def tile_sigmas(self, tiles: Sequence[TileResult]) -> np.ndarray:
+        """Each tile centre's 1-sigma ground-position error (m; inf where its ray cannot reach the ground)."""
+        if not self.placeable or not tiles:
+            return np.full(len(tiles), np.inf)
+        p = self.pose_est.pose
+        rays = pixels_to_rays_enu(self.camera, np.array([t.box.center for t in tiles], dtype=float),
+                                  p.roll_rad, p.pitch_rad, p.yaw_rad)
+        sig = place_sigma_m(self.height_agl, _off_nadir(rays), place_motion(self.pose_est))
+        return np.where(np.isfinite(sig), sig, np.inf)
 
     def look_fields(self) -> dict[str, Any]:
-        return {"vehicle": self.vehicle, "hdop": self.pose_est.hdop}
+        return {"vehicle": self.vehicle, "hdop": self.pose_est.hdop, "place": self.place}
 
     def tile_fields(self, tiles: Sequence[TileResult]) -> tuple[list[dict[str, Any]], list[str]]:
         footprints: list[list[list[float]] | None] = [None] * len(tiles)
@@ -320,7 +368,15 @@ class GroundView(FrameView):
                     footprints[i] = [[round(float(a), 8), round(float(b), 8)] for a, b in q]
             if any(f is None for f in footprints) and FLAG_OUTSIDE_DEM not in flags:
                 flags.append(FLAG_MISSES_GROUND)
-        return [{"footprint": fp} for fp in footprints], flags
+        sig = self.tile_sigmas(tiles)
+        sigmas = [None if fp is None or not math.isfinite(x) else round(float(x), 3)
+                  for fp, x in zip(footprints, sig.tolist(), strict=True)]
+        placed = [x for x in sigmas if x is not None]
+        if self.place is not None and placed:
+            self.place["sigma_m"] = max(placed)
+            if max(placed) > self.ctx.geotag.max_place_sigma_m:
+                flags.append(FLAG_PLACE_UNCERTAIN)
+        return [{"footprint": fp, "sigma_m": x} for fp, x in zip(footprints, sigmas, strict=True)], flags
 
     def sighting_fields(self, tile: TileResult) -> tuple[dict[str, Any], list[str]]:
         p = self.pose_est.pose
@@ -350,6 +406,9 @@ class GroundView(FrameView):
             fp = footprint(cam, p, self.ground, (tile.box.x, tile.box.y, tile.box.w, tile.box.h))
             poly = None if fp is None else [[round(a, 8), round(b, 8)] for a, b in fp]
             gsd = ground_sample_distance(cam, self.height_agl)
+        sigma = float(self.tile_sigmas([tile])[0])
+        if math.isfinite(sigma) and sigma > self.ctx.geotag.max_place_sigma_m:
+            flags.append(FLAG_PLACE_UNCERTAIN)
         return {"lat": _r(lat, 8), "lon": _r(lon, 8), "ground_alt_m": _r(ground_alt, 3),
                 "height_agl_m": _r(self.height_agl, 3), "gsd_m": _r(gsd, 5), "footprint": poly}, flags
 
