@@ -120,3 +120,41 @@ def overlap_share(sigma_m: np.ndarray | float, area_m2: np.ndarray | float) -> n
     with np.errstate(divide="ignore", invalid="ignore"):
         one = np.clip(1.0 - _MEAN_ABS * s / side, 0.0, 1.0)
     return np.where(np.isfinite(one), one * one, 0.0)
+
+
+class PlaceBook:
+    """The evidence-weighted mean of the looks' squared placement errors, per block of ground.
+
+    A zone's stated position error (payload/geo/zones.py) includes how sure the looks that built it
+    were of their place: a zone seen only from banked turns on a 4 Hz attitude stream is placed worse
+    than one seen level. Per cell this would double the grid's memory; per block of `block_m` (the
+    grid's chunk, 32 m at the defaults) it is two floats a block, and the looks over one patch share a
+    block. Each tile counts where its footprint's centre lies, weighted by the evidence it applied.
+    """
+
+    def __init__(self, block_m: float) -> None:
+        self.block_m = float(block_m)
+        self._sums: dict[tuple[int, int], list[float]] = {}  # block -> [sum w sigma^2, sum w]
+
+    def add(self, centres_en: np.ndarray, sigma_m: np.ndarray, weight: np.ndarray) -> None:
+        """Tiles' footprint centres (T, 2) east/north metres, their sigmas (T,) and evidence weights (T,)."""
+        c = np.asarray(centres_en, dtype=np.float64).reshape(-1, 2)
+        keys = np.floor(c / self.block_m).astype(np.int64)
+        for (j, i), s, w in zip(keys.tolist(), np.asarray(sigma_m, float).tolist(),
+                                np.asarray(weight, float).tolist(), strict=True):
+            if w > 0 and math.isfinite(s):
+                acc = self._sums.setdefault((i, j), [0.0, 0.0])
+                acc[0] += w * s * s
+                acc[1] += w
+
+    def rms(self, bounds_en: tuple[float, float, float, float]) -> float:
+        """The weighted rms sigma of the blocks that bounds (min e, min n, max e, max n) touch (0: none seen)."""
+        e0, n0, e1, n1 = bounds_en
+        b = self.block_m
+        num = den = 0.0
+        for i in range(math.floor(n0 / b), math.floor(n1 / b) + 1):
+            for j in range(math.floor(e0 / b), math.floor(e1 / b) + 1):
+                acc = self._sums.get((i, j))
+                if acc is not None:
+                    num, den = num + acc[0], den + acc[1]
+        return math.sqrt(num / den) if den > 0 else 0.0
