@@ -1,4 +1,4 @@
-"""A look's place error (payload/geo/placeerror.py) against hand-worked cases, and its derivation checked by simulation."""
+"""A look's place error (payload/geo/placeerror.py): hand-worked cases, and the derivation checked by simulation."""
 
 from __future__ import annotations
 
