@@ -321,6 +321,7 @@ class GroundView(FrameView):
                             "height_agl_m": round(self.height_agl, 3) if math.isfinite(self.height_agl) else None}
         self._check_height(self.height_agl, off_surface=ctx.surface is not None and not _finite(self.height_agl))
         self.place: dict[str, Any] | None = None
+        self._sigmas: dict[Any, float] = {}  # tile box -> sigma, so a frame's sightings reuse the look's
         if self.placeable:
             self._judge_motion()
 
@@ -346,7 +347,9 @@ class GroundView(FrameView):
         rays = pixels_to_rays_enu(self.camera, np.array([t.box.center for t in tiles], dtype=float),
                                   p.roll_rad, p.pitch_rad, p.yaw_rad)
         sig = place_sigma_m(self.height_agl, _off_nadir(rays), place_motion(self.pose_est))
-        return np.where(np.isfinite(sig), sig, np.inf)
+        sig = np.where(np.isfinite(sig), sig, np.inf)
+        self._sigmas.update(zip((t.box for t in tiles), sig.tolist(), strict=True))
+        return sig
 
     def look_fields(self) -> dict[str, Any]:
         return {"vehicle": self.vehicle, "hdop": self.pose_est.hdop, "place": self.place}
@@ -406,7 +409,9 @@ class GroundView(FrameView):
             fp = footprint(cam, p, self.ground, (tile.box.x, tile.box.y, tile.box.w, tile.box.h))
             poly = None if fp is None else [[round(a, 8), round(b, 8)] for a, b in fp]
             gsd = ground_sample_distance(cam, self.height_agl)
-        sigma = float(self.tile_sigmas([tile])[0])
+        sigma = self._sigmas.get(tile.box)
+        if sigma is None:
+            sigma = float(self.tile_sigmas([tile])[0])
         if math.isfinite(sigma) and sigma > self.ctx.geotag.max_place_sigma_m:
             flags.append(FLAG_PLACE_UNCERTAIN)
         return {"lat": _r(lat, 8), "lon": _r(lon, 8), "ground_alt_m": _r(ground_alt, 3),
