@@ -326,18 +326,27 @@ class GroundView(FrameView):
             self._judge_motion()
 
     def _judge_motion(self) -> None:
-        """The camera axis's tilt and the attitude's rate against the limits (flags tilt_high, rate_high)."""
+        """The camera axis's tilt, the attitude's rate and the axis's place error against the limits.
+
+        The look's place is its camera axis's: a banked frame's far tiles are always placed worse, and the
+        map already weighs each tile by its own sigma (payload/geo/diseasemap.py); a look whose very centre
+        cannot be placed is kept out (place_uncertain), as are frames too tilted or turning too fast.
+        """
         p, g = self.pose_est.pose, self.ctx.geotag
         axis = pixels_to_rays_enu(self.camera, np.array([[self.frame.width / 2.0, self.frame.height / 2.0]]),
                                   p.roll_rad, p.pitch_rad, p.yaw_rad)
-        tilt = math.degrees(float(_off_nadir(axis)[0]))
+        off = _off_nadir(axis)
+        tilt = math.degrees(float(off[0]))
         rate = math.degrees(math.hypot(*(self.pose_est.attitude_rate_rps or (0.0, 0.0, 0.0))))
+        sigma = float(place_sigma_m(self.height_agl, off, place_motion(self.pose_est))[0])
         if tilt > g.max_tilt_deg:
             self.flags.append(FLAG_TILT_HIGH)
         if not (rate <= g.max_rate_dps):  # NaN rates too
             self.flags.append(FLAG_RATE_HIGH)
+        if not (sigma <= g.max_place_sigma_m):
+            self.flags.append(FLAG_PLACE_UNCERTAIN)
         self.place = {"tilt_deg": _r(tilt, 2), "rate_dps": _r(rate, 2),
-                      "clock_sigma_ms": _r(1000.0 * self.pose_est.clock_sigma_s, 3), "sigma_m": None}
+                      "clock_sigma_ms": _r(1000.0 * self.pose_est.clock_sigma_s, 3), "sigma_m": _r(sigma, 3)}
 
     def tile_sigmas(self, tiles: Sequence[TileResult]) -> np.ndarray:
         """Each tile centre's 1-sigma ground-position error (m; inf where its ray cannot reach the ground)."""
@@ -374,11 +383,6 @@ class GroundView(FrameView):
         sig = self.tile_sigmas(tiles)
         sigmas = [None if fp is None or not math.isfinite(x) else round(float(x), 3)
                   for fp, x in zip(footprints, sig.tolist(), strict=True)]
-        placed = [x for x in sigmas if x is not None]
-        if self.place is not None and placed:
-            self.place["sigma_m"] = max(placed)
-            if max(placed) > self.ctx.geotag.max_place_sigma_m:
-                flags.append(FLAG_PLACE_UNCERTAIN)
         return [{"footprint": fp, "sigma_m": x} for fp, x in zip(footprints, sigmas, strict=True)], flags
 
     def sighting_fields(self, tile: TileResult) -> tuple[dict[str, Any], list[str]]:
@@ -412,8 +416,9 @@ class GroundView(FrameView):
         sigma = self._sigmas.get(tile.box)
         if sigma is None:
             sigma = float(self.tile_sigmas([tile])[0])
-        if math.isfinite(sigma) and sigma > self.ctx.geotag.max_place_sigma_m:
-            flags.append(FLAG_PLACE_UNCERTAIN)
+        if math.isfinite(sigma) and sigma > self.ctx.geotag.max_place_sigma_m and \
+                FLAG_PLACE_UNCERTAIN not in self.flags:
+            flags.append(FLAG_PLACE_UNCERTAIN)  # this sighting's own tile, in a look whose centre was placed
         return {"lat": _r(lat, 8), "lon": _r(lon, 8), "ground_alt_m": _r(ground_alt, 3),
                 "height_agl_m": _r(self.height_agl, 3), "gsd_m": _r(gsd, 5), "footprint": poly}, flags
 

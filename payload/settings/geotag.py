@@ -41,8 +41,9 @@ class GeotagSection(StrictModel):
     )
     max_place_sigma_m: float = Field(
         default=4.0, gt=0,
-        description="a look whose tiles' ground-position 1-sigma (payload/geo/placeerror.py) exceeds this is "
-        "flagged place_uncertain and kept out of the map: about half a tile's ground at survey height",
+        description="a look whose camera axis's ground-position 1-sigma (payload/geo/placeerror.py) exceeds this "
+        "is flagged place_uncertain and kept out of the map (a sighting too, by its own tile's): about half a "
+        "tile's ground at survey height",
     )
     max_tilt_deg: float = Field(
         default=35.0, gt=0, le=90,

@@ -289,26 +289,42 @@ def test_looks_carry_each_tiles_place_error(tmp_path: Path) -> None:
     assert look["place"]["sigma_m"] == max(sig)
 
 
-@pytest.mark.parametrize(("rate_hz", "trusted"), [(4.0, False), (25.0, True)])
+@pytest.mark.parametrize(("rate_hz", "trusted"), [(3.0, False), (25.0, True)])
 def test_a_look_too_uncertain_to_place_is_flagged_and_kept_out_of_the_map(tmp_path: Path, rate_hz, trusted) -> None:
-    # rolling at 50 deg/s (under the 60 deg/s limit) 30 m up; on 4 Hz streams the frame halfway between two
-    # attitude samples misses by 50 deg/s * 0.125 s = 6 deg: metres on the ground, more off nadir
+    # rolling at 50 deg/s (under the 60 deg/s limit) 30 m up; on 3 Hz streams the frame halfway between two
+    # attitude samples misses by 50 deg/s * sqrt(1/6 * 1/6) s = 8.3 deg: 4.4 m under the camera, above the 4 m limit
     h = _handler(tmp_path, ScriptedTelemetry(roll_rate_dps=50.0, rate_hz=rate_hz, north_mps=5.0))
-    h.handle(frame_result(1, 5.125 if rate_hz == 4.0 else 5.02, [(0, 0, 64, 64), (288, 208, 64, 64)]))
+    t = 5.0 + 1 / 6 if rate_hz == 3.0 else 5.02
+    h.handle(frame_result(1, t, [(0, 0, 64, 64), (288, 208, 64, 64)]))
     h.close()
     (look,) = _looks(tmp_path / "out")
-    centre = look["tiles"][1]["sigma_m"]
+    centre, corner = look["tiles"][1]["sigma_m"], look["tiles"][0]["sigma_m"]
+    assert corner > centre  # further off nadir
+    dets = _records(tmp_path / "out")
     if trusted:
-        assert look["trusted"] and look["place"]["sigma_m"] < 4.0 and 0.3 < centre < 1.0
+        assert look["trusted"] and 0.3 < look["place"]["sigma_m"] < 1.0 and 0.3 < centre < 1.0
         assert h.map.counts.applied == 1 and h.map.grid.chunks
+        assert all(d["trusted"] for d in dets)
     else:
         assert look["flags"] == ["place_uncertain"] and not look["trusted"]
-        assert centre == pytest.approx(30 * math.radians(50) * 0.125, rel=0.05)  # ~3.3 m under the camera
-        assert look["place"]["sigma_m"] > 4.0  # the corner tile
+        assert look["place"]["sigma_m"] == pytest.approx(30 * math.radians(50) / 6, rel=0.05)  # the axis: 4.4 m
+        assert centre == pytest.approx(look["place"]["sigma_m"], rel=0.02)
         assert h.map.grid.chunks == {} and h.map.counts.untrusted == 1
-        dets = _records(tmp_path / "out")
-        assert [d["flags"] for d in dets] == [["place_uncertain"], []]  # the corner tile's sighting; the centre's
-        # was placed well enough on its own, but the look as a whole stays out of the map
+        assert [d["flags"] for d in dets] == [["place_uncertain"]] * 2  # its sightings too
+
+
+def test_a_sighting_in_a_far_tile_of_a_placed_look_is_flagged_on_its_own(tmp_path: Path) -> None:
+    # banked 30 deg rolling 40 deg/s on 4 Hz streams: the axis is placed (~3.3 m), the far corner is not
+    h = _handler(tmp_path, ScriptedTelemetry(attitude=(math.radians(30), 0.0, 0.0), roll_rate_dps=40.0,
+                                             rate_hz=4.0, north_mps=5.0))
+    h.handle(frame_result(1, 5.0 + 0.125, [(0, 0, 64, 64), (576, 0, 64, 64)]))  # right wing down: left is far
+    h.close()
+    (look,) = _looks(tmp_path / "out")
+    assert look["trusted"] and look["place"]["sigma_m"] < 4.0
+    far, near = look["tiles"][0]["sigma_m"], look["tiles"][1]["sigma_m"]
+    assert far > 4.0 > near
+    assert [d["flags"] for d in _records(tmp_path / "out")] == [["place_uncertain"], []]
+    assert h.map.counts.applied == 1  # the map weighs the far tile by its own sigma
 
 
 @pytest.mark.parametrize(("kwargs", "flag"), [({"attitude": (math.radians(40), 0.0, 0.0)}, "tilt_high"),
