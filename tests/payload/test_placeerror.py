@@ -149,3 +149,14 @@ def test_clock_sync_uncertainty_follows_the_link_jitter_and_timesync() -> None:
     assert c.uncertainty_s - STAMP_SIGMA_S == pytest.approx(0.02)  # the typical message's delay over the fastest
     c.observe_roundtrip(200.0, 99.999, 200.001)  # a 1 ms round trip: within 0.5 ms, preferred (under 2 ms)
     assert c.source == "timesync" and c.uncertainty_s == pytest.approx(0.0005 + STAMP_SIGMA_S)
+
+
+def test_the_issues_vtol_banked_on_its_recorded_rates_keeps_its_centre_and_loses_its_far_tiles() -> None:
+    """45 m, 20 m/s, 30 deg bank rolling 15 deg/s and turning 16 deg/s, ATTITUDE 4.3 Hz, GLOBAL_POSITION_INT 3.9 Hz,
+    the frame halfway, 5 ms clock: the figures docs/MAPS.md quotes for the axis and tiles 25 and 40 deg further out."""
+    m = motion(speed_mps=20.0, accel_mps2=5.66, position_age_s=0.5 / 3.9, position_gap_s=1 / 3.9,
+               tilt_rate_rps=15 * DEG, yaw_rate_rps=16 * DEG, attitude_age_s=0.5 / 4.3, attitude_gap_s=1 / 4.3,
+               clock_sigma_s=0.005)
+    s = place_sigma_m(45.0, np.array([30, 55, 70]) * DEG, m)
+    assert s == pytest.approx([2.02, 4.66, 12.39], abs=0.01)
+    assert overlap_share(s, 8.7 ** 2) == pytest.approx([0.66, 0.33, 0.0], abs=0.01)
