@@ -91,6 +91,17 @@ class PoseEstimate:
     enu_m: tuple[float, float, float] | None = None
     origin: tuple[float, float, float] | None = None
     estimator: EstimatorHealth | None = None
+    # How the pose may be wrong between its samples (payload/geo/placeerror.py): the time between the
+    # two position / attitude samples it was interpolated from (None: extrapolated past the end, the
+    # age says how far), the velocity then (m/s east, north, up) and its change per second over that
+    # pair (m/s^2), the attitude's rates over it (roll, pitch, yaw rad/s), and the clock sync's
+    # 1-sigma uncertainty (s).
+    position_gap_s: float | None = None
+    attitude_gap_s: float | None = None
+    velocity_enu: tuple[float, float, float] | None = None
+    accel_mps2: float = 0.0
+    attitude_rate_rps: tuple[float, float, float] | None = None
+    clock_sigma_s: float = 0.0
 
     @property
     def is_local(self) -> bool:

@@ -11,6 +11,11 @@ nearly the same errors, so they are not independent looks. Each look's evidence 
 min(1, d / decorrelation_m), d the camera's travel since the previous look of the same run: at
 5 m/s and 5 fps a frame counts fully; at 10 fps each counts half, and a hover adds almost nothing.
 The clamp on each cell's evidence bounds what any sequence of looks can do.
+
+A look's place is uncertain by each tile's `sigma_m` (payload/geo/placeerror.py, written into the
+record): a tile's evidence is scaled by the share of its footprint expected to lie on its true
+ground (`overlap_share`), and the zones' stated position error includes the looks' (`PlaceBook`).
+A record without `sigma_m` (recorded before it existed) is taken as exactly placed.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from payload.geo.frames import LocalFrame
 from payload.geo.grid import EvidenceGrid, frame_window, posterior
 from payload.geo.lonlat import geometries_lonlat
 from payload.geo.looks import LOOK_SCHEMA
+from payload.geo.placeerror import PlaceBook, overlap_share
 from payload.geo.sensor import SensorModel
 from payload.geo.tilevalue import cell_values, footprint_values
 from payload.geo.zones import Zone, ZoneBook, extract_zones
@@ -69,6 +75,7 @@ class DiseaseMap:
         self._since_zones = 0
         self._outlines: dict[tuple[int, int, int, int, bytes], Any] = {}  # zone outlines of the last cut (zones.py)
         self.zones_version = 0  # bumped at every extraction, so readers know when to refresh
+        self.places = PlaceBook(cfg.cell_m * cfg.chunk_cells)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -84,7 +91,7 @@ class DiseaseMap:
         veh = rec["vehicle"]
         if self.origin is None:
             self.origin = LocalFrame(float(veh["lat"]), float(veh["lon"]), 0.0)
-        quads, ev = [], []
+        quads, ev, sig = [], [], []
         for t in rec.get("tiles", []):
             fp = t.get("footprint")
             if not fp:
@@ -92,6 +99,7 @@ class DiseaseMap:
                 continue
             quads.append(fp)
             ev.append(self.sensor.evidence(str(t.get("label")), bool(t.get("flagged"))))
+            sig.append(float(t.get("sigma_m") or 0.0))
         # one conversion for the vehicle and every corner: the geodetic maths is most of a look's cost
         ll = np.concatenate([np.array([[float(veh["lat"]), float(veh["lon"])]]),
                              np.asarray(quads, dtype=np.float64).reshape(-1, 2)])
@@ -102,10 +110,20 @@ class DiseaseMap:
         self._prev[run] = cur
         if quads:
             en = np.stack([e[1:], n[1:]], axis=-1).reshape(len(quads), 4, 2)
-            self.grid.add_footprints(en, np.asarray(ev), w,
-                                     self.cfg.prior_logodds if self.cfg.explain_away else None)
+            evidence = self._placed_evidence(en, np.asarray(ev, dtype=np.float64), np.asarray(sig), w)
+            self.grid.add_footprints(en, evidence, w, self.cfg.prior_logodds if self.cfg.explain_away else None)
             self.counts.applied += 1
         return self._maybe_zones()
+
+    def _placed_evidence(self, en: np.ndarray, ev: np.ndarray, sigma: np.ndarray, w: float) -> np.ndarray:
+        """Each tile's evidence times the share of its footprint expected on its true ground; the applied
+        evidence also weighs the tile's sigma in the zones' position error (`PlaceBook`)."""
+        x, y = en[:, :, 0], en[:, :, 1]
+        area = 0.5 * np.abs(np.sum(x * np.roll(y, -1, axis=1) - np.roll(x, -1, axis=1) * y, axis=1))
+        share = overlap_share(sigma, area)
+        out = ev * share[:, None]
+        self.places.add(en.mean(axis=1), sigma, w * np.abs(out).sum(axis=1))
+        return out
 
     def tile_values(self, rec: Mapping[str, Any]) -> list[float] | None:
         """What each tile of a look (placed, not yet classified) is worth to the map (payload/geo/tilevalue.py).
@@ -142,7 +160,7 @@ class DiseaseMap:
         self._since_zones = 0
         self.zones_version += 1
         zones = extract_zones(self.grid, self.labels, self.cfg.prior_logodds, self.cfg.zone_threshold,
-                              self.cfg.min_zone_area_m2, self.cfg.pose_sigma_m, self._outlines)
+                              self.cfg.min_zone_area_m2, self.cfg.pose_sigma_m, self._outlines, self.places.rms)
         new = self.book.assign(zones)
         self.zones = zones
         return new

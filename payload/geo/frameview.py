@@ -33,10 +33,12 @@ from payload.geo.camera import (
     pixel_to_ground,
     pixels_to_ground_offsets,
     pixels_to_latlon,
+    pixels_to_rays_enu,
     pixels_to_surface,
 )
 from payload.geo.camerapresets import PRESETS, camera_from_intrinsics
 from payload.geo.frames import enu_to_geodetic
+from payload.geo.placeerror import PlaceMotion, place_sigma_m
 from payload.geo.site import RackFace, address, place_pixels
 from payload.geo.surface import HIT, OUTSIDE, GroundSurface
 from payload.settings.camera import CameraSection
@@ -60,6 +62,10 @@ FLAG_NO_ESTIMATOR_REPORT = "no_estimator_report"
 FLAG_NOT_ON_PLANTS = "not_on_plants"  # site: the ray meets the floor, a rack's back or nothing
 # terrain (geotag.ground: dem): the vehicle, or a ray of the sighting, left the DEM; the ground there is unknown
 FLAG_OUTSIDE_DEM = "outside_dem"
+# how sure the look is of its place (payload/geo/placeerror.py, geotag.max_*): placed, but kept out of the map
+FLAG_TILT_HIGH = "tilt_high"
+FLAG_RATE_HIGH = "rate_high"
+FLAG_PLACE_UNCERTAIN = "place_uncertain"
 
 # A receiver without a fix reports 0, 0; interpolation and dead reckoning move that by metres, so
 # anything within ~1 km of "Null Island" (open sea in the Gulf of Guinea, no crops) is that case.
@@ -218,6 +224,21 @@ def _fix_record(est: PoseEstimate | None) -> dict[str, Any]:
     return {"type": est.fix_type, "name": est.fix_name, "hdop": est.hdop, "satellites": est.satellites}
 
 
+def place_motion(est: PoseEstimate) -> PlaceMotion:
+    """What the pose says about how it may be wrong, for payload/geo/placeerror.py (zeros where it says nothing)."""
+    v = est.velocity_enu or (0.0, 0.0, 0.0)
+    r, p, y = est.attitude_rate_rps or (0.0, 0.0, 0.0)
+    return PlaceMotion(speed_mps=math.hypot(*v), accel_mps2=est.accel_mps2, position_age_s=est.position_age_s,
+                       position_gap_s=est.position_gap_s, tilt_rate_rps=math.hypot(r, p), yaw_rate_rps=abs(y),
+                       attitude_age_s=est.attitude_age_s, attitude_gap_s=est.attitude_gap_s,
+                       clock_sigma_s=est.clock_sigma_s)
+
+
+def _off_nadir(rays_enu: np.ndarray) -> np.ndarray:
+    """Angles of unit ENU rays from straight down (radians; beyond pi/2 looks up)."""
+    return np.arccos(np.clip(-rays_enu[:, 2], -1.0, 1.0))
+
+
 class FrameView:
     """What every kind of frame answers; the kinds below differ only in how they place.
 
@@ -299,9 +320,48 @@ class GroundView(FrameView):
             self.vehicle = {"lat": round(p.lat_deg, 8), "lon": round(p.lon_deg, 8), "alt_m": round(p.alt_m, 3),
                             "height_agl_m": round(self.height_agl, 3) if math.isfinite(self.height_agl) else None}
         self._check_height(self.height_agl, off_surface=ctx.surface is not None and not _finite(self.height_agl))
+        self.place: dict[str, Any] | None = None
+        self._sigmas: dict[Any, float] = {}  # tile box -> sigma, so a frame's sightings reuse the look's
+        if self.placeable:
+            self._judge_motion()
+
+    def _judge_motion(self) -> None:
+        """The camera axis's tilt, the attitude's rate and the axis's place error against the limits.
+
+        The look's place is its camera axis's: a banked frame's far tiles are always placed worse, and the
+        map already weighs each tile by its own sigma (payload/geo/diseasemap.py); a look whose very centre
+        cannot be placed is kept out (place_uncertain), as are frames too tilted or turning too fast.
+        """
+        p, g = self.pose_est.pose, self.ctx.geotag
+        axis = pixels_to_rays_enu(self.camera, np.array([[self.frame.width / 2.0, self.frame.height / 2.0]]),
+                                  p.roll_rad, p.pitch_rad, p.yaw_rad)
+        off = _off_nadir(axis)
+        tilt = math.degrees(float(off[0]))
+        rate = math.degrees(math.hypot(*(self.pose_est.attitude_rate_rps or (0.0, 0.0, 0.0))))
+        sigma = float(place_sigma_m(self.height_agl, off, place_motion(self.pose_est))[0])
+        if tilt > g.max_tilt_deg:
+            self.flags.append(FLAG_TILT_HIGH)
+        if not (rate <= g.max_rate_dps):  # NaN rates too
+            self.flags.append(FLAG_RATE_HIGH)
+        if not (sigma <= g.max_place_sigma_m):
+            self.flags.append(FLAG_PLACE_UNCERTAIN)
+        self.place = {"tilt_deg": _r(tilt, 2), "rate_dps": _r(rate, 2),
+                      "clock_sigma_ms": _r(1000.0 * self.pose_est.clock_sigma_s, 3), "sigma_m": _r(sigma, 3)}
+
+    def tile_sigmas(self, tiles: Sequence[TileResult]) -> np.ndarray:
+        """Each tile centre's 1-sigma ground-position error (m; inf where its ray cannot reach the ground)."""
+        if not self.placeable or not tiles:
+            return np.full(len(tiles), np.inf)
+        p = self.pose_est.pose
+        rays = pixels_to_rays_enu(self.camera, np.array([t.box.center for t in tiles], dtype=float),
+                                  p.roll_rad, p.pitch_rad, p.yaw_rad)
+        sig = place_sigma_m(self.height_agl, _off_nadir(rays), place_motion(self.pose_est))
+        sig = np.where(np.isfinite(sig), sig, np.inf)
+        self._sigmas.update(zip((t.box for t in tiles), sig.tolist(), strict=True))
+        return sig
 
     def look_fields(self) -> dict[str, Any]:
-        return {"vehicle": self.vehicle, "hdop": self.pose_est.hdop}
+        return {"vehicle": self.vehicle, "hdop": self.pose_est.hdop, "place": self.place}
 
     def tile_fields(self, tiles: Sequence[TileResult]) -> tuple[list[dict[str, Any]], list[str]]:
         footprints: list[list[list[float]] | None] = [None] * len(tiles)
@@ -320,7 +380,10 @@ class GroundView(FrameView):
                     footprints[i] = [[round(float(a), 8), round(float(b), 8)] for a, b in q]
             if any(f is None for f in footprints) and FLAG_OUTSIDE_DEM not in flags:
                 flags.append(FLAG_MISSES_GROUND)
-        return [{"footprint": fp} for fp in footprints], flags
+        sig = self.tile_sigmas(tiles)
+        sigmas = [None if fp is None or not math.isfinite(x) else round(float(x), 3)
+                  for fp, x in zip(footprints, sig.tolist(), strict=True)]
+        return [{"footprint": fp, "sigma_m": x} for fp, x in zip(footprints, sigmas, strict=True)], flags
 
     def sighting_fields(self, tile: TileResult) -> tuple[dict[str, Any], list[str]]:
         p = self.pose_est.pose
@@ -350,6 +413,12 @@ class GroundView(FrameView):
             fp = footprint(cam, p, self.ground, (tile.box.x, tile.box.y, tile.box.w, tile.box.h))
             poly = None if fp is None else [[round(a, 8), round(b, 8)] for a, b in fp]
             gsd = ground_sample_distance(cam, self.height_agl)
+        sigma = self._sigmas.get(tile.box)
+        if sigma is None:
+            sigma = float(self.tile_sigmas([tile])[0])
+        if math.isfinite(sigma) and sigma > self.ctx.geotag.max_place_sigma_m and \
+                FLAG_PLACE_UNCERTAIN not in self.flags:
+            flags.append(FLAG_PLACE_UNCERTAIN)  # this sighting's own tile, in a look whose centre was placed
         return {"lat": _r(lat, 8), "lon": _r(lon, 8), "ground_alt_m": _r(ground_alt, 3),
                 "height_agl_m": _r(self.height_agl, 3), "gsd_m": _r(gsd, 5), "footprint": poly}, flags
 

@@ -6,7 +6,8 @@ the class is at least `threshold` (chosen for recall first: a false zone costs a
 patch costs a field). Each zone carries its area, a centroid weighted by how far each cell's
 probability passes the threshold (the patch's core pulls harder than its fringe), peak and mean
 probability, look counts, the 1-sigma ellipse of that weighting and a position uncertainty that
-adds the pose's error (`pose_sigma_m`) to the spread.
+adds the pose's error (`pose_sigma_m`) and the looks' own placement error (`place_sigma_m`: how sure
+the looks that built it were of their place, payload/geo/placeerror.py) to the spread.
 
 `ZoneBook` keeps zone identity across re-extractions, so the live alert goes out once per zone
 even as the zone grows, and `payload export`, which replays the same schedule, gives the same ids.
@@ -15,7 +16,7 @@ even as the zone grows, and `payload export`, which replays the same schedule, g
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +63,7 @@ class Zone:
     uncertainty_m: float
     cells: int
     id: str = ""
+    place_sigma_m: float = 0.0  # the evidence-weighted rms placement error of the looks around it (m)
 
     def as_dict(self) -> dict[str, Any]:
         """The zone's attributes as flat JSON-ready columns (no geometry)."""
@@ -77,6 +79,7 @@ class Zone:
             "ellipse_minor_m": round(self.ellipse_m[1], 3),
             "ellipse_bearing_deg": round(self.ellipse_m[2], 1),
             "uncertainty_m": round(self.uncertainty_m, 3),
+            "place_sigma_m": round(self.place_sigma_m, 3),
             "cells": self.cells,
         }
 
@@ -118,12 +121,14 @@ def extract_zones(
     min_area_m2: float,
     pose_sigma_m: float,
     outlines: dict[tuple[int, int, int, int, bytes], BaseGeometry] | None = None,
+    place_sigma: Callable[[tuple[float, float, float, float]], float] | None = None,
 ) -> list[Zone]:
     """Every zone of the grid (without ids), in a deterministic order: by class, then south-west first.
 
     `outlines`, when given, keeps each zone's polygon between calls keyed by its cells: most zones of
     a big map do not change from one cut to the next, and tracing the outline is the costliest step.
-    It is replaced by this call's outlines (so it holds one cut's worth).
+    It is replaced by this call's outlines (so it holds one cut's worth). `place_sigma`, when given,
+    answers the looks' placement error over a zone's bounds (min e, min n, max e, max n).
     """
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
@@ -157,16 +162,19 @@ def extract_zones(
                 ce, cn = float(np.sum(w * e) / w.sum()), float(np.sum(w * n) / w.sum())
                 ell = _ellipse(e, n, w, ce, cn)
                 lk = looks[y:y + bh, x:x + bw][sel].astype(np.float64)
-                # the centroid is as good as the pose that placed the footprints, plus the spread of the
-                # evidence over the number of independent looks that built it
-                unc = math.sqrt(pose_sigma_m ** 2 + cell * cell / 12.0 + ell[0] ** 2 / max(1.0, float(lk.mean())))
+                box = ((c0 + x) * cell, (r0 + y) * cell, (c0 + x + bw) * cell, (r0 + y + bh) * cell)
+                placed = place_sigma(box) if place_sigma is not None else 0.0
+                # the centroid is as good as the pose that placed the footprints and the looks' placement
+                # error, plus the spread of the evidence over the number of independent looks that built it
+                unc = math.sqrt(pose_sigma_m ** 2 + placed ** 2 + cell * cell / 12.0
+                                + ell[0] ** 2 / max(1.0, float(lk.mean())))
                 key = (r0 + y, c0 + x, *sel.shape, np.packbits(sel).tobytes())
                 geom = outlines.get(key) if outlines is not None else None
                 if geom is None:
                     geom = mask_polygon(sel, r0 + y, c0 + x, cell)
                 kept[key] = geom
                 out.append(Zone(label, geom, area, (ce, cn), float(pc.max()), float(pc.mean()), int(lk.max()),
-                                float(lk.mean()), ell, unc, cells))
+                                float(lk.mean()), ell, unc, cells, place_sigma_m=placed))
     out.sort(key=lambda z: (list(labels).index(z.label), round(z.centroid_en[1], 6), round(z.centroid_en[0], 6)))
     if outlines is not None:
         outlines.clear()

@@ -4,7 +4,9 @@ Pure functions in the map's local east/north metres (payload/geo/frames.py); the
 WGS84. The rules, in order (docs/PRESCRIPTIONS.md says why):
 
 1. **Margin.** Every disease zone (payload/geo/zones.py) is buffered by `margin_m`: a patch spreads
-   beyond what the camera saw, and the zone's own position is uncertain by about a metre.
+   beyond what the camera saw, and the zone's own position is uncertain by about a metre. A zone built
+   from looks unsure of their place (banked, fast, a sparse telemetry stream: its `place_sigma_m`) is
+   buffered by `PLACE_SIGMAS` times that more, so the sprayer still covers where the patch may be.
 2. **Merge.** Buffered zones of one class that touch or overlap become one zone: a sprayer cannot
    usefully switch off for the metre between them.
 3. **One product per ground.** Where zones of two classes overlap, the overlap goes to the class
@@ -38,6 +40,9 @@ from payload.geo.zones import Zone, polygons
 from payload.settings.prescription import PrescriptionSection
 
 QUAD_SEGS = 8  # buffer arcs: 8 segments per quarter circle (a 5 m margin deviates < 4 cm from the true arc)
+# A zone's extra margin in its looks' placement sigmas: a 2-D Gaussian error lies within 2 sigma 86 % of
+# the time. margin_m already holds the metre of a level survey's pose error (map.pose_sigma_m).
+PLACE_SIGMAS = 2.0
 # simplification tolerances tried, in metres (about the square root of the triangles removed)
 TOLERANCES_M = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0)
 
@@ -232,6 +237,17 @@ def _largest(geom: BaseGeometry) -> shapely.Polygon:
     return max(polys, key=lambda p: p.area) if polys else shapely.Polygon()
 
 
+def zone_margin_m(zone: Zone, cfg: PrescriptionSection) -> float:
+    """How far a disease zone is treated beyond its edge: the agronomic margin plus its looks' placement error."""
+    return cfg.margin_m + PLACE_SIGMAS * zone.place_sigma_m
+
+
+def _buffered(zones: Sequence[Zone], label: str, cfg: PrescriptionSection) -> list[BaseGeometry]:
+    """The class's zones grown by their margins, touching ones merged."""
+    return polygons(shapely.union_all([z.geometry_en.buffer(zone_margin_m(z, cfg), quad_segs=QUAD_SEGS)
+                                       for z in zones if z.label == label]))
+
+
 def plan_treatment(zones: Sequence[Zone], cfg: PrescriptionSection,
                    labels: Sequence[str] | None = None) -> TreatmentPlan:
     """The treatment zones of a map's disease zones (rules in the module docstring).
@@ -243,8 +259,7 @@ def plan_treatment(zones: Sequence[Zone], cfg: PrescriptionSection,
     check_classes(labels, cfg)
     order = priority(labels, cfg)
     cores = {c: shapely.union_all([z.geometry_en for z in zones if z.label == c]) for c in labels}
-    parts = {c: polygons(shapely.union_all([z.geometry_en.buffer(cfg.margin_m, quad_segs=QUAD_SEGS)
-                                              for z in zones if z.label == c])) for c in labels}
+    parts = {c: _buffered(zones, c, cfg) for c in labels}
     plan = TreatmentPlan([])
     limit = cfg.terminal.max_zones
     while True:
@@ -266,8 +281,7 @@ def plan_treatment(zones: Sequence[Zone], cfg: PrescriptionSection,
         plan.notes.append(f"merged two {merged[0]} zones {merged[1]:.1f} m apart (terminal.max_zones = {limit})")
     polys, plan.simplify_tolerance_m = _simplify([p for _, p in pieces], shapely.union_all(list(cores.values())),
                                                  cfg.max_vertices)
-    plain = {c: [p for p in polygons(shapely.union_all([z.geometry_en.buffer(cfg.margin_m, quad_segs=QUAD_SEGS)
-                                                          for z in zones if z.label == c]))] for c in labels}
+    plain = {c: _buffered(zones, c, cfg) for c in labels}
     # south-west first within each class in priority order, so ids are stable for a given map
     rows = sorted(zip([c for c, _ in pieces], polys, strict=True),
                   key=lambda cp: (order.index(cp[0]), round(cp[1].centroid.y, 3), round(cp[1].centroid.x, 3)))

@@ -39,6 +39,20 @@ class GeotagSection(StrictModel):
         description="local frame: an EKF_STATUS_REPORT/ESTIMATOR_STATUS position or velocity variance above "
         "this (normalised; 1 = failing) flags the pose estimator_unhealthy",
     )
+    max_place_sigma_m: float = Field(
+        default=4.0, gt=0,
+        description="a look whose camera axis's ground-position 1-sigma (payload/geo/placeerror.py) exceeds this "
+        "is flagged place_uncertain and kept out of the map (a sighting too, by its own tile's): about half a "
+        "tile's ground at survey height",
+    )
+    max_tilt_deg: float = Field(
+        default=35.0, gt=0, le=90,
+        description="a camera axis further than this from straight down flags the frame tilt_high (kept out of "
+        "the map): a fixed-wing survey banks to about 30 degrees in its turns")
+    max_rate_dps: float = Field(
+        default=60.0, gt=0,
+        description="an attitude rate above this (deg/s, over the samples around the frame) flags the frame "
+        "rate_high (kept out of the map)")
     require_estimator_report: bool = Field(
         default=False,
         description="local frame: flag poses while no estimator report has been heard (off: absence is not "

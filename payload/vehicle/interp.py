@@ -138,3 +138,54 @@ def latest_at(samples: Sequence[S], t: float) -> S | None:
         return None
     i = bisect.bisect_right([s.t_boot_s for s in samples], t)
     return samples[max(i - 1, 0)]
+
+
+class _Moving(_Stamped, Protocol):
+    @property
+    def vn(self) -> float: ...
+    @property
+    def ve(self) -> float: ...
+    @property
+    def vd(self) -> float: ...
+
+
+def _pair(times: list[float], t: float) -> tuple[int, int, bool]:
+    """Indices of the two samples around t (bracketed: True), or of the end pair t lies beyond (False)."""
+    i = bisect.bisect_right(times, t)
+    if 0 < i < len(times):
+        return i - 1, i, True
+    if i == 0:
+        return 0, min(1, len(times) - 1), False
+    return max(len(times) - 2, 0), len(times) - 1, False
+
+
+def position_motion(samples: Sequence[_Moving], t: float, lag_s: float = 0.0) -> tuple[float | None, float]:
+    """(gap between the samples around t, None past the ends; the velocity's change per second over that pair).
+
+    What the position's interpolation error depends on (payload/geo/placeerror.py): a Hermite curve is
+    exact at constant acceleration, so only how much the velocity changed, and over how long, matters.
+    """
+    if not samples:
+        return None, 0.0
+    i, j, inside = _pair([s.t_boot_s - lag_s for s in samples], t)
+    a, b = samples[i], samples[j]
+    dt = b.t_boot_s - a.t_boot_s
+    acc = 0.0 if dt <= 0 else math.sqrt((b.vn - a.vn) ** 2 + (b.ve - a.ve) ** 2 + (b.vd - a.vd) ** 2) / dt
+    return (dt if inside and dt > 0 else None), acc
+
+
+def attitude_motion(samples: Sequence[AttitudeSample], t: float) -> tuple[float | None, tuple[float, float, float]]:
+    """(gap between the attitude samples around t, None past the ends; roll, pitch, yaw rates over that pair).
+
+    The mean rates over the gap (angles the short way round) are what a linear interpolation bridges
+    without knowing when within the gap the turn happened (payload/geo/placeerror.py).
+    """
+    if not samples:
+        return None, (0.0, 0.0, 0.0)
+    i, j, inside = _pair([s.t_boot_s for s in samples], t)
+    a, b = samples[i], samples[j]
+    dt = b.t_boot_s - a.t_boot_s
+    if dt <= 0:
+        return None, (0.0, 0.0, 0.0)
+    rates = (wrap_pi(b.roll - a.roll) / dt, wrap_pi(b.pitch - a.pitch) / dt, wrap_pi(b.yaw - a.yaw) / dt)
+    return (dt if inside else None), rates

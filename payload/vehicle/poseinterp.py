@@ -19,7 +19,14 @@ from typing import Any
 from payload.geo.frames import enu_to_geodetic
 from payload.types import EstimatorHealth, Pose, PoseEstimate
 from payload.vehicle.clocksync import ClockSync
-from payload.vehicle.interp import interpolate_attitude, interpolate_local, interpolate_position, latest_at
+from payload.vehicle.interp import (
+    attitude_motion,
+    interpolate_attitude,
+    interpolate_local,
+    interpolate_position,
+    latest_at,
+    position_motion,
+)
 from payload.vehicle.samples import (
     AttitudeSample,
     EstimatorSample,
@@ -212,14 +219,17 @@ class StateBuffer:
             gps = list(self._gps)
             gimbal = list(self._gimbal)
             home_alt = self._home_alt_m
+            clock_sigma = self.clock.uncertainty_s
         if not pos or not att:
             return None
         p, p_age, extrapolated = interpolate_position(pos, t_boot_s, self.gps_lag_s)
+        gap, acc = position_motion(pos, t_boot_s, self.gps_lag_s)
         # the ground under the vehicle: home altitude when the autopilot told us, else what
         # GLOBAL_POSITION_INT implies (alt MSL - height above home)
         ground = home_alt if home_alt is not None else p.alt_m - p.relative_alt_m
         return _estimate(t_boot_s, (p.lat_deg, p.lon_deg, p.alt_m), p_age, extrapolated, att, gps, gimbal,
-                         p.relative_alt_m, ground)
+                         p.relative_alt_m, ground, position_gap_s=gap, accel_mps2=acc, clock_sigma_s=clock_sigma,
+                         velocity_enu=(p.ve, p.vn, -p.vd))
 
     def _local_state_at_boot(self, t_boot_s: float) -> PoseEstimate | None:
         """The state from LOCAL_POSITION_NED and ATTITUDE: metres in the local frame, lat/lon only with an origin.
@@ -234,9 +244,11 @@ class StateBuffer:
             gimbal = list(self._gimbal)
             est = list(self._estimator)
             origin = self._told_origin or self._configured_origin
+            clock_sigma = self.clock.uncertainty_s
         if not loc or not att:
             return None
-        p, _v, p_age, extrapolated = interpolate_local(loc, t_boot_s)
+        p, v, p_age, extrapolated = interpolate_local(loc, t_boot_s)
+        gap, acc = position_motion(loc, t_boot_s)
         h = latest_at(est, t_boot_s)
         e, n, u = (float(x) for x in p)
         if origin is not None:
@@ -247,7 +259,8 @@ class StateBuffer:
             home_alt = math.nan
         return _estimate(t_boot_s, (lat, lon, alt), p_age, extrapolated, att, gps, gimbal, u, home_alt,
                          frame=self.frame_name, enu_m=(e, n, u), origin=origin,
-                         estimator=None if h is None else h.health)
+                         estimator=None if h is None else h.health, position_gap_s=gap, accel_mps2=acc,
+                         clock_sigma_s=clock_sigma, velocity_enu=(float(v[0]), float(v[1]), float(v[2])))
 
     def state_at(self, t_mono: float) -> PoseEstimate | None:
         """The state at companion time `t_mono` (time.monotonic), or None before any telemetry."""
@@ -260,8 +273,10 @@ class StateBuffer:
 def _estimate(t_boot_s: float, lla: tuple[float, float, float], p_age: float, extrapolated: bool,
               att: list[AttitudeSample], gps: list[GpsSample], gimbal: list[GimbalSample], relative_alt_m: float,
               home_alt_m: float, **local: Any) -> PoseEstimate:
-    """A PoseEstimate from an interpolated position (global or local) and the attitude, fix and gimbal then."""
+    """A PoseEstimate from an interpolated position (global or local) and the attitude, fix and gimbal then;
+    `local` also carries how the position may be wrong (its samples' gap, acceleration, velocity, clock)."""
     a, a_age = interpolate_attitude(att, t_boot_s)
+    a_gap, rates = attitude_motion(att, t_boot_s)
     fix = latest_at(gps, t_boot_s)
     g = latest_at(gimbal, t_boot_s)
     return PoseEstimate(
@@ -277,5 +292,7 @@ def _estimate(t_boot_s: float, lla: tuple[float, float, float], p_age: float, ex
         hdop=None if fix is None else fix.hdop,
         satellites=None if fix is None else fix.satellites,
         gimbal_rpy_deg=None if g is None else (g.roll_deg, g.pitch_deg, g.yaw_deg),
+        attitude_gap_s=a_gap,
+        attitude_rate_rps=rates,
         **local,
     )

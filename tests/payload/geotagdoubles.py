@@ -44,7 +44,9 @@ class ScriptedTelemetry:
         t_end: float = 10.0,
         rate_hz: float = 10.0,
         north_mps: float = 0.0,
+        roll_rate_dps: float = 0.0,
     ) -> None:
+        """`roll_rate_dps`: rolling at that rate through the given roll at t = 5 s (a manoeuvre around 5 s)."""
         self.buffer = StateBuffer()
         self.buffer.set_home(*HOME)
         r, p, y = attitude if attitude is not None else (0.0, 0.0, math.radians(yaw_deg))
@@ -53,7 +55,8 @@ class ScriptedTelemetry:
             t = i / rate_hz
             lat_t = lat + north_mps * t / 111_195.0  # flying north (the map discounts a hover's repeated views)
             self.buffer.add_position(PositionSample(t, lat_t, lon, alt, alt - HOME[2], north_mps, 0, 0), t_rx_mono=t)
-            self.buffer.add_attitude(AttitudeSample(t, r, p, y), t_rx_mono=t)
+            roll = r + math.radians(roll_rate_dps) * (t - 5.0)
+            self.buffer.add_attitude(AttitudeSample(t, roll, p, y), t_rx_mono=t)
             self.buffer.add_gps(GpsSample(t, fix_type, hdop, 11))
         self.statustexts: list[tuple[int, str]] = []
         self.link = True

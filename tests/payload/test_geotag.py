@@ -272,3 +272,83 @@ def test_export_of_a_flight_from_before_the_map_keeps_its_detections(tmp_path: P
     assert len(geojson.loads((old / "detections.geojson").read_text())["features"]) == len(dets)
     assert json.loads((old / "zones.geojson").read_text())["features"] == []
     assert not (old / "map.json").exists()
+
+
+def _looks(out: Path) -> list[dict]:
+    return [r for r in read_jsonl(out / "detections.jsonl").records if r.get("schema") == LOOK_SCHEMA]
+
+
+def test_looks_carry_each_tiles_place_error(tmp_path: Path) -> None:
+    h = _handler(tmp_path, ScriptedTelemetry())  # a level hover on 10 Hz streams
+    h.handle(frame_result(1, 5.05, [(0, 0, 64, 64), (288, 208, 64, 64)]))
+    h.close()
+    (look,) = _looks(tmp_path / "out")
+    assert look["trusted"] and look["place"]["tilt_deg"] == 0.0 and look["place"]["rate_dps"] == 0.0
+    sig = [t["sigma_m"] for t in look["tiles"]]
+    assert all(s is not None and 0.0 <= s < 0.01 for s in sig)  # still and level: the clock's millimetres
+    assert look["place"]["sigma_m"] == max(sig)
+
+
+@pytest.mark.parametrize(("rate_hz", "trusted"), [(3.0, False), (25.0, True)])
+def test_a_look_too_uncertain_to_place_is_flagged_and_kept_out_of_the_map(tmp_path: Path, rate_hz, trusted) -> None:
+    # rolling at 50 deg/s (under the 60 deg/s limit) 30 m up; on 3 Hz streams the frame halfway between two
+    # attitude samples misses by 50 deg/s * sqrt(1/6 * 1/6) s = 8.3 deg: 4.4 m under the camera, above the 4 m limit
+    h = _handler(tmp_path, ScriptedTelemetry(roll_rate_dps=50.0, rate_hz=rate_hz, north_mps=5.0))
+    t = 5.0 + 1 / 6 if rate_hz == 3.0 else 5.02
+    h.handle(frame_result(1, t, [(0, 0, 64, 64), (288, 208, 64, 64)]))
+    h.close()
+    (look,) = _looks(tmp_path / "out")
+    centre, corner = look["tiles"][1]["sigma_m"], look["tiles"][0]["sigma_m"]
+    assert corner > centre  # further off nadir
+    dets = _records(tmp_path / "out")
+    if trusted:
+        assert look["trusted"] and 0.3 < look["place"]["sigma_m"] < 1.0 and 0.3 < centre < 1.0
+        assert h.map.counts.applied == 1 and h.map.grid.chunks
+        assert all(d["trusted"] for d in dets)
+    else:
+        assert look["flags"] == ["place_uncertain"] and not look["trusted"]
+        assert look["place"]["sigma_m"] == pytest.approx(30 * math.radians(50) / 6, rel=0.05)  # the axis: 4.4 m
+        assert centre == pytest.approx(look["place"]["sigma_m"], rel=0.02)
+        assert h.map.grid.chunks == {} and h.map.counts.untrusted == 1
+        assert [d["flags"] for d in dets] == [["place_uncertain"]] * 2  # its sightings too
+
+
+def test_a_sighting_in_a_far_tile_of_a_placed_look_is_flagged_on_its_own(tmp_path: Path) -> None:
+    # banked 30 deg rolling 40 deg/s on 4 Hz streams: the axis is placed (~3.3 m), the far corner is not
+    h = _handler(tmp_path, ScriptedTelemetry(attitude=(math.radians(30), 0.0, 0.0), roll_rate_dps=40.0,
+                                             rate_hz=4.0, north_mps=5.0))
+    h.handle(frame_result(1, 5.0 + 0.125, [(0, 0, 64, 64), (576, 0, 64, 64)]))  # right wing down: left is far
+    h.close()
+    (look,) = _looks(tmp_path / "out")
+    assert look["trusted"] and look["place"]["sigma_m"] < 4.0
+    far, near = look["tiles"][0]["sigma_m"], look["tiles"][1]["sigma_m"]
+    assert far > 4.0 > near
+    assert [d["flags"] for d in _records(tmp_path / "out")] == [["place_uncertain"], []]
+    assert h.map.counts.applied == 1  # the map weighs the far tile by its own sigma
+
+
+@pytest.mark.parametrize(("kwargs", "flag"), [({"attitude": (math.radians(40), 0.0, 0.0)}, "tilt_high"),
+                                              ({"roll_rate_dps": 90.0, "rate_hz": 25.0}, "rate_high")])
+def test_tilt_and_rate_limits_flag_the_frame(tmp_path: Path, kwargs, flag) -> None:
+    h = _handler(tmp_path, ScriptedTelemetry(**kwargs))
+    h.handle(frame_result(1, 5.02, [(288, 208, 64, 64)]))
+    h.close()
+    (look,) = _looks(tmp_path / "out")
+    assert flag in look["flags"] and not look["trusted"] and h.map.grid.chunks == {}
+    (det,) = _records(tmp_path / "out")
+    assert flag in det["flags"] and det["lat"] is not None  # placed, but not trusted
+
+
+def test_export_rebuilds_the_live_map_from_looks_that_carry_place_errors(tmp_path: Path) -> None:
+    h = _handler(tmp_path, ScriptedTelemetry(roll_rate_dps=20.0, rate_hz=10.0, north_mps=10.0))
+    for i in range(8):
+        h.handle(frame_result(i, 4.615 + 0.11 * i, [(288, 150 + 19 * i, 64, 64)], "rust", 0.9))  # between samples
+    h.close()
+    out = tmp_path / "out"
+    sig = [t["sigma_m"] for lk in _looks(out) for t in lk["tiles"] if t["sigma_m"] is not None]
+    assert min(sig) > 0.05  # the roll between samples shows
+    live = (out / "zones.geojson").read_text()
+    zones = json.loads(live)["features"]
+    assert zones and all(z["properties"]["place_sigma_m"] > 0.05 for z in zones)
+    export_layers(out)
+    assert (out / "zones.geojson").read_text() == live

@@ -488,3 +488,51 @@ def test_zone_polygons_in_one_conversion_match_a_vertex_by_vertex_conversion() -
                     lat, lon, _ = ORIGIN.to_geodetic(float(e), float(n), 0.0)
                     want.append([round(float(lon), 8), round(float(lat), 8)])
                 assert got.tolist() == want
+
+
+def _with_sigma(looks: list[dict], sigma: float) -> list[dict]:
+    for rec in looks:
+        for t in rec["tiles"]:
+            t["sigma_m"] = sigma
+    return looks
+
+
+def test_a_zones_position_error_grows_when_its_looks_are_unsure_of_their_place() -> None:
+    cfg = MapSection(zones_every_frames=20)
+    maps = {}
+    for sigma in (0.0, 1.5):
+        dm = DiseaseMap(default_sensor_model("healthy", LABELS), cfg, ORIGIN)
+        for rec in _with_sigma(survey_looks((30.0, 20.0, 5.0), [5.0, 20.0, 35.0]), sigma):
+            dm.add_look(rec)
+        dm.finish()
+        maps[sigma] = dm
+    (sure,), (unsure,) = maps[0.0].zones, maps[1.5].zones
+    assert sure.place_sigma_m == 0.0 and unsure.place_sigma_m == pytest.approx(1.5)
+    assert unsure.as_dict()["place_sigma_m"] == 1.5
+    # the stated error adds the looks' placement error in quadrature to the rest
+    rest = sure.uncertainty_m ** 2 - cfg.pose_sigma_m ** 2
+    assert unsure.uncertainty_m > sure.uncertainty_m + 0.5
+    assert unsure.uncertainty_m ** 2 == pytest.approx(cfg.pose_sigma_m ** 2 + 1.5 ** 2 + rest, rel=0.2)
+    # each tile's evidence is scaled by the share of its 8 m footprint expected on its true ground
+    share = (1 - math.sqrt(2 / math.pi) * 1.5 / 8.0) ** 2
+    ev = []
+    for sigma in (0.0, 1.5):
+        dm = DiseaseMap(default_sensor_model("healthy", LABELS), cfg, ORIGIN)
+        dm.add_look(_with_sigma(survey_looks((30.0, 20.0, 5.0), [5.0], e_range=(0.0, 1.0)), sigma)[0])
+        ev.append(dm.grid.dense((-64, 64, -64, 64))[0])
+    seen = ev[0] != 0
+    assert seen.sum() > 500 and np.allclose(ev[1][seen], share * ev[0][seen], atol=0.005)  # 1/250 steps
+
+
+def test_a_look_recorded_without_sigma_is_taken_as_exactly_placed() -> None:
+    """Flights recorded before looks carried sigma_m replay to the map they made."""
+    cfg = MapSection(zones_every_frames=20)
+    a = DiseaseMap(default_sensor_model("healthy", LABELS), cfg, ORIGIN)
+    b = DiseaseMap(default_sensor_model("healthy", LABELS), cfg, ORIGIN)
+    for rec in survey_looks((30.0, 20.0, 5.0), [5.0, 20.0]):
+        a.add_look(rec)
+    for rec in _with_sigma(survey_looks((30.0, 20.0, 5.0), [5.0, 20.0]), 0.0):
+        b.add_look(rec)
+    ea, _ = a.grid.dense((0, 128, 0, 128))
+    eb, _ = b.grid.dense((0, 128, 0, 128))
+    assert np.array_equal(ea, eb)

@@ -144,3 +144,32 @@ def test_nothing_before_telemetry() -> None:
     assert buf.state_at(1.0) is None
     buf.add_position(PositionSample(1.0, LAT0, LON0, ALT0, 0, 0, 0, 0), t_rx_mono=2.0)
     assert buf.state_at(2.0) is None  # no attitude yet
+
+
+def test_a_pose_carries_its_samples_gaps_rates_acceleration_and_clock_uncertainty() -> None:
+    """What the look's place error is computed from (payload/geo/placeerror.py)."""
+    buf = StateBuffer()
+    # 4 Hz position on the 40 m circle at 10 m/s (2.5 m/s^2 centripetal); 4 Hz attitude rolling at 15 deg/s
+    for k in range(0, 41):
+        t = k * 0.25
+        e, n, u, ve, vn = _truth_circle(t)
+        lat, lon, alt = pymap3d.enu2geodetic(e, n, u, LAT0, LON0, ALT0)
+        buf.add_position(PositionSample(t, lat, lon, alt, u, vn, ve, 0.0), t_rx_mono=100.0 + t)
+        buf.add_attitude(AttitudeSample(t, math.radians(15.0 * t), 0.0, 0.0), t_rx_mono=100.0 + t)
+        buf.add_gps(GpsSample(t, 3, 0.9, 14))
+    est = buf.state_at(100.0 + 5.1)
+    assert est is not None
+    assert est.position_gap_s == pytest.approx(0.25) and est.attitude_gap_s == pytest.approx(0.25)
+    assert est.position_age_s == pytest.approx(0.1) and est.attitude_age_s == pytest.approx(0.1)
+    assert est.attitude_rate_rps == pytest.approx((math.radians(15.0), 0.0, 0.0))
+    # the velocity turns by 0.25 rad/s * 0.25 s between samples: a chord of 10 * 2 sin(0.03125) per 0.25 s
+    assert est.accel_mps2 == pytest.approx(10 * 2 * math.sin(0.03125) / 0.25, rel=1e-6)
+    _, _, _, ve, vn = _truth_circle(5.1)
+    assert est.velocity_enu is not None and math.hypot(*est.velocity_enu) == pytest.approx(10.0, abs=0.05)
+    assert est.velocity_enu[0] == pytest.approx(ve, abs=0.05) and est.velocity_enu[1] == pytest.approx(vn, abs=0.05)
+    assert est.clock_sigma_s == pytest.approx(buf.clock.uncertainty_s) and est.clock_sigma_s > 0
+    # past the newest sample: no bracketing pair, the last pair's rates, the age says how far
+    late = buf.state_at(100.0 + 10.4)
+    assert late is not None and late.extrapolated
+    assert late.position_gap_s is None and late.attitude_gap_s is None
+    assert late.attitude_age_s == pytest.approx(0.4) and late.attitude_rate_rps[0] == pytest.approx(math.radians(15))

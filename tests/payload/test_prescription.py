@@ -186,3 +186,18 @@ def test_a_negative_rate_is_a_config_error() -> None:
         PrescriptionSection(rates={"rust": -1.0})
     with pytest.raises(ValidationError, match="taskdata: grid needs prescription.grid_cell_m"):
         PrescriptionSection(taskdata="grid")
+
+
+def test_a_zone_unsure_of_its_place_is_treated_further_out() -> None:
+    """The margin grows by two of the zone's placement sigmas (its looks' error, payload/geo/placeerror.py)."""
+    sure = zone("rust", shapely.box(0, 0, 10, 10), "rust-1")
+    unsure = zone("rust", shapely.box(0, 0, 10, 10), "rust-1")
+    unsure.place_sigma_m = 1.5
+    (a,) = treatment_zones([sure], PrescriptionSection(), LABELS)
+    (b,) = treatment_zones([unsure], PrescriptionSection(), LABELS)
+    assert a.geometry_en.bounds == pytest.approx((-5, -5, 15, 15))
+    assert b.geometry_en.bounds == pytest.approx((-8, -8, 18, 18))  # 5 m + 2 x 1.5 m
+    # two zones 12 m apart: plain 5 m margins leave a 2 m strip; an unsure one's margin reaches across
+    far = zone("rust", shapely.box(22, 0, 32, 10), "rust-2")
+    assert len(treatment_zones([sure, far], PrescriptionSection(), LABELS)) == 2
+    assert len(treatment_zones([unsure, far], PrescriptionSection(), LABELS)) == 1
