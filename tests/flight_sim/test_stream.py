@@ -115,16 +115,18 @@ def test_live_in_process_frames_follow_the_clock(small: Scenario, survey: Timeli
     from payload.capture.sources import InProcessSource
 
     rig = CameraRig.build(small, survey)
-    clock = SimClock(10.0, 60.0, 62.0)
+    clock = SimClock(10.0, 60.0, 66.0)
     clock.begin()
     src = InProcessSource(rig.camera.live(clock, fps=20))
     t0 = time.monotonic()
     frames = []
-    while time.monotonic() - t0 < 5:
+    while time.monotonic() - t0 < 10:
         f = src.read()
         if f is None:
             break
         frames.append(f)
-    # 2 s of flight at 10x = 0.2 s wall at 20 frames/s: about 4 frames, then the source ends
-    assert 2 <= len(frames) <= 7 and time.monotonic() - t0 < 2
+    # 6 s of flight at 10x = 0.6 s wall at 20 frames/s: about 12 frames when a render takes under 50 ms,
+    # fewer on a loaded machine (a live camera skips what it could not render in time), then the source
+    # ends with the clock, not after every frame of the window was drawn
+    assert 2 <= len(frames) <= 14 and time.monotonic() - t0 < 5
     assert [f.seq for f in frames] == list(range(1, len(frames) + 1))
