@@ -53,23 +53,22 @@ def _fitted_position(fit: Trajectory, t: float, out: dict[str, Any], blended_alt
     relative_alt keeps the recorded offset between the two altitudes (home's height), moved by
     the fit's altitude.
     """
-    m = fit.motion_at(t)
-    alt_mm = float(m.alt[0]) * 1e3
+    lat, lon, alt, vn, ve, vd = fit.position_velocity(t)
+    alt_mm = alt * 1e3
     if "relative_alt" in out:
         out["relative_alt"] = int(round(out["relative_alt"] + alt_mm - blended_alt_mm))
-    out["lat"] = int(round(float(m.lat[0]) * 1e7))
-    out["lon"] = int(round(float(m.lon[0]) * 1e7))
+    out["lat"] = int(round(lat * 1e7))
+    out["lon"] = int(round(lon * 1e7))
     out["alt"] = int(round(alt_mm))
-    for key, v in (("vx", m.vn), ("vy", m.ve), ("vz", m.vd)):
-        out[key] = int(round(float(v[0]) * 100.0))
+    for key, v in (("vx", vn), ("vy", ve), ("vz", vd)):
+        out[key] = int(round(v * 100.0))
 
 
 def _fitted_attitude(fit: Trajectory, t: float, out: dict[str, Any]) -> None:
     """ATTITUDE's angles and body rates from the fit (in place)."""
-    m = fit.motion_at(t)
-    for key, v in (("roll", m.roll), ("pitch", m.pitch), ("yaw", m.yaw),
-                   ("rollspeed", m.p), ("pitchspeed", m.q), ("yawspeed", m.r)):
-        out[key] = float(v[0])
+    keys = ("roll", "pitch", "yaw", "rollspeed", "pitchspeed", "yawspeed")
+    for key, v in zip(keys, fit.attitude_rates(t), strict=True):
+        out[key] = float(v)
 
 
 def _blend(a: Any, b: Any, w: float, period: float | None) -> Any:

@@ -25,9 +25,9 @@ Choices (docs/TELEMETRY.md, "The replay's trajectory"):
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -68,6 +68,27 @@ class HermiteCurve:
             # a long gap is a straight line: both ends of that interval take the secant as their slope
             self.d0[:-1][long_gap] = secant[long_gap]
             self.d1[1:][long_gap] = secant[long_gap]
+
+        # plain lists for `at`: a single time is asked 25-50 times a second per type, and numpy's
+        # per-call overhead on one-element arrays is 20-50 times the arithmetic
+        self._tl, self._yl = self.t.tolist(), self.y.tolist()
+        self._d0l, self._d1l = self.d0.tolist(), self.d1.tolist()
+
+    def at(self, t: float) -> tuple[float, float]:
+        """(y, dy/dt) at one time: the same curve as `value`/`derivative`, without numpy."""
+        ts = self._tl
+        if len(ts) == 1 or t < ts[0] or t > ts[-1]:
+            end = 0 if len(ts) == 1 or t < ts[0] else -1
+            return self._yl[end], 0.0
+        i = min(bisect.bisect_right(ts, t) - 1, len(ts) - 2)
+        h = ts[i + 1] - ts[i]
+        s = (t - ts[i]) / h
+        y0, y1, d0, d1 = self._yl[i], self._yl[i + 1], self._d0l[i], self._d1l[i + 1]
+        s2 = s * s
+        s3 = s2 * s
+        y = (2 * s3 - 3 * s2 + 1) * y0 + (s3 - 2 * s2 + s) * h * d0 + (3 * s2 - 2 * s3) * y1 + (s3 - s2) * h * d1
+        dy = (6 * s2 - 6 * s) * (y0 - y1) / h + (3 * s2 - 4 * s + 1) * d0 + (3 * s2 - 2 * s) * d1
+        return y, dy
 
     def _locate(self, tq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Interval index, normalised position s in it, its length, and whether tq was inside the knots."""
@@ -146,29 +167,14 @@ def _wrap(a: np.ndarray) -> np.ndarray:
     return (a + math.pi) % (2 * math.pi) - math.pi
 
 
+def _wrap_one(a: float) -> float:
+    return (a + math.pi) % (2 * math.pi) - math.pi
+
+
 def _unique_times(events: Sequence[Event]) -> tuple[np.ndarray, list[Event]]:
     """Strictly increasing times; of messages received in the same instant, the first is kept."""
     t, idx = np.unique(np.array([e.t for e in events], dtype=float), return_index=True)
     return t, [events[i] for i in idx]
-
-
-@dataclass(frozen=True)
-class Motion:
-    """The fitted state at some times: position (degrees, metres AMSL), NED velocity (m/s),
-    attitude (radians, wrapped to -pi..pi) and body rates (rad/s)."""
-
-    lat: np.ndarray
-    lon: np.ndarray
-    alt: np.ndarray
-    vn: np.ndarray
-    ve: np.ndarray
-    vd: np.ndarray
-    roll: np.ndarray
-    pitch: np.ndarray
-    yaw: np.ndarray
-    p: np.ndarray
-    q: np.ndarray
-    r: np.ndarray
 
 
 class Trajectory:
@@ -232,15 +238,33 @@ class Trajectory:
         return euler_to_body_rates(roll, pitch, self.roll.derivative(t), self.pitch.derivative(t),
                                    self.yaw.derivative(t))
 
-    def motion_at(self, t: np.ndarray | float) -> Motion:
-        """Everything at once (arrays over the query times)."""
-        return Motion(*self.position_at(t), *self.velocity_at(t), *self.attitude_at(t), *self.body_rates_at(t))
+    def position_velocity(self, t: float) -> tuple[float, float, float, float, float, float]:
+        """lat, lon (degrees), alt (m AMSL), v_N, v_E, v_D (m/s) at one time (`position_at`/`velocity_at`)."""
+        lat, dlat = self.lat.at(t)
+        lon, dlon = self.lon.at(t)
+        alt, dalt = self.alt.at(t)
+        phi = math.radians(lat)
+        w = 1.0 - WGS84_E2 * math.sin(phi) ** 2
+        m_lat = math.radians(WGS84_A * (1.0 - WGS84_E2) / w**1.5 + alt)
+        m_lon = math.radians((WGS84_A / math.sqrt(w) + alt) * math.cos(phi))
+        return lat, lon, alt, dlat * m_lat, dlon * m_lon, -dalt
+
+    def attitude_rates(self, t: float) -> tuple[float, float, float, float, float, float]:
+        """roll, pitch, yaw (rad, -pi..pi), p, q, r (rad/s) at one time (`attitude_at`/`body_rates_at`)."""
+        roll, droll = self.roll.at(t)
+        pitch, dpitch = self.pitch.at(t)
+        yaw, dyaw = self.yaw.at(t)
+        sr, cr, sp, cp = math.sin(roll), math.cos(roll), math.sin(pitch), math.cos(pitch)
+        p = droll - dyaw * sp
+        q = dpitch * cr + dyaw * sr * cp
+        r = -dpitch * sr + dyaw * cr * cp
+        return _wrap_one(roll), _wrap_one(pitch), _wrap_one(yaw), p, q, r
 
     def pose_at(self, t: float) -> Pose:
         """The vehicle's pose at time t, what the simulated camera renders from."""
-        lat, lon, alt = self.position_at(t)
-        roll, pitch, yaw = self.attitude_at(t)
-        return Pose(float(lat[0]), float(lon[0]), float(alt[0]), float(roll[0]), float(pitch[0]), float(yaw[0]))
+        lat, lon, alt = self.lat.at(t)[0], self.lon.at(t)[0], self.alt.at(t)[0]
+        roll, pitch, yaw = self.roll.at(t)[0], self.pitch.at(t)[0], self.yaw.at(t)[0]
+        return Pose(lat, lon, alt, _wrap_one(roll), _wrap_one(pitch), _wrap_one(yaw))
 
     def track(self) -> PoseTrack:
         """The fit sampled at the recorded positions' times (the timeline's `truth` samples)."""

@@ -304,3 +304,15 @@ def test_the_copter_replay_serves_smooth_streams_between_samples(copter: Timelin
     lin_kink, lin_gap = _kinks_and_consistency(dataclasses.replace(copter, fit=None), t0, t0 + 20.0)
     assert fit_kink < lin_kink / 3, (fit_kink, lin_kink)
     assert fit_gap < 0.5 and fit_gap < lin_gap / 3, (fit_gap, lin_gap)
+
+
+def test_one_time_and_many_times_give_the_same_state(copter: Timeline) -> None:
+    # the vehicle and the camera ask one time at a time (plain floats); the figures ask arrays
+    fit = copter.fit
+    assert fit is not None
+    tq = np.concatenate([np.linspace(-5.0, copter.duration + 5.0, 3001), fit.t_att[::50], fit.t_pos[::50]])
+    one = np.array([fit.attitude_rates(float(x)) + fit.position_velocity(float(x)) for x in tq]).T
+    many = np.vstack([*fit.attitude_at(tq), *fit.body_rates_at(tq), *fit.position_at(tq), *fit.velocity_at(tq)])
+    assert np.abs(one - many).max() < 1e-6
+    pose = copter.pose_at(float(tq[1000]))
+    assert (pose.lat_deg, pose.yaw_rad) == pytest.approx((one[6, 1000], one[2, 1000]), abs=1e-12)
