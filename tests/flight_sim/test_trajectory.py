@@ -17,7 +17,10 @@ import numpy as np
 import pytest
 from pymavlink import mavutil
 
+from flight_sim.render import MOTION_DT_S, WorldRenderer
 from flight_sim.resample import Resampler
+from flight_sim.scenario import Scenario
+from flight_sim.sim import CameraRig
 from flight_sim.timeline import Event, Timeline
 from flight_sim.tlog import read_tlog
 from flight_sim.trajectory import (
@@ -316,3 +319,26 @@ def test_one_time_and_many_times_give_the_same_state(copter: Timeline) -> None:
     assert np.abs(one - many).max() < 1e-6
     pose = copter.pose_at(float(tq[1000]))
     assert (pose.lat_deg, pose.yaw_rad) == pytest.approx((one[6, 1000], one[2, 1000]), abs=1e-12)
+
+
+def test_the_camera_of_a_replay_renders_at_the_fitted_pose(copter: Timeline, scenario: Scenario,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = []
+    monkeypatch.setattr(WorldRenderer, "render", lambda self, pose, t_s, pose_later=None: seen.append(
+        (t_s, pose, pose_later)) or np.zeros((2, 2, 3), np.uint8))
+    rig = CameraRig.build(scenario, copter, world=object())
+    fit = copter.fit
+    assert fit is not None
+    # between two samples of the fastest rotation, where straight lines and the fit disagree most
+    t = float(fit.t_att[np.searchsorted(fit.t_att, 475.0)] + 0.1)
+    rig.camera.render_at(t)
+    (t_s, pose, later), = seen
+    roll, pitch, yaw, *_ = fit.attitude_rates(t)
+    assert t_s == t and (pose.roll_rad, pose.pitch_rad, pose.yaw_rad) == pytest.approx((roll, pitch, yaw), abs=1e-12)
+    assert later.roll_rad == pytest.approx(fit.attitude_rates(t + MOTION_DT_S)[0], abs=1e-12)
+    # and not the straight line between the recorded samples either side (0.55 deg apart here)
+    att = copter.of("ATTITUDE")
+    i = int(np.searchsorted([e.t for e in att], t)) - 1
+    a, b = att[i], att[i + 1]
+    linear = a.fields["roll"] + (t - a.t) / (b.t - a.t) * (b.fields["roll"] - a.fields["roll"])
+    assert abs(math.degrees(pose.roll_rad - linear)) > 0.3
