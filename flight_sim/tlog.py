@@ -269,6 +269,7 @@ def _build_timeline(p: Path, decoded: list[tuple[float, Any]], sysid: int, compi
         notes.append(f"no PARAM_VALUE in the log: answering with {len(ordered)} default parameters")
     # the camera renders from, and the vehicle resamples, a smooth fit through the recorded samples
     fit = Trajectory.from_events(events)
+    notes += fit.notes
     return Timeline(
         events=events,
         params=ordered,

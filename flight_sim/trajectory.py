@@ -39,6 +39,8 @@ MAX_HERMITE_GAP_S = 2.0
 # WGS84: the ellipsoid GLOBAL_POSITION_INT's lat/lon are on
 WGS84_A = 6378137.0
 WGS84_E2 = 6.69437999014e-3
+# the ATTITUDE fields the fit reads, in the order it reads them
+ATTITUDE_KEYS = ("roll", "pitch", "yaw", "rollspeed", "pitchspeed", "yawspeed")
 # cos(pitch) is kept at least this far from 0 in the Euler-rate equations (pitch within 0.06 deg of +-90)
 MIN_COS_PITCH = 1e-3
 
@@ -181,6 +183,22 @@ class Trajectory:
     """Position and attitude of a recorded flight at any time, and their rates (see the module's docstring)."""
 
     def __init__(self, position: Sequence[Event], attitude: Sequence[Event]) -> None:
+        # what the fit had to make up, for the timeline's notes (a log without velocities or rates)
+        self.notes: list[str] = []
+        self._fit_position(position)
+        att = [e for e in attitude if all(math.isfinite(e.fields[k]) for k in ATTITUDE_KEYS)]
+        if len(att) < len(attitude):
+            self.notes.append(f"{len(attitude) - len(att)} ATTITUDE messages with a NaN or infinite field "
+                              "left out of the replay's trajectory")
+        self.has_attitude = bool(att)
+        if att:
+            self._fit_attitude(att)
+        else:
+            self.t_att = self.t_pos[:1]
+            zero = np.zeros(1)
+            self.roll = self.pitch = self.yaw = HermiteCurve(self.t_att, zero, zero)
+
+    def _fit_position(self, position: Sequence[Event]) -> None:
         pos = [e for e in position if e.fields["lat"] != 0 or e.fields["lon"] != 0]
         if not pos:
             raise ValueError("no GLOBAL_POSITION_INT with a position fix")
@@ -188,29 +206,32 @@ class Trajectory:
         lat = np.array([e.fields["lat"] for e in pos], dtype=float) / 1e7
         lon = np.array([e.fields["lon"] for e in pos], dtype=float) / 1e7
         alt = np.array([e.fields["alt"] for e in pos], dtype=float) / 1e3
-        vn = np.array([e.fields["vx"] for e in pos], dtype=float) / 100.0
-        ve = np.array([e.fields["vy"] for e in pos], dtype=float) / 100.0
-        vd = np.array([e.fields["vz"] for e in pos], dtype=float) / 100.0
+        v = np.array([[e.fields[k] for k in ("vx", "vy", "vz")] for e in pos], dtype=float).T / 100.0
         m_per_deg_lat, m_per_deg_lon = metres_per_degree(lat, alt)
-        self.lat = HermiteCurve(self.t_pos, lat, vn / m_per_deg_lat)
-        self.lon = HermiteCurve(self.t_pos, lon, ve / m_per_deg_lon)
-        self.alt = HermiteCurve(self.t_pos, alt, -vd)
-        self.has_attitude = bool(attitude)
-        if attitude:
-            self.t_att, att = _unique_times(list(attitude))
-            roll = np.array([e.fields["roll"] for e in att], dtype=float)
-            pitch = np.array([e.fields["pitch"] for e in att], dtype=float)
-            yaw = np.array([e.fields["yaw"] for e in att], dtype=float)
-            p, q, r = (np.array([e.fields[k] for e in att], dtype=float)
-                       for k in ("rollspeed", "pitchspeed", "yawspeed"))
-            droll, dpitch, dyaw = body_to_euler_rates(roll, pitch, p, q, r)
-            self.roll = HermiteCurve(self.t_att, unwrap_with_rates(self.t_att, roll, droll), droll)
-            self.pitch = HermiteCurve(self.t_att, unwrap_with_rates(self.t_att, pitch, dpitch), dpitch)
-            self.yaw = HermiteCurve(self.t_att, unwrap_with_rates(self.t_att, yaw, dyaw), dyaw)
-        else:
-            self.t_att = self.t_pos[:1]
-            zero = np.zeros(1)
-            self.roll = self.pitch = self.yaw = HermiteCurve(self.t_att, zero, zero)
+        slopes = [v[0] / m_per_deg_lat, v[1] / m_per_deg_lon, -v[2]]
+        if not np.any(v) and len(self.t_pos) > 1 and (np.ptp(lat) > 0 or np.ptp(lon) > 0 or np.ptp(alt) > 0):
+            # a stack that sends GLOBAL_POSITION_INT without velocities: a vehicle that moves has
+            # none of zero, and slopes of zero would stop it at every sample
+            slopes = [np.gradient(y, self.t_pos) for y in (lat, lon, alt)]
+            self.notes.append("GLOBAL_POSITION_INT carries no velocity (vx/vy/vz all 0) while the vehicle moves: "
+                              "the replay's trajectory takes its slopes from the positions")
+        self.lat = HermiteCurve(self.t_pos, lat, slopes[0])
+        self.lon = HermiteCurve(self.t_pos, lon, slopes[1])
+        self.alt = HermiteCurve(self.t_pos, alt, slopes[2])
+
+    def _fit_attitude(self, att: list[Event]) -> None:
+        self.t_att, att = _unique_times(att)
+        roll, pitch, yaw, p, q, r = (np.array([e.fields[k] for e in att], dtype=float) for k in ATTITUDE_KEYS)
+        droll, dpitch, dyaw = body_to_euler_rates(roll, pitch, p, q, r)
+        angles = [unwrap_with_rates(self.t_att, a, d) for a, d in ((roll, droll), (pitch, dpitch), (yaw, dyaw))]
+        rates = [droll, dpitch, dyaw]
+        if not (np.any(p) or np.any(q) or np.any(r)) and len(self.t_att) > 1 and any(np.ptp(a) > 0 for a in angles):
+            # ATTITUDE without rates (all 0) while the angles change: slopes from the angles, the short way
+            angles = [np.unwrap(a) for a in (roll, pitch, yaw)]
+            rates = [np.gradient(a, self.t_att) for a in angles]
+            self.notes.append("ATTITUDE carries no rates (rollspeed/pitchspeed/yawspeed all 0) while the angles "
+                              "change: the replay's trajectory takes its slopes from the angles")
+        self.roll, self.pitch, self.yaw = (HermiteCurve(self.t_att, a, d) for a, d in zip(angles, rates, strict=True))
 
     @classmethod
     def from_events(cls, events: Sequence[Event]) -> Trajectory:

@@ -342,3 +342,32 @@ def test_the_camera_of_a_replay_renders_at_the_fitted_pose(copter: Timeline, sce
     a, b = att[i], att[i + 1]
     linear = a.fields["roll"] + (t - a.t) / (b.t - a.t) * (b.fields["roll"] - a.fields["roll"])
     assert abs(math.degrees(pose.roll_rad - linear)) > 0.3
+
+
+def test_a_nan_attitude_is_left_out_and_does_not_poison_the_rest() -> None:
+    events = _circle_events(seconds=10.0)
+    att = [e for e in events if e.name == "ATTITUDE"]
+    bad = Event(att[5].t + 0.1, "ATTITUDE", dict(att[5].fields, yaw=float("nan"), yawspeed=float("nan")))
+    fit = Trajectory.from_events(sorted([*events, bad], key=lambda e: e.t))
+    assert fit.notes == ["1 ATTITUDE messages with a NaN or infinite field left out of the replay's trajectory"]
+    t = np.arange(0.01, 9.5, 0.05)
+    assert np.abs(_wrapped(fit.attitude_at(t)[2] - _circle(t - 0.01)["yaw"])).max() < math.radians(0.05)
+
+
+def test_a_log_without_velocities_or_rates_takes_its_slopes_from_the_samples() -> None:
+    # some stacks send GLOBAL_POSITION_INT with vx/vy/vz 0 and ATTITUDE without rates: slopes of 0
+    # would stop the vehicle at every sample
+    events = []
+    for e in _circle_events(seconds=20.0):
+        zeroed = ("vx", "vy", "vz") if e.name == "GLOBAL_POSITION_INT" else ("rollspeed", "pitchspeed", "yawspeed")
+        events.append(Event(e.t, e.name, dict(e.fields, **dict.fromkeys(zeroed, 0))))
+    fit = Trajectory.from_events(events)
+    assert len(fit.notes) == 2 and "no velocity" in fit.notes[0] and "no rates" in fit.notes[1]
+    t_rec = np.array([e.t for e in events if e.name == "GLOBAL_POSITION_INT"])
+    mid = (t_rec[1:-2] + t_rec[2:-1]) / 2
+    vn, ve, _ = fit.velocity_at(mid)
+    assert np.hypot(vn, ve) == pytest.approx(np.full(len(mid), SPEED), rel=0.02)  # moving, not stopping
+    truth = _circle(mid)
+    lat, lon, _ = fit.position_at(mid)
+    assert _ground_error_m(lat, lon, truth["n"], truth["e"]).max() < 0.05
+    assert fit.body_rates_at(mid)[2] == pytest.approx(_circle(mid)["r"], rel=0.05)
