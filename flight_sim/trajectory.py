@@ -14,7 +14,7 @@ Choices (docs/TELEMETRY.md, "The replay's trajectory"):
   ellipsoid (meridian and prime-vertical radii at the sample's latitude and height).
 - Attitude: Hermite on the Euler angles (roll, pitch, yaw), unwrapped so a yaw through +-180 deg
   is a short continuous turn, not a spin. ATTITUDE's rollspeed/pitchspeed/yawspeed are body rates
-  (p, q, r), not Euler-angle rates; in a 45 deg bank they differ by 30 % or more, so they are turned
+  (p, q, r), not Euler-angle rates; in a level 45 deg bank the gyros see 29 % less than the yaw rate, so they are turned
   into Euler rates with the kinematic equations before the fit, and the fit's Euler rates are
   turned back into body rates when the vehicle serves them. Quaternion squad would avoid the
   pitch +-90 deg singularity, which a fixed wing or copter survey never reaches; Euler Hermite
