@@ -5,8 +5,14 @@ holds one type at its recorded rate only. To serve the payload at the rate it as
 endpoint (flight_sim/vehicle.py) sends, on its own schedule, the recorded type interpolated at the
 moment of sending: continuous fields linearly between the recorded messages either side (angles
 the short way round), everything else (flags, fix type, counts) from the last recorded message, as
-a vehicle's state holds between updates. Linear is what the payload itself assumes between samples,
-so a resampled stream adds no shape of its own (issue 29 item 4's fitted trajectory would replace it).
+a vehicle's state holds between updates.
+
+A recorded flight (a tlog) carries a fitted trajectory (`Timeline.fit`, flight_sim/trajectory.py):
+for GLOBAL_POSITION_INT and ATTITUDE the position, velocity, attitude and body rates come from it
+instead, so a stream asked for at 25 Hz follows the manoeuvre between the recorded 4 Hz samples
+(and passes through them) rather than cutting its corners; its velocities and rates are the fit's
+own derivative, so they agree with how the served position and attitude move. A scripted survey
+has no fit; its recorded 10 Hz is interpolated linearly, as before.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import math
 from typing import Any
 
 from flight_sim.timeline import Timeline
+from flight_sim.trajectory import Trajectory
 
 # the fields that vary continuously, per message (the rest hold their last recorded value)
 CONTINUOUS: dict[str, tuple[str, ...]] = {
@@ -32,6 +39,36 @@ PERIOD: dict[tuple[str, str], float] = {
     ("GLOBAL_POSITION_INT", "hdg"): 36000.0, ("GPS_RAW_INT", "cog"): 36000.0, ("VFR_HUD", "heading"): 360.0,
 }
 UNKNOWN_ANGLE = 65535
+# the types a fitted trajectory serves (the rest are interpolated as above)
+FITTED = ("GLOBAL_POSITION_INT", "ATTITUDE")
+
+
+def _has_fix(fields: dict[str, Any]) -> bool:
+    return fields.get("lat", 0) != 0 or fields.get("lon", 0) != 0
+
+
+def _fitted_position(fit: Trajectory, t: float, out: dict[str, Any], blended_alt_mm: float) -> None:
+    """GLOBAL_POSITION_INT's position and velocity from the fit, in the message's units (in place).
+
+    relative_alt keeps the recorded offset between the two altitudes (home's height), moved by
+    the fit's altitude.
+    """
+    lat, lon, alt, vn, ve, vd = fit.position_velocity(t)
+    alt_mm = alt * 1e3
+    if "relative_alt" in out:
+        out["relative_alt"] = int(round(out["relative_alt"] + alt_mm - blended_alt_mm))
+    out["lat"] = int(round(lat * 1e7))
+    out["lon"] = int(round(lon * 1e7))
+    out["alt"] = int(round(alt_mm))
+    for key, v in (("vx", vn), ("vy", ve), ("vz", vd)):
+        out[key] = int(round(v * 100.0))
+
+
+def _fitted_attitude(fit: Trajectory, t: float, out: dict[str, Any]) -> None:
+    """ATTITUDE's angles and body rates from the fit (in place)."""
+    keys = ("roll", "pitch", "yaw", "rollspeed", "pitchspeed", "yawspeed")
+    for key, v in zip(keys, fit.attitude_rates(t), strict=True):
+        out[key] = float(v)
 
 
 def _blend(a: Any, b: Any, w: float, period: float | None) -> Any:
@@ -79,4 +116,10 @@ class Resampler:
         for key in CONTINUOUS.get(name, ()):
             if key in out and key in nxt:
                 out[key] = _blend(out[key], nxt[key], w, PERIOD.get((name, key)))
+        fit = self.timeline.fit
+        if fit is not None and name == "GLOBAL_POSITION_INT" and _has_fix(fs[i]) and _has_fix(nxt):
+            # the blended relative_alt is shifted by the fit's alt minus the blended alt
+            _fitted_position(fit, t, out, float(out.get("alt", 0)))
+        elif fit is not None and name == "ATTITUDE" and fit.has_attitude:
+            _fitted_attitude(fit, t, out)
         return out

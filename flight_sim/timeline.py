@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from payload.types import Pose
+
+if TYPE_CHECKING:
+    from flight_sim.trajectory import Trajectory
 
 # The messages a vehicle endpoint streams (HOME_POSITION and MOUNT_STATUS when the source has them).
 STREAMED = (
@@ -127,6 +130,10 @@ class Timeline:
     bad_crc_by_msgid: dict[int, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     autopilot_version: dict[str, Any] | None = None
+    # A recorded flight's fitted trajectory (flight_sim/trajectory.py): the camera renders from it and
+    # the vehicle resamples GLOBAL_POSITION_INT and ATTITUDE from it. None for a scripted flight,
+    # whose `truth` is already smooth and finely sampled.
+    fit: Trajectory | None = None
 
     def __post_init__(self) -> None:
         self._times = [e.t for e in self.events]
@@ -180,30 +187,7 @@ class Timeline:
 
     def pose_at(self, t: float) -> Pose:
         """The vehicle's true pose at time t (what the simulated camera renders from)."""
+        if self.fit is not None:
+            return self.fit.pose_at(t)
         return self.truth.pose_at(t)
 
-
-def track_from_events(events: Sequence[Event]) -> PoseTrack:
-    """True pose from recorded telemetry: GLOBAL_POSITION_INT with a fix, ATTITUDE interpolated to it.
-
-    A recorded flight has no better truth than its own estimate, so the camera renders from it.
-    """
-    pos = [e for e in events if e.name == "GLOBAL_POSITION_INT" and (e.fields["lat"] != 0 or e.fields["lon"] != 0)]
-    att = [e for e in events if e.name == "ATTITUDE"]
-    if not pos:
-        raise ValueError("no GLOBAL_POSITION_INT with a position fix")
-    t, idx = np.unique(np.array([e.t for e in pos]), return_index=True)
-    lat = np.array([pos[i].fields["lat"] for i in idx]) / 1e7
-    lon = np.array([pos[i].fields["lon"] for i in idx]) / 1e7
-    alt = np.array([pos[i].fields["alt"] for i in idx]) / 1e3
-    if att:
-        ta, ia = np.unique(np.array([e.t for e in att]), return_index=True)
-        r = np.unwrap(np.array([att[i].fields["roll"] for i in ia]))
-        p = np.unwrap(np.array([att[i].fields["pitch"] for i in ia]))
-        y = np.unwrap(np.array([att[i].fields["yaw"] for i in ia]))
-        roll = (np.interp(t, ta, r) + np.pi) % (2 * np.pi) - np.pi
-        pitch = (np.interp(t, ta, p) + np.pi) % (2 * np.pi) - np.pi
-        yaw = (np.interp(t, ta, y) + np.pi) % (2 * np.pi) - np.pi
-    else:
-        roll = pitch = yaw = np.zeros_like(t)
-    return PoseTrack(t, lat, lon, alt, roll, pitch, yaw)

@@ -24,7 +24,8 @@ from pymavlink.dialects.v20 import ardupilotmega as mav2
 
 from flight_sim import mav
 from flight_sim.errors import TlogError
-from flight_sim.timeline import STREAMED, Event, Param, Timeline, track_from_events
+from flight_sim.timeline import STREAMED, Event, Param, Timeline
+from flight_sim.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +267,9 @@ def _build_timeline(p: Path, decoded: list[tuple[float, Any]], sysid: int, compi
     if not ordered:
         ordered = default_params(sysid, hb0.type)
         notes.append(f"no PARAM_VALUE in the log: answering with {len(ordered)} default parameters")
+    # the camera renders from, and the vehicle resamples, a smooth fit through the recorded samples
+    fit = Trajectory.from_events(events)
+    notes += fit.notes
     return Timeline(
         events=events,
         params=ordered,
@@ -273,7 +277,8 @@ def _build_timeline(p: Path, decoded: list[tuple[float, Any]], sysid: int, compi
         compid=compid,
         vehicle_type=int(hb0.type),
         autopilot=int(hb0.autopilot),
-        truth=track_from_events(events),
+        truth=fit.track(),
+        fit=fit,
         source=str(p),
         t0_unix=t0,
         notes=notes,

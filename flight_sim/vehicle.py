@@ -17,8 +17,9 @@ payload unless addressed to the autopilot alone, and those addressed to the auto
 everyone) are answered here.
 Stream rates, as ArduPilot honours them (`rate_requests="ardupilot"`, the default): every type
 streams at its recorded rate until a client sends MAV_CMD_SET_MESSAGE_INTERVAL for it (ACK
-ACCEPTED); from then on it is sent at the requested interval, interpolated from the recording
-(flight_sim/resample.py), and its recorded messages are no longer sent (interval 0 restores them,
+ACCEPTED); from then on it is sent at the requested interval, resampled from the recording
+(flight_sim/resample.py: a tlog's positions and attitudes from its fitted trajectory,
+flight_sim/trajectory.py), and its recorded messages are no longer sent (interval 0 restores them,
 -1 stops the type). REQUEST_DATA_STREAM for a named group sets every recorded type of that group
 the same way. MAV_DATA_STREAM_ALL (dronekit sends it at 4 Hz while connecting, a ground station's
 stream-rate slider sends it) is recorded and leaves the recorded rates: the recorded rates are

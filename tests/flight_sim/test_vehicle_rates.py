@@ -61,10 +61,11 @@ def _count(client: mavutil.mavfile, name: str, seconds: float) -> list:
     return out
 
 
-def test_resampling_interpolates_between_recorded_messages(copter: Timeline) -> None:
-    atts = copter.of("ATTITUDE")
+def test_resampling_interpolates_between_recorded_messages(survey: Timeline) -> None:
+    # a scripted survey is resampled linearly (a recorded flight from its fit: test_trajectory.py)
+    atts = survey.of("ATTITUDE")
     a, b = atts[500], atts[501]
-    r = Resampler(copter)
+    r = Resampler(survey)
     mid = r.fields_at("ATTITUDE", (a.t + b.t) / 2)
     assert mid is not None
     assert mid["time_boot_ms"] == pytest.approx((a.fields["time_boot_ms"] + b.fields["time_boot_ms"]) / 2, abs=1)
