@@ -202,20 +202,9 @@ def run_build(
 
     t0 = time.monotonic()
     cpu_only = cpu_only or cfg.edgetpu.cpu_only
-    if labels and init_from is None:
-        raise BuildError("--labels needs --init-from BUNDLE: labels fine-tune a bundle (the labels alone are too few "
-                         "to train one); to train from scratch on labelled folders use data.source: folder")
-    if init_from is not None and not labels:
-        raise BuildError("--init-from needs --labels DIR [DIR ...]: the labelled flight tiles to fine-tune on")
-    parent = None
-    if init_from is not None:
-        parent = labels_mod.load_parent(init_from)
-        log.info("fine-tuning %s (model %s...): its graph %s", init_from, parent.model_sha256[:12],
-                 json.dumps(parent.model.model_dump(mode="json")))
-        cfg = cfg.model_copy(update={"model": parent.model})
-    else:
+    cfg, parent, label_sources = fine_tune_inputs(cfg, labels, init_from)
+    if parent is None:
         check_weights(cfg.model)  # offline imagenet or a bad file fails here, before any data or training
-    label_sources = [labels_mod.read_labels(Path(d)) for d in labels or []]
     if cfg.resolved_train() is not cfg.train:
         t = cfg.resolved_train()
         log.info("no backbone stage trains: the head's schedule (train.head_only): %d epochs, batch %d, lr %g",
@@ -422,6 +411,29 @@ def run_build(
         shutil.rmtree(workdir, ignore_errors=True)
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def fine_tune_inputs(cfg: BuildConfig, labels: list[Path] | None,
+                     init_from: Path | None) -> tuple[BuildConfig, Any, list[Any]]:
+    """The parent bundle and the label folders of a fine-tune, read before anything trains.
+
+    Returns the config with the parent's model config in place of `cfg.model` (the same graph, to
+    load its weights into), the parent (None for an ordinary build) and the label sources.
+    """
+    from . import labels as labels_mod
+
+    if labels and init_from is None:
+        raise BuildError("--labels needs --init-from BUNDLE: labels fine-tune a bundle (the labels alone are too few "
+                         "to train one); to train from scratch on labelled folders use data.source: folder")
+    if init_from is not None and not labels:
+        raise BuildError("--init-from needs --labels DIR [DIR ...]: the labelled flight tiles to fine-tune on")
+    if init_from is None:
+        return cfg, None, []
+    parent = labels_mod.load_parent(init_from)
+    log.info("fine-tuning %s (model %s...): its graph %s", init_from, parent.model_sha256[:12],
+             json.dumps(parent.model.model_dump(mode="json")))
+    sources = [labels_mod.read_labels(Path(d)) for d in labels or []]
+    return cfg.model_copy(update={"model": parent.model}), parent, sources
 
 
 def label_figures(parent: Any, int8_path: Path, split: Any, thresholds: dict[str, float],
