@@ -87,11 +87,11 @@ def train(cfg: BuildConfig, splits: DataSplits, workdir: Path,
     log.info("head reads %s (%s pooling); trainable backbone stages: %s",
              "+".join(cfg.model.resolved_head_stages()), "+".join(cfg.model.head_pooling),
              ", ".join(cfg.model.resolved_trainable_stages()) or "none")
-    n_cal = min(128 if size <= 128 else 48, len(splits.train))
-    cal = np.stack([img for img, _ in iterate_images(subset(splits.train, n_cal, seed=cfg.data.seed), size,
-                                                       cfg.data.seed)])
     # before any activation is cached: the frozen stages (random init) and the features norm are BN
     if init_weights is None:
+        n_cal = min(128 if size <= 128 else 48, len(splits.train))
+        cal = np.stack([img for img, _ in iterate_images(subset(splits.train, n_cal, seed=cfg.data.seed), size,
+                                                           cfg.data.seed)])
         log.info("calibrating BatchNorm statistics (%s) on %d training images",
                  "every layer: random init" if random_init else "features norm", len(cal))
         calibrate_batchnorm(model, cal, None if random_init else (FEATURES_NORM,))
