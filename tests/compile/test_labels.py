@@ -2,13 +2,12 @@
 
 A tiny parent (64 px, 40 images per class, 3 epochs: ~15 s) is built once per module through the CLI,
 then fine-tuned on label folders written as `payload review` writes them (labels.csv + class folders of
-JPEG tiles), drawn from the canopy generator's held-out looks so the labels show what the parent never
-trained on.
+JPEG tiles; tools/synthetic_labels.py), drawn from the canopy generator's held-out looks so the labels
+show what the parent never trained on.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -19,45 +18,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from PIL import Image
 
-from compile import canopy
 from compile.bundle import finalize, staging_dir
 from compile.config import DataConfig
 from compile.errors import BuildError, DataError
 from compile.labels import labels_folder, load_parent, mix, read_labels, repeats_needed, split_labels
 from compile.synthetic import CLASSES
 from payload.bundle import CARD, CPU_MODEL, FLOAT_WEIGHTS, ModelCard, load_bundle, sha256_file
+from tools.synthetic_labels import write_flight  # labels.csv with payload review's own columns
 
 ROOT = Path(__file__).resolve().parents[2]
-# payload/report/review.py CSV_FIELDS, spelled out: the test pins the format compile reads
-REVIEW_FIELDS = ("tile_id", "label", "labelled_utc", "model_label", "model_sha256", "kind")
 TINY = {"data": {"synthetic_per_class": 40, "jpeg_quality": None, "heldout_per_class": 0},
         "augment": {"enabled": False},
         "model": {"input_size": 64, "weights": "none"},
         "train": {"epochs": 3, "batch_size": 32, "head_only": {"epochs": 3, "batch_size": 32, "learning_rate": 1e-3}},
         "evaluate": {"gsd_images": 0},
         "quantize": {"representative_images": 16, "agreement_floor": 0.5}}
-
-
-def write_flight(root: Path, seed: int, per_class: int, unsure: int = 2) -> Path:
-    """A flight folder with labels/labels.csv and labels/<class>/<tile>.jpg as `payload review` leaves them."""
-    lab = root / "labels"
-    rng = np.random.default_rng(seed)
-    rows = []
-    for cls in (*CLASSES, "unsure"):
-        (lab / cls).mkdir(parents=True, exist_ok=True)
-        for i in range(unsure if cls == "unsure" else per_class):
-            tile = f"{root.name}_{cls}_{i:03d}"
-            img = canopy.canopy_image(CLASSES[i % 3] if cls == "unsure" else cls, 96, rng, "heldout")
-            Image.fromarray(img).save(lab / cls / f"{tile}.jpg", quality=90)
-            rows.append({"tile_id": tile, "label": cls, "labelled_utc": "2026-12-07T05:00:00Z",
-                         "model_label": "healthy", "model_sha256": "0" * 64, "kind": "margin"})
-    with (lab / "labels.csv").open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=REVIEW_FIELDS, lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
-    return root
 
 
 def build(*args: str) -> subprocess.CompletedProcess:
