@@ -131,6 +131,11 @@ def split_labels(sources: list[LabelSource], holdout: float, seed: int) -> Label
     """
     if not sources:
         raise DataError("--labels needs at least one DIR")
+    folders = [s.folder.resolve() for s in sources]
+    twice = sorted({str(f) for f in folders if folders.count(f) > 1})
+    if twice:
+        raise DataError(f"--labels names the same label folder more than once ({', '.join(twice)}): one field "
+                        "could land in both training and evaluation; give each flight once")
     rng = np.random.default_rng([seed, 26])
     train_p: list[str] = []
     train_y: list[int] = []

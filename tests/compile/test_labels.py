@@ -97,6 +97,8 @@ def test_several_fields_are_held_back_whole(tmp_path: Path) -> None:
     assert sorted(roles.values()).count("evaluation") == 1
     assert s.facts["evaluation"] == "other fields"
     assert s.facts["labels_per_class"] == {c: 12 for c in CLASSES}
+    with pytest.raises(DataError, match="more than once"):  # a flight and its own labels/ folder
+        split_labels([sources[0], read_labels(tmp_path / "f0" / "labels"), sources[1]], 0.3, seed=7)
 
 
 def test_one_field_holds_back_tiles_and_says_so(tmp_path: Path) -> None:
