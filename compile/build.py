@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from payload.bundle import CARD, CPU_MODEL, FORMAT_VERSION, LABELS, ModelCard
+from payload.bundle import CARD, CPU_MODEL, FLOAT_WEIGHTS, FORMAT_VERSION, LABELS, ModelCard
 
 from . import report
 from .bundle import finalize, staging_dir
@@ -186,24 +186,41 @@ def gsd_ladder(int8_path: Path, cfg: BuildConfig, thresholds: dict[str, float]) 
 
 
 def run_build(
-    cfg: BuildConfig, out: Path, profile: str = "default", cpu_only: bool = False, save_float: Path | None = None
+    cfg: BuildConfig, out: Path, profile: str = "default", cpu_only: bool = False, save_float: Path | None = None,
+    labels: list[Path] | None = None, init_from: Path | None = None,
 ) -> BuildResult:
-    """Build a bundle into `out`. Raises UserError subclasses for operator-fixable problems."""
+    """Build a bundle into `out`. Raises UserError subclasses for operator-fixable problems.
+
+    With `init_from` (and `labels`) the build fine-tunes that bundle: its float weights and its model
+    config (the parent's graph replaces `cfg.model`), the labelled tiles mixed into the synthetic
+    training split, before/after figures on the held-back labels (compile/labels.py).
+    """
+    from . import labels as labels_mod
     from .model import check_weights, describe_weights, export_model
     from .quantize import convert_int8
     from .train import predict_split, train
 
     t0 = time.monotonic()
     cpu_only = cpu_only or cfg.edgetpu.cpu_only
-    check_weights(cfg.model)  # offline imagenet or a bad file fails here, before any data or training
+    cfg, parent, label_sources = fine_tune_inputs(cfg, labels, init_from)
+    if parent is None:
+        check_weights(cfg.model)  # offline imagenet or a bad file fails here, before any data or training
     if cfg.resolved_train() is not cfg.train:
         t = cfg.resolved_train()
         log.info("no backbone stage trains: the head's schedule (train.head_only): %d epochs, batch %d, lr %g",
                  t.epochs, t.batch_size, t.learning_rate)
         cfg = cfg.model_copy(update={"train": t})
     backbone = describe_weights(cfg.model.weights)
+    if parent is not None:
+        backbone = str(parent.card.get("backbone_weights") or backbone)
     warnings = random_backbone_warnings(backbone)
     splits = make_splits(cfg.data)
+    label_split = None
+    label_facts: dict[str, Any] | None = None
+    if label_sources:
+        label_split = labels_mod.split_labels(label_sources, cfg.data.labels_holdout, cfg.data.seed)
+        splits.train, mix_facts = labels_mod.mix(splits.train, label_split.train, cfg.data.labels_share)
+        label_facts = label_split.facts | {"mix": mix_facts}
     log.info("data (%s): %s", splits.source, json.dumps(splits.summary()["counts"]))
     size, seed = cfg.model.input_size, cfg.data.seed
     staging = staging_dir(out)
@@ -211,9 +228,14 @@ def run_build(
     try:
         (staging / "report").mkdir()
         t_train = time.monotonic()
-        trained, history, train_facts = train(cfg, splits, workdir)
+        if parent is None:
+            trained, history, train_facts = train(cfg, splits, workdir)
+        else:
+            trained, history, train_facts = train(cfg, splits, workdir, init_weights=parent.weights)
         train_s = time.monotonic() - t_train
         model = export_model(trained)
+        # the whole float model, for a later --init-from (payload.bundle.FLOAT_WEIGHTS; never loaded in flight)
+        model.save_weights(str(staging / FLOAT_WEIGHTS))
         if save_float is not None:
             save_float.parent.mkdir(parents=True, exist_ok=True)
             model.save(save_float)
@@ -265,6 +287,8 @@ def run_build(
                 "quantize.agreement_floor knowingly"
             )
         heldout = _evaluate_heldout(model, int8_path, splits, chosen_float["thresholds"], thresholds, cfg)
+        if label_split is not None and parent is not None and label_facts is not None:
+            label_facts |= label_figures(parent, int8_path, label_split.eval, thresholds, cfg)
         ladder = gsd_ladder(int8_path, cfg, thresholds)
         precheck = check_model(int8_path, cfg.edgetpu.min_runtime_version)
         log.info("pre-check: %s", "OK" if precheck.ok else "; ".join(precheck.errors))
@@ -278,7 +302,7 @@ def run_build(
         metrics = {"float": m_float, "int8": m_int8, "fidelity": fidelity,
                    "thresholds_int8": chosen, "thresholds_float": chosen_float,
                    "data": splits.summary(), "roc": roc, "backbone_weights": backbone, "warnings": warnings,
-                   "heldout": heldout, "gsd_ladder": ladder}
+                   "heldout": heldout, "gsd_ladder": ladder, "labels": label_facts}
         (staging / "report" / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
         (staging / "report" / "history.json").write_text(json.dumps(history, indent=1) + "\n")
         report.confusion_png(m_float["argmax"]["confusion_matrix"], "float, test, argmax",
@@ -335,6 +359,13 @@ def run_build(
                     "headline": heldout["headline"],
                 },
             },
+            **({} if parent is None else {
+                # the parent's int8 model hash (its card's files[model_int8.tflite]): which bundle this one refines
+                "parent_model_sha256": parent.model_sha256,
+                "init_from": {"path": str(parent.path), "created_utc": parent.card.get("created_utc"),
+                              "profile": parent.card.get("profile"), "thresholds": parent.thresholds},
+                "labels": label_facts,
+            }),
             "working_gsd_mm": None if ladder is None else ladder["working_gsd_mm"],
             "gsd_recall": ladder,
             "training": train_facts | {
@@ -380,6 +411,50 @@ def run_build(
         shutil.rmtree(workdir, ignore_errors=True)
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def fine_tune_inputs(cfg: BuildConfig, labels: list[Path] | None,
+                     init_from: Path | None) -> tuple[BuildConfig, Any, list[Any]]:
+    """The parent bundle and the label folders of a fine-tune, read before anything trains.
+
+    Returns the config with the parent's model config in place of `cfg.model` (the same graph, to
+    load its weights into), the parent (None for an ordinary build) and the label sources.
+    """
+    from . import labels as labels_mod
+
+    if labels and init_from is None:
+        raise BuildError("--labels needs --init-from BUNDLE: labels fine-tune a bundle (the labels alone are too few "
+                         "to train one); to train from scratch on labelled folders use data.source: folder")
+    if init_from is not None and not labels:
+        raise BuildError("--init-from needs --labels DIR [DIR ...]: the labelled flight tiles to fine-tune on")
+    if init_from is None:
+        return cfg, None, []
+    parent = labels_mod.load_parent(init_from)
+    log.info("fine-tuning %s (model %s...): its graph %s", init_from, parent.model_sha256[:12],
+             json.dumps(parent.model.model_dump(mode="json")))
+    sources = [labels_mod.read_labels(Path(d)) for d in labels or []]
+    return cfg.model_copy(update={"model": parent.model}), parent, sources
+
+
+def label_figures(parent: Any, int8_path: Path, split: Any, thresholds: dict[str, float],
+                  cfg: BuildConfig) -> dict[str, Any]:
+    """Before/after on the held-back labels: the parent's int8 model at its thresholds, then this one's.
+
+    Both are the int8 models that fly, each with its own card's thresholds, so `before` is what the
+    parent did over that ground and `after` what the fine-tuned bundle will do.
+    """
+    from .labels import figures
+
+    size, seed = cfg.model.input_size, cfg.data.seed
+    log.info("scoring the parent and the fine-tuned int8 models on %d held-back labels", len(split))
+    before, y, _ = int8_scores(parent.int8_model, split, size, seed)
+    after, _, _ = int8_scores(int8_path, split, size, seed)
+    out = {"before": figures(before, y, parent.thresholds), "after": figures(after, y, thresholds)}
+    for side in ("before", "after"):
+        f = out[side]
+        log.info("held-back labels, %s: accuracy %.3f, disease recall %s, false alarms %s, recall %s", side,
+                 f["accuracy"], f["disease_recall"], f["false_alarm_rate"], json.dumps(f["recall"]))
+    return out
 
 
 def attach_edgetpu(bundle: Path, compiler: str = "edgetpu_compiler", min_runtime: int = 14,

@@ -32,6 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", metavar="imagenet|none|FILE",
                    help="backbone weights, overriding model.weights: imagenet (downloads once), none (random "
                         "init: offline demos and tests) or the path of a local ResNet50 notop .h5 file")
+    p.add_argument("--labels", nargs="+", metavar="DIR",
+                   help="fine-tune on labelled flight tiles (`payload review`): flight folders or their labels/ "
+                        "folders; whole folders are held back for the before/after figures (needs --init-from)")
+    p.add_argument("--init-from", metavar="BUNDLE",
+                   help="start from this bundle's float weights and model config (a bundle built by this version; "
+                        "needs --labels)")
 
     p = sub.add_parser("check", help="Edge TPU pre-check of a .tflite model (no compiler needed)")
     p.add_argument("model", help="path of a .tflite file")
@@ -70,7 +76,9 @@ def _build(args: argparse.Namespace) -> int:
         cfg = type(cfg).model_validate(deep_merge(cfg.model_dump(), over))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     result = run_build(cfg, Path(args.out), profile=args.profile, cpu_only=args.cpu_only,
-                       save_float=Path(args.save_float) if args.save_float else None)
+                       save_float=Path(args.save_float) if args.save_float else None,
+                       labels=[Path(d) for d in args.labels] if args.labels else None,
+                       init_from=Path(args.init_from) if args.init_from else None)
     card = result.card
     m = card["metrics"]
     print(f"bundle: {result.bundle}")
@@ -86,6 +94,14 @@ def _build(args: argparse.Namespace) -> int:
           f"{t.get('activation_cache') or 'off'}); backbone weights: {card.get('backbone_weights')}")
     print(f"thresholds: {json.dumps(card['thresholds'])}; int8 disease recall at thresholds "
           f"{m['int8']['at_thresholds']['disease_recall']:.4f}")
+    lab = card.get("labels")
+    if lab:
+        print(f"fine-tuned from model {card['parent_model_sha256'][:12]}... on {lab['labels_per_class']} labels "
+              f"({lab['mix']['achieved_share']:.0%} of training); split: {lab['split_rule']}")
+        for side in ("before", "after"):
+            f = lab[side]
+            print(f"held-back labels ({f['images']}), {side}: accuracy {f['accuracy']:.3f}, recall "
+                  + ", ".join(f"{c} {'-' if r is None else f'{r:.3f}'}" for c, r in f["recall"].items()))
     edgetpu = card["edgetpu"]
     if edgetpu["compiled"]:
         s = edgetpu["summary"]

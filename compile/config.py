@@ -48,6 +48,16 @@ class DataConfig(StrictModel):
     # clean renders lost rust recall on JPEG frames: chroma subsampling smears small orange lesions.
     # null = clean images. (Folder sources are photos that already went through a camera.)
     jpeg_quality: tuple[int, int] | None = (60, 95)
+    # Fine-tuning on labelled flight tiles (`compile build --labels DIR... --init-from BUNDLE`,
+    # compile/labels.py, docs/TRAINING_DATA.md "Retraining from labels"). The labelled training tiles are
+    # repeated so that they make up this share of the training stream (and so of each shuffled batch, on
+    # average): a few dozen labels among thousands of synthetic images would otherwise barely move the
+    # model, and all labels alone would make it forget the synthetic looks it still needs.
+    labels_share: float = Field(0.3, gt=0, lt=1)
+    # Labels held back for the before/after figures, never trained on: with several label folders
+    # (fields), this share of the folders (at least one, at least one kept for training), whole; with
+    # one folder, this share of its tiles per class (evaluation is then within one field).
+    labels_holdout: float = Field(0.3, gt=0, lt=1)
 
     @model_validator(mode="after")
     def _folder_needs_path(self) -> DataConfig:

@@ -29,7 +29,11 @@ SPLITS = ("train", "val", "test")
 
 @dataclass
 class Split:
-    """One split: per item a label and either a file path or a synthetic seed."""
+    """One split: per item a label and either a file path or a synthetic seed.
+
+    A mixed split (synthetic images and labelled flight tiles, compile/labels.py) has both lists:
+    an item with a path ("" = none) is that file, the others are synthetic records by seed.
+    """
 
     labels: np.ndarray
     paths: list[str] | None = None  # folder source
@@ -40,6 +44,11 @@ class Split:
 
     def __len__(self) -> int:
         return int(self.labels.size)
+
+    @property
+    def mixed(self) -> bool:
+        """Both kinds of item: files (non-empty paths) and synthetic records (seeds)."""
+        return self.paths is not None and self.seeds is not None
 
     def counts(self) -> dict[str, int]:
         c = Counter(int(x) for x in self.labels)
@@ -269,7 +278,19 @@ def make_dataset(
 
     n_classes = len(CLASSES)
     labels = split.labels.astype(np.int32)
-    if split.seeds is not None:
+    if split.mixed:
+        index = np.arange(len(split), dtype=np.int64)
+        ds = tf.data.Dataset.from_tensor_slices((labels, index))
+        if shuffle:
+            ds = ds.shuffle(len(split), seed=base_seed, reshuffle_each_iteration=True)
+
+        def _mixed(label, i):
+            img = tf.numpy_function(lambda k: record_image(split, int(k), size, base_seed), [i], tf.uint8)
+            img = tf.ensure_shape(img, (size, size, 3))
+            return tf.cast(img, tf.float32), label
+
+        ds = ds.map(_mixed, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    elif split.seeds is not None:
         seeds = split.seeds.astype(np.int64)
         q, part, gen = split.jpeg_quality, split.part, split.generator
         ds = tf.data.Dataset.from_tensor_slices((labels, seeds))
@@ -323,16 +344,26 @@ def iterate_images(split: Split, size: int, base_seed: int, limit: int | None = 
     """Yield (uint8 image, label) one by one without TensorFlow (int8 evaluation, representative set)."""
     n = len(split) if limit is None else min(limit, len(split))
     for i in range(n):
-        label = int(split.labels[i])
-        if split.seeds is not None:
-            yield synthetic_image(label, int(split.seeds[i]), size, base_seed, split.jpeg_quality, split.part,
-                                  split.generator), label
-        else:
-            from PIL import Image
+        yield record_image(split, i, size, base_seed), int(split.labels[i])
 
-            with Image.open((split.paths or [])[i]) as im:
-                img = im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-            yield np.asarray(img, dtype=np.uint8), label
+
+def file_image(path: str, size: int) -> np.ndarray:
+    """An image file as the model's uint8 RGB input (bilinear resize, as the int8 evaluation always did)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        img = im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def record_image(split: Split, i: int, size: int, base_seed: int) -> np.ndarray:
+    """Item i of a split as uint8 RGB: its file when it has a path, else its synthetic record."""
+    if split.paths is not None and split.paths[i]:
+        return file_image(split.paths[i], size)
+    if split.seeds is None:
+        raise ValueError(f"split item {i} has neither a path nor a seed")
+    return synthetic_image(int(split.labels[i]), int(split.seeds[i]), size, base_seed, split.jpeg_quality,
+                           split.part, split.generator)
 
 
 def heldout_factors(split: Split, base_seed: int) -> list[str | None]:

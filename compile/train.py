@@ -51,9 +51,18 @@ def set_seeds(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def train(cfg: BuildConfig, splits: DataSplits, workdir: Path) -> tuple[Any, dict[str, list[float]], dict[str, Any]]:
-    """Train the classifier; return (best Keras model, history, training facts for the model card)."""
+def train(cfg: BuildConfig, splits: DataSplits, workdir: Path,
+          init_weights: Path | None = None) -> tuple[Any, dict[str, list[float]], dict[str, Any]]:
+    """Train the classifier; return (best Keras model, history, training facts for the model card).
+
+    With `init_weights` (a parent bundle's payload.bundle.FLOAT_WEIGHTS, compile/labels.py) the model
+    is built with `cfg.model` (the parent's graph), every weight is loaded from the file (backbone,
+    BatchNorm statistics, head: a random backbone comes back identical, no download happens) and
+    BatchNorm is not calibrated again, so training starts exactly where the parent stopped.
+    """
     import keras
+
+    from .model import export_model
 
     set_seeds(cfg.data.seed)
     strategy = pick_strategy()
@@ -62,7 +71,15 @@ def train(cfg: BuildConfig, splits: DataSplits, workdir: Path) -> tuple[Any, dic
     steps = cfg.train.steps_per_epoch or max(math.ceil(len(splits.train) / global_bs), 1)
     augment = cfg.augment.active(cfg.model.weights)
     with strategy.scope():
-        model = build_model(cfg.model, cfg.augment, seed=cfg.data.seed)
+        if init_weights is None:
+            model = build_model(cfg.model, cfg.augment, seed=cfg.data.seed)
+        else:
+            # the graph only: weights come from the file, so no backbone weights are read or downloaded
+            # (augmentation stays as the parent's weights kind resolves it)
+            model = build_model(cfg.model.model_copy(update={"weights": "none"}),
+                                cfg.augment.model_copy(update={"enabled": augment}), seed=cfg.data.seed)
+            export_model(model).load_weights(str(init_weights))  # shares its layers with `model`
+            log.info("initialised every weight from %s", init_weights)
     random_init = describe_weights(cfg.model.weights).startswith("none")
     if random_init:
         log.warning("backbone weights: none (random init): the frozen stages are RANDOM features, not ImageNet "
@@ -70,13 +87,16 @@ def train(cfg: BuildConfig, splits: DataSplits, workdir: Path) -> tuple[Any, dic
     log.info("head reads %s (%s pooling); trainable backbone stages: %s",
              "+".join(cfg.model.resolved_head_stages()), "+".join(cfg.model.head_pooling),
              ", ".join(cfg.model.resolved_trainable_stages()) or "none")
-    n_cal = min(128 if size <= 128 else 48, len(splits.train))
-    cal = np.stack([img for img, _ in iterate_images(subset(splits.train, n_cal, seed=cfg.data.seed), size,
-                                                       cfg.data.seed)])
     # before any activation is cached: the frozen stages (random init) and the features norm are BN
-    log.info("calibrating BatchNorm statistics (%s) on %d training images",
-             "every layer: random init" if random_init else "features norm", len(cal))
-    calibrate_batchnorm(model, cal, None if random_init else (FEATURES_NORM,))
+    if init_weights is None:
+        n_cal = min(128 if size <= 128 else 48, len(splits.train))
+        cal = np.stack([img for img, _ in iterate_images(subset(splits.train, n_cal, seed=cfg.data.seed), size,
+                                                           cfg.data.seed)])
+        log.info("calibrating BatchNorm statistics (%s) on %d training images",
+                 "every layer: random init" if random_init else "features norm", len(cal))
+        calibrate_batchnorm(model, cal, None if random_init else (FEATURES_NORM,))
+    else:
+        log.info("BatchNorm statistics kept from the parent (a fine-tune changes the head, not the features' scale)")
     log.info("augmentation: %s", "on" if augment else
              f"off (augment.enabled: {cfg.augment.enabled}, weights {cfg.model.weights})")
     ckpt = workdir / "best.weights.h5"
@@ -150,6 +170,7 @@ def train(cfg: BuildConfig, splits: DataSplits, workdir: Path) -> tuple[Any, dic
         "trainable_parameters": trainable,
         "best_val_loss": min(history.get("val_loss", [float("nan")])),
         "augment_active": augment,
+        "init_weights": None if init_weights is None else str(init_weights),
     } | cache_facts
     return model, history, facts
 

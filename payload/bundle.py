@@ -33,6 +33,10 @@ CARD = "model_card.json"
 CPU_MODEL = "model_int8.tflite"
 EDGETPU_MODEL = "model_int8_edgetpu.tflite"
 LABELS = "labels.txt"
+# The float Keras weights of the whole trained model (backbone, BatchNorm statistics, head), written by
+# every build so that `compile build --init-from BUNDLE` can fine-tune exactly this model. Optional and
+# hashed like every file; the payload never loads it (the drone has no TensorFlow).
+FLOAT_WEIGHTS = "model_float.weights.h5"
 # `edgetpu_compiler --num_segments N` names segment K of the int8 model exactly so (google-coral/edgetpu#557)
 EDGETPU_SEGMENT = re.compile(r"^model_int8_segment_(\d+)_of_(\d+)_edgetpu\.tflite$")
 REPORT_DIR = "report"
