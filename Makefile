@@ -10,7 +10,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-py313 test-slow lint edgetpu bench bench-build bench-render demo mission missions soak ci-tools detectability review-shot
+.PHONY: install test test-py313 test-slow lint edgetpu bench bench-build bench-render demo mission missions missions-recorded soak ci-tools detectability review-shot
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -77,6 +77,9 @@ soak: $(STAMP)  ## 2 h accelerated flights, healthy + 2 % + 10 % of tiles flagge
 
 missions: $(STAMP) $(BUNDLE)/model_card.json  ## default + random seeds 11, 23 + 2 seeds drawn at run time (printed) with BUNDLE -> build/missions/summary.md|json; exit 1 on a missed target
 	$(BIN)/python -m tools.missions --bundle $(BUNDLE) --out build/missions $(ARGS)
+
+missions-recorded: $(STAMP) $(BUNDLE)/model_card.json  ## every recorded flight of the suite (tools/missions.py RECORDED_SCENARIOS: a scenario laid under each tlog in tests/data/flights/), replayed, with BUNDLE -> build/missions_recorded/summary.md|json; exit 1 on a missed target
+	$(BIN)/python -m tools.missions --bundle $(BUNDLE) --out build/missions_recorded --scenarios --recorded --drawn 0 $(ARGS)
 
 # what `make ci-tools` makes sure of, as command:Debian-package pairs
 CI_TOOLS := exiftool:libimage-exiftool-perl chromium:chromium

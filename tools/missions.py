@@ -7,7 +7,14 @@ median/p95, field coverage, frames dropped, backend) together with the bundle an
 command, and exits 1 when any row misses a target, so a regression cannot hide behind prose.
 
 Scenario names: `default` (configs/scenarios/default.yaml), `random-SEED` (the scenario
-`flight-sim random-scenario --seed SEED` writes), or `NAME=PATH` for any scenario file.
+`flight-sim random-scenario --seed SEED` writes), `NAME=PATH` for any scenario file, or
+`NAME=PATH:TLOG` for a scenario whose flight is a recorded telemetry log (the field laid under the
+log's track, flown as `tools.mission --tlog TLOG` flies it).
+
+`--recorded` adds every recorded flight of the suite (`RECORDED_SCENARIOS`: each a scenario in
+configs/scenarios/ with its tlog in tests/data/flights/, README there): `make missions-recorded`.
+A scripted lawnmower says nothing about banked turns and sparse ground-station streams; the recorded
+flights are where those are measured (issue 29).
 
 Besides the named scenarios, `--drawn N` (default 2) random scenarios are flown from seeds drawn at
 run time and printed, so the figures always include fields nobody tuned on; the summary marks them.
@@ -15,6 +22,7 @@ Random scenarios fly at the altitude where the bundle's card says it still sees 
 (`working_gsd_mm`), when the card states one.
 
     python -m tools.missions --bundle build/quick_bundle [--scenarios default random-11 random-23]
+        [--recorded] [--scenarios NAME=SCENARIO.yaml:FLIGHT.tlog]
         [--min-found-share 1.0] [--max-false-zones 0] [--max-error-median-m 1] [--min-iou 0.5] ...
 """
 
@@ -40,6 +48,13 @@ from tools.coral import add_modelled_coral_arguments
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SCENARIOS = ("default", "random-11", "random-23")
 DEFAULT_SCENARIO_FILE = ROOT / "configs" / "scenarios" / "default.yaml"
+# the recorded flights `--recorded` flies: name -> (scenario laid under the track, its tlog); a new
+# recorded flight needs its row here, its tlog and source row in tests/data/flights/README.md, and
+# its scenario (tests/flight_sim/test_recorded_scenarios.py checks each field lies under its track)
+RECORDED_SCENARIOS: dict[str, tuple[Path, Path]] = {
+    "copter-2015": (ROOT / "configs" / "scenarios" / "copter_2015.yaml",
+                    ROOT / "tests" / "data" / "flights" / "copter_sitl_2015.tlog"),
+}
 
 log = logging.getLogger("missions")
 
@@ -80,27 +95,48 @@ def _random_scenario(seed: int, target_gsd_mm: float | None) -> Any:
     return random_scenario(seed) if target_gsd_mm is None else random_scenario(seed, target_gsd_mm=target_gsd_mm)
 
 
+def recorded_scenario_names() -> list[str]:
+    """`--recorded` as scenario names: NAME=SCENARIO:TLOG for each recorded flight of the suite."""
+    return [f"{name}={scenario}:{tlog}" for name, (scenario, tlog) in RECORDED_SCENARIOS.items()]
+
+
+def _named_file(label: str, spec: str) -> tuple[Path, Path | None]:
+    """PATH or PATH:TLOG of a NAME=... scenario name; the tlog is split off at the last ':' only when
+    what follows names a file, so a scenario path is never cut by a stray colon."""
+    scenario, tlog = Path(spec), None
+    if ":" in spec:
+        head, tail = spec.rsplit(":", 1)
+        if tail and Path(head).suffix in (".yaml", ".yml"):
+            scenario, tlog = Path(head), Path(tail)
+    if not scenario.is_file():
+        raise MissionsError(f"scenario {label!r}: no file {scenario}; give NAME=PATH of a scenario YAML "
+                            "(or NAME=PATH:TLOG for a recorded flight)")
+    if tlog is not None and not tlog.is_file():
+        raise MissionsError(f"scenario {label!r}: no telemetry log {tlog}; NAME=PATH:TLOG needs a .tlog file")
+    return scenario, tlog
+
+
 def resolve_scenarios(names: Sequence[str], workdir: Path,
-                      target_gsd_mm: float | None = None) -> list[tuple[str, Path]]:
-    """(name, scenario file) for each name; random scenarios are written into `workdir`."""
-    out: list[tuple[str, Path]] = []
+                      target_gsd_mm: float | None = None) -> list[tuple[str, Path, Path | None]]:
+    """(name, scenario file, recorded tlog or None) for each name; random scenarios are written into
+    `workdir`. A tlog means the scenario's flight is that recording, not its scripted survey."""
+    out: list[tuple[str, Path, Path | None]] = []
     for name in names:
         if "=" in name:
-            label, path = name.split("=", 1)
-            p = Path(path)
-            if not p.is_file():
-                raise MissionsError(f"scenario {label!r}: no file {p}; give NAME=PATH of a scenario YAML")
-            out.append((label, p))
+            label, spec = name.split("=", 1)
+            p, tlog = _named_file(label, spec)
+            out.append((label, p, tlog))
         elif name == "default":
-            out.append((name, DEFAULT_SCENARIO_FILE))
+            out.append((name, DEFAULT_SCENARIO_FILE, None))
         elif name.startswith("random-") and name[len("random-"):].isdigit():
             seed = int(name[len("random-"):])
             workdir.mkdir(parents=True, exist_ok=True)
             p = workdir / f"{name}.yaml"
             p.write_text(scenario_to_yaml(_random_scenario(seed, target_gsd_mm)), encoding="utf-8")
-            out.append((name, p))
+            out.append((name, p, None))
         else:
-            raise MissionsError(f"unknown scenario name {name!r}; use default, random-SEED or NAME=PATH")
+            raise MissionsError(f"unknown scenario name {name!r}; use default, random-SEED, NAME=PATH or "
+                                "NAME=PATH:TLOG")
     return out
 
 
@@ -213,12 +249,14 @@ Fly = Callable[..., dict[str, Any]]
 
 
 def fly_mission(scenario: Path, out: Path, bundle: Path, speed: float, log_level: str,
-                **modelled: Any) -> dict[str, Any]:
-    """One real mission (simulator + `payload run`); returns its report.json. `modelled`: edgetpu_model,
-    tpus, tpu_layout of a modelled Coral (tools/coral.py)."""
+                tlog: Path | None = None, **modelled: Any) -> dict[str, Any]:
+    """One real mission (simulator + `payload run`); returns its report.json. `tlog`: a recorded flight
+    replayed instead of the scenario's scripted survey. `modelled`: edgetpu_model, tpus, tpu_layout of
+    a modelled Coral (tools/coral.py)."""
     from tools.mission.run import MissionPlan, run_mission
 
-    return run_mission(MissionPlan(scenario, out, bundle, speed=speed, log_level=log_level, **modelled))
+    return run_mission(MissionPlan(scenario, out, bundle, tlog=tlog, speed=speed, log_level=log_level,
+                                   **modelled))
 
 
 def _card(bundle: Path) -> dict[str, Any]:
@@ -240,8 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     d = Targets()
     ap = argparse.ArgumentParser(prog="python -m tools.missions", description=__doc__.split("\n\n")[0])
     ap.add_argument("--bundle", type=Path, required=True, help="the model bundle every scenario is flown with")
-    ap.add_argument("--scenarios", nargs="+", default=list(DEFAULT_SCENARIOS),
-                    help="default | random-SEED | NAME=PATH (default: %(default)s)")
+    ap.add_argument("--scenarios", nargs="*", default=list(DEFAULT_SCENARIOS),
+                    help="default | random-SEED | NAME=PATH | NAME=PATH:TLOG; none with --recorded flies only the "
+                    "recorded flights (default: %(default)s)")
+    ap.add_argument("--recorded", action="store_true",
+                    help="also fly every recorded flight of the suite over the field laid under it: "
+                    + ", ".join(RECORDED_SCENARIOS))
     ap.add_argument("--drawn", type=int, default=2,
                     help="also fly this many random scenarios from seeds drawn now and printed (default %(default)s)")
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "missions")
@@ -278,17 +320,22 @@ def run(argv: Sequence[str] | None, fly: Fly = fly_mission) -> int:
     if drawn:
         print("seeds drawn at run time (fields nobody tuned on): " + ", ".join(map(str, drawn)), flush=True)
     names = list(a.scenarios) + [f"random-{s}" for s in drawn if f"random-{s}" not in a.scenarios]
+    if a.recorded:
+        names += [n for n in recorded_scenario_names() if n not in names]
     specs = resolve_scenarios(names, out / "scenarios", card["working_gsd_mm"])
     t0 = time.monotonic()
     rows = []
-    for name, path in specs:
-        log.info("mission %s: %s with %s", name, path, a.bundle)
-        modelled = {"tile_choice": a.tile_choice}
+    for name, path, tlog in specs:
+        log.info("mission %s: %s%s with %s", name, path, f" over {tlog}" if tlog else "", a.bundle)
+        modelled: dict[str, Any] = {"tile_choice": a.tile_choice}
         if a.edgetpu_model is not None:
             modelled.update(edgetpu_model=a.edgetpu_model, tpus=a.tpus, tpu_layout=a.tpu_layout,
                             model_cost=a.model_cost)
+        if tlog is not None:  # a recorded flight replayed; a scripted one's call is unchanged
+            modelled["tlog"] = tlog
         report = fly(path, out / name, a.bundle, a.speed, a.log_level, **modelled)
         row = summary_row(name, report)
+        row["tlog"] = None if tlog is None else str(tlog)
         row["drawn_at_run_time"] = name in {f"random-{s}" for s in drawn}
         row["misses"] = misses(row, targets)
         rows.append(row)

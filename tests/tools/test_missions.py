@@ -16,7 +16,7 @@ import pytest
 from flight_sim.scenario import load_scenario, random_scenario
 from tests.payload import tinymodel
 from tools.bench import missed_targets
-from tools.missions import MissionsError, Targets, misses, resolve_scenarios, run, summary_row
+from tools.missions import RECORDED_SCENARIOS, MissionsError, Targets, misses, resolve_scenarios, run, summary_row
 
 GOOD = {"scenario": "s.yaml", "seed": 7, "patches_total": 3, "patches_found": 3, "false_zones": 0, "iou_mean": 0.6,
         "centroid_error_m_median": 0.8, "centroid_error_m_p95": 2.5, "coverage_fraction": 0.97,
@@ -190,3 +190,51 @@ def test_a_modelled_coral_reaches_every_mission_and_the_summary(tmp_path: Path, 
     assert summary["edgetpu_model"] == {"model": "usb3", "tpus": 2, "layout": "replicas", "model_cost": "resnet50",
                                         "modelled": True}
     assert summary["tile_choice"] == "all"
+
+
+def test_a_recorded_flight_is_named_with_its_tlog(tmp_path: Path) -> None:
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text("x", encoding="utf-8")
+    tlog = tmp_path / "f.tlog"
+    tlog.write_bytes(b"\0")
+    assert resolve_scenarios([f"rec={scenario}:{tlog}", f"plain={scenario}"], tmp_path) == [
+        ("rec", scenario, tlog), ("plain", scenario, None)]
+    with pytest.raises(MissionsError, match="no telemetry log"):
+        resolve_scenarios([f"rec={scenario}:{tmp_path / 'missing.tlog'}"], tmp_path)
+    # a colon that does not follow a scenario YAML is part of the path, not a tlog
+    with pytest.raises(MissionsError, match="no file"):
+        resolve_scenarios([f"odd={tmp_path / 'a:b.yaml'}"], tmp_path)
+
+
+def test_recorded_flies_each_recorded_scenario_with_its_tlog(tmp_path: Path, bundle: Path) -> None:
+    flown: dict[str, tuple[Path, Path | None]] = {}
+
+    def fly(scenario: Path, out: Path, b: Path, speed: float, log_level: str, tlog: Path | None = None,
+            **_kw) -> dict:
+        flown[out.name] = (scenario, tlog)
+        return GOOD
+
+    out = tmp_path / "m"
+    # `make missions-recorded`: no scripted scenario, no drawn seed, only the recorded flights
+    assert run(["--bundle", str(bundle), "--out", str(out), "--scenarios", "--recorded", "--drawn", "0"],
+               fly=fly) == 0
+    assert flown == {name: (s, t) for name, (s, t) in RECORDED_SCENARIOS.items()}
+    assert all(t is not None and t.suffix == ".tlog" for _, t in flown.values())
+    rows = json.loads((out / "summary.json").read_text())["rows"]
+    assert {r["scenario"]: r["tlog"] for r in rows} == {n: str(t) for n, (_, t) in RECORDED_SCENARIOS.items()}
+    # beside the scripted ones, each flown without a tlog
+    flown.clear()
+    assert run(["--bundle", str(bundle), "--out", str(out), "--scenarios", "default", "--recorded",
+                "--drawn", "0"], fly=fly) == 0
+    assert flown["default"][1] is None and set(flown) == {"default", *RECORDED_SCENARIOS}
+
+
+def test_fly_mission_hands_the_tlog_to_the_mission_plan(tmp_path: Path, monkeypatch) -> None:
+    import tools.mission.run as mission_run
+    from tools.missions import fly_mission
+
+    plans: list = []
+    monkeypatch.setattr(mission_run, "run_mission", lambda plan: plans.append(plan) or GOOD)
+    tlog = tmp_path / "f.tlog"
+    assert fly_mission(tmp_path / "s.yaml", tmp_path / "o", tmp_path / "b", 1.0, "INFO", tlog=tlog) == GOOD
+    assert plans[0].tlog == tlog and plans[0].scenario == tmp_path / "s.yaml"
