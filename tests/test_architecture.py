@@ -254,3 +254,31 @@ def test_the_config_and_the_geotag_handler_stay_small() -> None:
     (handler,) = [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "GeotagHandler"]
     size = (handler.end_lineno or handler.lineno) - handler.lineno + 1
     assert size < 120, f"GeotagHandler has {size} lines: it should turn results into looks and records, no more"
+
+
+MAP_KINDS = {"DiseaseMap", "FaceMap", "MapKind", "GroundView", "FloorView", "FaceView", "NoPoseView"}
+
+
+def _isinstance_on_map_kinds(tree: ast.AST) -> list[int]:
+    """Lines where isinstance(...) names a map kind or a frame view class."""
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "isinstance" \
+                and len(node.args) == 2:
+            names = {n.id for n in ast.walk(node.args[1]) if isinstance(n, ast.Name)}
+            names |= {n.attr for n in ast.walk(node.args[1]) if isinstance(n, ast.Attribute)}
+            if names & MAP_KINDS:
+                out.append(node.lineno)
+    return out
+
+
+def test_nothing_outside_geo_asks_which_map_kind_it_holds() -> None:
+    """Ground and rack-face maps are two implementations of one MapKind: the pipeline, the sinks and the
+    report never branch on which (issue 24); geo/ is the one place that picks."""
+    found = []
+    for path in sorted((ROOT / "payload").rglob("*.py")):
+        if (ROOT / "payload" / "geo") in path.parents:
+            continue
+        found += [f"{path.relative_to(ROOT)}:{line}" for line in _isinstance_on_map_kinds(ast.parse(path.read_text()))]
+    assert not found, found
+    assert _isinstance_on_map_kinds(ast.parse("isinstance(m, FaceMap)\nisinstance(v, (geo.GroundView, int))\n")) == [1, 2]
