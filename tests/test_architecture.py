@@ -281,4 +281,5 @@ def test_nothing_outside_geo_asks_which_map_kind_it_holds() -> None:
             continue
         found += [f"{path.relative_to(ROOT)}:{line}" for line in _isinstance_on_map_kinds(ast.parse(path.read_text()))]
     assert not found, found
-    assert _isinstance_on_map_kinds(ast.parse("isinstance(m, FaceMap)\nisinstance(v, (geo.GroundView, int))\n")) == [1, 2]
+    probe = "isinstance(m, FaceMap)\nisinstance(v, (geo.GroundView, int))\nisinstance(x, int)\n"
+    assert _isinstance_on_map_kinds(ast.parse(probe)) == [1, 2]
