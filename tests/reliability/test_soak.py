@@ -105,7 +105,10 @@ def test_geotagging_holds_no_memory_per_detection(tmp_path: Path) -> None:
     print(f"GEOTAG MEMORY: {added} detections after warm-up, traced growth besides the grid {growth_kb:+.1f} kB "
           f"({growth_kb / added * 1000:.1f} B per detection), grid {h.map.grid.nbytes / 1e6:.1f} MB in "
           f"{len(h.map.grid.chunks)} chunks, {len(h.map.zones)} zones")
-    assert h.written == 2 * N_FRAMES and h.map.counts.applied == N_FRAMES
+    # every look reaches the map but those at the survey's corners, where the soak's telemetry turns 90
+    # degrees between two samples: far past geotag.max_rate_dps, so they are recorded and kept out
+    assert h.written == 2 * N_FRAMES
+    assert h.map.counts.applied + h.map.counts.untrusted == N_FRAMES and h.map.counts.applied >= 0.95 * N_FRAMES
     # the old design held ~5,000 B per record: 1,000 records would be ~5 MB. What grows now is zone state:
     # one tile in six here is a false alarm, and with map.explain_away that field cuts 285 zones (49 with
     # even shares): measured 814 kB. 1.5 MB keeps the old design's leak 3x above the limit
