@@ -57,6 +57,7 @@ def test_two_hour_soak(tmp_path: Path, tiny_bundle_dir: Path) -> None:
         assert scouting.rss_growth_mb < RSS_LIMIT_MB
 
 
+@pytest.mark.slow  # 800 traced frames, about 50 s: a soak (`make test-slow`), keeping the default suite under 15 min
 def test_geotagging_holds_no_memory_per_detection(tmp_path: Path) -> None:
     """Python-level memory of the geotag handler is flat in the number of sightings (tracemalloc, not RSS).
 
