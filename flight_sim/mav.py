@@ -20,7 +20,7 @@ MAV_AUTOPILOT_INVALID = 8
 NON_VEHICLE_TYPES = frozenset({5, 6, 9, 18, 26, 27, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45})
 
 
-class _Sink:
+class ByteSink:
     """A file-like object collecting the bytes a pymavlink MAVLink object writes."""
 
     def __init__(self) -> None:
@@ -39,7 +39,7 @@ class Encoder:
     """Packs messages as MAVLink 1 from a system/component, with its own sequence numbers."""
 
     def __init__(self, sysid: int, compid: int) -> None:
-        self._sink = _Sink()
+        self._sink = ByteSink()
         self.mav = mav1.MAVLink(self._sink, srcSystem=sysid, srcComponent=compid)
 
     def pack(self, name: str, fields: dict[str, Any]) -> bytes:

@@ -18,6 +18,8 @@ from typing import Any
 
 from pymavlink.dialects.v20 import ardupilotmega as mav2
 
+from flight_sim.mav import ByteSink
+
 MAV_TYPE_CAMERA = 30
 CAMERA_COMPONENTS = range(100, 106)
 MAV_CMD_REQUEST_MESSAGE = 512
@@ -44,7 +46,7 @@ class GroundStation:
             self._parser.signing.link_id = 2
             self._parser.signing.timestamp = int((time.time() - SIGNING_EPOCH_UNIX) * 100_000)
             self._parser.signing.allow_unsigned_callback = lambda _mav, _msg_id: True
-        self._out = _Buffer()
+        self._out = ByteSink()
         self._encoder = mav2.MAVLink(self._out, srcSystem=sysid, srcComponent=compid)
         if signing_key is not None:
             self._encoder.signing = self._parser.signing
@@ -127,18 +129,3 @@ class GroundStation:
             if self.ask_camera and src not in self._asked:  # QGroundControl asks a new camera who it is
                 self._asked.add(src)
                 self.command(src[0], src[1], MAV_CMD_REQUEST_MESSAGE, MSG_CAMERA_INFORMATION)
-
-
-class _Buffer:
-    """The bytes an encoder writes, taken one packet at a time."""
-
-    def __init__(self) -> None:
-        self.buf = bytearray()
-
-    def write(self, data: bytes) -> None:
-        self.buf += data
-
-    def take(self) -> bytes:
-        out = bytes(self.buf)
-        self.buf.clear()
-        return out
