@@ -66,8 +66,8 @@ def tile_stats(tiles: np.ndarray) -> dict[str, Any]:
     return out
 
 
-def world_tiles(cls: str, gsd_mm: float, n_frames: int, seed: int) -> np.ndarray:
-    """The payload's tiles of `n_frames` mission-camera frames of the world (crops in turn)."""
+def world_tiles(cls: str, gsd_mm: float, n_frames: int, seed: int, stage: str = WORLD_STAGE) -> np.ndarray:
+    """The payload's tiles of `n_frames` mission-camera frames of the world (crops in turn), disease at `stage`."""
     from payload.pipeline.tiling import Tiler
     from tools.detectability import CROP_KINDS, FRAME_W, GRID_COLS, GRID_ROWS, _world, frame_gsd_mm, render_frame
 
@@ -77,8 +77,8 @@ def world_tiles(cls: str, gsd_mm: float, n_frames: int, seed: int) -> np.ndarray
     half = max(60.0, 40.0 * FRAME_W * fg / 1000.0)
     out = []
     for k in range(n_frames):
-        stage = None if cls == "healthy" else WORLD_STAGE
-        world = _world(cls, stage, CROP_KINDS[k % len(CROP_KINDS)], int(rng.integers(0, 2**31)), half)
+        world = _world(cls, None if cls == "healthy" else stage, CROP_KINDS[k % len(CROP_KINDS)],
+                       int(rng.integers(0, 2**31)), half)
         img = render_frame(world, half, half, fg, int(rng.integers(0, 2**31)))
         out.append(tiler.tiles(img)[1].copy())  # the tiler reuses its batch buffer
     return np.concatenate(out)
