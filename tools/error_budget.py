@@ -212,12 +212,15 @@ def error_budget(
     geotag: GeotagSection | None = None,
     surface: GroundSurface | None = None,
     seed: int = 0,
+    boot_of: Callable[[float], float] | None = None,
 ) -> Budget:
     """Every placed tile's displacement from the truth, per cause (see the module's docstring).
 
     `messages` are what the vehicle sends (timeline time, type, fields; time_boot_ms on the same clock);
     `frame_times` the true exposure times; `uv` the tile centres; `surface` the payload's terrain (None: flat
-    ground at home's altitude, as `geotag.ground: home`).
+    ground at home's altitude, as `geotag.ground: home`). `boot_of` maps a timeline time to the autopilot's
+    boot clock the messages' time_boot_ms count (None: the same clock, as `restamped` makes it); the payload's
+    stamp is then that of the exposure plus its error.
     """
     cam_payload = cam_payload or cam_true
     geotag = geotag or GeotagSection()
@@ -231,8 +234,9 @@ def error_budget(
         read = t + case.camera_delay_s + (rng.normal(0.0, case.jitter_s) if case.jitter_s > 0 else 0.0)
         stamp = read - case.payload_latency_s
         listener.hear_until(read + case.lookup_delay_s)
-        est_stamp = listener.buffer.state_at_boot(stamp)
-        est_true = listener.buffer.state_at_boot(t)
+        boot = t if boot_of is None else boot_of(t)
+        est_stamp = listener.buffer.state_at_boot(boot + stamp - t)
+        est_true = listener.buffer.state_at_boot(boot)
         if est_stamp is None or est_true is None:
             out.frames_skipped += 1
             continue
@@ -320,6 +324,16 @@ def table(summaries: Sequence[dict[str, Any]]) -> str:
 # ---------------------------------------------------------------- a scenario's flight
 
 
+def sim_boot_clock(timeline: Any) -> Callable[[float], float]:
+    """The simulated vehicle's boot clock at a timeline time, as it stamps the camera's exposures without
+    restamping (flight_sim/vehicle.py `VehicleEndpoint.boot_s_now`): the newest recorded ATTITUDE's
+    time_boot_ms, moved on by the timeline time since it."""
+    def boot(t: float) -> float:
+        e = timeline.latest("ATTITUDE", t) or timeline.latest("GLOBAL_POSITION_INT", t)
+        return t if e is None else e.fields["time_boot_ms"] / 1000.0 + (t - e.t)
+    return boot
+
+
 def _payload_geotag(s: Any) -> GeotagSection:
     """The geotag section the mission gives the payload (tools/mission/run.py payload_config)."""
     from flight_sim.scenario import lowest_agl_m
@@ -331,7 +345,8 @@ def _payload_geotag(s: Any) -> GeotagSection:
 
 def flight_budget(scenario: Path, tlog: Path | None, cases: Sequence[Case], start: float | None = None,
                   end: float | None = None, overrides: dict[str, float] | None = None,
-                  recorded_hz: float = 4.0, origin_alt_m: float | None = None) -> list[dict[str, Any]]:
+                  recorded_hz: float = 4.0, origin_alt_m: float | None = None,
+                  clock: str = "replay") -> list[dict[str, Any]]:
     """Each case's summary for a scenario's flight: the tlog replayed over its field, or its scripted survey."""
     from flight_sim.scenario import load_scenario, payload_camera
     from flight_sim.survey import survey_timeline
@@ -367,14 +382,19 @@ def flight_budget(scenario: Path, tlog: Path | None, cases: Sequence[Case], star
         else:
             msgs = recorded_stream(tl, t0 - 2.0, t1 + 2.0)
         frames = np.arange(t0, t1 - case.camera_delay_s - 1.0, 1.0 / c.fps)
-        b = error_budget(tl.pose_at, restamped(msgs), frames, case, cam_true, ground_true, uv, cam_pay, geotag,
-                         surface, seed=s.seed)
+        if clock == "recorded":  # the messages' own time_boot_ms, as the mission's vehicle sends them
+            b = error_budget(tl.pose_at, msgs, frames, case, cam_true, ground_true, uv, cam_pay, geotag, surface,
+                             seed=s.seed, boot_of=sim_boot_clock(tl))
+        else:
+            b = error_budget(tl.pose_at, restamped(msgs), frames, case, cam_true, ground_true, uv, cam_pay, geotag,
+                             surface, seed=s.seed)
         summ = summary(b)
         if replay is None:
             summ["streams"] = f"{recorded_hz if case.streams_hz is None else case.streams_hz:g} Hz (scripted)"
         else:
             summ["streams"] = summ["streams"] if case.streams_hz is not None else \
                 f"recorded ({_rate(tl, 'ATTITUDE', t0, t1):.1f} Hz ATTITUDE)"
+        summ["clock"] = clock
         out.append(summ)
     return out
 
@@ -408,6 +428,9 @@ def _main(argv: Sequence[str] | None) -> int:
     ap.add_argument("--line-spacing", type=float, default=None, help="a scripted survey's line spacing (m)")
     ap.add_argument("--origin-alt", type=float, default=None,
                     help="put the field (the simulator's ground) at this altitude (m AMSL) instead of the scenario's")
+    ap.add_argument("--clock", choices=("replay", "recorded"), default="replay",
+                    help="replay: every message stamped with the replay's time (default); recorded: the messages' "
+                    "own time_boot_ms, as the mission's vehicle sends a tlog without --restamp-time")
     ap.add_argument("--json", type=Path, default=None, help="also write the summaries here")
     a = ap.parse_args(argv)
     overrides: dict[str, float] = {}
@@ -416,7 +439,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if a.line_spacing is not None:
         overrides["line_spacing_m"] = a.line_spacing
     cases = default_cases(a.camera_delay_s, a.requested_hz, a.jitter_ms / 1000.0, a.lookup_delay_s)
-    out = flight_budget(a.scenario, a.tlog, cases, a.start, a.end, overrides, a.recorded_hz, a.origin_alt)
+    out = flight_budget(a.scenario, a.tlog, cases, a.start, a.end, overrides, a.recorded_hz, a.origin_alt, a.clock)
     for s in out:
         print(f"{s['case']}: streams {s['streams']}, camera delay {s['camera_delay_s']} s, payload camera.latency_s "
               f"{s['payload_latency_s']} s; {s['frames']} frames placed ({s['frames_skipped']} not), "
