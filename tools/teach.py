@@ -360,7 +360,7 @@ def run(argv: Sequence[str] | None, fly: Fly = fly_mission) -> int:
         progress("0/4", f"second field's seed drawn at run time: {seed2} (pass --second-seed {seed2} to repeat)")
     else:
         seed2 = a.second_seed
-    out: Path = a.out
+    out: Path = a.out.resolve()  # the payload runs from the checkout: its config's path must not be relative
     out.mkdir(parents=True, exist_ok=True)
     s2 = second_field(s1, seed2)
     s2_path = out / f"second_field_{seed2}.yaml"
