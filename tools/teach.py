@@ -9,9 +9,10 @@
    folders, as `payload review` leaves them). A tile's answer is its true class on the label frame
    rendered at the frame's true pose (`FlightTruth`: the camera's frame log, frame_times.json, gives
    each payload frame's timeline time), by tools/tile_eval.py's rule: the disease covering most of the
-   tile when that is at least MUST_FLAG_SHARE (25 %) of it, else healthy; `unsure` when the tile is
-   mixed (some disease, but under 25 %; or two diseases each at least 25 %) or mostly outside the field
-   (`review_answer`). An agronomist is not sure of such tiles either, and `compile` ignores `unsure`.
+   tile when that is at least MUST_FLAG_SHARE (25 %) of it, else healthy (headland soil too, as in
+   compile's training data); `unsure` when the tile is mixed: some disease, but under 25 %, or two
+   diseases each at least 25 % (`review_answer`). An agronomist is not sure of such tiles either, and
+   `compile` ignores `unsure`.
 3. **Retrain**: `python -m compile build --profile <the parent card's profile> --labels D/first
    --init-from B --out D/bundle` (`--cpu-only` when the parent was not compiled for the Edge TPU).
 4. **Fly a second field** twice, with B (before) and with D/bundle (after): S's crop, camera, flight,
@@ -110,16 +111,15 @@ class FlightTruth:
 def review_answer(share: np.ndarray, classes: Sequence[str] = CLASSES) -> str:
     """What the simulator's truth answers for a tile of these shares (tile_shares' row: classes, then outside).
 
-    tile_eval's rule (`tile_class`) where it is clear; `unsure` where a person would hesitate: a tile
-    mostly outside the field, one with some disease but under MUST_FLAG_SHARE of it, or one where two
-    diseases each cover at least that much.
+    tile_eval's rule (`tile_class`) where it is clear; a tile mostly outside the field (headland soil)
+    with no disease is healthy, as bare soil is in compile's training data. `unsure` where a person
+    would hesitate: some disease, but under MUST_FLAG_SHARE of the tile (or beside the field's edge),
+    or two diseases each covering at least that much.
     """
     cls = tile_class(share, classes)
     diseases = np.asarray(share[1 : len(classes)], dtype=float)
-    if cls == "outside":
-        return UNSURE
-    if cls == "healthy":
-        return UNSURE if diseases.max(initial=0.0) > 0 else cls
+    if cls in ("outside", "healthy"):
+        return UNSURE if diseases.max(initial=0.0) > 0 else "healthy"
     return UNSURE if int(np.sum(diseases >= MUST_FLAG_SHARE)) > 1 else cls
 
 
@@ -370,8 +370,10 @@ def run(argv: Sequence[str] | None, fly: Fly = fly_mission) -> int:
     first = out / "first"
     progress("1/4", f"flying {a.scenario} (seed {s1.seed}) with {parent} into {first}")
     t = time.monotonic()
-    fly(a.scenario, first, parent, a.log_level, a.start, a.end)
+    report1 = fly(a.scenario, first, parent, a.log_level, a.start, a.end)
     walls["fly_first"] = time.monotonic() - t
+    progress("1/4", f"first field: {report1.get('patches_found')}/{report1.get('patches_total')} patches found, "
+             f"{report1.get('false_zones')} false zones")
 
     progress("2/4", f"reviewing {first} with the simulator's truth: the page's first {a.labels} tiles")
     t = time.monotonic()
@@ -403,6 +405,10 @@ def run(argv: Sequence[str] | None, fly: Fly = fly_mission) -> int:
                                     s2.camera.tile_overlap)
         sides[side] = side_figures(report, tiles, diseases)
         walls[f"fly_second_{side}"] = time.monotonic() - t
+        f = sides[side]
+        progress("4/4", f"{side}: " + ", ".join(f"tile recall {d} {_cell(f'tile_recall_{d}', f)}" for d in diseases)
+                 + f", false alarms {_cell('false_alarm_rate', f)}, {_cell('patches_found', f)} patches found, "
+                 f"{f['false_zones']} false zones")
 
     summary = {
         "what": "tools.teach: fly, review the page's first N tiles with the simulator's truth, fine-tune, fly a "

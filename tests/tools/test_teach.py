@@ -46,7 +46,7 @@ def _review_record(tile_id: str, info: float, seq: int, x: int, label: str = "ru
 
 
 # every frame's truth: tile 0 (x 0-20) healthy, tile 1 (x 20-40) rust, tile 2 (x 40-60) powdery mildew,
-# tile 3 (x 60-80) a tenth rust (mixed); frame 2's tile 0 is outside the field; frame 9 has no truth
+# tile 3 (x 60-80) a tenth rust (mixed); frame 2's tile 0 is outside the field (soil); frame 9 has no truth
 def _labels(seq: int) -> np.ndarray | None:
     if seq == 9:
         return None
@@ -80,7 +80,8 @@ def test_the_truth_answers_tile_evals_rule_and_unsure_where_a_person_would_hesit
     assert review_answer(np.array([0.5, 0.0, 0.25, 0.25])) == "powdery_mildew"  # at the threshold, half in
     assert review_answer(np.array([0.9, 0.1, 0.0, 0.0])) == UNSURE  # some rust, under a quarter: mixed
     assert review_answer(np.array([0.2, 0.4, 0.4, 0.0])) == UNSURE  # two diseases: mixed
-    assert review_answer(np.array([0.0, 0.3, 0.0, 0.7])) == UNSURE  # mostly outside the field
+    assert review_answer(np.array([0.0, 0.3, 0.0, 0.7])) == UNSURE  # mostly outside the field, some rust
+    assert review_answer(np.array([0.2, 0.0, 0.0, 0.8])) == "healthy"  # headland soil: healthy, as in training
 
 
 def test_the_first_n_in_the_pages_order_are_answered_with_the_truth_through_the_pages_writer(flight: Path) -> None:
@@ -100,7 +101,7 @@ def test_the_first_n_in_the_pages_order_are_answered_with_the_truth_through_the_
     # the page, opened again, goes on from the first unlabelled tile; so does a second pass of the truth
     assert [t["id"] for t in ReviewApp(flight).page_order()] == order[5:]
     more = answer_first(flight, 10, _labels)
-    assert [(a["id"], a["answer"]) for a in more] == [("e", UNSURE), ("g", "rust"), ("a", "healthy")]
+    assert [(a["id"], a["answer"]) for a in more] == [("e", "healthy"), ("g", "rust"), ("a", "healthy")]
 
 
 def _look(seq: int, tiles: list[tuple[int, int, str, bool]], trusted: bool = True) -> dict:
