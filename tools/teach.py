@@ -385,6 +385,9 @@ def run(argv: Sequence[str] | None, fly: Fly = fly_mission) -> int:
              + ", ".join(f"{k} {v}" for k, v in counts.items()))
     if len(answers) < a.labels:
         log.warning("the flight kept only %d review tiles: %d answered, not %d", len(answers), len(answers), a.labels)
+    if not any(counts[c] for c in CLASSES):
+        raise TeachError(f"none of the page's first {a.labels} tiles has a class answer (all unsure): nothing to "
+                         f"fine-tune on; ask for more labels (the flight kept {len(ReviewApp(first).tiles)} tiles)")
 
     child = out / "bundle"
     cmd = retrain_command(parent, card, [first], child, a.config, a.log_level)
