@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from flight_sim.indoor import is_indoor
 from flight_sim.scenario import Scenario, load_scenario, random_scenario, scenario_from_dict, scenario_to_yaml
 from payload.bundle import CLASSES, CPU_MODEL, FLOAT_WEIGHTS, read_card, sha256_file
 from payload.cliutil import run_cli
@@ -352,6 +353,9 @@ def run(argv: Sequence[str] | None, fly: Fly = fly_mission) -> int:
     t0 = time.monotonic()
     parent: Path = a.bundle
     card = check_parent(parent)
+    if is_indoor(a.scenario):
+        raise TeachError(f"{a.scenario} is an indoor scenario: tools.teach flies outdoor fields (a second field is "
+                         "drawn as `flight-sim random-scenario` draws one)")
     s1 = load_scenario(a.scenario)
     if a.second_seed is None:
         from tools.missions import draw_seeds
