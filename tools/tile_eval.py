@@ -53,6 +53,32 @@ def tile_shares(labels: np.ndarray, boxes: Sequence[TileBox], n_classes: int) ->
     return out
 
 
+def tile_class(share: np.ndarray, classes: Sequence[str]) -> str:
+    """A tile's true class from its shares (tile_shares' row): "outside" when over half of it is outside the
+    field or sky, else the disease covering most of it when that is at least MUST_FLAG_SHARE, else "healthy"
+    (flight_sim.render.tile_truth's rule)."""
+    if share[-1] > 0.5:
+        return "outside"
+    dis = int(np.argmax(share[1 : len(classes)])) + 1
+    return classes[dis] if share[dis] >= MUST_FLAG_SHARE else "healthy"
+
+
+def confusion_figures(confusion: Counter[tuple[str, str]], diseases: Sequence[str]) -> dict:
+    """The confusion table (truth -> predicted -> tiles), each disease's recall and share called the other
+    disease, and the false-alarm rate (healthy and outside tiles called a disease)."""
+    truths = sorted({t for t, _ in confusion})
+    out: dict = {"confusion": {t: {p: n for (tt, p), n in confusion.items() if tt == t} for t in truths}}
+    for d in diseases:
+        total = sum(n for (t, _), n in confusion.items() if t == d)
+        out[f"recall_{d}"] = None if total == 0 else confusion[(d, d)] / total
+        others = [o for o in diseases if o != d]
+        out[f"called_other_disease_{d}"] = None if total == 0 else sum(confusion[(d, o)] for o in others) / total
+    non = sum(n for (t, _), n in confusion.items() if t in ("healthy", "outside"))
+    fa = sum(n for (t, p), n in confusion.items() if t in ("healthy", "outside") and p != "healthy")
+    out["false_alarm_rate"] = None if non == 0 else fa / non
+    return out
+
+
 def evaluate(bundle_dir: Path, frames_dir: Path, rows: int, cols: int, overlap: float = 0.0) -> dict:
     """Confusion counts (truth -> predicted label), disease recall / false-alarm rate, recall by diseased share."""
     from flight_sim.render import WorldRenderer
@@ -76,25 +102,12 @@ def evaluate(bundle_dir: Path, frames_dir: Path, rows: int, cols: int, overlap: 
             for share, d in zip(shares, decisions, strict=True):
                 pred = d.label if d.flagged else "healthy"
                 dis = int(np.argmax(share[1 : len(classes)])) + 1
-                if share[-1] > 0.5:
-                    truth = "outside"
-                else:
-                    truth = classes[dis] if share[dis] >= MUST_FLAG_SHARE else "healthy"
-                confusion[(truth, pred)] += 1
+                confusion[(tile_class(share, classes), pred)] += 1
                 if share[dis] > 0 and share[-1] <= 0.5:
                     b = next(i for i, (lo, hi) in enumerate(FRACTION_BINS) if lo <= share[dis] < hi)
                     by_share[(classes[dis], b, pred)] += 1
     clf.close()
-    truths = sorted({t for t, _ in confusion})
-    out: dict = {"confusion": {t: {p: n for (tt, p), n in confusion.items() if tt == t} for t in truths}}
-    for d in bundle.disease_classes:
-        total = sum(n for (t, _), n in confusion.items() if t == d)
-        out[f"recall_{d}"] = None if total == 0 else confusion[(d, d)] / total
-        others = [o for o in bundle.disease_classes if o != d]
-        out[f"called_other_disease_{d}"] = None if total == 0 else sum(confusion[(d, o)] for o in others) / total
-    non = sum(n for (t, _), n in confusion.items() if t in ("healthy", "outside"))
-    fa = sum(n for (t, p), n in confusion.items() if t in ("healthy", "outside") and p != "healthy")
-    out["false_alarm_rate"] = None if non == 0 else fa / non
+    out = confusion_figures(confusion, bundle.disease_classes)
     table = {}
     for d in bundle.disease_classes:
         table[d] = {}

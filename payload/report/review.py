@@ -256,6 +256,17 @@ class ReviewApp:
         return {"flight": self.flight.name, "labels": self.labels, "keys": self.keys, "tiles": tiles,
                 "answers": answers, "map": self.map_svg}
 
+    def page_order(self) -> list[dict[str, Any]]:
+        """The unlabelled tiles in the order the page offers them to a person who answers each in turn.
+
+        The page walks `state()`'s tiles (read_review's order: most informative first), opens at the
+        first unlabelled one and after each answer moves on to the next unlabelled one (`nextUnlabelled`);
+        answers only add, so that walk is this list. `python -m tools.teach` answers its first N.
+        """
+        with self.lock:
+            done = set(self.book.rows)
+        return [t for t in self.tiles if str(t["id"]) not in done]
+
     def label(self, tile_id: str, label: str) -> dict[str, str]:
         if tile_id not in self.by_id or label not in self.labels:
             raise KeyError(f"unknown tile {tile_id!r} or label {label!r}")
