@@ -34,8 +34,8 @@ from payload.geo.looks import LOOK_SCHEMA
 from payload.geo.placeerror import PlaceBook, overlap_share
 from payload.geo.sensor import SensorModel
 from payload.geo.tilevalue import cell_values, footprint_values
-from payload.geo.zones import Zone, ZoneBook, extract_zones
-from payload.geo.zonetable import ZoneTable
+from payload.geo.zones import ZONE_COLUMNS, Zone, ZoneBook, extract_zones
+from payload.geo.zonetable import ZoneTable, column
 from payload.settings.map import MapSection
 
 
@@ -228,4 +228,12 @@ def zone_features(zones: Sequence[Zone], origin: LocalFrame | None) -> ZoneTable
     """
     if origin is None:
         zones = []
-    return ZoneTable(zone_rows(zones, origin), packed_lonlat([z.geometry_en for z in zones], origin))
+    # column by column (Zone.as_dict's columns, then lat, lon as zone_rows gives them): at each cut a
+    # field full of zones would otherwise make, and drop, a dict and a dozen number objects per zone
+    cols: dict[str, Any] = {name: column([get(z) for z in zones]) for name, get in ZONE_COLUMNS}
+    if zones:
+        en = np.array([z.centroid_en for z in zones], dtype=np.float64)
+        lat, lon, _ = origin.to_geodetic(en[:, 0], en[:, 1], 0.0)  # type: ignore[union-attr]
+        cols["lat"] = column([round(float(v), 8) for v in np.asarray(lat).tolist()])
+        cols["lon"] = column([round(float(v), 8) for v in np.asarray(lon).tolist()])
+    return ZoneTable(cols, packed_lonlat([z.geometry_en for z in zones], origin))  # type: ignore[arg-type]

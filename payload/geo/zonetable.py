@@ -26,24 +26,14 @@ class ZoneTable(Sequence[dict[str, Any]]):
 
     __slots__ = ("_cols", "_ids", "_keys", "_poly_end", "_ring_end", "_rings", "_zone_end")
 
-    def __init__(self, rows: Sequence[Mapping[str, Any]], rings: PackedRings) -> None:
-        if len(rings.geom_polys) != len(rows):
-            raise ValueError(f"{len(rows)} rows but {len(rings.geom_polys)} outlines")
-        self._keys: tuple[str, ...] = tuple(rows[0]) if rows else ()
-        cols: list[np.ndarray | list[Any]] = []
-        for k in self._keys:
-            vals = [r[k] for r in rows]
-            # a column of floats or of ints (not bools) as an array, which gives the same Python numbers back
-            if all(type(v) is float for v in vals):
-                cols.append(np.array(vals, dtype=np.float64))
-            elif all(type(v) is int for v in vals):
-                cols.append(np.array(vals, dtype=np.int64))
-            else:
-                cols.append(vals)  # strings (ids, labels: the zones' own objects) and anything else as it is
-        if any(tuple(r) != self._keys for r in rows):
-            raise ValueError("every zone row needs the same attributes in the same order")
-        self._cols = cols
-        self._ids = cols[self._keys.index("id")] if "id" in self._keys else []
+    def __init__(self, columns: Mapping[str, Sequence[Any]], rings: PackedRings) -> None:
+        """`columns`: attribute name -> one value per zone, in the features' key order; `rings`: their outlines."""
+        self._keys: tuple[str, ...] = tuple(columns)
+        self._cols = [column(v) for v in columns.values()]
+        if any(len(c) != len(rings.geom_polys) for c in self._cols):
+            raise ValueError(f"{len(rings.geom_polys)} outlines but columns of {[len(c) for c in self._cols]}")
+        ids = self._cols[self._keys.index("id")] if "id" in self._keys else []
+        self._ids: list[Any] = ids if isinstance(ids, list) else ids.tolist()
         self._rings = rings
         # end offsets: zone z's polygons are [zone_end[z-1], zone_end[z]), and so on down to the vertices
         self._zone_end = np.cumsum(rings.geom_polys)
@@ -100,3 +90,17 @@ class ZoneTable(Sequence[dict[str, Any]]):
         arrays = [c for c in self._cols if isinstance(c, np.ndarray)]
         return int(sum(a.nbytes for a in arrays) + self._rings.nbytes + self._zone_end.nbytes
                    + self._poly_end.nbytes + self._ring_end.nbytes)
+
+
+def column(values: Sequence[Any]) -> np.ndarray | list[Any]:
+    """Floats or ints (not bools) as an array, which gives the same Python numbers back; anything else (ids and
+    labels: the zones' own strings; no value at all) as a list."""
+    if isinstance(values, np.ndarray):
+        return values
+    if not values:
+        return list(values)
+    if all(type(v) is float for v in values):
+        return np.array(values, dtype=np.float64)
+    if all(type(v) is int for v in values):
+        return np.array(values, dtype=np.int64)
+    return list(values)
