@@ -57,8 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="where the fused map of several folders goes (default: the only folder)")
     p.add_argument("--config", help="payload YAML file to take sinks.formats and the prescription settings from")
     p.add_argument("--prescription", action="store_true",
-                   help="also write the treatment zones, scout list and terminal files (prescription.zip, "
-                   "zones.gpkg, TASKDATA/) with the config's prescription section (docs/PRESCRIPTIONS.md)")
+                   help="also write the treatment zones, scout list and terminal files (prescription.zip, named "
+                   "prescription_placeholder_rates.zip while rates are placeholders, zones.gpkg, TASKDATA/) with "
+                   "the config's prescription section (docs/PRESCRIPTIONS.md)")
 
     p = sub.add_parser("compare", help="what changed between two flights of one field: zones new, grown, shrunk "
                        "and gone -> D/changes.json, D/changes.geojson, D/compare.html")

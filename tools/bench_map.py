@@ -18,6 +18,8 @@ import statistics
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -207,6 +209,70 @@ def noisy_field_figures(n_frames: int = 1500, rate: float = 0.10) -> dict:
         "map_noisy_snapshot_ms_p50": round(statistics.median(snap), 1),
         "map_noisy_cut_share_at_5fps": round(per_cut / (1000.0 * dm.cfg.zones_every_frames / 5.0), 3),
     }
+
+
+def zone_memory_figures(n_zones: int = 2000, seed: int = 0) -> dict:
+    """Bytes a zone alive holds, by part, over `n_zones` zones of 3 x 4 cells (about 15 outline vertices).
+
+    Python's share is tracemalloc's; the outlines live in GEOS, which only glibc's allocator sees, so
+    each part is also counted as the change of mallinfo2's bytes in use (0 where that is not glibc).
+    Not part of `make bench`: `python -c 'from tools.bench_map import zone_memory_figures as f; print(f())'`.
+    """
+    import ctypes
+    import gc
+
+    import shapely
+
+    from payload.geo.diseasemap import zone_features
+    from payload.geo.zones import Zone, ZoneBook, mask_polygon
+
+    class _Mallinfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                   "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _Mallinfo2
+
+        def in_use() -> int:
+            return int(libc.mallinfo2().uordblks)
+    except (OSError, AttributeError):
+        def in_use() -> int:
+            return 0
+
+    rng = np.random.default_rng(seed)
+    masks = [rng.random((3, 4)) > 0.3 for _ in range(n_zones)]
+    out: dict = {"zones": n_zones}
+    tracemalloc.start()
+    keep: list[Any] = []
+
+    def part(name: str, make: Callable[[], Any]) -> Any:
+        gc.collect()
+        m0, t0 = in_use(), tracemalloc.get_traced_memory()[0]
+        made = make()
+        keep.append(made)
+        gc.collect()
+        out[f"{name}_malloc_bytes_per_zone"] = round((in_use() - m0) / n_zones)
+        out[f"{name}_python_bytes_per_zone"] = round((tracemalloc.get_traced_memory()[0] - t0) / n_zones)
+        return made
+
+    try:
+        geoms = part("outline", lambda: [mask_polygon(m, (i // 40) * 10, (i % 40) * 10, 0.5)
+                                         for i, m in enumerate(masks)])
+        out["outline_vertices_mean"] = round(float(np.mean(shapely.get_num_coordinates(geoms))), 1)
+        zones = part("zone", lambda: [Zone("rust", g, 3.0, (1.0 + i, 2.0), 0.9, 0.7, 5, 3.3, (1.0, 0.5, 30.0), 1.2,
+                                           9, f"rust-{i + 1}", 0.1) for i, g in enumerate(geoms)])
+        part("snapshot", lambda: zone_features(zones, ORIGIN))
+        book = ZoneBook()
+        part("book", lambda: book.assign(zones))  # the book keeps each id with its outline (the same GEOS object)
+        part("outline_cache", lambda: {(i, i, 3, 4, np.packbits(m).tobytes()): g
+                                       for i, (m, g) in enumerate(zip(masks, geoms, strict=True))})
+    finally:
+        tracemalloc.stop()
+    # malloc's count includes Python's larger objects; Python's small ones are only in tracemalloc's
+    out["total_bytes_per_zone_at_least"] = sum(max(out[f"{k}_malloc_bytes_per_zone"], out[f"{k}_python_bytes_per_zone"])
+                                               for k in ("outline", "zone", "snapshot", "book", "outline_cache"))
+    return out
 
 
 def map_figures() -> dict:

@@ -123,6 +123,7 @@ class Sample:
     detections: int
     grid_mb: float = 0.0  # the disease map's evidence grid: it follows the ground flown over, by design
     native: dict[str, int] = field(default_factory=dict)  # threads Python did not start, by kernel name
+    zones: int = 0  # zones alive in the map (each holds its outline and attributes; forgotten ones a box)
 
 
 @dataclass
@@ -147,6 +148,7 @@ class SoakReport:
     ok: bool
     grid_growth_mb: float = 0.0
     rss_limit_mb: float = RSS_LIMIT_MB
+    zones: tuple[int, int] = (0, 0)  # zones alive in the map at the first and the last tenth after warm-up
     failures: list[str] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
 
@@ -161,7 +163,8 @@ class SoakReport:
             f"ground (limit {self.rss_limit_mb:g} MB)"
             + (f", {self.rss_growth_kb_per_detection:.3f} kB per detection" if self.rss_growth_kb_per_detection
                is not None else ""),
-            f"  threads (python) {self.threads_py[0]} -> {self.threads_py[1]}, threads (native) "
+            f"  zones alive {self.zones[0]} -> {self.zones[1]}; threads (python) {self.threads_py[0]} -> "
+            f"{self.threads_py[1]}, threads (native) "
             f"{self.threads_native[0]} -> {self.threads_native[1]}, open fds {self.fds[0]} -> {self.fds[1]}",
             f"  inference per tile p50 {self.tile_ms_first:.3f} ms (first tenth) -> {self.tile_ms_last:.3f} ms "
             f"(last tenth); frames dropped {self.frames_dropped}, handler errors {self.handler_errors}",
@@ -316,7 +319,7 @@ def run_soak(
             next_sample[0] = t + sample_every_s
             rss, tpy, tnat, fds = _measure(proc)
             samples.append(Sample(t, time.monotonic() - t_wall0, rss, tpy, tnat, fds, k, geo.written, _grid_mb(geo),
-                                  native_threads()))
+                                  native_threads(), _zones(geo)))
             if log is not None and len(samples) % 10 == 1:
                 log(f"  flight {t / 60:6.1f} min  rss {rss:7.1f} MB  threads {tpy}/{tnat}  fds {fds}  "
                     f"detections {geo.written}")
@@ -345,7 +348,7 @@ def run_soak(
     stats = pipe.run()
     rss, tpy, tnat, fds = _measure(proc)
     samples.append(Sample(n_frames / fps, time.monotonic() - t_wall0, rss, tpy, tnat, fds, n_frames, geo.written,
-                          _grid_mb(geo), native_threads()))
+                          _grid_mb(geo), native_threads(), _zones(geo)))
     wall = time.monotonic() - t_wall0
 
     final = samples[-1]  # after the run: the pipeline's threads have ended
@@ -394,6 +397,7 @@ def run_soak(
         threads_native=(min(x.threads_native for x in head), min(x.threads_native for x in tail)),
         fds=(min(x.fds for x in head), min(x.fds for x in tail)), tile_ms_first=ms_first, tile_ms_last=ms_last,
         ok=not failures, failures=failures, samples=samples, grid_growth_mb=grid_growth, rss_limit_mb=rss_limit_mb,
+        zones=(head[0].zones, tail[-1].zones),
     )
 
 
@@ -410,6 +414,10 @@ def _native_growth(samples: list[Sample]) -> str:
 
 def _grid_mb(geo: GeotagHandler) -> float:
     return geo.map.grid.nbytes / 2**20
+
+
+def _zones(geo: GeotagHandler) -> int:
+    return len(geo.map.zones)
 
 
 def _tiny_bundle(where: Path) -> Bundle:

@@ -11,14 +11,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import geojson
 import numpy as np
 
-from payload.files.atomic import atomic_write_text
+from payload.files.atomic import atomic_open
 from payload.files.kml import LABEL_COLOURS, Kml
 
 VECTOR_FORMATS = ("geojson", "kml", "csv")
@@ -50,19 +50,34 @@ def _point(f: Mapping[str, Any]) -> dict[str, Any] | None:
     return None if not pt else {"type": "Point", "coordinates": [float(pt[0]), float(pt[1])]}
 
 
-def features_geojson(features: Sequence[Mapping[str, Any]]) -> str:
+def _geojson_feature(f: Mapping[str, Any]) -> dict[str, Any]:
+    return {"type": "Feature", "id": f["properties"].get("id"), "properties": f["properties"],
+            "geometry": geojson_geometry(f["polygons"]) or _point(f)}
+
+
+def stream_geojson(out: IO[str], features: Iterable[Mapping[str, Any]]) -> None:
+    """An RFC 7946 FeatureCollection (no crs member: WGS84 lon, lat), written feature by feature.
+
+    The bytes are `json.dumps` of the whole collection; only one feature's Python objects exist at a
+    time (a layer of thousands of zones, rewritten in flight, must not build itself in memory first).
+    """
+    out.write('{"type": "FeatureCollection", "features": [')
+    for i, f in enumerate(features):
+        out.write((", " if i else "") + json.dumps(_geojson_feature(f), allow_nan=False))
+    out.write("]}\n")
+
+
+def features_geojson(features: Iterable[Mapping[str, Any]]) -> str:
     """An RFC 7946 FeatureCollection (no crs member: WGS84 lon, lat)."""
-    fc = {"type": "FeatureCollection", "features": [
-        {"type": "Feature", "id": f["properties"].get("id"), "properties": f["properties"],
-         "geometry": geojson_geometry(f["polygons"]) or _point(f)} for f in features]}
-    return json.dumps(fc, allow_nan=False) + "\n"
-
-
-def features_kml(features: Sequence[Mapping[str, Any]], name: str) -> str:
-    """Polygons (with holes) as KML placemarks, a folder per label, attributes in the balloon."""
-    labels = sorted({str(f["properties"].get("label", "")) for f in features})
     buf = io.StringIO()
-    k = Kml(buf)
+    stream_geojson(buf, features)
+    return buf.getvalue()
+
+
+def stream_kml(out: IO[str], features: Sequence[Mapping[str, Any]], name: str) -> None:
+    """Polygons (with holes) as KML placemarks, a folder per label, attributes in the balloon; streamed."""
+    labels = sorted({str(f["properties"].get("label", "")) for f in features})
+    k = Kml(out)
     k.begin_document(name)
     for i, lab in enumerate(labels):
         colour = LABEL_COLOURS[i % len(LABEL_COLOURS)]
@@ -82,33 +97,55 @@ def features_kml(features: Sequence[Mapping[str, Any]], name: str) -> str:
             k.end("Placemark")
         k.end("Folder")
     k.end_document()
-    return buf.getvalue() + "\n"
+    out.write("\n")
+
+
+def features_kml(features: Sequence[Mapping[str, Any]], name: str) -> str:
+    """Polygons (with holes) as KML placemarks, a folder per label, attributes in the balloon."""
+    buf = io.StringIO()
+    stream_kml(buf, features, name)
+    return buf.getvalue()
+
+
+def stream_csv(out: IO[str], features: Sequence[Mapping[str, Any]]) -> None:
+    """The attributes, one row per feature (the centroid as lat, lon); two passes, one row in memory."""
+    cols: list[str] = []
+    seen: set[str] = set()
+    for f in features:
+        for c in f["properties"]:
+            if c not in seen:
+                seen.add(c)
+                cols.append(c)
+    w = csv.DictWriter(out, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for f in features:
+        r = f["properties"]
+        w.writerow({c: ("" if r.get(c) is None else r.get(c)) for c in cols})
 
 
 def features_csv(features: Sequence[Mapping[str, Any]]) -> str:
     """The attributes, one row per feature (the centroid as lat, lon)."""
-    rows = [f["properties"] for f in features]
-    cols: list[str] = []
-    for r in rows:
-        cols += [c for c in r if c not in cols]
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({c: ("" if r.get(c) is None else r.get(c)) for c in cols})
+    stream_csv(buf, features)
     return buf.getvalue()
 
 
 def write_features(out: Path, stem: str, features: Sequence[Mapping[str, Any]], formats: Sequence[str],
                    title: str) -> list[Path]:
-    """`stem`.geojson / .kml / .csv (those in `formats`, in that order) from features, each replaced atomically."""
+    """`stem`.geojson / .kml / .csv (those in `formats`, in that order) from features, each replaced atomically.
+
+    Streamed into the file (`features` is read once per pass, as a ZoneTable makes its feature dicts):
+    the layer writer's thread rewrites zones.* in flight, and a whole layer built as Python objects
+    first was a burst of small objects as large as every outline of the flight.
+    """
     written = []
-    for fmt, text in (("geojson", lambda: features_geojson(features)),
-                      ("kml", lambda: features_kml(features, title)),
-                      ("csv", lambda: features_csv(features))):
+    for fmt, stream in (("geojson", lambda f: stream_geojson(f, features)),
+                        ("kml", lambda f: stream_kml(f, features, title)),
+                        ("csv", lambda f: stream_csv(f, features))):
         if fmt in formats:
             path = out / f"{stem}.{fmt}"
-            atomic_write_text(path, text())
+            with atomic_open(path) as f:
+                stream(f)
             written.append(path)
     return written
 

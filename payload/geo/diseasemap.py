@@ -29,12 +29,13 @@ import numpy as np
 
 from payload.geo.frames import LocalFrame
 from payload.geo.grid import EvidenceGrid, frame_window, posterior
-from payload.geo.lonlat import geometries_lonlat
+from payload.geo.lonlat import packed_lonlat
 from payload.geo.looks import LOOK_SCHEMA
 from payload.geo.placeerror import PlaceBook, overlap_share
 from payload.geo.sensor import SensorModel
 from payload.geo.tilevalue import cell_values, footprint_values
-from payload.geo.zones import Zone, ZoneBook, extract_zones
+from payload.geo.zones import ZONE_COLUMNS, Zone, ZoneBook, extract_zones
+from payload.geo.zonetable import ZoneTable, column
 from payload.settings.map import MapSection
 
 
@@ -173,8 +174,8 @@ class DiseaseMap:
     def georeferenced(self) -> bool:
         return True  # its origin is the first trusted look's vehicle, a WGS84 position
 
-    def zone_features(self) -> list[dict[str, Any]]:
-        """The current zones as layer features: attributes and WGS84 polygons."""
+    def zone_features(self) -> ZoneTable:
+        """The current zones as layer features: attributes and WGS84 polygons (a compact ZoneTable)."""
         return zone_features(self.zones, self.origin)
 
     def describe_zone(self, props: Mapping[str, Any]) -> str:
@@ -219,10 +220,20 @@ def map_from_info(rec: Mapping[str, Any], origin: LocalFrame | None = None) -> D
     return DiseaseMap(sensor, MapSection.model_validate(settings), origin)
 
 
-def zone_features(zones: Sequence[Zone], origin: LocalFrame | None) -> list[dict[str, Any]]:
-    """Zones as plain data (attributes + WGS84 polygons): what the layer writers and other threads take."""
+def zone_features(zones: Sequence[Zone], origin: LocalFrame | None) -> ZoneTable:
+    """Zones as plain data (attributes + WGS84 polygons): what the layer writers and other threads take.
+
+    A ZoneTable (payload/geo/zonetable.py): a sequence of the same feature dicts, held in arrays, since
+    the live snapshot keeps every zone of the flight.
+    """
     if origin is None:
-        return []
-    rows = zone_rows(zones, origin)
-    polys = geometries_lonlat([z.geometry_en for z in zones], origin)
-    return [{"properties": r, "polygons": p} for r, p in zip(rows, polys, strict=True)]
+        zones = []
+    # column by column (Zone.as_dict's columns, then lat, lon as zone_rows gives them): at each cut a
+    # field full of zones would otherwise make, and drop, a dict and a dozen number objects per zone
+    cols: dict[str, Any] = {name: column([get(z) for z in zones]) for name, get in ZONE_COLUMNS}
+    if zones:
+        en = np.array([z.centroid_en for z in zones], dtype=np.float64)
+        lat, lon, _ = origin.to_geodetic(en[:, 0], en[:, 1], 0.0)  # type: ignore[union-attr]
+        cols["lat"] = column([round(float(v), 8) for v in np.asarray(lat).tolist()])
+        cols["lon"] = column([round(float(v), 8) for v in np.asarray(lon).tolist()])
+    return ZoneTable(cols, packed_lonlat([z.geometry_en for z in zones], origin))  # type: ignore[arg-type]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import shapely
@@ -77,3 +78,38 @@ def geometries_lonlat(geoms: Sequence[BaseGeometry], origin: LocalFrame) -> list
     flat = [ring for p in polys for poly in p for ring in poly]
     conv = iter(_rings_lonlat(flat, origin))
     return [[[next(conv) for _ in poly] for poly in p] for p in polys]
+
+
+@dataclass(frozen=True)
+class PackedRings:
+    """Many geometries' WGS84 outlines in four arrays: no Python object per ring or vertex.
+
+    `lonlat` (V, 2) every vertex, ring after ring; `ring_len` (R,) each ring's vertex count; `poly_rings`
+    (P,) each polygon's ring count (exterior first, then its holes); `geom_polys` (G,) each geometry's
+    polygon count. The numbers are `geometries_lonlat`'s, exactly.
+    """
+
+    lonlat: np.ndarray
+    ring_len: np.ndarray
+    poly_rings: np.ndarray
+    geom_polys: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.lonlat.nbytes + self.ring_len.nbytes + self.poly_rings.nbytes + self.geom_polys.nbytes)
+
+
+def packed_lonlat(geoms: Sequence[BaseGeometry], origin: LocalFrame) -> PackedRings:
+    """`geometries_lonlat` packed (PackedRings): one conversion, and the result held in four arrays."""
+    polys = [_polygon_rings(g) for g in geoms]
+    flat = [ring for p in polys for poly in p for ring in poly]
+    if flat:
+        en = np.concatenate([r.reshape(-1, 2) for r in flat])
+        lat, lon, _ = origin.to_geodetic(en[:, 0], en[:, 1], 0.0)
+        ll = np.round(np.stack([np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)], axis=1),
+                      DECIMALS)
+    else:
+        ll = np.zeros((0, 2), dtype=np.float64)
+    return PackedRings(ll, np.array([len(r) for r in flat], dtype=np.int64),
+                       np.array([len(poly) for p in polys for poly in p], dtype=np.int64),
+                       np.array([len(p) for p in polys], dtype=np.int64))

@@ -67,21 +67,26 @@ class Zone:
 
     def as_dict(self) -> dict[str, Any]:
         """The zone's attributes as flat JSON-ready columns (no geometry)."""
-        return {
-            "id": self.id,
-            "label": self.label,
-            "area_m2": round(self.area_m2, 3),
-            "peak_p": round(self.peak_p, 4),
-            "mean_p": round(self.mean_p, 4),
-            "looks_max": self.looks_max,
-            "looks_mean": round(self.looks_mean, 2),
-            "ellipse_major_m": round(self.ellipse_m[0], 3),
-            "ellipse_minor_m": round(self.ellipse_m[1], 3),
-            "ellipse_bearing_deg": round(self.ellipse_m[2], 1),
-            "uncertainty_m": round(self.uncertainty_m, 3),
-            "place_sigma_m": round(self.place_sigma_m, 3),
-            "cells": self.cells,
-        }
+        return {name: get(self) for name, get in ZONE_COLUMNS}
+
+
+# A zone's attributes, in order: (name, value). One list for `Zone.as_dict` and the live snapshot, which
+# builds them column by column (payload/geo/zonetable.py) rather than a dict per zone.
+ZONE_COLUMNS: tuple[tuple[str, Callable[[Zone], Any]], ...] = (
+    ("id", lambda z: z.id),
+    ("label", lambda z: z.label),
+    ("area_m2", lambda z: round(z.area_m2, 3)),
+    ("peak_p", lambda z: round(z.peak_p, 4)),
+    ("mean_p", lambda z: round(z.mean_p, 4)),
+    ("looks_max", lambda z: z.looks_max),
+    ("looks_mean", lambda z: round(z.looks_mean, 2)),
+    ("ellipse_major_m", lambda z: round(z.ellipse_m[0], 3)),
+    ("ellipse_minor_m", lambda z: round(z.ellipse_m[1], 3)),
+    ("ellipse_bearing_deg", lambda z: round(z.ellipse_m[2], 1)),
+    ("uncertainty_m", lambda z: round(z.uncertainty_m, 3)),
+    ("place_sigma_m", lambda z: round(z.place_sigma_m, 3)),
+    ("cells", lambda z: z.cells),
+)
 
 
 def _ellipse(e: np.ndarray, n: np.ndarray, w: np.ndarray, ce: float, cn: float) -> tuple[float, float, float]:

@@ -26,6 +26,7 @@ from payload.geo.looks import look_record
 from payload.geo.mapkind import MapKind, Site, default_sensor, open_map
 from payload.geo.sensor import SensorModel
 from payload.geo.terrain import HomeOnDem, ground_surface
+from payload.geo.zonetable import ZoneTable
 from payload.ops.diskguard import DiskGuard
 from payload.sinks.base import DetectionSink, SinkContext
 from payload.sinks.registry import build_sinks, replay_earlier
@@ -59,7 +60,7 @@ class GeotagHandler:
         if status is None and isinstance(telemetry, StatusSender):
             status = telemetry  # the MAVLink link is both
         self.map = dmap if dmap is not None else open_map(cfg, sensor or default_sensor(list(labels)), site)
-        self._zone_snapshot: list[dict[str, Any]] = []
+        self._zone_snapshot: Sequence[dict[str, Any]] = []
         # below the free-disk floor crops stop first and the records go on (payload/ops/diskguard.py)
         self.disk = disk if disk is not None else DiskGuard(
             self.out_dir, cfg.preflight.min_free_disk_mb, send=status.send_statustext if status else None)
@@ -76,8 +77,8 @@ class GeotagHandler:
         """The sink of that registry name, if this run has it (for tools and tests)."""
         return next((s for s in self.sinks if s.name == name), None)
 
-    def zone_snapshot(self) -> list[dict[str, Any]]:
-        """The current zones as plain data (rebuilt whenever the zones are), safe to hand to another thread."""
+    def zone_snapshot(self) -> Sequence[dict[str, Any]]:
+        """The current zones (rebuilt with them), read-only, safe to hand on: a ZoneTable on the ground map."""
         return self._zone_snapshot
 
     def _state_at(self, t_mono: float) -> PoseEstimate | None:
@@ -116,11 +117,11 @@ class GeotagHandler:
         """Refresh the zone snapshot when the zones were re-extracted, and tell the sinks about new ones."""
         if self.map.zones_version != self._zones_version:
             self._zone_snapshot, self._zones_version = self.map.zone_features(), self.map.zones_version
-        by_id = {f["properties"]["id"]: f for f in self._zone_snapshot}
         for z in new:
-            log.info("%s", self.map.describe_zone(by_id[z.id]["properties"]))
+            feature = _feature_finder(self._zone_snapshot)(z.id)
+            log.info("%s", self.map.describe_zone(feature["properties"]))
             for sink in self.sinks:
-                sink.on_zone(by_id[z.id])
+                sink.on_zone(feature)
 
     def _note_trust(self, flags: tuple[str, ...]) -> None:
         self.untrusted += bool(flags)
@@ -153,6 +154,13 @@ class GeotagHandler:
                  len(self.map.zones), self.out_dir)
         if first is not None:
             raise first
+
+
+def _feature_finder(snap: Sequence[dict[str, Any]]) -> Callable[[str], dict[str, Any]]:
+    """A zone's feature by id: a ZoneTable makes only the features asked for; a list is indexed once."""
+    if isinstance(snap, ZoneTable):
+        return snap.feature
+    return {f["properties"]["id"]: f for f in snap}.__getitem__
 
 
 class FanOutHandler:

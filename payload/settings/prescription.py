@@ -33,8 +33,8 @@ class TerminalSection(StrictModel):
 
     short_names: bool = Field(
         default=False,
-        description="8.3 upper-case file names in the Shapefile zip (PRESCRIP.SHP ...): terminals that read a "
-        "USB stick with a FAT driver from the 1990s",
+        description="8.3 upper-case file names in the Shapefile zip (RXZONES.SHP ...; RXNORATE.SHP with "
+        "placeholder rates): terminals that read a USB stick with a FAT driver from the 1990s",
     )
     max_zones: int | None = Field(
         default=None, ge=1, le=100000,
@@ -95,7 +95,8 @@ class PrescriptionSection(StrictModel):
                                     description="unseen parts of the flown area at least this large (and 2 m "
                                     "wide) go on the scout list")
     formats: list[RxFormat] = Field(default_factory=_drone_rx_formats,
-                                    description="shp: prescription.zip, isoxml: TASKDATA/, gpkg: zones.gpkg (needs "
+                                    description="shp: prescription.zip (prescription_placeholder_rates.zip while a "
+                                    "rate is the placeholder default_rate), isoxml: TASKDATA/, gpkg: zones.gpkg (needs "
                                     "pyogrio, which the drone extra lacks; not in the default)")
     terminal: TerminalSection = TerminalSection()
 

@@ -18,7 +18,7 @@ A sink module imports only rooms below the config: it reads the config through `
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -110,7 +110,7 @@ class SinkContext:
 
     cfg: ConfigView
     out_dir: Path
-    zones: Callable[[], list[dict[str, Any]]]  # a snapshot of the current zones (features: plain data)
+    zones: Callable[[], Sequence[dict[str, Any]]]  # a snapshot of the current zones (features: plain data)
     status: StatusSender | None = None  # the ground-station link, when there is one
     crops_allowed: Callable[[], bool] = _always  # the free-disk guard's verdict (payload/ops/diskguard.py)
     clock: Callable[[], float] = time.monotonic  # flight time, for intervals

@@ -350,7 +350,7 @@ class LayersSink(SinkBase):
         self,
         out_dir: str | Path,
         detections: DetectionsJsonl,
-        zones: Callable[[], list[dict[str, Any]]],
+        zones: Callable[[], Sequence[dict[str, Any]]],
         formats: Sequence[str] = FORMATS,
         interval_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
@@ -416,7 +416,7 @@ class LayersSink(SinkBase):
         )
         self._thread.start()
 
-    def _write(self, committed_bytes: int, zones: list[dict[str, Any]]) -> None:
+    def _write(self, committed_bytes: int, zones: Sequence[dict[str, Any]]) -> None:
         """Rebuild the layers from detections.jsonl up to `committed_bytes` (whole records only)."""
         t0 = time.perf_counter()
         path = self.detections.path

@@ -14,7 +14,10 @@ Files (docs/PRESCRIPTIONS.md): treatment.geojson, scout.geojson, scout.csv, pres
 Placeholder rates (a class missing from `prescription.rates`, so it gets `default_rate`) are said in the
 files that carry attributes: each treatment zone's `rates` is "placeholder" or "set" (treatment.geojson,
 the GeoPackage), prescription.json's `rates_placeholder` is true when no rate is set at all, and the log
-says it at WARNING. The Shapefile keeps its three numeric fields (what the strictest terminals accept).
+says it at WARNING. The Shapefiles keep their three numeric fields (what the strictest terminals accept)
+and say it in their name instead: a zip holding a placeholder rate is `prescription_placeholder_rates.zip`
+with `prescription_placeholder_rates.shp`... (8.3: `RXNORATE`; the grid's `RXGNORAT`), the name a
+terminal lists the file by. Readers find either name with `shapefile_zip`.
 """
 
 from __future__ import annotations
@@ -55,6 +58,10 @@ RATES_KEY = "rates"  # treatment zone attribute: "placeholder" (default_rate) or
 PLACEHOLDER = "placeholder"
 ZONES_NAMES = ("prescription", "RXZONES")  # (name, 8.3 name) of the zones Shapefile
 GRID_NAMES = ("prescription_grid", "RXGRID")
+# the same Shapefiles when a rate in them is a placeholder: the name says it, where every terminal shows it
+PLACEHOLDER_SUFFIX = "_placeholder_rates"
+ZONES_PLACEHOLDER_NAMES = (ZONES_NAMES[0] + PLACEHOLDER_SUFFIX, "RXNORATE")
+GRID_PLACEHOLDER_NAMES = (GRID_NAMES[0] + PLACEHOLDER_SUFFIX, "RXGNORAT")
 
 
 @dataclass
@@ -74,11 +81,29 @@ class PrescriptionResult:
         return "\n".join([line, *(f"  {n}" for n in self.plan.notes), *(f"  skipped {s}" for s in self.skipped)])
 
 
+def shapefile_names_for(grid: bool, placeholder: bool, short_names: bool) -> tuple[str, str]:
+    """(zip name, member stem) of the zones or grid Shapefile, flagged when a rate in it is a placeholder."""
+    if grid:
+        return shapefile_names(*(GRID_PLACEHOLDER_NAMES if placeholder else GRID_NAMES), short_names)
+    return shapefile_names(*(ZONES_PLACEHOLDER_NAMES if placeholder else ZONES_NAMES), short_names)
+
+
+def shapefile_zip(out: Path, grid: bool = False) -> Path | None:
+    """The zones (or grid) Shapefile zip in `out`, whichever of its names it was written under; None: none."""
+    for placeholder in (False, True):
+        for short in (False, True):
+            p = out / shapefile_names_for(grid, placeholder, short)[0]
+            if p.is_file():
+                return p
+    return None
+
+
 def rx_files(out: Path) -> list[Path]:
-    """Every prescription file a run may have left in `out` (both name styles)."""
+    """Every prescription file a run may have left in `out` (both name styles, flagged or not)."""
     names = [TREATMENT_FILE, RX_JSON, GPKG_FILE, TASKDATA_DIR]
-    for base, short in (ZONES_NAMES, GRID_NAMES):
-        names += [shapefile_names(base, short, False)[0], shapefile_names(base, short, True)[0]]
+    for grid in (False, True):
+        for placeholder in (False, True):
+            names += [shapefile_names_for(grid, placeholder, short)[0] for short in (False, True)]
     return [out / n for n in names]
 
 
@@ -163,6 +188,7 @@ class _Built:
     grec: list[ShpRecord]
     task: tuple[Any, dict[str, bytes]] | None
     grid_shp: bool  # the grid Shapefile is written (within the terminal's zone limit)
+    placeholder_codes: set[int]  # class codes whose rate is default_rate (no rate set for the class)
 
 
 def _build(out: Path, dmap: DiseaseMap, cfg: PrescriptionSection, labels: list[str], task_name: str,
@@ -189,7 +215,8 @@ def _build(out: Path, dmap: DiseaseMap, cfg: PrescriptionSection, labels: list[s
     if grid is not None and "shp" in cfg.formats and not grid_shp:
         res.skipped.append(_grid_skip_note(len(grec), cfg))
         log.warning("prescription: skipped %s", res.skipped[-1])
-    return _Built(res, order, lonlat, zrec, grec, task, grid_shp)
+    placeholder = {z.code for z in plan.zones if z.label not in cfg.rates}
+    return _Built(res, order, lonlat, zrec, grec, task, grid_shp, placeholder)
 
 
 def _grid_fits(cells: int, cfg: PrescriptionSection) -> bool:
@@ -248,11 +275,17 @@ def write_prescription(out: Path, dmap: DiseaseMap, cfg: PrescriptionSection,
                       "id,kind,label,area_m2,peak_p,why,lat,lon\n")
     written += [out / TREATMENT_FILE, out / SCOUT_GEOJSON, out / SCOUT_CSV]
     if "shp" in cfg.formats:
-        name, stem = shapefile_names(*ZONES_NAMES, short)
-        written.append(write_shapefile_zip(out / name, zrec, stem, cfg.terminal.max_zones))
-        if b.grid_shp:
-            name, stem = shapefile_names(*GRID_NAMES, short)
-            written.append(write_shapefile_zip(out / name, grec, stem))
+        for grid_file, records in ((False, zrec), (True, grec)):
+            if grid_file and not b.grid_shp:
+                continue
+            # the name says when a record's rate is a placeholder: the Shapefile has no room for it in its fields
+            flagged = any(r.code in b.placeholder_codes for r in records)
+            name, stem = shapefile_names_for(grid_file, flagged, short)
+            limit = None if grid_file else cfg.terminal.max_zones  # the grid's limit was checked in _build
+            written.append(write_shapefile_zip(out / name, records, stem, limit))
+            if flagged:
+                log.warning("prescription: %s holds placeholder rates (default_rate %g %s), as its name says",
+                            name, cfg.default_rate, cfg.unit)
     if b.task is not None:
         written.append(write_taskdata(out, *b.task))
     if "gpkg" in cfg.formats:

@@ -210,7 +210,8 @@ class ReviewSink(SinkBase):
     name = "review"
 
     def __init__(self, out_dir: str | Path, cfg: ReviewSection, *, thresholds: Mapping[str, float] | None = None,
-                 zones: Callable[[], list[dict[str, Any]]] = list, allowed: Callable[[], bool] = lambda: True) -> None:
+                 zones: Callable[[], Sequence[dict[str, Any]]] = list,
+                 allowed: Callable[[], bool] = lambda: True) -> None:
         self.root = Path(out_dir) / REVIEW_DIR
         (self.root / TILES_DIR).mkdir(parents=True, exist_ok=True)
         self.cfg = cfg

@@ -174,9 +174,12 @@ def test_the_flight_writes_a_prescription_terminals_read(flown: tuple[Path, Path
     from isoxml.util.isoxml_io import isoxml_from_path
 
     from payload.grower.taskdata import schema_problems
+    from payload.sinks.prescription import shapefile_zip
 
     _tmp, out, report = flown
-    shp = pyogrio.read_info(out / "prescription.zip")
+    # the mission sets no rates: the Shapefile's name says they are placeholders (docs/PRESCRIPTIONS.md)
+    assert shapefile_zip(out) == out / "prescription_placeholder_rates.zip"
+    shp = pyogrio.read_info(out / "prescription_placeholder_rates.zip")
     assert shp["geometry_type"] == "Polygon" and shp["crs"] == "EPSG:4326" and shp["features"] >= 1
     assert dict(zip(shp["fields"], shp["dtypes"], strict=True))["RATE"] == "float64"
     assert {name for name, _kind in pyogrio.list_layers(out / "zones.gpkg")} >= {

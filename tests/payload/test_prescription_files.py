@@ -22,7 +22,7 @@ from payload.geo.diseasemap import DiseaseMap, mapinfo_record
 from payload.geo.sensor import default_sensor_model
 from payload.geo.zones import Zone
 from payload.grower.taskdata import schema_problems
-from payload.sinks.prescription import rx_files, write_prescription
+from payload.sinks.prescription import rx_files, shapefile_zip, write_prescription
 from tests.payload.test_map import LABELS, ORIGIN, survey_looks
 
 pyogrio = pytest.importorskip("pyogrio")
@@ -81,14 +81,20 @@ def test_shapefile_zip_is_what_a_strict_terminal_reads(tmp_path: Path, dmap: Dis
         assert struct.unpack("<i", z.read("prescription.shp")[32:36])[0] == 5
 
 
-def test_short_names_are_8_3(tmp_path: Path, dmap: DiseaseMap) -> None:
-    cfg = PrescriptionSection(grid_cell_m=5.0, terminal={"short_names": True})
+@pytest.mark.parametrize(("rates", "znames"), [({"rust": 2.0}, ("RXZONES", "RXGRID")),
+                                               ({}, ("RXNORATE", "RXGNORAT"))])  # placeholder rates: said in 8.3
+def test_short_names_are_8_3(tmp_path: Path, dmap: DiseaseMap, rates: dict[str, float],
+                             znames: tuple[str, str]) -> None:
+    cfg = PrescriptionSection(grid_cell_m=5.0, rates=rates, terminal={"short_names": True})
     write_prescription(tmp_path, dmap, cfg)
-    for zname in ("RXZONES.ZIP", "RXGRID.ZIP"):
-        names = zipfile.ZipFile(tmp_path / zname).namelist()
-        assert len(names) == 4 and all(re.fullmatch(r"[A-Z0-9_]{1,8}\.[A-Z]{3}", n) for n in names), names
+    for stem in znames:
+        names = zipfile.ZipFile(tmp_path / f"{stem}.ZIP").namelist()
+        assert sorted(names) == [f"{stem}.{x}" for x in ("DBF", "PRJ", "SHP", "SHX")]
+        assert all(re.fullmatch(r"[A-Z0-9_]{1,8}\.[A-Z]{3}", n) for n in names), names
         # GDAL opens a zip by its lower-case extension; /vsizip/ is how it reads any other
-        assert pyogrio.read_info(f"/vsizip/{tmp_path / zname}")["crs"] == "EPSG:4326"
+        assert pyogrio.read_info(f"/vsizip/{tmp_path / stem}.ZIP")["crs"] == "EPSG:4326"
+    assert shapefile_zip(tmp_path) == tmp_path / f"{znames[0]}.ZIP"
+    assert shapefile_zip(tmp_path, grid=True) == tmp_path / f"{znames[1]}.ZIP"
     assert not (tmp_path / "prescription.zip").exists()
 
 
@@ -169,7 +175,7 @@ def test_taskdata_grid_cells_match_the_grid(tmp_path: Path, dmap: DiseaseMap) ->
 def test_strict_terminal_overflow_merges_and_says_so(tmp_path: Path) -> None:
     dm = _with_copies(_map(), 4)
     res = write_prescription(tmp_path, dm, PrescriptionSection(terminal={"max_zones": 2}))
-    assert pyogrio.read_info(tmp_path / "prescription.zip")["features"] == 2
+    assert pyogrio.read_info(shapefile_zip(tmp_path))["features"] == 2
     rx = json.loads((tmp_path / "prescription.json").read_text())
     assert rx["strict_terminal_merges"] == 2 and rx["treatment_zones"] == 2
     assert all("max_zones = 2" in n for n in rx["notes"]) and "merged" in res.text()
@@ -178,7 +184,7 @@ def test_strict_terminal_overflow_merges_and_says_so(tmp_path: Path) -> None:
 def test_strict_terminal_refusal_writes_nothing_and_removes_an_older_prescription(tmp_path: Path) -> None:
     dm = _with_copies(_map(), 4)
     write_prescription(tmp_path, dm, PrescriptionSection())  # a prescription from before, without a limit
-    assert (tmp_path / "prescription.zip").is_file() and (tmp_path / "TASKDATA").is_dir()
+    assert shapefile_zip(tmp_path) is not None and (tmp_path / "TASKDATA").is_dir()
     cfg = PrescriptionSection(terminal={"max_zones": 3, "on_too_many": "refuse"})
     with pytest.raises(PrescriptionError, match=r"4 treatment zones, more than prescription.terminal.max_zones = 3"):
         write_prescription(tmp_path, dm, cfg)
@@ -208,7 +214,8 @@ def test_the_flights_close_writes_the_prescription(tmp_path: Path) -> None:
         assert f["geometry"]["type"] == "Polygon" and "crs" not in fc
         lon, lat = f["geometry"]["coordinates"][0][0]
         assert abs(lat - HOME[0]) < 0.01 and abs(lon - HOME[1]) < 0.01  # RFC 7946: lon, lat
-    assert pyogrio.read_info(tmp_path / "prescription.zip")["geometry_type"] == "Polygon"
+    # default rates: the Shapefile's name says they are placeholders
+    assert pyogrio.read_info(tmp_path / "prescription_placeholder_rates.zip")["geometry_type"] == "Polygon"
     assert (tmp_path / "TASKDATA" / "TASKDATA.XML").is_file() and (tmp_path / "scout.csv").is_file()
 
 
@@ -220,13 +227,14 @@ def test_payload_export_prescription(tmp_path: Path, capsys) -> None:
     (out / "detections.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     with pytest.raises(SystemExit) as ex:
         payload_main(["export", str(out)])
-    assert ex.value.code == 0 and not (out / "prescription.zip").exists()  # as before without the flag
+    assert ex.value.code == 0 and shapefile_zip(out) is None  # as before without the flag
     capsys.readouterr()
     with pytest.raises(SystemExit) as ex:
         payload_main(["export", str(out), "--prescription"])
     said = capsys.readouterr().out
     assert ex.value.code == 0 and "prescription: 1 treatment zones" in said
-    for name in ("treatment.geojson", "scout.csv", "prescription.zip", "zones.gpkg", "TASKDATA/TASKDATA.XML"):
+    for name in ("treatment.geojson", "scout.csv", "prescription_placeholder_rates.zip", "zones.gpkg",
+                 "TASKDATA/TASKDATA.XML"):
         assert (out / name).exists(), name
     # a terminal limit that cannot be met: exit 2, the option and the fix named, nothing written
     cfg = tmp_path / "strict.yaml"
@@ -234,7 +242,7 @@ def test_payload_export_prescription(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as ex:
         payload_main(["export", str(out), "--prescription", "--config", str(cfg)])
     assert ex.value.code == 2 and "prescription.rates names 'mildew'" in capsys.readouterr().err
-    assert not (out / "prescription.zip").exists()
+    assert shapefile_zip(out) is None
 
 
 def test_a_grid_too_fine_for_the_field_is_refused_before_any_file(tmp_path: Path, dmap: DiseaseMap) -> None:
@@ -268,15 +276,15 @@ def test_payload_export_strict_terminal_merges_or_refuses(tmp_path: Path, capsys
 
     with pytest.raises(SystemExit) as ex:
         payload_main(["export", str(out), "--prescription"])
-    assert ex.value.code == 0 and pyogrio.read_info(out / "prescription.zip")["features"] == 2
+    assert ex.value.code == 0 and pyogrio.read_info(shapefile_zip(out))["features"] == 2
     capsys.readouterr()
 
     with pytest.raises(SystemExit) as ex:
         payload_main(["export", str(out), "--prescription", "--config", str(merge)])
     assert ex.value.code == 0 and "merged two rust zones" in capsys.readouterr().out
-    info = pyogrio.read_info(out / "prescription.zip")
+    info = pyogrio.read_info(shapefile_zip(out))
     assert info["features"] == 1 and info["geometry_type"] == "Polygon"
-    _m, _f, geoms, _cols = pyogrio.raw.read(out / "prescription.zip")
+    _m, _f, geoms, _cols = pyogrio.raw.read(shapefile_zip(out))
     hull = shapely.from_wkb(geoms[0])
     for e, n in ((30.0, 20.0), (30.0, 60.0), (30.0, 100.0)):  # both patches and the ground between
         lat, lon, _ = ORIGIN.to_geodetic(e, n, 0.0)
@@ -299,13 +307,13 @@ def test_a_grid_with_more_cells_than_the_terminal_takes_is_left_out_or_refused(t
     merge = PrescriptionSection(grid_cell_m=5.0, terminal={"max_zones": 100}, formats=WITH_GPKG)
     res = write_prescription(tmp_path, dmap, merge)
     assert res.grid is not None and res.grid.shape[0] * res.grid.shape[1] > 100
-    assert (tmp_path / "prescription.zip").is_file() and not (tmp_path / "prescription_grid.zip").exists()
+    assert shapefile_zip(tmp_path) is not None and shapefile_zip(tmp_path, grid=True) is None
     rx = json.loads((tmp_path / "prescription.json").read_text())
     assert len(rx["skipped"]) == 1 and "more than prescription.terminal.max_zones = 100" in rx["skipped"][0]
     assert "prescription_grid" in {name for name, _kind in pyogrio.list_layers(tmp_path / "zones.gpkg")}
     # a grid within the limit is written as before
     write_prescription(tmp_path, dmap, PrescriptionSection(grid_cell_m=5.0, terminal={"max_zones": 10_000}))
-    assert pyogrio.read_info(tmp_path / "prescription_grid.zip")["features"] == res.grid.codes.size
+    assert pyogrio.read_info(shapefile_zip(tmp_path, grid=True))["features"] == res.grid.codes.size
     refuse = PrescriptionSection(grid_cell_m=5.0, terminal={"max_zones": 100, "on_too_many": "refuse"})
     with pytest.raises(PrescriptionError, match=r"grid prescription has \d+ cells, more than prescription.terminal"
                        r".max_zones = 100; no prescription written. Raise prescription.grid_cell_m"):
@@ -323,7 +331,7 @@ def test_a_drone_without_gdal_skips_only_the_geopackage(tmp_path: Path, dmap: Di
     res = write_prescription(tmp_path, dmap, PrescriptionSection(formats=WITH_GPKG))
     assert not (tmp_path / "zones.gpkg").exists()
     assert len(res.skipped) == 1 and "payload export" in res.skipped[0] and "--prescription" in res.skipped[0]
-    for name in ("prescription.zip", "TASKDATA/TASKDATA.XML", "treatment.geojson", "scout.csv"):
+    for name in ("prescription_placeholder_rates.zip", "TASKDATA/TASKDATA.XML", "treatment.geojson", "scout.csv"):
         assert (tmp_path / name).is_file(), name
     assert json.loads((tmp_path / "prescription.json").read_text())["skipped"] == res.skipped
 
@@ -337,7 +345,7 @@ def test_default_formats_are_what_the_drone_writes_and_gpkg_without_pyogrio_warn
     monkeypatch.setitem(sys.modules, "pyogrio.raw", None)
     res = write_prescription(tmp_path, dmap, PrescriptionSection())
     assert PrescriptionSection().formats == ["shp", "isoxml"] and res.skipped == []
-    assert not (tmp_path / "zones.gpkg").exists() and (tmp_path / "prescription.zip").is_file()
+    assert not (tmp_path / "zones.gpkg").exists() and shapefile_zip(tmp_path) is not None
     caplog.clear()
     PrescriptionSection(formats=WITH_GPKG)
     said = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
@@ -360,6 +368,7 @@ def test_placeholder_rates_are_said_in_the_files_and_the_log(tmp_path: Path, dma
     assert rx["rates_placeholder"] is True and rx["placeholder_rate_classes"] == ["rust"]
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("rates not set (prescription.rates is empty)" in m and "on/off map" in m for m in warned), warned
+    assert any("prescription_placeholder_rates.zip holds placeholder rates" in m for m in warned), warned
 
     caplog.clear()
     write_prescription(tmp_path, dmap, PrescriptionSection(rates={"rust": 2.5}))
@@ -367,3 +376,38 @@ def test_placeholder_rates_are_said_in_the_files_and_the_log(tmp_path: Path, dma
     assert all(f["properties"]["rates"] == "set" for f in feats)
     assert json.loads((tmp_path / "prescription.json").read_text())["rates_placeholder"] is False
     assert not [r for r in caplog.records if "rate" in r.getMessage() and r.levelname == "WARNING"]
+
+
+@pytest.mark.parametrize(("rates", "flagged"), [({}, True), ({"powdery_mildew": 0.8}, True), ({"rust": 2.5}, False)])
+def test_the_shapefiles_name_says_placeholder_rates(tmp_path: Path, dmap: DiseaseMap, rates: dict[str, float],
+                                                    flagged: bool) -> None:
+    """The Shapefile has no room for the flag (three numeric fields, what the strictest terminals take), so its
+    name says it: zip, members and the layer a terminal lists. Real rates for every zone in it: the plain name.
+    The map has one rust zone, so a rate for mildew alone leaves it a placeholder."""
+    write_prescription(tmp_path, dmap, PrescriptionSection(rates=rates, grid_cell_m=5.0))
+    stems = (("prescription_placeholder_rates", "prescription_grid_placeholder_rates") if flagged
+             else ("prescription", "prescription_grid"))
+    for grid, stem in zip((False, True), stems, strict=True):
+        zpath = shapefile_zip(tmp_path, grid=grid)
+        assert zpath == tmp_path / f"{stem}.zip"
+        assert sorted(zipfile.ZipFile(zpath).namelist()) == [f"{stem}.{x}" for x in ("dbf", "prj", "shp", "shx")]
+        info = pyogrio.read_info(zpath)
+        assert list(info["fields"]) == ["ZONE", "CLASS", "RATE"] and info["layer_name"] == stem
+        _m, _f, _g, cols = pyogrio.raw.read(zpath)
+        rate = 2.5 if not flagged else 1.0  # default_rate where no rate is set for rust
+        assert set(np.asarray(cols[2])[np.asarray(cols[1]) > 0].tolist()) == {rate}
+    others = {p.name for p in tmp_path.iterdir()} & {"prescription.zip", "prescription_grid.zip",
+                                                      "prescription_placeholder_rates.zip",
+                                                      "prescription_grid_placeholder_rates.zip"}
+    assert others == {f"{s}.zip" for s in stems}  # one zones file and one grid file, never both names
+    rx = json.loads((tmp_path / "prescription.json").read_text())
+    assert {f"{s}.zip" for s in stems} <= set(rx["files"])
+
+
+def test_a_flagged_shapefile_is_replaced_when_rates_are_set(tmp_path: Path, dmap: DiseaseMap) -> None:
+    """Setting the rates and writing again leaves only the plain name: no stale on/off map beside the dose."""
+    write_prescription(tmp_path, dmap, PrescriptionSection())
+    assert shapefile_zip(tmp_path) == tmp_path / "prescription_placeholder_rates.zip"
+    write_prescription(tmp_path, dmap, PrescriptionSection(rates={"rust": 2.5}))
+    assert shapefile_zip(tmp_path) == tmp_path / "prescription.zip"
+    assert not (tmp_path / "prescription_placeholder_rates.zip").exists()
