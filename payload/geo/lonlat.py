@@ -15,15 +15,16 @@ from payload.geo.zones import polygons
 DECIMALS = 8  # 1.1 mm of latitude: far below the map's cell, and what the GeoJSON layers use
 
 
+def en_to_lonlat(en: np.ndarray, frame: LocalFrame) -> np.ndarray:
+    """(n, 2) east/north metres to (n, 2) float64 [lon, lat] degrees, rounded to DECIMALS: the one conversion."""
+    lat, lon, _ = frame.to_geodetic(en[:, 0], en[:, 1], 0.0)
+    return np.round(np.stack([np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)], axis=1),
+                    DECIMALS)
+
+
 def to_lonlat(geom: BaseGeometry, frame: LocalFrame) -> BaseGeometry:
     """The geometry with every vertex converted to (lon, lat) degrees, rounded to DECIMALS."""
-
-    def convert(en: np.ndarray) -> np.ndarray:
-        lat, lon, _ = frame.to_geodetic(en[:, 0], en[:, 1], 0.0)
-        return np.round(np.stack([np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)], axis=1),
-                        DECIMALS)
-
-    return shapely.transform(geom, convert)
+    return shapely.transform(geom, lambda en: en_to_lonlat(en, frame))
 
 
 def point_lonlat(e: float, n: float, frame: LocalFrame) -> tuple[float, float]:
@@ -45,9 +46,7 @@ def _rings_lonlat(rings: Sequence[np.ndarray], origin: LocalFrame) -> list[np.nd
     """
     if not rings:
         return []
-    en = np.concatenate([np.asarray(r, dtype=np.float64).reshape(-1, 2) for r in rings])
-    lat, lon, _ = origin.to_geodetic(en[:, 0], en[:, 1], 0.0)
-    ll = np.round(np.stack([np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)], axis=1), DECIMALS)
+    ll = en_to_lonlat(np.concatenate([np.asarray(r, dtype=np.float64).reshape(-1, 2) for r in rings]), origin)
     out, k = [], 0
     for r in rings:
         n = len(r)
@@ -103,13 +102,8 @@ def packed_lonlat(geoms: Sequence[BaseGeometry], origin: LocalFrame) -> PackedRi
     """`geometries_lonlat` packed (PackedRings): one conversion, and the result held in four arrays."""
     polys = [_polygon_rings(g) for g in geoms]
     flat = [ring for p in polys for poly in p for ring in poly]
-    if flat:
-        en = np.concatenate([r.reshape(-1, 2) for r in flat])
-        lat, lon, _ = origin.to_geodetic(en[:, 0], en[:, 1], 0.0)
-        ll = np.round(np.stack([np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)], axis=1),
-                      DECIMALS)
-    else:
-        ll = np.zeros((0, 2), dtype=np.float64)
+    ll = en_to_lonlat(np.concatenate([r.reshape(-1, 2) for r in flat]), origin) if flat \
+        else np.zeros((0, 2), dtype=np.float64)
     return PackedRings(ll, np.array([len(r) for r in flat], dtype=np.int64),
                        np.array([len(poly) for p in polys for poly in p], dtype=np.int64),
                        np.array([len(p) for p in polys], dtype=np.int64))
