@@ -66,18 +66,25 @@ def tile_stats(tiles: np.ndarray) -> dict[str, Any]:
     return out
 
 
-def world_tiles(cls: str, gsd_mm: float, n_frames: int, seed: int, stage: str = WORLD_STAGE) -> np.ndarray:
-    """The payload's tiles of `n_frames` mission-camera frames of the world (crops in turn), disease at `stage`."""
+def world_tiles(cls: str, gsd_mm: float, n_frames: int, seed: int, stage: str = WORLD_STAGE,
+                crops: Sequence[str] | None = None) -> np.ndarray:
+    """The payload's tiles of `n_frames` mission-camera frames of the world, disease at `stage`.
+
+    The frames take the crops in turn: every crop kind the world draws, or only `crops` (whose names
+    then also key the draws, so one crop's frames differ from another's).
+    """
     from payload.pipeline.tiling import Tiler
     from tools.detectability import CROP_KINDS, FRAME_W, GRID_COLS, GRID_ROWS, _world, frame_gsd_mm, render_frame
 
-    rng = np.random.default_rng([seed, int(gsd_mm * 1000), CLASSES.index(cls)])
+    key = [seed, int(gsd_mm * 1000), CLASSES.index(cls)]
+    rng = np.random.default_rng(key if crops is None else key + [sum(map(ord, c)) for c in crops])
+    kinds = tuple(CROP_KINDS if crops is None else crops)
     tiler = Tiler(GRID_ROWS, GRID_COLS, 0.0, (MODEL_PX, MODEL_PX))
     fg = frame_gsd_mm(gsd_mm, MODEL_PX)
     half = max(60.0, 40.0 * FRAME_W * fg / 1000.0)
     out = []
     for k in range(n_frames):
-        world = _world(cls, None if cls == "healthy" else stage, CROP_KINDS[k % len(CROP_KINDS)],
+        world = _world(cls, None if cls == "healthy" else stage, kinds[k % len(kinds)],
                        int(rng.integers(0, 2**31)), half)
         img = render_frame(world, half, half, fg, int(rng.integers(0, 2**31)))
         out.append(tiler.tiles(img)[1].copy())  # the tiler reuses its batch buffer

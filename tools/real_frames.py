@@ -212,23 +212,6 @@ def all_stats(tiles: np.ndarray) -> dict[str, Any]:
     return s
 
 
-def world_crop_tiles(crop: str, gsd_mm: float, n_frames: int, seed: int) -> np.ndarray:
-    """Like tools.domain_gap.world_tiles('healthy', ...) but every frame of one crop."""
-    from payload.pipeline.tiling import Tiler
-    from tools.detectability import FRAME_W, GRID_COLS, GRID_ROWS, _world, frame_gsd_mm, render_frame
-
-    rng = np.random.default_rng([seed, int(gsd_mm * 1000), 0, sum(map(ord, crop))])
-    tiler = Tiler(GRID_ROWS, GRID_COLS, 0.0, (MODEL_PX, MODEL_PX))
-    fg = frame_gsd_mm(gsd_mm, MODEL_PX)
-    half = max(60.0, 40.0 * FRAME_W * fg / 1000.0)
-    out = []
-    for _ in range(n_frames):
-        world = _world("healthy", None, crop, int(rng.integers(0, 2**31)), half)
-        img = render_frame(world, half, half, fg, int(rng.integers(0, 2**31)))
-        out.append(tiler.tiles(img)[1].copy())  # the tiler reuses its batch buffer
-    return np.concatenate(out)
-
-
 def _distance(a: Any, b: Any) -> float | None:
     if a is None or b is None:
         return None
@@ -275,7 +258,8 @@ def compare(frames: list[dict[str, Any]], images: Path, gsds: Sequence[float], n
             w = world_tiles("healthy", g, n_frames, seed)
             row["renderers"]["world (all crops)"] = all_stats(w)
             for crop in sorted({c for c, _ in groups if c in CROP_KINDS}):
-                row["renderers"][f"world ({crop})"] = all_stats(world_crop_tiles(crop, g, n_frames, seed))
+                crop_tiles = world_tiles("healthy", g, n_frames, seed, crops=(crop,))
+                row["renderers"][f"world ({crop})"] = all_stats(crop_tiles)
             row["renderers"]["training"] = all_stats(training_tiles("healthy", g, len(w), seed))
             row["nearer"] = {}
             for name, real in row["real"].items():
