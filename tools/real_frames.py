@@ -56,11 +56,12 @@ from tools.domain_gap import MODEL_PX, tile_stats
 DEFAULT_GSD_MM = (2.0, 8.0, 16.0, 32.0)
 UPSAMPLE_TOLERANCE = 0.02  # a target this much finer than the photo's GSD still counts as native
 TEXTURE_SIGMA_PX = 3.0  # the blur of tools/transfer_probe.py (--blur 3)
+PIXEL_SIGMA_PX = 0.7  # the one-to-two-pixel band whose blur takes the probe's false alarms away (docs/WORLD.md)
 GREEN_HUE = (60.0, 150.0)  # tools.domain_gap.HUE_BANDS["green"]
 INTERIOR_KERNEL_PX = 13  # vegetation pixels at least 6 px (2 sigma) from any non-vegetation pixel
 MIN_INTERIOR_PX = 200  # a tile's canopy-interior texture counts when it has this many such pixels
 COMPARED = ("mean_rgb", "p90_rgb", "saturated_share", "whitish_share", "hue_yellow_brown_share",
-            "hue_green_share", "tile_spread", "fine_texture", "veg_share", "veg_mean_rgb",
+            "hue_green_share", "tile_spread", "fine_texture", "pixel_texture", "veg_share", "veg_mean_rgb",
             "veg_saturated_share", "canopy_whitish_share", "veg_fine_texture")
 
 
@@ -205,9 +206,10 @@ def vegetation_stats(tiles: np.ndarray) -> dict[str, Any]:
 
 
 def all_stats(tiles: np.ndarray) -> dict[str, Any]:
-    """tile_stats, fine texture (median over tiles) and the vegetation-pixel statistics."""
+    """tile_stats, fine texture and pixel-scale texture (medians over tiles), and the vegetation-pixel statistics."""
     s = tile_stats(tiles)
     s["fine_texture"] = round(float(np.median(fine_texture(tiles))), 2)
+    s["pixel_texture"] = round(float(np.median(fine_texture(tiles, PIXEL_SIGMA_PX))), 2)
     s.update(vegetation_stats(tiles))
     return s
 

@@ -41,6 +41,19 @@ def test_fine_texture_sees_stripes_not_a_ramp() -> None:
     assert fine_texture(stripes)[0] > 40.0
 
 
+def test_pixel_texture_sees_single_pixels_not_blobs() -> None:
+    """The sigma-0.7 band holds one-pixel detail; features five pixels wide barely reach it."""
+    fine = np.zeros((1, 96, 96, 3), np.uint8)
+    fine[0, ::2, ::2] = 200  # isolated single pixels
+    blobs = np.zeros((1, 96, 96, 3), np.uint8)
+    for y in range(0, 96, 16):
+        for x in range(0, 96, 16):
+            blobs[0, y:y + 5, x:x + 5] = 200
+    f, b = all_stats(fine), all_stats(blobs)
+    assert f["pixel_texture"] > 3 * b["pixel_texture"]
+    assert b["fine_texture"] > b["pixel_texture"]  # the blobs' energy lies in the coarser band
+
+
 def test_vegetation_stats_on_a_half_green_tile() -> None:
     tile = np.zeros((1, 40, 40, 3), np.uint8)
     tile[0, :, :20] = (60, 120, 40)  # saturated green
