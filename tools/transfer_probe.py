@@ -19,7 +19,7 @@ lesions saturate a channel, a tone curve and a saturation of its own. It asks wh
 rust is missed for want of an over-exposing camera in training (see docs/WORLD.md).
 
     python -m tools.transfer_probe --out build/transfer_probe [--per-class 2000] [--epochs 5]
-        [--gsd 2 4 8 16 32] [--frames 4] [--blur 3] [--camera-chain] [--seed N]
+        [--gsd 2 4 8 16 32] [--frames 4] [--blur 3] [--camera-chain] [--by-crop] [--seed N]
 """
 
 from __future__ import annotations
@@ -143,22 +143,36 @@ def train(x: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> tuple[Any, fl
 
 
 def run(per_class: int, epochs: int, gsds: Sequence[float], frames: int, blur: float, seed: int,
-        camera: bool = False) -> dict[str, Any]:
-    """Train the probe, then its rates on the world per resolution, cell and look (as rendered, blurred)."""
+        camera: bool = False, by_crop: bool = False) -> dict[str, Any]:
+    """Train the probe, then its rates on the world per resolution, cell and look (as rendered, blurred).
+
+    `by_crop` adds the healthy canopy's false alarms per crop kind (`frames` frames of each), so a
+    false alarm can be traced to the crop whose rendering causes it.
+    """
+    from tools.detectability import CROP_KINDS
     from tools.domain_gap import world_tiles
 
     print(f"drawing {per_class} generator tiles per class{' through the camera chain' if camera else ''}", flush=True)
     model, acc = train(*training_set(per_class, seed, camera), epochs, seed)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    by: list[dict[str, Any]] = []
     for g in gsds:
         for cls, stage in CELLS:
             tiles = world_tiles(cls, g, frames, seed, stage or "moderate")
             rates = {look: cell_rate(cls, model.predict(t, verbose=0).argmax(1))
                      for look, t in (("rendered", tiles), ("blurred", blur_tiles(tiles, blur)))}
             rows.append({"gsd_mm": g, "class": cls, "stage": stage, "tiles": int(len(tiles)), **rates})
+        for crop in CROP_KINDS if by_crop else ():
+            tiles = world_tiles("healthy", g, frames, seed, crops=(crop,))
+            rates = {look: cell_rate("healthy", model.predict(t, verbose=0).argmax(1))
+                     for look, t in (("rendered", tiles), ("blurred", blur_tiles(tiles, blur)))}
+            by.append({"gsd_mm": g, "crop": crop, "tiles": int(len(tiles)), **rates})
         print(f"{g:g} mm/px: world tiles classified", flush=True)
-    return {"seed": seed, "per_class": per_class, "epochs": epochs, "blur_px": blur, "frames": frames,
-            "camera_chain": camera, "generator_accuracy": round(acc, 4), "rows": rows}
+    out = {"seed": seed, "per_class": per_class, "epochs": epochs, "blur_px": blur, "frames": frames,
+           "camera_chain": camera, "generator_accuracy": round(acc, 4), "rows": rows}
+    if by_crop:
+        out["healthy_by_crop"] = by
+    return out
 
 
 def markdown(res: dict[str, Any]) -> str:
@@ -174,6 +188,14 @@ def markdown(res: dict[str, Any]) -> str:
         cells = {(r["class"], r["stage"]): r for r in res["rows"] if r["gsd_mm"] == g}
         vals = [f"{cells[k]['rendered']:.2f} ({cells[k]['blurred']:.2f})" if k in cells else "-" for k in CELLS]
         lines.append(f"| {g:g} | " + " | ".join(vals) + " |")
+    if res.get("healthy_by_crop"):
+        crops = list(dict.fromkeys(r["crop"] for r in res["healthy_by_crop"]))
+        lines += ["", "Healthy canopy flagged, per crop:", "", "| mm/px | " + " | ".join(crops) + " |",
+                  "|---|" + "---|" * len(crops)]
+        for g in gsds:
+            cells = {r["crop"]: r for r in res["healthy_by_crop"] if r["gsd_mm"] == g}
+            vals = [f"{cells[c]['rendered']:.2f} ({cells[c]['blurred']:.2f})" if c in cells else "-" for c in crops]
+            lines.append(f"| {g:g} | " + " | ".join(vals) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -187,6 +209,7 @@ def _main(argv: Sequence[str] | None) -> int:
     ap.add_argument("--blur", type=float, default=3.0, help="Gaussian sigma, model pixels, of the blurred look")
     ap.add_argument("--camera-chain", action="store_true",
                     help="pass the generator's tiles through a wider camera (exposure to saturation, tone, saturation)")
+    ap.add_argument("--by-crop", action="store_true", help="also the healthy false alarms per crop kind")
     ap.add_argument("--seed", type=int, default=None, help="default: drawn now and printed")
     a = ap.parse_args(argv)
     if a.per_class < 10 or a.epochs < 1 or a.frames < 1 or a.blur <= 0 or any(g <= 0 for g in a.gsd):
@@ -194,7 +217,7 @@ def _main(argv: Sequence[str] | None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     seed = int(np.random.default_rng().integers(0, 2**31)) if a.seed is None else a.seed
     print(f"seed {seed}", flush=True)
-    res = run(a.per_class, a.epochs, a.gsd, a.frames, a.blur, seed, a.camera_chain)
+    res = run(a.per_class, a.epochs, a.gsd, a.frames, a.blur, seed, a.camera_chain, a.by_crop)
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "transfer_probe.json").write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
     md = markdown(res)
