@@ -19,7 +19,8 @@ lesions saturate a channel, a tone curve and a saturation of its own. It asks wh
 rust is missed for want of an over-exposing camera in training (see docs/WORLD.md).
 
     python -m tools.transfer_probe --out build/transfer_probe [--per-class 2000] [--epochs 5]
-        [--gsd 2 4 8 16 32] [--frames 4] [--blur 3] [--camera-chain] [--by-crop] [--seed N]
+        [--gsd 2 4 8 16 32] [--frames 4] [--blur 3] [--camera-chain] [--by-crop]
+        [--train-blurred] [--seed N]
 """
 
 from __future__ import annotations
@@ -143,17 +144,20 @@ def train(x: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> tuple[Any, fl
 
 
 def run(per_class: int, epochs: int, gsds: Sequence[float], frames: int, blur: float, seed: int,
-        camera: bool = False, by_crop: bool = False) -> dict[str, Any]:
+        camera: bool = False, by_crop: bool = False, train_blurred: bool = False) -> dict[str, Any]:
     """Train the probe, then its rates on the world per resolution, cell and look (as rendered, blurred).
 
     `by_crop` adds the healthy canopy's false alarms per crop kind (`frames` frames of each), so a
-    false alarm can be traced to the crop whose rendering causes it.
+    false alarm can be traced to the crop whose rendering causes it. `train_blurred` blurs the
+    training tiles by `blur` as well: a model with a fixed low-pass in front, blind to the band
+    the blur removes on both sides.
     """
     from tools.detectability import CROP_KINDS
     from tools.domain_gap import world_tiles
 
     print(f"drawing {per_class} generator tiles per class{' through the camera chain' if camera else ''}", flush=True)
-    model, acc = train(*training_set(per_class, seed, camera), epochs, seed)
+    x, y = training_set(per_class, seed, camera)
+    model, acc = train(blur_tiles(x, blur) if train_blurred else x, y, epochs, seed)
     rows: list[dict[str, Any]] = []
     by: list[dict[str, Any]] = []
     for g in gsds:
@@ -169,7 +173,7 @@ def run(per_class: int, epochs: int, gsds: Sequence[float], frames: int, blur: f
             by.append({"gsd_mm": g, "crop": crop, "tiles": int(len(tiles)), **rates})
         print(f"{g:g} mm/px: world tiles classified", flush=True)
     out = {"seed": seed, "per_class": per_class, "epochs": epochs, "blur_px": blur, "frames": frames,
-           "camera_chain": camera, "generator_accuracy": round(acc, 4), "rows": rows}
+           "camera_chain": camera, "train_blurred": train_blurred, "generator_accuracy": round(acc, 4), "rows": rows}
     if by_crop:
         out["healthy_by_crop"] = by
     return out
@@ -180,6 +184,7 @@ def markdown(res: dict[str, Any]) -> str:
     gsds = sorted({r["gsd_mm"] for r in res["rows"]})
     heads = ["healthy flagged" if c == "healthy" else f"{c} {s}" for c, s in CELLS]
     chain = " through the camera chain" if res.get("camera_chain") else ""
+    chain += ", trained blurred" if res.get("train_blurred") else ""
     lines = [f"# Probe trained on the generator{chain}, classifying the world (seed {res['seed']})", "",
              f"Held-back generator accuracy {res['generator_accuracy']:.3f}; each cell: as rendered "
              f"(blurred by {res['blur_px']:g} px).", "",
@@ -210,6 +215,8 @@ def _main(argv: Sequence[str] | None) -> int:
     ap.add_argument("--camera-chain", action="store_true",
                     help="pass the generator's tiles through a wider camera (exposure to saturation, tone, saturation)")
     ap.add_argument("--by-crop", action="store_true", help="also the healthy false alarms per crop kind")
+    ap.add_argument("--train-blurred", action="store_true",
+                    help="blur the training tiles by --blur too (a fixed low-pass in front of the model)")
     ap.add_argument("--seed", type=int, default=None, help="default: drawn now and printed")
     a = ap.parse_args(argv)
     if a.per_class < 10 or a.epochs < 1 or a.frames < 1 or a.blur <= 0 or any(g <= 0 for g in a.gsd):
@@ -217,7 +224,7 @@ def _main(argv: Sequence[str] | None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     seed = int(np.random.default_rng().integers(0, 2**31)) if a.seed is None else a.seed
     print(f"seed {seed}", flush=True)
-    res = run(a.per_class, a.epochs, a.gsd, a.frames, a.blur, seed, a.camera_chain, a.by_crop)
+    res = run(a.per_class, a.epochs, a.gsd, a.frames, a.blur, seed, a.camera_chain, a.by_crop, a.train_blurred)
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "transfer_probe.json").write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
     md = markdown(res)

@@ -58,9 +58,9 @@ def test_bad_options_are_named(tmp_path) -> None:
 
 def test_small_run_writes_its_table(tmp_path, capsys) -> None:
     assert _main(["--out", str(tmp_path), "--per-class", "12", "--epochs", "1", "--gsd", "16", "--frames", "1",
-                  "--by-crop", "--seed", "5"]) == 0
+                  "--by-crop", "--train-blurred", "--seed", "5"]) == 0
     res = json.loads((tmp_path / "transfer_probe.json").read_text())
-    assert res["seed"] == 5 and len(res["rows"]) == len(CELLS)
+    assert res["seed"] == 5 and len(res["rows"]) == len(CELLS) and res["train_blurred"] is True
     assert all(0.0 <= r[k] <= 1.0 for r in res["rows"] for k in ("rendered", "blurred"))
     assert all(r["tiles"] == 12 for r in res["rows"])  # one frame of the 3 x 4 grid per cell
     by = res["healthy_by_crop"]
