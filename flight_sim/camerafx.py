@@ -3,7 +3,9 @@
 The world (flight_sim/world) gives each pixel the scene radiance an ideal camera would record at a
 nominal exposure and daylight white balance. A drone camera then:
 - meters the scene and sets its gain, late: auto exposure follows the scene with a time constant
-  (AE_TAU_S), so flying from bright soil onto dark canopy leaves a frame or two too dark;
+  (AE_TAU_S), so flying from bright soil onto dark canopy leaves a frame or two too dark. It
+  meters as Raspberry Pi's libcamera does (`exposure_gain`): the frame's mean linear luma to
+  AE_Y_TARGET, raised if need be until the brightest 2 % reach AE_HIGHLIGHT_Y;
 - balances white, also late (AWB_TAU_S) and only partly, along the illuminant's warm-cool axis:
   red and blue gains move in opposite directions (red x blue = 1), toward equal red and blue means,
   pulled toward 1 by AWB_STRENGTH and within AWB_LIMITS. A camera's AWB searches daylight-like
@@ -26,7 +28,15 @@ import numpy as np
 
 from flight_sim.world.light import decode
 
-AE_TARGET = 110.0  # mean level (0-255) the auto exposure aims for: a mid-grey scene, a little under half
+# Auto exposure as libcamera's Raspberry Pi AGC meters (src/ipa/rpi/vc4/data/imx219.json, `rpi.agc`,
+# BSD-2-Clause): the mean linear luma of the frame aims at y_target 0.16, and in the normal
+# constraint mode the mean of the brightest 2 % (q 0.98-1.0) is held at or above 0.5 (a LOWER bound:
+# it only ever raises the exposure). The old rule, a mean ENCODED level of 110, over-exposed a
+# contrasty canopy by 0.4-0.8 stops against it (docs/WORLD.md, "The camera chain").
+AE_Y_TARGET = 0.16
+AE_HIGHLIGHT_Q = 0.98
+AE_HIGHLIGHT_Y = 0.5
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 AE_TAU_S = 0.6  # auto-exposure time constant
 AE_LIMITS = (0.25, 8.0)  # gain range
 AWB_TAU_S = 1.5
@@ -77,6 +87,22 @@ def motion_kernel(dx_px: float, dy_px: float) -> np.ndarray | None:
     return k / k.sum()
 
 
+def exposure_gain(sample: np.ndarray) -> float:
+    """The gain on encoded (gamma-2) values that exposes `sample` (N, 3 encoded 0-255) as libcamera's AGC would.
+
+    Linear gain = max(AE_Y_TARGET / mean luma, AE_HIGHLIGHT_Y / mean luma of the brightest
+    1 - AE_HIGHLIGHT_Q), taken on linear light; the encoded gain is its square root (gamma 2),
+    within AE_LIMITS.
+    """
+    lin = (np.asarray(sample, np.float32) * np.float32(1.0 / 255.0)) ** 2
+    y = lin @ LUMA
+    mean_y = max(float(y.mean()), 1e-6)
+    k = max(1, int(round(len(y) * (1.0 - AE_HIGHLIGHT_Q))))
+    top_y = max(float(np.partition(y, len(y) - k)[len(y) - k:].mean()), 1e-6)
+    gain_lin = max(AE_Y_TARGET / mean_y, AE_HIGHLIGHT_Y / top_y)
+    return float(np.clip(math.sqrt(gain_lin), *AE_LIMITS))
+
+
 def awb_gains(mean_rgb: np.ndarray) -> np.ndarray:
     """White-balance gains (red, 1, blue) from a scene's mean colour, on the warm-cool axis only.
 
@@ -115,7 +141,7 @@ class CameraEffects:
             v = valid[::4, ::4].ravel()
             sample = sample[v] if v.any() else sample
         mean = sample.mean(axis=0) + 1e-3
-        target_gain = float(np.clip(AE_TARGET / float(mean.mean()), *AE_LIMITS))
+        target_gain = exposure_gain(sample)
         target_wb = awb_gains(mean)
         st.gain = float(_lag(st.gain, target_gain, dt, AE_TAU_S))
         st.wb = np.asarray(target_wb if st.wb is None else _lag(st.wb, target_wb, dt, AWB_TAU_S), np.float32)

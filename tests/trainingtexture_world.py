@@ -12,12 +12,12 @@ world: that world is flight_sim/world (docs/WORLD.md), and this double lives und
 simulator never imports compile/ (tests/test_architecture.py).
 
 Encoding. World.shade returns gamma-2 encoded radiance at nominal exposure, and the camera chain
-(flight_sim/camerafx.py) then scales the encoded values (auto exposure to a mean of 110, a partial
-white balance on the red-blue axis). The painted values here are the old field's frame values and
+(flight_sim/camerafx.py) then scales the encoded values (auto exposure as libcamera meters: mean
+linear luma 0.16, the brightest 2 % at least 0.5; a partial white balance on the red-blue axis). The painted values here are the old field's frame values and
 are returned as they are, as if they were that encoded radiance: with the scenario's
 `camera.auto_exposure: false` the camera's frame is exactly the painted field (plus read noise,
 blur and JPEG, as the old renderer gave); with auto exposure on, the healthy canopy (mean ~80) is
-lifted by ~1.4 and lightly white-balanced, which a family-trained model tolerates (its looks vary
+lifted and lightly white-balanced, which a family-trained model tolerates (its looks vary
 in brightness and tint). `radiance_scale` is 1 (nominal light, no sun or clouds).
 
 Raster layout as the old field: row 0 is the field's north edge, column 0 its west edge; pixel

@@ -235,11 +235,28 @@ def test_auto_exposure_lags_like_a_camera() -> None:
     fx.apply(dark, 0.0)
     g_dark = fx.state.gain
     out = fx.apply(bright, 0.2)
-    assert fx.state.gain > 110.0 / 160.0 and fx.state.gain < g_dark  # still too bright: it lags
-    assert out.mean() > 120
+    settled = 255.0 * math.sqrt(0.5)  # a uniform scene: its brightest 2 % (all of it) held at linear luma 0.5
+    assert fx.state.gain > settled / 160.0 and fx.state.gain < g_dark  # still too bright: it lags
+    assert out.mean() > settled + 10
     for k in range(1, 30):
         out = fx.apply(bright, 0.2 + 0.2 * k)
-    assert out.mean() == pytest.approx(110.0, abs=3)
+    assert out.mean() == pytest.approx(settled, abs=3)
+
+
+def test_exposure_meters_linear_luma_as_libcamera_does() -> None:
+    """Known answers for libcamera's rule: mean linear luma to 0.16, unless the brightest 2 % would stay under 0.5."""
+    from flight_sim.camerafx import exposure_gain
+
+    # 98 % canopy at linear luma 0.04 (encoded 51), 2 % glints at luma 0.64 (encoded 204): mean luma 0.052,
+    # the highlights already above 0.5, so the mean rule binds: linear gain 0.16 / 0.052
+    px = np.full((1000, 3), 51.0, np.float32)
+    px[:20] = 204.0
+    lin = (px / 255.0) ** 2 @ np.array([0.299, 0.587, 0.114])
+    assert exposure_gain(px) == pytest.approx(math.sqrt(0.16 / lin.mean()), rel=1e-4)
+    # a flat grey scene: the highlight bound binds and takes it to luma 0.5 whatever its level
+    for level in (40.0, 120.0, 200.0):
+        grey = np.full((500, 3), level, np.float32)
+        assert (level * exposure_gain(grey) / 255.0) ** 2 == pytest.approx(0.5, rel=1e-4)
 
 
 def test_sky_and_outside_field_are_marked(scenario: Scenario, renderer: WorldRenderer) -> None:
