@@ -28,6 +28,7 @@ from payload.geo.sensor import SensorModel
 from payload.geo.terrain import HomeOnDem, ground_surface
 from payload.geo.zonetable import ZoneTable
 from payload.ops.diskguard import DiskGuard
+from payload.pipeline.heap import release_free_heap
 from payload.sinks.base import DetectionSink, SinkContext
 from payload.sinks.registry import build_sinks, replay_earlier
 from payload.types import FrameResult, PoseEstimate, PoseSource, ResultHandler, StatusSender
@@ -117,6 +118,7 @@ class GeotagHandler:
         """Refresh the zone snapshot when the zones were re-extracted, and tell the sinks about new ones."""
         if self.map.zones_version != self._zones_version:
             self._zone_snapshot, self._zones_version = self.map.zone_features(), self.map.zones_version
+            release_free_heap()  # the cut's and the old snapshot's memory, back to the system (pipeline/heap.py)
         for z in new:
             feature = _feature_finder(self._zone_snapshot)(z.id)
             log.info("%s", self.map.describe_zone(feature["properties"]))
