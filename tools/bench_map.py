@@ -214,8 +214,10 @@ def noisy_field_figures(n_frames: int = 1500, rate: float = 0.10) -> dict:
 def zone_memory_figures(n_zones: int = 2000, seed: int = 0) -> dict:
     """Bytes a zone alive holds, by part, over `n_zones` zones of 3 x 4 cells (about 15 outline vertices).
 
-    Python's share is tracemalloc's; the outlines live in GEOS, which only glibc's allocator sees, so
-    each part is also counted as the change of mallinfo2's bytes in use (0 where that is not glibc).
+    Python's share is tracemalloc's; anything held in GEOS only glibc's allocator sees, so each part
+    is also counted as the change of mallinfo2's bytes in use (0 where that is not glibc). The outline
+    is what a zone keeps between cuts: its WKB bytes (payload/geo/zones.py `Zone.outline`); the GEOS
+    polygon it is traced as, and made again from when asked, is `outline_geos_bytes_per_zone`.
     Not part of `make bench`: `python -c 'from tools.bench_map import zone_memory_figures as f; print(f())'`.
     """
     import ctypes
@@ -257,15 +259,16 @@ def zone_memory_figures(n_zones: int = 2000, seed: int = 0) -> dict:
         return made
 
     try:
-        geoms = part("outline", lambda: [mask_polygon(m, (i // 40) * 10, (i % 40) * 10, 0.5)
-                                         for i, m in enumerate(masks)])
-        out["outline_vertices_mean"] = round(float(np.mean(shapely.get_num_coordinates(geoms))), 1)
+        geos = part("outline_geos", lambda: [mask_polygon(m, (i // 40) * 10, (i % 40) * 10, 0.5)
+                                             for i, m in enumerate(masks)])
+        out["outline_vertices_mean"] = round(float(np.mean(shapely.get_num_coordinates(geos))), 1)
+        geoms = part("outline", lambda: [shapely.to_wkb(g) for g in geos])
         zones = part("zone", lambda: [Zone("rust", g, 3.0, (1.0 + i, 2.0), 0.9, 0.7, 5, 3.3, (1.0, 0.5, 30.0), 1.2,
                                            9, f"rust-{i + 1}", 0.1) for i, g in enumerate(geoms)])
         part("snapshot", lambda: zone_features(zones, ORIGIN))
         book = ZoneBook()
         part("book", lambda: book.assign(zones))  # the book keeps each id with its outline (the same GEOS object)
-        part("outline_cache", lambda: {(i, i, 3, 4, np.packbits(m).tobytes()): g
+        part("outline_cache", lambda: {np.array([i, i, 3, 4], dtype=np.int64).tobytes() + np.packbits(m).tobytes(): g
                                        for i, (m, g) in enumerate(zip(masks, geoms, strict=True))})
     finally:
         tracemalloc.stop()

@@ -34,7 +34,7 @@ from payload.geo.looks import LOOK_SCHEMA
 from payload.geo.placeerror import PlaceBook, overlap_share
 from payload.geo.sensor import SensorModel
 from payload.geo.tilevalue import cell_values, footprint_values
-from payload.geo.zones import ZONE_COLUMNS, Zone, ZoneBook, extract_zones
+from payload.geo.zones import ZONE_COLUMNS, Zone, ZoneBook, extract_zones, outline_geometries
 from payload.geo.zonetable import ZoneTable, column
 from payload.settings.map import MapSection
 
@@ -74,7 +74,7 @@ class DiseaseMap:
         self.counts = MapCounts()
         self._prev: dict[str, tuple[float, float]] = {}
         self._since_zones = 0
-        self._outlines: dict[tuple[int, int, int, int, bytes], Any] = {}  # zone outlines of the last cut (zones.py)
+        self._outlines: dict[bytes, bytes] = {}  # zone outlines (WKB) of the last cut, by their cells (zones.py)
         self.zones_version = 0  # bumped at every extraction, so readers know when to refresh
         self.places = PlaceBook(cfg.cell_m * cfg.chunk_cells)
 
@@ -236,4 +236,4 @@ def zone_features(zones: Sequence[Zone], origin: LocalFrame | None) -> ZoneTable
         lat, lon, _ = origin.to_geodetic(en[:, 0], en[:, 1], 0.0)  # type: ignore[union-attr]
         cols["lat"] = column([round(float(v), 8) for v in np.asarray(lat).tolist()])
         cols["lon"] = column([round(float(v), 8) for v in np.asarray(lon).tolist()])
-    return ZoneTable(cols, packed_lonlat([z.geometry_en for z in zones], origin))  # type: ignore[arg-type]
+    return ZoneTable(cols, packed_lonlat(outline_geometries([z.outline for z in zones]), origin))  # type: ignore[arg-type]

@@ -47,12 +47,18 @@ def mask_polygon(mask: np.ndarray, row0: int, col0: int, cell_m: float) -> BaseG
     return shapely.union_all(boxes)
 
 
-@dataclass
+@dataclass(slots=True)
 class Zone:
-    """One zone in the map's local east/north frame (the layers convert it to WGS84)."""
+    """One zone in the map's local east/north frame (the layers convert it to WGS84).
+
+    The outline is held packed, as its WKB bytes (`outline`: exact, 16 bytes a vertex, no GEOS object
+    alive between cuts), and `geometry_en` makes the shapely geometry when asked, the same one every
+    time: a field full of zones kept a GEOS polygon of about 1.1 kB per zone alive for the whole
+    flight, scattered through the heap. The constructor takes a geometry (or WKB bytes) as before.
+    """
 
     label: str
-    geometry_en: BaseGeometry
+    outline: bytes  # the east/north outline as WKB; given a shapely geometry, it is packed (__post_init__)
     area_m2: float
     centroid_en: tuple[float, float]
     peak_p: float
@@ -64,6 +70,15 @@ class Zone:
     cells: int
     id: str = ""
     place_sigma_m: float = 0.0  # the evidence-weighted rms placement error of the looks around it (m)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.outline, bytes):
+            self.outline = shapely.to_wkb(self.outline)
+
+    @property
+    def geometry_en(self) -> BaseGeometry:
+        """The outline as a shapely geometry in east/north metres (made from `outline` at each call)."""
+        return shapely.from_wkb(self.outline)
 
     def as_dict(self) -> dict[str, Any]:
         """The zone's attributes as flat JSON-ready columns (no geometry)."""
@@ -125,14 +140,15 @@ def extract_zones(
     threshold: float,
     min_area_m2: float,
     pose_sigma_m: float,
-    outlines: dict[tuple[int, int, int, int, bytes], BaseGeometry] | None = None,
+    outlines: dict[bytes, bytes] | None = None,
     place_sigma: Callable[[tuple[float, float, float, float]], float] | None = None,
 ) -> list[Zone]:
     """Every zone of the grid (without ids), in a deterministic order: by class, then south-west first.
 
-    `outlines`, when given, keeps each zone's polygon between calls keyed by its cells: most zones of
-    a big map do not change from one cut to the next, and tracing the outline is the costliest step.
-    It is replaced by this call's outlines (so it holds one cut's worth). `place_sigma`, when given,
+    `outlines`, when given, keeps each zone's outline (WKB, `Zone.outline`) between calls keyed by its
+    cells (one bytes object: the cell box's corner and shape, then the cells' bits): most zones of a big
+    map do not change from one cut to the next, and tracing the outline is the costliest step. It is
+    replaced by this call's outlines (so it holds one cut's worth). `place_sigma`, when given,
     answers the looks' placement error over a zone's bounds (min e, min n, max e, max n).
     """
     if not 0.0 < threshold < 1.0:
@@ -141,7 +157,7 @@ def extract_zones(
     min_ev = math.log(threshold / (1.0 - threshold)) - prior_logodds
     cell = grid.cell_m
     out: list[Zone] = []
-    kept: dict[tuple[int, int, int, int, bytes], BaseGeometry] = {}
+    kept: dict[bytes, bytes] = {}
     for bounds in grid.chunk_groups(min_ev):
         r0, _r1, c0, _c1 = bounds
         ev, looks = grid.dense(bounds)
@@ -173,10 +189,10 @@ def extract_zones(
                 # error, plus the spread of the evidence over the number of independent looks that built it
                 unc = math.sqrt(pose_sigma_m ** 2 + placed ** 2 + cell * cell / 12.0
                                 + ell[0] ** 2 / max(1.0, float(lk.mean())))
-                key = (r0 + y, c0 + x, *sel.shape, np.packbits(sel).tobytes())
+                key = np.array([r0 + y, c0 + x, *sel.shape], dtype=np.int64).tobytes() + np.packbits(sel).tobytes()
                 geom = outlines.get(key) if outlines is not None else None
                 if geom is None:
-                    geom = mask_polygon(sel, r0 + y, c0 + x, cell)
+                    geom = shapely.to_wkb(mask_polygon(sel, r0 + y, c0 + x, cell))
                 kept[key] = geom
                 out.append(Zone(label, geom, area, (ce, cn), float(pc.max()), float(pc.mean()), int(lk.max()),
                                 float(lk.mean()), ell, unc, cells, place_sigma_m=placed))
@@ -193,13 +209,13 @@ def extract_zones(
 FORGET_AFTER_CUTS = 20
 
 
-@dataclass
+@dataclass(slots=True)
 class _Known:
-    """A zone id the book holds with its last outline, and the cut that last found it."""
+    """A zone id the book holds with its last outline (WKB, the zone's own bytes), and the cut that last found it."""
 
     label: str
     id: str
-    geometry: BaseGeometry
+    outline: bytes
     seen_cut: int
 
 
@@ -208,12 +224,13 @@ class ZoneBook:
     """Zone ids that last across re-extractions: a zone overlapping a known zone of its class keeps its id.
 
     Memory follows the zones alive, not every zone ever cut: a zone absent from `forget_after` cuts
-    in a row is forgotten, keeping only its label, id and bounding box (40 bytes in arrays, no
-    shapely object). The id rule stays one rule: a zone takes the oldest id of its class whose last
-    outline it touches; failing that, the oldest forgotten id of its class whose bounding box it
-    touches (a patch refuted and later seen again is the same patch to the grower); failing that, a
-    new id. Ids are never reused for another place, and `payload export`, which replays the same
-    cuts, forgets and revives the same ids.
+    in a row is forgotten, keeping only its label, id and bounding box (40 bytes in arrays). A known
+    zone's outline is its zone's WKB bytes (no shapely object between cuts: the geometries a cut
+    searches are made at its start and dropped at its end). The id rule stays one rule: a zone takes
+    the oldest id of its class whose last outline it touches; failing that, the oldest forgotten id
+    of its class whose bounding box it touches (a patch refuted and later seen again is the same
+    patch to the grower); failing that, a new id. Ids are never reused for another place, and
+    `payload export`, which replays the same cuts, forgets and revives the same ids.
     """
 
     forget_after: int = FORGET_AFTER_CUTS
@@ -240,20 +257,22 @@ class ZoneBook:
         self._cut += 1
         new: list[Zone] = []
         used: set[str] = set()
-        tree = shapely.STRtree([k.geometry for k in self.known]) if self.known else None
+        tree = shapely.STRtree(outline_geometries([k.outline for k in self.known])) if self.known else None
+        geoms = outline_geometries([z.outline for z in zones])  # each zone's shapely outline, made once for this cut
         revived: list[_Known] = []  # joined to `known` after the cut: the R-tree's indices are the cut's start
-        for z in sorted(zones, key=lambda z: -z.peak_p):
+        for zi in sorted(range(len(zones)), key=lambda i: -zones[i].peak_p):
+            z, geom = zones[zi], geoms[zi]
             match: str | None = None
             if tree is not None:
                 # candidates as of the cut's start (an id taken in this cut is `used`, so later outlines do not matter)
-                for i in sorted(int(j) for j in tree.query(z.geometry_en, predicate="intersects")):
+                for i in sorted(int(j) for j in tree.query(geom, predicate="intersects")):
                     k = self.known[i]
                     if k.label == z.label and k.id not in used:
                         match = k.id
-                        k.geometry, k.seen_cut = z.geometry_en, self._cut
+                        k.outline, k.seen_cut = z.outline, self._cut
                         break
             if match is None:
-                back = self._revive(z)
+                back = self._revive(z, geom)
                 if back is not None:
                     revived.append(back)
                     match = back.id
@@ -261,7 +280,7 @@ class ZoneBook:
                 n = self._per_label.get(z.label, 0) + 1
                 self._per_label[z.label] = n
                 match = f"{z.label}-{n}"
-                self.known.append(_Known(z.label, match, z.geometry_en, self._cut))
+                self.known.append(_Known(z.label, match, z.outline, self._cut))
                 new.append(z)
             z.id = match
             used.add(match)
@@ -271,11 +290,12 @@ class ZoneBook:
         self._forget()
         return new
 
-    def _revive(self, z: Zone) -> _Known | None:
-        """The oldest forgotten id of the zone's class whose bounding box the zone touches, out of the store."""
-        if not self._gone_ids or z.geometry_en.is_empty:
+    def _revive(self, z: Zone, geom: BaseGeometry) -> _Known | None:
+        """The oldest forgotten id of the zone's class whose bounding box the zone (outline `geom`) touches,
+        out of the store."""
+        if not self._gone_ids or geom.is_empty:
             return None
-        e0, n0, e1, n1 = z.geometry_en.bounds
+        e0, n0, e1, n1 = geom.bounds
         b = self._gone_box
         hit = np.flatnonzero((b[:, 0] <= e1) & (b[:, 2] >= e0) & (b[:, 1] <= n1) & (b[:, 3] >= n0))
         for i in sorted(hit.tolist(), key=lambda i: _id_order(self._gone_ids[i][1])):
@@ -283,7 +303,7 @@ class ZoneBook:
             if label == z.label:
                 del self._gone_ids[i]
                 self._gone_box = np.delete(self._gone_box, i, axis=0)
-                return _Known(label, zid, z.geometry_en, self._cut)
+                return _Known(label, zid, z.outline, self._cut)
         return None
 
     def _forget(self) -> None:
@@ -292,10 +312,15 @@ class ZoneBook:
         if not stale:
             return
         self.known = [k for k in self.known if self._cut - k.seen_cut < self.forget_after]
-        boxes = np.array([k.geometry.bounds if not k.geometry.is_empty else (np.inf, np.inf, -np.inf, -np.inf)
-                          for k in stale], dtype=np.float64)
+        boxes = np.array([g.bounds if not g.is_empty else (np.inf, np.inf, -np.inf, -np.inf)
+                          for g in outline_geometries([k.outline for k in stale])], dtype=np.float64)
         self._gone_box = np.concatenate([self._gone_box, boxes])
         self._gone_ids += [(k.label, k.id) for k in stale]
+
+
+def outline_geometries(outlines: Sequence[bytes]) -> list[BaseGeometry]:
+    """Shapely geometries of many WKB outlines, in one call."""
+    return list(shapely.from_wkb(np.array(outlines, dtype=object))) if len(outlines) else []
 
 
 def _id_order(zid: str) -> int:

@@ -28,6 +28,7 @@ from payload.geo.sensor import SensorModel
 from payload.geo.terrain import HomeOnDem, ground_surface
 from payload.geo.zonetable import ZoneTable
 from payload.ops.diskguard import DiskGuard
+from payload.pipeline.heap import release_free_heap
 from payload.sinks.base import DetectionSink, SinkContext
 from payload.sinks.registry import build_sinks, replay_earlier
 from payload.types import FrameResult, PoseEstimate, PoseSource, ResultHandler, StatusSender
@@ -116,7 +117,7 @@ class GeotagHandler:
     def _announce(self, new: Sequence[Any]) -> None:
         """Refresh the zone snapshot when the zones were re-extracted, and tell the sinks about new ones."""
         if self.map.zones_version != self._zones_version:
-            self._zone_snapshot, self._zones_version = self.map.zone_features(), self.map.zones_version
+            _new_snapshot(self)
         for z in new:
             feature = _feature_finder(self._zone_snapshot)(z.id)
             log.info("%s", self.map.describe_zone(feature["properties"]))
@@ -154,6 +155,13 @@ class GeotagHandler:
                  len(self.map.zones), self.out_dir)
         if first is not None:
             raise first
+
+
+def _new_snapshot(handler: GeotagHandler) -> None:
+    """The map's zones as the sinks read them, after a cut; then the cut's and the old snapshot's freed heap goes
+    back to the system (payload/pipeline/heap.py)."""
+    handler._zone_snapshot, handler._zones_version = handler.map.zone_features(), handler.map.zones_version
+    release_free_heap()
 
 
 def _feature_finder(snap: Sequence[dict[str, Any]]) -> Callable[[str], dict[str, Any]]:

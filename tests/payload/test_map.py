@@ -263,6 +263,26 @@ def test_outline_cache_gives_the_zones_a_fresh_extraction_gives() -> None:
         assert len(cache) == len(cached)  # one cut's outlines, no more
 
 
+
+def test_a_zone_keeps_its_outline_packed_and_gives_back_the_same_geometry() -> None:
+    """The outline lives as WKB bytes between cuts (no GEOS object); the geometry made from it is the traced one,
+    vertex for vertex (type, ring order, start point), so every writer sees the same coordinates as before."""
+    rng = np.random.default_rng(5)
+    for k in range(40):
+        m = rng.random((4, 5)) > 0.35
+        if not m.any():
+            continue
+        traced = mask_polygon(m, 7 + k, 300 + 3 * k, 0.5)
+        z = _zone("rust", traced, 0.9)
+        assert isinstance(z.outline, bytes) and not hasattr(z, "__dict__")
+        back = z.geometry_en
+        assert back.geom_type == traced.geom_type and back.equals_exact(traced, 0.0)
+        assert np.array_equal(shapely.get_coordinates(back), shapely.get_coordinates(traced))
+    g = _disk_grid(10.0, 10.0, 3.0)
+    (zone,) = extract_zones(g, LABELS, -2.0, 0.5, 1.0, 1.0)
+    assert isinstance(zone.outline, bytes) and zone.geometry_en.area == pytest.approx(zone.area_m2)
+
+
 # --- the whole map on a synthetic survey: nadir square tiles, a round rust patch -------------------
 
 ORIGIN = LocalFrame(-35.0, 149.0, 0.0)
