@@ -13,7 +13,8 @@ simulator never imports compile/ (tests/test_architecture.py).
 
 Encoding. World.shade returns gamma-2 encoded radiance at nominal exposure, and the camera chain
 (flight_sim/camerafx.py) then scales the encoded values (auto exposure as libcamera meters: mean
-linear luma 0.16, the brightest 2 % at least 0.5; a partial white balance on the red-blue axis). The painted values here are the old field's frame values and
+linear luma 0.16, the brightest 2 % at least 0.5; a partial white balance on the red-blue axis).
+The painted values here are the old field's frame values and
 are returned as they are, as if they were that encoded radiance: with the scenario's
 `camera.auto_exposure: false` the camera's frame is exactly the painted field (plus read noise,
 blur and JPEG, as the old renderer gave); with auto exposure on, the healthy canopy (mean ~80) is
