@@ -148,7 +148,7 @@ def export_layers(
             log.warning("%s line %d skipped: %s", p, n, why)
         problems.bad_lines += pr.bad_lines
         problems.torn_last_line = problems.torn_last_line or pr.torn_last_line
-    zones = []
+    zones: Sequence[dict[str, Any]] = []
     if dmap is not None:
         dmap.finish()
         zones = zone_features(dmap.zones, dmap.origin)
