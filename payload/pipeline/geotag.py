@@ -118,8 +118,7 @@ class GeotagHandler:
         """Refresh the zone snapshot when the zones were re-extracted, and tell the sinks about new ones."""
         if self.map.zones_version != self._zones_version:
             _new_snapshot(self)
-        for z in new:
-            feature = _feature_finder(self._zone_snapshot)(z.id)
+        for feature in _features_by_id(self._zone_snapshot, [z.id for z in new]):
             log.info("%s", self.map.describe_zone(feature["properties"]))
             for sink in self.sinks:
                 sink.on_zone(feature)
@@ -159,16 +158,19 @@ class GeotagHandler:
 
 def _new_snapshot(handler: GeotagHandler) -> None:
     """The map's zones as the sinks read them, after a cut; then the cut's and the old snapshot's freed heap goes
-    back to the system (payload/pipeline/heap.py)."""
+    back to the system (payload/pipeline/heap.py), once the old snapshot is dropped."""
     handler._zone_snapshot, handler._zones_version = handler.map.zone_features(), handler.map.zones_version
     release_free_heap()
 
 
-def _feature_finder(snap: Sequence[dict[str, Any]]) -> Callable[[str], dict[str, Any]]:
-    """A zone's feature by id: a ZoneTable makes only the features asked for; a list is indexed once."""
+def _features_by_id(snap: Sequence[dict[str, Any]], ids: Sequence[str]) -> list[dict[str, Any]]:
+    """The features of these zone ids, in order: a ZoneTable makes only those; a list is indexed once."""
+    if not ids:
+        return []
     if isinstance(snap, ZoneTable):
-        return snap.feature
-    return {f["properties"]["id"]: f for f in snap}.__getitem__
+        return [snap.feature(i) for i in ids]
+    by_id = {f["properties"]["id"]: f for f in snap}
+    return [by_id[i] for i in ids]
 
 
 class FanOutHandler:
