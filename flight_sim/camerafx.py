@@ -94,8 +94,7 @@ def exposure_gain(sample: np.ndarray) -> float:
     1 - AE_HIGHLIGHT_Q), taken on linear light; the encoded gain is its square root (gamma 2),
     within AE_LIMITS.
     """
-    lin = (np.asarray(sample, np.float32) * np.float32(1.0 / 255.0)) ** 2
-    y = lin @ LUMA
+    y = decode(sample) @ LUMA
     mean_y = max(float(y.mean()), 1e-6)
     k = max(1, int(round(len(y) * (1.0 - AE_HIGHLIGHT_Q))))
     top_y = max(float(np.partition(y, len(y) - k)[len(y) - k:].mean()), 1e-6)
