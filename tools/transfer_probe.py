@@ -143,6 +143,12 @@ def train(x: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> tuple[Any, fl
     return model, acc
 
 
+def look_rates(model: Any, cls: str, tiles: np.ndarray, blur: float) -> dict[str, float]:
+    """The cell's rate (`cell_rate`) on the tiles as rendered and blurred by `blur` model pixels."""
+    return {look: cell_rate(cls, model.predict(t, verbose=0).argmax(1))
+            for look, t in (("rendered", tiles), ("blurred", blur_tiles(tiles, blur)))}
+
+
 def run(per_class: int, epochs: int, gsds: Sequence[float], frames: int, blur: float, seed: int,
         camera: bool = False, by_crop: bool = False, train_blurred: bool = False) -> dict[str, Any]:
     """Train the probe, then its rates on the world per resolution, cell and look (as rendered, blurred).
@@ -163,14 +169,12 @@ def run(per_class: int, epochs: int, gsds: Sequence[float], frames: int, blur: f
     for g in gsds:
         for cls, stage in CELLS:
             tiles = world_tiles(cls, g, frames, seed, stage or "moderate")
-            rates = {look: cell_rate(cls, model.predict(t, verbose=0).argmax(1))
-                     for look, t in (("rendered", tiles), ("blurred", blur_tiles(tiles, blur)))}
-            rows.append({"gsd_mm": g, "class": cls, "stage": stage, "tiles": int(len(tiles)), **rates})
+            rows.append({"gsd_mm": g, "class": cls, "stage": stage, "tiles": int(len(tiles)),
+                         **look_rates(model, cls, tiles, blur)})
         for crop in CROP_KINDS if by_crop else ():
             tiles = world_tiles("healthy", g, frames, seed, crops=(crop,))
-            rates = {look: cell_rate("healthy", model.predict(t, verbose=0).argmax(1))
-                     for look, t in (("rendered", tiles), ("blurred", blur_tiles(tiles, blur)))}
-            by.append({"gsd_mm": g, "crop": crop, "tiles": int(len(tiles)), **rates})
+            by.append({"gsd_mm": g, "crop": crop, "tiles": int(len(tiles)),
+                       **look_rates(model, "healthy", tiles, blur)})
         print(f"{g:g} mm/px: world tiles classified", flush=True)
     out = {"seed": seed, "per_class": per_class, "epochs": epochs, "blur_px": blur, "frames": frames,
            "camera_chain": camera, "train_blurred": train_blurred, "generator_accuracy": round(acc, 4), "rows": rows}
