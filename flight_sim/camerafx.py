@@ -6,11 +6,13 @@ nominal exposure and daylight white balance. A drone camera then:
   (AE_TAU_S), so flying from bright soil onto dark canopy leaves a frame or two too dark. It
   meters as Raspberry Pi's libcamera does (`exposure_gain`): the frame's mean linear luma to
   AE_Y_TARGET, raised if need be until the brightest 2 % reach AE_HIGHLIGHT_Y;
-- balances white, also late (AWB_TAU_S) and only partly, along the illuminant's warm-cool axis:
-  red and blue gains move in opposite directions (red x blue = 1), toward equal red and blue means,
-  pulled toward 1 by AWB_STRENGTH and within AWB_LIMITS. A camera's AWB searches daylight-like
-  illuminants (the Planckian locus); a free grey-world balance would lift red and blue together to
-  grey out a green canopy, and paint brown soil magenta, which no field camera does;
+- balances white, also late (AWB_TAU_S), as libcamera's Raspberry Pi AWB does (`awb_gains`): it
+  searches colour temperatures along the Planckian locus for the one under which the frame's zones
+  look grey, each zone's non-greyness capped, plus a prior that favours daylight at daylight lux.
+  Over a canopy no zone can be made grey (a leaf is two to three times greener than red or blue),
+  so every zone sits at the cap and the prior decides: the camera holds daylight white balance.
+  The earlier rule here (half of a grey-world correction on the warm-cool axis) lifted a canopy's
+  blue by about 15 %, which no such camera does;
 - looks through air: haze lifts and flattens the colours with the path length (World's apply_haze);
 - smears the image along the ground's apparent motion during the exposure: blur length in pixels =
   speed x exposure / GSD, along the image-space direction the ground moves;
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from flight_sim.world.light import decode
+from flight_sim.world.light import WHITE_BALANCE_K, decode, planck_rgb
 
 # Auto exposure as libcamera's Raspberry Pi AGC meters (src/ipa/rpi/vc4/data/imx219.json, `rpi.agc`,
 # BSD-2-Clause): the mean linear luma of the frame aims at y_target 0.16, and in the normal
@@ -40,8 +42,21 @@ LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 AE_TAU_S = 0.6  # auto-exposure time constant
 AE_LIMITS = (0.25, 8.0)  # gain range
 AWB_TAU_S = 1.5
-AWB_STRENGTH = 0.5  # share of the grey-world correction applied
-AWB_LIMITS = (0.75, 1.35)
+# White balance as libcamera's Raspberry Pi Bayesian AWB (src/ipa/rpi/controller/rpi/awb_bayes.cpp,
+# awb.cpp `computeDelta2Sum`; constants from src/ipa/rpi/vc4/data/imx219.json `rpi.awb`, BSD-2-Clause):
+# statistics in 16 x 12 zones; a candidate colour temperature T gives gains that make a grey under T
+# grey; a zone's non-greyness is (gain_r R/G - 1)^2 + (gain_b B/G - 1)^2, capped at AWB_DELTA_LIMIT;
+# the sum over zones minus the prior's log likelihood (scaled by the share of zones counted) is
+# minimised over T in the "auto" mode's AWB_CT_RANGE by steps of 2 % (`coarse_step` 0.2). The prior
+# is imx219's for lux >= 1500 (every daylight scene the world draws is far brighter). Left out: the
+# quadratic refinement and the transverse search off the locus (both move T by less than one step).
+AWB_ZONES = (12, 16)  # rows, columns
+AWB_DELTA_LIMIT = 0.2
+AWB_CT_RANGE = (2500.0, 8000.0)
+AWB_PRIOR = ((2000.0, 0.0), (4000.0, 1.0), (6000.0, 6.0), (6500.0, 7.0), (7000.0, 1.0), (13000.0, 1.0))
+AWB_MIN_ZONE_G = 0.005  # linear green below which a zone is too dark to count (libcamera's min_G)
+AWB_MIN_ZONE_SHARE = 0.5  # share of a zone's pixels that must be valid ground (libcamera's min_pixels)
+AWB_MIN_ZONES = 10  # fewer counted zones: keep the last white balance (libcamera's min_regions)
 MIN_BLUR_PX = 0.5  # shorter smears change nothing visible
 MAX_BLUR_PX = 60.0
 
@@ -102,16 +117,59 @@ def exposure_gain(sample: np.ndarray) -> float:
     return float(np.clip(math.sqrt(gain_lin), *AE_LIMITS))
 
 
-def awb_gains(mean_rgb: np.ndarray) -> np.ndarray:
-    """White-balance gains (red, 1, blue) from a scene's mean colour, on the warm-cool axis only.
+def awb_candidates() -> tuple[np.ndarray, np.ndarray]:
+    """The search's colour temperatures and, for each, the (red, blue) of a grey lit by it, over green.
 
-    k = sqrt(mean blue / mean red) balances red against blue with red x blue gain = 1 (green is the
-    reference, as in camera ISPs); only AWB_STRENGTH of the correction is applied, within AWB_LIMITS.
+    In the world's own colour space (linear radiance after the daylight white balance of
+    WHITE_BALANCE_K, light.py), so at T = WHITE_BALANCE_K a grey is (1, 1) and the gains are 1.
     """
-    r, b = float(mean_rgb[0]), float(mean_rgb[2])
-    k = math.sqrt(max(b, 1e-3) / max(r, 1e-3))
-    k = float(np.clip(k ** AWB_STRENGTH, *AWB_LIMITS))
-    return np.array([k, 1.0, 1.0 / k], np.float32)
+    temps = [AWB_CT_RANGE[0]]
+    while temps[-1] < AWB_CT_RANGE[1]:
+        temps.append(min(temps[-1] * 1.02, AWB_CT_RANGE[1]))
+    t = np.array(temps)
+    rgb = np.array([planck_rgb(k) / planck_rgb(WHITE_BALANCE_K) for k in t])
+    return t, rgb[:, [0, 2]] / rgb[:, 1:2]
+
+
+_AWB_T, _AWB_GREY_RB = awb_candidates()
+_AWB_LOG_PRIOR = np.interp(_AWB_T, [p[0] for p in AWB_PRIOR], [p[1] for p in AWB_PRIOR])
+
+
+def awb_zones(linear: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """The frame's (H, W, 3 linear) mean colour in AWB_ZONES, (N, 3), of the zones that count."""
+    rows, cols = AWB_ZONES
+    h, w = linear.shape[0] // rows * rows, linear.shape[1] // cols * cols
+    if h == 0 or w == 0:
+        return np.zeros((0, 3), np.float32)
+    x = linear[:h, :w].reshape(rows, h // rows, cols, w // cols, 3)
+    m = np.ones((rows, h // rows, cols, w // cols), np.float32) if valid is None else \
+        valid[:h, :w].reshape(rows, h // rows, cols, w // cols).astype(np.float32)
+    n = m.sum(axis=(1, 3))
+    zones = (x * m[..., None]).sum(axis=(1, 3)) / np.maximum(n, 1.0)[..., None]
+    keep = (n >= AWB_MIN_ZONE_SHARE * (h // rows) * (w // cols)) & (zones[..., 1] >= AWB_MIN_ZONE_G)
+    return zones[keep].astype(np.float32)
+
+
+def awb_temperature(zones: np.ndarray) -> float | None:
+    """The colour temperature libcamera's Bayesian AWB picks for these zone means (None: too few zones).
+
+    Each zone's squared distance from grey under each candidate temperature, capped at
+    AWB_DELTA_LIMIT, summed; minus the prior (scaled by the share of zones counted); the minimum wins.
+    """
+    if len(zones) < AWB_MIN_ZONES:
+        return None
+    g = np.maximum(zones[:, 1], 1e-9)
+    rb = np.stack([zones[:, 0] / g, zones[:, 2] / g], axis=1)  # (N, 2)
+    delta = rb[None, :, :] / _AWB_GREY_RB[:, None, :] - 1.0  # (T, N, 2): gain = 1 / grey's colour
+    cost = np.minimum((delta**2).sum(axis=2), AWB_DELTA_LIMIT).sum(axis=1)
+    share = len(zones) / (AWB_ZONES[0] * AWB_ZONES[1])
+    return float(_AWB_T[int(np.argmin(cost - _AWB_LOG_PRIOR * share))])
+
+
+def awb_gains(temp_k: float) -> np.ndarray:
+    """Gains on encoded (gamma-2) values, (red, 1, blue), that render a grey lit by `temp_k` grey."""
+    grey = planck_rgb(temp_k) / planck_rgb(WHITE_BALANCE_K)
+    return np.sqrt(grey[1] / grey).astype(np.float32)
 
 
 class CameraEffects:
@@ -139,9 +197,12 @@ class CameraEffects:
         if valid is not None:
             v = valid[::4, ::4].ravel()
             sample = sample[v] if v.any() else sample
-        mean = sample.mean(axis=0) + 1e-3
         target_gain = exposure_gain(sample)
-        target_wb = awb_gains(mean)
+        temp = awb_temperature(awb_zones(decode(rgb[::4, ::4]), None if valid is None else valid[::4, ::4]))
+        if temp is None:  # too few zones to judge (dark, or off the field): keep the last balance
+            target_wb = np.ones(3, np.float32) if st.wb is None else st.wb
+        else:
+            target_wb = awb_gains(temp)
         st.gain = float(_lag(st.gain, target_gain, dt, AE_TAU_S))
         st.wb = np.asarray(target_wb if st.wb is None else _lag(st.wb, target_wb, dt, AWB_TAU_S), np.float32)
         return st.gain, st.wb

@@ -36,7 +36,8 @@ def air_mass(elev_deg: float) -> float:
     return 1.0 / (math.sin(math.radians(e)) + 0.50572 * (e + 6.07995) ** -1.6364)
 
 
-def _planck_rgb(temp_k: float) -> np.ndarray:
+def planck_rgb(temp_k: float) -> np.ndarray:
+    """Relative spectral radiance of a black body at `temp_k` in the camera's red, green and blue bands."""
     c2 = 14387.77  # um K
     lam = np.array(BANDS_UM)
     return lam**-5 / np.expm1(c2 / (lam * temp_k))
@@ -48,7 +49,7 @@ def sun_colour(temp_k: float, elev_deg: float) -> np.ndarray:
     The scenario's colour temperature tints the light against the camera's 5500 K white balance;
     a lower sun reddens it further (Rayleigh scattering over the longer path).
     """
-    tint = _planck_rgb(temp_k) / _planck_rgb(WHITE_BALANCE_K)
+    tint = planck_rgb(temp_k) / planck_rgb(WHITE_BALANCE_K)
     tau = 0.008735 * np.array(BANDS_UM) ** -4.08
     redden = np.exp(-tau * (air_mass(elev_deg) - air_mass(45.0)))
     rgb = tint * redden

@@ -291,14 +291,49 @@ def test_tile_truth_follows_the_payload_grid() -> None:
     ]
 
 
-def test_white_balance_works_on_the_warm_cool_axis_only() -> None:
-    """A green canopy keeps its soil brown (no magenta cast); warm light is cooled, cool light warmed."""
-    from flight_sim.camerafx import awb_gains
+def _zones_lit_by(temp_k: float, reflectances: list[tuple[float, float, float]], n: int = 192) -> np.ndarray:
+    """Zone means of surfaces lit by a black body at `temp_k`, in the world's daylight-balanced space."""
+    from flight_sim.world.light import WHITE_BALANCE_K, planck_rgb
 
-    canopy = awb_gains(np.array([50.0, 100.0, 45.0]))
-    assert canopy[0] * canopy[2] == pytest.approx(1.0) and canopy[1] == 1.0
-    soil = np.array([110.0, 85.0, 60.0]) * canopy
-    assert soil[0] > soil[1] > soil[2]  # still brown
-    warm = awb_gains(np.array([120.0, 100.0, 60.0]))
-    cool = awb_gains(np.array([60.0, 100.0, 120.0]))
-    assert warm[0] < 1.0 < warm[2] and cool[0] > 1.0 > cool[2]
+    tint = planck_rgb(temp_k) / planck_rgb(WHITE_BALANCE_K)
+    tint = tint / tint[1]
+    refl = np.array([reflectances[i % len(reflectances)] for i in range(n)])
+    return (refl * tint).astype(np.float32)
+
+
+def test_white_balance_finds_the_light_of_a_grey_scene() -> None:
+    """Known answers for libcamera's Bayesian AWB: grey cards lit by 3000 K or 4000 K light are balanced
+    to that light (the zones' greyness outweighs the daylight prior), and the gains make them grey."""
+    from flight_sim.camerafx import awb_gains, awb_temperature
+
+    for light in (3000.0, 4000.0):
+        zones = _zones_lit_by(light, [(0.18, 0.18, 0.18), (0.3, 0.3, 0.3)])
+        t = awb_temperature(zones)
+        assert t == pytest.approx(light, rel=0.03)
+        balanced = zones[0] * awb_gains(t) ** 2  # the gains act on gamma-2 values
+        assert balanced[0] / balanced[1] == pytest.approx(1.0, abs=0.03)
+        assert balanced[2] / balanced[1] == pytest.approx(1.0, abs=0.03)
+
+
+def test_white_balance_over_a_canopy_holds_daylight() -> None:
+    """No leaf zone can be made grey, so every zone sits at the cap and the prior's peak (6500 K) wins;
+    the canopy keeps its blue below its red, as the leaf reflects it (no grey-world lift)."""
+    from flight_sim.camerafx import AWB_PRIOR, awb_gains, awb_temperature
+
+    leaves = [(0.045, 0.095, 0.032), (0.05, 0.115, 0.03), (0.03, 0.05, 0.02)]
+    t = awb_temperature(_zones_lit_by(5500.0, leaves))
+    peak = max(AWB_PRIOR, key=lambda p: p[1])[0]
+    assert t == pytest.approx(peak, rel=0.02)
+    leaf = np.array(leaves[0]) * awb_gains(t) ** 2
+    assert leaf[2] < leaf[0] < leaf[1]
+
+
+def test_white_balance_keeps_the_last_gains_without_enough_zones() -> None:
+    """A frame mostly off the field or in the dark gives too few zones: no new temperature is picked."""
+    from flight_sim.camerafx import AWB_MIN_ZONES, awb_temperature, awb_zones
+
+    assert awb_temperature(np.full((AWB_MIN_ZONES - 1, 3), 0.2, np.float32)) is None
+    valid = np.zeros((480, 640), bool)
+    valid[:40, :] = True  # the top row of zones (12 rows of 40 px)
+    assert len(awb_zones(np.full((480, 640, 3), 0.2, np.float32), valid)) == 16
+    assert len(awb_zones(np.full((480, 640, 3), 0.001, np.float32))) == 0  # too dark to count
