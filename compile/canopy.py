@@ -31,6 +31,7 @@ Sizes and colours, with their sources, are in docs/TRAINING_DATA.md.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -86,9 +87,13 @@ RUST_PATH = np.array([
     [150.0, 62.0, 28.0],  # red-brown: common and stem rust
     [92.0, 48.0, 30.0],  # dark brown: old pustules, telia
 ])
-STRIPE_RUST = np.array([  # held out (factor `rust_colour`): the yellow-orange urediniospores of stripe rust
-    [232.0, 170.0, 30.0],
-    [240.0, 180.0, 38.0],
+# Stripe rust's urediniospores are yellow-orange (CIMMYT Wheat Doctor, Stripe rust). The band sits
+# below full scale: an orange leaf-rust pustule over-exposed until red clips turns yellow-orange
+# (255, ~171, ~36), so the earlier band (232-240, 170-180, 30-38) lay 6.7 RGB units from training's
+# clipped colours, held out in parameters but not in pixels. Same hue (G/R 0.75), darker.
+STRIPE_RUST = np.array([  # held out (factor `rust_colour`)
+    [212.0, 160.0, 24.0],
+    [224.0, 172.0, 32.0],
 ])
 HALO = np.array([200.0, 190.0, 70.0])  # chlorotic (yellow) halo around a pustule
 MILDEW_PATH = np.array([
@@ -96,6 +101,7 @@ MILDEW_PATH = np.array([
     [170.0, 174.0, 166.0],  # dirty grey: old mycelium with cleistothecia
 ])
 SOIL_PATH = np.array([
+    [178.0, 168.0, 148.0],  # pale crop residue and dry straw between rows (no-till; docs/REAL_FRAMES.md)
     [150.0, 126.0, 96.0],  # pale dry loam
     [112.0, 88.0, 62.0],  # loam
     [66.0, 52.0, 40.0],  # dark moist soil
@@ -109,7 +115,21 @@ WB = (-0.07, 0.07)  # white-balance error: R x (1+k), B x (1-k)
 # every brightness factor a surface meets in `render` besides the exposure: lower layers (0.62-1),
 # leaf tone and tilt (0.78-1.2), midrib (up to 1.25), soil texture (0.78-1.22), pustule grain
 # (about +-0.36 at three sigmas), cast shadows (down to 0.35) and cloud shadow (down to 0.6)
-SHADE = (0.1, 1.6)
+SHADE = (0.1, 1.6 * 1.6)  # the last 1.6: leaf-scale texture (MICRO_TEXTURE, up to +2 sigmas)
+# A camera beyond the generator's own exposure error and white balance (`Scene.exposure`,
+# `Scene.saturation`, applied in `render_with_truth` after the scene is drawn). Exposure, linear,
+# log-uniform: Raspberry Pi's libcamera AGC (imx219.json `rpi.agc`) raises the exposure until the
+# brightest 2 % of the frame reach half of full scale, so over a dark canopy sunlit leaves run
+# bright and an orange pustule clips red and turns yellow; the generator's GAIN never clips.
+# Saturation about each pixel's luma: cameras' colour matrices and picture styles differ as much as
+# the real scenes of docs/REAL_FRAMES.md differ from each other. Measured with the transfer probe
+# (docs/WORLD.md, "A wider camera in training"): without them a learned model flags 0.28-0.89 of
+# the world's healthy canopy at 4-16 mm/px; with exposure alone 0.31-0.75, with saturation alone
+# 0.00-0.50, with both 0.00-0.08 (one seed, 4242).
+CAMERA_EXPOSURE = (0.6, 3.5)
+CAMERA_SATURATION = (0.4, 1.1)
+CAMERA_GAMMA = 2.2  # the exposure acts on linear light: encoded values scale by exposure ** (1 / 2.2)
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 HAZE = (0.75, 1.0)  # transmittance of the air column (1 = clear)
 HELD_OUT_HAZE = (0.4, 0.55)  # held out (factor `haze`): a hazy morning, a dusty lens
 AIRLIGHT_LEVEL = (0.8, 1.05)
@@ -141,6 +161,11 @@ CLEAR_MARGIN = 2.0
 # The scene grid's pixels per model-input pixel. 1: leaf edges, lesions and sub-pixel leaves are
 # area-filtered analytically (`_canopy`, `_lesion_kernel`), so a finer grid only costs time.
 SUPERSAMPLE = 1
+# Relative pixel-to-pixel spread of canopy at the scale where leaves become pixel-sized: the
+# facets, folds, veins and sunlit/shaded sides the leaf model does not draw one by one. Measured
+# on a real soybean canopy at 11-16 mm/px: fine texture (std of a tile minus its 3 px blur) 18-19
+# against 5-7 from the leaf model alone (docs/REAL_FRAMES.md); 0.1-0.3 of a leaf's level spans it.
+MICRO_TEXTURE = (0.1, 0.3)
 MATCHED_HEALTHY = 0.6  # share of healthy images drawn at the resolutions disease images end up at
 
 
@@ -186,6 +211,14 @@ class Scene:
     wb: float
     blur_px: float
     noise: float
+    texture: float = 0.0  # leaf-scale facets, folds and veins: a canopy pixel's relative spread
+    exposure: float = 1.0  # the camera's exposure on linear light (CAMERA_EXPOSURE), clipping at full scale
+    saturation: float = 1.0  # the camera's colour saturation about each pixel's luma (CAMERA_SATURATION)
+
+    @property
+    def encoded_gain(self) -> float:
+        """The whole gain on encoded values: the exposure error times the camera's exposure."""
+        return self.gain * self.exposure ** (1.0 / CAMERA_GAMMA)
 
 
 def _jitter(rng: np.random.Generator, rgb: np.ndarray) -> tuple[float, float, float]:
@@ -251,6 +284,8 @@ def sample_scene(cls: str, rng: np.random.Generator, part: Part = "train", gsd_m
         gain=float(rng.uniform(*GAIN)), wb=float(rng.uniform(*WB)),
         blur_px=float(rng.uniform(0.0, 1.2)) if rng.random() < 0.6 else 0.0,
         noise=float(rng.uniform(1.0, 6.0)),
+        texture=float(rng.uniform(*MICRO_TEXTURE)),
+        exposure=_log_uniform(rng, *CAMERA_EXPOSURE), saturation=float(rng.uniform(*CAMERA_SATURATION)),
     )
     # a disease tile is centred on the canopy (disease lives on leaves); a healthy one may be
     # centred anywhere, the bare soil between wide rows included
@@ -309,16 +344,28 @@ def visible(scene: Scene, size: int = 96) -> bool:
     if scene.region < MIN_REGION:
         return False
     area, contrast = symptom_contrast(scene)
-    dim = scene.haze * scene.gain
+    dim = scene.haze * scene.encoded_gain
     px_area = scene.gsd_mm ** 2
     cover = canopy_cover(scene, size)
     share = scene.incidence * scene.severity * cover  # symptomatic share of the region's ground
     region_mm2 = scene.region * (size * scene.gsd_mm) ** 2
     lesions = share * region_mm2 / area
-    sigma = float(np.hypot(scene.noise, TEXTURE_SIGMA))
+    # leaf-scale texture varies a leaf's brightness: it hides a lesion only as far as the lesion's
+    # difference from its leaf lies along the leaf's own colour (white mildew much, orange rust little)
+    leaf = np.asarray(scene.leaf_rgb)
+    diff = np.asarray(scene.lesion_rgb) - leaf
+    along_leaf = abs(float(diff @ leaf)) / max(float(np.linalg.norm(diff) * np.linalg.norm(leaf)), 1e-9)
+    texture = texture_scale(scene, scene.gsd_mm) * float(np.linalg.norm(leaf)) * scene.encoded_gain * along_leaf
+    sigma = float(np.hypot(scene.noise, TEXTURE_SIGMA + texture))
     if min(area / px_area, 1.0) * contrast * dim >= SPECKLE_SIGMAS * sigma and lesions >= MIN_LESIONS:
         return True
     return share * contrast * dim >= MIN_SHIFT
+
+
+def texture_scale(scene: Scene, pixel_mm: float) -> float:
+    """The canopy's relative leaf-scale spread at this pixel size: full where a leaf is at most four
+    pixels wide, fading on leaves many pixels wide (their surface is drawn smooth; edges and midrib are drawn)."""
+    return scene.texture * min(1.0, 4.0 * pixel_mm / scene.leaf_w_mm)
 
 
 def _outline(a: np.ndarray, b: np.ndarray, outline: str) -> np.ndarray:
@@ -406,6 +453,10 @@ def _canopy(scene: Scene, n: int, fine_mm: float, rng: np.random.Generator):
         sick = inc + ((t[..., 5] < inc).astype(np.float32) - inc) * keep
         infected = infected + (sick - infected) * alpha
         cover = cover + (1 - cover) * alpha
+    # sub-leaf structure (MICRO_TEXTURE, texture_scale) on the leaves, not the soil
+    scale = np.float32(texture_scale(scene, fine_mm))
+    grain = np.clip(rng.standard_normal((n, n)).astype(np.float32), -2.0, 2.0)
+    rgb = rgb * (1.0 + scale * cover * grain)[..., None]
     return rgb, cover, infected
 
 
@@ -493,12 +544,21 @@ def render_with_truth(scene: Scene, size: int, rng: np.random.Generator) -> tupl
     img = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)  # the pixel's area average
     air = AIRLIGHT.astype(np.float32) * np.float32(scene.airlight)
     img = img * np.float32(scene.haze) + air * np.float32(1 - scene.haze)
-    img = img * np.float32(scene.gain) * np.array([1 + scene.wb, 1.0, 1 - scene.wb], np.float32)
+    img = img * np.float32(scene.encoded_gain) * np.array([1 + scene.wb, 1.0, 1 - scene.wb], np.float32)
+    img = saturate(np.minimum(img, np.float32(255.0)), scene.saturation)  # the sensor clips, then colour processing
     if scene.blur_px > 0:
         img = cv2.GaussianBlur(img, (0, 0), scene.blur_px)
     noise = rng.standard_normal(img.shape, dtype=np.float32) * np.float32(scene.noise)
     img = img + noise * np.sqrt(np.clip(img, 1.0, None) / np.float32(128.0))  # shot noise grows with signal
     return np.clip(np.rint(img), 0, 255).astype(np.uint8), symptoms
+
+
+def saturate(rgb: np.ndarray, s: float) -> np.ndarray:
+    """Colours moved away from (s > 1) or toward (s < 1) each pixel's luma, which stays; within 0-255."""
+    if s == 1.0:
+        return rgb
+    luma = (rgb @ LUMA)[..., None]
+    return np.clip(luma + np.float32(s) * (rgb - luma), 0.0, 255.0)
 
 
 def canopy_image(cls: str, size: int, rng: np.random.Generator, part: Part = "train") -> np.ndarray:
@@ -573,15 +633,22 @@ def camera_reach(materials: np.ndarray, gain: tuple[float, float], wb: tuple[flo
     return np.unique(np.round(np.concatenate(pts), 1), axis=0), gain
 
 
-def nearest_distance(targets: np.ndarray, reach: np.ndarray, gain: tuple[float, float]) -> float:
-    """Smallest RGB distance from any target colour to any reachable colour times a gain in range."""
+def nearest_distance(targets: np.ndarray, reach: np.ndarray, gain: tuple[float, float],
+                     stop_below: float = 0.0) -> float:
+    """Smallest RGB distance from any target colour to any reachable colour times a gain in range.
+
+    Returns early once a distance below `stop_below` is found: the margin is then nil anyway.
+    """
     best = np.inf
+    reach = np.asarray(reach, np.float32)
     pp = np.einsum("ij,ij->i", reach, reach)
-    for chunk in np.array_split(targets, max(1, len(targets) // 16)):
+    for chunk in np.array_split(np.asarray(targets, np.float32), max(1, len(targets) // 16)):
         dot = chunk @ reach.T  # (t, r)
         g = np.clip(dot / np.maximum(pp, 1e-9), gain[0], gain[1])
         d2 = np.einsum("ij,ij->i", chunk, chunk)[:, None] - 2 * g * dot + g * g * pp[None]
-        best = min(best, float(np.sqrt(max(d2.min(), 0.0))))
+        best = min(best, float(np.sqrt(max(float(d2.min()), 0.0))))
+        if best < stop_below:
+            break
     return best
 
 
@@ -603,11 +670,51 @@ def heldout_band(factor: str) -> np.ndarray:
 COLOUR_FACTORS: tuple[str, ...] = ("leaf_colour", "rust_colour", "haze")
 
 
-def colour_margin(factor: str) -> float:
-    """RGB distance from a held-out band to the nearest colour a training image can produce."""
-    reach, gain = camera_reach(training_materials(), GAIN, WB, SHADE, HAZE)
-    return nearest_distance(heldout_band(factor), reach, gain)
+def chain_reach(pre: np.ndarray, gain: tuple[float, float], saturation: tuple[float, float],
+                n_gain: int = 16, n_sat: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """What the camera's clip and saturation make of `pre` (colours before the gain): (unclipped, clipped).
 
+    Unclipped: each point saturated by `n_sat` values across `saturation`; saturation about luma
+    commutes with a scalar gain, so `nearest_distance` still takes the gain range analytically.
+    Clipped: `n_gain` gains across the range, the points with a channel past full scale clipped
+    there, then saturated (a sample, on colours rounded to 3 units: over-exposed orange turns
+    yellow, and that is where a held-out band can be reached).
+    """
+    sats = np.linspace(saturation[0], saturation[1], n_sat)
+    pre = np.unique(np.round(pre), axis=0)  # 1 RGB unit: far below any margin asked
+    unclipped = np.concatenate([_saturate_free(pre, float(v)) for v in sats])
+    coarse = np.unique(np.round(pre / 3.0) * 3.0, axis=0).astype(np.float32)
+    clipped = []
+    for g in np.geomspace(gain[0], gain[1], n_gain):
+        q = coarse * np.float32(g)
+        q = np.minimum(q[(q > 255.0).any(axis=1)], np.float32(255.0))
+        clipped += [saturate(q, float(v)) for v in sats]
+    both = np.concatenate(clipped) if clipped else np.zeros((0, 3), np.float32)
+    return unclipped, np.unique(np.round(both, 1), axis=0)
+
+
+def _saturate_free(pre: np.ndarray, s: float) -> np.ndarray:
+    # no 0-255 clip: the unclipped set is taken before the gain, which may still darken or brighten it
+    luma = (pre @ LUMA)[:, None]
+    return (luma + s * (pre - luma)).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _training_reach() -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    pre, gain = camera_reach(training_materials(), GAIN, WB, SHADE, HAZE)
+    full = (gain[0] * CAMERA_EXPOSURE[0] ** (1 / CAMERA_GAMMA), gain[1] * CAMERA_EXPOSURE[1] ** (1 / CAMERA_GAMMA))
+    unclipped, clipped = chain_reach(pre, full, CAMERA_SATURATION)
+    return unclipped, clipped, full
+
+
+def colour_margin(factor: str) -> float:
+    """RGB distance from a held-out band to the nearest colour a training image can produce: through
+    the generator's exposure error, white balance, haze and shade, then the camera's exposure (which
+    clips) and saturation."""
+    unclipped, clipped, gain = _training_reach()
+    band = heldout_band(factor)
+    return min(nearest_distance(band, unclipped, gain, stop_below=0.5),
+               nearest_distance(band, clipped, (1.0, 1.0), stop_below=0.5))
 
 
 __all__ = ["CLASSES", "CROPS", "GSD_LADDER_MM", "HELD_OUT", "HELD_OUT_FACTORS", "STAGES", "Scene", "camera_reach",

@@ -13,13 +13,12 @@ generator's and the world's fine texture disagree, whatever their colours.
 Calls are the argmax (no thresholds: the probe has no validation-chosen operating point).
 Neither generator borrows from the other; this tool, like tools/domain_gap.py, only loads both.
 
-`--camera-chain` passes every generator tile through a wider camera than the generator draws
-(`camera_chain`): exposure up to the point where sunlit leaves run bright and orange or white
-lesions saturate a channel, a tone curve and a saturation of its own. It asks whether the world's
-rust is missed for want of an over-exposing camera in training (see docs/WORLD.md).
+The generator draws the wider camera itself (compile/canopy.py CAMERA_EXPOSURE, CAMERA_SATURATION:
+exposure to clipping and colour saturation); the option of that name that this probe once had is
+gone. `--train-blurred` blurs the training tiles too: a model with a fixed low-pass in front.
 
     python -m tools.transfer_probe --out build/transfer_probe [--per-class 2000] [--epochs 5]
-        [--gsd 2 4 8 16 32] [--frames 4] [--blur 3] [--camera-chain] [--by-crop]
+        [--gsd 2 4 8 16 32] [--frames 4] [--blur 3] [--by-crop]
         [--train-blurred] [--seed N]
 """
 
@@ -87,38 +86,13 @@ def probe_model(seed: int) -> Any:
     return model
 
 
-EXPOSURE = (0.6, 3.5)  # linear exposure factor, log-uniform
-TONE_GAMMA = (1.8, 2.6)  # the encoding's gamma (sRGB is about 2.2)
-SATURATION = (0.4, 1.1)  # colour kept around each pixel's luma
-
-
-def camera_chain(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A generator tile as a camera with its own exposure, tone curve and saturation would record it.
-
-    Why these ranges: Raspberry Pi's libcamera auto exposure (its IMX219 tuning file, `rpi.agc`)
-    aims the frame's mean linear luma at 0.16 but, in its normal constraint mode, also raises the
-    exposure until the brightest 2 % of the frame reach half of full scale. Over a dark canopy that
-    pushes sunlit leaves bright, and a surface ten times redder than a leaf (an orange pustule)
-    saturates the red channel and turns yellow or white. The generator's own exposure (x0.7-1.3 on
-    encoded values) never does that. Tone curves and saturation differ between cameras and picture
-    styles as much as the two real scenes of docs/REAL_FRAMES.md differ from each other.
-    """
-    x = (img.astype(np.float32) / np.float32(255.0)) ** np.float32(2.2)
-    x *= np.float32(np.exp(rng.uniform(np.log(EXPOSURE[0]), np.log(EXPOSURE[1]))))
-    x = np.clip(x, 0.0, 1.0) ** np.float32(1.0 / rng.uniform(*TONE_GAMMA)) * np.float32(255.0)
-    luma = (x @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
-    x = luma + (x - luma) * np.float32(rng.uniform(*SATURATION))
-    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
-
-
-def training_set(per_class: int, seed: int, camera: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """`per_class` generator tiles per class (training part, every resolution and crop it draws),
-    through `camera_chain` when `camera`."""
+def training_set(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`per_class` generator tiles per class (training part, every resolution, crop and camera it draws)."""
     from compile.canopy import canopy_image
 
     rng = np.random.default_rng([seed, 1])
     tiles = (canopy_image(c, MODEL_PX, rng) for c in CLASSES for _ in range(per_class))
-    x = np.stack([camera_chain(t, rng) if camera else t for t in tiles])
+    x = np.stack(list(tiles))
     y = np.repeat(np.arange(len(CLASSES)), per_class)
     order = rng.permutation(len(x))
     return x[order], y[order]
@@ -150,7 +124,7 @@ def look_rates(model: Any, cls: str, tiles: np.ndarray, blur: float) -> dict[str
 
 
 def run(per_class: int, epochs: int, gsds: Sequence[float], frames: int, blur: float, seed: int,
-        camera: bool = False, by_crop: bool = False, train_blurred: bool = False) -> dict[str, Any]:
+        by_crop: bool = False, train_blurred: bool = False) -> dict[str, Any]:
     """Train the probe, then its rates on the world per resolution, cell and look (as rendered, blurred).
 
     `by_crop` adds the healthy canopy's false alarms per crop kind (`frames` frames of each), so a
@@ -161,8 +135,8 @@ def run(per_class: int, epochs: int, gsds: Sequence[float], frames: int, blur: f
     from tools.detectability import CROP_KINDS
     from tools.domain_gap import world_tiles
 
-    print(f"drawing {per_class} generator tiles per class{' through the camera chain' if camera else ''}", flush=True)
-    x, y = training_set(per_class, seed, camera)
+    print(f"drawing {per_class} generator tiles per class", flush=True)
+    x, y = training_set(per_class, seed)
     model, acc = train(blur_tiles(x, blur) if train_blurred else x, y, epochs, seed)
     rows: list[dict[str, Any]] = []
     by: list[dict[str, Any]] = []
@@ -177,7 +151,7 @@ def run(per_class: int, epochs: int, gsds: Sequence[float], frames: int, blur: f
                        **look_rates(model, "healthy", tiles, blur)})
         print(f"{g:g} mm/px: world tiles classified", flush=True)
     out = {"seed": seed, "per_class": per_class, "epochs": epochs, "blur_px": blur, "frames": frames,
-           "camera_chain": camera, "train_blurred": train_blurred, "generator_accuracy": round(acc, 4), "rows": rows}
+           "train_blurred": train_blurred, "generator_accuracy": round(acc, 4), "rows": rows}
     if by_crop:
         out["healthy_by_crop"] = by
     return out
@@ -187,8 +161,7 @@ def markdown(res: dict[str, Any]) -> str:
     """Rates per resolution (rows) and cell (columns): rendered, then blurred in brackets."""
     gsds = sorted({r["gsd_mm"] for r in res["rows"]})
     heads = ["healthy flagged" if c == "healthy" else f"{c} {s}" for c, s in CELLS]
-    chain = " through the camera chain" if res.get("camera_chain") else ""
-    chain += ", trained blurred" if res.get("train_blurred") else ""
+    chain = ", trained blurred" if res.get("train_blurred") else ""
     lines = [f"# Probe trained on the generator{chain}, classifying the world (seed {res['seed']})", "",
              f"Held-back generator accuracy {res['generator_accuracy']:.3f}; each cell: as rendered "
              f"(blurred by {res['blur_px']:g} px).", "",
@@ -216,8 +189,6 @@ def _main(argv: Sequence[str] | None) -> int:
     ap.add_argument("--gsd", type=float, nargs="+", default=list(DEFAULT_GSD_MM), help="mm per model-input pixel")
     ap.add_argument("--frames", type=int, default=4, help="world frames per cell (12 tiles each, crops in turn)")
     ap.add_argument("--blur", type=float, default=3.0, help="Gaussian sigma, model pixels, of the blurred look")
-    ap.add_argument("--camera-chain", action="store_true",
-                    help="pass the generator's tiles through a wider camera (exposure to saturation, tone, saturation)")
     ap.add_argument("--by-crop", action="store_true", help="also the healthy false alarms per crop kind")
     ap.add_argument("--train-blurred", action="store_true",
                     help="blur the training tiles by --blur too (a fixed low-pass in front of the model)")
@@ -228,7 +199,7 @@ def _main(argv: Sequence[str] | None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     seed = int(np.random.default_rng().integers(0, 2**31)) if a.seed is None else a.seed
     print(f"seed {seed}", flush=True)
-    res = run(a.per_class, a.epochs, a.gsd, a.frames, a.blur, seed, a.camera_chain, a.by_crop, a.train_blurred)
+    res = run(a.per_class, a.epochs, a.gsd, a.frames, a.blur, seed, a.by_crop, a.train_blurred)
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "transfer_probe.json").write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
     md = markdown(res)

@@ -49,7 +49,8 @@ def test_label_rule_follows_the_physics() -> None:
     def scene(cls: str, gsd: float, stage: str) -> cn.Scene:
         s = cn.sample_scene(cls, rng, gsd_mm=gsd, stage=cn.STAGES[stage])
         return replace(s, gain=1.0, haze=1.0, noise=3.0, closure=0.9, row_mm=150.0, crop="wheat", leaf_w_mm=15.0,
-                       leaf_len_mm=200.0, lesion_mm=1.5 if cls == "rust" else 12.0)
+                       leaf_len_mm=200.0, lesion_mm=1.5 if cls == "rust" else 12.0,
+                       stripe=cn.STRIPE_ASPECT[0] if cls == "rust" else 1.0)  # not left to the draw order
 
     assert not cn.visible(scene("rust", 32, "early"))
     assert not cn.visible(scene("powdery_mildew", 32, "early"))
@@ -149,3 +150,33 @@ def test_cards_without_the_new_fields_still_load_and_new_ones_keep_them() -> Non
     assert card.working_gsd_mm is None and card.gsd_recall is None
     new = ModelCard.model_validate(old | {"working_gsd_mm": 4.0, "gsd_recall": {"recall_by_gsd_mm": {}}})
     assert new.to_dict()["working_gsd_mm"] == 4.0
+
+
+def test_the_margin_sees_the_camera_clip() -> None:
+    """The measurement has teeth for clipping: the earlier stripe-rust band (232-240, 170-180, 30-38) is
+    what an orange leaf-rust pustule becomes when red clips, so it lies within MARGIN of training (jitter included)."""
+    _, clipped, _ = cn._training_reach()
+    old = np.array([[232.0, 170.0, 30.0], [240.0, 180.0, 38.0]])
+    band = cn._jittered(np.stack([cn.along(old, t) for t in np.linspace(0, 1, 8)]), cn.JITTER)
+    assert cn.nearest_distance(band, clipped, (1.0, 1.0)) < MARGIN
+    assert (clipped.max(axis=1) <= 255.0).all()
+
+
+def test_saturation_keeps_luma_and_range() -> None:
+    rgb = np.array([[[200.0, 108.0, 36.0], [60.0, 110.0, 40.0]]], np.float32)
+    luma = rgb @ cn.LUMA
+    for s in (0.4, 1.0, 1.1):
+        out = cn.saturate(rgb, s)
+        assert np.allclose(out @ cn.LUMA, luma, atol=0.5)
+        assert out.min() >= 0 and out.max() <= 255
+    grey = cn.saturate(rgb, 0.0)
+    assert np.allclose(grey[..., 0], grey[..., 2], atol=1e-3)
+
+
+def test_scenes_draw_the_wider_camera_in_range() -> None:
+    rng = np.random.default_rng(5)
+    scenes = [cn.sample_scene(c, rng) for c in ("healthy", "rust", "powdery_mildew") for _ in range(40)]
+    ex = np.array([s.exposure for s in scenes])
+    sat = np.array([s.saturation for s in scenes])
+    assert cn.CAMERA_EXPOSURE[0] <= ex.min() and ex.max() <= cn.CAMERA_EXPOSURE[1] and ex.max() > 2 * ex.min()
+    assert cn.CAMERA_SATURATION[0] <= sat.min() and sat.max() <= cn.CAMERA_SATURATION[1]
