@@ -11,6 +11,9 @@ goes through export, int8 conversion and evaluation exactly as before.
 
 What changes against the uncached path is augmentation: it draws from `augment.variants` fixed
 random variants per image (made before the frozen pass) instead of a fresh one per pass.
+
+The small backbone (`model.backbone: small`) has no frozen part: there is nothing to cache, and
+compile/train.py does not plan a cache for it (`plan_cache` says so if asked).
 """
 
 from __future__ import annotations
@@ -28,7 +31,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .data import Split, make_dataset
-from .model import BASE_NAME, FEATURES, STAGES, front_model, head_stages_of, stage_input_layer, tail_model
+from .model import (
+    BASE_NAME,
+    FEATURES,
+    STAGES,
+    front_model,
+    head_stages_of,
+    is_small,
+    stage_input_layer,
+    tail_model,
+)
 from .synthetic import CLASSES
 
 if TYPE_CHECKING:
@@ -36,6 +48,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Why the small backbone trains uncached (the training facts' activation_cache_reason): the cache holds
+# the output of frozen layers, and the small backbone has none before its first trainable convolution
+# (its fixed scaling and low-pass cost less to run again than to cache).
+SMALL_NO_CACHE = "off: every layer of the small backbone trains"
 CACHE_DTYPE = np.float16  # conv activations fit float16's range; halves the memory of float32
 
 
@@ -84,6 +100,8 @@ def cut_layer_for(trainable_stages: list[str], head_stages: list[str] | None = N
 def plan_cache(model: Any, trainable_stages: list[str], n_train: int, n_val: int, variants: int,
                memory_mb: float, disk_mb: float, workdir: Path) -> CachePlan:
     """Decide memory, disk or no cache from the activation size and the configured bounds."""
+    if is_small(model):
+        return CachePlan(None, None, (), 0, 0.0, SMALL_NO_CACHE)
     heads = head_stages_of(model)
     cut = cut_layer_for(trainable_stages, heads)
     if cut is None:

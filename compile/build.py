@@ -210,10 +210,11 @@ def run_build(
         log.info("no backbone stage trains: the head's schedule (train.head_only): %d epochs, batch %d, lr %g",
                  t.epochs, t.batch_size, t.learning_rate)
         cfg = cfg.model_copy(update={"train": t})
-    backbone = describe_weights(cfg.model.weights)
+    backbone = describe_weights(cfg.model.weights, cfg.model.backbone)
     if parent is not None:
         backbone = str(parent.card.get("backbone_weights") or backbone)
-    warnings = random_backbone_warnings(backbone)
+    learnt_from = learnt_from_text(cfg.data.source, bool(label_sources))
+    warnings = random_backbone_warnings(backbone, cfg.model.small, learnt_from)
     splits = make_splits(cfg.data)
     label_split = None
     label_facts: dict[str, Any] | None = None
@@ -330,7 +331,7 @@ def run_build(
             "disease_classes": list(DISEASES),
             "input": {"height": size, "width": size, "channels": 3, "dtype": "uint8", "color": "RGB",
                       "quantization": {"scale": in_q[0], "zero_point": in_q[1]},
-                      "preprocessing": "inside the graph: RGB->BGR and ImageNet mean (caffe), one 1x1 conv"},
+                      "preprocessing": _preprocessing_text(cfg.model)},
             "output": {"dtype": "uint8", "meaning": "softmax scores, dequantize to 0-1"},
             "thresholds": thresholds,
             "threshold_selection": {k: v for k, v in chosen.items() if k != "thresholds"},
@@ -369,11 +370,12 @@ def run_build(
             "working_gsd_mm": None if ladder is None else ladder["working_gsd_mm"],
             "gsd_recall": ladder,
             "training": train_facts | {
-                "backbone": _backbone_text(cfg.model.resolved_head_stages()),
+                "backbone": _backbone_text(cfg.model, learnt_from),
                 "weights": cfg.model.weights,
-                "head_stages": cfg.model.resolved_head_stages(),
+                # ResNet stages; null for the small backbone, which has none (every one of its layers trains)
+                "head_stages": None if cfg.model.small else cfg.model.resolved_head_stages(),
                 "head_pooling": cfg.model.head_pooling,
-                "trainable_stages": cfg.model.resolved_trainable_stages(),
+                "trainable_stages": None if cfg.model.small else cfg.model.resolved_trainable_stages(),
                 "head_units": cfg.model.head_units,
                 "data": splits.summary(),
                 "augment": cfg.augment.model_dump(mode="json"),
@@ -534,8 +536,22 @@ def finalize_card(staging: Path, bundle: Path, card: ModelCard) -> dict[str, Any
     return json.loads((bundle / CARD).read_text())
 
 
-def random_backbone_warnings(backbone: str) -> list[str]:
-    """The loud line a random backbone earns in the card, the report and the build's output."""
+def learnt_from_text(data_source: str, fine_tuned: bool) -> str:
+    """What the small backbone's weights were learnt from, for its card text and warning."""
+    what = "synthetic data" if data_source == "synthetic" else "the training images (data.folder)"
+    return f"{what} and labelled flight tiles" if fine_tuned else what
+
+
+def random_backbone_warnings(backbone: str, small: bool = False, learnt_from: str = "synthetic data") -> list[str]:
+    """The loud line a backbone without pretrained weights earns in the card, the report and the build's output.
+
+    `backbone` is the card's backbone_weights (compile.model.describe_weights); `small` the small CNN,
+    which is not ResNet-50 at all, its weights learnt from `learnt_from` alone.
+    """
+    if small:
+        return [f"backbone: small CNN, not ResNet-50 and not ImageNet transfer learning: every weight was "
+                f"trained from scratch on {learnt_from}; for offline demos and tests only, build with the "
+                "default profile and --weights imagenet for a model to fly"]
     if not backbone.startswith("none"):
         return []
     return ["backbone weights: none (random init): the frozen ResNet-50 stages are random features, not "
@@ -543,11 +559,28 @@ def random_backbone_warnings(backbone: str) -> list[str]:
             "(or a local notop .h5 file) for a model to fly"]
 
 
-def _backbone_text(head_stages: list[str]) -> str:
-    """ResNet50, or which part of it: stages deeper than the head's deepest are not in the graph."""
+def _backbone_text(model_cfg: Any, learnt_from: str = "synthetic data") -> str:
+    """What the network is: the small CNN, ResNet50, or which part of it (stages deeper than the head's
+    deepest are not in the graph)."""
+    from .model import SMALL_FILTERS
+
+    if model_cfg.small:
+        lowpass = (f"; Gaussian low-pass sigma {model_cfg.lowpass_px:g} px in front" if model_cfg.lowpass_px > 0
+                   else "")
+        return f"small CNN ({len(SMALL_FILTERS)} convolutions, every weight learned from {learnt_from}{lowpass})"
+    head_stages = model_cfg.resolved_head_stages()
     if head_stages[-1] == "conv5":
         return "ResNet50"
     return f"ResNet50 stem to {head_stages[-1]} (deeper stages unused by the head: head_stages)"
+
+
+def _preprocessing_text(model_cfg: Any) -> str:
+    """The card's input.preprocessing: what the graph does to the 0-255 RGB input before the backbone."""
+    if model_cfg.small:
+        lowpass = (f", then a fixed Gaussian low-pass (sigma {model_cfg.lowpass_px:g} px, one depthwise conv)"
+                   if model_cfg.lowpass_px > 0 else "")
+        return f"inside the graph: 0-255 to [-1, 1], one 1x1 conv{lowpass}"
+    return "inside the graph: RGB->BGR and ImageNet mean (caffe), one 1x1 conv"
 
 
 FEATURE_STAGE = "conv3"  # 28x28 at 224 px (12x12 at 96): fine enough to see lesions, deep enough to be features
@@ -555,10 +588,14 @@ FEATURE_STAGE = "conv3"  # 28x28 at 224 px (12x12 at 96): fine enough to see les
 
 def feature_maps(model: Any, split: Any, size: int, base_seed: int, path: Path,
                  stage: str = FEATURE_STAGE) -> Path | None:
-    """The feature-map figure: the first test leaf of each class through the network up to `stage`."""
-    from .model import BASE_NAME, STAGE_OUTPUT, STAGES, front_model, head_stages_of
+    """The feature-map figure: the first test leaf of each class through the network up to `stage`.
 
-    if BASE_NAME not in [layer.name for layer in model.layers]:  # a stand-in network (tests)
+    For the small backbone: its last convolution's maps (the ones its head pools), `stage` unused.
+    """
+    from .model import BASE_NAME, SMALL_NAME, STAGE_OUTPUT, STAGES, front_model, head_stages_of, is_small
+
+    small = is_small(model)
+    if not small and BASE_NAME not in [layer.name for layer in model.layers]:  # a stand-in network (tests)
         log.info("no %s backbone in the model: no feature-map figure", BASE_NAME)
         return None
     picked: dict[int, np.ndarray] = {}
@@ -570,6 +607,11 @@ def feature_maps(model: Any, split: Any, size: int, base_seed: int, path: Path,
         return None
     labels = sorted(picked)
     images = [picked[k] for k in labels]
+    if small:
+        probe = front_model(model, SMALL_NAME)
+        maps = np.concatenate([np.asarray(probe.predict_on_batch(img[None].astype(np.float32))) for img in images])
+        return report.feature_maps_png(images, [CLASSES[k] for k in labels], maps,
+                                       "small_conv3 (the small CNN's last convolution)", path)
     in_graph = head_stages_of(model)[-1]  # the trunk stops at the deepest stage the head reads
     if STAGES.index(stage) > STAGES.index(in_graph):
         stage = in_graph

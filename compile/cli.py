@@ -18,7 +18,8 @@ DEFAULT_CONFIG = Path("configs/build.yaml")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cropscout-build",
-        description="Build the crop-disease model bundle: ResNet-50 -> full int8 TFLite -> edgetpu_compiler.",
+        description="Build the crop-disease model bundle: ResNet-50 (or, offline, a small CNN) -> full int8 "
+                    "TFLite -> edgetpu_compiler.",
     )
     add_log_level_argument(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -31,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-float", metavar="FILE", help="also save the float Keras model (.keras) outside the bundle")
     p.add_argument("--weights", metavar="imagenet|none|FILE",
                    help="backbone weights, overriding model.weights: imagenet (downloads once), none (random "
-                        "init: offline demos and tests) or the path of a local ResNet50 notop .h5 file")
+                        "init: offline demos and tests) or the path of a local ResNet50 notop .h5 file; the "
+                        "quick profile's small CNN (model.backbone: small) takes none only")
     p.add_argument("--labels", nargs="+", metavar="DIR",
                    help="fine-tune on labelled flight tiles (`payload review`): flight folders or their labels/ "
                         "folders; whole folders are held back for the before/after figures (needs --init-from)")
@@ -62,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _build(args: argparse.Namespace) -> int:
     import logging
 
+    from payload.configio import validate_config
+
     from .build import run_build
     from .config import deep_merge, load_build_config
 
@@ -73,7 +77,9 @@ def _build(args: argparse.Namespace) -> int:
     if args.weights:
         over["model"] = {"weights": args.weights}
     if over:
-        cfg = type(cfg).model_validate(deep_merge(cfg.model_dump(), over))
+        flags = " ".join(f"--{k} {v}" for k, v in (("weights", args.weights), ("compiler", args.compiler)) if v)
+        cfg = validate_config(deep_merge(cfg.model_dump(), over), type(cfg),
+                              f"{config or '<built-in defaults>'} (profile {args.profile}) with {flags}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     result = run_build(cfg, Path(args.out), profile=args.profile, cpu_only=args.cpu_only,
                        save_float=Path(args.save_float) if args.save_float else None,

@@ -272,42 +272,47 @@ def make_dataset(
     shuffle: bool = False,
     repeat: bool = False,
     one_hot: bool = True,
+    cache: bool = False,
 ):
-    """A batched tf.data pipeline of (float32 0-255 RGB images, labels) for one split."""
+    """A batched tf.data pipeline of (float32 0-255 RGB images, labels) for one split.
+
+    `cache`: each image is made (or decoded) once, on the first pass, and kept in memory (uint8;
+    float32 for a folder source); later passes shuffle the kept images. The same images either way
+    (a record's pixels depend on its seed only); the caller checks that they fit.
+    """
     import tensorflow as tf
 
     n_classes = len(CLASSES)
     labels = split.labels.astype(np.int32)
+    early_shuffle = shuffle and not cache  # without the cache, shuffle the records before making images
     if split.mixed:
         index = np.arange(len(split), dtype=np.int64)
         ds = tf.data.Dataset.from_tensor_slices((labels, index))
-        if shuffle:
+        if early_shuffle:
             ds = ds.shuffle(len(split), seed=base_seed, reshuffle_each_iteration=True)
 
         def _mixed(label, i):
             img = tf.numpy_function(lambda k: record_image(split, int(k), size, base_seed), [i], tf.uint8)
-            img = tf.ensure_shape(img, (size, size, 3))
-            return tf.cast(img, tf.float32), label
+            return tf.ensure_shape(img, (size, size, 3)), label
 
         ds = ds.map(_mixed, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     elif split.seeds is not None:
         seeds = split.seeds.astype(np.int64)
         q, part, gen = split.jpeg_quality, split.part, split.generator
         ds = tf.data.Dataset.from_tensor_slices((labels, seeds))
-        if shuffle:
+        if early_shuffle:
             ds = ds.shuffle(len(split), seed=base_seed, reshuffle_each_iteration=True)
 
         def _make(label, seed):
             img = tf.numpy_function(
                 lambda lab, s: synthetic_image(int(lab), int(s), size, base_seed, q, part, gen), [label, seed], tf.uint8
             )
-            img = tf.ensure_shape(img, (size, size, 3))
-            return tf.cast(img, tf.float32), label
+            return tf.ensure_shape(img, (size, size, 3)), label
 
         ds = ds.map(_make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
         ds = tf.data.Dataset.from_tensor_slices((list(split.paths or []), labels))
-        if shuffle:
+        if early_shuffle:
             ds = ds.shuffle(len(split), seed=base_seed, reshuffle_each_iteration=True)
 
         def _load(path, label):
@@ -318,6 +323,11 @@ def make_dataset(
 
         ds = ds.map(_load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         ds = ds.ignore_errors(log_warning=True)  # a file that passed the scan but fails to decode
+    if cache:
+        ds = ds.cache()
+        if shuffle:
+            ds = ds.shuffle(len(split), seed=base_seed, reshuffle_each_iteration=True)
+    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y))
     if one_hot:
         ds = ds.map(lambda x, y: (x, tf.one_hot(y, n_classes)))
     if repeat:

@@ -246,9 +246,11 @@ def load_parent(path: Path) -> ParentBundle:
         raise BuildError(f"--init-from {path}: its {CARD} has no training.config.model to rebuild the model from; "
                          "rebuild the parent with this version of `python -m compile build`")
     model = ModelConfig.model_validate(config["model"])
-    # the graph must be the parent's: `auto` resolved against the parent's weights, written out
-    model = model.model_copy(update={"head_stages": model.resolved_head_stages(),
-                                     "trainable_stages": model.resolved_trainable_stages()})
+    # the graph must be the parent's: `auto` resolved against the parent's weights, written out (the
+    # small backbone's graph depends on no stage: backbone, lowpass_px and the head rebuild it as it was)
+    if not model.small:
+        model = model.model_copy(update={"head_stages": model.resolved_head_stages(),
+                                         "trainable_stages": model.resolved_trainable_stages()})
     return ParentBundle(path=path, card=card, model_sha256=bundle.model_sha256, int8_model=path / CPU_MODEL,
                         weights=path / FLOAT_WEIGHTS, model=model, thresholds=dict(bundle.thresholds))
 

@@ -1,14 +1,20 @@
-"""ResNet-50 classifier with its preprocessing inside the graph, in an Edge-TPU-friendly form.
+"""The classifier with its preprocessing inside the graph, in an Edge-TPU-friendly form.
 
-The deployed model takes RGB 0-255. Keras' ResNet50 ImageNet weights expect "caffe" inputs: BGR
-channel order with the ImageNet mean subtracted. `preprocess_input` does the flip with a strided
-slice and a pack, which the Edge TPU compiler maps poorly; here the flip and the mean are one
-fixed 1x1 convolution (a 3x3 permutation matrix and a bias), which quantizes to a single CONV_2D.
+Two backbones (`model.backbone`), one head. `resnet50` (the product's default) is ImageNet transfer
+learning: Keras' ResNet50 weights expect "caffe" inputs, BGR channel order with the ImageNet mean
+subtracted. `preprocess_input` does the flip with a strided slice and a pack, which the Edge TPU
+compiler maps poorly; here the flip and the mean are one fixed 1x1 convolution (a 3x3 permutation
+matrix and a bias), which quantizes to a single CONV_2D.
+
+`small` (offline builds, `weights: none`) is three convolutions whose every weight is learnt from
+the training data, behind a fixed 1x1 convolution (0-255 to [-1, 1]) and an optional fixed Gaussian
+low-pass (`model.lowpass_px`): see `small_cnn` for why. The deployed model takes RGB 0-255 either way.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import keras
@@ -32,6 +38,9 @@ STAGE_OUTPUT = {
     "conv5": "conv5_block3_out",
 }
 BASE_NAME = "resnet50"
+SMALL_NAME = "small_cnn"  # the small backbone's sub-model (model.backbone: small)
+SMALL_TAG = "small"  # its pooling layers' names: pool_small_avg, pool_small_max(_flat), as pool_conv2_avg...
+SMALL_FILTERS = (24, 32, 48)  # the 1x1 colour mix, then two 3x3 stride-2 convolutions
 FEATURES = "features"  # the head's pooled features (also the activation cache's cut when no stage trains)
 FEATURES_NORM = "features_norm"
 
@@ -56,9 +65,15 @@ def stage_of(layer_name: str) -> str | None:
     return head if head in STAGES else None
 
 
-def describe_weights(weights: str) -> str:
-    """How the card and report name the backbone's initial weights; a random one is said loudly."""
+def describe_weights(weights: str, backbone: str = "resnet50") -> str:
+    """How the card and report name the backbone's initial weights; a random one is said loudly.
+
+    Always starts with "none" when nothing pretrained is loaded (the payload's report and the build's
+    warnings read it so); the small backbone is named, since its weights, random at first, are all learnt.
+    """
     w = weights.strip()
+    if backbone == "small":
+        return "none (small CNN, every weight learnt from the training data)"
     if w.lower() == "none":
         return "none (random init)"
     if w.lower() == "imagenet":
@@ -72,8 +87,9 @@ def check_weights(cfg: ModelConfig) -> None:
     Builds the backbone once at the smallest input ResNet50 accepts (the weights do not depend
     on the input size): `imagenet` downloads (or finds Keras' cached copy of) the notop file, a
     path is loaded and must fit. Raises WeightsError with the fix; a second or so when it works.
+    Nothing to load for the small backbone (its config requires `weights: none`).
     """
-    if cfg.weights.strip().lower() == "none":
+    if cfg.small or cfg.weights.strip().lower() == "none":
         return
     _backbone(cfg, 32)
 
@@ -111,6 +127,69 @@ def _backbone(cfg: ModelConfig, size: int):
     return base
 
 
+def gaussian_kernel_1d(sigma_px: float) -> np.ndarray:
+    """A normalised 1-D Gaussian of `sigma_px` pixels, k = 2 ceil(3 sigma) + 1 taps; sums to 1.
+
+    Three sigmas each side hold all but 0.3 % of the weight; normalising the truncated kernel keeps
+    a flat image flat (the low-pass changes no colour, only detail).
+    """
+    if sigma_px <= 0:
+        raise ValueError(f"a Gaussian needs sigma > 0, got {sigma_px}")
+    r = int(math.ceil(3.0 * sigma_px))
+    x = np.arange(-r, r + 1, dtype=np.float64)
+    g = np.exp(-(x**2) / (2.0 * sigma_px**2))
+    return (g / g.sum()).astype(np.float32)
+
+
+def gaussian_kernel(sigma_px: float) -> np.ndarray:
+    """The 2-D Gaussian (k, k) the two passes of the small backbone's low-pass make together; sums to 1."""
+    g = gaussian_kernel_1d(sigma_px)
+    return np.outer(g, g).astype(np.float32)
+
+
+def small_cnn(cfg: ModelConfig) -> keras.Model:
+    """The small backbone (`model.backbone: small`): RGB 0-255 in, its last convolution's maps out.
+
+    scale_to_unit (fixed 1x1 conv: 0-255 to [-1, 1]) -> [lowpass_v, lowpass_h (fixed depthwise
+    Gaussian, sigma `lowpass_px`)] -> 1x1 conv 24 (a learnt colour mix) -> 3x3/2 conv 32 -> 3x3/2
+    conv 48, ReLU.
+
+    Why this net: offline there are no ImageNet weights, and a ResNet-50 with random frozen weights
+    gives features from which a head learns the generator but nothing that carries over to the
+    simulated world (docs/TRAINING_DATA.md). A net this small trains end to end on a few thousand
+    images in a minute or two on a CPU, and what it learns does carry over (tools/transfer_probe.py
+    trains the same convolutions). Why a low-pass: the one-to-two-pixel band (leaf-blade grain,
+    gaps between leaves) is where the training generator and the world disagree most; with it
+    filtered out on both sides the net cannot learn the generator's grain as a cue. 'same' padding
+    weighs the border pixels towards 0 (mid grey after scale_to_unit) alike in training and flight.
+
+    Edge TPU form: the scaling is one CONV_2D (like caffe_preprocess), the low-pass two
+    DEPTHWISE_CONV_2D, a (k, 1) column pass then a (1, k) row pass: a Gaussian is separable, so the two
+    compute exactly the (k, k) kernel (zero padding included) with 2k taps instead of k^2. In int8 on
+    the CPU (ai-edge-litert: the build's int8 evaluation, the payload's CPU fallback) one 11x11
+    depthwise op cost 10-15 ms a 96 px tile, the two passes under 1 ms (`python -m tools.lowpass_cost`,
+    2 shared cores). All quantize to int8 like any convolution; none trains.
+    """
+    size = cfg.input_size
+    inputs = keras.Input((size, size, 3), name="small_input")
+    scale = layers.Conv2D(3, 1, name="scale_to_unit", trainable=False)
+    x = scale(inputs)
+    scale.set_weights([np.eye(3, dtype=np.float32)[None, None] / np.float32(127.5), -np.ones(3, np.float32)])
+    if cfg.lowpass_px > 0:
+        g = gaussian_kernel_1d(cfg.lowpass_px)
+        k = g.size
+        for name, shape in (("lowpass_v", (k, 1)), ("lowpass_h", (1, k))):
+            lowpass = layers.DepthwiseConv2D(shape, padding="same", use_bias=False, name=name, trainable=False)
+            x = lowpass(x)
+            # kernel (kh, kw, channels, multiplier 1): the same 1-D Gaussian for every channel
+            lowpass.set_weights([np.broadcast_to(g.reshape(*shape, 1, 1), (*shape, 3, 1)).copy()])
+    f1, f2, f3 = SMALL_FILTERS
+    x = layers.Conv2D(f1, 1, activation="relu", name="small_conv1")(x)
+    x = layers.Conv2D(f2, 3, strides=2, padding="same", activation="relu", name="small_conv2")(x)
+    x = layers.Conv2D(f3, 3, strides=2, padding="same", activation="relu", name="small_conv3")(x)
+    return keras.Model(inputs, x, name=SMALL_NAME)
+
+
 def build_model(cfg: ModelConfig, aug: AugmentConfig | None = None, seed: int = 0):
     """The trainable Keras model: 0-255 RGB in, softmax over CLASSES out.
 
@@ -118,17 +197,21 @@ def build_model(cfg: ModelConfig, aug: AugmentConfig | None = None, seed: int = 
     output per head stage) -> global avg/max pooling of each -> features -> features_norm -> dense
     head -> scores. Average pooling says how much of the tile is diseased; max pooling keeps a
     small lesion cluster in one corner from being averaged away (the partial-tile case).
+    With `backbone: small` the trunk is `small_cnn` (its own preprocessing inside, every layer
+    trainable) and the pooling and head are the same.
     Augmentation layers are active only in training (Keras random layers are the identity at
     inference), so the exported graph holds none of them; `export_model` drops them anyway.
     `augment.enabled: auto` resolves against `cfg.weights` (off for a random backbone).
     """
     size = cfg.input_size
-    heads = cfg.resolved_head_stages()
-    trainable = cfg.resolved_trainable_stages()
     inputs = keras.Input((size, size, 3), name="image_rgb_0_255")
     x = inputs
     if aug is not None and aug.active(cfg.weights):
         x = augmentation_block(aug, seed)(x)
+    if cfg.small:
+        return _with_head(cfg, inputs, [SMALL_TAG], [small_cnn(cfg)(x)], seed, "cropscout_small")
+    heads = cfg.resolved_head_stages()
+    trainable = cfg.resolved_trainable_stages()
     kernel, bias = caffe_preprocess_kernel()
     pre = layers.Conv2D(3, 1, name="caffe_preprocess", trainable=False)
     x = pre(x)
@@ -142,9 +225,13 @@ def build_model(cfg: ModelConfig, aug: AugmentConfig | None = None, seed: int = 
         layer.trainable = stage_of(layer.name) in trainable and not is_bn
     # Stages deeper than the deepest head stage are left out of the graph (nothing reads them).
     trunk = keras.Model(base.input, [base.get_layer(STAGE_OUTPUT[s]).output for s in heads], name=BASE_NAME)
-    maps = trunk(x)
+    return _with_head(cfg, inputs, heads, _as_list(trunk(x)), seed, "cropscout_resnet50")
+
+
+def _with_head(cfg: ModelConfig, inputs, tags: list[str], maps: list, seed: int, name: str):
+    """Pool each trunk output (layers pool_<tag>_avg / _max), then features, features_norm, head, scores."""
     pooled = []
-    for stage, fmap in zip(heads, maps, strict=True):
+    for stage, fmap in zip(tags, maps, strict=True):
         for kind in cfg.head_pooling:
             if kind == "avg":
                 pooled.append(layers.GlobalAveragePooling2D(name=f"pool_{stage}_avg")(fmap))
@@ -161,13 +248,26 @@ def build_model(cfg: ModelConfig, aug: AugmentConfig | None = None, seed: int = 
         x = layers.Dense(units, activation="relu", name=f"head_dense{i}")(x)
         x = layers.Dropout(drop, seed=seed + i, name=f"head_dropout{i}")(x)
     outputs = layers.Dense(len(CLASSES), activation="softmax", name="scores")(x)
-    return keras.Model(inputs, outputs, name="cropscout_resnet50")
+    return keras.Model(inputs, outputs, name=name)
+
+
+def is_small(model) -> bool:
+    """Whether a built model's backbone is the small CNN (`model.backbone: small`)."""
+    return SMALL_NAME in [layer.name for layer in model.layers]
 
 
 def head_stages_of(model) -> list[str]:
-    """The stages a built model's head reads, shallow to deep, from its pooling layers' names."""
+    """The ResNet stages a built model's head reads, shallow to deep, from its pooling layers' names.
+
+    Empty for the small backbone (its pooling layers are pool_small_*).
+    """
     found = {layer.name.split("_")[1] for layer in model.layers if layer.name.startswith("pool_conv")}
     return sorted(found, key=STAGES.index)
+
+
+def _pool_tags(model) -> list[str]:
+    """The trunk outputs' tags in the pooling layers' names, in the trunk's output order."""
+    return [SMALL_TAG] if is_small(model) else head_stages_of(model)
 
 
 def _pool_and_head(model, maps: list, inference: bool):
@@ -236,6 +336,9 @@ def export_model(trained):
     Edge TPU needs.
     """
     inputs = keras.Input(trained.input_shape[1:], batch_size=1, name="image_rgb_0_255")
+    if is_small(trained):
+        maps = [trained.get_layer(SMALL_NAME)(inputs)]
+        return keras.Model(inputs, _pool_and_head(trained, maps, inference=True), name="cropscout_small_inference")
     if BASE_NAME not in [layer.name for layer in trained.layers]:  # a chain of layers (test stand-ins)
         x = inputs
         for layer in trained.layers[1:]:
@@ -265,9 +368,16 @@ def front_model(model: keras.Model, cut_layer: str | None) -> keras.Model:
     first trainable stage (or FEATURES when no backbone stage trains), a feature-map probe
     otherwise. No augmentation: the cache applies it before this (eagerly, since a compiled
     predict does not advance the random layers' seeds, measured: identical variants).
+    A small-backbone model has no frozen part: only `cut_layer` SMALL_NAME (its last convolution's
+    maps, the feature-map figure's probe) is accepted.
     """
-    trunk = model.get_layer(BASE_NAME)
     inputs = keras.Input(model.input_shape[1:], name="image_rgb_0_255")
+    if is_small(model):
+        if cut_layer != SMALL_NAME:
+            raise ValueError(f"a small-backbone model has no frozen part to cut at {cut_layer!r}: every layer "
+                             f"trains (only {SMALL_NAME!r}, its last convolution's maps, can be probed)")
+        return keras.Model(inputs, model.get_layer(SMALL_NAME)(inputs), name=f"front_{SMALL_NAME}")
+    trunk = model.get_layer(BASE_NAME)
     x = model.get_layer("caffe_preprocess")(inputs)
     if cut_layer == FEATURES:
         maps = _as_list(trunk(x))
@@ -281,7 +391,7 @@ def front_model(model: keras.Model, cut_layer: str | None) -> keras.Model:
 def _pool_and_head_features(model, maps: list):
     names = [layer.name for layer in model.layers]
     pooled = []
-    for stage, fmap in zip(head_stages_of(model), maps, strict=True):
+    for stage, fmap in zip(_pool_tags(model), maps, strict=True):
         for kind in ("avg", "max"):
             name = f"pool_{stage}_{kind}"
             if name in names:
@@ -295,8 +405,11 @@ def tail_model(model: keras.Model, cut_layer: str) -> keras.Model:
 
     Shares `model`'s layers, so training it trains the very variables of `model`: there is
     nothing to copy back, and `model` and its export carry the trained weights. A cut inside the
-    trunk must lie before every head stage (compile/actcache.py checks).
+    trunk must lie before every head stage (compile/actcache.py checks). Never for a small-backbone
+    model: every layer of it trains, so nothing is cached to train a tail on.
     """
+    if is_small(model):
+        raise ValueError("a small-backbone model has no tail to train on cached activations: every layer trains")
     trunk = model.get_layer(BASE_NAME)
     if cut_layer == FEATURES:
         inputs = keras.Input(tuple(model.get_layer(FEATURES).output.shape[1:]), name="pooled_features")

@@ -4,6 +4,8 @@ The same code trains on a laptop CPU and on a multi-GPU box: with several GPUs t
 built under MirroredStrategy and the global batch is split across them. By default the frozen
 stages run once per image and the trainable ones train on their cached output
 (compile/actcache.py); `train.activation_cache: false` trains the whole graph on every step.
+The small backbone (`model.backbone: small`) has no frozen stage: it always trains the whole graph,
+on images made once and kept in memory (`image_cache_fits`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .actcache import fit_cached, plan_cache
+from .actcache import SMALL_NO_CACHE, fit_cached, plan_cache
 from .config import BuildConfig
 from .data import DataSplits, class_weights, iterate_images, make_dataset, subset
 from .model import FEATURES_NORM, build_model, calibrate_batchnorm, describe_weights
@@ -80,21 +82,30 @@ def train(cfg: BuildConfig, splits: DataSplits, workdir: Path,
                                 cfg.augment.model_copy(update={"enabled": augment}), seed=cfg.data.seed)
             export_model(model).load_weights(str(init_weights))  # shares its layers with `model`
             log.info("initialised every weight from %s", init_weights)
-    random_init = describe_weights(cfg.model.weights).startswith("none")
-    if random_init:
-        log.warning("backbone weights: none (random init): the frozen stages are RANDOM features, not ImageNet "
-                    "transfer learning; fine for offline demos and tests, not for a model to fly")
-    log.info("head reads %s (%s pooling); trainable backbone stages: %s",
-             "+".join(cfg.model.resolved_head_stages()), "+".join(cfg.model.head_pooling),
-             ", ".join(cfg.model.resolved_trainable_stages()) or "none")
+    small = cfg.model.small
+    random_init = describe_weights(cfg.model.weights, cfg.model.backbone).startswith("none")
+    if small:
+        log.warning("backbone: small CNN, not ResNet-50 and not ImageNet transfer learning: every weight is "
+                    "learnt from scratch on the training data; for offline demos and tests, not a model to fly")
+        log.info("head reads the small CNN's last convolution (%s pooling); every layer trains (fixed: the 0-255 "
+                 "scaling%s)", "+".join(cfg.model.head_pooling),
+                 f" and the Gaussian low-pass, sigma {cfg.model.lowpass_px:g} px" if cfg.model.lowpass_px else "")
+    else:
+        if random_init:
+            log.warning("backbone weights: none (random init): the frozen stages are RANDOM features, not ImageNet "
+                        "transfer learning; fine for offline demos and tests, not for a model to fly")
+        log.info("head reads %s (%s pooling); trainable backbone stages: %s",
+                 "+".join(cfg.model.resolved_head_stages()), "+".join(cfg.model.head_pooling),
+                 ", ".join(cfg.model.resolved_trainable_stages()) or "none")
     # before any activation is cached: the frozen stages (random init) and the features norm are BN
     if init_weights is None:
         n_cal = min(128 if size <= 128 else 48, len(splits.train))
         cal = np.stack([img for img, _ in iterate_images(subset(splits.train, n_cal, seed=cfg.data.seed), size,
                                                            cfg.data.seed)])
+        every = random_init and not small  # the small CNN has no BatchNorm of its own
         log.info("calibrating BatchNorm statistics (%s) on %d training images",
-                 "every layer: random init" if random_init else "features norm", len(cal))
-        calibrate_batchnorm(model, cal, None if random_init else (FEATURES_NORM,))
+                 "every layer: random init" if every else "features norm", len(cal))
+        calibrate_batchnorm(model, cal, None if every else (FEATURES_NORM,))
     else:
         log.info("BatchNorm statistics kept from the parent (a fine-tune changes the head, not the features' scale)")
     log.info("augmentation: %s", "on" if augment else
@@ -119,7 +130,9 @@ def train(cfg: BuildConfig, splits: DataSplits, workdir: Path,
     )
     cache_facts: dict[str, Any] = {"activation_cache": None}
     plan = None
-    if not cfg.train.activation_cache:
+    if small:
+        cache_facts["activation_cache_reason"] = SMALL_NO_CACHE
+    elif not cfg.train.activation_cache:
         cache_facts["activation_cache_reason"] = "off (train.activation_cache: false)"
     else:
         plan = plan_cache(model, cfg.model.resolved_trainable_stages(), len(splits.train), len(splits.val),
@@ -137,10 +150,19 @@ def train(cfg: BuildConfig, splits: DataSplits, workdir: Path,
             )
         cache_facts = facts | {"activation_cache_reason": plan.reason}
     else:
-        log.warning("activation cache not used: %s; every step runs the whole network",
-                    cache_facts["activation_cache_reason"])
-        train_ds = make_dataset(splits.train, size, global_bs, cfg.data.seed, shuffle=True, repeat=True)
-        val_ds = make_dataset(splits.val, size, global_bs, cfg.data.seed + 1)
+        (log.info if small else log.warning)("activation cache not used: %s; every step runs the whole network",
+                                             cache_facts["activation_cache_reason"])
+        # The small backbone's epochs are cheap next to drawing its images: made once, kept in memory
+        keep = small and image_cache_fits(splits.train, splits.val, size, cfg.train.activation_cache_mb)
+        if keep:
+            mb = image_cache_mb(splits.train, splits.val, size)
+            log.info("image cache: the %d training and %d validation images are made once and kept in memory "
+                     "(%.0f MB <= train.activation_cache_mb %d)", len(splits.train), len(splits.val), mb,
+                     cfg.train.activation_cache_mb)
+            cache_facts["image_cache_mb"] = round(mb, 1)
+        train_ds = make_dataset(splits.train, size, global_bs, cfg.data.seed, shuffle=True, repeat=True,
+                                cache=keep)
+        val_ds = make_dataset(splits.val, size, global_bs, cfg.data.seed + 1, cache=keep)
         with strategy.scope():
             model.compile(
                 optimizer=keras.optimizers.Adam(cfg.train.learning_rate),
@@ -173,6 +195,21 @@ def train(cfg: BuildConfig, splits: DataSplits, workdir: Path,
         "init_weights": None if init_weights is None else str(init_weights),
     } | cache_facts
     return model, history, facts
+
+
+def image_cache_mb(train_split: Any, val_split: Any, size: int) -> float:
+    """MB that the training and validation images take as `make_dataset(cache=True)` keeps them.
+
+    uint8 for synthetic and mixed splits, float32 for a folder source (decoded and resized)."""
+    def per_image(split: Any) -> int:
+        return size * size * 3 * (4 if split.seeds is None else 1)
+
+    return (len(train_split) * per_image(train_split) + len(val_split) * per_image(val_split)) / 2**20
+
+
+def image_cache_fits(train_split: Any, val_split: Any, size: int, memory_mb: float) -> bool:
+    """Whether the images fit the RAM the build may use for caches (train.activation_cache_mb)."""
+    return image_cache_mb(train_split, val_split, size) <= memory_mb
 
 
 def predict_split(model, split, size: int, base_seed: int, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:

@@ -27,9 +27,9 @@ class QuickBundle:
 def quick_bundle(tmp_path_factory: pytest.TempPathFactory) -> QuickBundle:
     """`python -m compile build --profile quick` with a compiler path that does not exist.
 
-    One build (~1 minute on 2 cores) serves every test that needs a real model: the end-to-end
-    build, the int8 model, hashes, the pre-check, and the missing-compiler path (exit 2 with the
-    install hint, after the complete int8 bundle is written).
+    One build (~2 minutes on 2 shared cores: the quick profile's small CNN) serves every test that
+    needs a real model: the end-to-end build, the int8 model, hashes, the pre-check, and the
+    missing-compiler path (exit 2 with the install hint, after the complete int8 bundle is written).
     """
     import time
 

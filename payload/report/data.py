@@ -388,5 +388,7 @@ def training_facts(card: Mapping[str, Any]) -> dict[str, Any]:
         "warnings": [str(w) for w in card.get("warnings") or []],
         "backbone_weights": None if weights is None else str(weights),
         "backbone_pretrained": pretrained,
+        # what the network is (compile/build.py `_backbone_text`): "ResNet50...", or "small CNN (...)"
+        "backbone": None if t.get("backbone") is None else str(t.get("backbone")),
         "training_data": what,
     }

@@ -348,6 +348,9 @@ def _weights_text(m: Mapping[str, Any]) -> str:
     if pre is None:
         return "not recorded"
     if not pre:
+        if str(m.get("backbone") or "").startswith("small CNN"):
+            return ("<strong>no</strong>: a small CNN trained from scratch (weights: none; not ResNet-50), a model "
+                    "for demos and tests, not to fly")
         return "<strong>no</strong>: random init (weights: none), a model for demos and tests, not to fly"
     return f"yes ({esc(w)})"
 

@@ -25,7 +25,8 @@ def test_example_loads_with_both_profiles() -> None:
     assert cfg.model.input_size == 224 and cfg.evaluate.cost_missed_disease == 75000
     quick = load_build_config(EXAMPLE, "quick")
     assert quick.model.input_size == 96 and quick.train.steps_per_epoch is None
-    assert quick.data.generator == "canopy" and quick.model.resolved_head_stages() == ["conv1", "conv2"]
+    assert quick.data.generator == "canopy" and quick.model.backbone == "small"  # every weight learnt, offline
+    assert quick.model.resolved_head_stages() == [] and quick.resolved_train() is quick.train
     assert cfg.data.jpeg_quality == (60, 95) and quick.data.jpeg_quality is None
     assert quick.evaluate == cfg.evaluate  # what the profile does not name stays as in the file
 

@@ -223,3 +223,54 @@ def test_labels_and_init_from_go_together(tuned: dict[str, Path], tmp_path: Path
                        (("--init-from", str(tuned["parent"])), "--init-from needs --labels")):
         proc = build("--config", str(tuned["cfg"]), "--out", str(tmp_path / "x"), *args)
         assert proc.returncode == 2 and says in proc.stderr, proc.stderr[-2000:]
+
+
+# --- a small-backbone parent (the quick profile's model.backbone: small) --------------------------------------
+
+TINY_SMALL = {**TINY, "model": {"backbone": "small", "lowpass_px": 1.5, "input_size": 64, "weights": "none"},
+              "train": {"epochs": 2, "batch_size": 32, "learning_rate": 2e-3}}
+
+
+@pytest.fixture(scope="module")
+def tuned_small(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny small-CNN parent and its fine-tune on two labelled flights (one held back): ~40 s on 2 cores."""
+    tmp = tmp_path_factory.mktemp("labels_small")
+    cfg = tmp / "build.yaml"
+    cfg.write_text(yaml.safe_dump({"profiles": {"tiny": TINY_SMALL}}))
+    parent, child = tmp / "parent", tmp / "child"
+    proc = build("--config", str(cfg), "--out", str(parent))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    flights = [write_flight(tmp / f"flight{k}", k, 6) for k in (1, 2)]
+    proc = build("--config", str(cfg), "--out", str(child), "--init-from", str(parent),
+                 "--labels", str(flights[0]), str(flights[1]))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "fine-tuned from model" in proc.stdout and "WARNING: backbone: small CNN" in proc.stdout
+    return {"parent": parent, "child": child}
+
+
+def test_a_small_parent_rebuilds_its_own_graph_and_fine_tunes_it(tuned_small: dict[str, Path]) -> None:
+    """load_parent gives back the small CNN with its low-pass (no ResNet, no stages); its float weights load into
+    that graph and score as its int8 model; the child keeps the graph and says what it learnt from."""
+    from compile.data import iterate_images, synthetic_splits
+    from compile.model import build_model, export_model, is_small
+    from compile.quantize import Int8Runner
+
+    parent, child = tuned_small["parent"], tuned_small["child"]
+    info = load_parent(parent)
+    assert info.model.small and info.model.lowpass_px == 1.5 and info.model.weights == "none"
+    assert info.model.head_stages == "auto"  # ResNet fields left as they were: the small graph reads none
+    model = export_model(build_model(info.model))
+    assert is_small(model)
+    model.load_weights(str(parent / FLOAT_WEIGHTS))  # the same graph, layer for layer
+    split = synthetic_splits(DataConfig(**TINY["data"])).test
+    imgs = np.stack([img for img, _ in iterate_images(split, 64, 1234, limit=8)])
+    f = np.asarray(model.predict_on_batch(imgs.astype(np.float32)))
+    q = np.stack([Int8Runner(parent / CPU_MODEL).scores(img) for img in imgs])
+    assert np.abs(f - q).max() < 0.1  # freshly initialised convolutions would score far from the parent's int8
+    c, p = card(child), card(parent)
+    assert c["training"]["config"]["model"] == p["training"]["config"]["model"]
+    assert c["training"]["init_weights"].endswith(FLOAT_WEIGHTS) and c["parent_model_sha256"]
+    assert c["training"]["backbone"] == ("small CNN (3 convolutions, every weight learned from synthetic data and "
+                                         "labelled flight tiles; Gaussian low-pass sigma 1.5 px in front)")
+    assert c["training"]["activation_cache_reason"] == "off: every layer of the small backbone trains"
+    assert c["backbone_weights"] == p["backbone_weights"] and "small CNN" in c["warnings"][0]

@@ -203,3 +203,14 @@ def test_the_first_lines_say_what_the_model_is_and_that_rates_are_placeholders(f
                  "working ground resolution: 4.00 mm per model-input pixel"):
         assert text in head, text
     assert "model warning" not in head and "rates not set" not in head
+
+    # the offline quick bundle's small CNN: not pretrained, and not called a random ResNet either
+    card = {**card, "warnings": ["backbone: small CNN, not ResNet-50: demo"], "working_gsd_mm": None,
+            "backbone_weights": "none (small CNN, every weight learnt from the training data)",
+            "training": {"weights": "none", "backbone": "small CNN (3 convolutions, every weight learned from "
+                         "synthetic data)", "data": {"source": "synthetic"},
+                         "config": {"data": {"source": "synthetic", "generator": "canopy"}}}}
+    head = write_report(out, ReportSection(crops_per_zone=0), card).read_text(encoding="utf-8").split(
+        "<h2>Map</h2>")[0]
+    assert "backbone pretrained: <strong>no</strong>: a small CNN trained from scratch" in head
+    assert "random init" not in head and "model warning:</strong> backbone: small CNN" in head

@@ -1,6 +1,6 @@
 """Build a tiny model bundle in the CONTRACTS format (section 1) for the payload tests.
 
-A real quick bundle is a ResNet-50 that takes ~40 s to build; the payload tests only need a model
+A real quick bundle (a small CNN) takes ~2 minutes to build; the payload tests only need a model
 with the same interface (uint8 RGB [1,H,W,3] in, uint8 [1,C] softmax out, full-int8 ops), so this
 builds a few conv layers at 32x32 with TensorFlow (tests may import TF; payload/ never does).
 
