@@ -164,7 +164,7 @@ def test_the_model_says_where_the_runtime_would_run_the_bundle_otherwise() -> No
 def test_the_resnet50_charge_is_the_default_build_at_the_chips_pace(tmp_path: Path) -> None:
     """--model-cost resnet50: a quick bundle's scores flown at the pace of the 224 px ResNet-50 the product
     builds; below the published 299 px figure (fewer MACs, the same streamed parameters), far above the quick
-    bundle's third of a millisecond."""
+    bundle's fraction of a millisecond."""
     from tools.coral import device_models, invoke_s, modelled_cost
     from tools.mission.run import MissionPlan, payload_command
 
