@@ -5,7 +5,7 @@ built under MirroredStrategy and the global batch is split across them. By defau
 stages run once per image and the trainable ones train on their cached output
 (compile/actcache.py); `train.activation_cache: false` trains the whole graph on every step.
 The small backbone (`model.backbone: small`) has no frozen stage: it always trains the whole graph,
-on images made once and kept in memory (`image_cache_fits`).
+on images made once and kept in memory (compile/actcache.py `fit_images`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .actcache import SMALL_NO_CACHE, fit_cached, plan_cache
+from .actcache import SMALL_NO_CACHE, fit_cached, fit_images, image_cache_mb, plan_cache
 from .config import BuildConfig
 from .data import DataSplits, class_weights, iterate_images, make_dataset, subset
 from .model import FEATURES_NORM, build_model, calibrate_batchnorm, describe_weights
@@ -152,32 +152,36 @@ def train(cfg: BuildConfig, splits: DataSplits, workdir: Path,
     else:
         (log.info if small else log.warning)("activation cache not used: %s; every step runs the whole network",
                                              cache_facts["activation_cache_reason"])
-        # The small backbone's epochs are cheap next to drawing its images: made once, kept in memory
-        keep = small and image_cache_fits(splits.train, splits.val, size, cfg.train.activation_cache_mb)
-        if keep:
-            mb = image_cache_mb(splits.train, splits.val, size)
-            log.info("image cache: the %d training and %d validation images are made once and kept in memory "
-                     "(%.0f MB <= train.activation_cache_mb %d)", len(splits.train), len(splits.val), mb,
-                     cfg.train.activation_cache_mb)
-            cache_facts["image_cache_mb"] = round(mb, 1)
-        train_ds = make_dataset(splits.train, size, global_bs, cfg.data.seed, shuffle=True, repeat=True,
-                                cache=keep)
-        val_ds = make_dataset(splits.val, size, global_bs, cfg.data.seed + 1, cache=keep)
         with strategy.scope():
             model.compile(
                 optimizer=keras.optimizers.Adam(cfg.train.learning_rate),
                 loss="categorical_crossentropy",
                 metrics=["accuracy"],
             )
-        hist = model.fit(
-            train_ds,
-            epochs=cfg.train.epochs,
-            steps_per_epoch=steps,
-            validation_data=val_ds,
-            class_weight=weights,
-            callbacks=callbacks,
-            verbose=1 if sys.stderr.isatty() else 2,  # a progress bar in a terminal, one line per epoch in logs
-        )
+        # the small backbone's epochs are cheap next to drawing its images: made once, kept in memory
+        image_mb = image_cache_mb(splits.train, splits.val, size)
+        if small and image_mb <= cfg.train.activation_cache_mb:
+            log.info("image cache: the %d training and %d validation images are made once and kept in memory "
+                     "(%.0f MB <= train.activation_cache_mb %d)", len(splits.train), len(splits.val), image_mb,
+                     cfg.train.activation_cache_mb)
+            bs_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"batch_size": global_bs})})
+            hist, image_facts = fit_images(model, bs_cfg, splits.train, splits.val, steps, callbacks, weights)
+            cache_facts |= image_facts
+        else:
+            if small:
+                log.warning("image cache: %.0f MB > train.activation_cache_mb %d; every epoch makes its images "
+                            "again", image_mb, cfg.train.activation_cache_mb)
+            train_ds = make_dataset(splits.train, size, global_bs, cfg.data.seed, shuffle=True, repeat=True)
+            val_ds = make_dataset(splits.val, size, global_bs, cfg.data.seed + 1)
+            hist = model.fit(
+                train_ds,
+                epochs=cfg.train.epochs,
+                steps_per_epoch=steps,
+                validation_data=val_ds,
+                class_weight=weights,
+                callbacks=callbacks,
+                verbose=1 if sys.stderr.isatty() else 2,  # a progress bar in a terminal, one line per epoch in logs
+            )
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     (workdir / "history.json").write_text(json.dumps(history, indent=1))
     facts = {
@@ -195,21 +199,6 @@ def train(cfg: BuildConfig, splits: DataSplits, workdir: Path,
         "init_weights": None if init_weights is None else str(init_weights),
     } | cache_facts
     return model, history, facts
-
-
-def image_cache_mb(train_split: Any, val_split: Any, size: int) -> float:
-    """MB that the training and validation images take as `make_dataset(cache=True)` keeps them.
-
-    uint8 for synthetic and mixed splits, float32 for a folder source (decoded and resized)."""
-    def per_image(split: Any) -> int:
-        return size * size * 3 * (4 if split.seeds is None else 1)
-
-    return (len(train_split) * per_image(train_split) + len(val_split) * per_image(val_split)) / 2**20
-
-
-def image_cache_fits(train_split: Any, val_split: Any, size: int, memory_mb: float) -> bool:
-    """Whether the images fit the RAM the build may use for caches (train.activation_cache_mb)."""
-    return image_cache_mb(train_split, val_split, size) <= memory_mb
 
 
 def predict_split(model, split, size: int, base_seed: int, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:

@@ -68,7 +68,7 @@ def test_bundle_follows_the_contract(quick_bundle) -> None:
     assert "report/confusion_matrix_heldout_int8.png" in card["files"]
     # Canopy views at 1-64 mm/px are a far harder task than leaf close-ups for the quick profile's small
     # CNN: the bars here are what it must not fall below, not what a bundle to fly needs (the random-
-    # ResNet quick profile it replaced reached 0.77; the small CNN 0.89, docs/TRAINING_DATA.md).
+    # ResNet quick profile it replaced reached 0.71; the small CNN 0.85, docs/TRAINING_DATA.md).
     assert card["metrics"]["int8"]["accuracy"] >= 0.8
     assert card["metrics"]["int8"]["at_thresholds"]["disease_recall"] >= 0.95
     ladder = card["gsd_recall"]
@@ -210,14 +210,14 @@ def test_quick_build_is_quick(quick_bundle) -> None:
 
     Under load from other jobs on 2 cores the same build measured 420-870 s, so a tight wall-clock
     limit tests the machine, not the build: the bound that matters is the work done. (The small CNN quick
-    build took 107 s beside other jobs on 2 shared cores, the random-ResNet one it replaced 85 s.)
+    build took 90 s beside other jobs on 2 shared cores, the random-ResNet one it replaced 71-107 s.)
     """
     card = card_of(quick_bundle.path)
     t = card["training"]
     assert card["input"]["height"] == 96
-    # the whole small CNN trains: at most 8 passes of the 2,100 training images, each image made once
-    assert t["epochs_run"] <= 8 and t["steps_per_epoch"] * t["batch_size"] <= 2200 and t["batch_size"] == 32
-    assert t.get("image_cache_mb")  # images drawn once, not once per epoch
+    # the whole small CNN trains: at most 12 passes of the 2,100 training images, each image made once
+    assert t["epochs_run"] <= 12 and t["steps_per_epoch"] * t["batch_size"] <= 2200 and t["batch_size"] == 32
+    assert t.get("image_cache_mb") and t.get("image_cache_seconds") is not None  # images drawn once, not per epoch
     assert t["parameters"] < 100_000  # three convolutions and the head
     assert quick_bundle.seconds < 600, quick_bundle.seconds
 
