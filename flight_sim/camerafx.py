@@ -57,6 +57,11 @@ AWB_PRIOR = ((2000.0, 0.0), (4000.0, 1.0), (6000.0, 6.0), (6500.0, 7.0), (7000.0
 AWB_MIN_ZONE_G = 0.005  # linear green below which a zone is too dark to count (libcamera's min_G)
 AWB_MIN_ZONE_SHARE = 0.5  # share of a zone's pixels that must be valid ground (libcamera's min_pixels)
 AWB_MIN_ZONES = 10  # fewer counted zones: keep the last white balance (libcamera's min_regions)
+# The balance the auto white balance holds over a canopy (the prior's peak): a camera whose white
+# balance is locked for a survey locks it here. Locking matters: a frame filled by one late-rusted
+# canopy (red/green about 1.03) counts as nearly grey, and the auto balance moves to about 2,760 K
+# and takes it to 0.79, close to healthy wheat's 0.70-0.76 (tools/detectability's frames, seed 5).
+AWB_DAYLIGHT_K = 6500.0
 MIN_BLUR_PX = 0.5  # shorter smears change nothing visible
 MAX_BLUR_PX = 60.0
 
@@ -176,10 +181,13 @@ class CameraEffects:
     """The camera's processing chain for one camera (stateful: exposure and white balance lag)."""
 
     def __init__(self, shape: tuple[int, int], noise_sigma: float, seed: int, auto: bool = True,
-                 bank: int = 4) -> None:
+                 bank: int = 4, wb_temp_k: float | None = None) -> None:
+        """`wb_temp_k`: white balance locked at that colour temperature (auto exposure still runs);
+        None: libcamera's auto white balance (`awb_temperature`)."""
         h, w = shape
         rng = np.random.default_rng([seed, 77])
         self.auto = auto
+        self.wb_temp_k = wb_temp_k
         self.state = FxState()
         self._noise = [rng.normal(0.0, noise_sigma, (h, w, 3)).astype(np.float32) for _ in range(bank)] \
             if noise_sigma > 0 else []
@@ -198,7 +206,8 @@ class CameraEffects:
             v = valid[::4, ::4].ravel()
             sample = sample[v] if v.any() else sample
         target_gain = exposure_gain(sample)
-        temp = awb_temperature(awb_zones(decode(rgb[::4, ::4]), None if valid is None else valid[::4, ::4]))
+        temp = self.wb_temp_k if self.wb_temp_k is not None else \
+            awb_temperature(awb_zones(decode(rgb[::4, ::4]), None if valid is None else valid[::4, ::4]))
         if temp is None:  # too few zones to judge (dark, or off the field): keep the last balance
             target_wb = np.ones(3, np.float32) if st.wb is None else st.wb
         else:

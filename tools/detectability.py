@@ -193,7 +193,7 @@ def render_frame(world: Any, centre_e: float, centre_n: float, frame_gsd: float,
     """
     import cv2
 
-    from flight_sim.camerafx import CameraEffects
+    from flight_sim.camerafx import AWB_DAYLIGHT_K, CameraEffects
     from flight_sim.render import WorldRenderer
     from flight_sim.stream import encode_jpeg
     from payload.geo.camera import CameraModel
@@ -202,7 +202,10 @@ def render_frame(world: Any, centre_e: float, centre_n: float, frame_gsd: float,
 
     cam = CameraModel.from_hfov(width, height, 62.2)
     agl = frame_gsd / 1000.0 * float(cam.K[0, 0])  # nadir pinhole over flat ground: GSD = h / f_px
-    fx = CameraEffects((height, width), NOISE_SIGMA, seed)
+    # white balance locked at the daylight a canopy holds it at: these frames are filled by one stage of
+    # one disease, which an auto balance would partly take for the light's colour (camerafx AWB_DAYLIGHT_K);
+    # a field with patches in healthy canopy holds daylight by itself
+    fx = CameraEffects((height, width), NOISE_SIGMA, seed, wb_temp_k=AWB_DAYLIGHT_K)
     renderer = WorldRenderer(world, cam, *ORIGIN, fx=fx)
     lat, lon, alt = enu_to_geodetic(centre_e, centre_n, agl, *ORIGIN)
     img = renderer.render(Pose(float(lat), float(lon), float(alt), 0.0, 0.0, 0.0))

@@ -248,6 +248,7 @@ def tuned_small(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"parent": parent, "child": child}
 
 
+@pytest.mark.slow  # two more builds (~40 s): the default suite keeps the ResNet parent's fine-tune
 def test_a_small_parent_rebuilds_its_own_graph_and_fine_tunes_it(tuned_small: dict[str, Path]) -> None:
     """load_parent gives back the small CNN with its low-pass (no ResNet, no stages); its float weights load into
     that graph and score as its int8 model; the child keeps the graph and says what it learnt from."""

@@ -337,3 +337,19 @@ def test_white_balance_keeps_the_last_gains_without_enough_zones() -> None:
     valid[:40, :] = True  # the top row of zones (12 rows of 40 px)
     assert len(awb_zones(np.full((480, 640, 3), 0.2, np.float32), valid)) == 16
     assert len(awb_zones(np.full((480, 640, 3), 0.001, np.float32))) == 0  # too dark to count
+
+
+def test_a_locked_white_balance_ignores_the_scene() -> None:
+    """A survey camera with its balance locked keeps it whatever fills the frame (a rusty canopy included),
+    while auto exposure still follows the scene."""
+    from flight_sim.camerafx import AWB_DAYLIGHT_K, CameraEffects, awb_gains
+    from flight_sim.world.light import encode
+
+    rusty = encode(np.full((48, 64, 3), (0.21, 0.20, 0.12), np.float32))  # late rust filling a frame
+    locked = CameraEffects((48, 64), 0.0, 1, wb_temp_k=AWB_DAYLIGHT_K)
+    free = CameraEffects((48, 64), 0.0, 1)
+    gain_l, wb_l = locked.meter(rusty, None, 0.0)
+    gain_f, wb_f = free.meter(rusty, None, 0.0)
+    assert np.allclose(wb_l, awb_gains(AWB_DAYLIGHT_K))
+    assert wb_f[2] > wb_l[2] * 1.05  # the auto balance takes the rust's colour for a warm light
+    assert gain_l == pytest.approx(gain_f)
