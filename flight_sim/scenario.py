@@ -14,6 +14,7 @@ of view alone: the ground resolution then follows from a real sensor and lens.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -351,6 +352,7 @@ def altitude_for_gsd(camera: CameraSection, target_gsd_mm: float, input_px: int 
     return frame_gsd_m * fx
 
 
+SEEN_TILE_COLS = 5  # random scenarios for a bundle's seen stages: 128 px tiles from a 640 px frame
 RANDOM_ALTITUDE_M = (4.0, 120.0)  # below: rotor wash and obstacles; above: the usual drone ceiling
 
 
@@ -363,12 +365,19 @@ def random_scenario(
     target_gsd_mm: float = 20.0,
     input_px: int = 224,
     preset: str | None = None,
+    seen: Mapping[str, Mapping[str, float | None]] | None = None,
 ) -> Scenario:
     """A scenario drawn from a seed: crop, stage, light, 2-6 patches; camera and altitude for a target resolution.
 
     The altitude is chosen so that a tile reaches `target_gsd_mm` per model-input pixel (a missions
     run passes the bundle card's `working_gsd_mm`), clipped to RANDOM_ALTITUDE_M; line spacing keeps
     30 % side overlap, and the speed keeps motion blur under half a pixel.
+
+    `seen` (disease -> stage -> the coarsest mm per model pixel a bundle sees it at, None: never; a
+    card's field trial) makes the scenario one a grower would fly for that bundle: every patch is a
+    disease and stage the bundle sees, the flight is at the finest resolution any of them needs
+    (`target_gsd_mm` is then ignored), and the tile grid is five tiles across, so the camera's pixels
+    are nearly the model's. The stages it cannot see are the detectability table's to report.
     """
     rng = np.random.default_rng(seed)
     n = int(rng.integers(2, 7)) if n_patches is None else n_patches
@@ -377,11 +386,13 @@ def random_scenario(
     cam_w = 640
     cam_h = min(480, int(cam_w * p.sensor_height_mm / p.sensor_width_mm) // 2 * 2)  # 16:9 sensors give 640x360
     exposure = float(rng.choice([0.0005, 0.001, 0.002]))
-    camera = CameraSection(preset=name, width=cam_w, height=cam_h, exposure_s=exposure)  # type: ignore[arg-type]
-    agl = round(float(np.clip(altitude_for_gsd(camera, target_gsd_mm, input_px), *RANDOM_ALTITUDE_M)), 2)
-    gsd = agl / float(camera.model().K[0, 0])
-    foot_w = gsd * cam_w
-    speed = math.floor(min(5.0, 0.5 * gsd / exposure) * 100) / 100  # rounded down: the blur bound holds
+    rows = max(1, round(cam_h / (cam_w / SEEN_TILE_COLS)))  # near-square tiles: 4 rows at 480 px, 3 at 360
+    grid = {} if seen is None else {"tile_cols": SEEN_TILE_COLS, "tile_rows": rows}
+    camera = CameraSection(preset=name, width=cam_w, height=cam_h, exposure_s=exposure, **grid)  # type: ignore[arg-type]
+    pairs = [] if seen is None else [(d, st, float(g)) for d, by in seen.items() for st, g in by.items()
+                                     if g is not None and d in DISEASES and st in STAGE_NAMES]
+    if seen is not None and not pairs:
+        raise ValueError("the bundle sees no disease at any stage: no scenario can be drawn for it")
     patches: list[dict[str, Any]] = []
     tries = 0
     while len(patches) < n and tries < 1000:
@@ -390,10 +401,20 @@ def random_scenario(
         e = float(rng.uniform(r, width_m - r))
         nn = float(rng.uniform(r, height_m - r))
         if all(math.hypot(e - q["east_m"], nn - q["north_m"]) > r + q["radius_m"] + 3.0 for q in patches):
-            cls = DISEASES[int(rng.integers(0, len(DISEASES)))]
-            stage = STAGE_NAMES[int(rng.integers(0, len(STAGE_NAMES)))]
+            if pairs:
+                cls, stage, _ = pairs[int(rng.integers(0, len(pairs)))]
+            else:
+                cls = DISEASES[int(rng.integers(0, len(DISEASES)))]
+                stage = STAGE_NAMES[int(rng.integers(0, len(STAGE_NAMES)))]
             patches.append({"class": cls, "east_m": round(e, 2), "north_m": round(nn, 2), "radius_m": round(r, 2),
                             "stage": stage})
+    if pairs:
+        need = {(q["class"], q["stage"]) for q in patches}
+        target_gsd_mm = min(g for d, st, g in pairs if (d, st) in need)
+    agl = round(float(np.clip(altitude_for_gsd(camera, target_gsd_mm, input_px), *RANDOM_ALTITUDE_M)), 2)
+    gsd = agl / float(camera.model().K[0, 0])
+    foot_w = gsd * cam_w
+    speed = math.floor(min(5.0, 0.5 * gsd / exposure) * 100) / 100  # rounded down: the blur bound holds
     kinds = ("wheat", "soybean", "cucurbit", "grapevine")
     data = {
         "origin": {"lat": origin[0], "lon": origin[1], "alt": origin[2]},

@@ -147,6 +147,10 @@ class FileEntry(_CardPart):
     bytes: int | None = None
 
 
+STAGE_ORDER = ("early", "moderate", "late")  # disease stages, earliest first (flight_sim/world, compile/canopy)
+LADDER_STAGE = "moderate"  # the build ladder's stage on cards that do not name it (compile/canopy REFERENCE_STAGE)
+
+
 class ModelCard(_CardPart):
     """model_card.json: what `compile` writes and `payload` reads (docs/CONTRACTS.md section 1).
 
@@ -175,6 +179,9 @@ class ModelCard(_CardPart):
     working_gsd_mm: float | None = None
     # the per-resolution recall table behind it (compile/build.py gsd_ladder)
     gsd_recall: dict[str, Any] | None = None
+    # a field trial of the bundle: `tools.detectability --record` on the simulator's physical world (never
+    # the training generator), per disease and stage the coarsest resolution seen; see `stage_gsd`
+    field_detectability: dict[str, Any] | None = None
     training: dict[str, Any] | None = None
     tools: dict[str, Any] | None = None
     # the file table is filled in last, when every other file of the bundle is written
@@ -199,6 +206,27 @@ class ModelCard(_CardPart):
             if t is None or not math.isfinite(t) or not 0.0 <= t <= 1.0:
                 raise ValueError(f"threshold for {d!r} is {t!r}, must be a number in 0-1")
         return self
+
+    def stage_gsd(self, stage: str | None = None) -> tuple[str | None, float | None, str]:
+        """(stage, mm per model pixel, where it came from) a flight should be planned at.
+
+        Disease is seen from higher up the further it has gone, so a working resolution means
+        nothing without its stage. A field trial (`field_detectability`, the worst disease per stage)
+        is preferred to the build's own ladder, which measures the training generator's canopy at
+        one reference stage. `stage` None: the earliest stage the bundle is known to see.
+        """
+        field = self.field_detectability or {}
+        by_stage = field.get("working_gsd_mm_by_stage") or {}
+        ladder_stage = (self.gsd_recall or {}).get("stage") or LADDER_STAGE
+        stages = [stage] if stage is not None else list(STAGE_ORDER)
+        for st in stages:
+            g = by_stage.get(st)
+            if isinstance(g, int | float):
+                return st, float(g), (f"the card's field trial (tools.detectability, seed {field.get('seed')}), "
+                                      f"{st} stage")
+            if self.working_gsd_mm is not None and st == ladder_stage:
+                return st, float(self.working_gsd_mm), f"the card's working_gsd_mm (build ladder), {st} stage"
+        return stage, None, "not seen at any measured resolution"
 
     def to_dict(self) -> dict[str, Any]:
         """The card as plain data: the keys it was given (or built with), unknown ones included.

@@ -91,6 +91,9 @@ def _plan_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gsd-mm", type=float, default=None,
                    help="mm per model-input pixel to plan at INSTEAD of the card's working_gsd_mm (said in the "
                    "summary)")
+    p.add_argument("--stage", choices=("early", "moderate", "late"), default=None,
+                   help="the disease stage to find: later stages are seen from higher up (default: the earliest stage "
+                   "the card says the bundle sees)")
     p.add_argument("--model-cost", choices=("bundle", "resnet50"), default="bundle",
                    help="the chip's work per tile: the bundle's model counted, or a full ResNet-50 V1 at its input "
                    "size (the product's model); a card's edgetpu.latency_ms wins over both (default %(default)s)")
@@ -111,7 +114,7 @@ def _plan(args: argparse.Namespace) -> int:
     limits = PlanLimits(front_overlap=args.front_overlap, side_overlap=args.side_overlap, max_blur_px=args.max_blur_px,
                         max_speed_mps=args.max_speed, max_altitude_m=args.max_altitude)
     summary = make_plan(PlanArgs(args.field, args.camera, args.bundle, args.out, args.tpus, args.edgetpu_model,
-                                 args.gsd_mm, args.model_cost, limits, args.home_alt, args.crop))
+                                 args.gsd_mm, args.model_cost, limits, args.home_alt, args.crop, args.stage))
     print(summary_text(summary))
     return 0
 

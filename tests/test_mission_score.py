@@ -138,7 +138,7 @@ def test_the_default_scenarios_patches_mapped_by_a_perfect_classifier_are_all_tr
     from payload.geo.sensor import default_sensor_model
     from payload.grower.treatment import treatment_zones
 
-    s = load_scenario(Path(__file__).resolve().parents[1] / "configs" / "scenarios" / "default.yaml")
+    s = load_scenario(Path(__file__).resolve().parents[1] / "configs" / "scenarios" / "wheat_30m.yaml")
     frame = LocalFrame(s.origin.lat, s.origin.lon, 0.0)
     labels = ("rust", "powdery_mildew")
     dm = DiseaseMap(default_sensor_model("healthy", labels), MapSection(), frame)

@@ -144,24 +144,71 @@ def scale_notes(recall: dict[str, dict[str, dict[float, float | None]]]) -> list
 def verdict(recall: dict[str, dict[str, dict[float, float | None]]], working_gsd_mm: float | None,
             problems: Sequence[str], min_recall: float = MIN_RECALL,
             false_alarm: dict[float, float | None] | None = None,
-            max_false_alarm: float = MAX_FALSE_ALARM) -> list[str]:
-    """Each miss as a sentence: recall (and healthy false alarms) at the card's working resolution, then physics."""
+            max_false_alarm: float = MAX_FALSE_ALARM,
+            stage_gsd_mm: dict[str, float | None] | None = None) -> list[str]:
+    """Each miss as a sentence: recall (and healthy false alarms) at every resolution the card states, then physics.
+
+    The card states the build ladder's `working_gsd_mm` (at REFERENCE_STAGE) and, after a field trial,
+    one resolution per stage (`stage_gsd_mm`); each is checked against this run's tiles.
+    """
     out: list[str] = []
-    fa = None if working_gsd_mm is None or false_alarm is None else false_alarm.get(working_gsd_mm)
-    if fa is not None and fa > max_false_alarm:
-        out.append(f"{fa:.2f} of healthy tiles flagged at the card's working resolution {working_gsd_mm:g} mm/px "
-                   f"(> {max_false_alarm}): recall there means nothing")
-    if working_gsd_mm is None:
-        out.append("the card states no working_gsd_mm (rebuild the bundle with the canopy generator); "
-                   "nothing to check the table against")
-    else:
+    checks = [] if working_gsd_mm is None else [(REFERENCE_STAGE, float(working_gsd_mm), "working resolution")]
+    checks += [(st, float(g), f"field-trial resolution for the {st} stage")
+               for st, g in (stage_gsd_mm or {}).items() if g is not None]
+    if not checks:
+        out.append("the card states no working resolution at any stage (rebuild the bundle with the canopy generator, "
+                   "or record a field trial: --record); nothing to check the table against")
+    for stage, g, what in checks:
+        fa = None if false_alarm is None else false_alarm.get(g)
+        if fa is not None and fa > max_false_alarm:
+            out.append(f"{fa:.2f} of healthy tiles flagged at the card's {what} {g:g} mm/px "
+                       f"(> {max_false_alarm}): recall there means nothing")
         for disease, stages in recall.items():
-            r = stages.get(REFERENCE_STAGE, {}).get(working_gsd_mm)
+            r = stages.get(stage, {}).get(g)
             if r is None or r < min_recall:
                 shown = "not measured" if r is None else f"{r:.2f}"
-                out.append(f"{REFERENCE_STAGE} {disease} recall at the card's working resolution "
-                           f"{working_gsd_mm:g} mm/px is {shown} (< {min_recall})")
+                out.append(f"{stage} {disease} recall at the card's {what} {g:g} mm/px is {shown} (< {min_recall})")
     return out + list(problems)
+
+
+def stage_working_gsd(seen: dict[str, dict[str, float | None]]) -> dict[str, float | None]:
+    """Per stage, the coarsest resolution at which EVERY disease is seen (the worst disease's; None: one is never)."""
+    out: dict[str, float | None] = {}
+    for st in STAGES:
+        gs = [stages.get(st) for stages in seen.values()]
+        out[st] = None if not gs or any(g is None for g in gs) else float(min(g for g in gs if g is not None))
+    return out
+
+
+def field_block(res: dict[str, Any], command: str) -> dict[str, Any]:
+    """The card's `field_detectability` block from one run (what `--record` writes)."""
+    return {
+        "source": "tools.detectability: the simulator's physical world (flight_sim/world), not the training generator",
+        "command": command,
+        "seed": res["seed"],
+        "frames_per_cell": res["frames_per_cell"],
+        "gsd_mm": res["gsd_mm"],
+        "min_recall": res["min_recall"],
+        "max_false_alarm": MAX_FALSE_ALARM,
+        "false_alarm": res["false_alarm"],
+        "coarsest_seen_gsd_mm": res["coarsest_seen_gsd_mm"],
+        "working_gsd_mm_by_stage": res["stage_working_gsd_mm"],
+        "recorded_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def record_on_card(bundle_dir: Path, block: dict[str, Any]) -> None:
+    """Write the field trial into the bundle's card (atomically; the card's file table is untouched: it hashes
+    the model files, not the card)."""
+    from payload.bundle import CARD, ModelCard
+    from payload.files.atomic import atomic_write_text
+
+    path = bundle_dir / CARD
+    card = json.loads(path.read_text(encoding="utf-8"))
+    card["field_detectability"] = block
+    text = json.dumps(card, indent=2) + "\n"
+    ModelCard.model_validate(card)  # what the payload will read back
+    atomic_write_text(path, text)
 
 
 # -- rendering and classifying ------------------------------------------------------------------------
@@ -250,7 +297,10 @@ def run(bundle_dir: Path, gsds: Sequence[float], frames: int, seed: int,
     bundle = load_bundle(bundle_dir)
     card = bundle.card.to_dict()
     working = card.get("working_gsd_mm")
-    ladder = sorted({float(g) for g in gsds} | ({float(working)} if working else set()))
+    stated = {st: g for st, g in ((card.get("field_detectability") or {}).get("working_gsd_mm_by_stage") or {}).items()
+              if isinstance(g, int | float)}
+    ladder = sorted({float(g) for g in gsds} | ({float(working)} if working else set())
+                    | {float(g) for g in stated.values()})
     model_px = int(bundle.input_width)
     if classify_factory is None:
         from payload.backends.cpu import CpuClassifier
@@ -295,12 +345,19 @@ def run(bundle_dir: Path, gsds: Sequence[float], frames: int, seed: int,
         "called_other_disease": _keys_to_str(other),
         "false_alarm": {f"{g:g}": v for g, v in false_alarm.items()},
         "coarsest_seen_gsd_mm": seen,
+        "stage_working_gsd_mm": stage_working_gsd(seen),
+        "card_stage_gsd_mm": stated,
         "altitudes": altitude_table(seen, model_px),
         "physics_problems": problems,
         "scale_notes": scale_notes(recall),
     }
-    out["misses"] = verdict(recall, float(working) if working else None, problems, false_alarm=false_alarm)
+    out["misses"] = verdict(recall, float(working) if working else None, problems, false_alarm=false_alarm,
+                            stage_gsd_mm=stated)
     return out
+
+
+def _float_keys(t: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, dict[float, Any]]]:
+    return {d: {s: {float(g): v for g, v in by.items()} for s, by in st.items()} for d, st in t.items()}
 
 
 def _keys_to_str(t: dict[str, dict[str, dict[float, Any]]]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -344,7 +401,9 @@ def markdown(res: dict[str, Any]) -> str:
         "# Detectability",
         "",
         f"- bundle: `{res['bundle']}` (profile {res['profile']}, model sha256 {str(res['model_sha256'])[:12]}, "
-        f"{res['input_px']} px input); working resolution on the card: {res['working_gsd_mm']} mm/px",
+        f"{res['input_px']} px input); working resolution on the card: {res['working_gsd_mm']} mm/px (build ladder, "
+        f"{REFERENCE_STAGE} stage); field trial by stage: {res.get('card_stage_gsd_mm') or 'none'}",
+        f"- this run, worst disease, by stage: {res.get('stage_working_gsd_mm')}",
         f"- {res['frames_per_cell']} frames x {res['tiles_per_frame']} tiles per cell, crops {', '.join(res['crops'])},"
         f" seed {res['seed']}; resolution in mm per model-input pixel",
         "",
@@ -408,6 +467,9 @@ def _main(argv: Sequence[str] | None) -> int:
                     help="resolutions, mm per model-input pixel (the card's working resolution is added)")
     ap.add_argument("--frames", type=int, default=4, help="frames per cell (12 tiles each), crops in turn")
     ap.add_argument("--seed", type=int, default=None, help="default: drawn now and printed")
+    ap.add_argument("--record", action="store_true",
+                    help="write this run's per-stage resolutions into the bundle's card (field_detectability), the "
+                    "figures `payload plan` and `make missions` fly at; checked against this run, not a previous one")
     add_log_level_argument(ap)
     a = ap.parse_args(argv)
     setup_logging(a.log_level)
@@ -419,6 +481,19 @@ def _main(argv: Sequence[str] | None) -> int:
     seed = int(np.random.default_rng().integers(0, 2**31)) if a.seed is None else a.seed
     print(f"seed {seed}")
     res = run(a.bundle, a.gsd, a.frames, seed)
+    if a.record:
+        gsd = " ".join(f"{g:g}" for g in a.gsd)
+        cmd = (f"python -m tools.detectability --bundle {a.bundle} --out {a.out} --gsd {gsd}"
+               f" --frames {a.frames} --seed {seed} --record")
+        record_on_card(a.bundle, field_block(res, cmd))
+        # the card now states what this run measured: the misses are this run's own (false alarms, physics)
+        res["card_stage_gsd_mm"] = {k: v for k, v in res["stage_working_gsd_mm"].items() if v is not None}
+        res["misses"] = verdict(_float_keys(res["recall"]), res["working_gsd_mm"], res["physics_problems"],
+                                false_alarm={float(k): v for k, v in res["false_alarm"].items()},
+                                stage_gsd_mm=res["card_stage_gsd_mm"])
+        res["recorded"] = str(a.bundle / "model_card.json")
+        print(f"recorded on {res['recorded']}: working resolution by stage (mm per model pixel) "
+              f"{res['stage_working_gsd_mm']}")
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "detectability.json").write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
     md = markdown(res)

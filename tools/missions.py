@@ -91,8 +91,18 @@ def draw_seeds(n: int, rng: Any = None) -> list[int]:
     return seeds
 
 
-def _random_scenario(seed: int, target_gsd_mm: float | None) -> Any:
-    return random_scenario(seed) if target_gsd_mm is None else random_scenario(seed, target_gsd_mm=target_gsd_mm)
+# a field flown for what a bundle sees (low, to see late disease from a small camera) is kept small enough that a
+# mission takes minutes; 80 x 60 m still holds two to six patches of 4-8 m radius apart
+SEEN_FIELD_M = (80.0, 60.0)
+
+
+def _random_scenario(seed: int, target_gsd_mm: float | None, input_px: int = 224,
+                     seen: dict[str, dict[str, float | None]] | None = None) -> Any:
+    if seen:
+        return random_scenario(seed, width_m=SEEN_FIELD_M[0], height_m=SEEN_FIELD_M[1], input_px=input_px, seen=seen)
+    if target_gsd_mm is None:
+        return random_scenario(seed, input_px=input_px)
+    return random_scenario(seed, target_gsd_mm=target_gsd_mm, input_px=input_px)
 
 
 def recorded_scenario_names() -> list[str]:
@@ -116,10 +126,11 @@ def _named_file(label: str, spec: str) -> tuple[Path, Path | None]:
     return scenario, tlog
 
 
-def resolve_scenarios(names: Sequence[str], workdir: Path,
-                      target_gsd_mm: float | None = None) -> list[tuple[str, Path, Path | None]]:
+def resolve_scenarios(names: Sequence[str], workdir: Path, target_gsd_mm: float | None = None, input_px: int = 224,
+                      seen: dict[str, dict[str, float | None]] | None = None) -> list[tuple[str, Path, Path | None]]:
     """(name, scenario file, recorded tlog or None) for each name; random scenarios are written into
-    `workdir`. A tlog means the scenario's flight is that recording, not its scripted survey."""
+    `workdir`. A tlog means the scenario's flight is that recording, not its scripted survey. `seen` (the
+    card's field trial) draws random scenarios of the diseases and stages the bundle sees, flown to see them."""
     out: list[tuple[str, Path, Path | None]] = []
     for name in names:
         if "=" in name:
@@ -132,7 +143,7 @@ def resolve_scenarios(names: Sequence[str], workdir: Path,
             seed = int(name[len("random-"):])
             workdir.mkdir(parents=True, exist_ok=True)
             p = workdir / f"{name}.yaml"
-            p.write_text(scenario_to_yaml(_random_scenario(seed, target_gsd_mm)), encoding="utf-8")
+            p.write_text(scenario_to_yaml(_random_scenario(seed, target_gsd_mm, input_px, seen)), encoding="utf-8")
             out.append((name, p, None))
         else:
             raise MissionsError(f"unknown scenario name {name!r}; use default, random-SEED, NAME=PATH or "
@@ -269,8 +280,12 @@ def _card(bundle: Path) -> dict[str, Any]:
     files = card.get("files") or {}
     model = files.get("model_int8.tflite") or {}
     gsd = card.get("working_gsd_mm")
+    field = card.get("field_detectability") or {}
+    inp = card.get("input") or {}
     return {"profile": card.get("profile"), "created_utc": card.get("created_utc"),
             "working_gsd_mm": float(gsd) if isinstance(gsd, int | float) else None,
+            "input_px": int(max(inp.get("width") or 224, inp.get("height") or 224)),
+            "seen": field.get("coarsest_seen_gsd_mm"), "field_trial_seed": field.get("seed"),
             "model_sha256": model.get("sha256", "") if isinstance(model, dict) else str(model)}
 
 
@@ -322,7 +337,11 @@ def run(argv: Sequence[str] | None, fly: Fly = fly_mission) -> int:
     names = list(a.scenarios) + [f"random-{s}" for s in drawn if f"random-{s}" not in a.scenarios]
     if a.recorded:
         names += [n for n in recorded_scenario_names() if n not in names]
-    specs = resolve_scenarios(names, out / "scenarios", card["working_gsd_mm"])
+    if card["seen"] is None:
+        log.warning("%s: the card records no field trial, so random scenarios draw every stage, some of them invisible "
+                    "at their altitude (record one: python -m tools.detectability --bundle %s --out D --record)",
+                    a.bundle, a.bundle)
+    specs = resolve_scenarios(names, out / "scenarios", card["working_gsd_mm"], card["input_px"], card["seen"])
     t0 = time.monotonic()
     rows = []
     for name, path, tlog in specs:
@@ -348,6 +367,8 @@ def run(argv: Sequence[str] | None, fly: Fly = fly_mission) -> int:
         "bundle_model_sha256": card["model_sha256"],
         "bundle_created_utc": card["created_utc"],
         "bundle_working_gsd_mm": card["working_gsd_mm"],
+        # what random scenarios were drawn for: the card's field trial (disease -> stage -> mm per model pixel)
+        "bundle_seen_gsd_mm": card["seen"], "bundle_field_trial_seed": card["field_trial_seed"],
         # a modelled Coral's pace (tools/coral.py) instead of the payload's own backend, or None
         "edgetpu_model": None if a.edgetpu_model is None else {
             "model": a.edgetpu_model, "tpus": a.tpus, "layout": a.tpu_layout, "model_cost": a.model_cost,

@@ -149,19 +149,26 @@ def _counted_cost(bundle: Path) -> BundleCost:
         raise BundleError(f"{model}: cannot be read to count its cost ({err}); pass --model-cost resnet50") from None
 
 
-def working_gsd(card: ModelCard, bundle: Path, override: float | None) -> tuple[float, str]:
-    """(mm per model pixel, where it came from): the card's `working_gsd_mm`, or the operator's override."""
+def working_gsd(card: ModelCard, bundle: Path, override: float | None,
+                stage: str | None = None) -> tuple[float, str]:
+    """(mm per model pixel, where it came from): the card's figure for the disease stage (`ModelCard.stage_gsd`:
+    its field trial, else its build ladder; without `stage`, the earliest stage it sees), or the operator's
+    override."""
+    st, card_gsd, source = card.stage_gsd(stage)
     if override is not None:
         if not 0.1 <= override <= 500:
             raise UserError(f"--gsd-mm must be between 0.1 and 500 mm per pixel, got {override:g}")
-        said = "" if card.working_gsd_mm is None else f" (the card says {card.working_gsd_mm:g})"
+        said = "" if card_gsd is None else f" (the card says {card_gsd:g} at the {st} stage)"
         return override, f"--gsd-mm {override:g} given by the operator, NOT the bundle's measured resolution{said}"
-    if card.working_gsd_mm is None:
-        raise UserError(f"{bundle}: the model card has no working_gsd_mm (the coarsest resolution at which the bundle "
-                        "still finds the disease; compile/build.py measures it on the canopy generator's GSD ladder). "
-                        "Rebuild the bundle with the canopy generator, or pass --gsd-mm MM to plan at a resolution "
-                        "you vouch for")
-    return float(card.working_gsd_mm), "the card's working_gsd_mm"
+    if card_gsd is None:
+        which = f"the {stage} stage" if stage else "any disease stage"
+        raise UserError(
+            f"{bundle}: the model card states no working resolution (working_gsd_mm) for {which} (the coarsest "
+            "resolution at which the bundle still finds the disease: compile/build.py measures it on the canopy "
+            "generator's ladder, `python -m tools.detectability --bundle B --out D --record` in the simulator's "
+            "physical world). Measure it, plan for a later --stage, or pass --gsd-mm MM to plan at a resolution "
+            "you vouch for")
+    return card_gsd, source
 
 
 def scenario_data(field: FieldGeometry, cam: PlanCamera, s: Survey, plan_name: str, home_alt: float,
@@ -227,6 +234,7 @@ class PlanArgs:
     limits: PlanLimits = PlanLimits()
     home_alt_m: float = 0.0
     crop: str = "wheat"
+    stage: str | None = None  # the disease stage to plan for (None: the earliest the card sees)
 
 
 def make_plan(a: PlanArgs) -> dict[str, Any]:
@@ -235,7 +243,7 @@ def make_plan(a: PlanArgs) -> dict[str, Any]:
     card = read_card(bundle)
     field = load_field(a.field)
     cam = load_camera(a.camera)
-    gsd, gsd_source = working_gsd(card, bundle, a.gsd_mm)
+    gsd, gsd_source = working_gsd(card, bundle, a.gsd_mm, a.stage)
     chip = chip_figure(card, bundle, a.edgetpu_model, a.tpus, a.model_cost)
     s = plan_survey(gsd, max(card.input.height, card.input.width), cam.geometry(), chip.tiles_per_s, a.limits)
     lines = survey_lines(field.polygon, s.line_spacing_m)

@@ -16,7 +16,7 @@ from flight_sim.tlog import read_tlog
 
 ROOT = Path(__file__).resolve().parents[2]
 COPTER_TLOG = ROOT / "tests" / "data" / "flights" / "copter_sitl_2015.tlog"
-DEFAULT_SCENARIO = ROOT / "configs" / "scenarios" / "default.yaml"
+WHEAT_30M = ROOT / "configs" / "scenarios" / "wheat_30m.yaml"  # the old default survey: the geometry these tests know
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +26,7 @@ def copter() -> Timeline:
 
 @pytest.fixture(scope="session")
 def scenario() -> Scenario:
-    return load_scenario(DEFAULT_SCENARIO)
+    return load_scenario(WHEAT_30M)
 
 
 @pytest.fixture(scope="session")

@@ -9,12 +9,12 @@ import yaml
 
 from flight_sim.tlog import read_tlog
 from tests.configtests import run_cli
-from tests.flight_sim.conftest import COPTER_TLOG, DEFAULT_SCENARIO, free_tcp_port, free_udp_port
+from tests.flight_sim.conftest import COPTER_TLOG, WHEAT_30M, free_tcp_port, free_udp_port
 from tools.mission.gcs import GroundStation
 
 
 def _small_scenario(tmp_path: Path) -> Path:
-    data = yaml.safe_load(DEFAULT_SCENARIO.read_text())
+    data = yaml.safe_load(WHEAT_30M.read_text())
     data["field"].update(width_m=40, height_m=30)
     data["patches"] = [{"class": "rust", "east_m": 20, "north_m": 15, "radius_m": 5}]
     p = tmp_path / "small.yaml"

@@ -75,7 +75,7 @@ def test_a_scenario_disagreeing_with_its_plan_is_refused(planned: Path) -> None:
 
 
 def test_survey_plan_flies_a_plan_over_another_scenario(planned: Path) -> None:
-    s = plan_scenario(load_scenario(ROOT / "configs/scenarios/default.yaml"), planned / "survey.plan")
+    s = plan_scenario(load_scenario(ROOT / "configs/scenarios/wheat_30m.yaml"), planned / "survey.plan")
     plan = read_plan(planned / "survey.plan")
     assert s.flight.altitude_m == pytest.approx(plan.altitude_m, abs=1e-3)
     assert s.flight.speed_mps == plan.speed_mps
@@ -107,7 +107,7 @@ def test_the_command_line_flies_a_plan(planned: Path) -> None:
 
     plan = read_plan(planned / "survey.plan")
     for cmd in (["survey"], ["render", "--out", str(planned / "frames")]):
-        args = build_parser().parse_args([*cmd, "--scenario", str(ROOT / "configs/scenarios/default.yaml"),
+        args = build_parser().parse_args([*cmd, "--scenario", str(ROOT / "configs/scenarios/wheat_30m.yaml"),
                                           "--plan", str(planned / "survey.plan")])
         s = _scenario(args)
         assert s.flight.plan == str((planned / "survey.plan").resolve())

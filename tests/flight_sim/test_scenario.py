@@ -20,15 +20,15 @@ from flight_sim.scenario import (
 )
 from payload.geo.camerapresets import PRESETS
 from tests.configtests import del_path, expect_config_error, run_cli, set_path, write_yaml
-from tests.flight_sim.conftest import DEFAULT_SCENARIO
+from tests.flight_sim.conftest import WHEAT_30M
 
 
 def example() -> dict:
-    return yaml.safe_load(DEFAULT_SCENARIO.read_text())
+    return yaml.safe_load(WHEAT_30M.read_text())
 
 
 def test_example_loads() -> None:
-    s = load_scenario(DEFAULT_SCENARIO)
+    s = load_scenario(WHEAT_30M)
     assert isinstance(s, Scenario)
     assert [p.cls for p in s.patches] == ["rust", "powdery_mildew", "rust"]
     assert s.camera.tile_rows == 3 and s.camera.tile_cols == 4
@@ -76,7 +76,7 @@ def test_painted_world_keys_are_rejected_with_their_fix(tmp_path: Path, key: str
 
 
 def test_camera_by_preset_or_intrinsics(tmp_path: Path) -> None:
-    s = load_scenario(DEFAULT_SCENARIO)
+    s = load_scenario(WHEAT_30M)
     assert s.camera.preset == "rpi_cam_v2" and s.camera.hfov_deg == pytest.approx(PRESETS["rpi_cam_v2"].hfov_deg)
     d = example()
     d["camera"] = {k: v for k, v in d["camera"].items() if k != "preset"}
@@ -98,7 +98,7 @@ def test_patch_stage_defaults_to_moderate_and_is_checked(tmp_path: Path) -> None
 
 
 def test_tile_scale_follows_altitude_lens_and_tiling() -> None:
-    s = load_scenario(DEFAULT_SCENARIO)
+    s = load_scenario(WHEAT_30M)
     w, h = tile_ground_size_m(s)
     p = PRESETS["rpi_cam_v2"]
     footprint_w = 30 * p.sensor_width_mm / p.focal_length_mm  # GSD x width = h x sensor / focal
@@ -133,6 +133,23 @@ def test_random_scenario_flies_at_the_target_model_input_resolution(target: floa
         assert s.flight.speed_mps * s.camera.exposure_s / gsd <= 0.5 + 1e-9  # blur under half a pixel
 
 
+def test_random_scenario_for_what_a_bundle_sees() -> None:
+    # a card's field trial: late disease at 32 / 24 mm per model pixel, moderate mildew at 16, rust never
+    seen = {"rust": {"early": None, "moderate": None, "late": 32.0},
+            "powdery_mildew": {"early": None, "moderate": 16.0, "late": 24.0}}
+    allowed = {("rust", "late"): 32.0, ("powdery_mildew", "moderate"): 16.0, ("powdery_mildew", "late"): 24.0}
+    for seed in range(8):
+        s = random_scenario(seed, width_m=80, height_m=60, input_px=96, seen=seen)
+        pairs = {(p.cls, p.stage) for p in s.patches}
+        assert pairs and pairs <= set(allowed), pairs  # only what the bundle sees
+        assert s.camera.tile_cols == 5
+        if 4.0 < s.flight.altitude_m < 120.0:  # flown for the finest resolution any of its patches needs
+            assert model_input_gsd_mm(s, 96) == pytest.approx(min(allowed[p] for p in pairs), rel=0.01)
+    assert random_scenario(3, seen=seen) == random_scenario(3, seen=seen)
+    with pytest.raises(ValueError, match="sees no disease"):
+        random_scenario(3, seen={"rust": {"late": None}})
+
+
 def test_cli_gives_exit_2_and_no_traceback(tmp_path: Path) -> None:
     data = example()
     data["patches"][0]["class"] = "blight"
@@ -141,7 +158,7 @@ def test_cli_gives_exit_2_and_no_traceback(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
     assert "patches[0].class" in out.stderr and "'blight'" in out.stderr and "powdery_mildew" in out.stderr
-    ok = run_cli(["-m", "flight_sim", "validate-config", str(DEFAULT_SCENARIO)])
+    ok = run_cli(["-m", "flight_sim", "validate-config", str(WHEAT_30M)])
     assert ok.returncode == 0, ok.stderr
     assert '"class": "rust"' in ok.stdout
 
@@ -149,7 +166,17 @@ def test_cli_gives_exit_2_and_no_traceback(tmp_path: Path) -> None:
 def test_sparse_lines_are_noted() -> None:
     from flight_sim.survey import survey_timeline
 
-    s = load_scenario(DEFAULT_SCENARIO)
+    s = load_scenario(WHEAT_30M)
     sparse = s.model_copy(update={"flight": s.flight.model_copy(update={"line_spacing_m": 50.0})})
     assert any("never seen" in n for n in survey_timeline(sparse).notes)
     assert not any("never seen" in n for n in survey_timeline(s).notes)
+
+
+def test_the_default_scenario_flies_where_late_disease_is_seen() -> None:
+    # README "The world at real scale": late rust and mildew are seen at 16-32 mm per model pixel by the quick
+    # bundle (96 px); moderate rust is not seen from any drone altitude, so the default's patches are late
+    s = load_scenario(WHEAT_30M.parent / "default.yaml")
+    assert {p.stage for p in s.patches} == {"late"}
+    assert 16.0 <= model_input_gsd_mm(s, 96) <= 32.0
+    # the old default flew where a model pixel is ~94 mm: nothing there is seen
+    assert model_input_gsd_mm(load_scenario(WHEAT_30M), 96) > 64.0

@@ -1,6 +1,6 @@
 """Issue 25's change between flights, on two real missions over the default field.
 
-Two flights of configs/scenarios/default.yaml's field, the second with one extra patch, each through
+Two flights of configs/scenarios/wheat_30m.yaml's field, the second with one extra patch, each through
 the simulator and the real `payload run`; then `payload compare OLD NEW --out D`. Exactly the extra
 patch's zone must be new, and every zone of the first flight must be found again (not gone).
 
@@ -30,7 +30,7 @@ EXTRA = {"class": "rust", "east_m": 55, "north_m": 20, "radius_m": 6, "stage": "
 
 
 def _scenario(tmp_path: Path, extra: bool) -> Path:
-    s = yaml.safe_load((ROOT / "configs" / "scenarios" / "default.yaml").read_text())
+    s = yaml.safe_load((ROOT / "configs" / "scenarios" / "wheat_30m.yaml").read_text())
     if extra:
         s["patches"].append(EXTRA)
     p = tmp_path / ("extra.yaml" if extra else "default.yaml")

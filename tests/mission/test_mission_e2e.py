@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def small_scenario(tmp_path: Path) -> Path:
-    s = yaml.safe_load((ROOT / "configs" / "scenarios" / "default.yaml").read_text())
+    s = yaml.safe_load((ROOT / "configs" / "scenarios" / "wheat_30m.yaml").read_text())
     s["field"].update(width_m=40, height_m=20)
     # off the field's centre, so a mirrored or swapped axis could not still land on the patch
     s["patches"] = [{"class": "rust", "east_m": 13, "north_m": 8, "radius_m": 6}]

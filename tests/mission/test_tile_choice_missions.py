@@ -1,7 +1,7 @@
 """Issue 27's chip budget on a whole mission: a modelled Coral too slow for every tile, the map choosing them
 against newest-frame dropping, over the default field.
 
-Both runs fly configs/scenarios/default.yaml with the payload at a modelled USB 3 Coral's pace for the
+Both runs fly configs/scenarios/wheat_30m.yaml with the payload at a modelled USB 3 Coral's pace for the
 default build's 224 px ResNet-50 (`--model-cost resnet50`, ~42 ms a tile: about 24 tiles a second
 against the camera's 60), one with `scheduler.tile_choice: map`, one with `all`. The world is the TEST
 DOUBLE tests/trainingtexture_world.py with its leaf-family bundle (as the chain test): the comparison
@@ -28,7 +28,7 @@ KEYS = ("patches_found", "patches_total", "false_zones", "centroid_error_m_media
 def test_the_map_choosing_tiles_against_newest_frame_dropping(tmp_path: Path, leaf_family_bundle: Path) -> None:
     reports = {}
     for choice in ("map", "all"):
-        plan = MissionPlan(ROOT / "configs" / "scenarios" / "default.yaml", tmp_path / choice, leaf_family_bundle,
+        plan = MissionPlan(ROOT / "configs" / "scenarios" / "wheat_30m.yaml", tmp_path / choice, leaf_family_bundle,
                            world_factory=TrainingTextureWorld, edgetpu_model="usb3", tpus=1, model_cost="resnet50",
                            tile_choice=choice)
         reports[choice] = run_mission(plan)

@@ -202,7 +202,7 @@ def test_the_plan_file_has_qgroundcontrols_structure_and_waypoints_in_the_field(
         assert field.contains(Point(float(e), float(n)))
     on_disk = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
     assert on_disk["ha_per_h_lines"] == summary["ha_per_h_lines"] > 0
-    assert "the card's working_gsd_mm" == on_disk["working_gsd_source"]
+    assert on_disk["working_gsd_source"] == "the card's working_gsd_mm (build ladder), moderate stage"
     # the payload's config sections the plan assumes validate as the payload's own
     from payload.config import SchedulerSection, TilingSection
     from payload.settings.camera import CameraSection

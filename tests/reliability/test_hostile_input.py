@@ -38,7 +38,7 @@ FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(Healt
 LOADERS: dict[str, tuple[Callable[[Path], Any], Path]] = {
     "payload": (load_payload_config, ROOT / "configs" / "payload.yaml"),
     "build": (lambda p: load_build_config(p, "default"), ROOT / "configs" / "build.yaml"),
-    "scenario": (load_scenario, ROOT / "configs" / "scenarios" / "default.yaml"),
+    "scenario": (load_scenario, ROOT / "configs" / "scenarios" / "wheat_30m.yaml"),
 }
 
 leaf = st.one_of(

@@ -41,7 +41,7 @@ def _is_detection(rec: dict) -> bool:
     return str(rec.get("schema", "")).startswith(DETECTION_SCHEMA_PREFIX)
 
 def small_scenario() -> Scenario:
-    s = load_scenario(ROOT / "configs" / "scenarios" / "default.yaml")
+    s = load_scenario(ROOT / "configs" / "scenarios" / "wheat_30m.yaml")
     f = s.field.model_copy(update={"width_m": 60.0, "height_m": 40.0})
     return s.model_copy(update={"field": f, "patches": [s.patches[0]]})
 

@@ -14,6 +14,7 @@ from tools.detectability import (
     frame_gsd_mm,
     physics_problems,
     scale_notes,
+    stage_working_gsd,
     verdict,
 )
 
@@ -66,11 +67,28 @@ def test_verdict_checks_recall_at_the_cards_working_resolution() -> None:
     assert verdict(recall, 8.0, []) == []
     missed = verdict(recall, 16.0, [])
     assert len(missed) == 1 and "moderate rust recall at the card's working resolution 16 mm/px is 0.50" in missed[0]
-    assert "states no working_gsd_mm" in verdict(recall, None, [])[0]
+    assert "states no working resolution at any stage" in verdict(recall, None, [])[0]
     assert verdict(recall, 8.0, ["physics"]) == ["physics"]
     # a bundle that flags healthy canopy as well finds every disease: its recall is worth nothing
     (miss,) = verdict(recall, 8.0, [], false_alarm={8.0: 0.5})
     assert "0.50 of healthy tiles flagged at the card's working resolution 8 mm/px" in miss
+
+
+def test_verdict_checks_each_stage_the_field_trial_states() -> None:
+    recall = {"rust": {"moderate": {8.0: 0.3}, "late": {8.0: 0.95, 32.0: 0.6}},
+              "powdery_mildew": {"moderate": {8.0: 0.92}, "late": {8.0: 1.0, 32.0: 1.0}}}
+    # the ladder's moderate figure is gone; late is stated at 8 mm and holds there
+    assert verdict(recall, None, [], stage_gsd_mm={"late": 8.0, "moderate": None}) == []
+    (miss,) = verdict(recall, None, [], stage_gsd_mm={"late": 32.0})
+    assert "late rust recall at the card's field-trial resolution for the late stage 32 mm/px is 0.60" in miss
+    # both statements are checked when the card has both
+    assert len(verdict(recall, 8.0, [], stage_gsd_mm={"late": 8.0})) == 1
+
+
+def test_a_stage_is_seen_where_its_worst_disease_is() -> None:
+    seen = {"rust": {"early": None, "moderate": None, "late": 32.0},
+            "powdery_mildew": {"early": None, "moderate": 16.0, "late": 64.0}}
+    assert stage_working_gsd(seen) == {"early": None, "moderate": None, "late": 32.0}
 
 
 class _ColourObserver:
@@ -113,3 +131,29 @@ def test_a_small_run_writes_a_physical_table(tiny_bundle: Path) -> None:
     assert res["physics_problems"] == []
     md = markdown(res)
     assert "| rust | late |" in md and "| rpi_cam_v2 | rust |" in md
+
+
+def test_record_writes_a_field_trial_the_payload_reads(tiny_bundle: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from payload.bundle import load_bundle
+    from tools.detectability import field_block, record_on_card, run
+
+    b = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, b)
+    res = run(b, [1.0, 32.0], frames=1, seed=5, classify_factory=_ColourObserver)
+    # the observer calls every disease rust, so mildew is never "seen": judge the stages by rust alone
+    assert res["stage_working_gsd_mm"]["late"] is None
+    res["stage_working_gsd_mm"] = stage_working_gsd({"rust": res["coarsest_seen_gsd_mm"]["rust"]})
+    record_on_card(b, field_block(res, "python -m tools.detectability ... --seed 5 --record"))
+    card = load_bundle(b).card  # the files' hashes still hold: the card is not among them
+    block = card.field_detectability
+    assert block is not None and block["seed"] == 5
+    assert block["working_gsd_mm_by_stage"] == res["stage_working_gsd_mm"]
+    late = res["stage_working_gsd_mm"]["late"]
+    assert late is not None  # the observer sees late rust
+    assert card.stage_gsd("late")[:2] == ("late", late)
+    # with no stage asked, the earliest the card sees; a stage never seen has no figure
+    st, g, _ = card.stage_gsd()
+    assert g is not None and st in ("early", "moderate", "late")
+    assert card.stage_gsd("early")[1] is None or res["stage_working_gsd_mm"]["early"] is not None

@@ -73,7 +73,7 @@ def test_the_mission_gives_the_payload_the_cameras_latency_unless_told_otherwise
     from payload.config import PayloadConfig
     from tools.mission.run import ROOT, MissionPlan, payload_config
 
-    s = load_scenario(ROOT / "configs" / "scenarios" / "default.yaml")
+    s = load_scenario(ROOT / "configs" / "scenarios" / "wheat_30m.yaml")
     s = s.model_copy(update={"camera": s.camera.model_copy(update={"latency_s": 0.12})})
     got = {}
     for told in (None, 0.0):

@@ -149,7 +149,7 @@ def test_tile_figures_count_every_tile_of_every_trusted_look(tmp_path: Path) -> 
 
 
 def test_the_second_field_keeps_crop_camera_and_flight_and_draws_the_rest_from_its_seed() -> None:
-    s = load_scenario(ROOT / "configs" / "scenarios" / "default.yaml")
+    s = load_scenario(ROOT / "configs" / "scenarios" / "wheat_30m.yaml")
     s2 = second_field(s, 1234)
     assert (s2.crop, s2.camera, s2.flight, s2.field, s2.origin, s2.terrain) == \
         (s.crop, s.camera, s.flight, s.field, s.origin, s.terrain)

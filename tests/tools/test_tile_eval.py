@@ -61,7 +61,7 @@ def frames(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("frames")
     # over the first rust patch of the default scenario (the first leg passes it at 29-34 s)
     subprocess.run([sys.executable, "-m", "flight_sim", "render", "--scenario",
-                    str(ROOT / "configs" / "scenarios" / "default.yaml"), "--out", str(out), "--fps", "1",
+                    str(ROOT / "configs" / "scenarios" / "wheat_30m.yaml"), "--out", str(out), "--fps", "1",
                     "--start", "29", "--end", "33", "--no-progress"], check=True, cwd=ROOT, capture_output=True)
     return out
 
@@ -94,7 +94,7 @@ def test_quick_bundle_sees_partly_diseased_tiles(quick_bundle, tmp_path: Path) -
     working = card.get("working_gsd_mm")
     if working is None:
         pytest.skip("the bundle's card states no working_gsd_mm: no altitude where it promises to see disease")
-    s = load_scenario(ROOT / "configs" / "scenarios" / "default.yaml")
+    s = load_scenario(ROOT / "configs" / "scenarios" / "wheat_30m.yaml")
     agl = altitude_for_gsd(s.camera, float(working), int(card.get("input", {}).get("width", 224)))
     foot_w = agl * s.camera.width / float(s.camera.model().K[0, 0])
     s = s.model_copy(update={"flight": s.flight.model_copy(update={"altitude_m": agl,
