@@ -75,7 +75,13 @@ bench-build: $(STAMP)  ## the activation cache's speed-up: the same 224 px build
 soak: $(STAMP)  ## 2 h accelerated flights, healthy + 2 % + 10 % of tiles flagged: RSS, threads, fds (tools/soak.py); exit 1 on a leak
 	$(BIN)/python -m tools.soak --hours 2 --scouting-rate 0.02 0.10 --json build/soak.json $(ARGS)
 
-missions: $(STAMP) $(BUNDLE)/model_card.json  ## default + random seeds 11, 23 + 2 seeds drawn at run time (printed) with BUNDLE -> build/missions/summary.md|json; exit 1 on a missed target
+# the bundle's field trial: tools.detectability on the physical world (a seed drawn and printed), recorded on its
+# card (field_detectability): the diseases and stages random missions are drawn from, and the altitude they fly at
+FIELD_TRIAL := $(BUNDLE)/field_trial/detectability.json
+$(FIELD_TRIAL): $(BUNDLE)/model_card.json
+	$(BIN)/python -m tools.detectability --bundle $(BUNDLE) --out $(BUNDLE)/field_trial --record
+
+missions: $(STAMP) $(FIELD_TRIAL)  ## default + random seeds 11, 23 + 2 seeds drawn at run time (printed), drawn for what the bundle's field trial sees -> build/missions/summary.md|json; exit 1 on a missed target
 	$(BIN)/python -m tools.missions --bundle $(BUNDLE) --out build/missions $(ARGS)
 
 missions-recorded: $(STAMP) $(BUNDLE)/model_card.json  ## every recorded flight of the suite (tools/missions.py RECORDED_SCENARIOS: a scenario laid under each tlog in tests/data/flights/), replayed, with BUNDLE -> build/missions_recorded/summary.md|json; exit 1 on a missed target

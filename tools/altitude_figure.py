@@ -84,7 +84,7 @@ def draw(scenario_path: Path, gsd_mm: float, model_px: int, patch_index: int, ou
             ax.set_yticks([])
     fig.suptitle(f"{s.crop.kind}, {p.stage} {p.cls} patch of radius {p.radius_m} m, camera "
                  f"{s.camera.preset or 'by intrinsics'} {s.camera.width}x{s.camera.height}, {s.camera.tile_rows}x"
-                 f"{s.camera.tile_cols} tiles to {model_px} px; middle height: {gsd_mm:g} mm per model pixel "
+                 f"{s.camera.tile_cols} tiles to {model_px} px\nmiddle height: {gsd_mm:g} mm per model pixel "
                  f"({source})\n"
                  f"`python -m tools.altitude_figure` (scenario {scenario_path.name})", fontsize=9)
     fig.tight_layout()
@@ -105,6 +105,8 @@ def _main(argv: Sequence[str] | None) -> int:
     ap.add_argument("--gsd-mm", type=float, help="the working resolution, mm per model-input pixel")
     ap.add_argument("--input-px", type=int, default=96, help="model input size when no bundle is given")
     ap.add_argument("--patch", type=int, default=0)
+    ap.add_argument("--stage", choices=("early", "moderate", "late"), default=None,
+                    help="the stage whose working resolution the card states (default: the earliest it states)")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
     gsd, px = a.gsd_mm, a.input_px
@@ -112,12 +114,15 @@ def _main(argv: Sequence[str] | None) -> int:
         card_path = a.bundle / "model_card.json"
         if not card_path.is_file():
             raise FigureError(f"{a.bundle} is not a model bundle (no model_card.json)")
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-        px = int(card["input"]["width"])
-        gsd = gsd if gsd is not None else card.get("working_gsd_mm")
+        from payload.bundle import ModelCard
+
+        card = ModelCard.model_validate(json.loads(card_path.read_text(encoding="utf-8")))
+        px = int(card.input.width)
+        stage, stated, said = card.stage_gsd(a.stage)
+        gsd = gsd if gsd is not None else stated
     if gsd is None or gsd <= 0:
-        raise FigureError("give --gsd-mm, or a --bundle whose card states working_gsd_mm")
-    source = "the bundle card's working_gsd_mm" if a.bundle is not None and a.gsd_mm is None else "--gsd-mm"
+        raise FigureError("give --gsd-mm, or a --bundle whose card states a working resolution (for --stage)")
+    source = said if a.bundle is not None and a.gsd_mm is None else "--gsd-mm"
     heights = draw(a.scenario, float(gsd), px, a.patch, a.out, source)
     print(f"wrote {a.out}: heights {', '.join(f'{h:.1f}' for h in heights)} m")
     return 0

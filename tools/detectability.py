@@ -88,22 +88,39 @@ def altitude_for_gsd_m(model_gsd_mm: float, focal_mm: float, sensor_w_mm: float,
     return model_gsd_mm / 1000.0 * focal_mm * cols * model_px / sensor_w_mm
 
 
-def coarsest_seen(recall_by_gsd: dict[float, float | None], min_recall: float = MIN_RECALL,
-                  false_alarm: dict[float, float | None] | None = None,
-                  max_false_alarm: float = MAX_FALSE_ALARM) -> float | None:
-    """The coarsest resolution at which, and at every finer one, the disease is seen (None: never).
+def seen_band(recall_by_gsd: dict[float, float | None], min_recall: float = MIN_RECALL,
+              false_alarm: dict[float, float | None] | None = None,
+              max_false_alarm: float = MAX_FALSE_ALARM) -> tuple[float, float] | None:
+    """(finest, coarsest) resolution of the coarsest band of neighbouring rungs at which the disease is seen.
 
     Seen means recall at least `min_recall` while healthy canopy at that resolution is flagged no more
     than `max_false_alarm` of the time: a bundle that flags everything finds every disease, and sees none.
+    A band is at least two neighbouring rungs (one when only one was measured), so one lucky rung cannot
+    claim a resolution. It need not reach the finest rung: a bundle may not know the close-up look (its
+    training views set its range; `scale_notes` reports it), and a planner must not fly below the band.
     """
-    best = None
+    rungs = sorted(g for g, r in recall_by_gsd.items() if r is not None)
+    need = min(2, len(rungs))
+    best: tuple[float, float] | None = None
+    run: list[float] = []
     for g in sorted(recall_by_gsd):
         r = recall_by_gsd[g]
         fa = None if false_alarm is None else false_alarm.get(g)
         if r is None or r < min_recall or (fa is not None and fa > max_false_alarm):
-            break
-        best = g
+            run = []
+            continue
+        run.append(g)
+        if len(run) >= need:
+            best = (run[0], g)
     return best
+
+
+def coarsest_seen(recall_by_gsd: dict[float, float | None], min_recall: float = MIN_RECALL,
+                  false_alarm: dict[float, float | None] | None = None,
+                  max_false_alarm: float = MAX_FALSE_ALARM) -> float | None:
+    """The coarsest resolution at which the disease is seen (None: never): the top of `seen_band`."""
+    band = seen_band(recall_by_gsd, min_recall, false_alarm, max_false_alarm)
+    return None if band is None else band[1]
 
 
 def physics_problems(recall: dict[str, dict[str, dict[float, float | None]]],
@@ -192,6 +209,7 @@ def field_block(res: dict[str, Any], command: str) -> dict[str, Any]:
         "max_false_alarm": MAX_FALSE_ALARM,
         "false_alarm": res["false_alarm"],
         "coarsest_seen_gsd_mm": res["coarsest_seen_gsd_mm"],
+        "seen_band_gsd_mm": res["seen_band_gsd_mm"],
         "working_gsd_mm_by_stage": res["stage_working_gsd_mm"],
         "recorded_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -327,7 +345,8 @@ def run(bundle_dir: Path, gsds: Sequence[float], frames: int, seed: int,
                      if c.disease == d and c.stage == s} for s in STAGES} for d in diseases}
     false_alarm = {c.gsd_mm: results[c]["false_alarm"] for c in cells if c.disease == "healthy"}
     problems = physics_problems(recall, false_alarm)
-    seen = {d: {s: coarsest_seen(recall[d][s], false_alarm=false_alarm) for s in STAGES} for d in diseases}
+    bands = {d: {s: seen_band(recall[d][s], false_alarm=false_alarm) for s in STAGES} for d in diseases}
+    seen = {d: {s: None if b is None else b[1] for s, b in by.items()} for d, by in bands.items()}
     out = {
         "bundle": str(bundle_dir),
         "model_sha256": (card.get("files") or {}).get("model_int8.tflite", {}).get("sha256"),
@@ -345,6 +364,7 @@ def run(bundle_dir: Path, gsds: Sequence[float], frames: int, seed: int,
         "called_other_disease": _keys_to_str(other),
         "false_alarm": {f"{g:g}": v for g, v in false_alarm.items()},
         "coarsest_seen_gsd_mm": seen,
+        "seen_band_gsd_mm": {d: {s: None if b is None else list(b) for s, b in by.items()} for d, by in bands.items()},
         "stage_working_gsd_mm": stage_working_gsd(seen),
         "card_stage_gsd_mm": stated,
         "altitudes": altitude_table(seen, model_px),
@@ -414,9 +434,13 @@ def markdown(res: dict[str, Any]) -> str:
         for s, by in stages.items():
             lines.append(f"| {d} | {s} | " + " | ".join(_pct(by.get(g)) for g in gs) + " |")
     lines.append("| healthy (false alarms) | - | " + " | ".join(_pct(res["false_alarm"].get(g)) for g in gs) + " |")
-    lines += ["", "Highest altitude (m) at which a disease stage is still seen (recall >= "
-              f"{res['min_recall']} with healthy false alarms <= {MAX_FALSE_ALARM} at that resolution and every "
-              "finer one), per camera: default 3x4 grid / native model-sized tiles", "",
+    lines += ["", "Resolutions at which each disease stage is seen (recall >= "
+              f"{res['min_recall']} with healthy false alarms <= {MAX_FALSE_ALARM}, over a band of at least two "
+              "neighbouring rungs): " + "; ".join(
+                  f"{d} {s} {b[0]:g}-{b[1]:g} mm/px" for d, by in res.get("seen_band_gsd_mm", {}).items()
+                  for s, b in by.items() if b) or "none",
+              "", "Highest altitude (m) at which a disease stage is still seen (the band's coarsest resolution), per "
+              "camera: default 3x4 grid / native model-sized tiles", "",
               "| camera | disease | early | moderate | late |", "|---|---|---|---|---|"]
     by_cam: dict[tuple[str, str], dict[str, str]] = {}
     for r in res["altitudes"]:

@@ -71,7 +71,12 @@ class Targets:
     max_false_zones: int | None = 0  # issue 14: zones overlapping no true patch of their class
     max_error_median_m: float | None = 1.0
     max_error_p95_m: float | None = 3.0
-    min_iou: float | None = 0.5  # mean IoU of found zones and their true disks
+    # mean IoU of found zones and their true disks. The disk's radius is where infection ends: the diseased
+    # share of leaf area falls as (1 - (r/R)^2)^4 from the centre (flight_sim/world/disease.py, incidence x
+    # severity), so at R/2 it is a third of the centre's and at 0.7 R a fifteenth. A map of where disease
+    # is visible covers about the inner half to 0.6 of the radius: IoU 0.25-0.36 (the default scenario's
+    # 0.33). 0.5 was the painted world's, whose disks were uniform; 0.2 still fails a zone far off its patch.
+    min_iou: float | None = 0.2
     min_coverage: float | None = 0.9  # share of the field under a camera footprint
     max_dropped_share: float | None = None  # the payload drops stale frames by design: report only by default
     min_treated_share: float | None = 1.0  # issue 15: every true patch inside a treatment zone

@@ -22,7 +22,9 @@ def test_figure_is_written_with_three_heights(tmp_path: Path, capsys) -> None:
     assert out.stat().st_size > 10_000
     printed = capsys.readouterr().out
     heights = [float(x) for x in printed.split("heights ")[1].split(" m")[0].split(", ")]
-    assert heights[1] == pytest.approx(2 * heights[0], abs=0.1) and heights[2] == pytest.approx(4 * heights[1], abs=0.1)
+    # printed to 0.1 m, so the ratios hold to the rounding
+    assert heights[1] == pytest.approx(2 * heights[0], abs=0.15)
+    assert heights[2] == pytest.approx(4 * heights[1], abs=0.3)
 
 
 def test_no_resolution_is_a_clear_error(tmp_path: Path) -> None:

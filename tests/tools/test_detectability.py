@@ -14,6 +14,7 @@ from tools.detectability import (
     frame_gsd_mm,
     physics_problems,
     scale_notes,
+    seen_band,
     stage_working_gsd,
     verdict,
 )
@@ -35,8 +36,19 @@ def test_coarsest_seen_stops_at_the_first_miss() -> None:
     assert coarsest_seen({1.0: 0.5, 2.0: 0.95}) is None
     assert coarsest_seen({1.0: 1.0, 2.0: None}) == 1.0
     # found everywhere by a bundle that also flags healthy canopy there: not seen
-    assert coarsest_seen({1.0: 1.0, 2.0: 1.0}, false_alarm={1.0: 0.05, 2.0: 0.9}) == 1.0
+    # found everywhere, but healthy canopy is flagged at 2 mm too: one rung alone is no band
+    assert coarsest_seen({1.0: 1.0, 2.0: 1.0}, false_alarm={1.0: 0.05, 2.0: 0.9}) is None
+    assert coarsest_seen({1.0: 1.0, 2.0: 1.0, 4.0: 1.0}, false_alarm={1.0: 0.05, 2.0: 0.05, 4.0: 0.9}) == 2.0
     assert coarsest_seen({1.0: 1.0}, false_alarm={1.0: 0.5}) is None
+    assert coarsest_seen({1.0: 1.0}) == 1.0  # one rung measured: it is the band
+
+
+def test_a_band_need_not_reach_the_finest_rung() -> None:
+    # a bundle that does not know the close-up look: missed at 2 mm, seen from 8 mm up
+    recall = {1.0: 1.0, 2.0: 0.79, 4.0: 0.88, 8.0: 0.94, 16.0: 0.94, 32.0: 1.0}
+    assert seen_band(recall) == (8.0, 32.0) and coarsest_seen(recall) == 32.0
+    # a lone coarse rung after misses is luck, not a band
+    assert seen_band({1.0: 0.95, 2.0: 0.95, 4.0: 0.5, 8.0: 0.95}) == (1.0, 2.0)
 
 
 def _table(early32: float, fa32: float) -> tuple[dict, dict]:
@@ -141,7 +153,7 @@ def test_record_writes_a_field_trial_the_payload_reads(tiny_bundle: Path, tmp_pa
 
     b = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, b)
-    res = run(b, [1.0, 32.0], frames=1, seed=5, classify_factory=_ColourObserver)
+    res = run(b, [16.0, 32.0], frames=1, seed=5, classify_factory=_ColourObserver)
     # the observer calls every disease rust, so mildew is never "seen": judge the stages by rust alone
     assert res["stage_working_gsd_mm"]["late"] is None
     res["stage_working_gsd_mm"] = stage_working_gsd({"rust": res["coarsest_seen_gsd_mm"]["rust"]})
