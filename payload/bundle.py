@@ -151,6 +151,28 @@ STAGE_ORDER = ("early", "moderate", "late")  # disease stages, earliest first (f
 LADDER_STAGE = "moderate"  # the build ladder's stage on cards that do not name it (compile/canopy REFERENCE_STAGE)
 
 
+def stage_gsd(working_gsd_mm: float | None, gsd_recall: Mapping[str, Any] | None,
+              field_detectability: Mapping[str, Any] | None,
+              stage: str | None = None) -> tuple[str | None, float | None, str]:
+    """(stage, mm per model pixel, where it came from) a flight should be planned at, from a card's keys.
+
+    Disease is seen from higher up the further it has gone, so a working resolution means nothing
+    without its stage. A field trial (`field_detectability`, the worst disease per stage) is preferred
+    to the build's own ladder (`working_gsd_mm`), which measures the training generator's canopy at one
+    reference stage. `stage` None: the earliest stage the card states.
+    """
+    field = field_detectability or {}
+    by_stage = field.get("working_gsd_mm_by_stage") or {}
+    ladder_stage = (gsd_recall or {}).get("stage") or LADDER_STAGE
+    for st in [stage] if stage is not None else list(STAGE_ORDER):
+        g = by_stage.get(st)
+        if isinstance(g, int | float):
+            return st, float(g), f"the card's field trial (tools.detectability, seed {field.get('seed')}), {st} stage"
+        if working_gsd_mm is not None and st == ladder_stage:
+            return st, float(working_gsd_mm), f"the card's working_gsd_mm (build ladder), {st} stage"
+    return stage, None, "not seen at any measured resolution"
+
+
 class ModelCard(_CardPart):
     """model_card.json: what `compile` writes and `payload` reads (docs/CONTRACTS.md section 1).
 
@@ -208,25 +230,8 @@ class ModelCard(_CardPart):
         return self
 
     def stage_gsd(self, stage: str | None = None) -> tuple[str | None, float | None, str]:
-        """(stage, mm per model pixel, where it came from) a flight should be planned at.
-
-        Disease is seen from higher up the further it has gone, so a working resolution means
-        nothing without its stage. A field trial (`field_detectability`, the worst disease per stage)
-        is preferred to the build's own ladder, which measures the training generator's canopy at
-        one reference stage. `stage` None: the earliest stage the bundle is known to see.
-        """
-        field = self.field_detectability or {}
-        by_stage = field.get("working_gsd_mm_by_stage") or {}
-        ladder_stage = (self.gsd_recall or {}).get("stage") or LADDER_STAGE
-        stages = [stage] if stage is not None else list(STAGE_ORDER)
-        for st in stages:
-            g = by_stage.get(st)
-            if isinstance(g, int | float):
-                return st, float(g), (f"the card's field trial (tools.detectability, seed {field.get('seed')}), "
-                                      f"{st} stage")
-            if self.working_gsd_mm is not None and st == ladder_stage:
-                return st, float(self.working_gsd_mm), f"the card's working_gsd_mm (build ladder), {st} stage"
-        return stage, None, "not seen at any measured resolution"
+        """(stage, mm per model pixel, where it came from) a flight should be planned at: `stage_gsd`."""
+        return stage_gsd(self.working_gsd_mm, self.gsd_recall, self.field_detectability, stage)
 
     def to_dict(self) -> dict[str, Any]:
         """The card as plain data: the keys it was given (or built with), unknown ones included.

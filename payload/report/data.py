@@ -353,13 +353,23 @@ def model_facts(card: Mapping[str, Any] | None, sha256: str | None) -> dict[str,
         # condition), else the whole held-out set (older cards)
         "heldout_accuracy_pct": pct(worst.get("accuracy", held.get("accuracy"))),
         "heldout_worst_factor": worst.get("factor"),
-        "working_gsd_mm": card.get("working_gsd_mm"),
+        **_working_gsd(card),
         "heldout_what": (m.get("heldout") or {}).get("what"),
         "edgetpu_compiled": tpu.get("compiled"),
         "edgetpu_note": tpu.get("reason"),
         **training_facts(card),
     })
     return out
+
+
+def _working_gsd(card: Mapping[str, Any]) -> dict[str, Any]:
+    """The working resolution and its stage (`payload.bundle.stage_gsd`: a field trial first, else the ladder)."""
+    from payload.bundle import stage_gsd
+
+    gsd = card.get("working_gsd_mm")
+    stage, g, source = stage_gsd(float(gsd) if isinstance(gsd, int | float) else None, card.get("gsd_recall"),
+                                 card.get("field_detectability"))
+    return {"working_gsd_mm": g, "working_gsd_stage": stage if g is not None else None, "working_gsd_source": source}
 
 
 def training_facts(card: Mapping[str, Any]) -> dict[str, Any]:

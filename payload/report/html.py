@@ -333,7 +333,8 @@ def model_rows(m: Mapping[str, Any]) -> list[tuple[str, str]]:
                  ("held-out looks accuracy" + (f" (worst factor: {esc(m.get('heldout_worst_factor'))})"
                                                if m.get("heldout_worst_factor") else ""), pct("heldout_accuracy_pct")),
                  ("working ground resolution", "-" if m.get("working_gsd_mm") is None
-                  else f"{_fmt(m.get('working_gsd_mm'))} mm per model-input pixel"),
+                  else f"{_fmt(m.get('working_gsd_mm'))} mm per model-input pixel"
+                  + (f" ({esc(m.get('working_gsd_stage'))} disease)" if m.get("working_gsd_stage") else "")),
                  ("thresholds", esc(", ".join(f"{k} {v:.2f}" for k, v in (m.get("thresholds") or {}).items()))),
                  ("Edge TPU",
                   "compiled" if m.get("edgetpu_compiled") else f"not compiled: {esc(m.get('edgetpu_note'))}")]
@@ -366,7 +367,9 @@ def honest_lines(d: ReportData, m: Mapping[str, Any]) -> list[str]:
     lines += [f"backbone pretrained: {_weights_text(m)}",
               f"training data: {esc(m.get('training_data') or 'not recorded')}",
               "working ground resolution: " + ("not stated" if gsd is None
-                                               else f"{_fmt(gsd)} mm per model-input pixel")]
+                                               else f"{_fmt(gsd)} mm per model-input pixel"
+                                               + (f", for {esc(m.get('working_gsd_stage'))} disease"
+                                                  if m.get("working_gsd_stage") else ""))]
     if d.rates_placeholder:
         lines.append("<strong>rates not set: on/off map</strong> (every treatment zone has default_rate; set "
                      "prescription.rates per class before spraying)")

@@ -203,6 +203,15 @@ def test_the_first_lines_say_what_the_model_is_and_that_rates_are_placeholders(f
                  "working ground resolution: 4.00 mm per model-input pixel"):
         assert text in head, text
     assert "model warning" not in head and "rates not set" not in head
+    # a field trial on the card: its stage's resolution, named with the stage, wins over the build's ladder
+    card = {**card, "field_detectability": {"seed": 7, "working_gsd_mm_by_stage": {"early": None, "late": 32.0}}}
+    head = write_report(out, ReportSection(crops_per_zone=0), card).read_text(encoding="utf-8").split(
+        "<h2>Map</h2>")[0]
+    assert "working ground resolution: 4.00 mm per model-input pixel, for moderate disease" in head
+    card = {**card, "working_gsd_mm": None}
+    head = write_report(out, ReportSection(crops_per_zone=0), card).read_text(encoding="utf-8").split(
+        "<h2>Map</h2>")[0]
+    assert "working ground resolution: 32.00 mm per model-input pixel, for late disease" in head
 
     # the offline quick bundle's small CNN: not pretrained, and not called a random ResNet either
     card = {**card, "warnings": ["backbone: small CNN, not ResNet-50: demo"], "working_gsd_mm": None,
