@@ -216,7 +216,8 @@ class SiteRenderer:
         self.origin = (s.internal_origin.lat, s.internal_origin.lon, s.internal_origin.alt)
         self.faces = site_faces(s.layout)
         self.worlds = {f.id: face_world(s, f) for f in self.faces if f.has_plants}
-        self.fx = CameraEffects((c.height, c.width), c.noise_sigma, s.seed, c.auto_exposure)
+        self.fx = CameraEffects((c.height, c.width), c.noise_sigma, s.seed, c.auto_exposure,
+                                wb_temp_k=c.white_balance_k)
         self.fpx = float(self.cam.K[0, 0])
         u = np.arange(c.width, dtype=np.float64) + 0.5
         v = np.arange(c.height, dtype=np.float64) + 0.5

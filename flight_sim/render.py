@@ -121,7 +121,8 @@ class WorldRenderer:
         from flight_sim.terrain import scenario_surface
 
         c = s.camera
-        fx = CameraEffects((c.height, c.width), c.noise_sigma, s.seed, c.auto_exposure) if effects else None
+        fx = CameraEffects((c.height, c.width), c.noise_sigma, s.seed, c.auto_exposure,
+                           wb_temp_k=c.white_balance_k) if effects else None
         return cls(world or build_world(s), c.model(), s.origin.lat, s.origin.lon, s.origin.alt,
                    scenario_surface(s), s.light.haze, fx, c.exposure_s)
 

@@ -129,6 +129,10 @@ class CameraSection(StrictModel):
         default=0.0, ge=0.0, le=2.0, description="exposure to delivery, wall seconds: the stream holds each frame "
         "back this long after its exposure (render and encode count towards it), as a real camera's pipeline does")
     auto_exposure: bool = Field(default=True, description="lagging auto exposure and white balance, as a camera")
+    white_balance_k: float | None = Field(
+        default=None, ge=2000, le=10000, description="white balance locked at this colour temperature, K, as a "
+        "scouting camera should be set (libcamera: AwbEnable off, fixed ColourGains); null: auto white balance, "
+        "which takes a frame filled by late rust for warm light and greys it (docs/WORLD.md)")
 
     @model_validator(mode="before")
     @classmethod
@@ -352,6 +356,9 @@ def altitude_for_gsd(camera: CameraSection, target_gsd_mm: float, input_px: int 
     return frame_gsd_m * fx
 
 
+# the white balance scouting flights lock at: what libcamera's auto balance holds over healthy canopy, and what
+# tools.detectability's frames lock at (flight_sim/camerafx.py AWB_DAYLIGHT_K; a test keeps the two equal)
+LOCKED_WHITE_BALANCE_K = 6500.0
 SEEN_TILE_COLS = 5  # random scenarios for a bundle's seen stages: 128 px tiles from a 640 px frame
 RANDOM_ALTITUDE_M = (4.0, 120.0)  # below: rotor wash and obstacles; above: the usual drone ceiling
 
@@ -388,6 +395,8 @@ def random_scenario(
     exposure = float(rng.choice([0.0005, 0.001, 0.002]))
     rows = max(1, round(cam_h / (cam_w / SEEN_TILE_COLS)))  # near-square tiles: 4 rows at 480 px, 3 at 360
     grid = {} if seen is None else {"tile_cols": SEEN_TILE_COLS, "tile_rows": rows}
+    if seen is not None:  # a flight for what a bundle sees: the camera set as its field trial's was
+        grid["white_balance_k"] = LOCKED_WHITE_BALANCE_K
     camera = CameraSection(preset=name, width=cam_w, height=cam_h, exposure_s=exposure, **grid)  # type: ignore[arg-type]
     pairs = [] if seen is None else [(d, st, float(g)) for d, by in seen.items() for st, g in by.items()
                                      if g is not None and d in DISEASES and st in STAGE_NAMES]

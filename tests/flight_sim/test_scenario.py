@@ -180,3 +180,16 @@ def test_the_default_scenario_flies_where_late_disease_is_seen() -> None:
     assert 16.0 <= model_input_gsd_mm(s, 96) <= 32.0
     # the old default flew where a model pixel is ~94 mm: nothing there is seen
     assert model_input_gsd_mm(load_scenario(WHEAT_30M), 96) > 64.0
+
+
+def test_scouting_flights_lock_the_white_balance_the_field_trial_locks() -> None:
+    # an auto balance takes a frame filled by late rust for warm light and greys it (flight_sim/camerafx.py);
+    # the default and the random flights drawn for a bundle lock it where tools.detectability's frames do
+    from flight_sim.camerafx import AWB_DAYLIGHT_K
+    from flight_sim.scenario import LOCKED_WHITE_BALANCE_K
+
+    assert LOCKED_WHITE_BALANCE_K == AWB_DAYLIGHT_K
+    assert load_scenario(WHEAT_30M.parent / "default.yaml").camera.white_balance_k == AWB_DAYLIGHT_K
+    seen = {"rust": {"late": 32.0}}
+    assert random_scenario(5, seen=seen).camera.white_balance_k == AWB_DAYLIGHT_K
+    assert random_scenario(5).camera.white_balance_k is None  # other random fields keep the auto balance
