@@ -204,6 +204,7 @@ def field_block(res: dict[str, Any], command: str) -> dict[str, Any]:
         "command": command,
         "seed": res["seed"],
         "frames_per_cell": res["frames_per_cell"],
+        "light": res["light"],
         "gsd_mm": res["gsd_mm"],
         "min_recall": res["min_recall"],
         "max_false_alarm": MAX_FALSE_ALARM,
@@ -235,14 +236,26 @@ def record_on_card(bundle_dir: Path, block: dict[str, Any]) -> None:
 Classify = Callable[[np.ndarray], list[tuple[str, bool]]]  # tiles batch -> (label, flagged) per tile
 
 
-def _world(disease: str, stage: str | None, crop: str, seed: int, half_m: float) -> Any:
-    """A field of one crop, wholly one stage of one disease around its centre (or healthy)."""
+def _world(disease: str, stage: str | None, crop: str, seed: int, half_m: float,
+           rng: np.random.Generator | None = None) -> Any:
+    """A field of one crop, wholly one stage of one disease around its centre (or healthy).
+
+    With `rng`, the light and the rows' direction are drawn as `flight-sim random-scenario` draws them
+    (sun 25-65 deg up from any side, cloud shadows over up to half the ground, haze up to 0.3): the
+    conditions the missions fly in, so a field trial speaks for them. Without, the nominal light
+    (sun 45 deg up, no cloud or haze) and rows running north.
+    """
     from flight_sim.world.config import CropSection, LightSection, PatchSpec
     from flight_sim.world.world import World
 
     size = 2 * half_m
     patches = [] if stage is None else [PatchSpec(disease, half_m, half_m, half_m * 0.98, stage)]
-    return World(CropSection(kind=crop), LightSection(), patches, size, size, seed)
+    if rng is None:
+        return World(CropSection(kind=crop), LightSection(), patches, size, size, seed)
+    light = LightSection(sun_elevation_deg=float(rng.uniform(25, 65)), sun_azimuth_deg=float(rng.uniform(0, 360)),
+                         cloud_cover=float(rng.uniform(0.0, 0.5)), haze=float(rng.uniform(0.0, 0.3)))
+    rows = float(rng.choice([0.0, 90.0]) + rng.uniform(-10, 10))
+    return World(CropSection(kind=crop, row_azimuth_deg=rows), light, patches, size, size, seed)
 
 
 ORIGIN = (-35.363261, 149.165230, 584.0)  # where the test fields lie (any place on Earth would do)
@@ -279,8 +292,9 @@ def render_frame(world: Any, centre_e: float, centre_n: float, frame_gsd: float,
 
 
 def measure_cell(cell: Cell, classify: Classify, tiler: Any, model_px: int, frames: int, seed: int,
-                 crops: Sequence[str] = CROP_KINDS) -> dict[str, Any]:
-    """Render `frames` frames of the cell (crops taken in turn), classify every tile, count the calls."""
+                 crops: Sequence[str] = CROP_KINDS, drawn_light: bool = True) -> dict[str, Any]:
+    """Render `frames` frames of the cell (crops taken in turn, each under its own drawn light unless
+    `drawn_light` is off), classify every tile, count the calls."""
     kinds = ("healthy", "rust", "powdery_mildew")
     rng = np.random.default_rng([seed, int(cell.gsd_mm * 1000), STAGES.index(cell.stage) if cell.stage else 9,
                                  kinds.index(cell.disease) if cell.disease in kinds else 99])
@@ -290,7 +304,8 @@ def measure_cell(cell: Cell, classify: Classify, tiler: Any, model_px: int, fram
     counts = {"tiles": 0, "right": 0, "other_disease": 0, "flagged": 0}
     for k in range(frames):
         crop = crops[k % len(crops)]
-        world = _world(cell.disease, cell.stage, crop, int(rng.integers(0, 2**31)), half)
+        world = _world(cell.disease, cell.stage, crop, int(rng.integers(0, 2**31)), half,
+                       rng if drawn_light else None)
         jitter = rng.uniform(-0.02, 0.02, 2) * half
         img = render_frame(world, half + jitter[0], half + jitter[1], fg, int(rng.integers(0, 2**31)))
         _, batch = tiler.tiles(img)
@@ -307,7 +322,7 @@ def measure_cell(cell: Cell, classify: Classify, tiler: Any, model_px: int, fram
 
 
 def run(bundle_dir: Path, gsds: Sequence[float], frames: int, seed: int,
-        classify_factory: Callable[[Any], Classify] | None = None) -> dict[str, Any]:
+        classify_factory: Callable[[Any], Classify] | None = None, drawn_light: bool = True) -> dict[str, Any]:
     """The whole table for one bundle (classify_factory: the tests' stand-in for the CPU backend)."""
     from payload.bundle import load_bundle
     from payload.pipeline.tiling import Tiler
@@ -336,7 +351,7 @@ def run(bundle_dir: Path, gsds: Sequence[float], frames: int, seed: int,
     results: dict[Cell, dict[str, Any]] = {}
     t0 = time.monotonic()
     for i, cell in enumerate(cells, 1):
-        results[cell] = measure_cell(cell, classify, tiler, model_px, frames, seed)
+        results[cell] = measure_cell(cell, classify, tiler, model_px, frames, seed, drawn_light=drawn_light)
         log.info("[%d/%d] %s %s at %g mm/px: %s (%.0f s)", i, len(cells), cell.stage or "", cell.disease,
                  cell.gsd_mm, results[cell], time.monotonic() - t0)
     recall = {d: {s: {c.gsd_mm: results[c]["recall"] for c in cells if c.disease == d and c.stage == s}
@@ -357,6 +372,8 @@ def run(bundle_dir: Path, gsds: Sequence[float], frames: int, seed: int,
         "tiles_per_frame": GRID_ROWS * GRID_COLS,
         "seed": seed,
         "crops": list(CROP_KINDS),
+        "light": "drawn per frame (sun 25-65 deg, any azimuth, cloud <= 0.5, haze <= 0.3; rows N or E +-10 deg)"
+                 if drawn_light else "nominal (sun 45 deg, no cloud or haze; rows north)",
         "reference_stage": REFERENCE_STAGE,
         "min_recall": MIN_RECALL,
         "working_gsd_mm": working,
@@ -425,7 +442,7 @@ def markdown(res: dict[str, Any]) -> str:
         f"{REFERENCE_STAGE} stage); field trial by stage: {res.get('card_stage_gsd_mm') or 'none'}",
         f"- this run, worst disease, by stage: {res.get('stage_working_gsd_mm')}",
         f"- {res['frames_per_cell']} frames x {res['tiles_per_frame']} tiles per cell, crops {', '.join(res['crops'])},"
-        f" seed {res['seed']}; resolution in mm per model-input pixel",
+        f" seed {res['seed']}; light {res.get('light')}; resolution in mm per model-input pixel",
         "",
         "| disease | stage | " + " | ".join(f"{g} mm/px" for g in gs) + " |",
         "|---|---|" + "---|" * len(gs),
@@ -491,6 +508,9 @@ def _main(argv: Sequence[str] | None) -> int:
                     help="resolutions, mm per model-input pixel (the card's working resolution is added)")
     ap.add_argument("--frames", type=int, default=4, help="frames per cell (12 tiles each), crops in turn")
     ap.add_argument("--seed", type=int, default=None, help="default: drawn now and printed")
+    ap.add_argument("--nominal-light", action="store_true",
+                    help="every frame in the nominal light (sun 45 deg, clear) instead of light drawn per frame as "
+                    "random scenarios draw it")
     ap.add_argument("--record", action="store_true",
                     help="write this run's per-stage resolutions into the bundle's card (field_detectability), the "
                     "figures `payload plan` and `make missions` fly at; checked against this run, not a previous one")
@@ -504,11 +524,11 @@ def _main(argv: Sequence[str] | None) -> int:
         raise DetectabilityError("--frames must be >= 1 and every --gsd a positive number of mm per pixel")
     seed = int(np.random.default_rng().integers(0, 2**31)) if a.seed is None else a.seed
     print(f"seed {seed}")
-    res = run(a.bundle, a.gsd, a.frames, seed)
+    res = run(a.bundle, a.gsd, a.frames, seed, drawn_light=not a.nominal_light)
     if a.record:
         gsd = " ".join(f"{g:g}" for g in a.gsd)
         cmd = (f"python -m tools.detectability --bundle {a.bundle} --out {a.out} --gsd {gsd}"
-               f" --frames {a.frames} --seed {seed} --record")
+               f" --frames {a.frames} --seed {seed}{' --nominal-light' if a.nominal_light else ''} --record")
         record_on_card(a.bundle, field_block(res, cmd))
         # the card now states what this run measured: the misses are this run's own (false alarms, physics)
         res["card_stage_gsd_mm"] = {k: v for k, v in res["stage_working_gsd_mm"].items() if v is not None}

@@ -135,7 +135,8 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_small_run_writes_a_physical_table(tiny_bundle: Path) -> None:
     from tools.detectability import markdown, run
 
-    res = run(tiny_bundle, [1.0, 32.0], frames=1, seed=5, classify_factory=_ColourObserver)  # one frame: wheat
+    res = run(tiny_bundle, [1.0, 32.0], frames=1, seed=5, classify_factory=_ColourObserver,
+              drawn_light=False)  # one frame: wheat, in the light the observer's threshold is set for
     assert res["working_gsd_mm"] == 4.0 and res["gsd_mm"] == [1.0, 4.0, 32.0]
     # late disease colours the canopy: the observer sees it at every resolution; early rust vanishes
     assert res["recall"]["rust"]["late"]["32"] >= 0.9
@@ -153,7 +154,7 @@ def test_record_writes_a_field_trial_the_payload_reads(tiny_bundle: Path, tmp_pa
 
     b = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, b)
-    res = run(b, [16.0, 32.0], frames=1, seed=5, classify_factory=_ColourObserver)
+    res = run(b, [16.0, 32.0], frames=1, seed=5, classify_factory=_ColourObserver, drawn_light=False)
     # the observer calls every disease rust, so mildew is never "seen": judge the stages by rust alone
     assert res["stage_working_gsd_mm"]["late"] is None
     res["stage_working_gsd_mm"] = stage_working_gsd({"rust": res["coarsest_seen_gsd_mm"]["rust"]})
