@@ -28,7 +28,9 @@ def test_example_loads_with_both_profiles() -> None:
     assert quick.data.generator == "canopy" and quick.model.backbone == "small"  # every weight learnt, offline
     assert quick.model.resolved_head_stages() == [] and quick.resolved_train() is quick.train
     assert cfg.data.jpeg_quality == (60, 95) and quick.data.jpeg_quality is None
-    assert quick.evaluate == cfg.evaluate  # what the profile does not name stays as in the file
+    # the quick profile flags at even odds (compile/config.py QUICK_PROFILE); the rest stays as in the file
+    assert quick.evaluate.min_threshold == 0.5 and cfg.evaluate.min_threshold == 0.1
+    assert quick.evaluate.model_copy(update={"min_threshold": cfg.evaluate.min_threshold}) == cfg.evaluate
 
 
 def test_shipped_defaults_imagenet_augmented_and_cached() -> None:
