@@ -77,9 +77,10 @@ soak: $(STAMP)  ## 2 h accelerated flights, healthy + 2 % + 10 % of tiles flagge
 
 # the bundle's field trial: tools.detectability on the physical world (a seed drawn and printed), recorded on its
 # card (field_detectability): the diseases and stages random missions are drawn from, and the altitude they fly at
-FIELD_TRIAL := $(BUNDLE)/field_trial/detectability.json
+# (beside the bundle, not in it: a bundle's folder holds only the files its card lists)
+FIELD_TRIAL := $(BUNDLE).field_trial/detectability.json
 $(FIELD_TRIAL): $(BUNDLE)/model_card.json
-	$(BIN)/python -m tools.detectability --bundle $(BUNDLE) --out $(BUNDLE)/field_trial --record
+	$(BIN)/python -m tools.detectability --bundle $(BUNDLE) --out $(BUNDLE).field_trial --record
 
 missions: $(STAMP) $(FIELD_TRIAL)  ## default + random seeds 11, 23 + 2 seeds drawn at run time (printed), drawn for what the bundle's field trial sees -> build/missions/summary.md|json; exit 1 on a missed target
 	$(BIN)/python -m tools.missions --bundle $(BUNDLE) --out build/missions $(ARGS)

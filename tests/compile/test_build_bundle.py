@@ -70,7 +70,13 @@ def test_bundle_follows_the_contract(quick_bundle) -> None:
     # CNN: the bars here are what it must not fall below, not what a bundle to fly needs (the random-
     # ResNet quick profile it replaced reached 0.71; the small CNN 0.85, docs/TRAINING_DATA.md).
     assert card["metrics"]["int8"]["accuracy"] >= 0.8
-    assert card["metrics"]["int8"]["at_thresholds"]["disease_recall"] >= 0.95
+    # the quick profile flags at even odds (evaluate.min_threshold 0.5: the world's healthy canopy is not the
+    # validation split's), where validation disease recall is 0.84, and the card says the 0.99 target was missed
+    assert card["metrics"]["int8"]["at_thresholds"]["disease_recall"] >= 0.75
+    assert all(t >= 0.5 for t in card["thresholds"].values())
+    sel = card["threshold_selection"]
+    assert sel["min_threshold"] == 0.5
+    assert all(not d["target_reached"] for d in sel["detail"].values() if d["val_recall"] < sel["target_recall"])
     ladder = card["gsd_recall"]
     assert card["working_gsd_mm"] == ladder["working_gsd_mm"] and ladder["stage"] == "moderate"
     assert list(ladder["recall_by_gsd_mm"]) == ["1", "2", "4", "8", "16", "32", "64"]
