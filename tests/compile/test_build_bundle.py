@@ -13,7 +13,7 @@ from compile.bundle import verify_bundle
 from compile.config import load_build_config
 from compile.data import iterate_images, make_splits
 from compile.metrics import decide
-from compile.synthetic import CLASSES, leaf_image
+from compile.synthetic import CLASSES
 from compile.tflite_check import check_model
 
 
@@ -168,8 +168,12 @@ def test_int8_model_runs_in_litert_with_uint8_io_and_agrees_with_float(quick_bun
     import keras
 
     float_model = keras.models.load_model(quick_bundle.float_model)
+    from compile.canopy import ladder_image
+
+    # canopy views, what the quick profile trains on: on leaf close-ups, out of its domain, one CI build's
+    # int8 scores moved 0.061 from the float model's on average, past this bound
     rng = np.random.default_rng(99)
-    images = np.stack([leaf_image(CLASSES[i % 3], size, rng) for i in range(24)])
+    images = np.stack([ladder_image(CLASSES[i % 3], size, float(2 ** (i % 6)), rng) for i in range(24)])
     f_scores = float_model.predict(images.astype(np.float32), verbose=0)
     q_scores = []
     for img in images:

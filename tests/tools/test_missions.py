@@ -37,7 +37,7 @@ def test_a_good_row_meets_the_default_targets() -> None:
 @pytest.mark.parametrize(("change", "fragment"), [
     ({"patches_found": 2}, "found 2/3 patches"),
     ({"false_zones": 3}, "3 false zones (> 0)"),
-    ({"iou_mean": 0.3}, "mean IoU 0.30 (< 0.5)"),
+    ({"iou_mean": 0.1}, "mean IoU 0.10 (< 0.2)"),
     ({"centroid_error_m_median": 3.5}, "centroid error median 3.50 m (> 1 m)"),
     ({"centroid_error_m_p95": 7.0}, "centroid error p95 7.00 m (> 3 m)"),
     ({"coverage_fraction": 0.5}, "field coverage 50.0%"),
